@@ -1,0 +1,48 @@
+# The two commands a new user needs: `make demo` and `make test`.
+# Both create .venv when it is missing; nothing outside this folder is touched.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test check lint bench validate-examples clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Re-installs when pyproject.toml changes (new dependency, new entry point).
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/orch validate workflows/demo.yaml
+	$(BIN)/orch graph workflows/demo.yaml
+	$(BIN)/orch run workflows/demo.yaml
+
+check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check orchestrator
+	$(BIN)/mypy
+
+test: check
+	$(BIN)/coverage run -m pytest -q
+	$(BIN)/coverage report --fail-under=0 | tail -n 1
+
+lint: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format orchestrator tests bench
+
+validate-examples: $(STAMP)
+	$(BIN)/orch validate workflows/*.yaml
+
+bench: $(STAMP)
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .orch .pytest_cache .ruff_cache .mypy_cache .coverage dist build *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

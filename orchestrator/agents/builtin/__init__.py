@@ -1,0 +1,1 @@
+"""Built-in agent types, registered through the same entry points as any plugin."""

@@ -1,0 +1,88 @@
+"""The small agents that demos and tests need: echo, noop, sleep, fail.
+
+They are ordinary plugins (see the entry points in pyproject.toml) and the
+shortest examples of the agent SDK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from ..base import Agent, AgentContext, AgentFailure, AgentResult
+
+__all__ = ["EchoAgent", "FailAgent", "NoopAgent", "SleepAgent"]
+
+
+class EchoAgent(Agent):
+    """Returns ``text`` (any value), or the whole input when there is no ``text``."""
+
+    name = "echo"
+    description = "Returns its `text` (or its whole input) as the output."
+    config_schema: ClassVar[Mapping[str, Any]] = {
+        "type": "object",
+        "properties": {"text": {"description": "The value to return (any type)."}},
+    }
+
+    async def run(self, input: Mapping[str, Any], ctx: AgentContext) -> AgentResult:
+        return AgentResult(output=input["text"] if "text" in input else dict(input))
+
+
+class NoopAgent(Agent):
+    """Does nothing; the output is null."""
+
+    name = "noop"
+    description = "Does nothing; the output is null."
+    config_schema: ClassVar[Mapping[str, Any]] = {"type": "object", "additionalProperties": False}
+
+    async def run(self, input: Mapping[str, Any], ctx: AgentContext) -> AgentResult:
+        return AgentResult()
+
+
+class SleepAgent(Agent):
+    """Sleeps ``seconds``, then returns ``output`` (default: the seconds slept)."""
+
+    name = "sleep"
+    description = "Sleeps `seconds`, then returns `output` (default: the seconds slept)."
+    config_schema: ClassVar[Mapping[str, Any]] = {
+        "type": "object",
+        "properties": {
+            "seconds": {"type": "number", "minimum": 0, "description": "How long to sleep."},
+            "output": {"description": "The value to return when done."},
+        },
+        "required": ["seconds"],
+        "additionalProperties": False,
+    }
+
+    async def run(self, input: Mapping[str, Any], ctx: AgentContext) -> AgentResult:
+        seconds = float(input["seconds"])
+        await asyncio.sleep(seconds)
+        return AgentResult(output=input.get("output", seconds))
+
+
+class FailAgent(Agent):
+    """Fails the first ``times`` attempts (all of them when ``times`` is absent), then succeeds."""
+
+    name = "fail"
+    description = "Fails the first `times` attempts (all when absent), then returns `output`."
+    config_schema: ClassVar[Mapping[str, Any]] = {
+        "type": "object",
+        "properties": {
+            "times": {"type": "integer", "minimum": 0, "description": "Attempts that fail."},
+            "message": {"type": "string", "description": "The error message."},
+            "transient": {
+                "type": "boolean",
+                "description": "Whether the failure may be retried (default true).",
+            },
+            "output": {"description": "The value to return once it succeeds."},
+        },
+        "additionalProperties": False,
+    }
+
+    async def run(self, input: Mapping[str, Any], ctx: AgentContext) -> AgentResult:
+        times = input.get("times")
+        if times is None or ctx.attempt <= int(times):
+            message = str(input.get("message", f"failing on purpose (attempt {ctx.attempt})"))
+            raise AgentFailure(message, transient=bool(input.get("transient", True)))
+        return AgentResult(output=input.get("output", f"succeeded on attempt {ctx.attempt}"))

@@ -1,0 +1,182 @@
+"""AgentRegistry: agent types found through entry points, loaded lazily, checked when loaded.
+
+``AgentRegistry.from_entry_points()`` reads the group ``orchestrator.agents``
+without importing anything; ``resolve(name)`` imports one entry point once and
+checks it (a name, a valid config schema, an async ``run``) before recording it.
+A plugin that fails to import or to pass the checks fails only the workflows that
+use it, with an AgentLoadError naming the entry point and its distribution. Two
+distributions registering one name is an error. There is no global registry.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.metadata
+import inspect
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import AgentLoadError, AgentNotFound
+from .base import Agent
+
+__all__ = ["ENTRY_POINT_GROUP", "AgentInfo", "AgentRegistry"]
+
+ENTRY_POINT_GROUP = "orchestrator.agents"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentInfo:
+    """What ``orch agents`` shows of one agent type. ``error`` is set when it cannot load."""
+
+    name: str
+    source: str  # "module:attr" of the entry point, or the class for register()
+    dist: str | None
+    version: str | None
+    description: str = ""
+    config_schema: Mapping[str, Any] | None = None
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class _Entry:
+    name: str
+    source: str
+    dist: str | None
+    version: str | None
+    entry_point: importlib.metadata.EntryPoint | None = None
+    loaded: type[Agent] | None = None
+    conflict: str | None = None
+
+
+class AgentRegistry:
+    """A set of agent types by name. Build one per process (or per test); never global."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, _Entry] = {}
+
+    @classmethod
+    def from_entry_points(
+        cls,
+        group: str = ENTRY_POINT_GROUP,
+        entry_points: Iterable[importlib.metadata.EntryPoint] | None = None,
+    ) -> AgentRegistry:
+        """A registry of every entry point in ``group``; nothing is imported yet.
+
+        ``entry_points`` replaces ``importlib.metadata.entry_points(group=group)``
+        (tests pass fakes).
+        """
+        registry = cls()
+        eps = (
+            entry_points
+            if entry_points is not None
+            else importlib.metadata.entry_points(group=group)
+        )
+        for ep in eps:
+            dist = ep.dist.name if ep.dist is not None else None
+            version = ep.dist.version if ep.dist is not None else None
+            known = registry._entries.get(ep.name)
+            if known is not None:
+                if known.source == ep.value and known.dist == dist:
+                    continue  # the same entry point seen twice (editable installs do this)
+                known.conflict = (
+                    f"agent type '{ep.name}' is registered by two distributions: "
+                    f"{known.dist or '?'} ({known.source}) and {dist or '?'} ({ep.value}); "
+                    "uninstall one of them"
+                )
+                continue
+            registry._entries[ep.name] = _Entry(ep.name, ep.value, dist, version, ep)
+        return registry
+
+    def register(self, agent_cls: type[Agent], name: str | None = None) -> None:
+        """Add an agent type directly (tests, embedding). Raises AgentLoadError if it fails
+        the checks, or if the name is taken by another class."""
+        type_name: str = name or str(getattr(agent_cls, "name", ""))
+        source = f"{agent_cls.__module__}:{agent_cls.__qualname__}"
+        _check(agent_cls, type_name, source, None)
+        known = self._entries.get(type_name)
+        if known is not None and known.loaded is not agent_cls:
+            raise AgentLoadError(
+                f"agent type '{type_name}' is already registered by {known.source}"
+            )
+        self._entries[type_name] = _Entry(type_name, source, None, None, loaded=agent_cls)
+
+    def names(self) -> list[str]:
+        """Every registered type name, sorted; nothing is imported."""
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def resolve(self, name: str) -> type[Agent]:
+        """The agent class for ``name``, imported and checked on first use.
+
+        Raises AgentNotFound (with a suggestion) or AgentLoadError.
+        """
+        entry = self._entries.get(name)
+        if entry is None:
+            close = difflib.get_close_matches(name, self._entries, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else "run 'orch agents' to list them"
+            raise AgentNotFound(f"unknown agent type '{name}'", hint=hint)
+        if entry.conflict:
+            raise AgentLoadError(entry.conflict)
+        if entry.loaded is None:
+            assert entry.entry_point is not None
+            where = f"entry point '{name} = {entry.source}' of {entry.dist or 'an unknown dist'}"
+            try:
+                obj = entry.entry_point.load()
+            except Exception as exc:  # a plugin's import may raise anything
+                raise AgentLoadError(
+                    f"agent type '{name}' failed to load: {type(exc).__name__}: {exc}",
+                    hint=f"check the {where}",
+                ) from exc
+            _check(obj, name, entry.source, entry.dist)
+            entry.loaded = obj
+        return entry.loaded
+
+    def create(self, name: str, instance_name: str = "") -> Agent:
+        """A new instance of agent type ``name``; raises like resolve."""
+        return self.resolve(name)(instance_name or name)
+
+    def info(self, name: str) -> AgentInfo:
+        """Provenance, description and schema of one type; load errors become ``error``."""
+        entry = self._entries[name]
+        try:
+            cls = self.resolve(name)
+        except AgentLoadError as exc:
+            return AgentInfo(name, entry.source, entry.dist, entry.version, error=str(exc))
+        return AgentInfo(
+            name,
+            entry.source,
+            entry.dist,
+            entry.version,
+            description=getattr(cls, "description", "") or (inspect.getdoc(cls) or ""),
+            config_schema=cls.config_schema,
+        )
+
+
+def _check(obj: Any, name: str, source: str, dist: str | None) -> None:
+    """Refuse an object that is not a usable agent type, naming where it came from."""
+    where = f"'{source}'" + (f" from {dist}" if dist else "")
+
+    def fail(what: str) -> AgentLoadError:
+        return AgentLoadError(f"agent type '{name}' ({where}) {what}")
+
+    if not inspect.isclass(obj):
+        raise fail("is not a class")
+    declared = getattr(obj, "name", None)
+    if not isinstance(declared, str) or not declared:
+        raise fail("has no `name`")
+    if declared != name:
+        raise fail(f"declares name '{declared}' but is registered as '{name}'")
+    run = getattr(obj, "run", None)
+    if run is None or not inspect.iscoroutinefunction(run):
+        raise fail("has no `async def run(self, input, ctx)`")
+    schema = getattr(obj, "config_schema", None)
+    if not isinstance(schema, Mapping):
+        raise fail("has no `config_schema` mapping")
+    from ..spec.schema import check_agent_schema  # spec.schema owns jsonschema
+
+    problem = check_agent_schema(schema)
+    if problem:
+        raise fail(f"has an invalid config_schema: {problem}")

@@ -1,0 +1,264 @@
+"""Templates and conditions: the only module that imports jinja2.
+
+Everything runs in Jinja2's ImmutableSandboxedEnvironment with StrictUndefined,
+so a typo is an error rather than empty text, a template cannot mutate the data
+it reads, and ``when:`` is never silently false. A string that is exactly one
+``{{ ... }}`` keeps the value's type. Values in the context (phase outputs,
+inputs) are data: they are never rendered again, whatever they contain.
+
+The sandbox does not bound CPU or memory on its own; ``**`` and ``*`` are
+intercepted so that ``9**(9**9)`` or ``'x' * 10**12`` are refused, and
+``range`` is capped.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+from typing import Any
+
+import jinja2
+from jinja2 import nodes
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from .errors import ExpressionError, Location
+
+__all__ = [
+    "check_expression",
+    "check_template",
+    "evaluate",
+    "is_template",
+    "references",
+    "render",
+    "template_references",
+]
+
+_MAX_POW_BITS = 4096  # results of ** above this many bits are refused
+_MAX_SEQ_LEN = 1_000_000  # results of * on strings and lists above this length are refused
+_SINGLE = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.DOTALL)
+_UNKNOWN = Location("<expression>")
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    intercepted_binops = frozenset({"**", "*"})
+
+    def call_binop(self, context: Any, operator_: str, left: Any, right: Any) -> Any:
+        if operator_ == "**":
+            _check_pow(left, right)
+            return operator.pow(left, right)
+        if operator_ == "*":
+            _check_mul(left, right)
+            return operator.mul(left, right)
+        return super().call_binop(context, operator_, left, right)
+
+
+def _check_pow(left: Any, right: Any) -> None:
+    if isinstance(left, int) and isinstance(right, int) and right > 0 and abs(left) > 1:
+        if abs(left).bit_length() * right > _MAX_POW_BITS:
+            raise SecurityError(
+                f"{left} ** {right} is too large to compute (more than {_MAX_POW_BITS} bits)"
+            )
+
+
+def _check_mul(left: Any, right: Any) -> None:
+    for seq, n in ((left, right), (right, left)):
+        if isinstance(seq, (str, list, tuple)) and isinstance(n, int):
+            if len(seq) * n > _MAX_SEQ_LEN:
+                raise SecurityError(
+                    f"repeating a sequence {n} times exceeds {_MAX_SEQ_LEN} elements"
+                )
+
+
+@lru_cache(maxsize=1)
+def _env() -> _Sandbox:
+    env = _Sandbox(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+    env.filters["tojson"] = _tojson  # Jinja's own escapes <>&' for HTML; ours keeps text as is
+    return env
+
+
+def _tojson(value: Any, indent: int | None = None) -> str:
+    import json
+
+    return json.dumps(value, indent=indent, ensure_ascii=False, default=str)
+
+
+def is_template(text: str) -> bool:
+    """Whether a string holds template syntax (``{{``, ``{%`` or ``{#``)."""
+    return "{{" in text or "{%" in text or "{#" in text
+
+
+@lru_cache(maxsize=4096)
+def _compile_template(text: str) -> jinja2.Template:
+    return _env().from_string(text)
+
+
+@lru_cache(maxsize=4096)
+def _compile_expression(text: str) -> Callable[..., Any]:
+    return _env().compile_expression(text, undefined_to_none=False)
+
+
+def _single_expression(text: str) -> str | None:
+    m = _SINGLE.match(text)
+    if m is None:
+        return None
+    inner = m.group("expr")
+    if "{{" in inner or "}}" in inner or "{%" in inner:
+        return None
+    return inner.strip()
+
+
+def _fail(exc: Exception, source: str, where: Location | None) -> ExpressionError:
+    if isinstance(exc, jinja2.UndefinedError):
+        msg = f"{_undefined_message(exc)} in '{source}'"
+    elif isinstance(exc, jinja2.TemplateSyntaxError):
+        msg = f"template syntax error in '{source}': {exc.message}"
+    elif isinstance(exc, SecurityError):
+        msg = f"not allowed in '{source}': {exc}"
+    else:
+        msg = f"cannot evaluate '{source}': {type(exc).__name__}: {exc}"
+    return ExpressionError(msg, location=where or _UNKNOWN)
+
+
+def _undefined_message(exc: Exception) -> str:
+    text = str(exc)
+    m = re.match(r"'(.+?)' is undefined", text)
+    if m:
+        return f"undefined name '{m.group(1)}'"
+    m = re.match(r"'(.+?)' has no attribute '(.+?)'", text)
+    if m:
+        return f"'{m.group(2)}' is not defined on {m.group(1)}"
+    return text
+
+
+def render(value: Any, context: Mapping[str, Any], *, where: Location | None = None) -> Any:
+    """Render every template string inside ``value`` (dicts and lists are walked).
+
+    Strings without template syntax are returned as they are (the fast path).
+    A string that is exactly one ``{{ ... }}`` gives the expression's value with
+    its type. Raises ExpressionError (located at ``where``) on any failure.
+    """
+    if isinstance(value, str):
+        if not is_template(value):
+            return value
+        return _render_string(value, context, where)
+    if isinstance(value, Mapping):
+        return {k: render(v, context, where=where) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [render(v, context, where=where) for v in value]
+    return value
+
+
+def _render_string(text: str, context: Mapping[str, Any], where: Location | None) -> Any:
+    single = _single_expression(text)
+    try:
+        if single is not None:
+            return _compile_expression(single)(**context)
+        return _compile_template(text).render(**context)
+    except (jinja2.TemplateError, ArithmeticError, TypeError, ValueError, LookupError) as exc:
+        raise _fail(exc, text, where) from exc
+    except RecursionError as exc:
+        raise _fail(exc, text, where) from exc
+
+
+def evaluate(expression: str, context: Mapping[str, Any], *, where: Location | None = None) -> Any:
+    """Evaluate a condition (``when:``; no braces). Undefined names raise ExpressionError."""
+    text = expression.strip()
+    inner = _single_expression(text)
+    if inner is not None:  # tolerate `when: "{{ x }}"`
+        text = inner
+    try:
+        return _compile_expression(text)(**context)
+    except (jinja2.TemplateError, ArithmeticError, TypeError, ValueError, LookupError) as exc:
+        raise _fail(exc, expression, where) from exc
+    except RecursionError as exc:
+        raise _fail(exc, expression, where) from exc
+
+
+def check_template(text: str) -> str | None:
+    """The syntax error message of a template string, or None when it parses."""
+    if not is_template(text):
+        return None
+    try:
+        _env().parse(text)
+    except jinja2.TemplateSyntaxError as exc:
+        return str(exc.message)
+    return None
+
+
+def check_expression(text: str) -> str | None:
+    """The syntax error message of a condition, or None when it parses."""
+    inner = _single_expression(text.strip())
+    try:
+        _compile_expression(inner if inner is not None else text.strip())
+    except jinja2.TemplateSyntaxError as exc:
+        return str(exc.message)
+    return None
+
+
+def template_references(text: str) -> set[tuple[str, ...]]:
+    """Dotted names a template string reads, e.g. ``{('phases', 'a', 'output'), ('inputs', 'x')}``.
+
+    Only constant attribute and item accesses are followed. A template that does
+    not parse gives an empty set (check_template reports it).
+    """
+    if not is_template(text):
+        return set()
+    try:
+        tree = _env().parse(text)
+    except jinja2.TemplateSyntaxError:
+        return set()
+    return _collect(tree)
+
+
+def references(expression: str) -> set[tuple[str, ...]]:
+    """Dotted names a condition (no braces) reads; see template_references."""
+    inner = _single_expression(expression.strip())
+    return template_references("{{ " + (inner if inner is not None else expression) + " }}")
+
+
+def _collect(tree: nodes.Node) -> set[tuple[str, ...]]:
+    found: set[tuple[str, ...]] = set()
+    locals_: set[str] = set()
+    for target in tree.find_all((nodes.For, nodes.Assign, nodes.Macro)):
+        for name in target.find_all(nodes.Name):
+            if name.ctx in ("store", "param"):
+                locals_.add(name.name)
+    inner: set[int] = set()
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        chain = _chain(node)
+        if chain is None:
+            continue
+        for sub in node.find_all((nodes.Getattr, nodes.Getitem, nodes.Name)):
+            inner.add(id(sub))
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem, nodes.Name)):
+        if id(node) in inner:
+            continue
+        chain = _chain(node)
+        if chain and chain[0] not in locals_:
+            found.add(chain)
+    return found
+
+
+def _chain(node: nodes.Node) -> tuple[str, ...] | None:
+    parts: list[str] = []
+    while True:
+        if isinstance(node, nodes.Getattr):
+            parts.append(node.attr)
+            node = node.node
+        elif isinstance(node, nodes.Getitem):
+            if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, (str, int)):
+                parts.append(str(node.arg.value))
+                node = node.node
+            else:
+                parts.clear()  # a computed key: keep the part before it
+                node = node.node
+        elif isinstance(node, nodes.Name):
+            if node.ctx != "load":
+                return None
+            parts.append(node.name)
+            return tuple(reversed(parts))
+        else:
+            return None

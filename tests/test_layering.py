@@ -1,0 +1,32 @@
+"""The layering rules of style.md 7.4, checked on the real interpreter."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def _modules_after(code: str) -> set[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", code + "\nimport sys, json; print(json.dumps(sorted(sys.modules)))"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return set(json.loads(out.strip().splitlines()[-1]))
+
+
+def test_importing_the_core_loads_neither_rich_nor_typer():
+    loaded = _modules_after(
+        "import orchestrator, orchestrator.spec, orchestrator.plan, orchestrator.engine,"
+        " orchestrator.agents, orchestrator.expr"
+    )
+    leaked = sorted(m for m in loaded if m.split(".")[0] in {"rich", "typer", "click"})
+    assert leaked == []
+
+
+def test_importing_the_package_loads_no_heavy_library():
+    loaded = _modules_after("import orchestrator")
+    heavy = {"rich", "typer", "httpx", "jsonschema", "tenacity", "jinja2", "ruamel", "sqlite3"}
+    assert sorted(m for m in loaded if m.split(".")[0] in heavy) == []
