@@ -1,0 +1,733 @@
+"""The SQLite state store (the only sqlite3 import): append-only events plus derived run/phase rows.
+
+Writes go through one writer thread that commits every event queued while the
+previous commit was in flight in one ``BEGIN IMMEDIATE`` transaction (group
+commit); ``record`` returns once its event's transaction is durable (WAL,
+``synchronous=FULL``). Derived rows change in the same transaction as their
+event, so the write-ahead order of reliability.md holds: ``phase_started`` is on
+disk before the agent runs, and ``phase_completed`` lands with its output at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import queue
+import sqlite3
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..engine.events import Event
+from ..errors import RunLocked, RunNotFound, StateCorrupted, StateError, UsageError
+from .base import CachedResult, Owner, PhaseRecord, PhaseState, RunRecord, current_owner
+
+__all__ = [
+    "DEFAULT_STATE_DIR",
+    "OUTPUT_CAP",
+    "SCHEMA_VERSION",
+    "SqliteStore",
+    "open_store",
+    "resolve_state_dir",
+]
+
+SCHEMA_VERSION = 1
+DEFAULT_STATE_DIR = ".orch"
+#: Outputs whose JSON is longer than this many characters are kept in files, not rows.
+OUTPUT_CAP = 64 * 1024
+_BUSY_MS = 10_000
+_FINAL = {"workflow_completed": "completed", "workflow_failed": "failed"}
+_FINAL["workflow_cancelled"] = "cancelled"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    path TEXT NOT NULL,
+    source_hash TEXT NOT NULL DEFAULT '',
+    status TEXT NOT NULL,
+    started REAL NOT NULL,
+    ended REAL,
+    owner_pid INTEGER,
+    owner_start TEXT,
+    resumes INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    outputs TEXT,
+    counts TEXT,
+    info TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS runs_started ON runs(started);
+CREATE TABLE IF NOT EXISTS phases (
+    run_id TEXT NOT NULL,
+    id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    started REAL,
+    ended REAL,
+    output TEXT,
+    output_file TEXT,
+    error TEXT,
+    cached INTEGER NOT NULL DEFAULT 0,
+    fallback_used INTEGER NOT NULL DEFAULT 0,
+    completed_seq INTEGER,
+    compensated INTEGER,
+    compensation_error TEXT,
+    metadata TEXT,
+    PRIMARY KEY (run_id, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    ts REAL NOT NULL,
+    event TEXT NOT NULL,
+    phase TEXT,
+    attempt INTEGER,
+    data TEXT
+);
+CREATE INDEX IF NOT EXISTS events_run ON events(run_id, seq);
+CREATE TABLE IF NOT EXISTS cache (
+    key TEXT PRIMARY KEY,
+    output TEXT NOT NULL,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    created REAL NOT NULL,
+    expires REAL
+);
+"""
+
+
+def resolve_state_dir(option: str | os.PathLike[str] | None = None) -> Path:
+    """The state directory: ``option``, else ``$ORCH_STATE_DIR``, else ``.orch``."""
+    return Path(option or os.environ.get("ORCH_STATE_DIR") or DEFAULT_STATE_DIR)
+
+
+def open_store(state_dir: str | os.PathLike[str] | None = None) -> SqliteStore:
+    """Open (creating when missing) the store in ``state_dir`` (see resolve_state_dir).
+
+    Raises StateError when the directory cannot be created or the database is
+    unusable, StateCorrupted when the file is not a SQLite database.
+    """
+    return SqliteStore(resolve_state_dir(state_dir))
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
+
+
+def _safe_name(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text) or "_"
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class _Item:
+    __slots__ = ("kind", "payload", "future")
+
+    def __init__(self, kind: str, payload: Any, future: asyncio.Future[None] | None) -> None:
+        self.kind = kind
+        self.payload = payload
+        self.future = future
+
+
+class SqliteStore:
+    """The durable store of runs, phases, events and cached results in ``state_dir/state.db``.
+
+    ``record`` is the engine's async event sink. Readers may be called from any
+    thread. Call ``close`` (or ``aclose``) when done: it waits for queued writes.
+    """
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = Path(state_dir)
+        self.path = self.state_dir / "state.db"
+        self.outputs_dir = self.state_dir / "outputs"
+        self.owner = current_owner()
+        crash = os.environ.get("ORCH_CRASH_AT", "").strip()
+        # Test hook (reliability D2): die like kill -9 at the k-th write boundary.
+        self._crash_at = int(crash) if crash.isdigit() else 0
+        self._boundaries = 0
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._reader_lock = threading.Lock()
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(
+                f"cannot create the state directory '{self.state_dir}': {exc}"
+            ) from exc
+        conn = self._connect()
+        try:
+            self._init_schema(conn)
+        finally:
+            conn.close()
+
+    # -- connections -------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=_BUSY_MS / 1000, isolation_level=None, check_same_thread=False
+            )
+            conn.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+        except sqlite3.DatabaseError as exc:
+            raise StateCorrupted(
+                f"the state database '{self.path}' cannot be opened: {exc}",
+                hint="move the file away to start a fresh history",
+            ) from exc
+        return conn
+
+    def _init_schema(self, conn: sqlite3.Connection) -> None:
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StateError(
+                    f"the state database '{self.path}' has schema version {version}, newer than"
+                    f" this orch understands ({SCHEMA_VERSION})",
+                    hint="upgrade orch, or use another --state-dir",
+                )
+            if version == SCHEMA_VERSION:
+                return
+            # One script, one IMMEDIATE transaction: two processes creating it at once is safe.
+            conn.executescript(
+                f"BEGIN IMMEDIATE;{_SCHEMA}PRAGMA user_version={SCHEMA_VERSION};COMMIT;"
+            )
+        except sqlite3.DatabaseError as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StateCorrupted(f"the state database '{self.path}' is unusable: {exc}") from exc
+
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        with self._reader_lock:
+            if self._reader is None:
+                self._reader = self._connect()
+            try:
+                return self._reader.execute(sql, args).fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise StateCorrupted(
+                    f"cannot read the state database '{self.path}': {exc}"
+                ) from exc
+
+    # -- writing -----------------------------------------------------------------
+
+    async def record(self, event: Event) -> None:
+        """Store ``event`` and update the derived rows; returns once it is committed.
+
+        Raises StateError when the write fails (disk full, database unusable).
+        """
+        await self._submit("event", event)
+
+    async def cache_put(
+        self, key: str, output: Any, metadata: Mapping[str, Any], *, now: float, ttl: float | None
+    ) -> None:
+        """Remember ``output`` for ``key`` until ``now + ttl`` (forever when ttl is None)."""
+        expires = None if ttl is None else now + ttl
+        await self._submit("cache", (key, _dumps(output), _dumps(dict(metadata)), now, expires))
+
+    async def _submit(self, kind: str, payload: Any) -> None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._ensure_writer()
+        self._queue.put(_Item(kind, payload, future))
+        await future
+
+    def append(self, events: Iterable[Event]) -> None:
+        """Store events synchronously, in one transaction (for the CLI's own records)."""
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for event in events:
+                self._apply_event(conn, event)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StateError(f"cannot write to the state database '{self.path}': {exc}") from exc
+        finally:
+            conn.close()
+
+    def _ensure_writer(self) -> None:
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write_loop, name="orch-state", daemon=True)
+            self._writer.start()
+
+    def close(self) -> None:
+        """Wait for queued writes, then release the connections."""
+        if self._writer is not None:
+            self._queue.put(None)
+            self._writer.join()
+            self._writer = None
+        with self._reader_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+
+    async def aclose(self) -> None:
+        """``close`` without blocking the event loop."""
+        await asyncio.to_thread(self.close)
+
+    def _boundary(self) -> None:
+        self._boundaries += 1
+        if self._crash_at and self._boundaries == self._crash_at:
+            os._exit(137)
+
+    def _write_loop(self) -> None:
+        conn = self._connect()
+        try:
+            stop = False
+            while not stop:
+                first = self._queue.get()
+                batch = [first]
+                while True:
+                    try:
+                        batch.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                stop = any(item is None for item in batch)
+                items = [item for item in batch if item is not None]
+                if items:
+                    self._commit(conn, items)
+        finally:
+            conn.close()
+
+    def _commit(self, conn: sqlite3.Connection, items: list[_Item]) -> None:
+        error: BaseException | None = None
+        try:
+            self._transaction(conn, items)
+        except Exception as exc:  # one bad item must not fail the others: retry one by one
+            if len(items) == 1:
+                error = exc
+            else:
+                for item in items:
+                    self._commit(conn, [item])
+                return
+        futures = [item.future for item in items if item.future is not None]
+        if futures:
+            loop = futures[0].get_loop()
+            loop.call_soon_threadsafe(_settle, futures, error, str(self.path))
+
+    def _transaction(self, conn: sqlite3.Connection, items: list[_Item]) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for item in items:
+                if item.kind == "event":
+                    self._apply_event(conn, item.payload)
+                else:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO cache(key, output, metadata, created, expires)"
+                        " VALUES (?, ?, ?, ?, ?)",
+                        item.payload,
+                    )
+            self._boundary()  # written, not committed: a crash here loses the whole batch
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self._boundary()  # committed, not yet acknowledged
+
+    def _spill(self, run_id: str, phase: str, text: str) -> str:
+        folder = self.outputs_dir / _safe_name(run_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{_safe_name(phase)}.json"
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _fsync_dir(folder)
+        return str(target.relative_to(self.state_dir))
+
+    def _apply_event(self, conn: sqlite3.Connection, event: Event) -> None:
+        data = event.data
+        kind = event.event
+        output_text: str | None = None
+        output_file: str | None = None
+        stored = data
+        if kind == "phase_completed" and event.phase is not None:
+            output_text = _dumps(data.get("output"))
+            if len(output_text) > OUTPUT_CAP:
+                output_file = self._spill(event.run_id, event.phase, output_text)
+                output_text = None
+                stored = dict(data)
+                stored["output"] = {"$file": output_file}
+        cur = conn.execute(
+            "INSERT INTO events(run_id, ts, event, phase, attempt, data) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                event.run_id,
+                event.ts,
+                kind,
+                event.phase,
+                event.attempt,
+                _dumps(stored) if stored else None,
+            ),
+        )
+        seq = cur.lastrowid
+        run, phase, ts = event.run_id, event.phase, event.ts
+        if kind == "workflow_started":
+            info = {
+                "phases": list(data.get("phases") or ()),
+                "fingerprints": dict(data.get("fingerprints") or {}),
+                "inputs": data.get("inputs") or {},
+            }
+            conn.execute(
+                "INSERT INTO runs(id, workflow, path, source_hash, status, started, owner_pid,"
+                " owner_start, info) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?)"
+                " ON CONFLICT(id) DO UPDATE SET workflow=excluded.workflow, path=excluded.path,"
+                " source_hash=excluded.source_hash, status='running', ended=NULL, error=NULL,"
+                " owner_pid=excluded.owner_pid, owner_start=excluded.owner_start,"
+                " resumes=resumes+1, info=excluded.info",
+                (
+                    run,
+                    str(data.get("workflow", "")),
+                    str(data.get("path", "")),
+                    str(data.get("source_hash", "")),
+                    ts,
+                    self.owner.pid,
+                    self.owner.start,
+                    _dumps(info),
+                ),
+            )
+            conn.executemany(
+                "INSERT INTO phases(run_id, id, idx, state) VALUES (?, ?, ?, 'pending')"
+                " ON CONFLICT(run_id, id) DO UPDATE SET idx=excluded.idx",
+                [(run, pid, i) for i, pid in enumerate(info["phases"])],
+            )
+        elif phase is None:
+            if kind in _FINAL:
+                conn.execute(
+                    "UPDATE runs SET status=?, ended=?, error=?, outputs=?, counts=? WHERE id=?",
+                    (
+                        str(data.get("status") or _FINAL[kind]),
+                        ts,
+                        _text(data.get("error")),
+                        _dumps(data.get("outputs")),
+                        _dumps(data.get("counts") or {}),
+                        run,
+                    ),
+                )
+        elif kind == "phase_started":
+            conn.execute(
+                "INSERT INTO phases(run_id, id, idx, state, attempts, started)"
+                " VALUES (?, ?, ?, 'running', ?, ?)"
+                " ON CONFLICT(run_id, id) DO UPDATE SET state='running',"
+                " attempts=excluded.attempts,"
+                " started=CASE WHEN excluded.attempts<=1 OR started IS NULL THEN excluded.started"
+                " ELSE started END, ended=NULL, error=NULL",
+                (run, phase, 1_000_000 + (seq or 0), event.attempt or 1, ts),
+            )
+        elif kind == "phase_completed":
+            duration = data.get("duration")
+            started = ts - float(duration) if isinstance(duration, (int, float)) else ts
+            conn.execute(
+                "INSERT INTO phases(run_id, id, idx, state, attempts, started, ended, output,"
+                " output_file, cached, fallback_used, completed_seq, metadata)"
+                " VALUES (?, ?, ?, 'completed', ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(run_id, id) DO UPDATE SET state='completed',"
+                " attempts=excluded.attempts, started=COALESCE(started, excluded.started),"
+                " ended=excluded.ended, output=excluded.output, output_file=excluded.output_file,"
+                " error=NULL, cached=excluded.cached, fallback_used=excluded.fallback_used,"
+                " completed_seq=COALESCE(completed_seq, excluded.completed_seq),"
+                " metadata=excluded.metadata",
+                (
+                    run,
+                    phase,
+                    1_000_000 + (seq or 0),
+                    int(data.get("attempts") or event.attempt or 1),
+                    started,
+                    ts,
+                    output_text,
+                    output_file,
+                    int(bool(data.get("cached"))),
+                    int(bool(data.get("fallback_used"))),
+                    seq,
+                    _dumps(data.get("metadata") or {}),
+                ),
+            )
+        elif kind in ("phase_failed", "phase_skipped"):
+            state = str(data.get("status") or ("failed" if kind == "phase_failed" else "skipped"))
+            note = data.get("error") if kind == "phase_failed" else data.get("reason")
+            conn.execute(
+                "INSERT INTO phases(run_id, id, idx, state, attempts, ended, error)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(run_id, id) DO UPDATE SET state=excluded.state,"
+                " attempts=MAX(attempts, excluded.attempts), ended=excluded.ended,"
+                " error=excluded.error",
+                (
+                    run,
+                    phase,
+                    1_000_000 + (seq or 0),
+                    state,
+                    int(data.get("attempts") or event.attempt or 0),
+                    ts,
+                    _text(note),
+                ),
+            )
+        elif kind == "phase_compensated":
+            conn.execute(
+                "UPDATE phases SET compensated=?, compensation_error=? WHERE run_id=? AND id=?",
+                (int(bool(data.get("ok"))), _text(data.get("error")), run, phase),
+            )
+
+    # -- ownership ---------------------------------------------------------------
+
+    def claim(self, run_id: str, *, rerun: Iterable[str] = ()) -> RunRecord:
+        """Make this process the owner of a stopped run, to resume it.
+
+        ``rerun`` names completed phases to run again (their rows go back to
+        pending). Raises RunNotFound, and RunLocked when a live process owns it.
+        """
+        full_id = self.get_run(run_id).id
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN IMMEDIATE")  # serialises two resumers of one run
+            row = conn.execute(
+                "SELECT status, owner_pid, owner_start FROM runs WHERE id=?", (full_id,)
+            ).fetchone()
+            owner = Owner(int(row[1] or 0), row[2])
+            if row[0] == "running" and owner.pid != self.owner.pid and owner.alive():
+                conn.execute("ROLLBACK")
+                raise RunLocked(
+                    f"run '{full_id}' is still running in process {owner.pid}",
+                    hint=f"wait for it to end, or stop it with `orch cancel {full_id}`",
+                )
+            conn.execute(
+                "UPDATE runs SET status='running', ended=NULL, owner_pid=?, owner_start=?"
+                " WHERE id=?",
+                (self.owner.pid, self.owner.start, full_id),
+            )
+            conn.executemany(
+                "UPDATE phases SET state='pending', output=NULL, output_file=NULL,"
+                " completed_seq=NULL, compensated=NULL, compensation_error=NULL"
+                " WHERE run_id=? AND id=?",
+                [(full_id, pid) for pid in rerun],
+            )
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StateError(f"cannot claim run '{full_id}': {exc}") from exc
+        finally:
+            conn.close()
+        return self.get_run(full_id)
+
+    # -- reading -----------------------------------------------------------------
+
+    def _run_from_row(self, row: Sequence[Any]) -> RunRecord:
+        (rid, workflow, path, source_hash, status, started, ended, pid, start, resumes) = row[:10]
+        error, outputs, counts, info = row[10:14]
+        try:
+            owner = Owner(int(pid), start) if pid else None
+            if status == "running" and (owner is None or not owner.alive()):
+                status = "interrupted"
+            info_data = json.loads(info or "{}")
+            return RunRecord(
+                id=rid,
+                workflow=workflow,
+                path=path,
+                status=status,
+                started=float(started),
+                ended=float(ended) if ended is not None else None,
+                source_hash=source_hash,
+                owner=owner,
+                resumes=int(resumes),
+                error=error,
+                outputs=json.loads(outputs) if outputs else None,
+                phase_ids=tuple(info_data.get("phases") or ()),
+                fingerprints=dict(info_data.get("fingerprints") or {}),
+                inputs=dict(info_data.get("inputs") or {}),
+                counts=dict(json.loads(counts)) if counts else {},
+            )
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise StateCorrupted(
+                f"run '{rid}': row '{rid}' of table 'runs' cannot be read ({exc})",
+                hint="other runs are still readable; `orch runs` lists them",
+            ) from exc
+
+    _RUN_COLUMNS = (
+        "id, workflow, path, source_hash, status, started, ended, owner_pid, owner_start,"
+        " resumes, error, outputs, counts, info"
+    )
+
+    def get_run(self, run_id: str) -> RunRecord:
+        """The run with this id, or the only run whose id starts with it.
+
+        Raises RunNotFound (none), UsageError (an ambiguous prefix), StateCorrupted.
+        """
+        rows = self._read(f"SELECT {self._RUN_COLUMNS} FROM runs WHERE id=?", (run_id,))
+        if not rows and run_id:
+            rows = self._read(
+                f"SELECT {self._RUN_COLUMNS} FROM runs WHERE substr(id, 1, ?)=? LIMIT 6",
+                (len(run_id), run_id),
+            )
+        if not rows:
+            raise RunNotFound(
+                f"no run '{run_id}' in {self.path}", hint="`orch runs` lists the recorded runs"
+            )
+        if len(rows) > 1:
+            ids = ", ".join(r[0] for r in rows[:5])
+            raise UsageError(f"'{run_id}' matches several runs: {ids}; give more of the id")
+        return self._run_from_row(rows[0])
+
+    def list_runs(self, limit: int | None = None) -> list[RunRecord]:
+        """Runs, newest first (a run whose row cannot be read is shown as ``corrupt``)."""
+        sql = f"SELECT {self._RUN_COLUMNS} FROM runs ORDER BY started DESC, id DESC"
+        rows = self._read(sql + (" LIMIT ?" if limit else ""), (limit,) if limit else ())
+        out = []
+        for row in rows:
+            try:
+                out.append(self._run_from_row(row))
+            except StateCorrupted:
+                out.append(
+                    RunRecord(
+                        id=str(row[0]),
+                        workflow=str(row[1]),
+                        path=str(row[2]),
+                        status="corrupt",
+                        started=float(row[5] or 0),
+                    )
+                )
+        return out
+
+    def phases(self, run_id: str) -> list[PhaseRecord]:
+        """The phases of a run in plan order (handler phases after). Raises StateCorrupted."""
+        rows = self._read(
+            "SELECT id, state, attempts, started, ended, output, output_file, error, cached,"
+            " fallback_used, completed_seq, compensated, compensation_error, metadata, idx"
+            " FROM phases WHERE run_id=? ORDER BY idx",
+            (run_id,),
+        )
+        return [self._phase_from_row(run_id, row) for row in rows]
+
+    def _phase_from_row(self, run_id: str, row: Sequence[Any]) -> PhaseRecord:
+        pid = row[0]
+        try:
+            output: Any = None
+            if row[6]:
+                output = json.loads((self.state_dir / row[6]).read_text(encoding="utf-8"))
+            elif row[5] is not None:
+                output = json.loads(row[5])
+            return PhaseRecord(
+                run_id=run_id,
+                id=pid,
+                state=PhaseState(row[1]),
+                attempts=int(row[2] or 0),
+                started=row[3],
+                ended=row[4],
+                output=output,
+                error=row[7],
+                cached=bool(row[8]),
+                fallback_used=bool(row[9]),
+                completed_seq=row[10],
+                compensated=None if row[11] is None else bool(row[11]),
+                compensation_error=row[12],
+                metadata=dict(json.loads(row[13])) if row[13] else {},
+            )
+        except (ValueError, TypeError, OSError) as exc:
+            raise StateCorrupted(
+                f"run '{run_id}' phase '{pid}': its row in table 'phases' cannot be read ({exc})",
+                hint="other runs are still readable; `orch runs` lists them",
+            ) from exc
+
+    def events(
+        self, run_id: str, *, phase: str | None = None, after: int = 0
+    ) -> list[tuple[int, Event]]:
+        """The run's events after sequence number ``after``, oldest first. Raises StateCorrupted."""
+        sql = "SELECT seq, ts, event, phase, attempt, data FROM events WHERE run_id=? AND seq>?"
+        args: list[Any] = [run_id, after]
+        if phase is not None:
+            sql += " AND phase=?"
+            args.append(phase)
+        out = []
+        for seq, ts, kind, ph, attempt, data in self._read(sql + " ORDER BY seq", args):
+            try:
+                payload = json.loads(data) if data else {}
+                if not isinstance(payload, dict):
+                    raise TypeError("data is not an object")
+                out.append((int(seq), Event(kind, run_id, float(ts), ph, attempt, payload)))
+            except (ValueError, TypeError) as exc:
+                where = f" phase '{ph}'" if ph else ""
+                raise StateCorrupted(
+                    f"run '{run_id}'{where}: row {seq} of table 'events' cannot be read ({exc})",
+                    hint="other runs are still readable; `orch runs` lists them",
+                ) from exc
+        return out
+
+    def last_seq(self) -> int:
+        """The highest event sequence number so far (0 for an empty store)."""
+        return int(self._read("SELECT COALESCE(MAX(seq), 0) FROM events")[0][0])
+
+    # -- cache -------------------------------------------------------------------
+
+    def cache_get(self, key: str, *, now: float | None = None) -> CachedResult | None:
+        """The cached result for ``key``, or None when absent or expired at ``now``."""
+        rows = self._read(
+            "SELECT output, metadata, created, expires FROM cache WHERE key=?", (key,)
+        )
+        if not rows:
+            return None
+        output, metadata, created, expires = rows[0]
+        when = time.time() if now is None else now
+        if expires is not None and expires <= when:
+            return None
+        try:
+            return CachedResult(json.loads(output), json.loads(metadata or "{}"), float(created))
+        except ValueError:
+            return None  # an unreadable cache entry is a miss, never an error
+
+    def cache_clear(self) -> int:
+        """Forget every cached result; returns how many there were."""
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            count = conn.execute("DELETE FROM cache").rowcount
+            conn.execute("COMMIT")
+            return int(count)
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StateError(f"cannot clear the cache in '{self.path}': {exc}") from exc
+        finally:
+            conn.close()
+
+    def integrity_check(self) -> str:
+        """``PRAGMA integrity_check``: ``ok`` or the problems found."""
+        return "; ".join(str(r[0]) for r in self._read("PRAGMA integrity_check"))
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _settle(futures: list[asyncio.Future[None]], error: BaseException | None, path: str) -> None:
+    for future in futures:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(None)
+        elif isinstance(error, StateError):
+            future.set_exception(error)
+        else:
+            message = f"cannot write to the state database '{path}': {error}"
+            future.set_exception(StateError(message))

@@ -1,0 +1,313 @@
+"""The SQLite store on its own: write-ahead rows, group commit, ownership, corruption, cache."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from orchestrator.engine.events import Event
+from orchestrator.errors import RunLocked, RunNotFound, StateCorrupted, UsageError
+from orchestrator.state.base import Owner, PhaseState, current_owner
+from orchestrator.state.sqlite import OUTPUT_CAP, SCHEMA_VERSION, open_store
+
+
+def _ev(kind, run="r1", phase=None, attempt=None, ts=1000.0, **data):
+    return Event(kind, run, ts, phase, attempt, data)
+
+
+def _started(run="r1", phases=("a", "b", "c"), ts=1000.0):
+    return _ev(
+        "workflow_started",
+        run,
+        ts=ts,
+        workflow="wf",
+        path="wf.yaml",
+        source_hash="h1",
+        phases=list(phases),
+        fingerprints={p: f"fp-{p}" for p in phases},
+        inputs={"x": 1},
+        pid=os.getpid(),
+    )
+
+
+async def _record_all(store, events):
+    for e in events:
+        await store.record(e)
+
+
+def test_a_run_is_recorded_with_derived_rows(tmp_path):
+    store = open_store(tmp_path)
+    events = [
+        _started(),
+        _ev("phase_started", phase="a", attempt=1, ts=1001.0, agent="echo"),
+        _ev(
+            "phase_completed",
+            phase="a",
+            attempt=1,
+            ts=1002.5,
+            status="completed",
+            output={"v": [1, 2]},
+            duration=1.5,
+            attempts=1,
+            cached=False,
+            fallback_used=False,
+        ),
+        _ev("phase_started", phase="b", attempt=1, ts=1003.0),
+        _ev("phase_retry", phase="b", attempt=1, ts=1003.5, error="boom", delay=0.1),
+        _ev("phase_started", phase="b", attempt=2, ts=1004.0),
+        _ev(
+            "phase_failed",
+            phase="b",
+            attempt=2,
+            ts=1005.0,
+            status="failed",
+            error="boom",
+            attempts=2,
+        ),
+        _ev("phase_skipped", phase="c", ts=1005.0, status="skipped", reason="upstream failed"),
+        _ev(
+            "workflow_failed",
+            ts=1006.0,
+            status="failed",
+            error="phase 'b' failed",
+            outputs={},
+            counts={"completed": 1, "failed": 1, "skipped": 1},
+        ),
+    ]
+    asyncio.run(_record_all(store, events))
+    run = store.get_run("r1")
+    assert (run.status, run.workflow, run.source_hash) == ("failed", "wf", "h1")
+    assert run.duration == pytest.approx(6.0)
+    assert run.fingerprints == {"a": "fp-a", "b": "fp-b", "c": "fp-c"}
+    assert run.counts == {"completed": 1, "failed": 1, "skipped": 1}
+    phases = {p.id: p for p in store.phases("r1")}
+    assert [p.id for p in store.phases("r1")] == ["a", "b", "c"]
+    assert phases["a"].state is PhaseState.COMPLETED and phases["a"].output == {"v": [1, 2]}
+    assert phases["a"].duration == pytest.approx(1.5)
+    assert (phases["b"].state, phases["b"].attempts, phases["b"].error) == ("failed", 2, "boom")
+    assert phases["b"].duration == pytest.approx(2.0)  # from its first attempt
+    assert phases["c"].state is PhaseState.SKIPPED
+    assert [e.event for _, e in store.events("r1")] == [e.event for e in events]
+    assert [e.attempt for _, e in store.events("r1", phase="b")] == [1, 1, 2, 2]
+    store.close()
+    # A second process sees the same thing (it is on disk, not in memory).
+    assert open_store(tmp_path).get_run("r1").status == "failed"
+
+
+def test_phase_started_is_durable_before_record_returns(tmp_path):
+    store = open_store(tmp_path)
+
+    async def go():
+        await store.record(_started())
+        await store.record(_ev("phase_started", phase="a", attempt=1))
+        # read through a separate connection, as another process would
+        conn = sqlite3.connect(tmp_path / "state.db")
+        state = conn.execute("SELECT state FROM phases WHERE id='a'").fetchone()[0]
+        conn.close()
+        return state
+
+    assert asyncio.run(go()) == "running"
+    store.close()
+
+
+def test_concurrent_events_are_group_committed(tmp_path):
+    store = open_store(tmp_path)
+    n = 300
+
+    async def go():
+        await store.record(_started(phases=[f"p{i}" for i in range(n)]))
+        await asyncio.gather(
+            *(store.record(_ev("phase_started", phase=f"p{i}", attempt=1)) for i in range(n))
+        )
+
+    asyncio.run(go())
+    store.close()
+    # every event is there, in far fewer transactions than events (WAL frames are per commit)
+    assert {p.state for p in store.phases("r1")} == {PhaseState.RUNNING}
+    assert len(store.events("r1")) == n + 1
+
+
+def test_big_outputs_spill_to_files(tmp_path):
+    store = open_store(tmp_path)
+    big = "x" * (OUTPUT_CAP + 10)
+    asyncio.run(
+        _record_all(
+            store,
+            [
+                _started(),
+                _ev(
+                    "phase_completed",
+                    phase="a",
+                    attempt=1,
+                    status="completed",
+                    output=big,
+                    attempts=1,
+                ),
+            ],
+        )
+    )
+    store.close()
+    assert store.phases("r1")[0].output == big
+    files = list((tmp_path / "outputs").rglob("*.json"))
+    assert len(files) == 1 and json.loads(files[0].read_text()) == big
+    conn = sqlite3.connect(tmp_path / "state.db")
+    assert conn.execute("SELECT output FROM phases WHERE id='a'").fetchone()[0] is None
+    assert big not in conn.execute("SELECT data FROM events").fetchall()[-1][0]
+
+
+def test_unknown_run_and_ambiguous_prefix(tmp_path):
+    store = open_store(tmp_path)
+    asyncio.run(_record_all(store, [_started("abc1"), _started("abc2")]))
+    store.close()
+    with pytest.raises(RunNotFound, match="no run 'zzz'"):
+        store.get_run("zzz")
+    with pytest.raises(UsageError, match="matches several runs"):
+        store.get_run("abc")
+    assert store.get_run("abc2").id == "abc2"
+
+
+def test_a_corrupt_row_names_run_phase_and_row_and_other_runs_stay_readable(tmp_path):
+    store = open_store(tmp_path)
+    done = {"status": "completed", "output": 1, "attempts": 1}
+    asyncio.run(
+        _record_all(
+            store,
+            [
+                _started("good"),
+                _ev("phase_completed", "good", phase="a", attempt=1, **done),
+                _started("bad"),
+                _ev("phase_completed", "bad", phase="b", attempt=1, **done),
+            ],
+        )
+    )
+    store.close()
+    conn = sqlite3.connect(tmp_path / "state.db")
+    conn.execute("UPDATE phases SET output='{not json' WHERE run_id='bad' AND id='b'")
+    conn.execute("UPDATE events SET data='[1,' WHERE run_id='bad' AND phase='b'")
+    conn.commit()
+    conn.close()
+    store = open_store(tmp_path)
+    with pytest.raises(StateCorrupted, match=r"run 'bad' phase 'b'.*table 'phases'"):
+        store.phases("bad")
+    with pytest.raises(StateCorrupted, match=r"run 'bad' phase 'b': row \d+ of table 'events'"):
+        store.events("bad")
+    assert store.phases("good")[0].output == 1
+    assert {r.id for r in store.list_runs()} == {"good", "bad"}
+
+
+def test_a_newer_schema_is_refused(tmp_path):
+    open_store(tmp_path).close()
+    conn = sqlite3.connect(tmp_path / "state.db")
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(Exception, match="newer than this orch understands"):
+        open_store(tmp_path)
+
+
+def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path):
+    (tmp_path / "state.db").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StateCorrupted, match="state.db"):
+        open_store(tmp_path)
+
+
+def test_a_running_run_of_a_dead_process_is_interrupted_and_can_be_claimed(tmp_path):
+    code = (
+        "import asyncio, os, sys\n"
+        "from orchestrator.engine.events import Event\n"
+        "from orchestrator.state.sqlite import open_store\n"
+        "s = open_store(sys.argv[1])\n"
+        "asyncio.run(s.record(Event('workflow_started', 'dead', 1.0, data={'workflow': 'w',"
+        " 'phases': ['a']})))\n"
+        "os._exit(0)\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True)
+    store = open_store(tmp_path)
+    run = store.get_run("dead")
+    assert run.status == "interrupted" and run.owner is not None and not run.owner.alive()
+    claimed = store.claim("dead")
+    assert claimed.status == "running" and claimed.owner == current_owner()
+
+
+def test_a_live_owner_refuses_a_claim_naming_it(tmp_path):
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import asyncio, sys, time\n"
+            "from orchestrator.engine.events import Event\n"
+            "from orchestrator.state.sqlite import open_store\n"
+            "s = open_store(sys.argv[1])\n"
+            "asyncio.run(s.record(Event('workflow_started', 'live', 1.0, data={'phases': []})))\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(60)\n",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        store = open_store(tmp_path)
+        assert store.get_run("live").status == "running"
+        with pytest.raises(RunLocked, match=f"process {proc.pid}"):
+            store.claim("live")
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+    assert store.get_run("live").status == "interrupted"
+
+
+def test_owner_with_reused_pid_is_not_alive():
+    me = current_owner()
+    assert me.alive()
+    assert not Owner(me.pid, "1").alive()  # same pid, different start time: another process
+    assert not Owner(0).alive()
+
+
+def test_cache_put_get_ttl_and_clear(tmp_path):
+    store = open_store(tmp_path)
+
+    async def go():
+        await store.cache_put("k1", {"a": 1}, {"tokens": 3}, now=100.0, ttl=10.0)
+        await store.cache_put("k2", [1], {}, now=100.0, ttl=None)
+
+    asyncio.run(go())
+    hit = store.cache_get("k1", now=105.0)
+    assert hit is not None and hit.output == {"a": 1} and hit.metadata == {"tokens": 3}
+    assert store.cache_get("k1", now=111.0) is None
+    assert store.cache_get("k2", now=1e12).output == [1]
+    assert store.cache_clear() == 2
+    assert store.cache_get("k2") is None
+    store.close()
+
+
+def test_claim_resets_phases_to_run_again(tmp_path):
+    store = open_store(tmp_path)
+    asyncio.run(
+        _record_all(
+            store,
+            [
+                _started(),
+                _ev(
+                    "phase_completed",
+                    phase="a",
+                    attempt=1,
+                    status="completed",
+                    output=1,
+                    attempts=1,
+                ),
+                _ev("workflow_failed", status="failed"),
+            ],
+        )
+    )
+    store.close()
+    store.claim("r1", rerun=["a"])
+    assert store.phases("r1")[0].state is PhaseState.PENDING
+    assert store.phases("r1")[0].completed_seq is None
