@@ -1,0 +1,498 @@
+"""Sinks that show a run: the state they fold events into, the live display, plain lines, JSONL.
+
+Every sink is a cheap synchronous callable taking an Event. ``RunView`` folds
+events into per-phase state; ``LiveProgress`` draws that state with rich's Live
+(refreshed on its own thread, never by the engine); ``PlainLines`` writes one
+greppable timestamped line per event; ``JsonLines`` writes ``Event.to_json()``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, TextIO
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.spinner import Spinner
+from rich.table import Table
+from rich.text import Text
+
+from ..engine.events import Event
+
+__all__ = [
+    "STATE_STYLES",
+    "JsonLines",
+    "LiveProgress",
+    "PhaseView",
+    "PlainLines",
+    "RunView",
+    "format_seconds",
+]
+
+#: Colour of each phase state (dropped under NO_COLOR).
+STATE_STYLES: dict[str, str] = {
+    "pending": "dim",
+    "running": "cyan",
+    "completed": "green",
+    "failed": "red",
+    "skipped": "yellow",
+    "cancelled": "magenta",
+}
+_FINISHED = frozenset({"completed", "failed", "skipped", "cancelled"})
+_TAIL_CHARS = 240
+
+
+@dataclass(slots=True)
+class PhaseView:
+    """What is known about one phase so far, from its events."""
+
+    id: str
+    state: str = "pending"
+    agent: str | None = None
+    attempt: int = 0
+    started: float | None = None
+    ended: float | None = None
+    duration: float | None = None
+    attempts: int = 0
+    done: int = 0
+    total: int | None = None
+    tail: str = ""
+    error: str | None = None
+    note: str = ""
+    tokens: dict[str, Any] = field(default_factory=dict)
+
+
+class RunView:
+    """A run's state folded from its events; the live display and the summary read it.
+
+    Calling the view with an Event updates it (it is a sink). It keeps every
+    phase, the running ones in start order, and the last ``keep_finished``
+    finished ones, so a 10,000-phase run draws a bounded table.
+    """
+
+    def __init__(self, *, keep_finished: int = 8) -> None:
+        self.run_id: str | None = None
+        self.workflow: str | None = None
+        self.order: list[str] = []
+        self.phases: dict[str, PhaseView] = {}
+        self.running: dict[str, None] = {}
+        self.finished: deque[str] = deque(maxlen=keep_finished)
+        self.counts: Counter[str] = Counter()
+        self.status: str | None = None
+        self.started: float | None = None
+        self.ended: float | None = None
+        self.duration: float | None = None
+        self.outputs: Any = None
+        self.error: str | None = None
+        self.tokens: dict[str, Any] = {}
+        self.compensated: list[tuple[str, bool]] = []
+
+    def __call__(self, event: Event) -> None:
+        self.apply(event)
+
+    def phase(self, phase_id: str) -> PhaseView:
+        """The view of a phase, created as pending on first mention."""
+        view = self.phases.get(phase_id)
+        if view is None:
+            view = self.phases[phase_id] = PhaseView(phase_id)
+            self.order.append(phase_id)
+        return view
+
+    @property
+    def total(self) -> int:
+        """How many phases the run has (as announced by workflow_started, or seen)."""
+        return len(self.phases)
+
+    @property
+    def finished_count(self) -> int:
+        """How many phases have reached a final state."""
+        return sum(n for state, n in self.counts.items() if state in _FINISHED)
+
+    def apply(self, event: Event) -> None:
+        """Fold one event into the view. Unknown events are ignored."""
+        kind, data = event.event, event.data
+        if event.phase is not None and kind.startswith("phase_"):
+            self._apply_phase(event, self.phase(event.phase), data)
+        elif kind == "workflow_started":
+            self.run_id, self.workflow, self.started = event.run_id, data.get("workflow"), event.ts
+            for pid in data.get("phases") or ():
+                self.phase(str(pid))
+        elif kind in ("workflow_completed", "workflow_failed", "workflow_cancelled"):
+            self.run_id = self.run_id or event.run_id
+            self.status = str(data.get("status") or kind.removeprefix("workflow_"))
+            self.ended = event.ts
+            self.duration = _number(data.get("duration"))
+            if self.duration is None and self.started is not None:
+                self.duration = event.ts - self.started
+            self.outputs = data.get("outputs")
+            self.error = _text(data.get("error"))
+            self.tokens = dict(data.get("tokens") or {})
+
+    def _apply_phase(self, event: Event, view: PhaseView, data: dict[str, Any]) -> None:
+        kind = event.event
+        if kind == "phase_started":
+            if view.started is None:
+                view.started = event.ts
+            view.attempt = event.attempt or view.attempt + 1
+            view.agent = data.get("agent", view.agent)
+            if data.get("items") is not None:
+                view.total = int(data["items"])
+            self._set_state(view, "running")
+            self.running[view.id] = None
+        elif kind == "phase_stream":
+            progress = data.get("progress")
+            if isinstance(progress, dict):
+                view.done = int(progress.get("done") or 0)
+                view.total = int(progress.get("total") or 0)
+            elif "text" in data:
+                view.tail = (view.tail + str(data["text"]))[-_TAIL_CHARS:]
+            elif isinstance(data.get("turn"), dict):
+                turn = data["turn"]
+                view.note = f"turn {turn.get('n')}: {turn.get('agent')}"
+        elif kind == "phase_retry":
+            view.error = _text(data.get("error"))
+            view.note = (
+                f"retry {data.get('next_attempt', '?')} in {format_seconds(data.get('delay'))}"
+            )
+        elif kind == "phase_compensated":
+            self.compensated.append((view.id, bool(data.get("ok"))))
+        elif kind in ("phase_completed", "phase_failed", "phase_skipped"):
+            state = str(data.get("status") or kind.removeprefix("phase_"))
+            view.ended = event.ts
+            view.duration = _number(data.get("duration"))
+            view.attempts = int(data.get("attempts") or event.attempt or view.attempt or 0)
+            if kind == "phase_completed":
+                view.error = None
+                view.note = _completed_note(data)
+                metadata = data.get("metadata") or {}
+                tokens = metadata.get("tokens") if isinstance(metadata, dict) else None
+                view.tokens = dict(tokens) if isinstance(tokens, dict) else {}
+            elif kind == "phase_failed":
+                view.error = _text(data.get("error"))
+                view.note = "continue_on_error" if data.get("continue_on_error") else ""
+            else:
+                view.note = _text(data.get("reason")) or ""
+            self._set_state(view, state)
+            self.running.pop(view.id, None)
+            self.finished.append(view.id)
+
+    def _set_state(self, view: PhaseView, state: str) -> None:
+        if view.state != "pending":
+            self.counts[view.state] -= 1
+        view.state = state
+        self.counts[state] += 1
+
+    def token_totals(self) -> dict[str, int]:
+        """Token counts of the run (from the final event, else summed from phases)."""
+        if self.tokens and any(self.tokens.values()):
+            return {k: int(v) for k, v in self.tokens.items() if isinstance(v, (int, float))}
+        totals: Counter[str] = Counter()
+        for view in self.phases.values():
+            for key, value in view.tokens.items():
+                if isinstance(value, (int, float)):
+                    totals[key] += int(value)
+        return dict(totals)
+
+
+class LiveProgress:
+    """A rich Live display of a RunView: running phases, the last finished ones, overall progress.
+
+    Use as a context manager around the run. The display refreshes itself
+    ``refresh_per_second`` times a second on rich's thread; the sink side
+    (``RunView``) only updates dictionaries.
+    """
+
+    def __init__(
+        self,
+        view: RunView,
+        console: Console,
+        *,
+        refresh_per_second: float = 8,
+        max_running_rows: int = 20,
+    ) -> None:
+        self.view = view
+        self.console = console
+        self.max_running_rows = max_running_rows
+        self._spinners: dict[str, Spinner] = {}
+        self._live = Live(
+            console=console,
+            get_renderable=self.render,
+            refresh_per_second=refresh_per_second,
+            transient=False,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
+
+    def __enter__(self) -> LiveProgress:
+        self._live.start(refresh=True)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Draw the final frame and stop refreshing (safe to call twice)."""
+        if self._live.is_started:
+            self._live.refresh()
+            self._live.stop()
+
+    def render(self, now: float | None = None) -> RenderableType:
+        """The current frame. Safe to call while the engine updates the view."""
+        for _ in range(3):  # the engine may change the dicts while rich's thread reads them
+            try:
+                return self._frame(time.time() if now is None else now)
+            except RuntimeError:
+                continue
+        return Text("")
+
+    def _frame(self, now: float) -> RenderableType:
+        view = self.view
+        running = list(view.running)
+        finished = [pid for pid in list(view.finished) if pid not in view.running]
+        table = Table.grid(padding=(0, 1))
+        table.add_column(width=11, no_wrap=True)  # state
+        table.add_column(no_wrap=True, max_width=32)  # phase
+        table.add_column(no_wrap=True, justify="right")  # attempt
+        table.add_column(no_wrap=True, justify="right")  # elapsed
+        table.add_column(no_wrap=True, overflow="ellipsis")  # detail
+        for pid in finished:
+            self._row(table, view.phases[pid], now)
+        for pid in running[: self.max_running_rows]:
+            self._row(table, view.phases[pid], now)
+        rows: list[RenderableType] = [table]
+        if len(running) > self.max_running_rows:
+            rows.append(Text(f"  ... and {len(running) - self.max_running_rows} more running"))
+        rows.append(self._overall(now))
+        return Group(*rows)
+
+    def _row(self, table: Table, phase: PhaseView, now: float) -> None:
+        elapsed = phase.duration
+        if elapsed is None and phase.started is not None:
+            elapsed = (phase.ended or now) - phase.started
+        detail: RenderableType = Text(_detail(phase), style="dim")
+        if phase.state == "running" and phase.total:
+            bar = Table.grid(padding=(0, 1))
+            bar.add_row(
+                ProgressBar(total=phase.total, completed=phase.done, width=20),
+                Text(f"{phase.done}/{phase.total}"),
+                Text(_last_line(phase.tail), style="dim"),
+            )
+            detail = bar
+        state: RenderableType = Text(phase.state, style=STATE_STYLES.get(phase.state, ""))
+        if phase.state == "running":
+            spinner = self._spinners.get(phase.id)
+            if spinner is None:
+                spinner = self._spinners[phase.id] = Spinner(
+                    "dots", text=Text("running", style="cyan"), style="cyan"
+                )
+            state = spinner
+        else:
+            self._spinners.pop(phase.id, None)
+        table.add_row(
+            state,
+            Text(phase.id, style="bold" if phase.state == "running" else ""),
+            Text(f"#{phase.attempt}" if phase.attempt else ""),
+            Text(format_seconds(elapsed) if elapsed is not None else ""),
+            detail,
+        )
+
+    def _overall(self, now: float) -> RenderableType:
+        view = self.view
+        total, done = view.total, view.finished_count
+        counts = ", ".join(
+            f"{n} {state}" for state, n in sorted(view.counts.items()) if n and state != "pending"
+        )
+        elapsed = view.duration
+        if elapsed is None:
+            elapsed = (view.ended or now) - view.started if view.started is not None else 0.0
+        line = Table.grid(padding=(0, 1))
+        line.add_row(
+            Text(view.workflow or "run", style="bold"),
+            ProgressBar(total=max(total, 1), completed=done, width=30),
+            Text(f"{done}/{total} phases"),
+            Text(format_seconds(elapsed)),
+            Text(counts, style="dim"),
+        )
+        return line
+
+
+class PlainLines:
+    """One timestamped, greppable line per event, for logs: ``HH:MM:SS.mmm phase fetch started``.
+
+    Streamed text is written line by line as ``phase X | text`` (pieces are
+    joined until a newline); foreach progress is written at every tenth.
+    """
+
+    def __init__(self, file: TextIO) -> None:
+        self._file = file
+        self._partial: dict[str, str] = {}
+        self._shown_progress: dict[str, int] = {}
+
+    def __call__(self, event: Event) -> None:
+        stamp = _clock(event.ts)
+        for line in self.lines(event):
+            first, *more = line.split("\n")  # multi-line errors: continuation lines indented
+            self._file.write(f"{stamp} {first}\n")
+            for extra in more:
+                self._file.write(f"{stamp}   {extra}\n")
+        self._file.flush()
+
+    def lines(self, event: Event) -> Iterable[str]:
+        """The lines (without timestamp) that an event gives; often one, sometimes none."""
+        kind, data, pid = event.event, event.data, event.phase
+        if kind == "workflow_started":
+            count = len(data.get("phases") or ())
+            resumed = f", resuming {data['resumed_from']}" if data.get("resumed_from") else ""
+            yield (
+                f"workflow {data.get('workflow', '?')} started "
+                f"(run {event.run_id}, {count} phase{'s' if count != 1 else ''}{resumed})"
+            )
+        elif kind == "phase_started":
+            items = data.get("items")
+            extra = f", {items} items" if items is not None else ""
+            yield f"phase {pid} started (attempt {event.attempt or 1}{extra})"
+        elif kind == "phase_stream":
+            yield from self._stream_lines(str(pid), data)
+        elif kind == "phase_retry":
+            nxt = data.get("next_attempt", (event.attempt or 1) + 1)
+            delay = format_seconds(data.get("delay"))
+            yield f"phase {pid} retry {nxt} in {delay}: {data.get('error')}"
+        elif kind in ("phase_completed", "phase_failed", "phase_skipped"):
+            yield from self._flush_partial(str(pid))
+            yield _end_line(str(pid), kind, data)
+        elif kind == "phase_compensated":
+            if data.get("ok", True):
+                yield f"phase {pid} compensated"
+            else:
+                yield f"phase {pid} compensation failed: {data.get('error')}"
+        elif kind.startswith("workflow_"):
+            for phase_id in list(self._partial):
+                yield from self._flush_partial(phase_id)
+            status = data.get("status") or kind.removeprefix("workflow_")
+            took = (
+                f" in {format_seconds(data.get('duration'))}"
+                if data.get("duration") is not None
+                else ""
+            )
+            error = f": {data['error']}" if data.get("error") and status != "completed" else ""
+            yield f"workflow {status}{took}{error}"
+
+    def _stream_lines(self, pid: str, data: dict[str, Any]) -> Iterable[str]:
+        progress = data.get("progress")
+        if isinstance(progress, dict):
+            done, total = int(progress.get("done") or 0), int(progress.get("total") or 0)
+            step = max(total // 10, 1)
+            if done == total or done // step > self._shown_progress.get(pid, 0) // step:
+                self._shown_progress[pid] = done
+                yield f"phase {pid} progress {done}/{total}"
+        elif isinstance(data.get("turn"), dict):
+            turn = data["turn"]
+            nxt = f" -> {turn['next']}" if turn.get("next") else ""
+            yield f"phase {pid} turn {turn.get('n')}: {turn.get('agent')}{nxt}"
+        elif "text" in data:
+            text = self._partial.pop(pid, "") + str(data["text"])
+            *complete, rest = text.split("\n")
+            for line in complete:
+                yield f"phase {pid} | {line}"
+            if rest:
+                self._partial[pid] = rest
+
+    def _flush_partial(self, pid: str) -> Iterable[str]:
+        rest = self._partial.pop(pid, "")
+        if rest:
+            yield f"phase {pid} | {rest}"
+
+
+class JsonLines:
+    """``--events jsonl``: one JSON object per event, one per line, flushed at once."""
+
+    def __init__(self, file: TextIO) -> None:
+        self._file = file
+
+    def __call__(self, event: Event) -> None:
+        self._file.write(event.to_json() + "\n")
+        self._file.flush()
+
+
+def _end_line(pid: str, kind: str, data: dict[str, Any]) -> str:
+    status = str(data.get("status") or kind.removeprefix("phase_"))
+    if status == "completed":
+        note = _completed_note(data)
+        return f"phase {pid} completed in {format_seconds(data.get('duration'))}" + (
+            f" ({note})" if note else ""
+        )
+    if status == "skipped":
+        reason = data.get("reason")
+        return f"phase {pid} skipped" + (f": {reason}" if reason else "")
+    if status == "cancelled":
+        return f"phase {pid} cancelled after {format_seconds(data.get('duration'))}"
+    attempts = data.get("attempts")
+    tries = f" after {attempts} attempts" if isinstance(attempts, int) and attempts > 1 else ""
+    tolerated = " (continue_on_error)" if data.get("continue_on_error") else ""
+    return f"phase {pid} failed{tries}{tolerated}: {data.get('error')}"
+
+
+def _completed_note(data: dict[str, Any]) -> str:
+    notes = []
+    attempts = data.get("attempts")
+    if isinstance(attempts, int) and attempts > 1:
+        notes.append(f"attempt {attempts}")
+    if data.get("fallback_used"):
+        notes.append("fallback")
+    if data.get("cached"):
+        notes.append("cached")
+    return ", ".join(notes)
+
+
+def _detail(phase: PhaseView) -> str:
+    if phase.state == "running":
+        return phase.note if phase.note and not phase.tail else _last_line(phase.tail)
+    if phase.state in ("failed", "cancelled") and phase.error:
+        return phase.error.splitlines()[0] if phase.error.strip() else phase.error
+    return phase.note
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def _clock(ts: float) -> str:
+    local = time.localtime(ts)
+    return time.strftime("%H:%M:%S", local) + f".{int(ts * 1000) % 1000:03d}"
+
+
+def format_seconds(value: Any) -> str:
+    """Seconds for people: `0.05s`, `1.2s`, `42s`, `3m07s`, `1h05m`; `?` when not a number."""
+    seconds = _number(value)
+    if seconds is None:
+        return "?"
+    if seconds < 10:
+        return f"{seconds:.2f}s" if seconds < 1 else f"{seconds:.1f}s"
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    minutes, rest = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{rest:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)

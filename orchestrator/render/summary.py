@@ -1,0 +1,212 @@
+"""What a run did, and what it would do: the end-of-run summary and the ``--dry-run`` plan.
+
+The summary reads a RunView (folded from the run's events) and the Plan: a
+table of phases (status, duration, attempts), the success rate, the total time,
+the critical path measured with the real durations, and token totals.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from ..plan import Plan
+from .progress import STATE_STYLES, PhaseView, RunView, format_seconds
+
+__all__ = ["measured_critical_path", "render_plan_preview", "render_summary"]
+
+_MAX_ROWS = 30
+
+
+def measured_critical_path(plan: Plan, view: RunView) -> tuple[list[str], float]:
+    """The dependency chain with the longest measured duration, and that duration.
+
+    Phases that did not run weigh 0. Ties go to the phase listed first in the plan.
+    """
+    finish: dict[str, float] = {}
+    best_pred: dict[str, str | None] = {}
+    for pid in plan.order:
+        phase = view.phases.get(pid)
+        own = phase.duration if phase is not None and phase.duration is not None else 0.0
+        pred = max(plan.predecessors.get(pid, ()), key=finish.__getitem__, default=None)
+        finish[pid] = own + (finish[pred] if pred is not None else 0.0)
+        best_pred[pid] = pred
+    if not finish:
+        return [], 0.0
+    end: str | None = max(plan.order, key=finish.__getitem__)
+    total = finish[end] if end is not None else 0.0
+    path: list[str] = []
+    while end is not None:
+        path.append(end)
+        end = best_pred[end]
+    return list(reversed(path)), total
+
+
+def render_summary(view: RunView, plan: Plan | None = None) -> RenderableType:
+    """The end-of-run summary of a RunView: a phase table and a few totals.
+
+    Runs with more than 30 phases list the failed and cancelled phases first,
+    then the slowest, and say how many rows are left out.
+    """
+    table = Table(title=None, show_edge=True, header_style="bold", expand=False)
+    table.add_column("phase", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("duration", justify="right", no_wrap=True)
+    table.add_column("attempts", justify="right", no_wrap=True)
+    table.add_column("note", overflow="fold", max_width=60)
+    rows = _rows(view)
+    for phase in rows:
+        table.add_row(
+            phase.id,
+            Text(phase.state, style=STATE_STYLES.get(phase.state, "")),
+            format_seconds(phase.duration) if phase.duration is not None else "-",
+            str(phase.attempts) if phase.attempts else "-",
+            _note(phase),
+        )
+    parts: list[RenderableType] = [table]
+    if len(rows) < len(view.phases):
+        parts.append(Text(f"({len(view.phases) - len(rows)} more phases not shown)", style="dim"))
+    parts.extend(Text(line) for line in _totals(view, plan))
+    return Group(*parts)
+
+
+def _rows(view: RunView) -> list[PhaseView]:
+    phases = [view.phases[pid] for pid in view.order]
+    if len(phases) <= _MAX_ROWS:
+        return phases
+    bad = [p for p in phases if p.state in ("failed", "cancelled", "running")]
+    slow = sorted(
+        (p for p in phases if p.state not in ("failed", "cancelled", "running")),
+        key=lambda p: -(p.duration or 0.0),
+    )
+    chosen = {p.id for p in (bad + slow)[:_MAX_ROWS]}
+    return [p for p in phases if p.id in chosen]
+
+
+def _note(phase: PhaseView) -> str:
+    if phase.state in ("failed", "cancelled") and phase.error:
+        lines = phase.error.strip().splitlines()
+        first = lines[0] if lines else phase.error
+        return f"{first} ({phase.note})" if phase.note else first
+    return phase.note
+
+
+def _totals(view: RunView, plan: Plan | None) -> list[str]:
+    counts = {state: n for state, n in view.counts.items() if n > 0}
+    ran = sum(counts.get(s, 0) for s in ("completed", "failed", "cancelled"))
+    done = counts.get("completed", 0)
+    rate = f"{100 * done / ran:.0f}%" if ran else "n/a"
+    states = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    status = view.status or "unfinished"
+    took = format_seconds(view.duration) if view.duration is not None else "?"
+    lines = [
+        f"run {view.run_id or '?'}: {status} in {took}",
+        f"success rate: {rate} ({done} of {ran} phases that ran completed; {states or 'none'})",
+    ]
+    if plan is not None and plan.order:
+        path, length = measured_critical_path(plan, view)
+        lines.append(f"critical path: {' -> '.join(path)} ({format_seconds(length)})")
+    tokens = view.token_totals()
+    if any(tokens.values()):
+        order = ("prompt", "completion", "total")
+        keys = [k for k in order if k in tokens] + sorted(k for k in tokens if k not in order)
+        lines.append("tokens: " + ", ".join(f"{k} {tokens[k]}" for k in keys))
+    if view.compensated:
+        failed = [pid for pid, ok in view.compensated if not ok]
+        lines.append(
+            f"compensated: {len(view.compensated)} phase(s)"
+            + (f", failed: {', '.join(failed)}" if failed else "")
+        )
+    if view.error and status != "completed":
+        lines.append(f"error: {view.error}")
+    return lines
+
+
+def render_plan_preview(plan: Plan, with_values: Mapping[str, Any]) -> str:
+    """The ``--dry-run`` text: the plan's order by level, each phase with its settings.
+
+    ``with_values`` maps phase ids to their ``with`` as it can be known before
+    the run: values that need only the inputs already rendered, the others
+    still as template strings. Nothing is run to produce this.
+    """
+    wf = plan.workflow
+    levels = len(plan.levels)
+    lines = [
+        f"plan for workflow {wf.name} ({wf.path}): {len(plan.order)} phases in {levels} "
+        f"level{'s' if levels != 1 else ''}, mode {wf.mode}"
+        + (f", max_parallel {wf.max_parallel}" if wf.max_parallel else ""),
+    ]
+    if plan.critical_path:
+        lines.append(
+            f"critical path (estimated): {' -> '.join(plan.critical_path)} "
+            f"({plan.critical_length:g})"
+        )
+    position = {pid: i + 1 for i, pid in enumerate(plan.order)}
+    for n, level in enumerate(plan.levels, start=1):
+        lines.append("")
+        lines.append(f"level {n}:")
+        for pid in level:
+            lines.extend(_phase_lines(plan, pid, position[pid], with_values.get(pid)))
+    for title, hooks in (
+        ("on_success", wf.on_success),
+        ("on_failure", wf.on_failure),
+        ("finally", wf.finally_),
+    ):
+        if hooks:
+            lines.append("")
+            lines.append(f"{title}: " + ", ".join(f"{h.id} (agent {h.agent})" for h in hooks))
+    if wf.outputs:
+        lines.append("")
+        lines.append("outputs:")
+        lines.extend(f"  {key}: {_json(value)}" for key, value in wf.outputs.items())
+    return "\n".join(lines)
+
+
+def _phase_lines(plan: Plan, pid: str, position: int, with_value: Any) -> list[str]:
+    phase = plan.phases[pid]
+    agent = phase.agent or (
+        "handoff " + ",".join(phase.handoff.agents) if phase.handoff is not None else "?"
+    )
+    head = f"  {position}. {pid}  agent {agent}"
+    deps = plan.predecessors.get(pid, ())
+    if deps:
+        head += f"  after {', '.join(deps)}"
+    out = [head]
+    settings = []
+    if phase.trigger != "all_success":
+        settings.append(f"trigger {phase.trigger}")
+    if phase.timeout is not None:
+        settings.append(f"timeout {format_seconds(phase.timeout)}")
+    if phase.retries.attempts:
+        r = phase.retries
+        settings.append(f"retries {r.attempts} ({r.backoff}, delay {format_seconds(r.delay)})")
+    if phase.continue_on_error:
+        settings.append("continue_on_error")
+    if phase.cache is not None:
+        settings.append("cache")
+    if phase.priority != "medium":
+        settings.append(f"priority {phase.priority}")
+    if settings:
+        out.append("     " + "; ".join(settings))
+    if phase.when:
+        out.append(f"     when: {phase.when}")
+    if phase.foreach is not None:
+        out.append(f"     foreach: {_json(phase.foreach)}")
+    if with_value:
+        out.append(f"     with: {_json(with_value)}")
+    if phase.fallback is not None:
+        out.append(
+            f"     fallback: agent {phase.fallback.agent} with {_json(phase.fallback.with_)}"
+        )
+    if phase.compensate is not None:
+        out.append(f"     compensate: agent {phase.compensate.agent}")
+    return out
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
