@@ -427,6 +427,12 @@ class SqliteStore:
                         run,
                     ),
                 )
+                # A phase still "running" when its run ended did not finish: it was cancelled.
+                conn.execute(
+                    "UPDATE phases SET state='cancelled', ended=?"
+                    " WHERE run_id=? AND state='running'",
+                    (ts, run),
+                )
         elif kind == "phase_started":
             conn.execute(
                 "INSERT INTO phases(run_id, id, idx, state, attempts, started)"

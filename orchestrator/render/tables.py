@@ -1,0 +1,239 @@
+"""Tables and lines for stored runs: ``orch runs``, ``orch status`` and ``orch logs``.
+
+Pure functions from state records to rich renderables, plain text or JSON-ready
+dicts; the CLI prints them.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from ..engine.events import Event
+from ..state.base import PhaseRecord, PhaseState, RunRecord
+
+__all__ = [
+    "event_line",
+    "fmt_duration",
+    "fmt_time",
+    "runs_table",
+    "status_dict",
+    "status_view",
+]
+
+_STYLES = {
+    "completed": "green",
+    "running": "cyan",
+    "failed": "red",
+    "cancelled": "yellow",
+    "interrupted": "magenta",
+    "corrupt": "red",
+    "skipped": "dim",
+    "pending": "dim",
+}
+_DONE = {PhaseState.COMPLETED, PhaseState.FAILED, PhaseState.SKIPPED, PhaseState.CANCELLED}
+_NOTE_MAX = 80
+
+
+def fmt_time(ts: float | None) -> str:
+    """A local date and time to the second, or ``-``."""
+    if ts is None:
+        return "-"
+    return _dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """``850ms``, ``4.2s``, ``3m05s``, ``1h02m``, or ``-``."""
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def _run_duration(run: RunRecord, now: float) -> float | None:
+    if run.ended is not None:
+        return run.duration
+    return max(0.0, now - run.started) if run.status == "running" else None
+
+
+def runs_table(runs: Sequence[RunRecord], *, now: float) -> RenderableType:
+    """The ``orch runs`` table: id, workflow, status, started, duration (newest first)."""
+    if not runs:
+        return Text("no runs recorded yet")
+    table = Table(header_style="bold", show_edge=False, pad_edge=False)
+    for name in ("id", "workflow", "status", "started", "duration"):
+        table.add_column(name, no_wrap=True, justify="right" if name == "duration" else "left")
+    for run in runs:
+        table.add_row(
+            run.id,
+            run.workflow,
+            Text(run.status, style=_STYLES.get(run.status, "")),
+            fmt_time(run.started),
+            fmt_duration(_run_duration(run, now)),
+        )
+    return table
+
+
+def _phase_time(phase: PhaseRecord, now: float, running: bool) -> float | None:
+    if phase.state is PhaseState.RUNNING and running and phase.started is not None:
+        return max(0.0, now - phase.started)
+    return phase.duration
+
+
+def _note(phase: PhaseRecord) -> str:
+    parts = []
+    if phase.cached:
+        parts.append("cached")
+    if phase.fallback_used:
+        parts.append("fallback used")
+    if phase.error:
+        parts.append(phase.error.splitlines()[0] if phase.error.strip() else phase.error)
+    if phase.compensated is True:
+        parts.append("compensated")
+    elif phase.compensated is False:
+        parts.append(f"compensation failed: {phase.compensation_error or '?'}")
+    text = "; ".join(parts)
+    return text if len(text) <= _NOTE_MAX else text[: _NOTE_MAX - 3] + "..."
+
+
+def status_dict(run: RunRecord, phases: Sequence[PhaseRecord], *, now: float) -> dict[str, Any]:
+    """``orch status --json``: the run, its progress, the phases running now and each phase."""
+    running = run.status == "running"
+    done = sum(1 for p in phases if p.state in _DONE)
+    return {
+        "run_id": run.id,
+        "workflow": run.workflow,
+        "path": run.path,
+        "status": run.status,
+        "started": run.started,
+        "ended": run.ended,
+        "duration": _run_duration(run, now),
+        "owner_pid": run.owner.pid if run.owner else None,
+        "resumes": run.resumes,
+        "error": run.error,
+        "progress": {"done": done, "total": len(phases)},
+        "current": [p.id for p in phases if p.state is PhaseState.RUNNING],
+        "phases": [
+            {
+                "id": p.id,
+                "state": p.state.value,
+                "attempts": p.attempts,
+                "started": p.started,
+                "ended": p.ended,
+                "duration": _phase_time(p, now, running),
+                "cached": p.cached,
+                "fallback_used": p.fallback_used,
+                "error": p.error,
+                "compensated": p.compensated,
+                "compensation_error": p.compensation_error,
+            }
+            for p in phases
+        ],
+        "outputs": run.outputs,
+    }
+
+
+def status_view(
+    run: RunRecord, phases: Sequence[PhaseRecord], *, now: float, max_rows: int = 200
+) -> RenderableType:
+    """``orch status``: a header (state, progress, running phases) and a table of phases."""
+    info = status_dict(run, phases, now=now)
+    header = Text()
+    header.append(f"run {run.id}", style="bold")
+    header.append(f"  workflow {run.workflow} ({run.path})\n")
+    header.append("status: ")
+    header.append(run.status, style=_STYLES.get(run.status, ""))
+    progress = info["progress"]
+    header.append(f"   progress: {progress['done']}/{progress['total']} phases done")
+    header.append(f"   started: {fmt_time(run.started)}")
+    header.append(f"   duration: {fmt_duration(info['duration'])}")
+    if run.resumes:
+        header.append(f"   resumed: {run.resumes}x")
+    if info["current"]:
+        label = "running now" if run.status == "running" else "running when it stopped"
+        header.append(f"\n{label}: " + ", ".join(info["current"]))
+    if run.status == "interrupted" and run.owner is not None:
+        header.append(
+            f"\nits process ({run.owner.pid}) is gone; `orch resume {run.id}` continues it"
+        )
+    if run.error:
+        header.append(f"\nerror: {run.error}", style="red")
+    table = Table(header_style="bold", show_edge=False, pad_edge=False)
+    for name in ("phase", "state", "attempts", "time", "note"):
+        table.add_column(
+            name, no_wrap=name != "note", justify="right" if name == "time" else "left"
+        )
+    running = run.status == "running"
+    for phase in phases[:max_rows]:
+        table.add_row(
+            phase.id,
+            Text(phase.state.value, style=_STYLES.get(phase.state.value, "")),
+            str(phase.attempts),
+            fmt_duration(_phase_time(phase, now, running)),
+            _note(phase),
+        )
+    parts: list[RenderableType] = [header, table]
+    if len(phases) > max_rows:
+        parts.append(Text(f"... {len(phases) - max_rows} more phases (--json lists them all)"))
+    return Group(*parts)
+
+
+def _short(value: Any, limit: int = 100) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    text = text.replace("\n", "\\n")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def event_line(event: Event) -> str:
+    """One ``orch logs`` line: local time, event, phase and attempt, and what it says."""
+    stamp = _dt.datetime.fromtimestamp(event.ts).strftime("%H:%M:%S.%f")[:-3]
+    data = event.data
+    who = event.phase or ""
+    if event.attempt is not None and event.event not in ("phase_completed", "phase_failed"):
+        who += f" #{event.attempt}"
+    kind = event.event
+    detail = ""
+    if kind == "workflow_started":
+        detail = f"{data.get('workflow', '')} ({len(data.get('phases') or ())} phases)"
+        if data.get("resumed_from"):
+            detail += " resumed"
+    elif kind == "phase_started":
+        detail = f"agent {data.get('agent', '?')}"
+    elif kind == "phase_stream":
+        if "text" in data:
+            detail = _short(data["text"])
+        elif "progress" in data:
+            detail = f"{data['progress'].get('done')}/{data['progress'].get('total')}"
+        else:
+            detail = _short(data.get("turn", data))
+    elif kind == "phase_retry":
+        detail = f"{_short(data.get('error'))}; next attempt in {fmt_duration(data.get('delay'))}"
+    elif kind == "phase_completed":
+        flags = [f for f in ("cached", "fallback_used") if data.get(f)]
+        detail = f"in {fmt_duration(data.get('duration'))}, {data.get('attempts', 1)} attempt(s)"
+        detail += "".join(f", {f.replace('_', ' ')}" for f in flags)
+        detail += f": {_short(data.get('output'))}"
+    elif kind == "phase_failed":
+        detail = f"{data.get('status', 'failed')}: {_short(data.get('error'), 200)}"
+    elif kind == "phase_skipped":
+        detail = str(data.get("reason", ""))
+    elif kind == "phase_compensated":
+        detail = "ok" if data.get("ok") else f"failed: {_short(data.get('error'), 200)}"
+    elif kind.startswith("workflow_"):
+        detail = str(data.get("status", kind.removeprefix("workflow_")))
+        if data.get("error"):
+            detail += f": {_short(data['error'], 200)}"
+    return f"{stamp}  {kind:<19} {who:<16} {detail}".rstrip()

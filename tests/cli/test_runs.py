@@ -1,0 +1,196 @@
+"""`orch runs`, `status`, `logs`, `cancel`, `resume` and `cache clear` through the real command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+
+from typer.testing import CliRunner
+
+from orchestrator.cli import app
+from orchestrator.engine.events import Event
+from orchestrator.state.sqlite import open_store
+
+runner = CliRunner()
+
+
+def orch(*args, state_dir):
+    return runner.invoke(app, [*args, "--state-dir", str(state_dir)])
+
+
+def _record(state_dir, events):
+    store = open_store(state_dir)
+
+    async def go():
+        for e in events:
+            await store.record(e)
+
+    asyncio.run(go())
+    store.close()
+
+
+def _history(state_dir, run="run-1", t0=None):
+    t0 = t0 or time.time() - 10
+    _record(
+        state_dir,
+        [
+            Event(
+                "workflow_started",
+                run,
+                t0,
+                data={
+                    "workflow": "wf",
+                    "path": "wf.yaml",
+                    "phases": ["a", "b"],
+                    "fingerprints": {},
+                    "inputs": {},
+                },
+            ),
+            Event("phase_started", run, t0 + 1, "a", 1, {"agent": "echo"}),
+            Event("phase_stream", run, t0 + 1.5, "a", 1, {"text": "working"}),
+            Event(
+                "phase_completed",
+                run,
+                t0 + 2,
+                "a",
+                1,
+                {"status": "completed", "output": "A", "duration": 1.0, "attempts": 1},
+            ),
+            Event("phase_started", run, t0 + 2, "b", 1, {"agent": "fail"}),
+            Event(
+                "phase_failed",
+                run,
+                t0 + 3,
+                "b",
+                1,
+                {"status": "failed", "error": "it broke", "attempts": 1},
+            ),
+            Event(
+                "workflow_failed",
+                run,
+                t0 + 3.5,
+                data={"status": "failed", "error": "phase 'b' failed"},
+            ),
+        ],
+    )
+
+
+def test_runs_lists_id_workflow_status_started_duration(tmp_path):
+    _history(tmp_path, "run-1")
+    res = orch("runs", state_dir=tmp_path)
+    assert res.exit_code == 0, res.output
+    header, row = [line for line in res.output.splitlines() if line.strip()][0::2][:2]
+    for column in ("id", "workflow", "status", "started", "duration"):
+        assert column in header
+    assert "run-1" in row and "wf" in row and "failed" in row and "3.5s" in row
+    data = json.loads(orch("runs", "--json", state_dir=tmp_path).output)
+    assert [(r["id"], r["status"], r["duration"]) for r in data] == [("run-1", "failed", 3.5)]
+
+
+def test_runs_on_an_empty_store(tmp_path):
+    res = orch("runs", state_dir=tmp_path)
+    assert res.exit_code == 0 and "no runs recorded yet" in res.output
+
+
+def test_status_shows_state_progress_and_each_phase(tmp_path):
+    _history(tmp_path)
+    res = orch("status", "run-1", state_dir=tmp_path)
+    assert res.exit_code == 0, res.output
+    assert "status: failed" in res.output and "progress: 2/2 phases done" in res.output
+    lines = {line.split()[0]: line for line in res.output.splitlines() if line.strip()}
+    assert "completed" in lines["a"] and "1.0s" in lines["a"]
+    assert "failed" in lines["b"] and "it broke" in lines["b"]
+    info = json.loads(orch("status", "run", "--json", state_dir=tmp_path).output)  # prefix
+    assert info["status"] == "failed" and info["progress"] == {"done": 2, "total": 2}
+    assert [(p["id"], p["state"], p["attempts"]) for p in info["phases"]] == [
+        ("a", "completed", 1),
+        ("b", "failed", 1),
+    ]
+
+
+def test_unknown_run_is_exit_2_with_a_hint(tmp_path):
+    _history(tmp_path)
+    for cmd in ("status", "logs", "resume", "cancel"):
+        res = orch(cmd, "nope", state_dir=tmp_path)
+        assert res.exit_code == 2, (cmd, res.output)
+        assert "no run 'nope'" in res.output and "orch runs" in res.output
+        assert "Traceback" not in res.output
+
+
+def test_logs_prints_events_and_filters_by_phase(tmp_path):
+    _history(tmp_path)
+    res = orch("logs", "run-1", state_dir=tmp_path)
+    kinds = [line.split()[1] for line in res.output.splitlines()]
+    assert kinds == [
+        "workflow_started",
+        "phase_started",
+        "phase_stream",
+        "phase_completed",
+        "phase_started",
+        "phase_failed",
+        "workflow_failed",
+    ]
+    assert "working" in res.output and "it broke" in res.output
+    res = orch("logs", "run-1", "--phase", "b", "--json", state_dir=tmp_path)
+    events = [json.loads(line) for line in res.output.splitlines()]
+    assert [(e["event"], e["phase"]) for e in events] == [
+        ("phase_started", "b"),
+        ("phase_failed", "b"),
+    ]
+    res = orch("logs", "run-1", "--phase", "bb", state_dir=tmp_path)
+    assert res.exit_code == 2 and "no phase 'bb'" in res.output and "did you mean 'b'" in res.output
+
+
+def test_logs_follow_stops_when_the_run_ends(tmp_path):
+    _history(tmp_path)
+    res = orch("logs", "run-1", "--follow", state_dir=tmp_path)
+    assert res.exit_code == 0 and res.output.splitlines()[-1].split()[1] == "workflow_failed"
+
+
+def test_a_dead_owner_shows_as_interrupted_and_cancel_records_it(tmp_path):
+    code = (
+        "import asyncio, os, sys\n"
+        "from orchestrator.engine.events import Event\n"
+        "from orchestrator.state.sqlite import open_store\n"
+        "s = open_store(sys.argv[1])\n"
+        "asyncio.run(s.record(Event('workflow_started', 'dead', 1.0, data={'workflow': 'w',"
+        " 'phases': ['a']})))\n"
+        "asyncio.run(s.record(Event('phase_started', 'dead', 2.0, 'a', 1)))\n"
+        "os._exit(0)\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True)
+    res = orch("status", "dead", state_dir=tmp_path)
+    assert "status: interrupted" in res.output and "orch resume dead" in res.output
+    res = orch("cancel", "dead", state_dir=tmp_path)
+    assert res.exit_code == 0 and "recorded as cancelled" in res.output
+    info = json.loads(orch("status", "dead", "--json", state_dir=tmp_path).output)
+    assert info["status"] == "cancelled" and info["phases"][0]["state"] == "cancelled"
+    res = orch("cancel", "dead", state_dir=tmp_path)
+    assert res.exit_code == 1 and "not running" in res.output
+
+
+def test_cache_clear_says_how_many(tmp_path):
+    store = open_store(tmp_path)
+    asyncio.run(store.cache_put("k", 1, {}, now=time.time(), ttl=None))
+    store.close()
+    res = orch("cache", "clear", state_dir=tmp_path)
+    assert res.exit_code == 0 and "cleared 1 cached result" in res.output
+    assert open_store(tmp_path).cache_get("k") is None
+
+
+def test_state_dir_comes_from_the_environment(tmp_path, monkeypatch):
+    _history(tmp_path)
+    monkeypatch.setenv("ORCH_STATE_DIR", str(tmp_path))
+    res = runner.invoke(app, ["runs"])
+    assert "run-1" in res.output
+
+
+def test_a_corrupt_state_file_is_a_clear_error(tmp_path):
+    (tmp_path / "state.db").write_bytes(b"\x00garbage" * 500)
+    res = orch("runs", state_dir=tmp_path)
+    assert res.exit_code == 1 and "state.db" in res.output and "Traceback" not in res.output
+    assert os.path.getsize(tmp_path / "state.db") == 4000  # never "repaired" by deleting
