@@ -7,12 +7,29 @@ shortest examples of the agent SDK.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from ..base import Agent, AgentContext, AgentFailure, AgentResult
 
 __all__ = ["EchoAgent", "FailAgent", "NoopAgent", "SleepAgent"]
+
+_LEDGER = {
+    "type": "string",
+    "description": "A file to which each call appends `run_id phase_id attempt` (crash tests).",
+}
+
+
+def _append_ledger(path: str, ctx: AgentContext) -> None:
+    """Record one execution durably (O_APPEND + fsync), so crash tests can count them."""
+    line = f"{ctx.run_id} {ctx.phase_id} {ctx.attempt}\n".encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class EchoAgent(Agent):
@@ -22,10 +39,16 @@ class EchoAgent(Agent):
     description = "Returns its `text` (or its whole input) as the output."
     config_schema: ClassVar[Mapping[str, Any]] = {
         "type": "object",
-        "properties": {"text": {"description": "The value to return (any type)."}},
+        "properties": {
+            "text": {"description": "The value to return (any type)."},
+            "ledger": _LEDGER,
+        },
     }
 
     async def run(self, input: Mapping[str, Any], ctx: AgentContext) -> AgentResult:
+        if "ledger" in input:
+            _append_ledger(str(input["ledger"]), ctx)
+            input = {k: v for k, v in input.items() if k != "ledger"}
         return AgentResult(output=input["text"] if "text" in input else dict(input))
 
 
@@ -50,6 +73,7 @@ class SleepAgent(Agent):
         "properties": {
             "seconds": {"type": "number", "minimum": 0, "description": "How long to sleep."},
             "output": {"description": "The value to return when done."},
+            "ledger": _LEDGER,
         },
         "required": ["seconds"],
         "additionalProperties": False,
@@ -57,6 +81,8 @@ class SleepAgent(Agent):
 
     async def run(self, input: Mapping[str, Any], ctx: AgentContext) -> AgentResult:
         seconds = float(input["seconds"])
+        if "ledger" in input:
+            _append_ledger(str(input["ledger"]), ctx)
         await asyncio.sleep(seconds)
         return AgentResult(output=input.get("output", seconds))
 
