@@ -30,3 +30,25 @@ def test_importing_the_package_loads_no_heavy_library():
     loaded = _modules_after("import orchestrator")
     heavy = {"rich", "typer", "httpx", "jsonschema", "tenacity", "jinja2", "ruamel", "sqlite3"}
     assert sorted(m for m in loaded if m.split(".")[0] in heavy) == []
+
+
+def test_rendering_does_not_load_the_cli():
+    loaded = _modules_after("import orchestrator.render.graph")
+    assert sorted(m for m in loaded if m.split(".")[0] in {"typer", "click"}) == []
+    assert "orchestrator.cli" not in loaded
+
+
+def test_orch_help_loads_only_typer_and_the_core():
+    # `orch --help` must stay fast: every command imports its heavy libraries inside itself.
+    code = (
+        "import sys\n"
+        "from orchestrator.cli import main\n"
+        "sys.argv = ['orch', '--help']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+    )
+    loaded = _modules_after(code)
+    heavy = {"rich", "httpx", "jsonschema", "tenacity", "jinja2", "ruamel", "sqlite3"}
+    assert sorted({m.split(".")[0] for m in loaded} & heavy) == []

@@ -2,13 +2,25 @@
 
 Each command group lives in its own thin module with a ``register(app)``
 function; heavy imports (the engine, rich, httpx, jsonschema) happen inside the
-commands, so ``orch --help`` stays fast.
+commands, so ``orch --help`` stays fast. ``main`` is the last net: an OrchError
+that a command did not handle is printed as one message with its exit code,
+never as a traceback.
 """
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
+from ..errors import (
+    ExecutionError,
+    OrchError,
+    RunCancelled,
+    UsageError,
+    WorkflowError,
+    WorkflowInvalid,
+)
 from . import agents, graph, run, runs, validate
 
 __all__ = ["app", "main"]
@@ -28,5 +40,30 @@ for _module in (validate, graph, run, agents, runs):
 
 
 def main() -> None:
-    """Entry point of the ``orch`` console script."""
-    app()
+    """Entry point of the ``orch`` console script and ``python -m orchestrator``.
+
+    Exits with the contract's codes: 2 for an invalid workflow or usage, 1 for a
+    failed run (or any other OrchError), 130 for a cancelled one.
+    """
+    try:
+        app(prog_name="orch")
+    except OrchError as exc:
+        sys.exit(_report(exc))
+
+
+def _report(exc: OrchError) -> int:
+    """Print an OrchError a command let through; return its exit code."""
+    if isinstance(exc, WorkflowInvalid):
+        lines = [str(p) for p in exc.problems] or [str(exc)]
+    else:
+        lines = [f"orch: error: {exc}"]
+        if exc.hint:
+            lines.append(f"  hint: {exc.hint}")
+    sys.stderr.write("\n".join(lines) + "\n")
+    if isinstance(exc, RunCancelled):
+        return 130
+    if isinstance(exc, ExecutionError):
+        return 1
+    if isinstance(exc, (WorkflowInvalid, WorkflowError, UsageError)):
+        return 2
+    return 1

@@ -1,0 +1,249 @@
+"""A Plan drawn for people and machines: ascii (rich, by level), mermaid, dot and json.
+
+Every format shows the same things: each phase, its explicit and implied
+(``phases.X``) dependencies, and the critical path. Ids and names are quoted or
+escaped for each format, so any workflow name renders safely.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import Any, TextIO
+
+from rich.console import Console, Group, RenderableType
+from rich.text import Text
+from rich.tree import Tree
+
+from ..plan import Plan
+from ..spec.model import Phase
+
+__all__ = ["FORMATS", "graph_ascii", "graph_dot", "graph_json", "graph_mermaid", "write_graph"]
+
+#: The formats ``orch graph --format`` accepts.
+FORMATS: tuple[str, ...] = ("ascii", "mermaid", "dot", "json")
+
+_EXPLICIT = "──▶"
+_IMPLIED = "┄┄▶"
+_CRITICAL_STYLE = "bold red"
+
+
+def write_graph(plan: Plan, fmt: str, file: TextIO, *, color: bool | None = None) -> None:
+    """Write the plan to ``file`` in ``fmt`` (one of FORMATS).
+
+    ``color`` None means: colour only on a terminal and when NO_COLOR is unset.
+    Raises ValueError for an unknown format.
+    """
+    if fmt == "ascii":
+        no_color = bool(os.environ.get("NO_COLOR")) if color is None else not color
+        console = Console(
+            file=file,
+            force_terminal=color,
+            no_color=no_color,
+            highlight=False,
+            markup=False,
+            emoji=False,
+            soft_wrap=True,
+        )
+        console.print(graph_ascii(plan))
+    elif fmt == "mermaid":
+        file.write(graph_mermaid(plan))
+    elif fmt == "dot":
+        file.write(graph_dot(plan))
+    elif fmt == "json":
+        file.write(json.dumps(graph_json(plan), indent=2) + "\n")
+    else:
+        raise ValueError(f"unknown graph format '{fmt}'; use one of {', '.join(FORMATS)}")
+
+
+# -- json ---------------------------------------------------------------------------------
+
+
+def graph_json(plan: Plan) -> dict[str, Any]:
+    """The plan as plain JSON-ready data, phases in YAML order."""
+    return {
+        "name": plan.workflow.name,
+        "phases": [
+            {
+                "id": pid,
+                "agent": _agent_label(phase),
+                "depends_on": [d for d in plan.predecessors[pid] if not plan.is_implied(pid, d)],
+                "implied": list(plan.implied.get(pid, ())),
+                "level": plan.level_of[pid],
+                "priority": phase.priority,
+                "estimated_duration": phase.estimated_duration,
+            }
+            for pid, phase in plan.phases.items()
+        ],
+        "order": list(plan.order),
+        "levels": [list(level) for level in plan.levels],
+        "critical_path": list(plan.critical_path),
+        "critical_length": plan.critical_length,
+    }
+
+
+# -- ascii --------------------------------------------------------------------------------
+
+
+def graph_ascii(plan: Plan) -> RenderableType:
+    """A rich renderable: phases by level, incoming edges under each phase, the critical path.
+
+    Readable without colour: critical phases carry a ``*`` and implied edges a
+    dotted arrow, both explained in a legend.
+    """
+    wf = plan.workflow
+    count = len(plan.phases)
+    title = Text(wf.name, style="bold")
+    title.append(
+        f"  ({count} phase{'s' if count != 1 else ''}, {len(plan.levels)} "
+        f"level{'s' if len(plan.levels) != 1 else ''})",
+        style="dim",
+    )
+    tree = Tree(title, guide_style="dim")
+    critical = set(plan.critical_path)
+    on_path = set(zip(plan.critical_path, plan.critical_path[1:], strict=False))
+    for number, level in enumerate(plan.levels):
+        branch = tree.add(Text(f"level {number}", style="cyan"))
+        for pid in level:
+            node = branch.add(_phase_line(plan, plan.phases[pid], pid in critical))
+            for dep in plan.predecessors[pid]:
+                implied = plan.is_implied(pid, dep)
+                edge = Text(f"{dep} {_IMPLIED if implied else _EXPLICIT} {pid}")
+                if (dep, pid) in on_path:
+                    edge.stylize(_CRITICAL_STYLE)
+                elif implied:
+                    edge.stylize("dim")
+                if implied:
+                    edge.append("  (implied)", style="dim italic")
+                node.add(edge)
+    parts: list[RenderableType] = [tree]
+    if plan.critical_path:
+        line = Text("critical path ", style="bold")
+        line.append(f"({_seconds(plan.critical_length)}): ", style="bold")
+        line.append(f" {_EXPLICIT} ".join(plan.critical_path), style=_CRITICAL_STYLE)
+        parts.append(line)
+    parts.append(
+        Text(
+            f"legend: {_EXPLICIT} depends_on   {_IMPLIED} implied by a phases.X reference"
+            "   * on the critical path",
+            style="dim",
+        )
+    )
+    return Group(*parts)
+
+
+def _phase_line(plan: Plan, phase: Phase, critical: bool) -> Text:
+    text = Text()
+    text.append("* " if critical else "  ", style=_CRITICAL_STYLE)
+    text.append(phase.id, style=_CRITICAL_STYLE if critical else "bold")
+    details = [_agent_label(phase) or "-"]
+    if phase.foreach is not None:
+        details.append("foreach")
+    if phase.priority != "medium":
+        details.append(f"priority {phase.priority}")
+    if phase.estimated_duration is not None:
+        details.append(f"~{_seconds(phase.estimated_duration)}")
+    text.append("  " + ", ".join(details), style="dim")
+    return text
+
+
+def _agent_label(phase: Phase) -> str | None:
+    if phase.agent is not None:
+        return phase.agent
+    if phase.handoff is not None:
+        return "handoff: " + ", ".join(phase.handoff.agents)
+    return None
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
+
+
+# -- mermaid ------------------------------------------------------------------------------
+
+
+def graph_mermaid(plan: Plan) -> str:
+    """A ``flowchart TD`` for GitHub markdown: implied edges ``-.->``, critical path in a class.
+
+    Node ids are generated (``p0``, ``p1``...) so no phase id can collide with
+    mermaid keywords such as ``end``; the phase id is the quoted label.
+    """
+    node = {pid: f"p{i}" for i, pid in enumerate(plan.phases)}
+    lines = ["flowchart TD", f"    %% {_one_line(plan.workflow.name)}"]
+    for pid, phase in plan.phases.items():
+        label = _mermaid_text(pid)
+        agent = _agent_label(phase)
+        if agent:
+            label += "<br/>" + _mermaid_text(agent)
+        lines.append(f'    {node[pid]}["{label}"]')
+    critical_edges: list[int] = []
+    on_path = set(zip(plan.critical_path, plan.critical_path[1:], strict=False))
+    for number, (dep, pid) in enumerate(_edges(plan)):
+        arrow = "-.->" if plan.is_implied(pid, dep) else "-->"
+        lines.append(f"    {node[dep]} {arrow} {node[pid]}")
+        if (dep, pid) in on_path:
+            critical_edges.append(number)
+    if plan.critical_path:
+        lines.append("    classDef critical stroke:#d00,stroke-width:3px,font-weight:bold")
+        lines.append("    class " + ",".join(node[p] for p in plan.critical_path) + " critical")
+    if critical_edges:
+        indexes = ",".join(str(n) for n in critical_edges)
+        lines.append(f"    linkStyle {indexes} stroke:#d00,stroke-width:3px")
+    return "\n".join(lines) + "\n"
+
+
+def _mermaid_text(value: str) -> str:
+    # Inside a quoted label mermaid reads entity codes; these characters would end or break it.
+    table = {"#": "#35;", '"': "#quot;", "<": "#lt;", ">": "#gt;", "\n": " ", "\r": " "}
+    return "".join(table.get(ch, ch) for ch in value)
+
+
+def _one_line(value: str) -> str:
+    return " ".join(value.split())
+
+
+# -- dot ----------------------------------------------------------------------------------
+
+
+def graph_dot(plan: Plan) -> str:
+    """A graphviz ``digraph``: implied edges dashed, the critical path red and thick."""
+    critical = set(plan.critical_path)
+    on_path = set(zip(plan.critical_path, plan.critical_path[1:], strict=False))
+    lines = [
+        f"digraph {_dot_quote(plan.workflow.name)} {{",
+        "    rankdir=TB;",
+        '    node [shape=box, style=rounded, fontname="Helvetica"];',
+    ]
+    for pid, phase in plan.phases.items():
+        label = pid
+        agent = _agent_label(phase)
+        if agent:
+            label += "\n" + agent
+        attrs = [f"label={_dot_quote(label)}"]
+        if pid in critical:
+            attrs += ["color=red", "penwidth=2"]
+        lines.append(f"    {_dot_quote(pid)} [{', '.join(attrs)}];")
+    for dep, pid in _edges(plan):
+        attrs = []
+        if plan.is_implied(pid, dep):
+            attrs.append("style=dashed")
+        if (dep, pid) in on_path:
+            attrs += ["color=red", "penwidth=2"]
+        suffix = f" [{', '.join(attrs)}]" if attrs else ""
+        lines.append(f"    {_dot_quote(dep)} -> {_dot_quote(pid)}{suffix};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _dot_quote(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    escaped = escaped.replace("\r\n", "\\n").replace("\n", "\\n").replace("\r", "\\n")
+    return f'"{escaped}"'
+
+
+def _edges(plan: Plan) -> Iterator[tuple[str, str]]:
+    """(dependency, phase) pairs, phases in YAML order, explicit before implied."""
+    for pid in plan.phases:
+        for dep in plan.predecessors[pid]:
+            yield dep, pid
