@@ -1,17 +1,465 @@
-"""The only jsonschema import (stub until the spec module lands)."""
+"""Schema checks: the only jsonschema import. The workflow schema and agent ``with:`` schemas.
+
+One piece of code checks both: errors become plain-sentence Problems located
+through the SourceMap. A compiled fast path answers "valid?" for the common
+case; jsonschema (the source of truth) runs only to explain a failure.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import difflib
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
+from ..errors import AgentConfigError, Problem, SchemaViolation
+from .source import JsonPath, SourceMap
+
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError
+    from jsonschema.protocols import Validator
+
+__all__ = [
+    "SchemaReport",
+    "check_agent_config",
+    "check_agent_schema",
+    "check_workflow",
+    "json_path",
+    "workflow_schema",
+]
+
+_DURATION_HELP = "use 500ms, 30s, 5m, 1h or a number of seconds"
+_TYPE_NAMES = {
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "object": "a mapping",
+    "array": "a list",
+    "null": "null",
+}
+
+
+@dataclass(slots=True)
+class SchemaReport:
+    """Problems found by a schema check, and the JSON paths they are about."""
+
+    problems: list[Problem] = field(default_factory=list)
+    bad_paths: set[JsonPath] = field(default_factory=set)
+
+    def is_bad(self, path: JsonPath) -> bool:
+        """Whether ``path`` or one of its ancestors already has a schema problem."""
+        p = tuple(path)
+        return any(p[:n] in self.bad_paths for n in range(len(p) + 1))
+
+
+# -- loading --------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def workflow_schema() -> Mapping[str, Any]:
+    """The bundled workflow JSON Schema (2020-12), as a mapping.
+
+    Read from the installed package (``orchestrator/schemas``) or, in a source
+    checkout, from ``schemas/`` at the repository root.
+    """
+    packaged = resources.files("orchestrator") / "schemas" / "workflow.schema.json"
+    if packaged.is_file():
+        text = packaged.read_text(encoding="utf-8")
+    else:
+        text = (Path(__file__).parents[2] / "schemas" / "workflow.schema.json").read_text(
+            encoding="utf-8"
+        )
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
+@lru_cache(maxsize=1)
+def _workflow_validator() -> Validator:
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(dict(workflow_schema()))
+
+
+@lru_cache(maxsize=1)
+def _workflow_fast() -> Callable[[Any], bool] | None:
+    schema = workflow_schema()
+    return _compile(schema, schema.get("$defs", {}))
+
+
+_agent_checks: dict[int, tuple[Mapping[str, Any], Validator, Callable[[Any], bool] | None]] = {}
+
+
+def _agent_validator(schema: Mapping[str, Any]) -> tuple[Validator, Callable[[Any], bool] | None]:
+    known = _agent_checks.get(id(schema))
+    if known is None or known[0] is not schema:
+        from jsonschema import Draft202012Validator
+
+        plain = json.loads(json.dumps(schema, default=str))
+        known = (schema, Draft202012Validator(plain), _compile(plain, plain.get("$defs", {})))
+        _agent_checks[id(schema)] = known
+    return known[1], known[2]
 
 
 def check_agent_schema(schema: Mapping[str, Any]) -> str | None:
     """The reason ``schema`` is not a valid JSON Schema (2020-12), or None."""
+    import jsonschema
+
     try:
         jsonschema.Draft202012Validator.check_schema(dict(schema))
     except jsonschema.SchemaError as exc:
         return str(exc.message)
     return None
+
+
+# -- checks ---------------------------------------------------------------------
+
+
+def check_workflow(data: Any, smap: SourceMap) -> SchemaReport:
+    """Check raw workflow data against the bundled schema; every error, located."""
+    report = SchemaReport()
+    fast = _workflow_fast()
+    if fast is not None and fast(data):
+        return report
+    errors = sorted(_workflow_validator().iter_errors(data), key=lambda e: list(e.absolute_path))
+    for error in errors:
+        _explain(_leaf(error), (), data, smap, report, SchemaViolation, _workflow_owner)
+    return report
+
+
+def check_agent_config(
+    config: Mapping[str, Any],
+    schema: Mapping[str, Any],
+    smap: SourceMap,
+    *,
+    at: Callable[[JsonPath], JsonPath],
+    owner: str,
+) -> SchemaReport:
+    """Check an agent's merged ``with:`` against its type's config schema.
+
+    ``at`` maps a path inside ``config`` to the document path to report it at;
+    ``owner`` names the config in messages (``the with of phase 'a'``). Errors
+    about a value that is (or holds) a template string are skipped: that value
+    is only known at run time.
+    """
+    report = SchemaReport()
+    validator, fast = _agent_validator(schema)
+    if fast is not None and fast(config):
+        return report
+    for error in validator.iter_errors(dict(config)):
+        leaf = _leaf(error)
+        if _holds_template(leaf.instance):
+            continue
+        rel = tuple(leaf.absolute_path)
+        _explain(leaf, rel, config, smap, report, AgentConfigError, lambda p, d: owner, at=at)
+    return report
+
+
+def _leaf(error: ValidationError) -> ValidationError:
+    from jsonschema.exceptions import best_match
+
+    while error.validator in ("anyOf", "oneOf") and error.context:
+        error = best_match(error.context)
+    return error
+
+
+def _holds_template(value: Any) -> bool:
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    if isinstance(value, Mapping):
+        return any(_holds_template(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_holds_template(v) for v in value)
+    return False
+
+
+# -- messages -------------------------------------------------------------------
+
+
+def json_path(path: Iterable[str | int]) -> str:
+    """A JSON path in the user's terms: ``phases[2].timeout``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _workflow_owner(path: JsonPath, data: Any) -> str:
+    if not path:
+        return "the workflow"
+    if len(path) == 2 and path[0] in ("phases", "on_success", "on_failure", "finally"):
+        phase = _get(data, path)
+        if isinstance(phase, Mapping) and isinstance(phase.get("id"), str):
+            return f"phase '{phase['id']}'"
+    if len(path) == 2 and path[0] == "agents":
+        return f"agent '{path[1]}'"
+    if len(path) == 2 and path[0] == "inputs":
+        return f"input '{path[1]}'"
+    return json_path(path)
+
+
+def _get(data: Any, path: Sequence[str | int]) -> Any:
+    for part in path:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return f"'{value}'"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"{value!r}"
+
+
+def _explain(
+    error: ValidationError,
+    base: JsonPath,
+    data: Any,
+    smap: SourceMap,
+    report: SchemaReport,
+    kind: type[SchemaViolation] | type[AgentConfigError],
+    owner: Callable[[JsonPath, Any], str],
+    *,
+    at: Callable[[JsonPath], JsonPath] = lambda p: p,
+) -> None:
+    """Turn one jsonschema error into Problems (one per unknown or missing key)."""
+    rel: JsonPath = tuple(error.absolute_path)
+    doc = at(rel)
+    shown = json_path(doc)
+    schema = error.schema if isinstance(error.schema, Mapping) else {}
+    title = schema.get("title")
+    value = error.instance
+    hint: str | None = None
+    located_at_key = False
+
+    def add(message: str, path: JsonPath, *, key: bool = False, hint: str | None = None) -> None:
+        loc = smap.key(path) if key else smap.value(path)
+        if kind is SchemaViolation:
+            err: SchemaViolation | AgentConfigError = SchemaViolation(
+                message, location=loc, json_path=json_path(path), hint=hint
+            )
+        else:
+            err = AgentConfigError(message, location=loc, hint=hint)
+        report.problems.append(err.to_problem())
+        report.bad_paths.add(tuple(path))
+
+    v = error.validator
+    vv: Any = error.validator_value
+    if v == "additionalProperties" and isinstance(value, Mapping):
+        known = list(schema.get("properties", {}))
+        for extra in [k for k in value if k not in known]:
+            msg = f"unknown key '{extra}' in {owner(rel, data)}"
+            close = difflib.get_close_matches(str(extra), known, n=1)
+            if close:
+                msg += f"; did you mean '{close[0]}'?"
+                hint = None
+            else:
+                hint = "allowed keys: " + ", ".join(known) if known else "it takes no keys"
+            add(msg, at(rel + (extra,)), key=True, hint=hint)
+        return
+    if v == "required" and isinstance(value, Mapping):
+        for missing in [k for k in vv if k not in value]:
+            add(f"{owner(rel, data)} is missing the required key '{missing}'", doc)
+        return
+    if v == "propertyNames":
+        add(
+            f"'{value}' is not a valid name in {shown}; use letters, digits and _,"
+            " starting with a letter or _",
+            at(rel + (str(value),)),
+            key=True,
+        )
+        located_at_key = True
+        return
+    if title == "duration" and v in ("type", "pattern"):
+        message = f"{shown}: {_show(value)} is not a duration; {_DURATION_HELP}"
+    elif title == "duration" and v == "minimum":
+        message = f"{shown}: a duration cannot be negative ({_show(value)})"
+    elif title == "rate limit" and v in ("type", "pattern"):
+        message = f"{shown}: {_show(value)} is not a rate limit; use N/s or N/m, e.g. 10/s"
+    elif v == "pattern" and doc[-1:] == ("id",):
+        message = (
+            f"{shown}: {_show(value)} is not a valid id; use letters, digits, _ and -,"
+            " starting with a letter or _"
+        )
+    elif v == "type":
+        expected = vv
+        names = [expected] if isinstance(expected, str) else list(expected)
+        want = " or ".join(_TYPE_NAMES.get(n, n) for n in names)
+        message = f"{shown} must be {want}, not {_describe(value)}"
+        if "string" in names and isinstance(value, (bool, int, float)):
+            hint = "YAML 1.2 reads this as a " + (
+                "boolean" if isinstance(value, bool) else "number"
+            )
+            hint += "; quote it to keep it as text"
+    elif v == "enum":
+        options = [str(o) for o in vv]
+        message = f"{shown}: {_show(value)} is not one of " + ", ".join(f"'{o}'" for o in options)
+        close = difflib.get_close_matches(str(value), options, n=1)
+        if close:
+            message += f"; did you mean '{close[0]}'?"
+    elif v == "const":
+        message = f"{shown} must be {_show(vv)}, not {_show(value)}"
+    elif v in ("minimum", "exclusiveMinimum"):
+        message = f"{shown} must be at least {vv}, not {_show(value)}"
+    elif v in ("maximum", "exclusiveMaximum"):
+        message = f"{shown} must be at most {vv}, not {_show(value)}"
+    elif v in ("minItems", "minLength") and vv == 1:
+        message = f"{shown} must not be empty"
+    elif v == "uniqueItems":
+        message = f"{shown} lists the same item twice"
+    elif v == "pattern":
+        message = f"{shown}: {_show(value)} does not match the pattern '{vv}'"
+    else:
+        message = f"{shown or 'the document'}: {_plain(error.message)}"
+    if not shown:
+        message = message.replace(": ", " ", 1) if message.startswith(": ") else message
+    add(message, doc, key=located_at_key, hint=hint)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"the boolean {_show(value)}"
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        return f"the string {_show(value)}"
+    if value is None:
+        return "null (an empty value)"
+    return _show(value)
+
+
+def _plain(message: str) -> str:
+    text = " ".join(message.split())
+    return text[:1].lower() + text[1:].rstrip(".")
+
+
+# -- fast path ------------------------------------------------------------------
+# A conservative compiled check for the keywords our schemas use. It may call a
+# valid document invalid (jsonschema then finds nothing), never the reverse; a
+# schema with any other keyword is not compiled (None: jsonschema always runs).
+
+_IGNORED = frozenset({"title", "description", "$schema", "$id", "$defs", "$comment", "default"})
+_PY_TYPES: dict[str, Callable[[Any], bool]] = {
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+    "null": lambda v: v is None,
+}
+
+
+class _Unsupported(Exception):
+    pass
+
+
+def _compile(schema: Any, defs: Mapping[str, Any]) -> Callable[[Any], bool] | None:
+    try:
+        return _compile_node(schema, defs, {})
+    except (_Unsupported, KeyError, TypeError, re.error):
+        return None
+
+
+def _compile_node(
+    schema: Any, defs: Mapping[str, Any], memo: dict[str, Callable[[Any], bool]]
+) -> Callable[[Any], bool]:
+    if schema is True:
+        return lambda v: True
+    if schema is False:
+        return lambda v: False
+    if not isinstance(schema, Mapping):
+        raise _Unsupported
+    checks: list[Callable[[Any], bool]] = []
+    for key, arg in schema.items():
+        if key in _IGNORED:
+            continue
+        if key == "additionalProperties":
+            checks.append(_additional(arg, set(schema.get("properties", {})), defs, memo))
+            continue
+        checks.append(_keyword(key, arg, defs, memo))
+    if len(checks) == 1:
+        return checks[0]
+    return lambda v: all(c(v) for c in checks)
+
+
+def _keyword(
+    key: str, arg: Any, defs: Mapping[str, Any], memo: dict[str, Callable[[Any], bool]]
+) -> Callable[[Any], bool]:
+    if key == "$ref":
+        name = str(arg).removeprefix("#/$defs/")
+        if name not in memo:
+            memo[name] = _compile_node(defs[name], defs, memo)
+        return memo[name]
+    if key == "type":
+        tests = [_PY_TYPES[t] for t in ([arg] if isinstance(arg, str) else arg)]
+        return lambda v: any(t(v) for t in tests)
+    if key == "properties":
+        subs = {k: _compile_node(s, defs, memo) for k, s in arg.items()}
+        return lambda v: (
+            not isinstance(v, dict) or all(subs[k](x) for k, x in v.items() if k in subs)
+        )
+    if key == "required":
+        names = list(arg)
+        return lambda v: not isinstance(v, dict) or all(n in v for n in names)
+    if key == "items":
+        sub = _compile_node(arg, defs, memo)
+        return lambda v: not isinstance(v, list) or all(sub(x) for x in v)
+    if key == "enum":
+        options = list(arg)
+        return lambda v: any(_same(v, o) for o in options)
+    if key == "const":
+        return lambda v: _same(v, arg)
+    if key == "pattern":
+        rx = re.compile(arg)
+        return lambda v: not isinstance(v, str) or rx.search(v) is not None
+    if key == "minimum":
+        return lambda v: not _PY_TYPES["number"](v) or v >= arg
+    if key == "minLength":
+        return lambda v: not isinstance(v, str) or len(v) >= arg
+    if key == "minItems":
+        return lambda v: not isinstance(v, list) or len(v) >= arg
+    if key == "uniqueItems":
+        return lambda v: not isinstance(v, list) or not arg or _unique(v)
+    if key == "propertyNames":
+        sub = _compile_node(arg, defs, memo)
+        return lambda v: not isinstance(v, dict) or all(sub(k) for k in v)
+    raise _Unsupported(key)
+
+
+def _additional(
+    arg: Any, known: set[str], defs: Mapping[str, Any], memo: dict[str, Callable[[Any], bool]]
+) -> Callable[[Any], bool]:
+    sub = _compile_node(arg, defs, memo)
+    return lambda v: not isinstance(v, dict) or all(sub(x) for k, x in v.items() if k not in known)
+
+
+def _same(value: Any, option: Any) -> bool:
+    if isinstance(value, bool) != isinstance(option, bool):
+        return False
+    return bool(value == option) and type(value) is type(option)
+
+
+def _unique(items: list[Any]) -> bool:
+    try:
+        return len(set(items)) == len(items)
+    except TypeError:
+        return False

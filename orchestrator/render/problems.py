@@ -1,0 +1,75 @@
+"""Problems as text (``FILE:LINE:COL: message``), JSON for tools, or GitHub annotations.
+
+Colour only on a terminal (through rich) and never with NO_COLOR; everything
+else is plain text, one problem per line plus an optional ``  hint:`` line.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TextIO
+
+from ..errors import Problem
+
+__all__ = ["FORMATS", "format_problems", "write_problems"]
+
+#: The output formats of ``orch validate --format``.
+FORMATS = ("text", "json", "github")
+
+
+def format_problems(problems: Sequence[Problem], fmt: str = "text") -> str:
+    """The problems in one of FORMATS, without a trailing newline.
+
+    Raises ValueError for an unknown format.
+    """
+    if fmt == "text":
+        return "\n".join(str(p) for p in problems)
+    if fmt == "json":
+        return json.dumps([p.as_dict() for p in problems], indent=2, ensure_ascii=False)
+    if fmt == "github":
+        return "\n".join(_github(p) for p in problems)
+    raise ValueError(f"unknown format '{fmt}'; use one of {', '.join(FORMATS)}")
+
+
+def write_problems(problems: Sequence[Problem], fmt: str, out: TextIO) -> None:
+    """Write the problems to ``out``; text on a terminal is coloured (NO_COLOR honoured)."""
+    if not problems:
+        return
+    if fmt == "text" and out.isatty():
+        from .console import make_console
+
+        console = make_console(out)
+        if console.no_color:
+            out.write(format_problems(problems, fmt) + "\n")
+            return
+        for p in problems:
+            colour = "red" if p.severity == "error" else "yellow"
+            console.print(f"{p.location}: ", style="bold", end="")
+            if p.severity == "warning":
+                console.print("warning: ", style=colour, end="")
+            console.print(p.message, style=colour if p.severity == "error" else None)
+            if p.hint:
+                console.print(f"  hint: {p.hint}", style="dim")
+        return
+    out.write(format_problems(problems, fmt) + "\n")
+
+
+def _github(p: Problem) -> str:
+    """A workflow command; see GitHub's docs on escaping data and properties."""
+    level = "warning" if p.severity == "warning" else "error"
+    loc = p.location
+    props = ",".join(
+        f"{k}={_escape_property(str(v))}"
+        for k, v in (("file", loc.path), ("line", loc.line), ("col", loc.col))
+    )
+    message = p.message + (f"\nhint: {p.hint}" if p.hint else "")
+    return f"::{level} {props}::{_escape_data(message)}"
+
+
+def _escape_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(text: str) -> str:
+    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")

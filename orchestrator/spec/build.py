@@ -1,0 +1,900 @@
+"""Raw workflow mapping -> model.Workflow, with every semantic check, problems collected.
+
+Runs after the schema check: values at paths the schema already refused are
+skipped, so one mistake gives one problem. Checks: unique ids, unknown
+``depends_on`` targets and agents (did you mean), self-dependencies, cycles,
+templates (syntax, unknown phases, inputs and names), ``previous`` outside
+sequential mode, ``item``/``index`` outside foreach, handoff agents, cron.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import expr
+from ..agents.registry import AgentRegistry
+from ..errors import (
+    AgentConfigError,
+    AgentError,
+    DependencyCycle,
+    DuplicatePhase,
+    ExpressionError,
+    Location,
+    Problem,
+    SchemaViolation,
+    UnknownReference,
+    WorkflowError,
+)
+from ..plan import find_cycle
+from .model import (
+    AgentCall,
+    AgentSpec,
+    CacheSpec,
+    CircuitBreakerSpec,
+    ErrorHandling,
+    HandoffSpec,
+    InputSpec,
+    Phase,
+    RateLimit,
+    RetrySpec,
+    Schedule,
+    Workflow,
+)
+from .schema import SchemaReport, check_agent_config, json_path
+from .source import JsonPath, Source, SourceMap
+
+__all__ = ["PhaseCheck", "build_workflow", "check_cron", "parse_duration", "phase_checks"]
+
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_RATE = re.compile(r"^\s*([0-9]+)\s*/\s*(s|m|h)\s*$")
+_TEMPLATE_NAMES = ("inputs", "phases", "previous", "item", "index", "run", "env", "secrets")
+_JINJA_GLOBALS = frozenset({"range", "dict", "lipsum", "cycler", "joiner", "namespace", "loop"})
+_HANDLERS = (("on_success", "on_success"), ("on_failure", "on_failure"), ("finally", "finally_"))
+
+#: A check run on every phase once it is built: (phase, merged ``with``, source
+#: map, the phase's JSON path) -> problems (usually warnings). Agent-specific
+#: static checks live on the agent type (``Agent.check_static``); checks that
+#: need the whole workflow (e.g. "a phase output is spliced into a shell
+#: string") are appended here.
+PhaseCheck = Callable[[Phase, Mapping[str, Any], SourceMap, JsonPath], list[Problem]]
+
+
+def phase_checks() -> list[PhaseCheck]:
+    """The extra per-phase checks run by build_workflow (empty for now; the hook)."""
+    return []
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds in a duration (``500ms``, ``30s``, ``5m``, ``1h``, ``1h30m`` or a number).
+
+    Raises ValueError when ``value`` is not one.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    text = str(value).replace(" ", "")
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"not a duration: {value!r}")
+    return sum(float(n) * _UNIT[u] for n, u in parts)
+
+
+_CRON_FIELDS: tuple[tuple[str, int, int, Mapping[str, int]], ...] = (
+    ("minute", 0, 59, {}),
+    ("hour", 0, 23, {}),
+    ("day of month", 1, 31, {}),
+    (
+        "month",
+        1,
+        12,
+        {m: i + 1 for i, m in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split())},
+    ),
+    ("day of week", 0, 7, {d: i for i, d in enumerate("sun mon tue wed thu fri sat".split())}),
+)
+_CRON_MACROS = frozenset(
+    {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
+)
+
+
+def check_cron(expression: str) -> str | None:
+    """Why ``expression`` is not a five-field cron expression, or None when it is."""
+    text = expression.strip()
+    if text.lower() in _CRON_MACROS:
+        return None
+    fields = text.split()
+    if len(fields) != 5:
+        return f"a cron expression has 5 fields (minute hour day month weekday), not {len(fields)}"
+    for raw, (name, low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
+        for item in raw.split(","):
+            problem = _cron_item(item.lower(), name, low, high, names)
+            if problem:
+                return problem
+    return None
+
+
+def _cron_item(item: str, name: str, low: int, high: int, names: Mapping[str, int]) -> str | None:
+    base, _, step = item.partition("/")
+    if step and (not step.isdigit() or int(step) == 0):
+        return f"'{item}' has a bad step in the {name} field"
+
+    def number(text: str) -> int | None:
+        if text in names:
+            return names[text]
+        return int(text) if text.isdigit() else None
+
+    if base == "*":
+        return None
+    lo_text, dash, hi_text = base.partition("-")
+    lo = number(lo_text)
+    hi = number(hi_text) if dash else lo
+    if lo is None or hi is None:
+        return f"'{item}' is not a valid {name} (use a number, a range a-b, a list or *)"
+    for n in (lo, hi):
+        if not low <= n <= high:
+            return f"{name} {n} is out of range {low}-{high}"
+    if lo > hi:
+        return f"the {name} range '{base}' runs backwards"
+    return None
+
+
+@dataclass(slots=True)
+class _Ctx:
+    src: Source
+    report: SchemaReport
+    registry: AgentRegistry
+    problems: list[Problem] = field(default_factory=list)
+    agents: dict[str, AgentSpec] = field(default_factory=dict)
+    bad_agents: set[str] = field(default_factory=set)
+    inputs: dict[str, InputSpec] = field(default_factory=dict)
+    secrets: set[str] = field(default_factory=set)
+    sequential: bool = False
+
+    @property
+    def smap(self) -> SourceMap:
+        return self.src.source_map
+
+    def add(self, error: WorkflowError) -> None:
+        self.problems.append(error.to_problem())
+
+    def ok(self, path: JsonPath) -> bool:
+        return not self.report.is_bad(path)
+
+
+def build_workflow(
+    src: Source, report: SchemaReport, registry: AgentRegistry
+) -> tuple[Workflow | None, list[Problem]]:
+    """Build the Workflow and run every semantic check.
+
+    Precondition: ``src.data`` is a mapping and ``report`` holds its schema
+    problems. Returns the workflow (None when something made it unbuildable)
+    and the problems found here (errors and warnings); never raises for user input.
+    """
+    data: Mapping[str, Any] = src.data
+    cx = _Ctx(src, report, registry, sequential=data.get("mode") == "sequential")
+    cx.inputs = _inputs(cx, data.get("inputs"))
+    cx.agents = _agents(cx, data.get("agents"))
+    defaults = _mapping(data.get("defaults"))
+    main_items = _items(data, "phases")
+    main_ids = {p.get("id") for _, p in main_items if isinstance(p.get("id"), str)}
+    phases = _phase_list(cx, main_items, defaults, main_ids, set(), handler=False)
+    handlers: dict[str, tuple[Phase, ...]] = {}
+    seen = {p.id for p in phases}
+    for key, attr in _HANDLERS:
+        items = _items(data, key)
+        handler_phases = _phase_list(cx, items, defaults, main_ids, seen, handler=True)
+        seen |= {p.id for p in handler_phases}
+        handlers[attr] = handler_phases
+    outputs = _mapping(data.get("outputs"))
+    _check_templates(cx, outputs, ("outputs",), main_ids, None, foreach=False, sequential=False)
+    for path, value in _strings(data.get("agents"), ("agents",)):
+        _check_template_text(cx, value, path, main_ids, None, foreach=False, sequential=False)
+    schedule = _schedule(cx, data.get("schedule"))
+    eh = _mapping(data.get("error_handling"))
+    workflow = Workflow(
+        name=str(data.get("name", "")),
+        phases=phases,
+        path=src.path,
+        version=1,
+        description=_str_or_none(data.get("description")),
+        inputs=cx.inputs,
+        agents=cx.agents,
+        max_parallel=_int_or_none(cx, data.get("max_parallel"), ("max_parallel",)),
+        mode="sequential" if cx.sequential else "dag",
+        timeout=_duration(cx, data.get("timeout"), ("timeout",)),
+        error_handling=ErrorHandling(
+            continue_on_error=eh.get("continue_on_error") is True,
+            fallback_workflow=_str_or_none(eh.get("fallback_workflow")),
+            max_total_retries=_int_or_none(
+                cx, eh.get("max_total_retries"), ("error_handling", "max_total_retries")
+            ),
+        ),
+        outputs=dict(outputs),
+        on_success=handlers["on_success"],
+        on_failure=handlers["on_failure"],
+        finally_=handlers["finally_"],
+        schedule=schedule,
+        secret_names=frozenset(cx.secrets),
+        source_hash=src.sha256,
+    )
+    return workflow, cx.problems
+
+
+# -- top-level sections -----------------------------------------------------------
+
+
+def _items(data: Mapping[str, Any], key: str) -> list[tuple[JsonPath, Mapping[str, Any]]]:
+    value = data.get(key)
+    if not isinstance(value, list):
+        return []
+    return [((key, i), p) for i, p in enumerate(value) if isinstance(p, Mapping)]
+
+
+def _inputs(cx: _Ctx, raw: Any) -> dict[str, InputSpec]:
+    out: dict[str, InputSpec] = {}
+    if not isinstance(raw, Mapping):
+        return out
+    for name, spec in raw.items():
+        path = ("inputs", name)
+        spec = spec if isinstance(spec, Mapping) else {}
+        kwargs: dict[str, Any] = {}
+        if "default" in spec:
+            kwargs["default"] = spec["default"]
+        out[name] = InputSpec(
+            name=name,
+            type=str(spec.get("type", "string")) if cx.ok(path + ("type",)) else "string",
+            required=spec.get("required") is True,
+            description=_str_or_none(spec.get("description")),
+            location=cx.smap.key(path),
+            **kwargs,
+        )
+    return out
+
+
+def _agents(cx: _Ctx, raw: Any) -> dict[str, AgentSpec]:
+    out: dict[str, AgentSpec] = {}
+    if not isinstance(raw, Mapping):
+        return out
+    for name, spec in raw.items():
+        path = ("agents", name)
+        if not isinstance(spec, Mapping) or not isinstance(spec.get("type"), str):
+            cx.bad_agents.add(name)
+            continue
+        type_name = spec["type"]
+        if cx.ok(path + ("type",)) and not _resolve_type(cx, type_name, path + ("type",)):
+            cx.bad_agents.add(name)
+        rate: RateLimit | None = None
+        m = _RATE.match(str(spec.get("rate_limit", "")))
+        if m:
+            count = int(m.group(1))
+            if count == 0 and cx.ok(path + ("rate_limit",)):
+                cx.add(
+                    SchemaViolation(
+                        f"agents.{name}.rate_limit: a rate limit must allow at least 1 call",
+                        location=cx.smap.value(path + ("rate_limit",)),
+                    )
+                )
+            rate = RateLimit(max(count, 1), _UNIT[m.group(2)])
+        breaker: CircuitBreakerSpec | None = None
+        cb = spec.get("circuit_breaker")
+        if isinstance(cb, Mapping):
+            failures = cb.get("failures", 5)
+            reset = _duration(cx, cb.get("reset_after"), path + ("circuit_breaker", "reset_after"))
+            breaker = CircuitBreakerSpec(
+                failures=failures if isinstance(failures, int) else 5,
+                reset_after=reset if reset is not None else 60.0,
+            )
+        with_ = _mapping(spec.get("with"))
+        _collect_secrets(cx, with_)
+        mc = spec.get("max_concurrency")
+        out[name] = AgentSpec(
+            name=name,
+            type=type_name,
+            with_=dict(with_),
+            max_concurrency=mc if isinstance(mc, int) and not isinstance(mc, bool) else None,
+            rate_limit=rate,
+            circuit_breaker=breaker,
+            description=_str_or_none(spec.get("description")),
+            location=cx.smap.key(path),
+        )
+    return out
+
+
+def _resolve_type(cx: _Ctx, type_name: str, path: JsonPath) -> type[Any] | None:
+    """The agent class of a type name, or None after reporting why it cannot be used."""
+    try:
+        return cx.registry.resolve(type_name)
+    except AgentError as exc:
+        cx.add(UnknownReference(exc.message, location=cx.smap.value(path), hint=exc.hint))
+        return None
+
+
+def _schedule(cx: _Ctx, raw: Any) -> tuple[Schedule, ...]:
+    out: list[Schedule] = []
+    if not isinstance(raw, list):
+        return ()
+    for i, item in enumerate(raw):
+        path = ("schedule", i)
+        if not isinstance(item, Mapping) or not isinstance(item.get("cron"), str):
+            continue
+        problem = check_cron(item["cron"])
+        if problem and cx.ok(path + ("cron",)):
+            cx.add(
+                SchemaViolation(
+                    f"schedule[{i}].cron: '{item['cron']}' is not a valid cron expression: "
+                    + problem,
+                    location=cx.smap.value(path + ("cron",)),
+                    hint="five fields: minute hour day-of-month month weekday, e.g. '0 2 * * *'",
+                )
+            )
+        tz = item.get("timezone", "UTC")
+        if isinstance(tz, str) and not _known_timezone(tz):
+            cx.add(
+                SchemaViolation(
+                    f"schedule[{i}].timezone: unknown time zone '{tz}'",
+                    location=cx.smap.value(path + ("timezone",)),
+                    hint="use an IANA name such as 'UTC' or 'Europe/Paris'",
+                )
+            )
+        inputs = _mapping(item.get("inputs"))
+        out.append(
+            Schedule(
+                cron=item["cron"],
+                timezone=tz if isinstance(tz, str) else "UTC",
+                inputs=dict(inputs),
+                location=cx.smap.value(path),
+            )
+        )
+    return tuple(out)
+
+
+def _known_timezone(name: str) -> bool:
+    import zoneinfo
+
+    if name.upper() == "UTC":
+        return True
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return not zoneinfo.available_timezones()  # no tz database: cannot tell
+    return True
+
+
+# -- phases -----------------------------------------------------------------------
+
+
+def _phase_list(
+    cx: _Ctx,
+    items: list[tuple[JsonPath, Mapping[str, Any]]],
+    defaults: Mapping[str, Any],
+    main_ids: set[Any],
+    taken: set[str],
+    *,
+    handler: bool,
+) -> tuple[Phase, ...]:
+    """Build one list of phases (the main list or a handler list) and check its graph."""
+    first_at: dict[str, Location] = {}
+    ids: list[str] = []
+    for path, raw in items:
+        pid = raw.get("id")
+        if not isinstance(pid, str) or not cx.ok(path + ("id",)):
+            continue
+        where = cx.smap.value(path + ("id",))
+        if pid in first_at or pid in taken:
+            first = first_at.get(pid)
+            at = f" (first at line {first.line})" if first else ""
+            cx.add(
+                DuplicatePhase(
+                    f"duplicate phase id '{pid}'{at}",
+                    location=where,
+                    hint="every phase needs its own id",
+                )
+            )
+            continue
+        first_at[pid] = where
+        ids.append(pid)
+    known = set(ids)
+    visible = known | {i for i in main_ids if isinstance(i, str)} if handler else known
+    phases: list[Phase] = []
+    dep_loc: dict[tuple[str, str], Location] = {}
+    previous: str | None = None
+    for path, raw in items:
+        pid = raw.get("id")
+        if (
+            not isinstance(pid, str)
+            or pid not in first_at
+            or first_at[pid] != cx.smap.value(path + ("id",))
+        ):
+            continue
+        seq_prev = previous if (cx.sequential and not handler) else None
+        phase = _phase(cx, path, raw, defaults, known, visible, seq_prev, dep_loc)
+        phases.append(phase)
+        previous = pid
+    cycle = find_cycle({p.id: p.all_deps for p in phases})
+    if cycle is not None:
+        where = dep_loc.get((cycle[0], cycle[1])) or next(
+            (p.location for p in phases if p.id == cycle[0] and p.location), Location(cx.src.path)
+        )
+        cx.add(DependencyCycle(cycle, location=where))
+    return tuple(phases)
+
+
+def _phase(
+    cx: _Ctx,
+    path: JsonPath,
+    raw: Mapping[str, Any],
+    defaults: Mapping[str, Any],
+    known: set[str],
+    visible: set[str],
+    previous: str | None,
+    dep_loc: dict[tuple[str, str], Location],
+) -> Phase:
+    pid: str = raw["id"]
+    location = cx.smap.value(path)
+
+    def get(key: str) -> Any:
+        if key in raw:
+            return raw[key] if cx.ok(path + (key,)) else None
+        return defaults.get(key) if cx.ok(("defaults", key)) else None
+
+    depends: list[str] = []
+    deps_raw = raw.get("depends_on")
+    if isinstance(deps_raw, list) and cx.ok(path + ("depends_on",)):
+        for j, dep in enumerate(deps_raw):
+            if not isinstance(dep, str):
+                continue
+            where = cx.smap.value(path + ("depends_on", j))
+            if dep == pid:
+                cx.add(
+                    UnknownReference(
+                        f"phase '{pid}' depends on itself",
+                        location=where,
+                        hint="remove it from depends_on",
+                    )
+                )
+            elif dep not in known:
+                cx.add(_unknown("phase", dep, "depends_on", known, where))
+            elif dep not in depends:
+                depends.append(dep)
+                dep_loc.setdefault((pid, dep), where)
+    if previous is not None and previous not in depends:
+        depends.append(previous)
+        dep_loc.setdefault((pid, previous), location)
+
+    foreach = raw.get("foreach") if cx.ok(path + ("foreach",)) else None
+    in_foreach = "foreach" in raw
+    sequential = previous is not None or (cx.sequential and path[0] == "phases")
+    implied: list[str] = []
+
+    def refs(value: Any, sub: JsonPath, *, allow_item: bool = in_foreach) -> None:
+        for dep, where in _check_templates(
+            cx, value, path + sub, visible, pid, foreach=allow_item, sequential=sequential
+        ):
+            if dep in known and dep not in depends and dep not in implied:
+                implied.append(dep)
+                dep_loc.setdefault((pid, dep), where)
+
+    agent_name = raw.get("agent") if cx.ok(path + ("agent",)) else None
+    with_raw = _mapping(raw.get("with"))
+    if cx.ok(path + ("with",)):
+        refs(with_raw, ("with",))
+    when = raw.get("when")
+    if isinstance(when, bool):
+        when = "true" if when else "false"
+    if isinstance(when, str) and cx.ok(path + ("when",)):
+        refs(when, ("when",))
+    if isinstance(foreach, str):
+        refs(foreach, ("foreach",), allow_item=False)
+    cache = _cache(get("cache"))
+    if cache is not None and cache.key and "cache" in raw:
+        refs(cache.key, ("cache", "key"))
+    calls: dict[str, AgentCall | None] = {}
+    for key in ("fallback", "compensate"):
+        call = raw.get(key) if cx.ok(path + (key,)) else None
+        calls[key] = None
+        if isinstance(call, Mapping) and isinstance(call.get("agent"), str):
+            cw = _mapping(call.get("with"))
+            refs(cw, (key, "with"))
+            _check_agent(cx, call["agent"], cw, path + (key,), f"the {key} of phase '{pid}'")
+            calls[key] = AgentCall(call["agent"], dict(cw), cx.smap.value(path + (key,)))
+
+    handoff = _handoff(cx, raw.get("handoff"), path + ("handoff",), pid)
+    if agent_name is None and handoff is None and "agent" not in raw and "handoff" not in raw:
+        cx.add(
+            SchemaViolation(
+                f"phase '{pid}' needs an 'agent' (or a 'handoff')",
+                location=location,
+                hint="add 'agent: <name>' with a name under agents: or an agent type",
+            )
+        )
+    elif agent_name is not None and handoff is not None:
+        cx.add(
+            SchemaViolation(
+                f"phase '{pid}' has both 'agent' and 'handoff'; use one of them",
+                location=cx.smap.key(path + ("handoff",)),
+            )
+        )
+    merged: Mapping[str, Any] = {}
+    if isinstance(agent_name, str) and handoff is None:
+        merged = _check_agent(cx, agent_name, with_raw, path, f"the with of phase '{pid}'")
+    _collect_secrets(cx, raw)
+
+    retries = _retries(cx, get("retries"), path if "retries" in raw else ("defaults",))
+    timeout_path = path + ("timeout",) if "timeout" in raw else ("defaults", "timeout")
+    phase = Phase(
+        id=pid,
+        agent=agent_name if isinstance(agent_name, str) and handoff is None else None,
+        with_=dict(with_raw),
+        name=_str_or_none(raw.get("name")),
+        description=_str_or_none(raw.get("description")),
+        depends_on=tuple(depends),
+        implied_deps=tuple(implied),
+        when=when if isinstance(when, str) and cx.ok(path + ("when",)) else None,
+        trigger=_choice(get("trigger"), "all_success"),
+        timeout=_duration(cx, get("timeout"), timeout_path),
+        retries=retries,
+        continue_on_error=get("continue_on_error") is True,
+        fallback=calls["fallback"],
+        compensate=calls["compensate"],
+        cache=cache,
+        foreach=foreach,
+        max_parallel=_int_or_none(cx, raw.get("max_parallel"), path + ("max_parallel",)),
+        handoff=handoff,
+        priority=_choice(get("priority"), "medium"),
+        estimated_duration=_number_or_none(raw.get("estimated_duration")),
+        previous=previous,
+        location=location,
+    )
+    for check in phase_checks():
+        cx.problems.extend(check(phase, merged, cx.smap, path))
+    return phase
+
+
+def _check_agent(
+    cx: _Ctx, name: str, with_: Mapping[str, Any], path: JsonPath, owner: str
+) -> Mapping[str, Any]:
+    """Resolve a phase's agent name and check its merged ``with``; the merged config."""
+    where = path + ("agent",)
+    if name in cx.agents or name in cx.bad_agents:
+        if name in cx.bad_agents:
+            return dict(with_)
+        spec = cx.agents[name]
+        type_name = spec.type
+        base: Mapping[str, Any] = spec.with_
+    elif name in cx.registry:
+        type_name, base = name, {}
+    else:
+        choices = sorted(set(cx.agents) | set(cx.registry.names()))
+        cx.add(
+            _unknown(
+                "agent",
+                name,
+                None,
+                choices,
+                cx.smap.value(where),
+                hint="name an agent under agents: or an agent type (see 'orch agents')",
+            )
+        )
+        return dict(with_)
+    cls = _resolve_type(cx, type_name, where) if name not in cx.agents else _quiet(cx, type_name)
+    merged = {**base, **with_}
+    if cls is None:
+        return merged
+
+    def at(rel: JsonPath) -> JsonPath:
+        if not rel:
+            return path + ("with",) if "with" in _get(cx.src.data, path) else where
+        if rel[0] in with_:
+            return path + ("with",) + rel
+        return ("agents", name, "with") + rel
+
+    result = check_agent_config(
+        merged, cls.config_schema, cx.smap, at=at, owner=f"{owner} (agent type '{type_name}')"
+    )
+    cx.problems.extend(result.problems)
+    if not result.problems:
+        try:
+            found = cls.check_static(merged, workflow_path=cx.src.path)
+        except Exception as exc:  # a plugin's check must not crash validation
+            found = []
+            cx.add(
+                AgentConfigError(
+                    f"agent type '{type_name}' failed to check {owner}: {exc}",
+                    location=cx.smap.value(where),
+                )
+            )
+        for cp in found:
+            p = AgentConfigError(
+                cp.message, location=cx.smap.value(at(tuple(cp.path))), hint=cp.hint
+            ).to_problem()
+            if cp.severity == "warning":
+                p = Problem(p.location, p.message, p.hint, severity="warning", code=p.code)
+            cx.problems.append(p)
+    return merged
+
+
+def _quiet(cx: _Ctx, type_name: str) -> type[Any] | None:
+    # A named agent's type was already resolved (and any failure reported) in _agents.
+    try:
+        return cx.registry.resolve(type_name)
+    except AgentError:
+        return None
+
+
+def _handoff(cx: _Ctx, raw: Any, path: JsonPath, pid: str) -> HandoffSpec | None:
+    if not isinstance(raw, Mapping) or not cx.ok(path):
+        return None
+    agents = [a for a in raw.get("agents", []) if isinstance(a, str)]
+    for j, name in enumerate(raw.get("agents", [])):
+        if isinstance(name, str) and name not in cx.agents and name not in cx.registry:
+            if name not in cx.bad_agents:
+                choices = sorted(set(cx.agents) | set(cx.registry.names()))
+                cx.add(
+                    _unknown("agent", name, "handoff", choices, cx.smap.value(path + ("agents", j)))
+                )
+    start = raw.get("start", agents[0] if agents else "")
+    if isinstance(start, str) and agents and start not in agents and cx.ok(path + ("start",)):
+        cx.add(
+            UnknownReference(
+                f"handoff start '{start}' of phase '{pid}' is not among its agents "
+                + ", ".join(f"'{a}'" for a in agents),
+                location=cx.smap.value(path + ("start",)),
+            )
+        )
+    turns = raw.get("max_turns", 10)
+    return HandoffSpec(tuple(agents), str(start), turns if isinstance(turns, int) else 10)
+
+
+def _retries(cx: _Ctx, raw: Any, path: JsonPath) -> RetrySpec:
+    if isinstance(raw, bool) or raw is None:
+        return RetrySpec()
+    if isinstance(raw, int):
+        return RetrySpec(attempts=max(raw, 0))
+    if not isinstance(raw, Mapping):
+        return RetrySpec()
+    base = RetrySpec()
+    rpath = path + ("retries",)
+    delay = _duration(cx, raw.get("delay"), rpath + ("delay",))
+    max_delay = _duration(cx, raw.get("max_delay"), rpath + ("max_delay",))
+    jitter = _duration(cx, raw.get("jitter"), rpath + ("jitter",))
+    spec = RetrySpec(
+        attempts=raw["attempts"] if isinstance(raw.get("attempts"), int) else base.attempts,
+        backoff=_choice(raw.get("backoff"), base.backoff),
+        delay=delay if delay is not None else base.delay,
+        max_delay=max_delay if max_delay is not None else max(base.max_delay, delay or 0.0),
+        jitter=jitter if jitter is not None else base.jitter,
+        on=tuple(raw["on"]) if isinstance(raw.get("on"), list) and raw["on"] else base.on,
+    )
+    if spec.max_delay < spec.delay and "max_delay" in raw and cx.ok(rpath):
+        cx.add(
+            SchemaViolation(
+                f"{json_path(rpath)}.max_delay ({spec.max_delay:g}s) is shorter than"
+                f" the delay ({spec.delay:g}s)",
+                location=cx.smap.value(rpath + ("max_delay",)),
+            )
+        )
+    return spec
+
+
+def _cache(raw: Any) -> CacheSpec | None:
+    if raw is True:
+        return CacheSpec()
+    if isinstance(raw, Mapping):
+        key = raw.get("key")
+        ttl = raw.get("ttl")
+        try:
+            seconds = parse_duration(ttl) if ttl is not None else None
+        except ValueError:
+            seconds = None
+        return CacheSpec(key=key if isinstance(key, str) else None, ttl=seconds)
+    return None
+
+
+# -- templates ----------------------------------------------------------------------
+
+
+def _strings(value: Any, path: JsonPath) -> Iterator[tuple[JsonPath, str]]:
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _strings(v, path + (k,))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _strings(v, path + (i,))
+
+
+def _check_templates(
+    cx: _Ctx,
+    value: Any,
+    path: JsonPath,
+    phases: set[Any],
+    pid: str | None,
+    *,
+    foreach: bool,
+    sequential: bool,
+) -> list[tuple[str, Location]]:
+    """Check every template string in ``value``; the phases it references, located."""
+    found: list[tuple[str, Location]] = []
+    if isinstance(value, str) and path[-1:] == ("when",):
+        found += _check_template_text(
+            cx, value, path, phases, pid, foreach=foreach, sequential=sequential, condition=True
+        )
+        return found
+    for sub, text in _strings(value, path):
+        found += _check_template_text(
+            cx, text, sub, phases, pid, foreach=foreach, sequential=sequential
+        )
+    return found
+
+
+def _check_template_text(
+    cx: _Ctx,
+    text: str,
+    path: JsonPath,
+    phases: set[Any],
+    pid: str | None,
+    *,
+    foreach: bool,
+    sequential: bool,
+    condition: bool = False,
+) -> list[tuple[str, Location]]:
+    if not condition and not expr.is_template(text):
+        return []
+    where = cx.smap.value(path)
+    shown = json_path(path)
+    error = expr.check_expression(text) if condition else expr.check_template(text)
+    if error:
+        cx.add(
+            ExpressionError(
+                f"{shown}: template syntax error in '{_clip(text)}': {error}", location=where
+            )
+        )
+        return []
+    chains = expr.references(text) if condition else expr.template_references(text)
+    found: list[tuple[str, Location]] = []
+    for chain in sorted(chains):
+        head = chain[0]
+        if head == "phases":
+            if len(chain) < 2:
+                continue
+            target = chain[1]
+            if target == pid:
+                cx.add(
+                    UnknownReference(
+                        f"{shown}: phase '{pid}' refers to its own result (phases.{target})",
+                        location=where,
+                    )
+                )
+            elif target not in phases:
+                cx.add(_unknown("phase", target, shown, phases, where))
+            else:
+                found.append((target, where))
+        elif head == "inputs":
+            if len(chain) >= 2 and chain[1] not in cx.inputs:
+                cx.add(_unknown("input", chain[1], shown, cx.inputs, where))
+        elif head == "secrets":
+            if len(chain) >= 2:
+                cx.secrets.add(chain[1])
+        elif head == "previous" and not sequential:
+            cx.add(
+                ExpressionError(
+                    f"{shown}: 'previous' is only defined in sequential mode",
+                    location=where,
+                    hint="add 'mode: sequential' at the top level, or name the phase: phases.<id>",
+                )
+            )
+        elif head in ("item", "index") and not foreach:
+            cx.add(
+                ExpressionError(
+                    f"{shown}: '{head}' is only defined in a phase with foreach",
+                    location=where,
+                )
+            )
+        elif head not in _TEMPLATE_NAMES and head not in _JINJA_GLOBALS:
+            close = difflib.get_close_matches(head, _TEMPLATE_NAMES, n=1)
+            msg = f"{shown}: unknown name '{head}' in '{_clip(text)}'"
+            cx.add(
+                ExpressionError(
+                    msg + (f"; did you mean '{close[0]}'?" if close else ""),
+                    location=where,
+                    hint="templates can read " + ", ".join(_TEMPLATE_NAMES),
+                )
+            )
+    return found
+
+
+def _collect_secrets(cx: _Ctx, value: Any) -> None:
+    for _, text in _strings(value, ()):
+        if "secrets" in text and expr.is_template(text):
+            for chain in expr.template_references(text):
+                if chain[0] == "secrets" and len(chain) >= 2:
+                    cx.secrets.add(chain[1])
+
+
+# -- small values ---------------------------------------------------------------------
+
+
+def _unknown(
+    what: str,
+    name: str,
+    where_text: str | None,
+    choices: Any,
+    location: Location,
+    *,
+    hint: str | None = None,
+) -> UnknownReference:
+    options = sorted(str(c) for c in choices if isinstance(c, str))
+    close = difflib.get_close_matches(name, options, n=1)
+    msg = f"unknown {what} '{name}'"
+    if where_text:
+        msg += f" in {where_text}"
+    if close:
+        msg += f"; did you mean '{close[0]}'?"
+        hint = None
+    elif hint is None and options:
+        hint = f"known {what}s: " + ", ".join(options[:10]) + (" ..." if len(options) > 10 else "")
+    return UnknownReference(
+        msg, location=location, suggestion=close[0] if close else None, hint=hint
+    )
+
+
+def _duration(cx: _Ctx, value: Any, path: JsonPath) -> float | None:
+    if value is None or not cx.ok(path):
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError:
+        cx.add(
+            SchemaViolation(
+                f"{json_path(path)}: {value!r} is not a duration;"
+                " use 500ms, 30s, 5m, 1h or a number of seconds",
+                location=cx.smap.value(path),
+            )
+        )
+        return None
+
+
+def _int_or_none(cx: _Ctx, value: Any, path: JsonPath) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and cx.ok(path):
+        return value
+    return None
+
+
+def _number_or_none(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    return None
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _choice(value: Any, default: str) -> str:
+    return value if isinstance(value, str) else default
+
+
+def _get(data: Any, path: JsonPath) -> Any:
+    for part in path:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return {}
+    return data
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."

@@ -1,0 +1,496 @@
+"""Reading a workflow file: the only ruamel.yaml import. Bytes in, plain data and a SourceMap out.
+
+The file is checked before parsing (exists, a regular file, at most 10 MB, no NUL
+bytes, valid UTF-8). ruamel's C-backed parser (pure Python when ruamel.yaml.clib
+is missing) gives events; this module composes them itself with an explicit stack,
+so nesting depth, alias expansion, recursive aliases, tags and duplicate keys are
+checked as the tree is built and no input can reach a RecursionError. Scalars are
+resolved by the YAML 1.2 core schema (``0755`` is 755, ``no`` and ``on`` are text).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml import events as ev
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.reader import ReaderError
+
+from ..errors import Location, UnreadableWorkflow, WorkflowError, YAMLSyntaxError
+
+__all__ = [
+    "MAX_ALIAS_NODES",
+    "MAX_BYTES",
+    "MAX_DEPTH",
+    "Source",
+    "SourceMap",
+    "read_source",
+]
+
+#: Files larger than this are refused before parsing.
+MAX_BYTES = 10 * 1024 * 1024
+#: Mappings and lists nested deeper than this are refused (aliases included).
+MAX_DEPTH = 100
+#: Aliases may add at most this many nodes to the document (alias bombs).
+MAX_ALIAS_NODES = 1_000_000
+
+JsonPath = tuple[str | int, ...]
+
+_CORE = "tag:yaml.org,2002:"
+_NULL = frozenset({"", "~", "null", "Null", "NULL"})
+_TRUE = frozenset({"true", "True", "TRUE"})
+_FALSE = frozenset({"false", "False", "FALSE"})
+_INT = re.compile(r"[-+]?[0-9]+\Z")
+_OCT = re.compile(r"0o[0-7]+\Z")
+_HEX = re.compile(r"0x[0-9a-fA-F]+\Z")
+_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?\Z")
+_INF = re.compile(r"[-+]?\.(inf|Inf|INF)\Z")
+_NAN = re.compile(r"\.(nan|NaN|NAN)\Z")
+
+
+@dataclass(slots=True)
+class SourceMap:
+    """Where each part of the document is: a JSON path -> Location (1-based).
+
+    ``keys`` holds the location of a mapping key, ``values`` that of the value
+    (or list item). Paths inside content reached through an alias are absent;
+    ``value``/``key`` then fall back to the nearest recorded ancestor.
+    """
+
+    path: str
+    keys: dict[JsonPath, tuple[int, int]] = field(default_factory=dict)
+    values: dict[JsonPath, tuple[int, int]] = field(default_factory=dict)
+
+    def value(self, path: JsonPath) -> Location:
+        """The location of the value at ``path``, or of its nearest recorded ancestor."""
+        p = tuple(path)
+        while p:
+            lc = self.values.get(p)
+            if lc is not None:
+                return Location(self.path, *lc)
+            p = p[:-1]
+        return Location(self.path, *self.values.get((), (1, 1)))
+
+    def key(self, path: JsonPath) -> Location:
+        """The location of the key of ``path`` (the item itself for list items)."""
+        lc = self.keys.get(tuple(path))
+        return Location(self.path, *lc) if lc is not None else self.value(path)
+
+    def has(self, path: JsonPath) -> bool:
+        """Whether ``path`` itself (not an ancestor) has a recorded location."""
+        return tuple(path) in self.values
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """A parsed workflow file: its plain data (dicts, lists, scalars) and where each part is."""
+
+    path: str
+    data: Any
+    source_map: SourceMap
+    sha256: str
+    text: str
+
+
+def read_source(path: str | Path) -> Source:
+    """Read, check and parse a workflow file.
+
+    Raises UnreadableWorkflow (missing, a directory, too large, binary, not UTF-8,
+    empty, alias bomb, too deep) or YAMLSyntaxError (anything the YAML parser
+    refuses, duplicate keys, tags, bad aliases), each located at 1-based line:col.
+    """
+    name = str(path)
+    p = Path(path)
+    top = Location(name)
+    try:
+        if not p.exists():
+            raise UnreadableWorkflow(
+                f"no such file '{name}'", location=top, hint="check the path and the spelling"
+            )
+        if p.is_dir():
+            raise UnreadableWorkflow(
+                f"'{name}' is a directory, not a workflow file",
+                location=top,
+                hint="give the path of a .yaml file",
+            )
+        size = p.stat().st_size
+        if size > MAX_BYTES:
+            raise UnreadableWorkflow(
+                f"the file is too large ({size:,} bytes; at most {MAX_BYTES:,})", location=top
+            )
+        with p.open("rb") as fh:
+            raw = fh.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise UnreadableWorkflow(
+            f"cannot read '{name}': {exc.strerror or exc}", location=top
+        ) from exc
+    if len(raw) > MAX_BYTES:
+        raise UnreadableWorkflow(
+            f"the file is too large (more than {MAX_BYTES:,} bytes)", location=top
+        )
+    return parse_source(raw, name)
+
+
+def parse_source(raw: bytes, name: str = "<memory>") -> Source:
+    """Check and parse the bytes of a workflow file; raises like read_source."""
+    text = _decode(raw, name)
+    data, smap = _Composer(name).compose(text)
+    return Source(name, data, smap, hashlib.sha256(raw).hexdigest(), text)
+
+
+def _decode(raw: bytes, name: str) -> str:
+    nul = raw.find(b"\x00")
+    if nul >= 0:
+        line, col = _line_col_of_byte(raw, nul)
+        raise UnreadableWorkflow(
+            "the file is binary (it holds a NUL byte), not a YAML workflow",
+            location=Location(name, line, col),
+        )
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line, col = _line_col_of_byte(raw, exc.start)
+        raise UnreadableWorkflow(
+            f"the file is not valid UTF-8 (byte 0x{raw[exc.start]:02x})",
+            location=Location(name, line, col),
+            hint="save the file as UTF-8",
+        ) from exc
+    if not text.strip():
+        raise UnreadableWorkflow(
+            "the file is empty; a workflow needs at least 'name' and 'phases'",
+            location=Location(name),
+        )
+    return text
+
+
+def _line_col_of_byte(raw: bytes, offset: int) -> tuple[int, int]:
+    start = raw.rfind(b"\n", 0, offset) + 1
+    col = len(raw[start:offset].decode("utf-8", errors="replace")) + 1
+    return raw.count(b"\n", 0, offset) + 1, col
+
+
+def _line_col_of_char(text: str, offset: int) -> tuple[int, int]:
+    start = text.rfind("\n", 0, offset) + 1
+    return text.count("\n", 0, offset) + 1, offset - start + 1
+
+
+def _events(text: str) -> Iterator[Any]:
+    try:
+        from ruamel.yaml.cyaml import CParser  # type: ignore[attr-defined]
+    except ImportError:  # no ruamel.yaml.clib: the pure-Python parser gives the same events
+        yield from YAML(typ="safe", pure=True).parse(text)
+        return
+    parser = CParser(text)
+    try:
+        while True:
+            event = parser.get_event()
+            if event is None or isinstance(event, ev.StreamEndEvent):
+                return
+            yield event
+    finally:
+        parser.dispose()
+
+
+@dataclass(slots=True)
+class _Frame:
+    container: dict[str, Any] | list[Any]
+    path: JsonPath
+    anchor: str | None
+    loc: tuple[int, int]
+    depth: int  # this collection's nesting level (the root is 1)
+    height: int = 1  # levels of nesting from here down, aliases included
+    size: int = 1  # nodes, aliases expanded
+    key: str | None = None
+    key_loc: tuple[int, int] | None = None
+    skip_value: bool = False  # the pending key is a duplicate: parse its value, drop it
+    merges: list[tuple[dict[str, Any], tuple[int, int]]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Anchor:
+    value: Any
+    size: int
+    height: int
+    done: bool
+
+
+class _Composer:
+    """Builds plain data and a SourceMap from parser events, checking as it goes."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.smap = SourceMap(name)
+        self.anchors: dict[str, _Anchor] = {}
+        self.alias_nodes = 0
+
+    def loc(self, mark: Any) -> tuple[int, int]:
+        # ruamel's marks are 0-based; this is the one place that adds 1.
+        return (mark.line + 1, mark.column + 1)
+
+    def at(self, lc: tuple[int, int]) -> Location:
+        return Location(self.name, *lc)
+
+    def compose(self, text: str) -> tuple[Any, SourceMap]:
+        try:
+            return self._compose(_events(text))
+        except WorkflowError:
+            raise
+        except MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            where = self.at(self.loc(mark)) if mark is not None else Location(self.name)
+            problem = " ".join(str(exc.problem or exc.context or "invalid YAML").split())
+            raise YAMLSyntaxError(f"YAML syntax error: {problem}", location=where) from exc
+        except ReaderError as exc:
+            line, col = _line_col_of_char(text, int(exc.position))
+            raise YAMLSyntaxError(
+                f"the file holds a control character (#x{int(exc.character):04x}) "
+                "that YAML does not allow",
+                location=Location(self.name, line, col),
+            ) from exc
+        except YAMLError as exc:
+            raise YAMLSyntaxError(
+                f"YAML error: {' '.join(str(exc).split())}", location=Location(self.name)
+            ) from exc
+        except (RecursionError, MemoryError) as exc:
+            raise UnreadableWorkflow(
+                "the file is too deeply nested or too large to read", location=Location(self.name)
+            ) from exc
+
+    def _compose(self, events: Iterator[Any]) -> tuple[Any, SourceMap]:
+        stack: list[_Frame] = []
+        root: list[Any] = []
+        documents = 0
+        for event in events:
+            if isinstance(event, ev.ScalarEvent):
+                self._scalar(event, stack, root)
+            elif isinstance(event, (ev.MappingStartEvent, ev.SequenceStartEvent)):
+                self._start(event, stack, root)
+            elif isinstance(event, (ev.MappingEndEvent, ev.SequenceEndEvent)):
+                self._end(stack, root)
+            elif isinstance(event, ev.AliasEvent):
+                self._alias(event, stack, root)
+            elif isinstance(event, ev.DocumentStartEvent):
+                documents += 1
+                if documents > 1:
+                    raise YAMLSyntaxError(
+                        "the file holds more than one YAML document; a workflow is one document",
+                        location=self.at(self.loc(event.start_mark)),
+                        hint="remove the '---' line and what follows, or split the file",
+                    )
+        if not root:
+            raise UnreadableWorkflow(
+                "the file is empty; a workflow needs at least 'name' and 'phases'",
+                location=Location(self.name),
+            )
+        return root[0], self.smap
+
+    # -- events ---------------------------------------------------------------
+
+    def _scalar(self, event: Any, stack: list[_Frame], root: list[Any]) -> None:
+        loc = self.loc(event.start_mark)
+        top = stack[-1] if stack else None
+        value: Any
+        if top is not None and isinstance(top.container, dict) and top.key is None:
+            self._check_tag(event.tag, "str", loc)
+            value = str(event.value)
+            self._set_key(top, value, loc)
+        else:
+            value = self._resolve(event, loc)
+            self._add(value, loc, 1, 0, stack, root)
+        if event.anchor is not None:
+            self.anchors[event.anchor] = _Anchor(value, 1, 0, True)
+
+    def _start(self, event: Any, stack: list[_Frame], root: list[Any]) -> None:
+        loc = self.loc(event.start_mark)
+        is_map = isinstance(event, ev.MappingStartEvent)
+        self._check_tag(event.tag, "map" if is_map else "seq", loc)
+        top = stack[-1] if stack else None
+        if top is not None and isinstance(top.container, dict) and top.key is None:
+            raise YAMLSyntaxError(
+                "a mapping key must be a plain value, not a " + ("mapping" if is_map else "list"),
+                location=self.at(loc),
+            )
+        depth = len(stack) + 1
+        if depth > MAX_DEPTH:
+            raise UnreadableWorkflow(
+                f"the document is nested more than {MAX_DEPTH} levels deep", location=self.at(loc)
+            )
+        path = self._child_path(top)
+        container: dict[str, Any] | list[Any] = {} if is_map else []
+        stack.append(_Frame(container, path, event.anchor, loc, depth))
+        if event.anchor is not None:
+            self.anchors[event.anchor] = _Anchor(container, 1, 1, False)
+
+    def _end(self, stack: list[_Frame], root: list[Any]) -> None:
+        frame = stack.pop()
+        if frame.merges and isinstance(frame.container, dict):
+            for merged, mloc in frame.merges:
+                for k, v in merged.items():
+                    if k not in frame.container:
+                        frame.container[k] = v
+                        self.smap.keys.setdefault(frame.path + (k,), mloc)
+        if frame.anchor is not None:
+            self.anchors[frame.anchor] = _Anchor(frame.container, frame.size, frame.height, True)
+        self._add(frame.container, frame.loc, frame.size, frame.height, stack, root, record=False)
+
+    def _alias(self, event: Any, stack: list[_Frame], root: list[Any]) -> None:
+        loc = self.loc(event.start_mark)
+        anchor = self.anchors.get(event.anchor)
+        if anchor is None:
+            raise YAMLSyntaxError(
+                f"unknown alias '*{event.anchor}'",
+                location=self.at(loc),
+                hint="define the anchor '&name' before using '*name'",
+            )
+        if not anchor.done:
+            raise YAMLSyntaxError(
+                f"recursive alias '*{event.anchor}': it is used inside its own anchor",
+                location=self.at(loc),
+            )
+        top = stack[-1] if stack else None
+        if top is not None and isinstance(top.container, dict) and top.key is None:
+            if isinstance(anchor.value, (dict, list)):
+                raise YAMLSyntaxError("a mapping key must be a plain value", location=self.at(loc))
+            self._set_key(top, str(anchor.value), loc)
+            return
+        self.alias_nodes += anchor.size
+        if self.alias_nodes > MAX_ALIAS_NODES:
+            raise UnreadableWorkflow(
+                f"aliases expand the document past {MAX_ALIAS_NODES:,} nodes (an alias bomb)",
+                location=self.at(loc),
+                hint="use fewer nested aliases",
+            )
+        if len(stack) + anchor.height > MAX_DEPTH:
+            raise UnreadableWorkflow(
+                f"alias '*{event.anchor}' nests the document more than {MAX_DEPTH} levels deep",
+                location=self.at(loc),
+            )
+        self._add(anchor.value, loc, anchor.size, anchor.height, stack, root)
+
+    # -- helpers --------------------------------------------------------------
+
+    def _child_path(self, top: _Frame | None) -> JsonPath:
+        if top is None:
+            return ()
+        if isinstance(top.container, dict):
+            return top.path + (top.key if top.key is not None else "",)
+        return top.path + (len(top.container),)
+
+    def _set_key(self, top: _Frame, key: str, loc: tuple[int, int]) -> None:
+        assert isinstance(top.container, dict)
+        top.key, top.key_loc = key, loc
+        top.skip_value = False
+        if key in top.container and key != "<<":
+            first = self.smap.keys.get(top.path + (key,))
+            where = f" (first at line {first[0]})" if first is not None else ""
+            raise YAMLSyntaxError(
+                f"duplicate key '{key}'{where}",
+                location=self.at(loc),
+                hint="a key may appear once in a mapping; remove or rename one",
+            )
+
+    def _add(
+        self,
+        value: Any,
+        loc: tuple[int, int],
+        size: int,
+        height: int,
+        stack: list[_Frame],
+        root: list[Any],
+        *,
+        record: bool = True,
+    ) -> None:
+        top = stack[-1] if stack else None
+        if top is None:
+            root.append(value)
+            self.smap.values[()] = loc
+            return
+        top.size += size
+        top.height = max(top.height, height + 1)
+        if isinstance(top.container, list):
+            path = top.path + (len(top.container),)
+            top.container.append(value)
+            self.smap.values[path] = loc
+            return
+        key = top.key
+        assert key is not None and top.key_loc is not None
+        if key == "<<" and top.key_loc is not None:
+            self._merge(top, value, top.key_loc)
+        elif not top.skip_value:
+            top.container[key] = value
+            path = top.path + (key,)
+            self.smap.keys[path] = top.key_loc
+            self.smap.values[path] = loc
+        top.key = None
+
+    def _merge(self, top: _Frame, value: Any, loc: tuple[int, int]) -> None:
+        sources = value if isinstance(value, list) else [value]
+        for src in sources:
+            if not isinstance(src, dict):
+                raise YAMLSyntaxError(
+                    "a merge key '<<' needs a mapping or a list of mappings", location=self.at(loc)
+                )
+            top.merges.append((src, loc))
+
+    def _check_tag(self, tag: str | None, kind: str, loc: tuple[int, int]) -> None:
+        if tag is None or tag == "!" or tag == _CORE + kind:
+            return
+        if kind == "str" and tag in (_CORE + t for t in ("int", "float", "bool", "null")):
+            return
+        raise YAMLSyntaxError(_tag_problem(tag), location=self.at(loc))
+
+    def _resolve(self, event: Any, loc: tuple[int, int]) -> Any:
+        tag: str | None = event.tag
+        text: str = event.value
+        if tag is None and event.implicit[0]:
+            value = _resolve_plain(text)
+        elif tag is None or tag in ("!", _CORE + "str"):
+            value = text
+        elif tag in (_CORE + "int", _CORE + "float", _CORE + "bool", _CORE + "null"):
+            value = _resolve_plain(text)
+            want = tag[len(_CORE) :]
+            got = {bool: "bool", int: "int", float: "float", type(None): "null"}.get(type(value))
+            if got != want and not (want == "float" and got == "int"):
+                raise YAMLSyntaxError(f"'{text}' is not a valid !!{want}", location=self.at(loc))
+            if want == "float":
+                value = float(value)
+        else:
+            raise YAMLSyntaxError(_tag_problem(tag), location=self.at(loc))
+        return value
+
+
+def _tag_problem(tag: str) -> str:
+    short = "!!" + tag[len(_CORE) :] if tag.startswith(_CORE) else tag
+    if "python/" in tag:
+        return f"the tag '{short}' is not allowed: workflow files cannot create Python objects"
+    return f"unknown tag '{short}'; workflow files use plain YAML values without tags"
+
+
+def _resolve_plain(text: str) -> Any:
+    """A plain scalar by the YAML 1.2 core schema, as ruamel's safe loader reads it."""
+    if text in _NULL:
+        return None
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    if _INT.match(text):
+        return int(text, 10)
+    if _OCT.match(text):
+        return int(text[2:], 8)
+    if _HEX.match(text):
+        return int(text[2:], 16)
+    if _FLOAT.match(text):
+        return float(text)
+    if _INF.match(text):
+        return -math.inf if text.startswith("-") else math.inf
+    if _NAN.match(text):
+        return math.nan
+    return text
