@@ -9,6 +9,7 @@ from __future__ import annotations
 from .agents import Agent, AgentContext, AgentFailure, AgentRegistry, AgentResult
 from .errors import Location, OrchError, Problem, WorkflowInvalid
 from .plan import Plan, compile_plan
+from .spec import load_workflow, validate
 
 __all__ = [
     "Agent",
@@ -22,4 +23,6 @@ __all__ = [
     "Problem",
     "WorkflowInvalid",
     "compile_plan",
+    "load_workflow",
+    "validate",
 ]
