@@ -160,6 +160,7 @@ class SqliteStore:
         # Test hook (reliability D2): die like kill -9 at the k-th write boundary.
         self._crash_at = int(crash) if crash.isdigit() else 0
         self._boundaries = 0
+        self.commits = 0  # transactions committed by the writer thread (group commit metric)
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._reader: sqlite3.Connection | None = None
@@ -340,6 +341,7 @@ class SqliteStore:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        self.commits += 1
         self._boundary()  # committed, not yet acknowledged
 
     def _spill(self, run_id: str, phase: str, text: str) -> str:

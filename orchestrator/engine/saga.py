@@ -1,0 +1,129 @@
+"""Saga compensation: when a run fails or is cancelled, undo completed phases in reverse order.
+
+Each completed phase with a ``compensate: {agent, with}`` gets its compensating
+call, last completed first. Before a call starts, a ``phase_stream`` event with
+``data.compensation == "started"`` is recorded (write-ahead, so a resumed run
+knows it was compensating); after it, ``phase_compensated`` with ``ok`` and
+``error``. A failed compensation is recorded and reported; it never hides the
+failure that caused the saga, and the remaining compensations still run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..agents.base import Agent, AgentContext, AgentResult
+from ..errors import OrchError, PhaseTimeout
+from ..expr import is_template, render
+
+if TYPE_CHECKING:
+    from ..spec.model import AgentCall, Phase
+    from .runner import RunState
+
+__all__ = ["call_agent", "compensate", "describe", "ensure_agent"]
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line description of an agent's exception for events and reports."""
+    if isinstance(exc, OrchError):
+        return str(exc)
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def ensure_agent(state: RunState, name: str) -> Agent:
+    """The run's instance of a named agent or bare type, created on first use."""
+    agent = state.agents.get(name)
+    if agent is None:
+        spec = state.workflow.agents.get(name)
+        type_ = spec.type if spec is not None else name
+        agent = state._registry.create(type_, name)
+        state.agents[name] = agent
+        state.agent_types[name] = type_
+    return agent
+
+
+def _has_template(value: Any) -> bool:
+    if isinstance(value, str):
+        return is_template(value)
+    if isinstance(value, Mapping):
+        return any(_has_template(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_template(v) for v in value)
+    return False
+
+
+async def call_agent(
+    state: RunState, phase: Phase, call: AgentCall, extra: Mapping[str, Any] | None = None
+) -> AgentResult:
+    """Run one ``{agent, with}`` call for ``phase`` once, bounded by the phase's timeout.
+
+    The input is rendered against the run's context (``phases.X.output`` ...)
+    plus ``extra``. Raises whatever the agent raises, ExpressionError for a bad
+    template, and PhaseTimeout.
+    """
+    agent = ensure_agent(state, call.agent)
+    spec = state.workflow.agents.get(call.agent)
+    merged: Mapping[str, Any] = {**spec.with_, **call.with_} if spec else call.with_
+    if _has_template(merged):
+        context = {**state.context, **(extra or {})}
+        rendered = render(merged, context, where=call.location or phase.location)
+        merged = rendered if isinstance(rendered, Mapping) else {"value": rendered}
+    deadline = None if phase.timeout is None else time.monotonic() + phase.timeout
+    ctx = AgentContext(
+        state.run_id,
+        phase.id,
+        1,
+        call.agent,
+        state.workdir,
+        deadline,
+        None,
+        state.secrets,
+    )
+    coro = agent.run(merged, ctx)
+    if phase.timeout is None:
+        result = await coro
+    else:
+        try:
+            result = await asyncio.wait_for(coro, phase.timeout)
+        except asyncio.TimeoutError:
+            raise PhaseTimeout(phase.id, phase.timeout) from None
+    return result if isinstance(result, AgentResult) else AgentResult(output=result)
+
+
+async def compensate(
+    state: RunState, completion_order: Sequence[str], *, done: Collection[str] = ()
+) -> list[str]:
+    """Compensate the completed phases of ``completion_order``, last completed first.
+
+    Phases in ``done`` (already compensated before a crash) are left alone.
+    Returns one message per failed compensation (empty when all succeeded).
+    Precondition: ``state`` is the run's RunState with the outcomes of the phases.
+    """
+    failures: list[str] = []
+    phases = state.plan.phases
+    for pid in reversed(list(completion_order)):
+        phase = phases.get(pid)
+        if phase is None or phase.compensate is None or pid in done:
+            continue
+        outcome = state.outcomes.get(pid)
+        if outcome is not None and outcome.status != "completed":
+            continue
+        await state.emit(
+            "phase_stream", pid, None, {"text": "compensating", "compensation": "started"}
+        )
+        error: str | None = None
+        try:
+            await call_agent(
+                state, phase, phase.compensate, {"output": getattr(outcome, "output", None)}
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a failing compensation is recorded, not raised
+            error = describe(exc)
+            failures.append(f"compensation of '{pid}' failed: {error}")
+        await state.emit("phase_compensated", pid, None, {"ok": error is None, "error": error})
+    return failures
