@@ -54,6 +54,20 @@ class _Sandbox(ImmutableSandboxedEnvironment):
             return operator.mul(left, right)
         return super().call_binop(context, operator_, left, right)
 
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # Data wins over methods: `phases.items` is the phase 'items', not dict.items.
+        if isinstance(obj, Mapping) and attribute in obj:
+            return self.getitem(obj, attribute)
+        return super().getattr(obj, attribute)
+
+
+def _defined(value: Any) -> Any:
+    """The value, or UndefinedError when an expression's result is undefined (StrictUndefined
+    raises only when used, and a lone ``{{ x.nope }}`` would otherwise be passed on)."""
+    if isinstance(value, jinja2.Undefined):
+        value._fail_with_undefined_error()
+    return value
+
 
 def _check_pow(left: Any, right: Any) -> None:
     if isinstance(left, int) and isinstance(right, int) and right > 0 and abs(left) > 1:
@@ -155,7 +169,7 @@ def _render_string(text: str, context: Mapping[str, Any], where: Location | None
     single = _single_expression(text)
     try:
         if single is not None:
-            return _compile_expression(single)(**context)
+            return _defined(_compile_expression(single)(**context))
         return _compile_template(text).render(**context)
     except (jinja2.TemplateError, ArithmeticError, TypeError, ValueError, LookupError) as exc:
         raise _fail(exc, text, where) from exc
@@ -170,7 +184,7 @@ def evaluate(expression: str, context: Mapping[str, Any], *, where: Location | N
     if inner is not None:  # tolerate `when: "{{ x }}"`
         text = inner
     try:
-        return _compile_expression(text)(**context)
+        return _defined(_compile_expression(text)(**context))
     except (jinja2.TemplateError, ArithmeticError, TypeError, ValueError, LookupError) as exc:
         raise _fail(exc, expression, where) from exc
     except RecursionError as exc:

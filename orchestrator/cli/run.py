@@ -1,10 +1,316 @@
-"""`orch run` (placeholder until its module lands)."""
+"""`orch run`: load, plan and run a workflow with live progress or plain lines; print the outputs.
+
+Exit codes: 0 completed, 1 failed, 2 invalid file or usage, 130 Ctrl-C, 143
+SIGTERM. Progress, the summary and messages go to stderr; stdout carries the
+outputs as JSON, or with ``--events jsonl`` one JSON event per line and nothing else.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import Callable, Mapping
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
 import typer
+
+from ..errors import OrchError, WorkflowInvalid
+
+if TYPE_CHECKING:
+    from ..engine import RunResult
+    from ..engine.events import EventSink
+    from ..plan import Plan
+    from ..spec.model import Workflow
+
+__all__ = ["EXIT_CODES", "register"]
+
+#: Exit code of each final run status; a cancelled run exits 143 when SIGTERM caused it.
+EXIT_CODES: Mapping[str, int] = {"completed": 0, "failed": 1, "cancelled": 130}
+_SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+class EventsFormat(str, Enum):
+    """Machine-readable event formats for ``--events``."""
+
+    jsonl = "jsonl"
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to `app`."""
-    return None
+    """Add ``orch run`` to ``app``."""
+    app.command("run")(run_command)
+
+
+def run_command(
+    file: Annotated[Path, typer.Argument(help="The workflow file to run.", show_default=False)],
+    input_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--input", "-i", help="A run input as NAME=VALUE (repeatable).", show_default=False
+        ),
+    ] = None,
+    inputs_file: Annotated[
+        Path | None,
+        typer.Option("--inputs-file", help="A YAML or JSON file mapping input names to values."),
+    ] = None,
+    max_parallel: Annotated[
+        int | None, typer.Option("--max-parallel", min=1, help="At most this many phases at once.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the execution plan and run nothing.")
+    ] = False,
+    events: Annotated[
+        EventsFormat | None,
+        typer.Option("--events", help="Write every event to stdout as JSON lines."),
+    ] = None,
+    output_file: Annotated[
+        Path | None,
+        typer.Option("--output-file", help="Write the workflow outputs to this file as JSON."),
+    ] = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Neither read nor write cached phase results.")
+    ] = False,
+) -> None:
+    """Run a workflow: live progress on a terminal, plain lines elsewhere; print the outputs."""
+    try:
+        workflow = _load(file)
+        from ..plan import compile_plan
+
+        plan = compile_plan(workflow)
+        inputs = _resolve_inputs(workflow, input_ or [], inputs_file)
+        if dry_run:
+            _print_plan(plan, inputs)
+            raise typer.Exit(0)
+        result_code = _run(
+            plan,
+            inputs,
+            events=events is EventsFormat.jsonl,
+            output_file=output_file,
+            max_parallel=max_parallel,
+            no_cache=no_cache,
+        )
+    except WorkflowInvalid as exc:
+        _print_problems(exc)
+        raise typer.Exit(2) from None
+    except OrchError as exc:  # bad inputs, a located WorkflowError, an agent that cannot load
+        _print_error(exc)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:  # Ctrl-C before the run's own handlers were installed
+        sys.stderr.write("interrupted\n")
+        raise typer.Exit(130) from None
+    raise typer.Exit(result_code)
+
+
+def _print_error(exc: OrchError) -> None:
+    """``error: FILE:LINE:COL: message`` (where located) and its hint, unwrapped, on stderr."""
+    sys.stderr.write(f"error: {exc}\n" + (f"  hint: {exc.hint}\n" if exc.hint else ""))
+    sys.stderr.flush()
+
+
+def _load(file: Path) -> Workflow:
+    from .validate import load_or_exit
+
+    return load_or_exit(file)
+
+
+def _print_problems(exc: WorkflowInvalid) -> None:
+    from ..render.problems import write_problems
+
+    write_problems(exc.problems, "text", sys.stderr)
+
+
+def _resolve_inputs(
+    workflow: Workflow, pairs: list[str], inputs_file: Path | None
+) -> dict[str, Any]:
+    """The run's inputs: ``--inputs-file`` first, then each ``--input`` over it, typed."""
+    from ..engine.inputs import resolve_inputs
+    from ..errors import UsageError
+
+    from_file: dict[str, Any] = {}
+    if inputs_file is not None:
+        from ..spec.source import read_source
+
+        source = read_source(inputs_file)  # located YAML/JSON errors -> exit 2
+        if not isinstance(source.data, Mapping):
+            raise UsageError(
+                f"{inputs_file}:1:1: the inputs file must map input names to values, "
+                f"not a {type(source.data).__name__}"
+            )
+        from_file = {str(k): v for k, v in source.data.items()}
+    strings: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(
+                f"--input '{pair}' is not NAME=VALUE", hint="write e.g. --input account_id=ACC-1"
+            )
+        strings[name.strip()] = value
+    # One call, so that defaults and required inputs are checked once; string values
+    # (every --input, and strings in the file) are parsed by their declared type.
+    return resolve_inputs(workflow, {**from_file, **strings}, strings=True)
+
+
+def _print_plan(plan: Plan, inputs: Mapping[str, Any]) -> None:
+    from ..expr import render, template_references
+    from ..render.summary import render_plan_preview
+
+    context = {"inputs": dict(inputs), "run": {"workflow": plan.workflow.name}}
+
+    def static(value: Any) -> Any:
+        if isinstance(value, str):
+            refs = template_references(value)
+            if all(r[0] == "inputs" or r[:2] == ("run", "workflow") for r in refs):
+                try:
+                    return render(value, context)
+                except OrchError:  # shown unrendered; `orch validate` reports it
+                    return value
+            return value
+        if isinstance(value, Mapping):
+            return {k: static(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [static(v) for v in value]
+        return value
+
+    withs = {pid: static(dict(phase.with_)) for pid, phase in plan.phases.items()}
+    sys.stdout.write(render_plan_preview(plan, withs) + "\n")
+    sys.stdout.flush()
+
+
+def _run(
+    plan: Plan,
+    inputs: Mapping[str, Any],
+    *,
+    events: bool,
+    output_file: Path | None,
+    max_parallel: int | None,
+    no_cache: bool,
+) -> int:
+    """Run the plan with the sinks this invocation wants; returns the exit code."""
+    from ..agents.registry import AgentRegistry
+    from ..engine import RunOptions
+    from ..render.console import is_live, make_console
+    from ..render.progress import JsonLines, LiveProgress, PlainLines, RunView
+    from ..render.summary import print_summary
+
+    err = make_console(sys.stderr)
+    view = RunView()
+    sinks: list[EventSink] = [view]
+    if events:
+        sinks.append(JsonLines(sys.stdout))
+    # JSON lines on the same terminal would tear the live display apart: plain lines then.
+    live = (
+        LiveProgress(view, err) if is_live(err) and not (events and _isatty(sys.stdout)) else None
+    )
+    if live is None:
+        sinks.append(PlainLines(sys.stderr))
+    options = RunOptions(max_parallel=max_parallel, no_cache=no_cache)
+    registry = AgentRegistry.from_entry_points()
+    received: list[int] = []
+
+    def on_second_signal() -> None:
+        if live is not None:
+            live.stop()
+        sys.stderr.write("forced exit: phases may still be running\n")
+        sys.stderr.flush()
+        os._exit(_SIGNAL_EXIT.get(signal.Signals(received[-1]), 130))
+
+    try:
+        if live is not None:
+            with live:
+                result = asyncio.run(
+                    _execute(plan, inputs, registry, options, sinks, received, on_second_signal)
+                )
+        else:
+            result = asyncio.run(
+                _execute(plan, inputs, registry, options, sinks, received, on_second_signal)
+            )
+    except KeyboardInterrupt:  # a signal that arrived outside the loop's handlers
+        sys.stderr.write("interrupted\n")
+        return 130
+    if view.status is None:  # the engine ended without a final event (it should not)
+        view.status = result.status
+    print_summary(err, view, plan)
+    outputs = view.outputs if view.outputs is not None else result.outputs
+    if output_file is not None:
+        _write_json(output_file, outputs)
+    if not events and result.status == "completed":
+        sys.stdout.write(json.dumps(outputs, indent=2, ensure_ascii=False, default=str) + "\n")
+        sys.stdout.flush()
+    if result.status == "cancelled" and received:
+        return _SIGNAL_EXIT.get(signal.Signals(received[0]), 130)
+    return EXIT_CODES.get(result.status, 1)
+
+
+async def _execute(
+    plan: Plan,
+    inputs: Mapping[str, Any],
+    registry: Any,
+    options: Any,
+    sinks: list[EventSink],
+    received: list[int],
+    force: Callable[[], None],
+) -> RunResult:
+    """Run the engine with SIGINT and SIGTERM turned into a clean cancel (a second one forces)."""
+    from ..engine import execute
+
+    loop = asyncio.get_running_loop()
+    cancel = asyncio.Event()
+
+    def on_signal(signum: int) -> None:
+        received.append(signum)
+        if len(received) > 1:
+            force()
+            return
+        name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+        sys.stderr.write(f"{name}: cancelling the run (again to force exit)\n")
+        sys.stderr.flush()
+        cancel.set()
+
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, on_signal, int(sig))
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, Windows
+            pass
+    try:
+        return await execute(
+            plan,
+            inputs=dict(inputs),
+            registry=registry,
+            options=options,
+            sinks=sinks,
+            cancel=cancel,
+        )
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def _write_json(path: Path, value: Any) -> None:
+    """Write ``value`` as JSON to ``path`` atomically (temp file, fsync, rename)."""
+    from ..errors import UsageError
+
+    target = path.resolve()
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(value, fh, indent=2, ensure_ascii=False, default=str)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise UsageError(f"cannot write --output-file '{path}': {exc.strerror or exc}") from exc

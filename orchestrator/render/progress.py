@@ -473,12 +473,14 @@ def _clock(ts: float) -> str:
 
 
 def format_seconds(value: Any) -> str:
-    """Seconds for people: `0.05s`, `1.2s`, `42s`, `3m07s`, `1h05m`; `?` when not a number."""
+    """Seconds for people: `50ms`, `1.2s`, `42s`, `3m07s`, `1h05m`; `?` when not a number."""
     seconds = _number(value)
     if seconds is None:
         return "?"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
     if seconds < 10:
-        return f"{seconds:.2f}s" if seconds < 1 else f"{seconds:.1f}s"
+        return f"{seconds:.1f}".removesuffix(".0") + "s"
     if seconds < 60:
         return f"{seconds:.0f}s"
     minutes, rest = divmod(int(seconds), 60)

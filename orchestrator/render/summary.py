@@ -11,14 +11,20 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from rich.console import Group, RenderableType
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from ..plan import Plan
 from .progress import STATE_STYLES, PhaseView, RunView, format_seconds
 
-__all__ = ["measured_critical_path", "render_plan_preview", "render_summary"]
+__all__ = [
+    "measured_critical_path",
+    "print_summary",
+    "render_plan_preview",
+    "summary_lines",
+    "summary_table",
+]
 
 _MAX_ROWS = 30
 
@@ -47,11 +53,21 @@ def measured_critical_path(plan: Plan, view: RunView) -> tuple[list[str], float]
     return list(reversed(path)), total
 
 
-def render_summary(view: RunView, plan: Plan | None = None) -> RenderableType:
-    """The end-of-run summary of a RunView: a phase table and a few totals.
+def print_summary(console: Console, view: RunView, plan: Plan | None = None) -> None:
+    """Print the end-of-run summary: the phase table, then one unwrapped line per total."""
+    console.print(summary_table(view))
+    shown = len(_rows(view))
+    if shown < len(view.phases):
+        console.print(f"({len(view.phases) - shown} more phases not shown)", soft_wrap=True)
+    for line in summary_lines(view, plan):
+        console.print(line, soft_wrap=True)
+
+
+def summary_table(view: RunView) -> Table:
+    """One row per phase: status, duration, attempts, and a note (error, fallback, retries).
 
     Runs with more than 30 phases list the failed and cancelled phases first,
-    then the slowest, and say how many rows are left out.
+    then the slowest.
     """
     table = Table(title=None, show_edge=True, header_style="bold", expand=False)
     table.add_column("phase", no_wrap=True)
@@ -59,8 +75,7 @@ def render_summary(view: RunView, plan: Plan | None = None) -> RenderableType:
     table.add_column("duration", justify="right", no_wrap=True)
     table.add_column("attempts", justify="right", no_wrap=True)
     table.add_column("note", overflow="fold", max_width=60)
-    rows = _rows(view)
-    for phase in rows:
+    for phase in _rows(view):
         table.add_row(
             phase.id,
             Text(phase.state, style=STATE_STYLES.get(phase.state, "")),
@@ -68,11 +83,7 @@ def render_summary(view: RunView, plan: Plan | None = None) -> RenderableType:
             str(phase.attempts) if phase.attempts else "-",
             _note(phase),
         )
-    parts: list[RenderableType] = [table]
-    if len(rows) < len(view.phases):
-        parts.append(Text(f"({len(view.phases) - len(rows)} more phases not shown)", style="dim"))
-    parts.extend(Text(line) for line in _totals(view, plan))
-    return Group(*parts)
+    return table
 
 
 def _rows(view: RunView) -> list[PhaseView]:
@@ -89,19 +100,20 @@ def _rows(view: RunView) -> list[PhaseView]:
 
 
 def _note(phase: PhaseView) -> str:
-    if phase.state in ("failed", "cancelled") and phase.error:
+    if phase.state in ("failed", "cancelled") and phase.error and phase.error != phase.state:
         lines = phase.error.strip().splitlines()
         first = lines[0] if lines else phase.error
         return f"{first} ({phase.note})" if phase.note else first
     return phase.note
 
 
-def _totals(view: RunView, plan: Plan | None) -> list[str]:
+def summary_lines(view: RunView, plan: Plan | None = None) -> list[str]:
+    """The totals under the table: status and time, success rate, critical path, tokens."""
     counts = {state: n for state, n in view.counts.items() if n > 0}
     ran = sum(counts.get(s, 0) for s in ("completed", "failed", "cancelled"))
     done = counts.get("completed", 0)
     rate = f"{100 * done / ran:.0f}%" if ran else "n/a"
-    states = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    states = ", ".join(f"{counts[state]} {state}" for state in STATE_STYLES if counts.get(state))
     status = view.status or "unfinished"
     took = format_seconds(view.duration) if view.duration is not None else "?"
     lines = [
@@ -173,7 +185,7 @@ def _phase_lines(plan: Plan, pid: str, position: int, with_value: Any) -> list[s
         "handoff " + ",".join(phase.handoff.agents) if phase.handoff is not None else "?"
     )
     head = f"  {position}. {pid}  agent {agent}"
-    deps = plan.predecessors.get(pid, ())
+    deps = sorted(plan.predecessors.get(pid, ()), key=plan.order.index)
     if deps:
         head += f"  after {', '.join(deps)}"
     out = [head]

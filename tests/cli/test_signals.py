@@ -1,0 +1,117 @@
+"""Ctrl-C and SIGTERM stop a real `orch run` process cleanly: exit 130/143, no traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+LONG_WORKFLOW = """# yaml-language-server: $schema=../schemas/workflow.schema.json
+name: long
+phases:
+  - id: quick
+    agent: echo
+    with: {text: ready}
+  - id: long_a
+    agent: sleep
+    depends_on: [quick]
+    with: {seconds: 60}
+  - id: long_b
+    agent: sleep
+    depends_on: [quick]
+    with: {seconds: 60}
+  - id: after
+    agent: echo
+    depends_on: [long_a, long_b]
+    with: {text: never}
+"""
+
+
+def start_run(tmp_path: Path, *extra: str) -> subprocess.Popen[str]:
+    wf = tmp_path / "long.yaml"
+    wf.write_text(LONG_WORKFLOW)
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "run", str(wf), "--events", "jsonl", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        start_new_session=True,  # its own process group: we can look for leftovers in it
+        env={**os.environ, "NO_COLOR": "1", "ORCH_STATE_DIR": str(tmp_path / ".orch")},
+    )
+
+
+def wait_for_running(proc: subprocess.Popen[str], phases: set[str]) -> list[dict]:
+    """Read events until every phase in ``phases`` has started; return them."""
+    assert proc.stdout is not None
+    seen: list[dict] = []
+    started: set[str] = set()
+    while not phases <= started:
+        line = proc.stdout.readline()
+        if not line:
+            proc.kill()
+            raise AssertionError(f"orch ended early: {proc.wait()} {proc.stderr.read()}")
+        event = json.loads(line)
+        seen.append(event)
+        if event["event"] == "phase_started":
+            started.add(event["phase"])
+    return seen
+
+
+def finish(proc: subprocess.Popen[str]) -> tuple[int, list[dict], str]:
+    try:
+        out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    return proc.returncode, [json.loads(line) for line in out.splitlines()], err
+
+
+def group_is_gone(pgid: int) -> bool:
+    """Whether no process is left in the process group (retries briefly: reaping is async)."""
+    for _ in range(50):
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_cancels_the_run_cleanly(tmp_path, sig, code):
+    proc = start_run(tmp_path)
+    before = wait_for_running(proc, {"long_a", "long_b"})
+    proc.send_signal(sig)
+    rc, after, err = finish(proc)
+    events = before + after
+    assert rc == code, err
+    assert "Traceback" not in err
+    assert "KeyboardInterrupt" not in err and "CancelledError" not in err
+    kinds = [e["event"] for e in events]
+    assert kinds[-1] == "workflow_cancelled"
+    assert events[-1]["data"]["status"] == "cancelled"
+    ended = {e["phase"]: e["data"]["status"] for e in events if e["event"] == "phase_failed"}
+    assert ended.get("long_a") == "cancelled" and ended.get("long_b") == "cancelled"
+    assert not any(e["event"] == "phase_started" and e["phase"] == "after" for e in events)
+    assert "cancelling the run" in err
+    assert group_is_gone(proc.pid)
+
+
+def test_a_second_ctrl_c_still_exits_130_without_a_traceback(tmp_path):
+    proc = start_run(tmp_path)
+    wait_for_running(proc, {"long_a"})
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    rc, _, err = finish(proc)
+    assert rc == 130, err
+    assert "Traceback" not in err
+    assert group_is_gone(proc.pid)
