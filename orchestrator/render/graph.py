@@ -121,7 +121,12 @@ def graph_ascii(plan: Plan) -> RenderableType:
     if plan.critical_path:
         line = Text("critical path ", style="bold")
         line.append(f"({_seconds(plan.critical_length)}): ", style="bold")
-        line.append(f" {_EXPLICIT} ".join(plan.critical_path), style=_CRITICAL_STYLE)
+        path = plan.critical_path
+        chain = path[0] + "".join(
+            f" {_IMPLIED if plan.is_implied(b, a) else _EXPLICIT} {b}"
+            for a, b in zip(path, path[1:], strict=False)
+        )
+        line.append(chain, style=_CRITICAL_STYLE)
         parts.append(line)
     parts.append(
         Text(
