@@ -20,10 +20,13 @@ from ..errors import OrchError, PhaseTimeout
 from ..expr import is_template, render
 
 if TYPE_CHECKING:
+    from ..agents.registry import AgentRegistry
+    from ..plan import Plan
     from ..spec.model import AgentCall, Phase
+    from .events import EventSink
     from .runner import RunState
 
-__all__ = ["call_agent", "compensate", "describe", "ensure_agent"]
+__all__ = ["call_agent", "compensate", "describe", "ensure_agent", "resume_compensation"]
 
 
 def describe(exc: BaseException) -> str:
@@ -127,3 +130,59 @@ async def compensate(
             failures.append(f"compensation of '{pid}' failed: {error}")
         await state.emit("phase_compensated", pid, None, {"ok": error is None, "error": error})
     return failures
+
+
+async def resume_compensation(
+    plan: Plan,
+    *,
+    run_id: str,
+    inputs: Mapping[str, Any],
+    registry: AgentRegistry,
+    sinks: Sequence[EventSink],
+    outputs: Mapping[str, Any],
+    order: Sequence[str],
+    done: Collection[str],
+    error: str,
+    status: str = "failed",
+) -> str:
+    """Finish the compensation of a run that crashed in the middle of it.
+
+    ``order`` is the completion order of its completed phases (with their
+    ``outputs``), ``done`` the phases whose compensation was recorded as ended.
+    Emits the remaining compensations and the final workflow event; returns the
+    final status (``failed`` or ``cancelled``: compensation never completes a run).
+    """
+    from .result import PhaseOutcome, RunOptions
+    from .runner import RunState
+
+    state = RunState(
+        plan,
+        inputs=inputs,
+        registry=registry,
+        run_id=run_id,
+        options=RunOptions(),
+        sinks=sinks,
+        prior=None,
+    )
+    state._registry = registry
+    for pid, output in outputs.items():
+        state.outcomes[pid] = PhaseOutcome(pid, "completed", output)
+    started = state.clock()
+    try:
+        failures = await compensate(state, order, done=done)
+    finally:
+        await state.close_agents()
+    if failures:
+        error = f"{error}; " + "; ".join(failures)
+    kind = "workflow_cancelled" if status == "cancelled" else "workflow_failed"
+    await state.emit(
+        kind,
+        data={
+            "status": status,
+            "outputs": {},
+            "duration": state.clock() - started,
+            "error": error,
+            "counts": {},
+        },
+    )
+    return status

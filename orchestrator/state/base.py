@@ -136,7 +136,11 @@ class RunRecord:
 
 @dataclass(frozen=True, slots=True)
 class PhaseRecord:
-    """One phase of a run as stored. ``completed_seq`` orders completions (saga order)."""
+    """One phase of a run as stored. ``completed_seq`` orders completions (saga order).
+
+    ``compensated`` is None until its compensation ended (True ok, False failed);
+    ``compensation_started`` is set once the saga began compensating it.
+    """
 
     run_id: str
     id: str
@@ -151,6 +155,7 @@ class PhaseRecord:
     completed_seq: int | None = None
     compensated: bool | None = None
     compensation_error: str | None = None
+    compensation_started: bool = False
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
     @property

@@ -403,7 +403,7 @@ class SqliteStore:
                 (
                     run,
                     str(data.get("workflow", "")),
-                    str(data.get("path", "")),
+                    _abspath(str(data.get("path", ""))),
                     str(data.get("source_hash", "")),
                     ts,
                     self.owner.pid,
@@ -492,6 +492,11 @@ class SqliteStore:
                     _text(note),
                 ),
             )
+        elif kind == "phase_stream":
+            if data.get("compensation") == "started":  # saga write-ahead marker
+                conn.execute(
+                    "UPDATE phases SET compensated=-1 WHERE run_id=? AND id=?", (run, phase)
+                )
         elif kind == "phase_compensated":
             conn.execute(
                 "UPDATE phases SET compensated=?, compensation_error=? WHERE run_id=? AND id=?",
@@ -648,7 +653,8 @@ class SqliteStore:
                 cached=bool(row[8]),
                 fallback_used=bool(row[9]),
                 completed_seq=row[10],
-                compensated=None if row[11] is None else bool(row[11]),
+                compensated=None if row[11] in (None, -1) else bool(row[11]),
+                compensation_started=row[11] is not None,
                 compensation_error=row[12],
                 metadata=dict(json.loads(row[13])) if row[13] else {},
             )
@@ -722,6 +728,13 @@ class SqliteStore:
     def integrity_check(self) -> str:
         """``PRAGMA integrity_check``: ``ok`` or the problems found."""
         return "; ".join(str(r[0]) for r in self._read("PRAGMA integrity_check"))
+
+
+def _abspath(path: str) -> str:
+    """Workflow paths are stored absolute, so ``orch resume`` works from any folder."""
+    if not path or path.startswith("<"):
+        return path
+    return os.path.abspath(path)
 
 
 def _text(value: Any) -> str | None:
