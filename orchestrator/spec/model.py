@@ -245,5 +245,16 @@ def _fingerprint(obj: Any, *, exclude: tuple[str, ...] = ()) -> str:
             return None
         return value
 
-    data = json.dumps(plain(obj), sort_keys=True, default=repr).encode()
-    return hashlib.sha256(data).hexdigest()[:16]
+    def default(value: Any) -> Any:
+        # json calls this only for what it cannot encode itself: the same shapes as plain()
+        if hasattr(value, "__dataclass_fields__"):
+            return {k: getattr(value, k) for k in value.__dataclass_fields__ if k not in exclude}
+        if isinstance(value, Mapping):
+            return {str(k): v for k, v in value.items()}
+        return repr(value)
+
+    try:  # fast: the C encoder walks the value (the engine fingerprints every phase per run)
+        text = json.dumps(obj, sort_keys=True, default=default)
+    except (TypeError, ValueError):  # keys json cannot sort or encode: the slow, general path
+        text = json.dumps(plain(obj), sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -1,0 +1,206 @@
+"""Engine speed: orch's scheduler against a plain asyncio + graphlib loop doing the same work.
+
+    python bench/engine_bench.py [--strict] [--quick]
+
+Per-phase microseconds for 10,000 independent noop phases, a chain of 2,000 and
+a 1,000-wide fan-out with fan-in; then makespan against the critical path on a
+seeded random layered DAG of 500 phases sleeping 5-50 ms, unlimited and with 8
+at a time (critical-path priority against plain FIFO). ``--strict`` exits 1
+when a target is missed. Both loops run in this process, one after the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import graphlib
+import random
+import sys
+import time
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+from orchestrator.agents import AgentContext, AgentRegistry
+from orchestrator.agents.builtin.testing import NoopAgent, SleepAgent
+from orchestrator.engine import RunOptions, execute
+from orchestrator.plan import Plan, compile_plan
+from orchestrator.spec.model import Phase, Workflow
+
+TARGET_US = 35.0  # per noop phase at 10,000 phases
+TARGET_RATIO = 5.0  # engine / plain loop
+TARGET_MAKESPAN = 0.02  # within 2% of the bound
+
+
+def _workflow(deps: Mapping[str, tuple[str, ...]], agent: str, **extra: Any) -> Workflow:
+    phases = []
+    for pid, d in deps.items():
+        kw = extra.get(pid, {})
+        phases.append(Phase(id=pid, agent=agent, depends_on=d, **kw))
+    return Workflow(name="bench", phases=tuple(phases))
+
+
+def independent(n: int) -> dict[str, tuple[str, ...]]:
+    return {f"p{i}": () for i in range(n)}
+
+
+def chain(n: int) -> dict[str, tuple[str, ...]]:
+    return {f"p{i}": ((f"p{i - 1}",) if i else ()) for i in range(n)}
+
+
+def fan(n: int) -> dict[str, tuple[str, ...]]:
+    deps: dict[str, tuple[str, ...]] = {"root": ()}
+    for i in range(n):
+        deps[f"p{i}"] = ("root",)
+    deps["sink"] = tuple(f"p{i}" for i in range(n))
+    return deps
+
+
+def layered(
+    seed: int, n: int = 500, layers: int = 20
+) -> tuple[dict[str, tuple[str, ...]], dict[str, float]]:
+    rng = random.Random(seed)
+    per = n // layers
+    deps: dict[str, tuple[str, ...]] = {}
+    secs: dict[str, float] = {}
+    previous: list[str] = []
+    for layer in range(layers):
+        current = []
+        for j in range(per):
+            pid = f"l{layer}_{j}"
+            k = min(len(previous), rng.randint(1, 3))
+            deps[pid] = tuple(rng.sample(previous, k)) if previous else ()
+            secs[pid] = rng.uniform(0.005, 0.050)
+            current.append(pid)
+        previous = current
+    return deps, secs
+
+
+async def plain_loop(
+    deps: Mapping[str, tuple[str, ...]],
+    agent: Any,
+    inputs: Mapping[str, Mapping[str, Any]] | None = None,
+    limit: int | None = None,
+) -> None:
+    """The baseline: graphlib + one task per phase + asyncio.wait; FIFO when limited."""
+    sorter = graphlib.TopologicalSorter(deps)
+    sorter.prepare()
+    running: dict[asyncio.Task[Any], str] = {}
+    ready: deque[str] = deque()
+    empty: Mapping[str, Any] = {}
+    while True:
+        ready.extend(sorter.get_ready())
+        while ready and (limit is None or len(running) < limit):
+            pid = ready.popleft()
+            inp = inputs[pid] if inputs else empty
+            task = asyncio.ensure_future(agent.run(inp, AgentContext("bench", pid)))
+            running[task] = pid
+        if not running:
+            break
+        done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            sorter.done(running.pop(task))
+
+
+def _registry() -> AgentRegistry:
+    reg = AgentRegistry()
+    reg.register(NoopAgent)
+    reg.register(SleepAgent)
+    return reg
+
+
+def _best(fn: Any, repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        gc.collect()
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def bench_overhead(name: str, deps: dict[str, tuple[str, ...]], repeat: int) -> tuple[float, float]:
+    plan = compile_plan(_workflow(deps, "noop"))
+    reg = _registry()
+    agent = NoopAgent()
+
+    async def run_engine() -> None:  # returns None like the plain loop: asyncio.run reprs results
+        result = await execute(plan, registry=reg)
+        assert result.status == "completed", result.error
+
+    def engine() -> None:
+        asyncio.run(run_engine())
+
+    def baseline() -> None:
+        asyncio.run(plain_loop(deps, agent))
+
+    n = len(deps)
+    t_engine = _best(engine, repeat) / n * 1e6
+    t_base = _best(baseline, repeat) / n * 1e6
+    print(
+        f"{name:<28} engine {t_engine:7.1f} us/phase   plain loop {t_base:6.1f} us/phase   "
+        f"ratio {t_engine / t_base:4.1f}x"
+    )
+    return t_engine, t_base
+
+
+def critical_path(deps: Mapping[str, tuple[str, ...]], secs: Mapping[str, float]) -> float:
+    finish: dict[str, float] = {}
+    for pid in graphlib.TopologicalSorter(deps).static_order():
+        finish[pid] = secs[pid] + max((finish[d] for d in deps[pid]), default=0.0)
+    return max(finish.values())
+
+
+def bench_makespan(seed: int) -> list[tuple[str, float, float]]:
+    deps, secs = layered(seed)
+    extra = {pid: {"with_": {"seconds": s}, "estimated_duration": s} for pid, s in secs.items()}
+    plan: Plan = compile_plan(_workflow(deps, "sleep", **extra))
+    reg = _registry()
+    cp = critical_path(deps, secs)
+    work = sum(secs.values())
+    rows = []
+
+    def timed(coro_fn: Any) -> float:
+        start = time.perf_counter()
+        asyncio.run(coro_fn())
+        return time.perf_counter() - start
+
+    inputs = {pid: {"seconds": s} for pid, s in secs.items()}
+    for limit in (None, 8):
+        bound = cp if limit is None else max(cp, work / limit)
+        opts = RunOptions(max_parallel=limit)
+        t_engine = timed(lambda: execute(plan, registry=reg, options=opts))  # noqa: B023
+        t_fifo = timed(lambda: plain_loop(deps, SleepAgent(), inputs, limit))  # noqa: B023
+        label = "unlimited" if limit is None else f"max_parallel {limit}"
+        print(
+            f"DAG 500 ({label:<14}) bound {bound:6.3f}s  engine {t_engine:6.3f}s "
+            f"(+{(t_engine / bound - 1) * 100:4.1f}%)  plain FIFO {t_fifo:6.3f}s "
+            f"(+{(t_fifo / bound - 1) * 100:4.1f}%)"
+        )
+        rows.append((label, t_engine, bound))
+    print(f"  critical path {cp:.3f}s, total work {work:.3f}s, seed {seed}")
+    return rows
+
+
+def main(argv: list[str]) -> int:
+    strict = "--strict" in argv
+    repeat = 1 if "--quick" in argv else 3
+    print(f"python {sys.version.split()[0]}, best of {repeat}")
+    missed: list[str] = []
+    t_engine, t_base = bench_overhead("10,000 independent noop", independent(10_000), repeat)
+    if t_engine > TARGET_US:
+        missed.append(f"noop phase {t_engine:.1f} us > {TARGET_US} us")
+    if t_engine > TARGET_RATIO * t_base:
+        missed.append(f"noop ratio {t_engine / t_base:.1f}x > {TARGET_RATIO}x")
+    bench_overhead("chain of 2,000", chain(2_000), repeat)
+    bench_overhead("fan-out 1,000 + fan-in", fan(1_000), repeat)
+    for label, took, bound in bench_makespan(seed=7):
+        if took > bound * (1 + TARGET_MAKESPAN):
+            missed.append(f"makespan {label}: {took:.3f}s > bound {bound:.3f}s + 2%")
+    for line in missed:
+        print("MISSED:", line)
+    return 1 if (strict and missed) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,121 @@
+"""The values a run hands back: RunOptions in, PhaseOutcome and RunResult out.
+
+Also the two seams other parts plug into: ``PhaseExecutor`` (where a phase runs:
+local asyncio now, a distributed engine later) and ``ResultCache`` (phase cache).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ..agents.base import AgentResult
+    from ..spec.model import Phase
+    from .runner import RunState
+
+__all__ = ["PhaseExecutor", "PhaseOutcome", "ResultCache", "RunOptions", "RunResult"]
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseOutcome:
+    """How one phase ended. ``status`` is a phase state (completed, failed, skipped, cancelled).
+
+    Templates read it as ``phases.<id>.output|status|error|attempts|duration``.
+    ``started``/``ended`` come from the run's clock (None for a phase never started).
+    """
+
+    id: str
+    status: str
+    output: Any = None
+    error: str | None = None
+    attempts: int = 0
+    started: float | None = None
+    ended: float | None = None
+    fallback_used: bool = False
+    cached: bool = False
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds between start and end, or None when the phase never started."""
+        if self.started is None or self.ended is None:
+            return None
+        return self.ended - self.started
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """The end of a run. ``status`` is completed, failed or cancelled.
+
+    ``completion_order`` lists the phases that completed, in the order they did
+    (compensation runs them in reverse).
+    """
+
+    run_id: str
+    status: str
+    phases: Mapping[str, PhaseOutcome]
+    outputs: Mapping[str, Any]
+    error: str | None
+    started: float
+    ended: float
+    completion_order: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """Whether the run completed."""
+        return self.status == "completed"
+
+
+class ResultCache(Protocol):
+    """Where the phase cache plugs in: looked up before the first attempt, stored after success.
+
+    ``input`` is the phase's rendered input; ``agent_type`` the agent's type name.
+    """
+
+    async def get(
+        self, phase: Phase, agent_type: str, input: Mapping[str, Any]
+    ) -> AgentResult | None:
+        """The cached result of an identical earlier call, or None."""
+        ...
+
+    async def put(
+        self, phase: Phase, agent_type: str, input: Mapping[str, Any], result: AgentResult
+    ) -> None:
+        """Remember a successful call."""
+        ...
+
+
+class PhaseExecutor(Protocol):
+    """Runs one phase whose dependencies allow it, and gives back its outcome.
+
+    The scheduler decides *when* (dependencies, trigger rules, limits); the
+    executor decides *where*. It must emit the phase's events through ``run``
+    and must not raise for a failing agent (that is a failed outcome).
+    """
+
+    def execute(self, phase: Phase, run: RunState) -> Coroutine[Any, Any, PhaseOutcome]:
+        """Run ``phase`` (when, attempts, fallback...) and return how it ended."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """How to run: ``max_parallel`` overrides the workflow's; ``clock`` gives event times.
+
+    ``clock`` returns seconds since the epoch (tests pass a fake one). ``executor``
+    defaults to the local asyncio one; ``cache`` to none. ``depth`` counts nested
+    sub-runs; more than ``max_depth`` fails the calling phase. ``resumed_from``
+    (a run id) is recorded in workflow_started.
+    """
+
+    max_parallel: int | None = None
+    no_cache: bool = False
+    clock: Callable[[], float] = time.time
+    executor: PhaseExecutor | None = None
+    cache: ResultCache | None = None
+    depth: int = 0
+    max_depth: int = 8
+    resumed_from: str | None = None
