@@ -79,11 +79,11 @@ def test_the_workflow_runs_to_its_documented_result(path, tmp_path):
     assert outputs is not None
     assert {k: outputs.get(k) for k in expected} == expected
     assert events[-1]["event"] == ("workflow_completed" if code == 0 else "workflow_failed")
+    if path.stem == "demo":  # the demo runs for a few seconds: one run, checked here
+        check_the_demo_runs_its_analyses_in_parallel_and_retries_the_flaky_one(events, outputs)
 
 
-def test_the_demo_runs_its_analyses_in_parallel_and_retries_the_flaky_one(tmp_path):
-    result, events, outputs = run(WORKFLOWS / "demo.yaml", tmp_path=tmp_path)
-    assert result.exit_code == 0, result.stderr
+def check_the_demo_runs_its_analyses_in_parallel_and_retries_the_flaky_one(events, outputs):
     started = {e["phase"]: i for i, e in enumerate(events) if e["event"] == "phase_started"}
     ended = {e["phase"]: i for i, e in enumerate(events) if e["event"] == "phase_completed"}
     # the three analyses overlap: each starts before any of them completes
