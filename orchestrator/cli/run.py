@@ -8,12 +8,13 @@ outputs as JSON, or with ``--events jsonl`` one JSON event per line and nothing 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -75,6 +76,12 @@ def run_command(
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Neither read nor write cached phase results.")
     ] = False,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-dir", help="Where runs are recorded (default: $ORCH_STATE_DIR, else .orch)."
+        ),
+    ] = None,
 ) -> None:
     """Run a workflow: live progress on a terminal, plain lines elsewhere; print the outputs."""
     try:
@@ -93,6 +100,7 @@ def run_command(
             output_file=output_file,
             max_parallel=max_parallel,
             no_cache=no_cache,
+            state_dir=state_dir,
         )
     except WorkflowInvalid as exc:
         _print_problems(exc)
@@ -189,8 +197,15 @@ def _run(
     output_file: Path | None,
     max_parallel: int | None,
     no_cache: bool,
+    state_dir: Path | None = None,
+    run_id: str | None = None,
+    prior: Mapping[str, Any] | None = None,
 ) -> int:
-    """Run the plan with the sinks this invocation wants; returns the exit code."""
+    """Run the plan with the sinks this invocation wants; returns the exit code.
+
+    Every run is recorded in the state store (``state_dir``); ``run_id`` and
+    ``prior`` (completed phases' outcomes) continue a stopped run (``orch resume``).
+    """
     from ..agents.registry import AgentRegistry
     from ..engine import RunOptions
     from ..render.console import is_live, make_console
@@ -208,7 +223,16 @@ def _run(
     )
     if live is None:
         sinks.append(PlainLines(sys.stderr))
-    options = RunOptions(max_parallel=max_parallel, no_cache=no_cache)
+    from .runs import open_run_session
+
+    session = open_run_session(state_dir, plan, no_cache=no_cache)
+    sinks.append(session.record)  # async: each event is durable before the engine goes on
+    options = RunOptions(
+        max_parallel=max_parallel,
+        no_cache=no_cache,
+        cache=session.cache,
+        resumed_from=run_id if prior is not None else None,
+    )
     registry = AgentRegistry.from_entry_points()
     received: list[int] = []
 
@@ -219,19 +243,22 @@ def _run(
         sys.stderr.flush()
         os._exit(_SIGNAL_EXIT.get(signal.Signals(received[-1]), 130))
 
+    def start() -> Coroutine[Any, Any, RunResult]:
+        return _execute(
+            plan, inputs, registry, options, sinks, received, on_second_signal, run_id, prior
+        )
+
     try:
         if live is not None:
             with live:
-                result = asyncio.run(
-                    _execute(plan, inputs, registry, options, sinks, received, on_second_signal)
-                )
+                result = asyncio.run(start())
         else:
-            result = asyncio.run(
-                _execute(plan, inputs, registry, options, sinks, received, on_second_signal)
-            )
+            result = asyncio.run(start())
     except KeyboardInterrupt:  # a signal that arrived outside the loop's handlers
         sys.stderr.write("interrupted\n")
         return 130
+    finally:
+        session.close()
     if view.status is None:  # the engine ended without a final event (it should not)
         view.status = result.status
     print_summary(err, view, plan)
@@ -239,8 +266,10 @@ def _run(
     if output_file is not None:
         _write_json(output_file, outputs)
     if not events and result.status == "completed":
-        sys.stdout.write(json.dumps(outputs, indent=2, ensure_ascii=False, default=str) + "\n")
-        sys.stdout.flush()
+        text = json.dumps(outputs, indent=2, ensure_ascii=False, default=str) + "\n"
+        with contextlib.suppress(BrokenPipeError):  # `orch run wf.yaml | head -1`
+            sys.stdout.write(text)
+            sys.stdout.flush()
     if result.status == "cancelled" and received:
         return _SIGNAL_EXIT.get(signal.Signals(received[0]), 130)
     return EXIT_CODES.get(result.status, 1)
@@ -254,6 +283,8 @@ async def _execute(
     sinks: list[EventSink],
     received: list[int],
     force: Callable[[], None],
+    run_id: str | None = None,
+    prior: Mapping[str, Any] | None = None,
 ) -> RunResult:
     """Run the engine with SIGINT and SIGTERM turned into a clean cancel (a second one forces)."""
     from ..engine import execute
@@ -286,6 +317,8 @@ async def _execute(
             options=options,
             sinks=sinks,
             cancel=cancel,
+            run_id=run_id,
+            prior=prior,
         )
     finally:
         for sig in installed:

@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import typer
 
 if TYPE_CHECKING:
+    from ..plan import Plan
+    from ..state.base import PhaseRecord, RunRecord
     from ..state.sqlite import SqliteStore
 
-__all__ = ["register"]
+__all__ = ["RunSession", "changed_phases", "downstream", "open_run_session", "register"]
 
 _STATE_DIR = typer.Option(
     None, "--state-dir", help="The state directory (default: $ORCH_STATE_DIR, else .orch)."
@@ -246,19 +248,213 @@ def resume_command(
     force: bool = typer.Option(
         False, "--force", help="Resume a changed workflow: its changed phases run again."
     ),
+    max_parallel: int | None = typer.Option(
+        None, "--max-parallel", min=1, help="At most this many phases at once."
+    ),
+    no_cache: bool = typer.Option(
+        False, "--no-cache", help="Neither read nor write cached phase results."
+    ),
     state_dir: Path | None = _STATE_DIR,
 ) -> None:
-    """Run again what did not complete in a stopped run, keeping the completed outputs."""
+    """Run again what did not complete in a stopped run, keeping the completed outputs.
+
+    The run keeps its id; its new events are appended to its history. A run whose
+    process is still alive is refused. A changed workflow is refused (naming the
+    changed phases) unless --force: then those phases and their downstream run again.
+    """
     from ..errors import OrchError
 
     try:
-        code = _resume(run_id, force=force, state_dir=state_dir)
+        code = _resume(
+            run_id, force=force, state_dir=state_dir, max_parallel=max_parallel, no_cache=no_cache
+        )
     except OrchError as exc:
         _fail(exc)
     raise typer.Exit(code)
 
 
-def _resume(run_id: str, *, force: bool, state_dir: Path | None) -> int:
-    from ..errors import UsageError
+class RunSession:
+    """The state store attached to one ``orch run``: its event sink, the phase cache, close.
 
-    raise UsageError("resume is not available yet")
+    ``record`` goes into the engine's sinks; ``cache`` into RunOptions.cache.
+    """
+
+    def __init__(self, store: SqliteStore, plan: Plan, *, no_cache: bool) -> None:
+        import os
+
+        from ..engine.cache import StoreCache
+        from ..engine.events import SecretMasker
+
+        self.store = store
+        self.record = store.record
+        wf = plan.workflow
+        masker = SecretMasker(os.environ.get(name, "") for name in wf.secret_names)
+        self.cache: StoreCache | None = (
+            None if no_cache else StoreCache(store, wf, mask=masker.mask)
+        )
+
+    def close(self) -> None:
+        """Wait for the last writes and release the database."""
+        self.store.close()
+
+
+def open_run_session(state_dir: Path | None, plan: Plan, *, no_cache: bool = False) -> RunSession:
+    """Open the state store for a run of ``plan`` (``--state-dir``, $ORCH_STATE_DIR, .orch).
+
+    Raises StateError when the store cannot be opened.
+    """
+    from ..state.sqlite import open_store
+
+    return RunSession(open_store(state_dir), plan, no_cache=no_cache)
+
+
+def changed_phases(run: RunRecord, plan: Plan) -> list[str]:
+    """Phases whose definition differs from the one the run recorded (new ones included)."""
+    if not run.fingerprints:
+        return []
+    current = {p.id: p.fingerprint for p in plan.workflow.phases}
+    changed = [pid for pid in plan.order if run.fingerprints.get(pid) != current[pid]]
+    removed = [pid for pid in run.fingerprints if pid not in current]
+    return changed + removed
+
+
+def downstream(plan: Plan, roots: list[str]) -> list[str]:
+    """``roots`` and every phase that depends on them, directly or not, in plan order."""
+    seen = {r for r in roots if r in plan.phases}
+    for pid in plan.order:
+        if any(dep in seen for dep in plan.predecessors[pid]):
+            seen.add(pid)
+    return [pid for pid in plan.order if pid in seen]
+
+
+def _resume(
+    run_id: str,
+    *,
+    force: bool,
+    state_dir: Path | None,
+    max_parallel: int | None,
+    no_cache: bool,
+) -> int:
+    from ..engine.result import PhaseOutcome
+    from ..errors import RunLocked, UsageError
+    from ..plan import compile_plan
+    from ..state.base import PhaseState
+    from .run import _run
+    from .validate import load_or_exit
+
+    store = _store(state_dir)
+    try:
+        run = store.get_run(run_id)
+        if run.status == "running" and run.owner is not None:
+            raise RunLocked(
+                f"run '{run.id}' is still running in process {run.owner.pid}",
+                hint=f"wait for it to end, or stop it with `orch cancel {run.id}`",
+            )
+        if run.status == "completed":
+            sys.stderr.write(f"run {run.id} already completed; nothing to resume\n")
+            return 0
+        if not run.path or run.path.startswith("<"):
+            raise UsageError(f"run '{run.id}' was not started from a workflow file")
+        workflow = load_or_exit(Path(run.path))
+        plan = compile_plan(workflow)
+        changed = changed_phases(run, plan)
+        if changed and not force:
+            raise UsageError(
+                f"the workflow '{run.path}' changed since run {run.id} started: "
+                f"phase{'s' if len(changed) > 1 else ''} {', '.join(changed)} changed",
+                hint="resume with --force to run the changed phases and their downstream again",
+            )
+        rerun = set(downstream(plan, changed)) if changed else set()
+        records = store.phases(run.id)
+        done_compensating = [p for p in records if p.compensation_started]
+        if done_compensating:
+            return _resume_compensation(store, run, plan, records)
+        prior = {
+            p.id: PhaseOutcome(
+                p.id,
+                "completed",
+                p.output,
+                None,
+                p.attempts,
+                p.started,
+                p.ended,
+                p.fallback_used,
+                p.cached,
+                dict(p.metadata),
+            )
+            for p in records
+            if p.state is PhaseState.COMPLETED and p.id in plan.phases and p.id not in rerun
+        }
+        again = [p.id for p in records if p.state is PhaseState.RUNNING]
+        store.claim(run.id, rerun=sorted(rerun))
+    finally:
+        store.close()
+    todo = len(plan.order) - len(prior)
+    message = f"resuming run {run.id}: {len(prior)} of {len(plan.order)} phases completed"
+    message += f", {todo} to run"
+    if again:
+        message += f" (running when it stopped, so running again: {', '.join(again)})"
+    if rerun:
+        message += f"; changed, with their downstream: {', '.join(sorted(rerun))}"
+    sys.stderr.write(message + "\n")
+    return _run(
+        plan,
+        dict(run.inputs),
+        events=False,
+        output_file=None,
+        max_parallel=max_parallel,
+        no_cache=no_cache,
+        state_dir=state_dir,
+        run_id=run.id,
+        prior=prior,
+    )
+
+
+def _resume_compensation(
+    store: SqliteStore, run: RunRecord, plan: Plan, records: list[PhaseRecord]
+) -> int:
+    """The run crashed while compensating: finish the compensation, then record it failed."""
+    import asyncio
+
+    from ..agents.registry import AgentRegistry
+    from ..engine.saga import resume_compensation
+    from ..state.base import PhaseState
+
+    store.claim(run.id)
+    order = [
+        p.id
+        for p in sorted(
+            (p for p in records if p.state is PhaseState.COMPLETED and p.completed_seq),
+            key=lambda p: p.completed_seq or 0,
+        )
+    ]
+    done = [p.id for p in records if p.compensated is not None]
+    outputs = {p.id: p.output for p in records if p.state is PhaseState.COMPLETED}
+    failed = [p for p in records if p.state in (PhaseState.FAILED, PhaseState.CANCELLED)]
+    error = run.error or (
+        f"phase '{failed[0].id}' failed: {failed[0].error}" if failed else "the run failed"
+    )
+    sys.stderr.write(
+        f"resuming the compensation of run {run.id}: "
+        f"{len([p for p in order if p not in done])} phase(s) left to compensate\n"
+    )
+
+    async def go() -> str:
+        try:
+            return await resume_compensation(
+                plan,
+                run_id=run.id,
+                inputs=dict(run.inputs),
+                registry=AgentRegistry.from_entry_points(),
+                sinks=[store.record],
+                outputs=outputs,
+                order=order,
+                done=done,
+                error=error,
+            )
+        finally:
+            await store.aclose()
+
+    status = asyncio.run(go())
+    sys.stderr.write(f"run {run.id} {status}\n")
+    return 1

@@ -17,6 +17,7 @@ from ..agents.base import AgentContext, AgentFailure, AgentResult
 from ..errors import ExpressionError, OrchError, PhaseTimeout
 from ..expr import evaluate, render
 from ..spec.model import Phase
+from .events import Event
 from .result import PhaseOutcome
 from .retry import call_with_retries
 from .runner import RunState, _has_template
@@ -113,7 +114,7 @@ async def run_phase(phase: Phase, run: RunState) -> PhaseOutcome:
             },
         )
         if run.async_sinks:
-            await run.deliver(event)
+            await _deliver_completed(run, event)
         return outcome
     except asyncio.CancelledError:
         ended = clock()
@@ -131,6 +132,15 @@ async def run_phase(phase: Phase, run: RunState) -> PhaseOutcome:
             },
         )
         return outcome
+
+
+async def _deliver_completed(run: RunState, event: Event) -> None:
+    """Deliver a phase_completed event. A cancel arriving meanwhile (another phase failed)
+    does not undo the completion: the agent's work is done and its record is queued."""
+    try:
+        await run.deliver(event)
+    except asyncio.CancelledError:
+        pass
 
 
 async def _failed(
@@ -468,7 +478,7 @@ async def _run_foreach(
     outcome = PhaseOutcome(
         pid, "completed", outputs, None, attempts, started, ended, fallback_any[0], False, {}
     )
-    await run.emit(
+    event = run.publish(
         "phase_completed",
         pid,
         attempts,
@@ -482,4 +492,6 @@ async def _run_foreach(
             "metadata": {},
         },
     )
+    if run.async_sinks:
+        await _deliver_completed(run, event)
     return outcome

@@ -27,6 +27,7 @@ from ..expr import is_template, render
 from ..plan import Plan
 from ..spec.model import AgentSpec, Phase, Workflow
 from .events import Event, EventSink, SecretMasker
+from .handlers import epilogue, has_epilogue
 from .inputs import resolve_inputs
 from .limits import AgentLimiter
 from .result import PhaseExecutor, PhaseOutcome, ResultCache, RunOptions, RunResult
@@ -303,7 +304,11 @@ class _Scheduler:
                 self.stopping = "cancelled"
             else:
                 watcher = loop.create_task(self.cancel.wait())
-                watcher.add_done_callback(lambda _t: self._stop("cancelled"))
+                # Only a set cancel event cancels the run; the watcher's own cancellation
+                # at the end of the run must not (done callbacks also fire on cancel).
+                watcher.add_done_callback(
+                    lambda t: None if t.cancelled() else self._stop("cancelled")
+                )
         try:
             while True:
                 progressed = True
@@ -526,8 +531,13 @@ async def _finish(
             error += f" (and {len(scheduler.failed) - 1} more)"
     else:
         status = "completed"
+    replaced: Mapping[str, Any] | None = None
+    if has_epilogue(wf):  # fallback workflow, compensation, on_success/on_failure/finally
+        status, error, replaced = await epilogue(state, status, error, scheduler.completion_order)
     outputs: dict[str, Any] = {}
-    if wf.outputs:
+    if replaced is not None:
+        outputs = dict(replaced)
+    elif wf.outputs:
         for key, value in wf.outputs.items():
             try:
                 outputs[key] = render(value, state.context) if _has_template(value) else value
