@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, ClassVar
 
 import pytest
@@ -134,6 +135,7 @@ class Probe:
     now: ClassVar[dict[str, int]] = {}
     peak: ClassVar[dict[str, int]] = {}
     calls: ClassVar[list[tuple[str, Any]]] = []
+    times: ClassVar[list[float]] = []
     cancelled: ClassVar[list[str]] = []
 
     @classmethod
@@ -141,6 +143,7 @@ class Probe:
         cls.now.clear()
         cls.peak.clear()
         cls.calls.clear()
+        cls.times.clear()
         cls.cancelled.clear()
 
 
@@ -153,6 +156,7 @@ class ProbeAgent(Agent):
     async def run(self, input, ctx: AgentContext):
         key = input.get("key", "default")
         Probe.calls.append((ctx.phase_id, input.get("output", ctx.item_index)))
+        Probe.times.append(time.monotonic())
         Probe.now[key] = Probe.now.get(key, 0) + 1
         Probe.peak[key] = max(Probe.peak.get(key, 0), Probe.now[key])
         try:

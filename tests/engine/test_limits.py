@@ -1,0 +1,119 @@
+"""Per-agent limits: max_concurrency, rate_limit (token bucket), circuit breaker; and handoff."""
+
+from __future__ import annotations
+
+from .conftest import Probe, make_plan
+
+
+def test_max_concurrency_bounds_calls_on_one_agent(go):
+    plan = make_plan(
+        [{"id": f"p{i}", "agent": "api", "with": {"key": "api"}} for i in range(6)]
+        + [{"id": "other", "agent": "probe", "with": {"key": "other"}}],
+        agents={"api": {"type": "probe", "max_concurrency": 2}},
+    )
+    result, rec = go(plan)
+    assert result.status == "completed"
+    assert Probe.peak["api"] == 2
+    # the limit is per agent: the other agent's phase is not held back behind it
+    assert rec.index("phase_completed", "other") < rec.index("phase_completed", "p5")
+
+
+def test_rate_limit_spaces_calls_beyond_the_burst_in_arrival_order(go):
+    plan = make_plan(
+        [{"id": f"p{i}", "agent": "api", "with": {"seconds": 0}} for i in range(6)],
+        agents={"api": {"type": "probe", "rate_limit": (2, 0.1)}},  # 2 per 0.1 s: 20/s
+    )
+    result, _ = go(plan)
+    assert result.status == "completed"
+    assert [pid for pid, _ in Probe.calls] == [f"p{i}" for i in range(6)]
+    gaps = [b - a for a, b in zip(Probe.times, Probe.times[1:], strict=False)]
+    # the first two go at once (the bucket starts full); each later one waits for a token
+    assert all(gap >= 0.05 - 0.002 for gap in gaps[1:]), gaps
+
+
+def test_circuit_breaker_opens_after_consecutive_failures_then_half_opens(go):
+    fail = {"seconds": 0, "fail": "down"}
+    plan = make_plan(
+        [
+            {"id": "f1", "agent": "crm", "with": fail, "continue_on_error": True},
+            {"id": "f2", "agent": "crm", "with": fail, "continue_on_error": True},
+            {"id": "refused", "agent": "crm", "with": {"seconds": 0}, "continue_on_error": True},
+            {"id": "pause", "agent": "sleep", "with": {"seconds": 0.08}},
+            {"id": "trial", "agent": "crm", "with": {"seconds": 0, "output": "up"}},
+            {"id": "closed", "agent": "crm", "with": {"seconds": 0, "output": "up"}},
+        ],
+        mode="sequential",
+        agents={"crm": {"type": "probe", "circuit_breaker": (2, 0.05)}},
+    )
+    result, rec = go(plan)
+    assert result.status == "completed"
+    error = rec.one("phase_failed", "refused").data["error"]
+    assert error.startswith(
+        "circuit breaker of agent 'crm' is open after 2 consecutive failures; retrying after "
+    )
+    assert [pid for pid, _ in Probe.calls] == ["f1", "f2", "trial", "closed"]
+    assert result.phases["closed"].output == "up"
+
+
+def test_a_failed_half_open_trial_opens_the_breaker_again(go):
+    fail = {"seconds": 0, "fail": "down"}
+    plan = make_plan(
+        [
+            {"id": "f1", "agent": "crm", "with": fail, "continue_on_error": True},
+            {"id": "pause", "agent": "sleep", "with": {"seconds": 0.08}},
+            {"id": "trial", "agent": "crm", "with": fail, "continue_on_error": True},
+            {"id": "refused", "agent": "crm", "with": {"seconds": 0}, "retries": 3},
+        ],
+        mode="sequential",
+        agents={"crm": {"type": "probe", "circuit_breaker": (1, 0.05)}},
+    )
+    result, rec = go(plan)
+    assert [pid for pid, _ in Probe.calls] == ["f1", "trial"]
+    assert "circuit breaker of agent 'crm' is open" in result.phases["refused"].error
+    assert rec.of("phase_retry", "refused") == []  # an open breaker fails at once
+
+
+def _handoff_plan(routes, max_turns=10, agents=("a", "b", "c")):
+    return make_plan(
+        [
+            {
+                "id": "h",
+                "handoff": {"agents": list(agents), "start": agents[0], "max_turns": max_turns},
+                "with": {"routes": routes},
+            }
+        ],
+        agents={name: {"type": "router"} for name in ("a", "b", "c")},
+    )
+
+
+def test_handoff_passes_control_and_the_last_output_is_the_phase_output(go):
+    result, rec = go(_handoff_plan({"a": "b", "b": "c"}))
+    assert result.status == "completed"
+    turns = [e.data["turn"] for e in rec.of("phase_stream", "h")]
+    assert turns == [
+        {"n": 1, "agent": "a", "next": "b"},
+        {"n": 2, "agent": "b", "next": "c"},
+        {"n": 3, "agent": "c", "next": None},
+    ]
+    from_a = {"from": "a", "output": {"agent": "a", "saw": None}, "turn": 2}
+    assert result.phases["h"].output == {
+        "agent": "c",
+        "saw": {"from": "b", "output": {"agent": "b", "saw": from_a}, "turn": 3},
+    }
+    assert rec.one("phase_started", "h").data["agent"] == "a"
+
+
+def test_handoff_to_an_undeclared_agent_fails_clearly(go):
+    result, _ = go(_handoff_plan({"a": "c"}, agents=("a", "b")))
+    assert result.status == "failed"
+    assert result.phases["h"].error == (
+        "agent 'a' handed off to 'c', which is not one of the handoff agents of phase 'h' (a, b)"
+    )
+
+
+def test_handoff_beyond_max_turns_fails_clearly(go):
+    result, rec = go(_handoff_plan({"a": "b", "b": "a"}, max_turns=3))
+    assert result.phases["h"].error == (
+        "handoff of phase 'h' did not finish within max_turns=3 (turn 3 by 'a' handed off to 'b')"
+    )
+    assert len(rec.of("phase_stream", "h")) == 3
