@@ -243,9 +243,25 @@ def _run(
         sys.stderr.flush()
         os._exit(_SIGNAL_EXIT.get(signal.Signals(received[-1]), 130))
 
+    def notify(text: str) -> None:
+        if live is not None:
+            err.print(text, soft_wrap=True)  # shown above the live display, not drawn over
+        else:
+            sys.stderr.write(text + "\n")
+            sys.stderr.flush()
+
     def start() -> Coroutine[Any, Any, RunResult]:
         return _execute(
-            plan, inputs, registry, options, sinks, received, on_second_signal, run_id, prior
+            plan,
+            inputs,
+            registry,
+            options,
+            sinks,
+            received,
+            on_second_signal,
+            run_id,
+            prior,
+            notify=notify,
         )
 
     try:
@@ -285,6 +301,8 @@ async def _execute(
     force: Callable[[], None],
     run_id: str | None = None,
     prior: Mapping[str, Any] | None = None,
+    *,
+    notify: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Run the engine with SIGINT and SIGTERM turned into a clean cancel (a second one forces)."""
     from ..engine import execute
@@ -298,8 +316,12 @@ async def _execute(
             force()
             return
         name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
-        sys.stderr.write(f"{name}: cancelling the run (again to force exit)\n")
-        sys.stderr.flush()
+        message = f"{name}: cancelling the run (again to force exit)"
+        if notify is not None:
+            notify(message)
+        else:
+            sys.stderr.write(message + "\n")
+            sys.stderr.flush()
         cancel.set()
 
     installed = []

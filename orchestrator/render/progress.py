@@ -8,6 +8,8 @@ greppable timestamped line per event; ``JsonLines`` writes ``Event.to_json()``.
 
 from __future__ import annotations
 
+import io
+import os
 import time
 from collections import Counter, deque
 from collections.abc import Iterable
@@ -334,18 +336,19 @@ class PlainLines:
     """
 
     def __init__(self, file: TextIO) -> None:
-        self._file = file
+        self._file: TextIO | None = file
         self._partial: dict[str, str] = {}
         self._shown_progress: dict[str, int] = {}
 
     def __call__(self, event: Event) -> None:
         stamp = _clock(event.ts)
+        out = []
         for line in self.lines(event):
             first, *more = line.split("\n")  # multi-line errors: continuation lines indented
-            self._file.write(f"{stamp} {first}\n")
-            for extra in more:
-                self._file.write(f"{stamp}   {extra}\n")
-        self._file.flush()
+            out.append(f"{stamp} {first}\n")
+            out.extend(f"{stamp}   {extra}\n" for extra in more)
+        if out and self._file is not None:
+            self._file = _write(self._file, "".join(out))
 
     def lines(self, event: Event) -> Iterable[str]:
         """The lines (without timestamp) that an event gives; often one, sometimes none."""
@@ -414,14 +417,39 @@ class PlainLines:
 
 
 class JsonLines:
-    """``--events jsonl``: one JSON object per event, one per line, flushed at once."""
+    """``--events jsonl``: one JSON object per event, one per line, flushed at once.
+
+    When the reader goes away (``| head``), the sink stops writing and the run
+    goes on to its end: a closed pipe never fails or half-stops a run.
+    """
 
     def __init__(self, file: TextIO) -> None:
-        self._file = file
+        self._file: TextIO | None = file
 
     def __call__(self, event: Event) -> None:
-        self._file.write(event.to_json() + "\n")
-        self._file.flush()
+        if self._file is not None:
+            self._file = _write(self._file, event.to_json() + "\n")
+
+
+def _write(file: TextIO, text: str) -> TextIO | None:
+    """Write and flush; on a closed pipe, point the stream at /dev/null and return None."""
+    try:
+        file.write(text)
+        file.flush()
+    except (BrokenPipeError, ValueError):  # ValueError: the stream was closed
+        _silence(file)
+        return None
+    return file
+
+
+def _silence(file: TextIO) -> None:
+    # Python flushes stdout again at exit; without this, a closed pipe prints a warning.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, file.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass
 
 
 def _end_line(pid: str, kind: str, data: dict[str, Any]) -> str:
@@ -457,7 +485,7 @@ def _completed_note(data: dict[str, Any]) -> str:
 def _detail(phase: PhaseView) -> str:
     if phase.state == "running":
         return phase.note if phase.note and not phase.tail else _last_line(phase.tail)
-    if phase.state in ("failed", "cancelled") and phase.error:
+    if phase.state in ("failed", "cancelled") and phase.error and phase.error != phase.state:
         return phase.error.splitlines()[0] if phase.error.strip() else phase.error
     return phase.note
 

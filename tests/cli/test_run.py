@@ -389,6 +389,25 @@ def test_a_terminal_gets_the_live_display(tmp_path, no_color):
     assert bool(coloured) is not no_color
 
 
+def test_a_reader_that_goes_away_does_not_break_the_run(tmp_path):
+    wf = write(tmp_path, OK_WORKFLOW)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "run", str(wf), "--events", "jsonl"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    first = proc.stdout.readline()  # like `| head -1`
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert proc.wait(timeout=30) == 0, err
+    assert json.loads(first)["event"] == "workflow_started"
+    assert "Traceback" not in err and "BrokenPipe" not in err
+    assert re.search(CLOCK + " workflow completed", err)
+
+
 # --- the sinks, fed with events as the engine emits them ------------------
 
 

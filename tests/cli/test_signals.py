@@ -115,3 +115,50 @@ def test_a_second_ctrl_c_still_exits_130_without_a_traceback(tmp_path):
     assert rc == 130, err
     assert "Traceback" not in err
     assert group_is_gone(proc.pid)
+
+
+def test_ctrl_c_under_the_live_display_says_so_and_exits_130(tmp_path):
+    import pty
+    import select
+
+    wf = tmp_path / "long.yaml"
+    wf.write_text(LONG_WORKFLOW)
+    master, slave = pty.openpty()
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "100", "LINES": "40"}
+    env["ORCH_STATE_DIR"] = str(tmp_path / ".orch")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "run", str(wf)],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        cwd=tmp_path,
+        start_new_session=True,
+    )
+    os.close(slave)
+    screen, sent = b"", False
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.1)
+        if ready:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the other side is closed
+                break
+            if not chunk:
+                break
+            screen += chunk
+        elif proc.poll() is not None:
+            break
+        # both long phases are drawn as running: interrupt
+        if not sent and b"long_a" in screen and b"long_b" in screen:
+            proc.send_signal(signal.SIGINT)
+            sent = True
+    os.close(master)
+    assert sent, screen.decode(errors="replace")
+    assert proc.wait(timeout=30) == 130
+    text = screen.decode(errors="replace")
+    assert "Ctrl-C: cancelling the run" in text
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text
+    assert "cancelled" in text and "error: the run was cancelled" in text
+    assert group_is_gone(proc.pid)
