@@ -13,6 +13,7 @@ import difflib
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from .. import expr
@@ -312,7 +313,10 @@ def _resolve_type(cx: _Ctx, type_name: str, path: JsonPath) -> type[Any] | None:
     try:
         return cx.registry.resolve(type_name)
     except AgentError as exc:
-        cx.add(UnknownReference(exc.message, location=cx.smap.value(path), hint=exc.hint))
+        message, hint = exc.message, exc.hint
+        if hint and hint.startswith("did you mean"):
+            message, hint = f"{message}; {hint}", None
+        cx.add(UnknownReference(message, location=cx.smap.value(path), hint=hint))
         return None
 
 
@@ -750,15 +754,15 @@ def _check_template_text(
         return []
     where = cx.smap.value(path)
     shown = json_path(path)
-    error = expr.check_expression(text) if condition else expr.check_template(text)
+    error, chains = _parse_template(text, condition)
     if error:
+        error = error[:1].lower() + error[1:].rstrip(".")
         cx.add(
             ExpressionError(
                 f"{shown}: template syntax error in '{_clip(text)}': {error}", location=where
             )
         )
         return []
-    chains = expr.references(text) if condition else expr.template_references(text)
     found: list[tuple[str, Location]] = []
     for chain in sorted(chains):
         head = chain[0]
@@ -809,6 +813,16 @@ def _check_template_text(
                 )
             )
     return found
+
+
+@lru_cache(maxsize=4096)
+def _parse_template(text: str, condition: bool) -> tuple[str | None, frozenset[tuple[str, ...]]]:
+    """A template's syntax error (or None) and the names it reads; parsed once when it reads any."""
+    chains = expr.references(text) if condition else expr.template_references(text)
+    if chains:
+        return None, frozenset(chains)
+    error = expr.check_expression(text) if condition else expr.check_template(text)
+    return error, frozenset(chains)
 
 
 def _collect_secrets(cx: _Ctx, value: Any) -> None:

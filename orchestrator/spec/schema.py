@@ -54,6 +54,8 @@ class SchemaReport:
 
     def is_bad(self, path: JsonPath) -> bool:
         """Whether ``path`` or one of its ancestors already has a schema problem."""
+        if not self.bad_paths:
+            return False
         p = tuple(path)
         return any(p[:n] in self.bad_paths for n in range(len(p) + 1))
 
@@ -266,7 +268,10 @@ def _explain(
     if v == "additionalProperties" and isinstance(value, Mapping):
         known = list(schema.get("properties", {}))
         for extra in [k for k in value if k not in known]:
-            msg = f"unknown key '{extra}' in {owner(rel, data)}"
+            where = "in " + owner(rel, data)
+            if not rel and kind is SchemaViolation:
+                where = "at the top level"
+            msg = f"unknown key '{extra}' {where}"
             close = difflib.get_close_matches(str(extra), known, n=1)
             if close:
                 msg += f"; did you mean '{close[0]}'?"

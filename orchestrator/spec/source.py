@@ -246,7 +246,7 @@ class _Composer:
             mark = exc.problem_mark or exc.context_mark
             where = self.at(self.loc(mark)) if mark is not None else Location(self.name)
             problem = " ".join(str(exc.problem or exc.context or "invalid YAML").split())
-            raise YAMLSyntaxError(f"YAML syntax error: {problem}", location=where) from exc
+            raise YAMLSyntaxError(f"invalid YAML: {problem}", location=where) from exc
         except ReaderError as exc:
             line, col = _line_col_of_char(text, int(exc.position))
             raise YAMLSyntaxError(
@@ -256,7 +256,7 @@ class _Composer:
             ) from exc
         except YAMLError as exc:
             raise YAMLSyntaxError(
-                f"YAML error: {' '.join(str(exc).split())}", location=Location(self.name)
+                f"invalid YAML: {' '.join(str(exc).split())}", location=Location(self.name)
             ) from exc
         except (RecursionError, MemoryError) as exc:
             raise UnreadableWorkflow(
