@@ -162,3 +162,63 @@ def test_ctrl_c_under_the_live_display_says_so_and_exits_130(tmp_path):
     assert "Traceback" not in text and "KeyboardInterrupt" not in text
     assert "cancelled" in text and "error: the run was cancelled" in text
     assert group_is_gone(proc.pid)
+
+
+def _shell_agent_installed() -> bool:
+    from orchestrator.agents.registry import AgentRegistry
+
+    return "shell" in AgentRegistry.from_entry_points()
+
+
+def _processes_with(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker.encode() in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find processes")
+@pytest.mark.skipif(not _shell_agent_installed(), reason="the shell agent is not installed")
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_leaves_no_agent_process_behind(tmp_path, sig, code):
+    marker = f"{os.getpid() % 1000}.{time.time_ns() % 10**9}"  # a unique `sleep` argument
+    wf = tmp_path / "shell.yaml"
+    wf.write_text(
+        LONG_WORKFLOW.replace(
+            "agent: sleep\n    depends_on: [quick]\n    with: {seconds: 60}",
+            "agent: shell\n    depends_on: [quick]\n"
+            f"    with: {{command: 'sleep {marker} & sleep {marker}; wait'}}",
+            1,
+        )
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "run", str(wf), "--events", "jsonl"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "ORCH_STATE_DIR": str(tmp_path / ".orch")},
+    )
+    wait_for_running(proc, {"long_a", "long_b"})
+    for _ in range(100):  # the shell has started both sleeps
+        if len(_processes_with(marker)) >= 2:
+            break
+        time.sleep(0.05)
+    assert len(_processes_with(marker)) >= 2
+    proc.send_signal(sig)
+    rc, events, err = finish(proc)
+    assert rc == code, err
+    assert "Traceback" not in err
+    assert events[-1]["event"] == "workflow_cancelled"
+    for _ in range(100):  # the agent's process tree is killed (TERM, then KILL after a grace)
+        if not _processes_with(marker):
+            break
+        time.sleep(0.05)
+    assert _processes_with(marker) == []
