@@ -105,7 +105,7 @@ def compile_plan(workflow: Workflow) -> Plan:
     preds = {p.id: tuple(dict.fromkeys(p.all_deps)) for p in workflow.phases}
     index = {pid: i for i, pid in enumerate(phases)}
 
-    order = _ordered(preds, index)
+    order = _ordered(workflow, preds, index)
     succs: dict[str, list[str]] = {pid: [] for pid in phases}
     for pid in order:
         for dep in preds[pid]:
@@ -157,12 +157,22 @@ def _weight(phase: Phase) -> float:
     return float(est) if est is not None else 1.0
 
 
-def _ordered(preds: Mapping[str, tuple[str, ...]], index: Mapping[str, int]) -> list[str]:
-    """graphlib's topological order, taking the ready phase listed first in the file each time."""
+def _ordered(
+    workflow: Workflow, preds: Mapping[str, tuple[str, ...]], index: Mapping[str, int]
+) -> list[str]:
+    """graphlib's topological order, taking the ready phase listed first in the file each time.
+
+    Raises WorkflowInvalid with a DependencyCycle problem when there is a cycle.
+    """
     sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
     for pid, deps in preds.items():
         sorter.add(pid, *deps)
-    sorter.prepare()
+    try:
+        sorter.prepare()
+    except graphlib.CycleError as exc:
+        cycle = list(reversed(exc.args[1]))  # as in find_cycle: each depends on the next
+        where = workflow.phase(cycle[0]).location or Location(workflow.path)
+        raise WorkflowInvalid([DependencyCycle(cycle, location=where).to_problem()]) from None
     ready = [(index[pid], pid) for pid in sorter.get_ready()]
     heapq.heapify(ready)
     order: list[str] = []
@@ -176,7 +186,7 @@ def _ordered(preds: Mapping[str, tuple[str, ...]], index: Mapping[str, int]) -> 
 
 
 def _check(workflow: Workflow) -> None:
-    """Raise WorkflowInvalid for duplicate ids, unknown dependencies and cycles."""
+    """Raise WorkflowInvalid for duplicate ids and unknown dependencies (cycles: _ordered)."""
     problems: list[Problem] = []
     seen: dict[str, Phase] = {}
     for p in workflow.phases:
@@ -209,7 +219,3 @@ def _check(workflow: Workflow) -> None:
             )
     if problems:
         raise WorkflowInvalid(problems)
-    cycle = find_cycle({p.id: p.all_deps for p in workflow.phases})
-    if cycle is not None:
-        where = seen[cycle[0]].location or Location(workflow.path)
-        raise WorkflowInvalid([DependencyCycle(cycle, location=where).to_problem()])
