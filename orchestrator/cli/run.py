@@ -184,8 +184,7 @@ def _print_plan(plan: Plan, inputs: Mapping[str, Any]) -> None:
             return [static(v) for v in value]
         return value
 
-    withs = {pid: static(dict(phase.with_)) for pid, phase in plan.phases.items()}
-    sys.stdout.write(render_plan_preview(plan, withs) + "\n")
+    sys.stdout.write(render_plan_preview(plan, static) + "\n")
     sys.stdout.flush()
 
 

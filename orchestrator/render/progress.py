@@ -267,20 +267,24 @@ class LiveProgress:
         table.add_column(no_wrap=True, justify="right")  # attempt
         table.add_column(no_wrap=True, justify="right")  # elapsed
         table.add_column(no_wrap=True, overflow="ellipsis")  # detail
+        # Fit the terminal: running rows first, finished ones in what is left.
+        room = max(self.console.size.height - 3, 4)
+        shown = min(len(running), self.max_running_rows, room)
+        finished = finished[len(finished) - max(min(len(finished), room - shown), 0) :]
         for pid in finished:
             self._row(table, view.phases[pid], now)
-        for pid in running[: self.max_running_rows]:
+        for pid in running[:shown]:
             self._row(table, view.phases[pid], now)
         rows: list[RenderableType] = [table]
-        if len(running) > self.max_running_rows:
-            rows.append(Text(f"  ... and {len(running) - self.max_running_rows} more running"))
+        if len(running) > shown:
+            rows.append(Text(f"  ... and {len(running) - shown} more running"))
         rows.append(self._overall(now))
         return Group(*rows)
 
     def _row(self, table: Table, phase: PhaseView, now: float) -> None:
         elapsed = phase.duration
         if elapsed is None and phase.started is not None:
-            elapsed = (phase.ended or now) - phase.started
+            elapsed = max((phase.ended or now) - phase.started, 0.0)
         detail: RenderableType = Text(_detail(phase), style="dim")
         if phase.state == "running" and phase.total:
             bar = Table.grid(padding=(0, 1))
@@ -316,7 +320,7 @@ class LiveProgress:
         )
         elapsed = view.duration
         if elapsed is None:
-            elapsed = (view.ended or now) - view.started if view.started is not None else 0.0
+            elapsed = max((view.ended or now) - view.started, 0.0) if view.started else 0.0
         line = Table.grid(padding=(0, 1))
         line.add_row(
             Text(view.workflow or "run", style="bold"),

@@ -8,7 +8,7 @@ the critical path measured with the real durations, and token totals.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -139,12 +139,12 @@ def summary_lines(view: RunView, plan: Plan | None = None) -> list[str]:
     return lines
 
 
-def render_plan_preview(plan: Plan, with_values: Mapping[str, Any]) -> str:
+def render_plan_preview(plan: Plan, resolve: Callable[[Any], Any] = lambda value: value) -> str:
     """The ``--dry-run`` text: the plan's order by level, each phase with its settings.
 
-    ``with_values`` maps phase ids to their ``with`` as it can be known before
-    the run: values that need only the inputs already rendered, the others
-    still as template strings. Nothing is run to produce this.
+    ``resolve`` gives a value as it can be known before the run (``with``,
+    ``foreach``, fallback input): templates that need only the inputs rendered,
+    the others left as they are. Nothing is run to produce this.
     """
     wf = plan.workflow
     levels = len(plan.levels)
@@ -163,7 +163,7 @@ def render_plan_preview(plan: Plan, with_values: Mapping[str, Any]) -> str:
         lines.append("")
         lines.append(f"level {n}:")
         for pid in level:
-            lines.extend(_phase_lines(plan, pid, position[pid], with_values.get(pid)))
+            lines.extend(_phase_lines(plan, pid, position[pid], resolve))
     for title, hooks in (
         ("on_success", wf.on_success),
         ("on_failure", wf.on_failure),
@@ -179,7 +179,7 @@ def render_plan_preview(plan: Plan, with_values: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _phase_lines(plan: Plan, pid: str, position: int, with_value: Any) -> list[str]:
+def _phase_lines(plan: Plan, pid: str, position: int, resolve: Callable[[Any], Any]) -> list[str]:
     phase = plan.phases[pid]
     agent = phase.agent or (
         "handoff " + ",".join(phase.handoff.agents) if phase.handoff is not None else "?"
@@ -208,13 +208,12 @@ def _phase_lines(plan: Plan, pid: str, position: int, with_value: Any) -> list[s
     if phase.when:
         out.append(f"     when: {phase.when}")
     if phase.foreach is not None:
-        out.append(f"     foreach: {_json(phase.foreach)}")
-    if with_value:
-        out.append(f"     with: {_json(with_value)}")
+        out.append(f"     foreach: {_json(resolve(phase.foreach))}")
+    if phase.with_:
+        out.append(f"     with: {_json(resolve(dict(phase.with_)))}")
     if phase.fallback is not None:
-        out.append(
-            f"     fallback: agent {phase.fallback.agent} with {_json(phase.fallback.with_)}"
-        )
+        fallback = _json(resolve(dict(phase.fallback.with_)))
+        out.append(f"     fallback: agent {phase.fallback.agent} with {fallback}")
     if phase.compensate is not None:
         out.append(f"     compensate: agent {phase.compensate.agent}")
     return out

@@ -329,6 +329,29 @@ phases:
     assert "this must not run" in text  # only as the shown input
     assert "started" not in result.stderr and "failed" not in result.stderr
     assert not out.exists()
+    assert not (tmp_path / ".orch").exists()  # no run recorded either
+
+
+def test_dry_run_renders_foreach_and_fallback_values_known_from_the_inputs(tmp_path):
+    wf = write(
+        tmp_path,
+        """
+name: fan
+inputs:
+  regions: {type: array, default: [eu, us]}
+phases:
+  - id: per_region
+    foreach: "{{ inputs.regions }}"
+    agent: echo
+    with: {text: "{{ item }}"}
+    fallback: {agent: echo, with: {text: "none for {{ inputs.regions | length }} regions"}}
+""",
+    )
+    result = invoke(str(wf), "--dry-run", "--input", 'regions=["ap", "sa", "af"]')
+    assert result.exit_code == 0, result.output
+    assert 'foreach: ["ap", "sa", "af"]' in result.stdout
+    assert 'with: {"text": "{{ item }}"}' in result.stdout
+    assert 'fallback: agent echo with {"text": "none for 3 regions"}' in result.stdout
 
 
 def test_help_lists_every_option():
