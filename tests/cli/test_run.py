@@ -431,6 +431,33 @@ def test_a_reader_that_goes_away_does_not_break_the_run(tmp_path):
     assert re.search(CLOCK + " workflow completed", err)
 
 
+def test_secrets_never_reach_stdout_stderr_or_the_output_file(tmp_path):
+    wf = write(
+        tmp_path,
+        """
+name: sec
+phases:
+  - id: a
+    agent: echo
+    with: {text: "token is {{ secrets.MY_TOKEN }}"}
+  - id: b
+    agent: fail
+    continue_on_error: true
+    with: {message: "bad {{ secrets.MY_TOKEN }}"}
+outputs:
+  said: "{{ phases.a.output }}"
+""",
+    )
+    out = tmp_path / "out.json"
+    secret = "hunter2-s3cret-value"
+    for extra in ([], ["--events", "jsonl"]):
+        result = invoke(str(wf), "--output-file", str(out), *extra, env={"MY_TOKEN": secret})
+        assert result.exit_code == 0, result.output
+        assert secret not in result.stdout and secret not in result.stderr
+        assert json.loads(out.read_text()) == {"said": "token is ***"}
+        assert "bad ***" in result.stderr
+
+
 # --- the sinks, fed with events as the engine emits them ------------------
 
 
