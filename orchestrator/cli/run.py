@@ -48,19 +48,32 @@ def register(app: typer.Typer) -> None:
 
 
 def run_command(
-    file: Annotated[Path, typer.Argument(help="The workflow file to run.", show_default=False)],
+    file: Annotated[
+        Path, typer.Argument(help="The workflow file to run.", show_default=False, metavar="FILE")
+    ],
     input_: Annotated[
         list[str] | None,
         typer.Option(
-            "--input", "-i", help="A run input as NAME=VALUE (repeatable).", show_default=False
+            "--input",
+            "-i",
+            help="A run input as NAME=VALUE (repeatable).",
+            show_default=False,
+            metavar="NAME=VALUE",
         ),
     ] = None,
     inputs_file: Annotated[
         Path | None,
-        typer.Option("--inputs-file", help="A YAML or JSON file mapping input names to values."),
+        typer.Option(
+            "--inputs-file",
+            help="A YAML or JSON file mapping input names to values.",
+            metavar="FILE",
+        ),
     ] = None,
     max_parallel: Annotated[
-        int | None, typer.Option("--max-parallel", min=1, help="At most this many phases at once.")
+        int | None,
+        typer.Option(
+            "--max-parallel", min=1, help="At most this many phases at once.", metavar="N"
+        ),
     ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the execution plan and run nothing.")
@@ -71,7 +84,9 @@ def run_command(
     ] = None,
     output_file: Annotated[
         Path | None,
-        typer.Option("--output-file", help="Write the workflow outputs to this file as JSON."),
+        typer.Option(
+            "--output-file", help="Write the workflow outputs to this file as JSON.", metavar="FILE"
+        ),
     ] = None,
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Neither read nor write cached phase results.")
