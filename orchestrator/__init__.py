@@ -8,21 +8,32 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .agents import Agent, AgentContext, AgentFailure, AgentRegistry, AgentResult
 from .errors import Location, OrchError, Problem, WorkflowInvalid
-from .plan import Plan, compile_plan
-from .spec import load_workflow, validate
 
 if TYPE_CHECKING:
+    from .agents import Agent, AgentContext, AgentFailure, AgentRegistry, AgentResult
     from .engine import PhaseOutcome, RunOptions, RunResult, run, run_sync
+    from .plan import Plan, compile_plan
+    from .spec import load_workflow, validate
 
-# The engine imports jinja2 and tenacity: load it on first use, not with the package.
+# Everything but the errors loads on first use: the engine imports jinja2 and
+# tenacity, the agents importlib.metadata; `import orchestrator` (and with it
+# `orch --help`) stays cheap.
 _LAZY = {
+    "Agent": "orchestrator.agents",
+    "AgentContext": "orchestrator.agents",
+    "AgentFailure": "orchestrator.agents",
+    "AgentRegistry": "orchestrator.agents",
+    "AgentResult": "orchestrator.agents",
     "PhaseOutcome": "orchestrator.engine",
+    "Plan": "orchestrator.plan",
     "RunOptions": "orchestrator.engine",
     "RunResult": "orchestrator.engine",
+    "compile_plan": "orchestrator.plan",
+    "load_workflow": "orchestrator.spec",
     "run": "orchestrator.engine",
     "run_sync": "orchestrator.engine",
+    "validate": "orchestrator.spec",
 }
 
 
@@ -35,6 +46,10 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 
 __all__ = [
