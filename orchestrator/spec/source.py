@@ -458,7 +458,9 @@ class _Composer:
             want = tag[len(_CORE) :]
             got = {bool: "bool", int: "int", float: "float", type(None): "null"}.get(type(value))
             if got != want and not (want == "float" and got == "int"):
-                raise YAMLSyntaxError(f"the value '{text}' is not a valid !!{want}", location=self.at(loc))
+                raise YAMLSyntaxError(
+                    f"the value '{text}' is not a valid !!{want}", location=self.at(loc)
+                )
             if want == "float":
                 value = float(value)
         else:
