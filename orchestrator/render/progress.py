@@ -285,13 +285,14 @@ class LiveProgress:
         elapsed = phase.duration
         if elapsed is None and phase.started is not None:
             elapsed = max((phase.ended or now) - phase.started, 0.0)
-        detail: RenderableType = Text(_detail(phase), style="dim")
+        keep = max(self.console.width - 50, 16)  # the newest streamed text stays visible
+        detail: RenderableType = Text(_detail(phase, keep), style="dim")
         if phase.state == "running" and phase.total:
             bar = Table.grid(padding=(0, 1))
             bar.add_row(
                 ProgressBar(total=phase.total, completed=phase.done, width=20),
                 Text(f"{phase.done}/{phase.total}"),
-                Text(_last_line(phase.tail), style="dim"),
+                Text(_last_line(phase.tail, keep - 28), style="dim"),
             )
             detail = bar
         state: RenderableType = Text(phase.state, style=STATE_STYLES.get(phase.state, ""))
@@ -486,17 +487,19 @@ def _completed_note(data: dict[str, Any]) -> str:
     return ", ".join(notes)
 
 
-def _detail(phase: PhaseView) -> str:
+def _detail(phase: PhaseView, keep: int) -> str:
     if phase.state == "running":
-        return phase.note if phase.note and not phase.tail else _last_line(phase.tail)
+        return phase.note if phase.note and not phase.tail else _last_line(phase.tail, keep)
     if phase.state in ("failed", "cancelled") and phase.error and phase.error != phase.state:
         return phase.error.splitlines()[0] if phase.error.strip() else phase.error
     return phase.note
 
 
-def _last_line(text: str) -> str:
+def _last_line(text: str, keep: int) -> str:
+    """The last non-blank line, cut at the front to its last ``keep`` characters."""
     lines = [line for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
+    last = lines[-1] if lines else ""
+    return last if len(last) <= keep else "…" + last[-max(keep - 1, 1) :]
 
 
 def _clock(ts: float) -> str:

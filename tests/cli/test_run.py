@@ -569,6 +569,15 @@ def test_the_live_frame_shows_running_phases_progress_and_the_streamed_tail():
     assert "\x1b[" in text  # colour on a terminal without NO_COLOR
 
 
+def test_the_live_frame_keeps_the_newest_streamed_text_visible():
+    view = RunView()
+    view(ev("phase_started", "llm", 1, agent="llm"))
+    view(ev("phase_stream", "llm", 1, text="word " * 200 + "NEWEST"))
+    console = make_console(io.StringIO(), force_terminal=False, width=100, environ={})
+    console.print(LiveProgress(view, console).render(now=1_700_000_001.0))
+    assert re.search(r"running\s+llm\s+#1\s+1s\s+…\w* (word )+NEWEST\n", console.file.getvalue())
+
+
 def test_the_live_frame_has_no_colour_under_no_color():
     view = RunView()
     for e in RUN:
