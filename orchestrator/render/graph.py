@@ -80,7 +80,14 @@ def graph_json(plan: Plan) -> dict[str, Any]:
         "levels": [list(level) for level in plan.levels],
         "critical_path": list(plan.critical_path),
         "critical_length": plan.critical_length,
+        "handlers": {name: [p.id for p in phases] for name, phases in _handlers(plan)},
     }
+
+
+def _handlers(plan: Plan) -> list[tuple[str, tuple[Phase, ...]]]:
+    """The run's handler phases (not part of the DAG), by the key the user wrote."""
+    wf = plan.workflow
+    return [("on_success", wf.on_success), ("on_failure", wf.on_failure), ("finally", wf.finally_)]
 
 
 # -- ascii --------------------------------------------------------------------------------
@@ -128,6 +135,11 @@ def graph_ascii(plan: Plan) -> RenderableType:
         )
         line.append(chain, style=_CRITICAL_STYLE)
         parts.append(line)
+    for name, phases in _handlers(plan):
+        if phases:
+            line = Text(f"{name}: ", style="bold")
+            line.append(", ".join(f"{p.id} ({_agent_label(p) or '-'})" for p in phases))
+            parts.append(line)
     parts.append(
         Text(
             f"legend: {_EXPLICIT} depends_on   {_IMPLIED} implied by a phases.X reference"

@@ -231,3 +231,50 @@ def test_python_dash_m_orchestrator_runs_orch_graph_as_a_process(account):
         [sys.executable, "-m", "orchestrator", "graph"], capture_output=True, text=True
     )
     assert usage.returncode == 2 and usage.stderr.startswith("Usage: orch graph")
+
+
+def test_the_graph_of_a_file_is_the_same_under_different_hash_seeds(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    lines = ["name: seeds", "phases:"]
+    for i in range(60):
+        refs = " ".join(f"{{{{ phases.p{j}.output }}}}" for j in range(i) if (i * j) % 7 == 3)
+        deps = [f"p{j}" for j in range(i) if (i + j) % 11 == 5]
+        lines += [f"  - id: p{i}", "    agent: echo", f"    with: {{text: '{refs}'}}"]
+        if deps:
+            lines.append(f"    depends_on: [{', '.join(deps)}]")
+    path = tmp_path / "seeds.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    outputs = set()
+    for seed in ("0", "1", "99"):
+        done = subprocess.run(
+            [sys.executable, "-m", "orchestrator", "graph", str(path), "-f", "json"],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+        outputs.add(done.stdout)
+    assert len(outputs) == 1
+    data = json.loads(outputs.pop())
+    assert any(p["implied"] for p in data["phases"]) and any(
+        p["depends_on"] for p in data["phases"]
+    )
+
+
+def test_handler_phases_are_listed_apart_from_the_dag(tmp_path):
+    path = tmp_path / "h.yaml"
+    path.write_text(
+        "name: h\nphases:\n  - {id: a, agent: echo, with: {text: hi}}\n"
+        "on_failure:\n  - {id: notify, agent: echo, with: {text: 'failed {{ run.id }}'}}\n"
+        "finally:\n  - {id: cleanup, agent: noop}\n"
+    )
+    text = _orch("graph", str(path))
+    assert text.exit_code == 0, text.output
+    assert "on_failure: notify (echo)" in text.output.splitlines()
+    assert "finally: cleanup (noop)" in text.output.splitlines()
+    data = json.loads(_orch("graph", str(path), "-f", "json").output)
+    assert data["handlers"] == {"on_success": [], "on_failure": ["notify"], "finally": ["cleanup"]}
+    assert data["order"] == ["a"]
