@@ -1,0 +1,128 @@
+"""Crash safety: kill -9 at random moments (D1) and a crash at every store boundary (D2)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+from crash_trials import ledger_lines, reference_outputs, run_trial
+from typer.testing import CliRunner
+
+from orchestrator.cli import app
+from orchestrator.state.base import PhaseState
+from orchestrator.state.sqlite import open_store
+
+PHASES = 10
+SEQUENTIAL = (
+    "name: ten\nmode: sequential\nphases:\n"
+    + "".join(
+        f'  - {{id: p{i}, agent: echo, with: {{text: "v{i}", ledger: "LEDGER"}}}}\n'
+        for i in range(PHASES)
+    )
+    + 'outputs:\n  last: "{{ phases.p9.output }}"\n'
+)
+
+
+def _orch(args, env_extra=None) -> int:
+    """Run the real `orch` CLI in a child process; its exit code (137 when it crashed)."""
+    env_extra = env_extra or {}
+    if threading.active_count() > 1 or not hasattr(os, "fork"):  # fork only when safe
+        proc = subprocess.run(
+            [sys.executable, "-m", "orchestrator", *args],
+            env={**os.environ, **env_extra},
+            capture_output=True,
+        )
+        return proc.returncode
+    pid = os.fork()
+    if pid == 0:  # the child: the same CLI code a user runs, without the start-up cost
+        code = 70
+        try:
+            os.environ.update(env_extra)
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, 1)
+            os.dup2(null, 2)
+            try:
+                app(args, prog_name="orch")
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def _view(state):
+    store = open_store(state)
+    try:
+        runs = store.list_runs()
+        if not runs:
+            return None, set(), store.integrity_check()
+        done = {p.id for p in store.phases(runs[0].id) if p.state is PhaseState.COMPLETED}
+        return runs[0].id, done, store.integrity_check()
+    finally:
+        store.close()
+
+
+def test_d2_a_crash_at_every_store_boundary_then_resume(tmp_path):
+    # Import everything a run needs once in this process, so forked children start fast.
+    warm = tmp_path / "warm.yaml"
+    warm.write_text(SEQUENTIAL.replace("LEDGER", str(tmp_path / "warm-ledger")))
+    assert (
+        CliRunner().invoke(app, ["run", str(warm), "--state-dir", str(tmp_path / "w")]).exit_code
+        == 0
+    )
+    boundaries = None
+    for k in range(1, 200):
+        folder = tmp_path / f"k{k}"
+        folder.mkdir()
+        ledger = folder / "ledger"
+        wf = folder / "wf.yaml"
+        wf.write_text(SEQUENTIAL.replace("LEDGER", str(ledger)))
+        state = str(folder / "state")
+        code = _orch(["run", str(wf), "--state-dir", state], {"ORCH_CRASH_AT": str(k)})
+        if code == 0:
+            boundaries = k - 1
+            break
+        assert code == 137, f"boundary {k}: exit {code}"
+        run_id, completed, integrity = _view(state)
+        assert integrity == "ok"
+        before = len(ledger_lines(ledger))
+        if run_id is None:  # died before the run was recorded: nothing to resume
+            assert before == 0
+            assert _orch(["run", str(wf), "--state-dir", state]) == 0
+        else:
+            assert _orch(["resume", run_id, "--state-dir", state]) == 0, f"boundary {k}"
+        executed = ledger_lines(ledger)
+        again = [phase for _, phase, _ in executed[before:]]
+        assert not set(again) & completed, f"boundary {k}: completed phases ran again"
+        counts = {}
+        for _, phase, _ in executed:
+            counts[phase] = counts.get(phase, 0) + 1
+        assert sorted(counts) == sorted(f"p{i}" for i in range(PHASES))
+        assert sum(counts.values()) <= PHASES + 1, f"boundary {k}: {counts}"  # one in flight
+        run_id, completed, integrity = _view(state)
+        store = open_store(state)
+        run = store.get_run(run_id)
+        assert (run.status, run.outputs) == ("completed", {"last": "v9"})
+        assert [p.output for p in store.phases(run_id)] == [f"v{i}" for i in range(PHASES)]
+        store.close()
+    # workflow_started + started/completed per phase + workflow_completed, each its own
+    # transaction in a sequential run, with a boundary before and after each commit
+    assert boundaries == 2 * (1 + 2 * PHASES + 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(5))
+def test_d1_kill_9_at_a_random_moment_then_resume(tmp_path, seed):
+    res = run_trial(tmp_path, seed=seed, kills=1)
+    want_outputs, want_phases = reference_outputs()
+    assert res.kills == 1
+    assert res.reran_completed == []
+    assert res.repeated_in_flight <= 8  # at most the phases in flight (max_parallel 8), once
+    assert res.integrity == ["ok", "ok"]
+    assert (res.status, res.outputs) == ("completed", want_outputs)
+    assert res.phase_outputs == want_phases
