@@ -228,6 +228,9 @@ def _run(
 
     err = make_console(sys.stderr)
     view = RunView()
+    view.workflow = plan.workflow.name  # the first frame is drawn before the first event
+    for pid in plan.order:
+        view.phase(pid)
     sinks: list[EventSink] = [view]
     if events:
         sinks.append(JsonLines(sys.stdout))

@@ -77,7 +77,7 @@ class RunView:
     finished ones, so a 10,000-phase run draws a bounded table.
     """
 
-    def __init__(self, *, keep_finished: int = 8) -> None:
+    def __init__(self, *, keep_finished: int = 50) -> None:
         self.run_id: str | None = None
         self.workflow: str | None = None
         self.order: list[str] = []
