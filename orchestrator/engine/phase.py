@@ -14,7 +14,7 @@ from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from ..agents.base import AgentContext, AgentFailure, AgentResult
-from ..errors import ExpressionError, OrchError, PhaseTimeout
+from ..errors import ExpressionError, Location, OrchError, PhaseTimeout
 from ..expr import evaluate, render
 from ..spec.model import Phase
 from .events import Event
@@ -173,8 +173,29 @@ def _render_input(
     merged, templated = run.agent_input(phase, agent)
     if not templated:
         return merged
-    value = render(merged, ctx, where=phase.location)
-    return value if isinstance(value, Mapping) else {"value": value}
+    return _render_with(run, agent, merged, ctx, phase.location)
+
+
+def _render_with(
+    run: RunState,
+    agent: str | None,
+    merged: Mapping[str, Any],
+    ctx: Mapping[str, Any],
+    where: Location | None,
+) -> Mapping[str, Any]:
+    """Render an agent's input; the agent type's ``shell_fields`` are shell-quoted."""
+    shell: tuple[str, ...] = getattr(run.agents.get(agent or ""), "shell_fields", ())
+    if not shell:
+        value = render(merged, ctx, where=where)
+        return value if isinstance(value, Mapping) else {"value": value}
+    from ..expr import render_shell  # here: only agents with shell command lines need it
+
+    return {
+        k: render_shell(v, ctx, where=where)
+        if k in shell and isinstance(v, str)
+        else render(v, ctx, where=where)
+        for k, v in merged.items()
+    }
 
 
 async def _run_unit(
@@ -202,11 +223,25 @@ async def _run_unit(
     except ExpressionError as exc:
         raise _Failed(str(exc), 0) from None
     cache = run.cache
+    timeout = phase.timeout
+    if (
+        phase.retries.attempts == 0
+        and timeout is None
+        and phase.fallback is None
+        and handoff is None
+        and (cache is None or phase.cache is None)
+    ):  # the hot path: one call, no retry or timeout machinery
+        tried[0] = 1
+        try:
+            return await _call(run, phase.id, name or "", inp, 1, item, run.deadline), False, False
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a failing agent is a failed phase
+            raise _Failed(_describe(exc), 1) from None
     if cache is not None and phase.cache is not None and handoff is None and name:
         hit = await cache.get(phase, run.agent_types[name], inp)
         if hit is not None:
             return hit, False, True
-    timeout = phase.timeout
 
     async def attempt(n: int) -> AgentResult:
         tried[0] = n
@@ -263,7 +298,7 @@ async def _run_unit(
         spec = run.workflow.agents.get(fallback.agent)
         merged = {**spec.with_, **fallback.with_} if spec and spec.with_ else fallback.with_
         fb_input = (
-            render(merged, ctx, where=fallback.location or phase.location)
+            _render_with(run, fallback.agent, merged, ctx, fallback.location or phase.location)
             if _has_template(merged)
             else merged
         )

@@ -207,7 +207,7 @@ class RunState:
         if not target.is_absolute():
             target = Path(self.workdir) / target
         try:
-            sub_plan = compile_plan(load_workflow(str(target)))
+            sub_plan = compile_plan(load_workflow(str(target), registry=self._registry))
         except OrchError as exc:
             raise AgentFailure(f"sub-workflow '{path}': {exc}", transient=False) from exc
         opts = RunOptions(
