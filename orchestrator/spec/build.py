@@ -770,7 +770,12 @@ def _check_template_text(
             if len(chain) < 2:
                 continue
             target = chain[1]
-            if target == pid:
+            if "compensate" in path:
+                # A compensation runs after the phases ended: it may read any phase's
+                # result, its own included, and implies no dependency.
+                if target not in phases and target != pid:
+                    cx.add(_unknown("phase", target, shown, phases, where))
+            elif target == pid:
                 cx.add(
                     UnknownReference(
                         f"{shown}: phase '{pid}' refers to its own result (phases.{target})",
@@ -818,11 +823,38 @@ def _check_template_text(
 @lru_cache(maxsize=4096)
 def _parse_template(text: str, condition: bool) -> tuple[str | None, frozenset[tuple[str, ...]]]:
     """A template's syntax error (or None) and the names it reads; parsed once when it reads any."""
+    if not condition:
+        simple = _simple_references(text)
+        if simple is not None:
+            return None, simple
     chains = expr.references(text) if condition else expr.template_references(text)
     if chains:
         return None, frozenset(chains)
     error = expr.check_expression(text) if condition else expr.check_template(text)
     return error, frozenset(chains)
+
+
+# The common template shape, `text {{ a.b.c }} text {{ x.y | tojson }}`, read without
+# building a Jinja AST (a 10,000-phase file has thousands of these). Anything else,
+# or a Jinja keyword as a name, goes to the real parser in expr.
+_DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
+_PLAIN_TEXT = r"(?:[^{]|\{(?![{%#]))*"
+_SIMPLE = re.compile(
+    rf"{_PLAIN_TEXT}(?:\{{\{{\s*{_DOTTED}(?:\s*\|\s*[A-Za-z_][A-Za-z0-9_]*)?\s*\}}\}}{_PLAIN_TEXT})*\Z"
+)
+_EXPRESSION = re.compile(rf"\{{\{{\s*({_DOTTED})")
+_KEYWORDS = frozenset(
+    {"and", "or", "not", "in", "is", "if", "else", "true", "false", "none", "True", "False", "None"}
+)
+
+
+def _simple_references(text: str) -> frozenset[tuple[str, ...]] | None:
+    if "}}" not in text or not _SIMPLE.match(text):
+        return None
+    chains = [tuple(m.group(1).split(".")) for m in _EXPRESSION.finditer(text)]
+    if not chains or any(part in _KEYWORDS for chain in chains for part in chain):
+        return None
+    return frozenset(chains)
 
 
 def _collect_secrets(cx: _Ctx, value: Any) -> None:
