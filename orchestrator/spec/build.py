@@ -293,7 +293,6 @@ def _agents(cx: _Ctx, raw: Any) -> dict[str, AgentSpec]:
                 reset_after=reset if reset is not None else 60.0,
             )
         with_ = _mapping(spec.get("with"))
-        _collect_secrets(cx, with_)
         mc = spec.get("max_concurrency")
         out[name] = AgentSpec(
             name=name,
@@ -528,7 +527,6 @@ def _phase(
     merged: Mapping[str, Any] = {}
     if isinstance(agent_name, str) and handoff is None:
         merged = _check_agent(cx, agent_name, with_raw, path, f"the with of phase '{pid}'")
-    _collect_secrets(cx, raw)
 
     retries = _retries(cx, get("retries"), path if "retries" in raw else ("defaults",))
     timeout_path = path + ("timeout",) if "timeout" in raw else ("defaults", "timeout")
@@ -855,14 +853,6 @@ def _simple_references(text: str) -> frozenset[tuple[str, ...]] | None:
     if not chains or any(part in _KEYWORDS for chain in chains for part in chain):
         return None
     return frozenset(chains)
-
-
-def _collect_secrets(cx: _Ctx, value: Any) -> None:
-    for _, text in _strings(value, ()):
-        if "secrets" in text and expr.is_template(text):
-            for chain in expr.template_references(text):
-                if chain[0] == "secrets" and len(chain) >= 2:
-                    cx.secrets.add(chain[1])
 
 
 # -- small values ---------------------------------------------------------------------
