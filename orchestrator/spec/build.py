@@ -493,7 +493,7 @@ def _phase(
         when = "true" if when else "false"
     if isinstance(when, str) and cx.ok(path + ("when",)):
         refs(when, ("when",))
-    if isinstance(foreach, str):
+    if isinstance(foreach, (str, list)):
         refs(foreach, ("foreach",), allow_item=False)
     cache = _cache(get("cache"))
     if cache is not None and cache.key and "cache" in raw:

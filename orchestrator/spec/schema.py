@@ -380,7 +380,7 @@ class _Unsupported(Exception):
 def _compile(schema: Any, defs: Mapping[str, Any]) -> Callable[[Any], bool] | None:
     try:
         return _compile_node(schema, defs, {})
-    except (_Unsupported, KeyError, TypeError, re.error):
+    except (_Unsupported, KeyError, TypeError, AttributeError, ValueError, re.error):
         return None
 
 

@@ -145,3 +145,15 @@ def test_unknown_key_is_located_at_the_key_with_did_you_mean():
     [p] = check_workflow(src.data, src.source_map).problems
     assert (p.location.line, p.location.col) == (4, 5)
     assert p.message == "unknown key 'agnet' in phase 'a'; did you mean 'agent'?"
+
+
+def test_every_shipped_workflow_names_the_schema_for_editors():
+    files = sorted((ROOT / "workflows").glob("*.yaml")) + sorted(
+        (ROOT / "examples").rglob("*.yaml")
+    )
+    assert files
+    for path in files:
+        first = path.read_text(encoding="utf-8").splitlines()[0]
+        assert first.startswith("# yaml-language-server: $schema="), path
+        target = (path.parent / first.split("$schema=", 1)[1].strip()).resolve()
+        assert target == SCHEMA_FILE.resolve(), path
