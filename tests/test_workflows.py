@@ -37,6 +37,7 @@ EXPECTED: dict[str, tuple[list[str], int, dict]] = {
         {"count": 6, "docs": ["a.txt", "b.txt", "c.txt", "d.txt", "e.txt", "f.txt"]},
     ),
     "resilience": ([], 0, {"combined": ["fresh data", "cached data"], "flaky_attempts": 3}),
+    "saga": ([], 1, {"flight": "FL-123"}),  # meant to fail, to show the compensations
 }
 
 
@@ -81,6 +82,11 @@ def test_the_workflow_runs_to_its_documented_result(path, tmp_path):
     assert events[-1]["event"] == ("workflow_completed" if code == 0 else "workflow_failed")
     if path.stem == "demo":  # the demo runs for a few seconds: one run, checked here
         check_the_demo_runs_its_analyses_in_parallel_and_retries_the_flaky_one(events, outputs)
+    if path.stem == "saga":
+        undone = [e["phase"] for e in events if e["event"] == "phase_compensated"]
+        assert undone == ["book_hotel", "book_flight"]  # reverse order of completion
+        assert all(e["data"]["ok"] for e in events if e["event"] == "phase_compensated")
+        assert "card declined" in result.stderr
 
 
 def check_the_demo_runs_its_analyses_in_parallel_and_retries_the_flaky_one(events, outputs):

@@ -151,6 +151,8 @@ class RunView:
             if isinstance(progress, dict):
                 view.done = int(progress.get("done") or 0)
                 view.total = int(progress.get("total") or 0)
+            elif "compensation" in data:
+                view.note = "compensating"
             elif "text" in data:
                 view.tail = (view.tail + str(data["text"]))[-_TAIL_CHARS:]
             elif isinstance(data.get("turn"), dict):
@@ -163,6 +165,9 @@ class RunView:
             )
         elif kind == "phase_compensated":
             self.compensated.append((view.id, bool(data.get("ok"))))
+            view.note = (
+                "compensated" if data.get("ok") else f"compensation failed: {data.get('error')}"
+            )
         elif kind in ("phase_completed", "phase_failed", "phase_skipped"):
             state = str(data.get("status") or kind.removeprefix("phase_"))
             view.ended = event.ts
@@ -403,6 +408,8 @@ class PlainLines:
             if done == total or done // step > self._shown_progress.get(pid, 0) // step:
                 self._shown_progress[pid] = done
                 yield f"phase {pid} progress {done}/{total}"
+        elif "compensation" in data:  # the saga's write-ahead marker, not agent output
+            yield f"phase {pid} compensating"
         elif isinstance(data.get("turn"), dict):
             turn = data["turn"]
             nxt = f" -> {turn['next']}" if turn.get("next") else ""
