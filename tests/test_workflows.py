@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,9 @@ def test_the_workflow_runs_to_its_documented_result(path, tmp_path):
         assert undone == ["book_hotel", "book_flight"]  # reverse order of completion
         assert all(e["data"]["ok"] for e in events if e["event"] == "phase_compensated")
         assert "card declined" in result.stderr
+        assert re.search(
+            r"phase book_hotel compensating\n.* phase book_hotel compensated\n", result.stderr
+        )
 
 
 def check_the_demo_runs_its_analyses_in_parallel_and_retries_the_flaky_one(events, outputs):
