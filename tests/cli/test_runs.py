@@ -194,3 +194,180 @@ def test_a_corrupt_state_file_is_a_clear_error(tmp_path):
     res = orch("runs", state_dir=tmp_path)
     assert res.exit_code == 1 and "state.db" in res.output and "Traceback" not in res.output
     assert os.path.getsize(tmp_path / "state.db") == 4000  # never "repaired" by deleting
+
+
+# -- with real runs ---------------------------------------------------------------------
+
+ORCH = [sys.executable, "-m", "orchestrator"]
+
+LONG = """
+name: long
+phases:
+  - {id: a, agent: echo, with: {text: A, ledger: "LEDGER"}}
+  - {id: b, agent: sleep, depends_on: [a], with: {seconds: 60, ledger: "LEDGER"}}
+  - {id: c, agent: echo, depends_on: [b], with: {text: C}}
+"""
+
+
+def _ledger(path):
+    return [line.split()[1] for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _wait_for(predicate, what, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _cli(*args, state_dir):
+    return subprocess.run(
+        [*ORCH, *args, "--state-dir", str(state_dir)], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_status_logs_resume_and_cancel_against_a_live_run(tmp_path):
+    ledger = tmp_path / "ledger"
+    wf = tmp_path / "long.yaml"
+    wf.write_text(LONG.replace("LEDGER", str(ledger)))
+    state = tmp_path / "state"
+    proc = subprocess.Popen(
+        [*ORCH, "run", str(wf), "--state-dir", str(state)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    follower = None
+    try:
+        _wait_for(lambda: _ledger(ledger) == ["a", "b"], "phase b to start")
+        run_id = open_store(state).list_runs()[0].id
+        # orch status while it runs: running, 1 of 3 done, b running now
+        info = json.loads(orch("status", run_id, "--json", state_dir=state).output)
+        assert info["status"] == "running" and info["progress"] == {"done": 1, "total": 3}
+        assert info["current"] == ["b"] and info["owner_pid"] == proc.pid
+        text = orch("status", run_id, state_dir=state).output
+        assert "status: running" in text and "running now: b" in text
+        assert "running" in orch("runs", state_dir=state).output
+        follower = subprocess.Popen(
+            [*ORCH, "logs", run_id, "--follow", "--state-dir", str(state)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        # D4: a second owner is refused at once, naming the live one
+        res = _cli("resume", run_id, state_dir=state)
+        assert res.returncode == 1
+        assert f"still running in process {proc.pid}" in res.stderr
+        assert f"orch cancel {run_id}" in res.stderr
+        # orch cancel from this other process: the run stops cleanly (SIGTERM, exit 143)
+        res = _cli("cancel", run_id, state_dir=state)
+        assert res.returncode == 0, res.stderr
+        assert f"sent SIGTERM to process {proc.pid}" in res.stderr
+        assert f"run {run_id} cancelled" in res.stderr
+        assert proc.wait(timeout=30) == 143
+        out, _ = follower.communicate(timeout=30)  # --follow ends with the run
+        assert follower.returncode == 0
+        assert out.splitlines()[-1].split()[1] == "workflow_cancelled"
+    finally:
+        for p in (proc, follower):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+            if p is not None:
+                p.stdout.close()
+                p.stderr.close()
+    info = json.loads(orch("status", run_id, "--json", state_dir=state).output)
+    states = {p["id"]: p["state"] for p in info["phases"]}
+    assert info["status"] == "cancelled"
+    assert states == {"a": "completed", "b": "cancelled", "c": "skipped"}
+
+
+CHAIN = """
+name: chain
+phases:
+  - {id: a, agent: echo, with: {text: A, ledger: "LEDGER"}}
+  - {id: b, agent: echo, depends_on: [a], with: {text: B, ledger: "LEDGER"}}
+  - {id: side, agent: echo, with: {text: S, ledger: "LEDGER"}}
+  - {id: c, agent: fail, depends_on: [b], with: {message: down}}
+outputs:
+  c: "{{ phases.c.output }}"
+"""
+
+
+def test_resume_reruns_only_what_did_not_complete(tmp_path):
+    ledger = tmp_path / "ledger"
+    wf = tmp_path / "chain.yaml"
+    wf.write_text(CHAIN.replace("LEDGER", str(ledger)))
+    assert runner.invoke(app, ["run", str(wf), "--state-dir", str(tmp_path)]).exit_code == 1
+    run_id = open_store(tmp_path).list_runs()[0].id
+    res = orch("resume", run_id, state_dir=tmp_path)
+    assert res.exit_code == 1  # c fails again
+    assert f"resuming run {run_id}: 3 of 4 phases completed, 1 to run" in res.output
+    assert sorted(_ledger(ledger)) == ["a", "b", "side"]  # nothing completed ran twice
+    # the fixed workflow: refused as changed, naming the phase; forced, only c runs
+    wf.write_text(
+        CHAIN.replace("LEDGER", str(ledger))
+        .replace("agent: fail", "agent: echo")
+        .replace("{message: down}", '{text: C, ledger: "' + str(ledger) + '"}')
+    )
+    res = orch("resume", run_id, state_dir=tmp_path)
+    assert res.exit_code == 2
+    assert "phase c changed" in res.output and "--force" in res.output
+    res = orch("resume", run_id, "--force", state_dir=tmp_path)
+    assert res.exit_code == 0, res.output
+    assert sorted(_ledger(ledger)) == ["a", "b", "c", "side"]
+    assert json.loads(res.stdout) == {"c": "C"}
+    run = open_store(tmp_path).get_run(run_id)
+    assert (run.status, run.outputs, run.resumes) == ("completed", {"c": "C"}, 2)
+    res = orch("resume", run_id, state_dir=tmp_path)
+    assert res.exit_code == 0 and "already completed; nothing to resume" in res.output
+
+
+def test_forced_resume_reruns_a_changed_phase_and_its_downstream(tmp_path):
+    ledger = tmp_path / "ledger"
+    wf = tmp_path / "chain.yaml"
+    wf.write_text(CHAIN.replace("LEDGER", str(ledger)))
+    assert runner.invoke(app, ["run", str(wf), "--state-dir", str(tmp_path)]).exit_code == 1
+    run_id = open_store(tmp_path).list_runs()[0].id
+    # D5: edit a completed phase (b); c still fails, so the resumed run fails again
+    wf.write_text(CHAIN.replace("LEDGER", str(ledger)).replace("text: B", "text: B2"))
+    res = orch("resume", run_id, state_dir=tmp_path)
+    assert res.exit_code == 2 and "phase b changed" in res.output
+    assert sorted(_ledger(ledger)) == ["a", "b", "side"]  # refused: nothing ran
+    res = orch("resume", run_id, "--force", state_dir=tmp_path)
+    assert "changed, with their downstream: b, c" in res.output
+    assert sorted(_ledger(ledger)) == ["a", "b", "b", "side"]  # b again; a and side not
+    phases = {p.id: p for p in open_store(tmp_path).phases(run_id)}
+    assert phases["b"].output == "B2" and phases["c"].state == "failed"
+
+
+def test_two_runs_sharing_one_state_directory_both_record_correctly(tmp_path):
+    wf = tmp_path / "many.yaml"
+    wf.write_text(
+        "name: many\nphases:\n"
+        + "".join(
+            f"  - {{id: p{i}, agent: sleep, with: {{seconds: 0.01, output: {i}}}}}\n"
+            for i in range(40)
+        )
+    )
+    procs = [
+        subprocess.Popen(
+            [*ORCH, "run", str(wf), "--state-dir", str(tmp_path / "s")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+    store = open_store(tmp_path / "s")
+    runs = store.list_runs()
+    assert len(runs) == 2 and {r.status for r in runs} == {"completed"}
+    for run in runs:
+        phases = store.phases(run.id)
+        assert [p.output for p in phases] == list(range(40))
+        assert len(store.events(run.id)) == 2 + 2 * 40
+    assert store.integrity_check() == "ok"
