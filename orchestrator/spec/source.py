@@ -52,6 +52,7 @@ _OCT = re.compile(r"0o[0-7]+\Z")
 _HEX = re.compile(r"0x[0-9a-fA-F]+\Z")
 _FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?\Z")
 _INF = re.compile(r"[-+]?\.(inf|Inf|INF)\Z")
+_MAYBE_NOT_TEXT = frozenset("-+.0123456789~nNtTfF")
 _NAN = re.compile(r"\.(nan|NaN|NAN)\Z")
 
 
@@ -267,7 +268,36 @@ class _Composer:
         stack: list[_Frame] = []
         root: list[Any] = []
         documents = 0
+        values, keys = self.smap.values, self.smap.keys
+        scalar_event = ev.ScalarEvent
         for event in events:
+            # The fast path, for the bulk of a big file: a plain scalar without tag
+            # or anchor, as a new key or as a value; anything else takes _scalar.
+            if type(event) is scalar_event and stack and event.anchor is None and not event.tag:
+                top = stack[-1]
+                mark = event.start_mark
+                container = top.container
+                text = event.value
+                if isinstance(container, dict):
+                    key = top.key
+                    if key is None:
+                        if text not in container and text != "<<":
+                            top.key, top.key_loc = text, (mark.line + 1, mark.column + 1)
+                            top.skip_value = False
+                            continue
+                    elif key != "<<" and not top.skip_value:
+                        container[key] = _resolve_plain(text) if event.implicit[0] else text
+                        path = top.path + (key,)
+                        keys[path] = top.key_loc  # type: ignore[assignment]
+                        values[path] = (mark.line + 1, mark.column + 1)
+                        top.key = None
+                        top.size += 1
+                        continue
+                else:
+                    values[top.path + (len(container),)] = (mark.line + 1, mark.column + 1)
+                    container.append(_resolve_plain(text) if event.implicit[0] else text)
+                    top.size += 1
+                    continue
             if isinstance(event, ev.ScalarEvent):
                 self._scalar(event, stack, root)
             elif isinstance(event, (ev.MappingStartEvent, ev.SequenceStartEvent)):
@@ -477,6 +507,8 @@ def _tag_problem(tag: str) -> str:
 
 def _resolve_plain(text: str) -> Any:
     """A plain scalar by the YAML 1.2 core schema, as ruamel's safe loader reads it."""
+    if text and text[0] not in _MAYBE_NOT_TEXT:
+        return text
     if text in _NULL:
         return None
     if text in _TRUE:
