@@ -173,3 +173,32 @@ def test_no_secret_leaks_anywhere(tmp_path):
     assert any(name.endswith("state.db") for name in seen)
     found = {name: _leaks(text) for name, text in seen.items() if _leaks(text)}
     assert found == {}
+
+
+def test_the_masker_covers_objects_sets_bytes_and_split_streams():
+    from orchestrator.engine.events import Event, SecretMasker
+
+    secret = SECRETS["LONG_SECRET"]
+    masker = SecretMasker([secret, ""])
+
+    class Token:
+        def __str__(self):
+            return f"Token({secret})"
+
+    data = {
+        "obj": Token(),
+        "set": {secret},
+        "bytes": secret.encode(),
+        "n": 3,
+        "plain": Token.__name__,
+        secret: [(secret, 1)],
+    }
+    masked = masker.mask_event(Event("phase_completed", "r", 0.0, "p", 1, data))
+    text = masked.to_json()
+    assert _leaks(text) == [] and "Token(***)" in text and '"n":3' in text
+    stream = masker.stream()
+    pieces = [stream.feed(secret[i : i + 2]) for i in range(0, len(secret), 2)]
+    pieces.append(stream.feed(" tail"))
+    pieces.append(stream.flush())
+    assert "".join(pieces) == "*** tail" and all(secret[:4] not in p for p in pieces)
+    assert SecretMasker(["", ""]).mask("anything") == "anything"  # empty is never a secret

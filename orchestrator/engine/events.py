@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -127,16 +127,24 @@ class SecretMasker:
         return text
 
     def mask(self, value: Any) -> Any:
-        """Mask strings anywhere inside dicts, lists and tuples (keys included)."""
+        """Mask strings anywhere inside mappings, lists, tuples and sets (keys included).
+
+        Any other object (bytes, a custom class...) is written as ``str()`` by the
+        JSON sinks, so it is replaced by its masked text when that text holds a secret.
+        """
         if not self._forms:
             return value
         if isinstance(value, str):
             return self.mask_text(value)
-        if isinstance(value, dict):
+        if isinstance(value, Mapping):
             return {self.mask(k): self.mask(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
+        if isinstance(value, (list, tuple, set, frozenset)):
             return [self.mask(v) for v in value]
-        return value
+        if value is None or isinstance(value, (bool, int, float)):
+            return value
+        text = str(value)
+        masked = self.mask_text(text)
+        return value if masked == text else masked
 
     def mask_event(self, event: Event) -> Event:
         """The event with its data masked (the same object when there is nothing to mask)."""
