@@ -9,9 +9,8 @@ that nothing may mutate: the engine renders copies.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from ..errors import Location
@@ -231,30 +230,54 @@ class Workflow:
         raise KeyError(phase_id)
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def _fingerprint(obj: Any, *, exclude: tuple[str, ...] = ()) -> str:
-    def plain(value: Any) -> Any:
-        if hasattr(value, "__dataclass_fields__"):
-            return {
-                k: plain(getattr(value, k)) for k in value.__dataclass_fields__ if k not in exclude
-            }
-        if isinstance(value, Mapping):
-            return {str(k): plain(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [plain(v) for v in value]
-        if isinstance(value, Location):
-            return None
+    # sha256 of the repr of a canonical form: exact for scalars, mapping keys sorted,
+    # ``exclude`` dropped at every level, and fields still at their default left out (so a
+    # field added later with a default does not change earlier fingerprints). Cheap on
+    # purpose: every run fingerprints every phase.
+    return hashlib.sha256(repr(_canonical(obj, exclude)).encode()).hexdigest()[:16]
+
+
+def _field_defaults(cls: type) -> tuple[tuple[str, Any], ...]:
+    found = _DEFAULTS.get(cls)
+    if found is None:
+        out = []
+        for f in fields(cls):
+            if f.default is not MISSING:
+                out.append((f.name, f.default))
+            elif f.default_factory is not MISSING:
+                out.append((f.name, f.default_factory()))
+            else:
+                out.append((f.name, _NO_DEFAULT))
+        found = _DEFAULTS[cls] = tuple(out)
+    return found
+
+
+_DEFAULTS: dict[type, tuple[tuple[str, Any], ...]] = {}
+_NO_DEFAULT = object()
+
+
+def _canonical(value: Any, exclude: tuple[str, ...]) -> Any:
+    kind = type(value)
+    if kind in _SCALARS:
         return value
-
-    def default(value: Any) -> Any:
-        # json calls this only for what it cannot encode itself: the same shapes as plain()
-        if hasattr(value, "__dataclass_fields__"):
-            return {k: getattr(value, k) for k in value.__dataclass_fields__ if k not in exclude}
-        if isinstance(value, Mapping):
-            return {str(k): v for k, v in value.items()}
-        return repr(value)
-
-    try:  # fast: the C encoder walks the value (the engine fingerprints every phase per run)
-        text = json.dumps(obj, sort_keys=True, default=default)
-    except (TypeError, ValueError):  # keys json cannot sort or encode: the slow, general path
-        text = json.dumps(plain(obj), sort_keys=True, default=repr)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    if hasattr(kind, "__dataclass_fields__"):
+        out = []
+        for name, default in _field_defaults(kind):
+            if name in exclude:
+                continue
+            v = getattr(value, name)
+            if v is default or (type(v) is type(default) and v == default):
+                continue
+            out.append((name, v if type(v) in _SCALARS else _canonical(v, exclude)))
+        return (kind.__name__, tuple(out))
+    if isinstance(value, Mapping):
+        items = [(str(k), _canonical(v, exclude)) for k, v in value.items()]
+        items.sort(key=lambda kv: kv[0])
+        return ("{}", tuple(items))
+    if isinstance(value, (list, tuple)):
+        return tuple(v if type(v) in _SCALARS else _canonical(v, exclude) for v in value)
+    return repr(value)
