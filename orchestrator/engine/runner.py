@@ -396,16 +396,17 @@ class _Scheduler:
     def _finish(self, pid: str, task: asyncio.Task[PhaseOutcome]) -> None:
         outcomes = self.state.outcomes
         if task.cancelled():
-            outcome = PhaseOutcome(pid, "cancelled", error="cancelled")
+            # cancelled before its first step: it never started and emitted nothing, so it
+            # is left out here and reported as not started (phase_skipped) at the end
+            return
+        exc = task.exception()
+        if exc is not None:  # a bug in an executor or a sink: stop and re-raise at the end
+            if self.crash is None:
+                self.crash = exc
+            self._stop("failed")
+            outcome = PhaseOutcome(pid, "failed", error=f"{type(exc).__name__}: {exc}")
         else:
-            exc = task.exception()
-            if exc is not None:  # a bug in an executor or a sink: stop and re-raise at the end
-                if self.crash is None:
-                    self.crash = exc
-                self._stop("failed")
-                outcome = PhaseOutcome(pid, "failed", error=f"{type(exc).__name__}: {exc}")
-            else:
-                outcome = task.result()
+            outcome = task.result()
         outcomes[pid] = outcome
         status = outcome.status
         if status == "completed":
@@ -428,7 +429,8 @@ class _Scheduler:
             return None
         states = []
         for dep in preds:
-            status = outcomes[dep].status
+            ended = outcomes.get(dep)
+            status = ended.status if ended is not None else "skipped"
             if status in ("failed", "cancelled") and phases[dep].continue_on_error:
                 status = "completed"  # its failure was declared harmless
             states.append((dep, status))
