@@ -107,6 +107,10 @@ def run_command(
         inputs = _resolve_inputs(workflow, input_ or [], inputs_file)
         if dry_run:
             _print_plan(plan, inputs)
+            from .runs import cache_preview
+
+            for line in cache_preview(plan, inputs, state_dir, no_cache=no_cache):
+                sys.stdout.write(line + "\n")
             raise typer.Exit(0)
         result_code = _run(
             plan,

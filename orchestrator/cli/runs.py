@@ -11,6 +11,7 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -21,7 +22,14 @@ if TYPE_CHECKING:
     from ..state.base import PhaseRecord, RunRecord
     from ..state.sqlite import SqliteStore
 
-__all__ = ["RunSession", "changed_phases", "downstream", "open_run_session", "register"]
+__all__ = [
+    "RunSession",
+    "cache_preview",
+    "changed_phases",
+    "downstream",
+    "open_run_session",
+    "register",
+]
 
 _STATE_DIR = typer.Option(
     None, "--state-dir", help="The state directory (default: $ORCH_STATE_DIR, else .orch)."
@@ -306,6 +314,68 @@ def open_run_session(state_dir: Path | None, plan: Plan, *, no_cache: bool = Fal
     from ..state.sqlite import open_store
 
     return RunSession(open_store(state_dir), plan, no_cache=no_cache)
+
+
+def cache_preview(
+    plan: Plan, inputs: Mapping[str, Any], state_dir: Path | None, *, no_cache: bool = False
+) -> list[str]:
+    """For ``orch run --dry-run``: one line per phase with ``cache``, saying whether it
+    would be served from the cache. Reads the store only when it exists (creates nothing).
+    """
+    import os
+
+    from ..engine.cache import StoreCache
+    from ..errors import OrchError
+    from ..expr import is_template, render
+    from ..state.sqlite import open_store, resolve_state_dir
+
+    cached = [p for p in plan.workflow.phases if p.cache is not None and p.agent]
+    if not cached:
+        return []
+    if no_cache:
+        return [f"cache: off (--no-cache): {', '.join(p.id for p in cached)} will run"]
+    folder = resolve_state_dir(state_dir)
+    if not (folder / "state.db").exists():
+        return [f"cache: empty (no runs recorded in {folder}): {p.id} will run" for p in cached]
+    wf = plan.workflow
+    context = {
+        "inputs": dict(inputs),
+        "run": {"workflow": wf.name},
+        "env": dict(os.environ),
+        "secrets": {n: os.environ.get(n, "") for n in wf.secret_names},
+    }
+    store = open_store(folder)
+    lines = []
+    try:
+        cache = StoreCache(store, wf)
+        for phase in cached:
+            spec = wf.agents.get(phase.agent or "")
+            merged: Mapping[str, Any] = {**spec.with_, **phase.with_} if spec else phase.with_
+            try:
+                rendered = render(merged, context) if _templated(merged, is_template) else merged
+            except OrchError:  # it reads other phases' results: known only at run time
+                lines.append(f"cache: {phase.id} depends on run-time values; decided when it runs")
+                continue
+            agent_type = spec.type if spec else (phase.agent or "")
+            key = cache.key(phase, agent_type, rendered)
+            hit = store.cache_get(key)
+            if hit is not None:
+                lines.append(f"cache: {phase.id} would be served from the cache")
+            else:
+                lines.append(f"cache: {phase.id} is not cached yet; it will run")
+    finally:
+        store.close()
+    return lines
+
+
+def _templated(value: Any, is_template: Callable[[str], bool]) -> bool:
+    if isinstance(value, str):
+        return is_template(value)
+    if isinstance(value, Mapping):
+        return any(_templated(v, is_template) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_templated(v, is_template) for v in value)
+    return False
 
 
 def changed_phases(run: RunRecord, plan: Plan) -> list[str]:

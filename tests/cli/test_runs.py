@@ -371,3 +371,48 @@ def test_two_runs_sharing_one_state_directory_both_record_correctly(tmp_path):
         assert [p.output for p in phases] == list(range(40))
         assert len(store.events(run.id)) == 2 + 2 * 40
     assert store.integrity_check() == "ok"
+
+
+CACHED = """
+name: cachey
+inputs:
+  who: {type: string, default: you}
+phases:
+  - id: hello
+    agent: echo
+    cache: true
+    with: {text: "hello {{ inputs.who }}", ledger: "LEDGER"}
+  - id: later
+    agent: echo
+    cache: {ttl: 1h}
+    with: {text: "{{ phases.hello.output }}!", ledger: "LEDGER"}
+"""
+
+
+def test_cache_hits_show_in_progress_status_and_dry_run(tmp_path):
+    ledger = tmp_path / "ledger"
+    wf = tmp_path / "c.yaml"
+    wf.write_text(CACHED.replace("LEDGER", str(ledger)))
+
+    def run(*extra):
+        return runner.invoke(app, ["run", str(wf), "--state-dir", str(tmp_path / "s"), *extra])
+
+    res = run("--dry-run")
+    assert res.exit_code == 0 and "cache: empty" in res.output
+    assert not (tmp_path / "s").exists()  # a dry run creates nothing
+    assert run().exit_code == 0
+    res = run("--dry-run")
+    assert "cache: hello would be served from the cache" in res.output
+    assert "cache: later depends on run-time values" in res.output
+    assert "cache: hello is not cached yet" in run("--dry-run", "-i", "who=me").output
+    res = run()
+    assert res.exit_code == 0
+    assert "phase hello completed" in res.output and "(cached)" in res.output
+    assert _ledger(ledger) == ["hello", "later"]  # the second run executed nothing
+    run_id = open_store(tmp_path / "s").list_runs()[0].id
+    assert "cached" in orch("status", run_id, state_dir=tmp_path / "s").output
+    assert run("--no-cache").exit_code == 0
+    assert _ledger(ledger) == ["hello", "later", "hello", "later"]
+    assert "cleared 2 cached results" in orch("cache", "clear", state_dir=tmp_path / "s").output
+    assert run().exit_code == 0
+    assert len(_ledger(ledger)) == 6
