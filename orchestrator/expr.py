@@ -33,6 +33,7 @@ __all__ = [
     "is_template",
     "references",
     "render",
+    "render_shell",
     "template_references",
 ]
 
@@ -91,6 +92,36 @@ def _env() -> _Sandbox:
     env = _Sandbox(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
     env.filters["tojson"] = _tojson  # Jinja's own escapes <>&' for HTML; ours keeps text as is
     return env
+
+
+@lru_cache(maxsize=1)
+def _shell_env() -> _Sandbox:
+    # Every `{{ }}` output passes through finalize: a value spliced into a shell
+    # string is one quoted word (a list: one quoted word per element).
+    env = _Sandbox(
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        finalize=_shell_quote,
+    )
+    env.filters["tojson"] = _tojson
+    return env
+
+
+def _shell_quote(value: Any) -> str:
+    import shlex
+
+    if isinstance(value, (list, tuple)):
+        return " ".join(shlex.quote(_shell_word(v)) for v in value)
+    return shlex.quote(_shell_word(value))
+
+
+def _shell_word(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (dict, list, tuple, bool)) or value is None:
+        return _tojson(value)
+    return str(value)
 
 
 def _tojson(value: Any, indent: int | None = None) -> str:
@@ -163,6 +194,29 @@ def render(value: Any, context: Mapping[str, Any], *, where: Location | None = N
     if isinstance(value, (list, tuple)):
         return [render(v, context, where=where) for v in value]
     return value
+
+
+def render_shell(text: str, context: Mapping[str, Any], *, where: Location | None = None) -> str:
+    """Render a shell command string, shell-quoting the value of every ``{{ ... }}``.
+
+    Each expression's value becomes one quoted word (a list: one word per element;
+    dicts, booleans and null as JSON), so no value can become shell syntax. The
+    result is always a string, even for a lone ``{{ ... }}``. Literal template text
+    is kept as written. Raises ExpressionError (located at ``where``) on any failure.
+    """
+    if not is_template(text):
+        return text
+    try:
+        return _compile_shell_template(text).render(**context)
+    except (jinja2.TemplateError, ArithmeticError, TypeError, ValueError, LookupError) as exc:
+        raise _fail(exc, text, where) from exc
+    except RecursionError as exc:
+        raise _fail(exc, text, where) from exc
+
+
+@lru_cache(maxsize=1024)
+def _compile_shell_template(text: str) -> jinja2.Template:
+    return _shell_env().from_string(text)
 
 
 def _render_string(text: str, context: Mapping[str, Any], where: Location | None) -> Any:

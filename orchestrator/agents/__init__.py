@@ -5,7 +5,14 @@ See ``orchestrator.agents.base`` for the smallest complete agent.
 
 from __future__ import annotations
 
-from .base import Agent, AgentContext, AgentFailure, AgentProtocol, AgentResult
+from .base import (
+    Agent,
+    AgentContext,
+    AgentFailure,
+    AgentProtocol,
+    AgentResult,
+    ConfigProblem,
+)
 from .registry import ENTRY_POINT_GROUP, AgentInfo, AgentRegistry
 
 __all__ = [
@@ -17,4 +24,5 @@ __all__ = [
     "AgentProtocol",
     "AgentRegistry",
     "AgentResult",
+    "ConfigProblem",
 ]

@@ -24,7 +24,14 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from ..errors import ExecutionError
 
-__all__ = ["Agent", "AgentContext", "AgentFailure", "AgentProtocol", "AgentResult"]
+__all__ = [
+    "Agent",
+    "AgentContext",
+    "AgentFailure",
+    "AgentProtocol",
+    "AgentResult",
+    "ConfigProblem",
+]
 
 
 @dataclass(slots=True)
@@ -59,6 +66,20 @@ class AgentFailure(ExecutionError):
         self.transient = transient
         self.retry_after = retry_after
         self.metadata = dict(metadata or {})
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """A problem an agent type finds in a phase's ``with:`` before the run.
+
+    ``path`` is where inside ``with:`` (``("command",)``, ``("headers", "X")``),
+    ``()`` for the mapping itself; ``severity`` is ``error`` or ``warning``.
+    """
+
+    path: tuple[str | int, ...]
+    message: str
+    severity: str = "error"
+    hint: str | None = None
 
 
 StreamCallback = Callable[[str], Awaitable[None]]
@@ -120,6 +141,19 @@ class Agent:
     description: ClassVar[str] = ""
     #: JSON Schema (draft 2020-12) of the phase's ``with:`` mapping.
     config_schema: ClassVar[Mapping[str, Any]] = {"type": "object"}
+    #: Keys of ``with:`` whose string value is a shell command line: the engine
+    #: renders them with ``expr.render_shell``, which shell-quotes every value.
+    shell_fields: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def check_static(cls, config: Mapping[str, Any], *, workflow_path: str) -> list[ConfigProblem]:
+        """Problems in a phase's merged ``with:`` that can be found before the run.
+
+        Called by ``orch validate`` after the schema check passed; ``config`` is
+        unrendered (template strings are still templates: skip them), and
+        ``workflow_path`` is the file being checked. Must not raise.
+        """
+        return []
 
     def __init__(self, instance_name: str = "") -> None:
         self.instance_name = instance_name or self.name

@@ -1,0 +1,113 @@
+"""Process trees of the shell agent: find every process a command started, and end them.
+
+A command runs in its own session (so its own process group), and carries a
+unique environment tag. Ending it signals the group, every descendant (found by
+parent pid) and every process carrying the tag, which also catches grandchildren
+that called ``setsid`` or were re-parented. On systems without ``/proc`` only the
+group is signalled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+__all__ = ["TAG_VARIABLE", "ProcessTree"]
+
+#: The environment variable that marks every process of one command.
+TAG_VARIABLE = "ORCH_PROCESS_TAG"
+_PROC = Path("/proc")
+
+
+class ProcessTree:
+    """The processes of one command: its leader ``pid`` (also the group id) and its tag."""
+
+    def __init__(self, pid: int, tag: str) -> None:
+        self.pid = pid
+        self.tag = tag
+        self._needle = f"{TAG_VARIABLE}={tag}".encode()
+
+    def members(self) -> set[int]:
+        """Pids alive now that belong to this command (the leader included while alive)."""
+        if not _PROC.is_dir():
+            return set()
+        parents: dict[int, int] = {}
+        found: set[int] = set()
+        for entry in _PROC.iterdir():
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            stat = _stat(entry)
+            if stat is None or stat[0] == "Z":
+                continue
+            _, ppid, pgrp = stat
+            parents[pid] = ppid
+            if pgrp == self.pid or pid == self.pid or self._tagged(entry):
+                found.add(pid)
+        # descendants of anything found (a child that cleared its environment)
+        changed = True
+        while changed:
+            changed = False
+            for pid, ppid in parents.items():
+                if ppid in found and pid not in found:
+                    found.add(pid)
+                    changed = True
+        found.discard(os.getpid())
+        return found
+
+    def _tagged(self, entry: Path) -> bool:
+        try:
+            return self._needle in (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            return False
+
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` to the group and to every member; vanished processes are ignored."""
+        try:
+            os.killpg(self.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
+        for pid in self.members():
+            try:
+                os.kill(pid, signum)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    async def terminate(self, grace: float) -> None:
+        """SIGTERM everything, wait up to ``grace`` seconds, then SIGKILL what is left."""
+        self.signal(signal.SIGTERM)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + grace
+        while loop.time() < end:
+            if not self.members() and not _group_alive(self.pid):
+                return
+            await asyncio.sleep(0.05)
+        self.signal(signal.SIGKILL)
+        end = loop.time() + 1.0  # SIGKILL cannot be caught: wait for the kernel to reap
+        while self.members() and loop.time() < end:
+            await asyncio.sleep(0.02)
+
+
+def _stat(entry: Path) -> tuple[str, int, int] | None:
+    """(state, ppid, pgrp) of one /proc entry, or None if it is gone."""
+    try:
+        raw = (entry / "stat").read_text()
+    except OSError:
+        return None
+    rest = raw[raw.rfind(")") + 2 :].split()
+    if len(rest) < 3:
+        return None
+    return rest[0], int(rest[1]), int(rest[2])
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether the group still has a process; with /proc, members() already answered."""
+    if _PROC.is_dir():
+        return False
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True

@@ -1,0 +1,128 @@
+"""The ``python`` agent: calls ``module:function`` with the phase's ``kwargs``.
+
+Sync functions run in a worker thread, async ones are awaited. A function that
+has a parameter named ``ctx`` also gets the AgentContext. The workflow file's
+folder is importable, so a module next to the workflow is found.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib
+import inspect
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ...expr import is_template
+from ..base import Agent, AgentContext, AgentFailure, AgentResult, ConfigProblem
+
+__all__ = ["PythonAgent"]
+
+_TARGET = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*$"
+
+
+class PythonAgent(Agent):
+    """Calls a Python function; its return value is the output."""
+
+    name = "python"
+    description = (
+        "Calls `function` ('module:function', sync in a worker thread or async) with "
+        "`kwargs` as keyword arguments; the return value is the output (an AgentResult "
+        "is used as it is)."
+    )
+    config_schema: ClassVar[Mapping[str, Any]] = {
+        "type": "object",
+        "properties": {
+            "function": {
+                "description": (
+                    "What to call, as 'module:function' (module importable from the "
+                    "workflow's folder or the environment)."
+                ),
+                "type": "string",
+                "pattern": _TARGET,
+            },
+            "kwargs": {
+                "description": "Keyword arguments passed to the function.",
+                "type": "object",
+            },
+        },
+        "required": ["function"],
+        "additionalProperties": False,
+    }
+
+    @classmethod
+    def check_static(cls, config: Mapping[str, Any], *, workflow_path: str) -> list[ConfigProblem]:
+        """Import the function now (when it is not a template), so a typo is found at validate."""
+        target = config.get("function")
+        if not isinstance(target, str) or is_template(target):
+            return []
+        try:
+            _load(target, str(Path(workflow_path).parent))
+        except AgentFailure as exc:
+            return [ConfigProblem(("function",), exc.message)]
+        return []
+
+    async def run(self, input: Mapping[str, Any], ctx: AgentContext) -> AgentResult:
+        """Call the function; its exceptions become a failed attempt (AgentFailure)."""
+        target = str(input["function"])
+        func = _load(target, ctx.workdir)
+        kwargs = dict(input.get("kwargs") or {})
+        if _wants_ctx(func):
+            kwargs["ctx"] = ctx
+        try:
+            inspect.signature(func).bind(**kwargs)
+        except TypeError as exc:
+            raise AgentFailure(
+                f"{target} cannot take these kwargs: {exc}", transient=False
+            ) from exc
+        except ValueError:
+            pass  # no signature to check (a builtin); the call will tell
+        try:
+            if inspect.iscoroutinefunction(func):
+                value = await func(**kwargs)
+            else:
+                value = await asyncio.to_thread(functools.partial(func, **kwargs))
+                if inspect.isawaitable(value):
+                    value = await value
+        except AgentFailure:
+            raise
+        except Exception as exc:  # the user's code may raise anything
+            raise AgentFailure(f"{target} raised {type(exc).__name__}: {exc}") from exc
+        if isinstance(value, AgentResult):
+            return value
+        return AgentResult(output=value)
+
+
+def _load(target: str, workdir: str) -> Callable[..., Any]:
+    """The callable named by 'module:function'; raises AgentFailure (permanent) if absent."""
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise AgentFailure(f"'{target}' is not 'module:function'", transient=False)
+    folder = str(Path(workdir).resolve())
+    if folder not in sys.path:
+        sys.path.append(folder)  # after the environment: a local file never shadows a package
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise AgentFailure(f"cannot import module '{module_name}': {exc}", transient=False) from exc
+    except Exception as exc:  # an import runs the module's code
+        raise AgentFailure(
+            f"importing '{module_name}' raised {type(exc).__name__}: {exc}", transient=False
+        ) from exc
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise AgentFailure(f"module '{module_name}' has no attribute '{attr}'", transient=False)
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise AgentFailure(f"'{target}' is not callable", transient=False)
+    return obj  # type: ignore[no-any-return]
+
+
+def _wants_ctx(func: Callable[..., Any]) -> bool:
+    try:
+        return "ctx" in inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return False

@@ -1,0 +1,247 @@
+"""The shell agent, with real subprocesses: outputs, failures, caps, process trees, injection."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.agents import AgentContext, AgentFailure
+from orchestrator.agents.builtin.shell import ShellAgent
+from orchestrator.expr import render_shell
+
+
+def ctx(tmp_path: Path, **kw) -> AgentContext:
+    return AgentContext(run_id="r1", phase_id="p", workdir=str(tmp_path), **kw)
+
+
+def run(input: dict, c: AgentContext):
+    return asyncio.run(ShellAgent().run(input, c))
+
+
+def test_string_command_runs_in_sh_and_output_is_stdout_without_last_newline(tmp_path):
+    result = run({"command": "echo hello; echo world"}, ctx(tmp_path))
+    assert result.output == "hello\nworld"
+    assert result.metadata["exit_code"] == 0
+
+
+def test_argv_list_is_passed_as_it_is(tmp_path):
+    result = run({"command": ["printf", "%s|", "a b", "$HOME", ";"]}, ctx(tmp_path))
+    assert result.output == "a b|$HOME|;|"
+
+
+def test_env_cwd_and_stdin(tmp_path):
+    (tmp_path / "sub").mkdir()
+    result = run(
+        {
+            "command": 'printf "%s %s " "$GREETING" "$(basename "$PWD")"; cat',
+            "env": {"GREETING": "hi", "N": 3},
+            "cwd": "sub",
+            "stdin": "from stdin",
+        },
+        ctx(tmp_path),
+    )
+    assert result.output == "hi sub from stdin"
+
+
+def test_inherit_env_false_gives_a_clean_environment(tmp_path):
+    os.environ["ORCH_TEST_LEAK"] = "leak"
+    try:
+        result = run(
+            {"command": ["/usr/bin/env"], "inherit_env": False, "env": {"ONLY": "1"}},
+            ctx(tmp_path),
+        )
+    finally:
+        del os.environ["ORCH_TEST_LEAK"]
+    assert "ONLY=1" in result.output
+    assert "ORCH_TEST_LEAK" not in result.output
+
+
+def test_json_and_lines_outputs(tmp_path):
+    c = ctx(tmp_path)
+    assert run({"command": "echo '{\"a\": [1, 2]}'", "output": "json"}, c).output == {"a": [1, 2]}
+    assert run({"command": "printf 'x\\ny\\n'", "output": "lines"}, c).output == ["x", "y"]
+
+
+def test_bad_json_is_a_permanent_failure(tmp_path):
+    with pytest.raises(AgentFailure) as info:
+        run({"command": "echo nope", "output": "json"}, ctx(tmp_path))
+    assert "not valid JSON" in str(info.value)
+    assert info.value.transient is False
+
+
+def test_non_zero_exit_fails_with_the_stderr_tail(tmp_path):
+    command = "for i in $(seq 1 2000); do echo line$i >&2; done; exit 3"
+    with pytest.raises(AgentFailure) as info:
+        run({"command": command}, ctx(tmp_path))
+    message = str(info.value)
+    assert "exited with code 3" in message
+    assert "line2000" in message
+    assert "line1\n" not in message  # only the tail
+    assert info.value.metadata["exit_code"] == 3
+
+
+def test_a_missing_program_is_a_permanent_failure(tmp_path):
+    with pytest.raises(AgentFailure) as info:
+        run({"command": ["no-such-program-orch"]}, ctx(tmp_path))
+    assert "cannot start 'no-such-program-orch'" in str(info.value)
+    assert info.value.transient is False
+
+
+def test_output_over_the_cap_stops_the_command(tmp_path):
+    with pytest.raises(AgentFailure) as info:
+        run({"command": "yes", "max_output": 100_000}, ctx(tmp_path))
+    assert "exceeds max_output (100000 bytes)" in str(info.value)
+
+
+def _tree_command(pids: Path) -> str:
+    # a child, a grandchild that leaves the session (setsid), and the shell itself
+    return (
+        f"sh -c 'echo $$ >> {pids}; exec sleep 300' & "
+        f'setsid sh -c \'sh -c "echo \\$\\$ >> {pids}; exec sleep 300" & '
+        f"echo $$ >> {pids}; exec sleep 300' & "
+        f"echo $$ >> {pids}; "
+        f"while [ $(wc -l < {pids}) -lt 4 ]; do sleep 0.05; done; echo ready >&2; sleep 300"
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _wait_for_pids(pids: Path, n: int) -> list[int]:
+    for _ in range(400):
+        if pids.exists() and len(pids.read_text().split()) >= n:
+            break
+        time.sleep(0.02)
+    return [int(x) for x in pids.read_text().split()]
+
+
+def test_timeout_kills_the_whole_tree_setsid_included(tmp_path):
+    """Reliability T1: after the deadline, no process of the command tree survives."""
+    pids = tmp_path / "pids"
+    pids.touch()
+
+    async def go():
+        agent = ShellAgent()
+        task = asyncio.ensure_future(
+            agent.run(
+                {"command": _tree_command(pids), "kill_grace": 1},
+                ctx(tmp_path, deadline=time.monotonic() + 60),
+            )
+        )
+        # wait until the whole tree exists, then move the deadline by cancelling
+        while len(pids.read_text().split()) < 4:
+            await asyncio.sleep(0.02)
+        assert all(_alive(p) for p in map(int, pids.read_text().split()))
+        return task
+
+    async def main():
+        task = await go()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    recorded = _wait_for_pids(pids, 4)
+    assert len(recorded) == 4
+    assert [p for p in recorded if _alive(p)] == []
+
+
+def test_deadline_stops_the_command_and_its_tree(tmp_path):
+    pids = tmp_path / "pids"
+    pids.touch()
+
+    async def with_deadline():
+        c = ctx(tmp_path, deadline=time.monotonic() + 2.0)
+        return await ShellAgent().run({"command": _tree_command(pids), "kill_grace": 1}, c)
+
+    with pytest.raises(AgentFailure) as info:
+        asyncio.run(with_deadline())
+    assert "timed out" in str(info.value)
+    recorded = _wait_for_pids(pids, 4)
+    assert len(recorded) == 4
+    assert [p for p in recorded if _alive(p)] == []
+
+
+def test_term_is_sent_before_kill(tmp_path):
+    marker = tmp_path / "got-term"
+    command = f"trap 'echo term > {marker}; exit 0' TERM; while :; do sleep 0.05; done"
+
+    async def main():
+        task = asyncio.ensure_future(ShellAgent().run({"command": command}, ctx(tmp_path)))
+        await asyncio.sleep(0.5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert marker.read_text() == "term\n"
+
+
+def test_a_background_child_holding_stdout_does_not_block(tmp_path):
+    result = run({"command": "sleep 300 & echo done"}, ctx(tmp_path))
+    assert result.output == "done"
+
+
+# Reliability X1 (agent level): values that arrive from upstream, through the shell renderer,
+# argv and env. The end-to-end version through `orch run` is in tests/agents/test_e2e.py.
+PAYLOADS = [
+    "; touch MARKER",
+    "$(touch MARKER)",
+    "`touch MARKER`",
+    "| touch MARKER",
+    "|| touch MARKER",
+    "&& touch MARKER",
+    "& touch MARKER",
+    "\ntouch MARKER",
+    "\r\ntouch MARKER",
+    "'; touch MARKER; '",
+    '"; touch MARKER; "',
+    '"$(touch MARKER)"',
+    "'$(touch MARKER)'",
+    "$IFS;touch${IFS}MARKER",
+    "${IFS}touch${IFS}MARKER",
+    "> MARKER",
+    ">> MARKER",
+    "< /etc/passwd > MARKER",
+    "*",
+    "?*",
+    "[a-z]*",
+    "~",
+    "$((1+1)) $HOME $0",
+    "a\\'b\\\"c",
+    "-n -e touch MARKER",
+    "{touch,MARKER}",
+    "$(printf 'touch MARKER' | sh)",
+    "!! !$ #comment",
+    "\x00",
+    "é ünïcödé 🙂 'q' \"qq\"",
+    "",
+    "  spaces  around  ",
+]
+
+
+@pytest.mark.parametrize("payload", PAYLOADS, ids=range(len(PAYLOADS)))
+def test_injection_payloads_create_nothing_and_arrive_byte_for_byte(tmp_path, payload):
+    value = payload.replace("\x00", "")  # a NUL cannot be in argv or env at all
+    context = {"phases": {"up": {"output": value}}}
+    c = ctx(tmp_path)
+    # a shell string, a lone {{ }}, argv and env
+    as_string = render_shell("printf '%s' {{ phases.up.output }}", context)
+    echoed = run({"command": as_string}, c)
+    lone = render_shell("{{ phases.up.output }}", context)
+    assert run({"command": "printf '%s' " + lone}, c).output == value
+    argv = run({"command": ["printf", "%s", value]}, c)
+    env = run({"command": 'printf "%s" "$V"', "env": {"V": value}}, c)
+    assert echoed.output == value
+    assert argv.output == value
+    assert env.output == value
+    assert list(tmp_path.iterdir()) == []
