@@ -158,7 +158,7 @@ def status_view(
     header.append(run.status, style=_STYLES.get(run.status, ""))
     progress = info["progress"]
     header.append(f"   progress: {progress['done']}/{progress['total']} phases done")
-    header.append(f"   started: {fmt_time(run.started)}")
+    header.append(f"\nstarted: {fmt_time(run.started)}")
     header.append(f"   duration: {fmt_duration(info['duration'])}")
     if run.resumes:
         header.append(f"   resumed: {run.resumes}x")
