@@ -232,3 +232,67 @@ def test_events_use_the_injected_clock(go):
     result, rec = go(plan, options=RunOptions(clock=lambda: float(next(ticks))))
     assert [e.ts for e in rec.events] == [1001.0, 1003.0, 1005.0, 1007.0]
     assert result.phases["a"].duration == 2.0
+
+
+def test_a_template_error_in_with_fails_the_phase_without_retrying(go):
+    plan = make_plan(
+        [{"id": "x", "agent": "echo", "with": {"text": "{{ inputs.nope }}"}, "retries": 3}]
+    )
+    result, rec = go(plan)
+    assert result.status == "failed"
+    assert "undefined" in result.phases["x"].error or "nope" in result.phases["x"].error
+    assert rec.of("phase_retry") == []
+    assert rec.kinds("x") == ["phase_started", "phase_failed"]
+
+
+class MemoryCache:
+    """A ResultCache kept in a dict, keyed by phase id, agent type and input."""
+
+    def __init__(self):
+        self.store = {}
+
+    async def get(self, phase, agent_type, input):
+        return self.store.get((phase.id, agent_type, repr(sorted(input.items()))))
+
+    async def put(self, phase, agent_type, input, result):
+        self.store[(phase.id, agent_type, repr(sorted(input.items())))] = result
+
+
+def test_a_cached_phase_is_not_called_again_unless_no_cache(go):
+    from orchestrator.spec.model import CacheSpec
+
+    plan = make_plan(
+        [
+            {"id": "c", "agent": "probe", "with": {"output": "v"}, "cache": CacheSpec()},
+            {"id": "u", "agent": "probe", "with": {"output": "w"}},
+        ]
+    )
+    cache = MemoryCache()
+    go(plan, options=RunOptions(cache=cache))
+    assert sorted(pid for pid, _ in Probe.calls) == ["c", "u"]
+    Probe.calls.clear()
+    result, rec = go(plan, options=RunOptions(cache=cache))
+    assert [pid for pid, _ in Probe.calls] == ["u"]
+    assert rec.one("phase_completed", "c").data["cached"] is True
+    assert result.phases["c"].output == "v"
+    Probe.calls.clear()
+    go(plan, options=RunOptions(cache=cache, no_cache=True))
+    assert sorted(pid for pid, _ in Probe.calls) == ["c", "u"]
+
+
+def test_the_fallback_has_the_phase_timeout_too(go):
+    plan = make_plan(
+        [
+            {
+                "id": "x",
+                "agent": "fail",
+                "timeout": 0.05,
+                "fallback": {"agent": "probe", "with": {"seconds": 30}},
+            }
+        ]
+    )
+    result, _ = go(plan)
+    assert result.phases["x"].error == (
+        "failing on purpose (attempt 1); fallback failed: phase 'x' timed out after 50ms"
+    )
+    assert Probe.cancelled == ["x"]
