@@ -416,3 +416,20 @@ def test_cache_hits_show_in_progress_status_and_dry_run(tmp_path):
     assert "cleared 2 cached results" in orch("cache", "clear", state_dir=tmp_path / "s").output
     assert run().exit_code == 0
     assert len(_ledger(ledger)) == 6
+
+
+def test_a_corrupt_row_is_a_clear_error_and_other_runs_stay_readable(tmp_path):
+    import sqlite3
+
+    _history(tmp_path, "good")
+    _history(tmp_path, "bad")
+    conn = sqlite3.connect(tmp_path / "state.db")
+    conn.execute("UPDATE phases SET output='{broken' WHERE run_id='bad' AND id='a'")
+    conn.commit()
+    conn.close()
+    res = orch("status", "bad", state_dir=tmp_path)
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert "run 'bad' phase 'a'" in res.output and "table 'phases'" in res.output
+    assert orch("status", "good", state_dir=tmp_path).exit_code == 0
+    listed = orch("runs", state_dir=tmp_path).output
+    assert "good" in listed and "bad" in listed
