@@ -203,3 +203,17 @@ def test_one_agent_instance_per_named_agent_and_bare_type_closed_at_the_end(regi
     assert result.phases["c"].output == "two"
     assert sorted(Counted.made) == ["counted", "one", "two"]
     assert sorted(Counted.closed) == ["counted", "one", "two"]
+
+
+def test_the_readme_engine_example_runs(monkeypatch, capsys):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    code = readme.split("From Python, with the same events the CLI shows:\n\n```python\n", 1)[1]
+    code = code.split("```", 1)[0]
+    monkeypatch.chdir(root)
+    exec(compile(code, "README.md", "exec"), {})
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("completed {'article': ")
+    assert '"event":"workflow_started"' in out[1] and '"event":"workflow_completed"' in out[-1]
