@@ -421,17 +421,21 @@ async def _handoff(
     assert spec is not None
     current = spec.start
     previous: tuple[str, Any] | None = None
+    tokens: dict[str, int] = {}
     for turn in range(1, spec.max_turns + 1):
         inp = rendered[current]
         if previous is not None:
             inp = {**inp, "handoff": {"from": previous[0], "output": previous[1], "turn": turn}}
         result = await _call(run, phase.id, current, inp, attempt, item, deadline)
+        _add_tokens(tokens, result.metadata)
         nxt = result.handoff
         data: dict[str, Any] = {"turn": {"n": turn, "agent": current, "next": nxt}}
         if item is not None:
             data["item"] = item
         await run.emit("phase_stream", phase.id, attempt, data)
         if nxt is None:
+            if tokens:  # the phase used what every turn used
+                result.metadata = {**result.metadata, "tokens": tokens, "turns": turn}
             return result
         if nxt not in spec.agents:
             raise AgentFailure(
@@ -447,6 +451,16 @@ async def _handoff(
         f"handed off to '{current}')",
         transient=False,
     )
+
+
+def _add_tokens(total: dict[str, int], metadata: Mapping[str, Any]) -> None:
+    """Add a call's ``metadata.tokens`` ({prompt, completion, total}) to ``total``."""
+    used = metadata.get("tokens") if metadata else None
+    if isinstance(used, Mapping):
+        for key in ("prompt", "completion", "total"):
+            value = used.get(key)
+            if isinstance(value, int) and not isinstance(value, bool):
+                total[key] = total.get(key, 0) + value
 
 
 async def _run_foreach(
@@ -475,6 +489,7 @@ async def _run_foreach(
     outputs: list[Any] = [None] * total
     errors: list[tuple[int, str]] = []
     most = [0]
+    tokens: dict[str, int] = {}
     fallback_any = [False]
     done = [0]
     source = iter(enumerate(items))
@@ -491,6 +506,7 @@ async def _run_foreach(
                 most[0] = max(most[0], failure.attempts)
             else:
                 outputs[index] = result.output
+                _add_tokens(tokens, result.metadata)
                 fallback_any[0] = fallback_any[0] or fallback_used
                 most[0] = max(most[0], tried[0])
             done[0] += 1
@@ -510,8 +526,9 @@ async def _run_foreach(
         message = f"{len(errors)} of {total} items failed; item {first_index}: {first}"
         return await _failed(run, phase, started, message, attempts, outputs, {"output": outputs})
     ended = run.clock()
+    metadata: dict[str, Any] = {"tokens": tokens} if tokens else {}
     outcome = PhaseOutcome(
-        pid, "completed", outputs, None, attempts, started, ended, fallback_any[0], False, {}
+        pid, "completed", outputs, None, attempts, started, ended, fallback_any[0], False, metadata
     )
     event = run.publish(
         "phase_completed",
@@ -524,7 +541,7 @@ async def _run_foreach(
             "attempts": attempts,
             "fallback_used": fallback_any[0],
             "cached": False,
-            "metadata": {},
+            "metadata": metadata,
         },
     )
     if run.async_sinks:

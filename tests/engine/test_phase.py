@@ -296,3 +296,21 @@ def test_the_fallback_has_the_phase_timeout_too(go):
         "failing on purpose (attempt 1); fallback failed: phase 'x' timed out after 50ms"
     )
     assert Probe.cancelled == ["x"]
+
+
+def test_token_usage_adds_up_over_foreach_items_and_the_run(go):
+    used = {"tokens": {"prompt": 3, "completion": 2, "total": 5}}
+    plan = make_plan(
+        [
+            {
+                "id": "each",
+                "agent": "probe",
+                "foreach": [1, 2, 3],
+                "with": {"seconds": 0, "metadata": used},
+            },
+            {"id": "one", "agent": "probe", "with": {"seconds": 0, "metadata": used}},
+        ]
+    )
+    result, rec = go(plan)
+    assert result.phases["each"].metadata == {"tokens": {"prompt": 9, "completion": 6, "total": 15}}
+    assert rec.events[-1].data["tokens"] == {"prompt": 12, "completion": 8, "total": 20}
