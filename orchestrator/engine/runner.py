@@ -287,6 +287,13 @@ class _Scheduler:
             sorter.add(pid, *plan.predecessors[pid])
         sorter.prepare()
         heap: list[tuple[tuple[int, float, int], str]] = []
+        # phases of an agent with max_concurrency wait here, not in a max_parallel slot
+        bounds = {
+            name: spec.max_concurrency
+            for name, spec in plan.workflow.agents.items()
+            if spec.max_concurrency
+        }
+        agent_busy: dict[str, int] = {}
         loop = asyncio.get_running_loop()
         state = self.state
         outcomes = state.outcomes
@@ -316,10 +323,12 @@ class _Scheduler:
                     progressed = False
                     for pid in sorter.get_ready():
                         heapq.heappush(heap, (rank[pid], pid))
+                    deferred = []
                     while heap and self.stopping is None:
                         if self.limit is not None and len(running) >= self.limit:
                             break
-                        pid = heapq.heappop(heap)[1]
+                        entry = heapq.heappop(heap)
+                        pid = entry[1]
                         old = prior.get(pid)
                         if old is not None and old.status == "completed":
                             outcomes[pid] = old
@@ -333,9 +342,18 @@ class _Scheduler:
                             sorter.done(pid)
                             progressed = True
                             continue
+                        agent = phases[pid].agent
+                        if agent is not None and agent in bounds:
+                            busy = agent_busy.get(agent, 0)
+                            if busy >= bounds[agent]:  # saturated: keep the slot for others
+                                deferred.append(entry)
+                                continue
+                            agent_busy[agent] = busy + 1
                         task = loop.create_task(executor.execute(phases[pid], state))
                         running[task] = pid
                         task.add_done_callback(self._on_task_done)
+                    for entry in deferred:
+                        heapq.heappush(heap, entry)
                 if not running:
                     break
                 if not self._done:
@@ -347,6 +365,9 @@ class _Scheduler:
                 done, self._done = self._done, []
                 for task in done:
                     pid = running.pop(task)
+                    agent = phases[pid].agent
+                    if agent in agent_busy:
+                        agent_busy[agent] -= 1
                     self._finish(pid, task)
                     sorter.done(pid)
                 if self.stopping is not None:

@@ -118,3 +118,20 @@ def test_handoff_beyond_max_turns_fails_clearly(go):
         "handoff of phase 'h' did not finish within max_turns=3 (turn 3 by 'a' handed off to 'b')"
     )
     assert len(rec.of("phase_stream", "h")) == 3
+
+
+def test_a_phase_waiting_for_a_busy_agent_does_not_hold_a_max_parallel_slot(go):
+    plan = make_plan(
+        [
+            {"id": f"api{i}", "agent": "api", "priority": "critical", "with": {"seconds": 0.05}}
+            for i in range(3)
+        ]
+        + [{"id": "other", "agent": "probe", "priority": "low", "with": {"seconds": 0}}],
+        agents={"api": {"type": "probe", "max_concurrency": 1}},
+        max_parallel=2,
+    )
+    result, rec = go(plan)
+    assert result.status == "completed"
+    # the second slot goes to 'other' while api0 holds the agent, not to api1 waiting for it
+    assert rec.index("phase_started", "other") < rec.index("phase_completed", "api0")
+    assert rec.started_order()[:2] == ["api0", "other"]
