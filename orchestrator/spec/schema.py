@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from jsonschema.protocols import Validator
 
 __all__ = [
+    "MAX_SCHEMA_PROBLEMS",
     "SchemaReport",
     "check_agent_config",
     "check_agent_schema",
@@ -33,6 +34,8 @@ __all__ = [
     "workflow_schema",
 ]
 
+#: The schema check stops after this many problems (a file can hold a million bad values).
+MAX_SCHEMA_PROBLEMS = 200
 _DURATION_HELP = "use 500ms, 30s, 5m, 1h or a number of seconds"
 _TYPE_NAMES = {
     "string": "a string",
@@ -128,8 +131,18 @@ def check_workflow(data: Any, smap: SourceMap) -> SchemaReport:
     fast = _workflow_fast()
     if fast is not None and fast(data):
         return report
-    errors = sorted(_workflow_validator().iter_errors(data), key=lambda e: list(e.absolute_path))
-    for error in errors:
+    for n, error in enumerate(_workflow_validator().iter_errors(data)):
+        if n == MAX_SCHEMA_PROBLEMS:
+            where = smap.value(tuple(error.absolute_path))
+            report.problems.append(
+                SchemaViolation(
+                    f"more than {MAX_SCHEMA_PROBLEMS} schema problems;"
+                    " the schema check stopped here",
+                    location=where,
+                    hint="fix the problems above and run orch validate again",
+                ).to_problem()
+            )
+            break
         _explain(_leaf(error), (), data, smap, report, SchemaViolation, _workflow_owner)
     return report
 

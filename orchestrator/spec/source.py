@@ -29,6 +29,7 @@ __all__ = [
     "MAX_ALIAS_NODES",
     "MAX_BYTES",
     "MAX_DEPTH",
+    "MAX_NODES",
     "Source",
     "SourceMap",
     "read_source",
@@ -40,6 +41,9 @@ MAX_BYTES = 10 * 1024 * 1024
 MAX_DEPTH = 100
 #: Aliases may add at most this many nodes to the document (alias bombs).
 MAX_ALIAS_NODES = 1_000_000
+#: At most this many parser events (keys, values, collection starts and ends) per file;
+#: a 10,000-phase workflow has about 250,000.
+MAX_NODES = 1_000_000
 
 JsonPath = tuple[str | int, ...]
 
@@ -270,7 +274,15 @@ class _Composer:
         documents = 0
         values, keys = self.smap.values, self.smap.keys
         scalar_event = ev.ScalarEvent
+        budget = MAX_NODES
         for event in events:
+            budget -= 1  # every event counts: a cheap bound on the values in the file
+            if budget < 0:
+                raise UnreadableWorkflow(
+                    f"the file holds too many values (over {MAX_NODES:,} keys, values and"
+                    " collections); split the workflow",
+                    location=self.at(self.loc(event.start_mark)),
+                )
             # The fast path, for the bulk of a big file: a plain scalar without tag
             # or anchor, as a new key or as a value; anything else takes _scalar.
             if type(event) is scalar_event and stack and event.anchor is None and not event.tag:

@@ -157,3 +157,13 @@ def test_every_shipped_workflow_names_the_schema_for_editors():
         assert first.startswith("# yaml-language-server: $schema="), path
         target = (path.parent / first.split("$schema=", 1)[1].strip()).resolve()
         assert target == SCHEMA_FILE.resolve(), path
+
+
+def test_the_schema_check_stops_after_a_bounded_number_of_problems():
+    from orchestrator.spec.schema import MAX_SCHEMA_PROBLEMS
+
+    text = "name: x\nphases:\n" + "".join(f"  - {{id: p{i}, timeout: never}}\n" for i in range(500))
+    src = parse_source(text.encode(), "w.yaml")
+    problems = check_workflow(src.data, src.source_map).problems
+    assert len(problems) == MAX_SCHEMA_PROBLEMS + 1
+    assert "schema check stopped here" in problems[-1].message
