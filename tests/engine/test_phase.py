@@ -314,3 +314,35 @@ def test_token_usage_adds_up_over_foreach_items_and_the_run(go):
     result, rec = go(plan)
     assert result.phases["each"].metadata == {"tokens": {"prompt": 9, "completion": 6, "total": 15}}
     assert rec.events[-1].data["tokens"] == {"prompt": 12, "completion": 8, "total": 20}
+
+
+def test_shell_fields_are_rendered_shell_quoted_and_other_keys_keep_types(go, registry):
+    from typing import Any, ClassVar
+
+    from orchestrator.agents import Agent
+
+    class ShellLike(Agent):
+        name = "shell_like"
+        config_schema: ClassVar[dict[str, Any]] = {"type": "object"}
+        shell_fields: ClassVar[tuple[str, ...]] = ("command",)
+
+        async def run(self, input, ctx):
+            return dict(input)
+
+    registry.register(ShellLike)
+    payload = "a b; touch /tmp/x $(id)"
+    plan = make_plan(
+        [
+            {
+                "id": "s",
+                "agent": "shell_like",
+                "with": {"command": "echo {{ inputs.p }}", "env": {"P": "{{ inputs.p }}"}},
+            }
+        ],
+        inputs={"p": {"type": "string"}},
+    )
+    result, _ = go(plan, inputs={"p": payload})
+    assert result.phases["s"].output == {
+        "command": "echo 'a b; touch /tmp/x $(id)'",
+        "env": {"P": payload},
+    }
