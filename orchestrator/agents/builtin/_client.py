@@ -139,7 +139,7 @@ class HTTPClient:
                     yield response
         except _DeadlineReached as exc:
             raise AgentFailure(
-                f"{method} {url} did not finish within its deadline ({seconds:g}s)"
+                f"{method} {url} did not finish within its deadline ({round(seconds, 2):g}s)"
             ) from exc
         except httpx.TimeoutException as exc:
             raise AgentFailure(f"{method} {url} timed out: {type(exc).__name__}") from exc

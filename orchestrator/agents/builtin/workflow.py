@@ -69,6 +69,9 @@ class WorkflowAgent(Agent):
         except WorkflowInvalid as exc:
             first = next((p for p in exc.problems if p.severity == "error"), None)
             detail = f"{first.location}: {first.message}" if first else str(exc)
+            if first is not None and "workflow recursion: " in first.message:
+                found = first.message[first.message.index("workflow recursion: ") :]
+                return [ConfigProblem(("path",), found)]
             return [ConfigProblem(("path",), f"sub-workflow '{path}' is invalid: {detail}")]
         except OrchError as exc:
             return [ConfigProblem(("path",), f"sub-workflow '{path}' is invalid: {exc}")]

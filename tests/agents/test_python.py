@@ -1,0 +1,110 @@
+"""The python agent: sync in a thread, async awaited, kwargs, ctx, failures; import checks."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from orchestrator.agents import AgentContext, AgentFailure, AgentResult
+from orchestrator.agents.builtin.python import PythonAgent
+
+MODULE = """
+import asyncio, threading
+from orchestrator.agents import AgentResult, AgentFailure
+
+def add(a, b=1):
+    return {"sum": a + b, "thread": threading.current_thread().name}
+
+async def slow_upper(text):
+    await asyncio.sleep(0)
+    return text.upper()
+
+def with_ctx(ctx, x):
+    return f"{ctx.phase_id}:{x}:{ctx.idempotency_key}"
+
+def rich():
+    return AgentResult(output=1, metadata={"cost": 0.5})
+
+def boom():
+    raise ValueError("bad value")
+
+def refuse():
+    raise AgentFailure("no", transient=False)
+
+class Box:
+    @staticmethod
+    def make(n):
+        return [n] * n
+
+not_callable = 3
+"""
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    (tmp_path / "pyagent_mod.py").write_text(MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+def run(workdir, input: dict):
+    c = AgentContext(run_id="r", phase_id="calc", workdir=str(workdir))
+    return asyncio.run(PythonAgent().run(input, c))
+
+
+def test_sync_function_runs_in_a_worker_thread_with_kwargs(workdir):
+    result = run(workdir, {"function": "pyagent_mod:add", "kwargs": {"a": 2, "b": 3}})
+    assert result.output["sum"] == 5
+    assert result.output["thread"] != threading.main_thread().name
+
+
+def test_async_function_is_awaited(workdir):
+    result = run(workdir, {"function": "pyagent_mod:slow_upper", "kwargs": {"text": "hi"}})
+    assert result.output == "HI"
+
+
+def test_ctx_is_passed_when_asked_and_agent_result_kept(workdir):
+    result = run(workdir, {"function": "pyagent_mod:with_ctx", "kwargs": {"x": 1}})
+    assert result.output == "calc:1:r/calc/1"
+    rich = run(workdir, {"function": "pyagent_mod:rich"})
+    assert isinstance(rich, AgentResult) and rich.metadata == {"cost": 0.5}
+    assert run(workdir, {"function": "pyagent_mod:Box.make", "kwargs": {"n": 2}}).output == [2, 2]
+
+
+def test_exceptions_become_failures(workdir):
+    with pytest.raises(AgentFailure) as boom:
+        run(workdir, {"function": "pyagent_mod:boom"})
+    assert str(boom.value) == "pyagent_mod:boom raised ValueError: bad value"
+    assert boom.value.transient is True
+    with pytest.raises(AgentFailure) as refused:
+        run(workdir, {"function": "pyagent_mod:refuse"})
+    assert refused.value.transient is False
+    with pytest.raises(AgentFailure) as wrong:
+        run(workdir, {"function": "pyagent_mod:add", "kwargs": {"zzz": 1}})
+    assert "cannot take these kwargs" in str(wrong.value)
+    assert wrong.value.transient is False
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("no_such_mod_xyz:f", "cannot import module 'no_such_mod_xyz'"),
+        ("pyagent_mod:missing", "module 'pyagent_mod' has no attribute 'missing'"),
+        ("pyagent_mod:not_callable", "'pyagent_mod:not_callable' is not callable"),
+    ],
+)
+def test_import_problems_are_found_at_check_and_at_run(workdir, target, message):
+    problems = PythonAgent.check_static({"function": target}, workflow_path=str(workdir / "w.yaml"))
+    assert [p.message[: len(message)] for p in problems] == [message]
+    assert problems[0].path == ("function",)
+    with pytest.raises(AgentFailure, match="^" + message[:20].replace("(", r"\(")):
+        run(workdir, {"function": target})
+
+
+def test_a_template_target_is_not_checked_statically(workdir):
+    found = PythonAgent.check_static(
+        {"function": "{{ inputs.fn }}"}, workflow_path=str(workdir / "w.yaml")
+    )
+    assert found == []
