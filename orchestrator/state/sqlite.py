@@ -25,6 +25,7 @@ from typing import Any
 from ..engine.events import Event
 from ..errors import RunLocked, RunNotFound, StateCorrupted, StateError, UsageError
 from .base import CachedResult, Owner, PhaseRecord, PhaseState, RunRecord, current_owner
+from .rows import OUTPUT_CAP, apply_event, dumps
 
 __all__ = [
     "DEFAULT_STATE_DIR",
@@ -37,11 +38,7 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 DEFAULT_STATE_DIR = ".orch"
-#: Outputs whose JSON is longer than this many characters are kept in files, not rows.
-OUTPUT_CAP = 64 * 1024
 _BUSY_MS = 10_000
-_FINAL = {"workflow_completed": "completed", "workflow_failed": "failed"}
-_FINAL["workflow_cancelled"] = "cancelled"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -112,10 +109,6 @@ def open_store(state_dir: str | os.PathLike[str] | None = None) -> SqliteStore:
     unusable, StateCorrupted when the file is not a SQLite database.
     """
     return SqliteStore(resolve_state_dir(state_dir))
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
 
 
 def _safe_name(text: str) -> str:
@@ -239,7 +232,7 @@ class SqliteStore:
     ) -> None:
         """Remember ``output`` for ``key`` until ``now + ttl`` (forever when ttl is None)."""
         expires = None if ttl is None else now + ttl
-        await self._submit("cache", (key, _dumps(output), _dumps(dict(metadata)), now, expires))
+        await self._submit("cache", (key, dumps(output), dumps(dict(metadata)), now, expires))
 
     async def _submit(self, kind: str, payload: Any) -> None:
         loop = asyncio.get_running_loop()
@@ -362,146 +355,7 @@ class SqliteStore:
         return str(target.relative_to(self.state_dir))
 
     def _apply_event(self, conn: sqlite3.Connection, event: Event) -> None:
-        data = event.data
-        kind = event.event
-        output_text: str | None = None
-        output_file: str | None = None
-        stored = data
-        if kind == "phase_completed" and event.phase is not None:
-            output_text = _dumps(data.get("output"))
-            if len(output_text) > OUTPUT_CAP:
-                output_file = self._spill(event.run_id, event.phase, output_text)
-                output_text = None
-                stored = dict(data)
-                stored["output"] = {"$file": output_file}
-        cur = conn.execute(
-            "INSERT INTO events(run_id, ts, event, phase, attempt, data) VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                event.run_id,
-                event.ts,
-                kind,
-                event.phase,
-                event.attempt,
-                _dumps(stored) if stored else None,
-            ),
-        )
-        seq = cur.lastrowid
-        run, phase, ts = event.run_id, event.phase, event.ts
-        if kind == "workflow_started":
-            info = {
-                "phases": list(data.get("phases") or ()),
-                "fingerprints": dict(data.get("fingerprints") or {}),
-                "inputs": data.get("inputs") or {},
-            }
-            conn.execute(
-                "INSERT INTO runs(id, workflow, path, source_hash, status, started, owner_pid,"
-                " owner_start, info) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?)"
-                " ON CONFLICT(id) DO UPDATE SET workflow=excluded.workflow, path=excluded.path,"
-                " source_hash=excluded.source_hash, status='running', ended=NULL, error=NULL,"
-                " owner_pid=excluded.owner_pid, owner_start=excluded.owner_start,"
-                " resumes=resumes+1, info=excluded.info",
-                (
-                    run,
-                    str(data.get("workflow", "")),
-                    _abspath(str(data.get("path", ""))),
-                    str(data.get("source_hash", "")),
-                    ts,
-                    self.owner.pid,
-                    self.owner.start,
-                    _dumps(info),
-                ),
-            )
-            conn.executemany(
-                "INSERT INTO phases(run_id, id, idx, state) VALUES (?, ?, ?, 'pending')"
-                " ON CONFLICT(run_id, id) DO UPDATE SET idx=excluded.idx",
-                [(run, pid, i) for i, pid in enumerate(info["phases"])],
-            )
-        elif phase is None:
-            if kind in _FINAL:
-                conn.execute(
-                    "UPDATE runs SET status=?, ended=?, error=?, outputs=?, counts=? WHERE id=?",
-                    (
-                        str(data.get("status") or _FINAL[kind]),
-                        ts,
-                        _text(data.get("error")),
-                        _dumps(data.get("outputs")),
-                        _dumps(data.get("counts") or {}),
-                        run,
-                    ),
-                )
-                # A phase still "running" when its run ended did not finish: it was cancelled.
-                conn.execute(
-                    "UPDATE phases SET state='cancelled', ended=?"
-                    " WHERE run_id=? AND state='running'",
-                    (ts, run),
-                )
-        elif kind == "phase_started":
-            conn.execute(
-                "INSERT INTO phases(run_id, id, idx, state, attempts, started)"
-                " VALUES (?, ?, ?, 'running', ?, ?)"
-                " ON CONFLICT(run_id, id) DO UPDATE SET state='running',"
-                " attempts=excluded.attempts,"
-                " started=CASE WHEN excluded.attempts<=1 OR started IS NULL THEN excluded.started"
-                " ELSE started END, ended=NULL, error=NULL",
-                (run, phase, 1_000_000 + (seq or 0), event.attempt or 1, ts),
-            )
-        elif kind == "phase_completed":
-            duration = data.get("duration")
-            started = ts - float(duration) if isinstance(duration, (int, float)) else ts
-            conn.execute(
-                "INSERT INTO phases(run_id, id, idx, state, attempts, started, ended, output,"
-                " output_file, cached, fallback_used, completed_seq, metadata)"
-                " VALUES (?, ?, ?, 'completed', ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT(run_id, id) DO UPDATE SET state='completed',"
-                " attempts=excluded.attempts, started=COALESCE(started, excluded.started),"
-                " ended=excluded.ended, output=excluded.output, output_file=excluded.output_file,"
-                " error=NULL, cached=excluded.cached, fallback_used=excluded.fallback_used,"
-                " completed_seq=COALESCE(completed_seq, excluded.completed_seq),"
-                " metadata=excluded.metadata",
-                (
-                    run,
-                    phase,
-                    1_000_000 + (seq or 0),
-                    int(data.get("attempts") or event.attempt or 1),
-                    started,
-                    ts,
-                    output_text,
-                    output_file,
-                    int(bool(data.get("cached"))),
-                    int(bool(data.get("fallback_used"))),
-                    seq,
-                    _dumps(data.get("metadata") or {}),
-                ),
-            )
-        elif kind in ("phase_failed", "phase_skipped"):
-            state = str(data.get("status") or ("failed" if kind == "phase_failed" else "skipped"))
-            note = data.get("error") if kind == "phase_failed" else data.get("reason")
-            conn.execute(
-                "INSERT INTO phases(run_id, id, idx, state, attempts, ended, error)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT(run_id, id) DO UPDATE SET state=excluded.state,"
-                " attempts=MAX(attempts, excluded.attempts), ended=excluded.ended,"
-                " error=excluded.error",
-                (
-                    run,
-                    phase,
-                    1_000_000 + (seq or 0),
-                    state,
-                    int(data.get("attempts") or event.attempt or 0),
-                    ts,
-                    _text(note),
-                ),
-            )
-        elif kind == "phase_stream":
-            if data.get("compensation") == "started":  # saga write-ahead marker
-                conn.execute(
-                    "UPDATE phases SET compensated=-1 WHERE run_id=? AND id=?", (run, phase)
-                )
-        elif kind == "phase_compensated":
-            conn.execute(
-                "UPDATE phases SET compensated=?, compensation_error=? WHERE run_id=? AND id=?",
-                (int(bool(data.get("ok"))), _text(data.get("error")), run, phase),
-            )
+        apply_event(conn, event, owner=self.owner, spill=self._spill)
 
     # -- ownership ---------------------------------------------------------------
 
@@ -728,17 +582,6 @@ class SqliteStore:
     def integrity_check(self) -> str:
         """``PRAGMA integrity_check``: ``ok`` or the problems found."""
         return "; ".join(str(r[0]) for r in self._read("PRAGMA integrity_check"))
-
-
-def _abspath(path: str) -> str:
-    """Workflow paths are stored absolute, so ``orch resume`` works from any folder."""
-    if not path or path.startswith("<"):
-        return path
-    return os.path.abspath(path)
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
 
 
 def _settle(futures: list[asyncio.Future[None]], error: BaseException | None, path: str) -> None:
