@@ -157,6 +157,8 @@ class _Ctx:
     inputs: dict[str, InputSpec] = field(default_factory=dict)
     secrets: set[str] = field(default_factory=set)
     sequential: bool = False
+    suggestions_left: int = 10  # did-you-mean searches over long lists of names
+    sorted_names: dict[int, tuple[Any, list[str]]] = field(default_factory=dict)
 
     @property
     def smap(self) -> SourceMap:
@@ -463,7 +465,7 @@ def _phase(
                     )
                 )
             elif dep not in known:
-                cx.add(_unknown("phase", dep, "depends_on", known, where))
+                cx.add(_unknown(cx, "phase", dep, "depends_on", known, where))
             elif dep not in depends:
                 depends.append(dep)
                 dep_loc.setdefault((pid, dep), where)
@@ -576,6 +578,7 @@ def _check_agent(
         choices = sorted(set(cx.agents) | set(cx.registry.names()))
         cx.add(
             _unknown(
+                cx,
                 "agent",
                 name,
                 None,
@@ -639,7 +642,9 @@ def _handoff(cx: _Ctx, raw: Any, path: JsonPath, pid: str) -> HandoffSpec | None
             if name not in cx.bad_agents:
                 choices = sorted(set(cx.agents) | set(cx.registry.names()))
                 cx.add(
-                    _unknown("agent", name, "handoff", choices, cx.smap.value(path + ("agents", j)))
+                    _unknown(
+                        cx, "agent", name, "handoff", choices, cx.smap.value(path + ("agents", j))
+                    )
                 )
     start = raw.get("start", agents[0] if agents else "")
     if isinstance(start, str) and agents and start not in agents and cx.ok(path + ("start",)):
@@ -772,7 +777,7 @@ def _check_template_text(
                 # A compensation runs after the phases ended: it may read any phase's
                 # result, its own included, and implies no dependency.
                 if target not in phases and target != pid:
-                    cx.add(_unknown("phase", target, shown, phases, where))
+                    cx.add(_unknown(cx, "phase", target, shown, phases, where))
             elif target == pid:
                 cx.add(
                     UnknownReference(
@@ -781,12 +786,12 @@ def _check_template_text(
                     )
                 )
             elif target not in phases:
-                cx.add(_unknown("phase", target, shown, phases, where))
+                cx.add(_unknown(cx, "phase", target, shown, phases, where))
             else:
                 found.append((target, where))
         elif head == "inputs":
             if len(chain) >= 2 and chain[1] not in cx.inputs:
-                cx.add(_unknown("input", chain[1], shown, cx.inputs, where))
+                cx.add(_unknown(cx, "input", chain[1], shown, cx.inputs, where))
         elif head == "secrets":
             if len(chain) >= 2:
                 cx.secrets.add(chain[1])
@@ -859,6 +864,7 @@ def _simple_references(text: str) -> frozenset[tuple[str, ...]] | None:
 
 
 def _unknown(
+    cx: _Ctx,
     what: str,
     name: str,
     where_text: str | None,
@@ -867,8 +873,16 @@ def _unknown(
     *,
     hint: str | None = None,
 ) -> UnknownReference:
-    options = sorted(str(c) for c in choices if isinstance(c, str))
-    close = difflib.get_close_matches(name, options, n=1)
+    cached = cx.sorted_names.get(id(choices))
+    if cached is None or cached[0] is not choices or len(cached[1]) != len(choices):
+        cached = (choices, sorted(str(c) for c in choices if isinstance(c, str)))
+        cx.sorted_names[id(choices)] = cached
+    options = cached[1]
+    close: list[str] = []
+    if len(options) <= 200 or cx.suggestions_left > 0:
+        # did-you-mean over thousands of ids costs milliseconds each: bound the total
+        cx.suggestions_left -= len(options) > 200
+        close = difflib.get_close_matches(name, options, n=1)
     msg = f"unknown {what} '{name}'"
     if where_text:
         msg += f" in {where_text}"
