@@ -624,3 +624,21 @@ def test_the_summary_lists_failures_first_when_the_run_is_huge():
     assert re.search(r"│ p77\s+│ failed\s+│.*│ bad", out)
     assert "(70 more phases not shown)" in out
     assert "success rate: 99% (99 of 100 phases that ran completed; 99 completed, 1 failed)" in out
+
+
+def test_the_summary_shows_token_totals_and_compensations_when_there_are_any():
+    view = RunView()
+    for e in RUN:
+        view(e)
+    view(ev("phase_compensated", "a", ok=False, error="refund refused"))
+    console = make_console(io.StringIO(), width=80, environ={})
+    print_summary(console, view)
+    out = console.file.getvalue()
+    assert "tokens: prompt 3, completion 4, total 7\n" in out
+    assert "compensated: 1 phase(s), failed: a\n" in out
+    assert "error: phase 'b' failed\n" in out
+    quiet = RunView()
+    quiet(ev("workflow_completed", status="completed", duration=1.0, tokens={"total": 0}))
+    console = make_console(io.StringIO(), width=80, environ={})
+    print_summary(console, quiet)
+    assert "tokens" not in console.file.getvalue()
