@@ -10,6 +10,7 @@ sequential mode, ``item``/``index`` outside foreach, handoff agents, cron.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -78,8 +79,8 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError(f"not a duration: {value!r}")
     if isinstance(value, (int, float)):
-        if value < 0:
-            raise ValueError("a duration cannot be negative")
+        if not 0 <= value < math.inf:
+            raise ValueError(f"not a duration: {value!r}")
         return float(value)
     text = str(value).replace(" ", "")
     parts = _DURATION_PART.findall(text)
@@ -291,7 +292,7 @@ def _agents(cx: _Ctx, raw: Any) -> dict[str, AgentSpec]:
             failures = cb.get("failures", 5)
             reset = _duration(cx, cb.get("reset_after"), path + ("circuit_breaker", "reset_after"))
             breaker = CircuitBreakerSpec(
-                failures=failures if isinstance(failures, int) else 5,
+                failures=_as_int(failures, 5),
                 reset_after=reset if reset is not None else 60.0,
             )
         with_ = _mapping(spec.get("with"))
@@ -300,7 +301,7 @@ def _agents(cx: _Ctx, raw: Any) -> dict[str, AgentSpec]:
             name=name,
             type=type_name,
             with_=dict(with_),
-            max_concurrency=mc if isinstance(mc, int) and not isinstance(mc, bool) else None,
+            max_concurrency=_as_int(mc, None),
             rate_limit=rate,
             circuit_breaker=breaker,
             description=_str_or_none(spec.get("description")),
@@ -656,14 +657,14 @@ def _handoff(cx: _Ctx, raw: Any, path: JsonPath, pid: str) -> HandoffSpec | None
             )
         )
     turns = raw.get("max_turns", 10)
-    return HandoffSpec(tuple(agents), str(start), turns if isinstance(turns, int) else 10)
+    return HandoffSpec(tuple(agents), str(start), _as_int(turns, 10))
 
 
 def _retries(cx: _Ctx, raw: Any, path: JsonPath) -> RetrySpec:
     if isinstance(raw, bool) or raw is None:
         return RetrySpec()
-    if isinstance(raw, int):
-        return RetrySpec(attempts=max(raw, 0))
+    if isinstance(raw, (int, float)):
+        return RetrySpec(attempts=max(_as_int(raw, 0), 0))
     if not isinstance(raw, Mapping):
         return RetrySpec()
     base = RetrySpec()
@@ -672,7 +673,7 @@ def _retries(cx: _Ctx, raw: Any, path: JsonPath) -> RetrySpec:
     max_delay = _duration(cx, raw.get("max_delay"), rpath + ("max_delay",))
     jitter = _duration(cx, raw.get("jitter"), rpath + ("jitter",))
     spec = RetrySpec(
-        attempts=raw["attempts"] if isinstance(raw.get("attempts"), int) else base.attempts,
+        attempts=_as_int(raw.get("attempts"), base.attempts),
         backoff=_choice(raw.get("backoff"), base.backoff),
         delay=delay if delay is not None else base.delay,
         max_delay=max_delay if max_delay is not None else max(base.max_delay, delay or 0.0),
@@ -913,13 +914,22 @@ def _duration(cx: _Ctx, value: Any, path: JsonPath) -> float | None:
 
 
 def _int_or_none(cx: _Ctx, value: Any, path: JsonPath) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool) and cx.ok(path):
+    return _as_int(value, None) if cx.ok(path) else None
+
+
+def _as_int(value: Any, default: Any) -> Any:
+    """An int from an int or an integral float (JSON Schema counts 2.0 as an integer)."""
+    if isinstance(value, bool):
+        return default
+    if isinstance(value, int):
         return value
-    return None
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return default
 
 
 def _number_or_none(value: Any) -> float | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < math.inf:
         return float(value)
     return None
 

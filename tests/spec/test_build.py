@@ -251,3 +251,21 @@ def test_bad_durations(text):
 )
 def test_cron(expression, ok):
     assert (check_cron(expression) is None) is ok
+
+
+def test_integral_floats_count_as_integers_and_infinity_is_no_duration(tmp_path, registry):
+    wf = _load(
+        tmp_path,
+        """\
+        name: demo
+        max_parallel: 4.0
+        phases:
+          - {id: a, agent: echo, retries: 2.0, estimated_duration: 3}
+        """,
+        registry,
+    )
+    assert wf.max_parallel == 4 and wf.phases[0].retries.attempts == 2
+    path = tmp_path / "inf.yaml"
+    path.write_text("name: x\ntimeout: .inf\nphases: [{id: a, agent: echo}]\n")
+    [p] = orchestrator.validate(path, registry=registry)
+    assert (p.location.line, p.location.col) == (2, 10) and "is not a duration" in p.message
