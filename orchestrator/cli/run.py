@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..errors import OrchError, WorkflowInvalid
+from ..errors import OrchError, UsageError, WorkflowInvalid
 
 if TYPE_CHECKING:
     from ..engine import RunResult
@@ -156,7 +156,6 @@ def _resolve_inputs(
 ) -> dict[str, Any]:
     """The run's inputs: ``--inputs-file`` first, then each ``--input`` over it, typed."""
     from ..engine.inputs import resolve_inputs
-    from ..errors import UsageError
 
     from_file: dict[str, Any] = {}
     if inputs_file is not None:
@@ -377,7 +376,6 @@ def _isatty(stream: Any) -> bool:
 
 def _write_json(path: Path, value: Any) -> None:
     """Write ``value`` as JSON to ``path`` atomically (temp file, fsync, rename)."""
-    from ..errors import UsageError
 
     target = path.resolve()
     try:
