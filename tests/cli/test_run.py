@@ -642,3 +642,31 @@ def test_the_summary_shows_token_totals_and_compensations_when_there_are_any():
     console = make_console(io.StringIO(), width=80, environ={})
     print_summary(console, quiet)
     assert "tokens" not in console.file.getvalue()
+
+
+PARALLEL_WORKFLOW = """
+name: three
+phases:
+  - {id: a, agent: sleep, with: {seconds: 0.2}}
+  - {id: b, agent: sleep, with: {seconds: 0.2}}
+  - {id: c, agent: sleep, with: {seconds: 0.2}}
+"""
+
+
+def max_running(events) -> int:
+    running, most = 0, 0
+    for e in events:
+        if e["event"] == "phase_started":
+            running += 1
+        elif e["event"] in ("phase_completed", "phase_failed"):
+            running -= 1
+        most = max(most, running)
+    return most
+
+
+@pytest.mark.parametrize(("args", "most"), [([], 3), (["--max-parallel", "1"], 1)])
+def test_max_parallel_bounds_the_phases_running_at_once(tmp_path, args, most):
+    result = invoke(str(write(tmp_path, PARALLEL_WORKFLOW)), "--events", "jsonl", *args)
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert max_running(events) == most
