@@ -122,13 +122,15 @@ class AgentRegistry:
             raise AgentLoadError(entry.conflict)
         if entry.loaded is None:
             assert entry.entry_point is not None
-            where = f"entry point '{name} = {entry.source}' of {entry.dist or 'an unknown dist'}"
+            dist = f"{entry.dist} {entry.version}" if entry.dist else "an unknown distribution"
+            where = f"entry point '{name} = {entry.source}' of {dist}"
             try:
                 obj = entry.entry_point.load()
             except Exception as exc:  # a plugin's import may raise anything
                 raise AgentLoadError(
-                    f"agent type '{name}' failed to load: {type(exc).__name__}: {exc}",
-                    hint=f"check the {where}",
+                    f"agent type '{name}' failed to load from the {where}: "
+                    f"{type(exc).__name__}: {exc}",
+                    hint=f"fix or uninstall {entry.dist or 'the plugin'}",
                 ) from exc
             _check(obj, name, entry.source, entry.dist)
             entry.loaded = obj
