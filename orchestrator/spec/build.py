@@ -158,6 +158,7 @@ class _Ctx:
     inputs: dict[str, InputSpec] = field(default_factory=dict)
     secrets: set[str] = field(default_factory=set)
     sequential: bool = False
+    bad_ids: set[str] = field(default_factory=set)
     suggestions_left: int = 10  # did-you-mean searches over long lists of names
     sorted_names: dict[int, tuple[Any, list[str]]] = field(default_factory=dict)
 
@@ -391,6 +392,8 @@ def _phase_list(
     for path, raw in items:
         pid = raw.get("id")
         if not isinstance(pid, str) or not cx.ok(path + ("id",)):
+            if isinstance(pid, str):
+                cx.bad_ids.add(pid)  # already reported: references to it are not
             continue
         where = cx.smap.value(path + ("id",))
         if pid in first_at or pid in taken:
@@ -465,7 +468,7 @@ def _phase(
                         hint="remove it from depends_on",
                     )
                 )
-            elif dep not in known:
+            elif dep not in known and dep not in cx.bad_ids:
                 cx.add(_unknown(cx, "phase", dep, "depends_on", known, where))
             elif dep not in depends:
                 depends.append(dep)
@@ -777,7 +780,7 @@ def _check_template_text(
             if "compensate" in path:
                 # A compensation runs after the phases ended: it may read any phase's
                 # result, its own included, and implies no dependency.
-                if target not in phases and target != pid:
+                if target not in phases and target != pid and target not in cx.bad_ids:
                     cx.add(_unknown(cx, "phase", target, shown, phases, where))
             elif target == pid:
                 cx.add(
@@ -786,6 +789,8 @@ def _check_template_text(
                         location=where,
                     )
                 )
+            elif target in cx.bad_ids:
+                pass
             elif target not in phases:
                 cx.add(_unknown(cx, "phase", target, shown, phases, where))
             else:

@@ -32,6 +32,7 @@ __all__ = [
     "MAX_NODES",
     "Source",
     "SourceMap",
+    "parse_source",
     "read_source",
 ]
 
