@@ -6,6 +6,7 @@ import io
 import json
 import re
 import textwrap
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -278,3 +279,17 @@ def test_handler_phases_are_listed_apart_from_the_dag(tmp_path):
     data = json.loads(_orch("graph", str(path), "-f", "json").output)
     assert data["handlers"] == {"on_success": [], "on_failure": ["notify"], "finally": ["cleanup"]}
     assert data["order"] == ["a"]
+
+
+_WORKFLOWS = sorted((Path(__file__).resolve().parents[2] / "workflows").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", _WORKFLOWS, ids=[p.stem for p in _WORKFLOWS])
+def test_every_shipped_workflow_draws_in_every_format(path):
+    data = json.loads(_orch("graph", str(path), "-f", "json").output)
+    assert sorted(data["order"]) == sorted(p["id"] for p in data["phases"])
+    assert data["critical_path"] and data["critical_path"][0] in data["levels"][0]
+    for fmt, first in (("ascii", data["name"]), ("mermaid", "flowchart TD"), ("dot", "digraph ")):
+        result = _orch("graph", str(path), "-f", fmt)
+        assert result.exit_code == 0, result.output
+        assert result.output.startswith(first)
