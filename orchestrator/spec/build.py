@@ -604,9 +604,12 @@ def _check_agent(
             return path + ("with",) + rel
         return ("agents", name, "with") + rel
 
-    result = check_agent_config(
-        merged, cls.config_schema, cx.smap, at=at, owner=f"{owner} (agent type '{type_name}')"
-    )
+    def owner_of(rel: JsonPath) -> str:
+        if rel and rel[0] not in with_ and name in cx.agents:
+            return f"the with of agent '{name}' (agent type '{type_name}')"
+        return f"{owner} (agent type '{type_name}')"
+
+    result = check_agent_config(merged, cls.config_schema, cx.smap, at=at, owner=owner_of)
     cx.problems.extend(result.problems)
     if not result.problems:
         try:

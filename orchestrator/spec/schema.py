@@ -153,12 +153,13 @@ def check_agent_config(
     smap: SourceMap,
     *,
     at: Callable[[JsonPath], JsonPath],
-    owner: str,
+    owner: str | Callable[[JsonPath], str],
 ) -> SchemaReport:
     """Check an agent's merged ``with:`` against its type's config schema.
 
     ``at`` maps a path inside ``config`` to the document path to report it at;
-    ``owner`` names the config in messages (``the with of phase 'a'``). Errors
+    ``owner`` names the config in messages (``the with of phase 'a'``), or gives
+    that name for a path inside ``config``. Errors
     about a value that is (or holds) a template string are skipped: that value
     is only known at run time.
     """
@@ -166,12 +167,13 @@ def check_agent_config(
     validator, fast = _agent_validator(schema)
     if fast is not None and fast(config):
         return report
+    name = owner if callable(owner) else (lambda p, o=owner: o)
     for error in validator.iter_errors(dict(config)):
         leaf = _leaf(error)
         if _holds_template(leaf.instance):
             continue
         rel = tuple(leaf.absolute_path)
-        _explain(leaf, rel, config, smap, report, AgentConfigError, lambda p, d: owner, at=at)
+        _explain(leaf, rel, config, smap, report, AgentConfigError, lambda p, d: name(p), at=at)
     return report
 
 
@@ -281,7 +283,8 @@ def _explain(
     if v == "additionalProperties" and isinstance(value, Mapping):
         known = list(schema.get("properties", {}))
         for extra in [k for k in value if k not in known]:
-            where = "in " + owner(rel, data)
+            # an agent config names its owner by the key (phase or agent with)
+            where = "in " + owner(rel + (extra,) if kind is AgentConfigError else rel, data)
             if not rel and kind is SchemaViolation:
                 where = "at the top level"
             msg = f"unknown key '{extra}' {where}"
