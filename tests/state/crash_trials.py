@@ -125,9 +125,8 @@ def run_trial(
         run_id_now, completed, _ = _store_view(state)
         run_id = run_id or run_id_now
         cmd = [*ORCH, "resume", run_id] if run_id else [*ORCH, "run", str(wf)]
-        proc = subprocess.Popen(
-            cmd, env=env, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        with open(folder / f"stderr-{attempt}.txt", "wb") as err:  # kept for post-mortems
+            proc = subprocess.Popen(cmd, env=env, cwd=folder, stdout=subprocess.DEVNULL, stderr=err)
         if attempt < kills:
             target = before + rnd.randint(1, max(1, phases - len(completed) - 1))
             killed = _kill_when(proc, ledger, target, timeout)
