@@ -17,6 +17,26 @@ def _modules_after(code: str) -> set[str]:
     return set(json.loads(out.strip().splitlines()[-1]))
 
 
+def test_importing_every_core_module_loads_neither_rich_nor_typer():
+    # Every module outside cli/ and render/, found by walking the package.
+    # (pkgutil.walk_packages would import cli/ itself to look inside, so walk the files.)
+    code = (
+        "import importlib, pathlib, orchestrator\n"
+        "root = pathlib.Path(orchestrator.__file__).parent\n"
+        "for f in sorted(root.rglob('*.py')):\n"
+        "    parts = f.relative_to(root.parent).with_suffix('').parts\n"
+        "    if parts[1] in ('cli', 'render', '__main__'):\n"
+        "        continue\n"
+        "    importlib.import_module('.'.join(p for p in parts if p != '__init__'))\n"
+    )
+    loaded = _modules_after(code)
+    assert "orchestrator.engine.runner" in loaded or "orchestrator.engine" in loaded
+    assert "orchestrator.state.sqlite" in loaded
+    leaked = sorted(m for m in loaded if m.split(".")[0] in {"rich", "typer", "click"})
+    assert leaked == []
+    assert not any(m.startswith(("orchestrator.cli", "orchestrator.render")) for m in loaded)
+
+
 def test_importing_the_core_loads_neither_rich_nor_typer():
     loaded = _modules_after(
         "import orchestrator, orchestrator.spec, orchestrator.plan, orchestrator.engine,"
