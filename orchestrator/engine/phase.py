@@ -269,7 +269,10 @@ async def _run_unit(
             result = await call_with_retries(
                 phase.retries,
                 attempt,
-                should_retry=lambda exc: _should_retry(run, phase, exc),
+                should_retry=lambda exc: (
+                    # tenacity asks after the last attempt too: no budget is spent there
+                    tried[0] <= phase.retries.attempts and _should_retry(run, phase, exc)
+                ),
                 on_retry=lambda n, exc, delay: run.emit(
                     "phase_retry",
                     phase.id,

@@ -119,3 +119,22 @@ def test_max_total_retries_caps_the_whole_run(go):
     result, rec = go(plan)
     assert len(rec.of("phase_retry")) == 3
     assert result.phases["a"].attempts + result.phases["b"].attempts == 2 + 3
+
+
+def test_the_last_attempt_spends_no_retry_budget(go):
+    plan = make_plan(
+        [
+            {"id": "a", "agent": "fail", "retries": {"attempts": 1, "delay": 0}},
+            {
+                "id": "b",
+                "agent": "fail",
+                "retries": {"attempts": 2, "delay": 0},
+                "trigger": "all_done",
+            },
+        ],
+        mode="sequential",
+        error_handling={"continue_on_error": True, "max_total_retries": 3},
+    )
+    result, rec = go(plan)
+    assert [e.phase for e in rec.of("phase_retry")] == ["a", "b", "b"]
+    assert (result.phases["a"].attempts, result.phases["b"].attempts) == (2, 3)
