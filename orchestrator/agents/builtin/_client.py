@@ -25,19 +25,20 @@ __all__ = [
     "retry_after",
 ]
 
-#: JSON Schema of a duration: seconds, or a string such as 500ms, 30s, 5m, 1h.
+#: JSON Schema of a duration (the workflow schema's own): seconds, or 500ms, 30s, 5m, 1h30m.
 DURATION_SCHEMA: dict[str, Any] = {
-    "oneOf": [
-        {"type": "number", "exclusiveMinimum": 0},
-        {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h)?\s*$"},
-    ]
+    "title": "duration",
+    "type": ["string", "number"],
+    "pattern": r"^\s*([0-9]+(\.[0-9]+)?(ms|s|m|h)\s*)+$",
+    "minimum": 0,
 }
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "": 1.0}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"^\s*(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h)\s*)+$")
+_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 
 
 def duration(value: Any, default: float) -> float:
-    """Seconds from a number or a duration string; ``default`` when None.
+    """Seconds from a number or a duration string (``1h30m``); ``default`` when None.
 
     Raises AgentFailure (permanent) on a value that is neither.
     """
@@ -45,12 +46,16 @@ def duration(value: Any, default: float) -> float:
         return default
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
-    m = _DURATION.match(str(value))
-    if not m:
+    text = str(value)
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    if not _DURATION.match(text):
         raise AgentFailure(
             f"'{value}' is not a duration; use 500ms, 30s, 5m, 1h or seconds", transient=False
         )
-    return float(m.group(1)) * _UNITS[m.group(2) or ""]
+    return sum(float(n) * _UNITS[unit] for n, unit in _PART.findall(text))
 
 
 def retry_after(value: str | None) -> float | None:

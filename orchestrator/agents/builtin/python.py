@@ -11,6 +11,7 @@ import asyncio
 import functools
 import importlib
 import inspect
+import re
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -21,7 +22,7 @@ from ..base import Agent, AgentContext, AgentFailure, AgentResult, ConfigProblem
 
 __all__ = ["PythonAgent"]
 
-_TARGET = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*$"
+_TARGET = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*$")
 
 
 class PythonAgent(Agent):
@@ -42,7 +43,6 @@ class PythonAgent(Agent):
                     "workflow's folder or the environment)."
                 ),
                 "type": "string",
-                "pattern": _TARGET,
             },
             "kwargs": {
                 "description": "Keyword arguments passed to the function.",
@@ -59,6 +59,14 @@ class PythonAgent(Agent):
         target = config.get("function")
         if not isinstance(target, str) or is_template(target):
             return []
+        if not _TARGET.match(target):
+            return [
+                ConfigProblem(
+                    ("function",),
+                    f"'{target}' is not 'module:function'",
+                    hint='e.g. function: "mypackage.scoring:score"',
+                )
+            ]
         try:
             _load(target, str(Path(workflow_path).parent))
         except AgentFailure as exc:

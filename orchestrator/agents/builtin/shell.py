@@ -47,10 +47,10 @@ class ShellAgent(Agent):
                     "shell-quoted (do not add quotes around it); a list is the argv, "
                     "passed as it is, without a shell."
                 ),
-                "oneOf": [
-                    {"type": "string", "minLength": 1},
-                    {"type": "array", "items": {"type": "string"}, "minItems": 1},
-                ],
+                "type": ["string", "array"],
+                "minLength": 1,
+                "items": {"type": "string", "description": "One argument."},
+                "minItems": 1,
             },
             "env": {
                 "description": "Environment variables added to orch's own environment.",
@@ -124,6 +124,8 @@ class ShellAgent(Agent):
         env.update({k: _env_value(v) for k, v in (input.get("env") or {}).items()})
         env[TAG_VARIABLE] = tag
         cwd = Path(ctx.workdir, input["cwd"]) if input.get("cwd") else Path(ctx.workdir)
+        if not cwd.is_dir():
+            raise AgentFailure(f"working directory '{cwd}' does not exist", transient=False)
         stdin = input.get("stdin")
         grace = float(input.get("kill_grace", 3))
         cap = int(input.get("max_output", _DEFAULT_MAX_OUTPUT))
