@@ -162,15 +162,18 @@ class _Ctx:
     suggestions_left: int = 10  # did-you-mean searches over long lists of names
     sorted_names: dict[int, tuple[Any, list[str]]] = field(default_factory=dict)
 
-    @property
-    def smap(self) -> SourceMap:
-        return self.src.source_map
+    smap: SourceMap = field(init=False)
+    clean: bool = field(init=False)  # the schema found nothing: every path is ok
+
+    def __post_init__(self) -> None:
+        self.smap = self.src.source_map
+        self.clean = not self.report.bad_paths
 
     def add(self, error: WorkflowError) -> None:
         self.problems.append(error.to_problem())
 
     def ok(self, path: JsonPath) -> bool:
-        return not self.report.is_bad(path)
+        return self.clean or not self.report.is_bad(path)
 
 
 def build_workflow(
