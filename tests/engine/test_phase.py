@@ -346,3 +346,31 @@ def test_shell_fields_are_rendered_shell_quoted_and_other_keys_keep_types(go, re
         "command": "echo 'a b; touch /tmp/x $(id)'",
         "env": {"P": payload},
     }
+
+
+def test_the_agent_deadline_is_the_nearer_of_phase_and_run_timeouts(go, registry):
+    import time
+    from typing import Any, ClassVar
+
+    from orchestrator.agents import Agent
+
+    class Deadline(Agent):
+        name = "deadline"
+        config_schema: ClassVar[dict[str, Any]] = {"type": "object"}
+
+        async def run(self, input, ctx):
+            return None if ctx.deadline is None else ctx.deadline - time.monotonic()
+
+    registry.register(Deadline)
+    plan = make_plan(
+        [
+            {"id": "run_bound", "agent": "deadline", "timeout": 100},
+            {"id": "phase_bound", "agent": "deadline", "timeout": 2},
+        ],
+        timeout=30,
+    )
+    result, _ = go(plan)
+    assert 0 < result.phases["run_bound"].output <= 30
+    assert 0 < result.phases["phase_bound"].output <= 2
+    result, _ = go(make_plan([{"id": "free", "agent": "deadline"}]))
+    assert result.phases["free"].output is None
