@@ -126,43 +126,67 @@ def apply_event(
                 (ts, run),
             )
     elif kind == "phase_started":
-        conn.execute(
-            "INSERT INTO phases(run_id, id, idx, state, attempts, started)"
-            " VALUES (?, ?, ?, 'running', ?, ?)"
-            " ON CONFLICT(run_id, id) DO UPDATE SET state='running',"
-            " attempts=excluded.attempts,"
-            " started=CASE WHEN excluded.attempts<=1 OR started IS NULL THEN excluded.started"
-            " ELSE started END, ended=NULL, error=NULL",
-            (run, phase, _EXTRA + (seq or 0), event.attempt or 1, ts),
+        # UPDATE first: the row exists for every planned phase, and a plain UPDATE is
+        # cheaper than an upsert on the hot path; handler phases get their row here.
+        attempt = event.attempt or 1
+        cur = conn.execute(
+            "UPDATE phases SET state='running', attempts=?,"
+            " started=CASE WHEN ?<=1 OR started IS NULL THEN ? ELSE started END,"
+            " ended=NULL, error=NULL WHERE run_id=? AND id=?",
+            (attempt, attempt, ts, run, phase),
         )
+        if cur.rowcount == 0:
+            conn.execute(
+                "INSERT INTO phases(run_id, id, idx, state, attempts, started)"
+                " VALUES (?, ?, ?, 'running', ?, ?)",
+                (run, phase, _EXTRA + (seq or 0), attempt, ts),
+            )
     elif kind == "phase_completed":
         duration = data.get("duration")
         started = ts - float(duration) if isinstance(duration, (int, float)) else ts
-        conn.execute(
-            "INSERT INTO phases(run_id, id, idx, state, attempts, started, ended, output,"
-            " output_file, cached, fallback_used, completed_seq, metadata)"
-            " VALUES (?, ?, ?, 'completed', ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT(run_id, id) DO UPDATE SET state='completed',"
-            " attempts=excluded.attempts, started=COALESCE(started, excluded.started),"
-            " ended=excluded.ended, output=excluded.output, output_file=excluded.output_file,"
-            " error=NULL, cached=excluded.cached, fallback_used=excluded.fallback_used,"
-            " completed_seq=COALESCE(completed_seq, excluded.completed_seq),"
-            " metadata=excluded.metadata",
+        attempts = int(data.get("attempts") or event.attempt or 1)
+        cached = int(bool(data.get("cached")))
+        fallback_used = int(bool(data.get("fallback_used")))
+        metadata = data.get("metadata")
+        meta_text = dumps(metadata) if metadata else None
+        cur = conn.execute(
+            "UPDATE phases SET state='completed', attempts=?, started=COALESCE(started, ?),"
+            " ended=?, output=?, output_file=?, error=NULL, cached=?, fallback_used=?,"
+            " completed_seq=COALESCE(completed_seq, ?), metadata=? WHERE run_id=? AND id=?",
             (
-                run,
-                phase,
-                _EXTRA + (seq or 0),
-                int(data.get("attempts") or event.attempt or 1),
+                attempts,
                 started,
                 ts,
                 output_text,
                 output_file,
-                int(bool(data.get("cached"))),
-                int(bool(data.get("fallback_used"))),
+                cached,
+                fallback_used,
                 seq,
-                dumps(data.get("metadata") or {}),
+                meta_text,
+                run,
+                phase,
             ),
         )
+        if cur.rowcount == 0:
+            conn.execute(
+                "INSERT INTO phases(run_id, id, idx, state, attempts, started, ended, output,"
+                " output_file, cached, fallback_used, completed_seq, metadata)"
+                " VALUES (?, ?, ?, 'completed', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run,
+                    phase,
+                    _EXTRA + (seq or 0),
+                    attempts,
+                    started,
+                    ts,
+                    output_text,
+                    output_file,
+                    cached,
+                    fallback_used,
+                    seq,
+                    meta_text,
+                ),
+            )
     elif kind in ("phase_failed", "phase_skipped"):
         state = str(data.get("status") or ("failed" if kind == "phase_failed" else "skipped"))
         note = data.get("error") if kind == "phase_failed" else data.get("reason")
