@@ -272,3 +272,33 @@ phases:
     assert result.exit_code == 1
     assert "command exited with code 4; stderr: oops" in result.output
     assert "Traceback" not in result.output
+
+
+def test_t1_a_phase_timeout_through_orch_run_leaves_no_process_alive(tmp_path):
+    """Reliability T1 through the engine: the phase times out; the tree, setsid included, dies."""
+    from tests.agents.test_shell import _alive, _tree_command, _wait_for_pids
+
+    pids = tmp_path / "pids"
+    pids.touch()
+    flow = write(
+        tmp_path,
+        "tree.yaml",
+        f"""
+name: tree
+phases:
+  - id: spawn
+    agent: shell
+    timeout: 1500ms
+    with:
+      kill_grace: 1
+      command: |
+        {_tree_command(pids)}
+""",
+    )
+    result = orch("run", str(flow), "--events", "jsonl")
+    assert result.exit_code == 1
+    failed = next(e for e in events(result.stdout) if e["event"] == "phase_failed")
+    assert "timed out" in failed["data"]["error"]
+    recorded = _wait_for_pids(pids, 4)
+    assert len(recorded) == 4
+    assert [p for p in recorded if _alive(p)] == []
