@@ -121,3 +121,47 @@ def test_random_bytes_never_escape(raw):
 @given(text=st.text(alphabet=st.sampled_from(list("ab:-[]{}&*!|>'\"#%@`?, \n\t0")), max_size=80))
 def test_random_yaml_punctuation_never_escapes(tmp_path_factory, text):
     _check_text(tmp_path_factory, text.encode())
+
+
+PHASES = st.fixed_dictionaries(
+    {"id": st.sampled_from(["a", "b", "c", "1x"])},
+    optional={
+        "agent": st.sampled_from(["echo", "noop", "sleep", "fail", "nope", 5]),
+        "with": TREES,
+        "depends_on": st.lists(st.sampled_from(["a", "b", "c", "z"]), max_size=3) | SCALARS,
+        "when": SCALARS,
+        "foreach": TREES,
+        "retries": TREES,
+        "timeout": SCALARS,
+        "cache": TREES,
+        "handoff": TREES,
+        "fallback": TREES,
+        "compensate": TREES,
+        "trigger": SCALARS,
+    },
+)
+SECTIONS = st.dictionaries(
+    st.sampled_from(["inputs", "agents", "defaults", "outputs", "on_failure", "schedule"]),
+    TREES,
+    max_size=3,
+)
+
+
+@SETTINGS
+@given(
+    phases=st.lists(PHASES, max_size=4),
+    mode=st.sampled_from(["dag", "sequential"]),
+    extra=SECTIONS,
+)
+def test_phase_shaped_documents_either_fail_located_or_compile(
+    tmp_path_factory, phases, mode, extra
+):
+    from orchestrator.plan import compile_plan
+
+    path = tmp_path_factory.getbasetemp() / "fuzz.yaml"
+    path.write_text(json.dumps({"name": "x", "mode": mode, "phases": phases, **extra}))
+    workflow, problems = check(path, registry=REGISTRY)
+    assert all(p.location.line >= 1 for p in problems)
+    if not [p for p in problems if p.severity == "error"]:
+        assert workflow is not None
+        compile_plan(workflow)  # a valid workflow always compiles: no cycle, no unknown phase
