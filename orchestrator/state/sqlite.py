@@ -39,6 +39,11 @@ __all__ = [
 SCHEMA_VERSION = 1
 DEFAULT_STATE_DIR = ".orch"
 _BUSY_MS = 10_000
+#: Events whose record() waits for the commit; the rest ride along with the next batch.
+_AWAITED = frozenset(
+    {"workflow_started", "phase_started", "workflow_completed", "workflow_failed"}
+    | {"workflow_cancelled"}
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -156,6 +161,7 @@ class SqliteStore:
         self.commits = 0  # transactions committed by the writer thread (group commit metric)
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
+        self._lost: StateError | None = None  # a failed write that nobody awaited
         self._reader: sqlite3.Connection | None = None
         self._reader_lock = threading.Lock()
         try:
@@ -221,20 +227,40 @@ class SqliteStore:
     # -- writing -----------------------------------------------------------------
 
     async def record(self, event: Event) -> None:
-        """Store ``event`` and update the derived rows; returns once it is committed.
+        """Store ``event`` and update the derived rows, in the order events arrive.
 
-        Raises StateError when the write fails (disk full, database unusable).
+        Returns once it is committed for the events that gate work: a phase
+        start (before its agent runs), the saga's compensation marker, and the
+        workflow's start and end. Other events (completions, retries, streams)
+        are queued and committed with the next batch: the queue is FIFO, so they
+        are durable before any later event is acknowledged. Raises StateError
+        when a write failed (disk full, database unusable).
         """
-        await self._submit("event", event)
+        kind = event.event
+        if kind in _AWAITED or (kind == "phase_stream" and "compensation" in event.data):
+            await self._submit("event", event)
+        else:
+            self._enqueue("event", event)
 
     async def cache_put(
         self, key: str, output: Any, metadata: Mapping[str, Any], *, now: float, ttl: float | None
     ) -> None:
-        """Remember ``output`` for ``key`` until ``now + ttl`` (forever when ttl is None)."""
+        """Remember ``output`` for ``key`` until ``now + ttl`` (forever when ttl is None).
+
+        Queued like a completion: committed with the next batch.
+        """
         expires = None if ttl is None else now + ttl
-        await self._submit("cache", (key, dumps(output), dumps(dict(metadata)), now, expires))
+        self._enqueue("cache", (key, dumps(output), dumps(dict(metadata)), now, expires))
+
+    def _enqueue(self, kind: str, payload: Any) -> None:
+        if self._lost is not None:
+            raise self._lost
+        self._ensure_writer()
+        self._queue.put(_Item(kind, payload, None))
 
     async def _submit(self, kind: str, payload: Any) -> None:
+        if self._lost is not None:
+            raise self._lost
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         self._ensure_writer()
@@ -311,6 +337,9 @@ class SqliteStore:
                 for item in items:
                     self._commit(conn, [item])
                 return
+        if error is not None and items[0].future is None and self._lost is None:
+            # nobody awaits this write: fail the next record() instead of losing it silently
+            self._lost = StateError(f"cannot write to the state database '{self.path}': {error}")
         futures = [item.future for item in items if item.future is not None]
         if futures:
             loop = futures[0].get_loop()

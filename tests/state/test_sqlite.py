@@ -279,6 +279,7 @@ def test_cache_put_get_ttl_and_clear(tmp_path):
         await store.cache_put("k2", [1], {}, now=100.0, ttl=None)
 
     asyncio.run(go())
+    store.close()  # puts are queued, not awaited: close waits for them
     hit = store.cache_get("k1", now=105.0)
     assert hit is not None and hit.output == {"a": 1} and hit.metadata == {"tokens": 3}
     assert store.cache_get("k1", now=111.0) is None
