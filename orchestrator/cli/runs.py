@@ -62,14 +62,30 @@ def _fail(exc: Exception) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _store(state_dir: Path | None) -> SqliteStore:
-    from ..errors import OrchError
-    from ..state.sqlite import open_store
+def _store(state_dir: Path | None, run_id: str | None = None) -> SqliteStore:
+    """The existing store; reading commands never create one.
 
+    ``run_id`` names the run asked for: without a store it is an unknown run (exit 2).
+    """
+    from ..errors import OrchError, RunNotFound
+    from ..state.sqlite import open_store, resolve_state_dir
+
+    folder = resolve_state_dir(state_dir)
     try:
+        if run_id is not None and not (folder / "state.db").exists():
+            raise RunNotFound(
+                f"no run '{run_id}': nothing is recorded in {folder}",
+                hint="`orch run` records runs there; --state-dir or ORCH_STATE_DIR look elsewhere",
+            )
         return open_store(state_dir)
     except OrchError as exc:
         _fail(exc)
+
+
+def _has_store(state_dir: Path | None) -> bool:
+    from ..state.sqlite import resolve_state_dir
+
+    return (resolve_state_dir(state_dir) / "state.db").exists()
 
 
 def _console() -> Any:
@@ -87,11 +103,13 @@ def runs_command(
     from ..errors import OrchError
     from ..render.tables import runs_table
 
-    store = _store(state_dir)
-    try:
-        runs = store.list_runs(limit)
-    except OrchError as exc:
-        _fail(exc)
+    runs: list[RunRecord] = []
+    if _has_store(state_dir):
+        store = _store(state_dir)
+        try:
+            runs = store.list_runs(limit)
+        except OrchError as exc:
+            _fail(exc)
     if as_json:
         rows = [
             {
@@ -119,7 +137,7 @@ def status_command(
     from ..errors import OrchError
     from ..render.tables import status_dict, status_view
 
-    store = _store(state_dir)
+    store = _store(state_dir, run_id)
     try:
         run = store.get_run(run_id)
         phases = store.phases(run.id)
@@ -144,7 +162,7 @@ def logs_command(
     from ..errors import OrchError, UsageError
     from ..render.tables import event_line
 
-    store = _store(state_dir)
+    store = _store(state_dir, run_id)
     last = 0
     try:
         run = store.get_run(run_id)
@@ -192,7 +210,7 @@ def cancel_command(
     from ..engine.events import Event
     from ..errors import OrchError
 
-    store = _store(state_dir)
+    store = _store(state_dir, run_id)
     try:
         run = store.get_run(run_id)
         if run.finished:
@@ -243,6 +261,9 @@ def cache_clear_command(
     """Forget every cached phase result."""
     from ..errors import OrchError
 
+    if not _has_store(state_dir):
+        sys.stderr.write("cleared 0 cached results\n")
+        return
     store = _store(state_dir)
     try:
         count = store.cache_clear()
@@ -412,7 +433,7 @@ def _resume(
     from .run import _run
     from .validate import load_or_exit
 
-    store = _store(state_dir)
+    store = _store(state_dir, run_id)
     try:
         run = store.get_run(run_id)
         if run.status == "running" and run.owner is not None:

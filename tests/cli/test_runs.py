@@ -433,3 +433,12 @@ def test_a_corrupt_row_is_a_clear_error_and_other_runs_stay_readable(tmp_path):
     assert orch("status", "good", state_dir=tmp_path).exit_code == 0
     listed = orch("runs", state_dir=tmp_path).output
     assert "good" in listed and "bad" in listed
+
+
+def test_reading_commands_never_create_a_store(tmp_path):
+    missing = tmp_path / "nothing-here"
+    assert "no runs recorded yet" in orch("runs", state_dir=missing).output
+    res = orch("status", "abc", state_dir=missing)
+    assert res.exit_code == 2 and "nothing is recorded in" in res.output
+    assert "cleared 0 cached results" in orch("cache", "clear", state_dir=missing).output
+    assert not missing.exists()
