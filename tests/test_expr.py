@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from orchestrator import expr
 from orchestrator.errors import ExpressionError
-from orchestrator.spec.build import _simple_references
+from orchestrator.spec.templates import _simple_references
 
 
 @pytest.mark.parametrize(

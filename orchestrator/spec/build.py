@@ -9,29 +9,33 @@ sequential mode, ``item``/``index`` outside foreach, handoff agents, cron.
 
 from __future__ import annotations
 
-import difflib
-import math
-import re
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from functools import lru_cache
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from .. import expr
 from ..agents.registry import AgentRegistry
 from ..errors import (
     AgentConfigError,
     AgentError,
     DependencyCycle,
     DuplicatePhase,
-    ExpressionError,
     Location,
     Problem,
     SchemaViolation,
     UnknownReference,
-    WorkflowError,
 )
 from ..plan import find_cycle
+from .context import (
+    Checker,
+    as_int,
+    choice,
+    duration,
+    get,
+    int_or_none,
+    mapping,
+    number_or_none,
+    str_or_none,
+    unknown,
+)
 from .model import (
     AgentCall,
     AgentSpec,
@@ -48,14 +52,11 @@ from .model import (
 )
 from .schema import SchemaReport, check_agent_config, json_path
 from .source import JsonPath, Source, SourceMap
+from .templates import check_template_text, check_templates, strings
+from .values import check_cron, parse_duration, parse_rate_limit
 
 __all__ = ["PhaseCheck", "build_workflow", "check_cron", "parse_duration", "phase_checks"]
 
-_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
-_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_RATE = re.compile(r"^\s*([0-9]+)\s*/\s*(s|m|h)\s*$")
-_TEMPLATE_NAMES = ("inputs", "phases", "previous", "item", "index", "run", "env", "secrets")
-_JINJA_GLOBALS = frozenset({"range", "dict", "lipsum", "cycler", "joiner", "namespace", "loop"})
 _HANDLERS = (("on_success", "on_success"), ("on_failure", "on_failure"), ("finally", "finally_"))
 
 #: A check run on every phase once it is built: (phase, merged ``with``, source
@@ -71,111 +72,6 @@ def phase_checks() -> list[PhaseCheck]:
     return []
 
 
-def parse_duration(value: Any) -> float:
-    """Seconds in a duration (``500ms``, ``30s``, ``5m``, ``1h``, ``1h30m`` or a number).
-
-    Raises ValueError when ``value`` is not one.
-    """
-    if isinstance(value, bool):
-        raise ValueError(f"not a duration: {value!r}")
-    if isinstance(value, (int, float)):
-        if not 0 <= value < math.inf:
-            raise ValueError(f"not a duration: {value!r}")
-        return float(value)
-    text = str(value).replace(" ", "")
-    parts = _DURATION_PART.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"not a duration: {value!r}")
-    return sum(float(n) * _UNIT[u] for n, u in parts)
-
-
-_CRON_FIELDS: tuple[tuple[str, int, int, Mapping[str, int]], ...] = (
-    ("minute", 0, 59, {}),
-    ("hour", 0, 23, {}),
-    ("day of month", 1, 31, {}),
-    (
-        "month",
-        1,
-        12,
-        {m: i + 1 for i, m in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split())},
-    ),
-    ("day of week", 0, 7, {d: i for i, d in enumerate("sun mon tue wed thu fri sat".split())}),
-)
-_CRON_MACROS = frozenset(
-    {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
-)
-
-
-def check_cron(expression: str) -> str | None:
-    """Why ``expression`` is not a five-field cron expression, or None when it is."""
-    text = expression.strip()
-    if text.lower() in _CRON_MACROS:
-        return None
-    fields = text.split()
-    if len(fields) != 5:
-        return f"a cron expression has 5 fields (minute hour day month weekday), not {len(fields)}"
-    for raw, (name, low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
-        for item in raw.split(","):
-            problem = _cron_item(item.lower(), name, low, high, names)
-            if problem:
-                return problem
-    return None
-
-
-def _cron_item(item: str, name: str, low: int, high: int, names: Mapping[str, int]) -> str | None:
-    base, _, step = item.partition("/")
-    if step and (not step.isdigit() or int(step) == 0):
-        return f"'{item}' has a bad step in the {name} field"
-
-    def number(text: str) -> int | None:
-        if text in names:
-            return names[text]
-        return int(text) if text.isdigit() else None
-
-    if base == "*":
-        return None
-    lo_text, dash, hi_text = base.partition("-")
-    lo = number(lo_text)
-    hi = number(hi_text) if dash else lo
-    if lo is None or hi is None:
-        return f"'{item}' is not a valid {name} (use a number, a range a-b, a list or *)"
-    for n in (lo, hi):
-        if not low <= n <= high:
-            return f"{name} {n} is out of range {low}-{high}"
-    if lo > hi:
-        return f"the {name} range '{base}' runs backwards"
-    return None
-
-
-@dataclass(slots=True)
-class _Ctx:
-    src: Source
-    report: SchemaReport
-    registry: AgentRegistry
-    problems: list[Problem] = field(default_factory=list)
-    agents: dict[str, AgentSpec] = field(default_factory=dict)
-    bad_agents: set[str] = field(default_factory=set)
-    inputs: dict[str, InputSpec] = field(default_factory=dict)
-    secrets: set[str] = field(default_factory=set)
-    sequential: bool = False
-    bad_ids: set[str] = field(default_factory=set)
-    suggestions_left: int = 10  # did-you-mean searches over long lists of names
-    sorted_names: dict[int, tuple[Any, list[str]]] = field(default_factory=dict)
-
-    smap: SourceMap = field(init=False)
-    clean: bool = field(init=False)  # the schema found nothing: every path is ok
-
-    def __post_init__(self) -> None:
-        self.smap = self.src.source_map
-        self.clean = not self.report.bad_paths
-
-    def add(self, error: WorkflowError) -> None:
-        self.problems.append(error.to_problem())
-
-    def ok(self, path: JsonPath) -> bool:
-        return self.clean or not self.report.is_bad(path)
-
-
 def build_workflow(
     src: Source, report: SchemaReport, registry: AgentRegistry
 ) -> tuple[Workflow | None, list[Problem]]:
@@ -186,10 +82,10 @@ def build_workflow(
     and the problems found here (errors and warnings); never raises for user input.
     """
     data: Mapping[str, Any] = src.data
-    cx = _Ctx(src, report, registry, sequential=data.get("mode") == "sequential")
+    cx = Checker(src, report, registry, sequential=data.get("mode") == "sequential")
     cx.inputs = _inputs(cx, data.get("inputs"))
     cx.agents = _agents(cx, data.get("agents"))
-    defaults = _mapping(data.get("defaults"))
+    defaults = mapping(data.get("defaults"))
     main_items = _items(data, "phases")
     main_ids = {p.get("id") for _, p in main_items if isinstance(p.get("id"), str)}
     phases = _phase_list(cx, main_items, defaults, main_ids, set(), handler=False)
@@ -200,27 +96,27 @@ def build_workflow(
         handler_phases = _phase_list(cx, items, defaults, main_ids, seen, handler=True)
         seen |= {p.id for p in handler_phases}
         handlers[attr] = handler_phases
-    outputs = _mapping(data.get("outputs"))
-    _check_templates(cx, outputs, ("outputs",), main_ids, None, foreach=False, sequential=False)
-    for path, value in _strings(data.get("agents"), ("agents",)):
-        _check_template_text(cx, value, path, main_ids, None, foreach=False, sequential=False)
+    outputs = mapping(data.get("outputs"))
+    check_templates(cx, outputs, ("outputs",), main_ids, None, foreach=False, sequential=False)
+    for path, value in strings(data.get("agents"), ("agents",)):
+        check_template_text(cx, value, path, main_ids, None, foreach=False, sequential=False)
     schedule = _schedule(cx, data.get("schedule"))
-    eh = _mapping(data.get("error_handling"))
+    eh = mapping(data.get("error_handling"))
     workflow = Workflow(
         name=str(data.get("name", "")),
         phases=phases,
         path=src.path,
         version=1,
-        description=_str_or_none(data.get("description")),
+        description=str_or_none(data.get("description")),
         inputs=cx.inputs,
         agents=cx.agents,
-        max_parallel=_int_or_none(cx, data.get("max_parallel"), ("max_parallel",)),
+        max_parallel=int_or_none(cx, data.get("max_parallel"), ("max_parallel",)),
         mode="sequential" if cx.sequential else "dag",
-        timeout=_duration(cx, data.get("timeout"), ("timeout",)),
+        timeout=duration(cx, data.get("timeout"), ("timeout",)),
         error_handling=ErrorHandling(
             continue_on_error=eh.get("continue_on_error") is True,
-            fallback_workflow=_str_or_none(eh.get("fallback_workflow")),
-            max_total_retries=_int_or_none(
+            fallback_workflow=str_or_none(eh.get("fallback_workflow")),
+            max_total_retries=int_or_none(
                 cx, eh.get("max_total_retries"), ("error_handling", "max_total_retries")
             ),
         ),
@@ -245,7 +141,7 @@ def _items(data: Mapping[str, Any], key: str) -> list[tuple[JsonPath, Mapping[st
     return [((key, i), p) for i, p in enumerate(value) if isinstance(p, Mapping)]
 
 
-def _inputs(cx: _Ctx, raw: Any) -> dict[str, InputSpec]:
+def _inputs(cx: Checker, raw: Any) -> dict[str, InputSpec]:
     out: dict[str, InputSpec] = {}
     if not isinstance(raw, Mapping):
         return out
@@ -259,14 +155,14 @@ def _inputs(cx: _Ctx, raw: Any) -> dict[str, InputSpec]:
             name=name,
             type=str(spec.get("type", "string")) if cx.ok(path + ("type",)) else "string",
             required=spec.get("required") is True,
-            description=_str_or_none(spec.get("description")),
+            description=str_or_none(spec.get("description")),
             location=cx.smap.key(path),
             **kwargs,
         )
     return out
 
 
-def _agents(cx: _Ctx, raw: Any) -> dict[str, AgentSpec]:
+def _agents(cx: Checker, raw: Any) -> dict[str, AgentSpec]:
     out: dict[str, AgentSpec] = {}
     if not isinstance(raw, Mapping):
         return out
@@ -279,9 +175,9 @@ def _agents(cx: _Ctx, raw: Any) -> dict[str, AgentSpec]:
         if cx.ok(path + ("type",)) and not _resolve_type(cx, type_name, path + ("type",)):
             cx.bad_agents.add(name)
         rate: RateLimit | None = None
-        m = _RATE.match(str(spec.get("rate_limit", "")))
-        if m:
-            count = int(m.group(1))
+        parsed = parse_rate_limit(spec.get("rate_limit", ""))
+        if parsed is not None:
+            count, per = parsed
             if count == 0 and cx.ok(path + ("rate_limit",)):
                 cx.add(
                     SchemaViolation(
@@ -289,32 +185,32 @@ def _agents(cx: _Ctx, raw: Any) -> dict[str, AgentSpec]:
                         location=cx.smap.value(path + ("rate_limit",)),
                     )
                 )
-            rate = RateLimit(max(count, 1), _UNIT[m.group(2)])
+            rate = RateLimit(max(count, 1), per)
         breaker: CircuitBreakerSpec | None = None
         cb = spec.get("circuit_breaker")
         if isinstance(cb, Mapping):
             failures = cb.get("failures", 5)
-            reset = _duration(cx, cb.get("reset_after"), path + ("circuit_breaker", "reset_after"))
+            reset = duration(cx, cb.get("reset_after"), path + ("circuit_breaker", "reset_after"))
             breaker = CircuitBreakerSpec(
-                failures=_as_int(failures, 5),
+                failures=as_int(failures, 5),
                 reset_after=reset if reset is not None else 60.0,
             )
-        with_ = _mapping(spec.get("with"))
+        with_ = mapping(spec.get("with"))
         mc = spec.get("max_concurrency")
         out[name] = AgentSpec(
             name=name,
             type=type_name,
             with_=dict(with_),
-            max_concurrency=_as_int(mc, None),
+            max_concurrency=as_int(mc, None),
             rate_limit=rate,
             circuit_breaker=breaker,
-            description=_str_or_none(spec.get("description")),
+            description=str_or_none(spec.get("description")),
             location=cx.smap.key(path),
         )
     return out
 
 
-def _resolve_type(cx: _Ctx, type_name: str, path: JsonPath) -> type[Any] | None:
+def _resolve_type(cx: Checker, type_name: str, path: JsonPath) -> type[Any] | None:
     """The agent class of a type name, or None after reporting why it cannot be used."""
     try:
         return cx.registry.resolve(type_name)
@@ -326,7 +222,7 @@ def _resolve_type(cx: _Ctx, type_name: str, path: JsonPath) -> type[Any] | None:
         return None
 
 
-def _schedule(cx: _Ctx, raw: Any) -> tuple[Schedule, ...]:
+def _schedule(cx: Checker, raw: Any) -> tuple[Schedule, ...]:
     out: list[Schedule] = []
     if not isinstance(raw, list):
         return ()
@@ -353,7 +249,7 @@ def _schedule(cx: _Ctx, raw: Any) -> tuple[Schedule, ...]:
                     hint="use an IANA name such as 'UTC' or 'Europe/Paris'",
                 )
             )
-        inputs = _mapping(item.get("inputs"))
+        inputs = mapping(item.get("inputs"))
         out.append(
             Schedule(
                 cron=item["cron"],
@@ -381,7 +277,7 @@ def _known_timezone(name: str) -> bool:
 
 
 def _phase_list(
-    cx: _Ctx,
+    cx: Checker,
     items: list[tuple[JsonPath, Mapping[str, Any]]],
     defaults: Mapping[str, Any],
     main_ids: set[Any],
@@ -439,7 +335,7 @@ def _phase_list(
 
 
 def _phase(
-    cx: _Ctx,
+    cx: Checker,
     path: JsonPath,
     raw: Mapping[str, Any],
     defaults: Mapping[str, Any],
@@ -472,7 +368,7 @@ def _phase(
                     )
                 )
             elif dep not in known and dep not in cx.bad_ids:
-                cx.add(_unknown(cx, "phase", dep, "depends_on", known, where))
+                cx.add(unknown(cx, "phase", dep, "depends_on", known, where))
             elif dep not in depends:
                 depends.append(dep)
                 dep_loc.setdefault((pid, dep), where)
@@ -486,7 +382,7 @@ def _phase(
     implied: list[str] = []
 
     def refs(value: Any, sub: JsonPath, *, allow_item: bool = in_foreach) -> None:
-        for dep, where in _check_templates(
+        for dep, where in check_templates(
             cx, value, path + sub, visible, pid, foreach=allow_item, sequential=sequential
         ):
             if dep in known and dep not in depends and dep not in implied:
@@ -494,7 +390,7 @@ def _phase(
                 dep_loc.setdefault((pid, dep), where)
 
     agent_name = raw.get("agent") if cx.ok(path + ("agent",)) else None
-    with_raw = _mapping(raw.get("with"))
+    with_raw = mapping(raw.get("with"))
     if cx.ok(path + ("with",)):
         refs(with_raw, ("with",))
     when = raw.get("when")
@@ -512,7 +408,7 @@ def _phase(
         call = raw.get(key) if cx.ok(path + (key,)) else None
         calls[key] = None
         if isinstance(call, Mapping) and isinstance(call.get("agent"), str):
-            cw = _mapping(call.get("with"))
+            cw = mapping(call.get("with"))
             refs(cw, (key, "with"))
             _check_agent(cx, call["agent"], cw, path + (key,), f"the {key} of phase '{pid}'")
             calls[key] = AgentCall(call["agent"], dict(cw), cx.smap.value(path + (key,)))
@@ -543,23 +439,23 @@ def _phase(
         id=pid,
         agent=agent_name if isinstance(agent_name, str) and handoff is None else None,
         with_=dict(with_raw),
-        name=_str_or_none(raw.get("name")),
-        description=_str_or_none(raw.get("description")),
+        name=str_or_none(raw.get("name")),
+        description=str_or_none(raw.get("description")),
         depends_on=tuple(depends),
         implied_deps=tuple(implied),
         when=when if isinstance(when, str) and cx.ok(path + ("when",)) else None,
-        trigger=_choice(get("trigger"), "all_success"),
-        timeout=_duration(cx, get("timeout"), timeout_path),
+        trigger=choice(get("trigger"), "all_success"),
+        timeout=duration(cx, get("timeout"), timeout_path),
         retries=retries,
         continue_on_error=get("continue_on_error") is True,
         fallback=calls["fallback"],
         compensate=calls["compensate"],
         cache=cache,
         foreach=foreach,
-        max_parallel=_int_or_none(cx, raw.get("max_parallel"), path + ("max_parallel",)),
+        max_parallel=int_or_none(cx, raw.get("max_parallel"), path + ("max_parallel",)),
         handoff=handoff,
-        priority=_choice(get("priority"), "medium"),
-        estimated_duration=_number_or_none(raw.get("estimated_duration")),
+        priority=choice(get("priority"), "medium"),
+        estimated_duration=number_or_none(raw.get("estimated_duration")),
         previous=previous,
         location=location,
     )
@@ -569,7 +465,7 @@ def _phase(
 
 
 def _check_agent(
-    cx: _Ctx, name: str, with_: Mapping[str, Any], path: JsonPath, owner: str
+    cx: Checker, name: str, with_: Mapping[str, Any], path: JsonPath, owner: str
 ) -> Mapping[str, Any]:
     """Resolve a phase's agent name and check its merged ``with``; the merged config."""
     where = path + ("agent",)
@@ -584,7 +480,7 @@ def _check_agent(
     else:
         choices = sorted(set(cx.agents) | set(cx.registry.names()))
         cx.add(
-            _unknown(
+            unknown(
                 cx,
                 "agent",
                 name,
@@ -602,7 +498,7 @@ def _check_agent(
 
     def at(rel: JsonPath) -> JsonPath:
         if not rel:
-            return path + ("with",) if "with" in _get(cx.src.data, path) else where
+            return path + ("with",) if "with" in get(cx.src.data, path) else where
         if rel[0] in with_:
             return path + ("with",) + rel
         return ("agents", name, "with") + rel
@@ -635,7 +531,7 @@ def _check_agent(
     return merged
 
 
-def _quiet(cx: _Ctx, type_name: str) -> type[Any] | None:
+def _quiet(cx: Checker, type_name: str) -> type[Any] | None:
     # A named agent's type was already resolved (and any failure reported) in _agents.
     try:
         return cx.registry.resolve(type_name)
@@ -643,7 +539,7 @@ def _quiet(cx: _Ctx, type_name: str) -> type[Any] | None:
         return None
 
 
-def _handoff(cx: _Ctx, raw: Any, path: JsonPath, pid: str) -> HandoffSpec | None:
+def _handoff(cx: Checker, raw: Any, path: JsonPath, pid: str) -> HandoffSpec | None:
     if not isinstance(raw, Mapping) or not cx.ok(path):
         return None
     agents = [a for a in raw.get("agents", []) if isinstance(a, str)]
@@ -652,7 +548,7 @@ def _handoff(cx: _Ctx, raw: Any, path: JsonPath, pid: str) -> HandoffSpec | None
             if name not in cx.bad_agents:
                 choices = sorted(set(cx.agents) | set(cx.registry.names()))
                 cx.add(
-                    _unknown(
+                    unknown(
                         cx, "agent", name, "handoff", choices, cx.smap.value(path + ("agents", j))
                     )
                 )
@@ -666,24 +562,24 @@ def _handoff(cx: _Ctx, raw: Any, path: JsonPath, pid: str) -> HandoffSpec | None
             )
         )
     turns = raw.get("max_turns", 10)
-    return HandoffSpec(tuple(agents), str(start), _as_int(turns, 10))
+    return HandoffSpec(tuple(agents), str(start), as_int(turns, 10))
 
 
-def _retries(cx: _Ctx, raw: Any, path: JsonPath) -> RetrySpec:
+def _retries(cx: Checker, raw: Any, path: JsonPath) -> RetrySpec:
     if isinstance(raw, bool) or raw is None:
         return RetrySpec()
     if isinstance(raw, (int, float)):
-        return RetrySpec(attempts=max(_as_int(raw, 0), 0))
+        return RetrySpec(attempts=max(as_int(raw, 0), 0))
     if not isinstance(raw, Mapping):
         return RetrySpec()
     base = RetrySpec()
     rpath = path + ("retries",)
-    delay = _duration(cx, raw.get("delay"), rpath + ("delay",))
-    max_delay = _duration(cx, raw.get("max_delay"), rpath + ("max_delay",))
-    jitter = _duration(cx, raw.get("jitter"), rpath + ("jitter",))
+    delay = duration(cx, raw.get("delay"), rpath + ("delay",))
+    max_delay = duration(cx, raw.get("max_delay"), rpath + ("max_delay",))
+    jitter = duration(cx, raw.get("jitter"), rpath + ("jitter",))
     spec = RetrySpec(
-        attempts=_as_int(raw.get("attempts"), base.attempts),
-        backoff=_choice(raw.get("backoff"), base.backoff),
+        attempts=as_int(raw.get("attempts"), base.attempts),
+        backoff=choice(raw.get("backoff"), base.backoff),
         delay=delay if delay is not None else base.delay,
         max_delay=max_delay if max_delay is not None else max(base.max_delay, delay or 0.0),
         jitter=jitter if jitter is not None else base.jitter,
@@ -712,260 +608,3 @@ def _cache(raw: Any) -> CacheSpec | None:
             seconds = None
         return CacheSpec(key=key if isinstance(key, str) else None, ttl=seconds)
     return None
-
-
-# -- templates ----------------------------------------------------------------------
-
-
-def _strings(value: Any, path: JsonPath) -> Iterator[tuple[JsonPath, str]]:
-    if isinstance(value, str):
-        yield path, value
-    elif isinstance(value, Mapping):
-        for k, v in value.items():
-            yield from _strings(v, path + (k,))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from _strings(v, path + (i,))
-
-
-def _check_templates(
-    cx: _Ctx,
-    value: Any,
-    path: JsonPath,
-    phases: set[Any],
-    pid: str | None,
-    *,
-    foreach: bool,
-    sequential: bool,
-) -> list[tuple[str, Location]]:
-    """Check every template string in ``value``; the phases it references, located."""
-    found: list[tuple[str, Location]] = []
-    if isinstance(value, str) and path[-1:] == ("when",):
-        found += _check_template_text(
-            cx, value, path, phases, pid, foreach=foreach, sequential=sequential, condition=True
-        )
-        return found
-    for sub, text in _strings(value, path):
-        found += _check_template_text(
-            cx, text, sub, phases, pid, foreach=foreach, sequential=sequential
-        )
-    return found
-
-
-def _check_template_text(
-    cx: _Ctx,
-    text: str,
-    path: JsonPath,
-    phases: set[Any],
-    pid: str | None,
-    *,
-    foreach: bool,
-    sequential: bool,
-    condition: bool = False,
-) -> list[tuple[str, Location]]:
-    if not condition and not expr.is_template(text):
-        return []
-    where = cx.smap.value(path)
-    shown = json_path(path)
-    error, chains = _parse_template(text, condition)
-    if error:
-        error = error[:1].lower() + error[1:].rstrip(".")
-        cx.add(
-            ExpressionError(
-                f"{shown}: template syntax error in '{_clip(text)}': {error}", location=where
-            )
-        )
-        return []
-    found: list[tuple[str, Location]] = []
-    for chain in sorted(chains):
-        head = chain[0]
-        if head == "phases":
-            if len(chain) < 2:
-                continue
-            target = chain[1]
-            if "compensate" in path:
-                # A compensation runs after the phases ended: it may read any phase's
-                # result, its own included, and implies no dependency.
-                if target not in phases and target != pid and target not in cx.bad_ids:
-                    cx.add(_unknown(cx, "phase", target, shown, phases, where))
-            elif target == pid:
-                cx.add(
-                    UnknownReference(
-                        f"{shown}: phase '{pid}' refers to its own result (phases.{target})",
-                        location=where,
-                    )
-                )
-            elif target in cx.bad_ids:
-                pass
-            elif target not in phases:
-                cx.add(_unknown(cx, "phase", target, shown, phases, where))
-            else:
-                found.append((target, where))
-        elif head == "inputs":
-            if len(chain) >= 2 and chain[1] not in cx.inputs:
-                cx.add(_unknown(cx, "input", chain[1], shown, cx.inputs, where))
-        elif head == "secrets":
-            if len(chain) >= 2:
-                cx.secrets.add(chain[1])
-        elif head == "previous" and not sequential:
-            cx.add(
-                ExpressionError(
-                    f"{shown}: 'previous' is only defined in sequential mode",
-                    location=where,
-                    hint="add 'mode: sequential' at the top level, or name the phase: phases.<id>",
-                )
-            )
-        elif head in ("item", "index") and not foreach:
-            cx.add(
-                ExpressionError(
-                    f"{shown}: '{head}' is only defined in a phase with foreach",
-                    location=where,
-                )
-            )
-        elif head not in _TEMPLATE_NAMES and head not in _JINJA_GLOBALS:
-            close = difflib.get_close_matches(head, _TEMPLATE_NAMES, n=1)
-            msg = f"{shown}: unknown name '{head}' in '{_clip(text)}'"
-            cx.add(
-                ExpressionError(
-                    msg + (f"; did you mean '{close[0]}'?" if close else ""),
-                    location=where,
-                    hint="templates can read " + ", ".join(_TEMPLATE_NAMES),
-                )
-            )
-    return found
-
-
-@lru_cache(maxsize=4096)
-def _parse_template(text: str, condition: bool) -> tuple[str | None, frozenset[tuple[str, ...]]]:
-    """A template's syntax error (or None) and the names it reads; parsed once when it reads any."""
-    if not condition:
-        simple = _simple_references(text)
-        if simple is not None:
-            return None, simple
-    chains = expr.references(text) if condition else expr.template_references(text)
-    if chains:
-        return None, frozenset(chains)
-    error = expr.check_expression(text) if condition else expr.check_template(text)
-    return error, frozenset(chains)
-
-
-# The common template shape, `text {{ a.b.c }} text {{ x.y | tojson }}`, read without
-# building a Jinja AST (a 10,000-phase file has thousands of these). Anything else,
-# or a Jinja keyword as a name, goes to the real parser in expr.
-_DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
-_PLAIN_TEXT = r"(?:[^{]|\{(?![{%#]))*"
-_SIMPLE = re.compile(
-    rf"{_PLAIN_TEXT}(?:\{{\{{\s*{_DOTTED}(?:\s*\|\s*[A-Za-z_][A-Za-z0-9_]*)?\s*\}}\}}{_PLAIN_TEXT})*\Z"
-)
-_EXPRESSION = re.compile(rf"\{{\{{\s*({_DOTTED})")
-_KEYWORDS = frozenset(
-    {"and", "or", "not", "in", "is", "if", "else", "true", "false", "none", "True", "False", "None"}
-)
-
-
-def _simple_references(text: str) -> frozenset[tuple[str, ...]] | None:
-    if "}}" not in text or not _SIMPLE.match(text):
-        return None
-    chains = [tuple(m.group(1).split(".")) for m in _EXPRESSION.finditer(text)]
-    if not chains or any(part in _KEYWORDS for chain in chains for part in chain):
-        return None
-    return frozenset(chains)
-
-
-# -- small values ---------------------------------------------------------------------
-
-
-def _unknown(
-    cx: _Ctx,
-    what: str,
-    name: str,
-    where_text: str | None,
-    choices: Any,
-    location: Location,
-    *,
-    hint: str | None = None,
-) -> UnknownReference:
-    cached = cx.sorted_names.get(id(choices))
-    if cached is None or cached[0] is not choices or len(cached[1]) != len(choices):
-        cached = (choices, sorted(str(c) for c in choices if isinstance(c, str)))
-        cx.sorted_names[id(choices)] = cached
-    options = cached[1]
-    close: list[str] = []
-    if len(options) <= 200 or cx.suggestions_left > 0:
-        # did-you-mean over thousands of ids costs milliseconds each: bound the total
-        cx.suggestions_left -= len(options) > 200
-        close = difflib.get_close_matches(name, options, n=1)
-    msg = f"unknown {what} '{name}'"
-    if where_text:
-        msg += f" in {where_text}"
-    if close:
-        msg += f"; did you mean '{close[0]}'?"
-        hint = None
-    elif hint is None and options:
-        hint = f"known {what}s: " + ", ".join(options[:10]) + (" ..." if len(options) > 10 else "")
-    return UnknownReference(
-        msg, location=location, suggestion=close[0] if close else None, hint=hint
-    )
-
-
-def _duration(cx: _Ctx, value: Any, path: JsonPath) -> float | None:
-    if value is None or not cx.ok(path):
-        return None
-    try:
-        return parse_duration(value)
-    except ValueError:
-        cx.add(
-            SchemaViolation(
-                f"{json_path(path)}: {value!r} is not a duration;"
-                " use 500ms, 30s, 5m, 1h or a number of seconds",
-                location=cx.smap.value(path),
-            )
-        )
-        return None
-
-
-def _int_or_none(cx: _Ctx, value: Any, path: JsonPath) -> int | None:
-    return _as_int(value, None) if cx.ok(path) else None
-
-
-def _as_int(value: Any, default: Any) -> Any:
-    """An int from an int or an integral float (JSON Schema counts 2.0 as an integer)."""
-    if isinstance(value, bool):
-        return default
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return default
-
-
-def _number_or_none(value: Any) -> float | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < math.inf:
-        return float(value)
-    return None
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _str_or_none(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _choice(value: Any, default: str) -> str:
-    return value if isinstance(value, str) else default
-
-
-def _get(data: Any, path: JsonPath) -> Any:
-    for part in path:
-        try:
-            data = data[part]
-        except (KeyError, IndexError, TypeError):
-            return {}
-    return data
-
-
-def _clip(text: str, limit: int = 60) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."

@@ -1,0 +1,182 @@
+"""Templates in a workflow: syntax, and the names they read (phases, inputs, previous, item).
+
+Every string in ``with``, ``when``, ``foreach``, ``outputs``, ``cache.key``,
+``fallback`` and ``compensate`` is checked here; the phases a template reads are
+returned so that build can add them as implied dependencies.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterator, Mapping
+from functools import lru_cache
+from typing import Any
+
+from .. import expr
+from ..errors import ExpressionError, Location, UnknownReference
+from .context import Checker, clip, unknown
+from .schema import json_path
+from .source import JsonPath
+
+__all__ = ["check_template_text", "check_templates", "strings"]
+
+_TEMPLATE_NAMES = ("inputs", "phases", "previous", "item", "index", "run", "env", "secrets")
+_JINJA_GLOBALS = frozenset({"range", "dict", "lipsum", "cycler", "joiner", "namespace", "loop"})
+
+
+def strings(value: Any, path: JsonPath) -> Iterator[tuple[JsonPath, str]]:
+    """Every string inside ``value`` (dicts and lists walked) with its JSON path."""
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from strings(v, path + (k,))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from strings(v, path + (i,))
+
+
+def check_templates(
+    cx: Checker,
+    value: Any,
+    path: JsonPath,
+    phases: set[Any],
+    pid: str | None,
+    *,
+    foreach: bool,
+    sequential: bool,
+) -> list[tuple[str, Location]]:
+    """Check every template string in ``value``; the phases it references, located."""
+    found: list[tuple[str, Location]] = []
+    if isinstance(value, str) and path[-1:] == ("when",):
+        found += check_template_text(
+            cx, value, path, phases, pid, foreach=foreach, sequential=sequential, condition=True
+        )
+        return found
+    for sub, text in strings(value, path):
+        found += check_template_text(
+            cx, text, sub, phases, pid, foreach=foreach, sequential=sequential
+        )
+    return found
+
+
+def check_template_text(
+    cx: Checker,
+    text: str,
+    path: JsonPath,
+    phases: set[Any],
+    pid: str | None,
+    *,
+    foreach: bool,
+    sequential: bool,
+    condition: bool = False,
+) -> list[tuple[str, Location]]:
+    """Check one template (or a condition); record its problems, return the phases it reads."""
+    if not condition and not expr.is_template(text):
+        return []
+    where = cx.smap.value(path)
+    shown = json_path(path)
+    error, chains = _parse_template(text, condition)
+    if error:
+        error = error[:1].lower() + error[1:].rstrip(".")
+        cx.add(
+            ExpressionError(
+                f"{shown}: template syntax error in '{clip(text)}': {error}", location=where
+            )
+        )
+        return []
+    found: list[tuple[str, Location]] = []
+    for chain in sorted(chains):
+        head = chain[0]
+        if head == "phases":
+            if len(chain) < 2:
+                continue
+            target = chain[1]
+            if "compensate" in path:
+                # A compensation runs after the phases ended: it may read any phase's
+                # result, its own included, and implies no dependency.
+                if target not in phases and target != pid and target not in cx.bad_ids:
+                    cx.add(unknown(cx, "phase", target, shown, phases, where))
+            elif target == pid:
+                cx.add(
+                    UnknownReference(
+                        f"{shown}: phase '{pid}' refers to its own result (phases.{target})",
+                        location=where,
+                    )
+                )
+            elif target in cx.bad_ids:
+                pass
+            elif target not in phases:
+                cx.add(unknown(cx, "phase", target, shown, phases, where))
+            else:
+                found.append((target, where))
+        elif head == "inputs":
+            if len(chain) >= 2 and chain[1] not in cx.inputs:
+                cx.add(unknown(cx, "input", chain[1], shown, cx.inputs, where))
+        elif head == "secrets":
+            if len(chain) >= 2:
+                cx.secrets.add(chain[1])
+        elif head == "previous" and not sequential:
+            cx.add(
+                ExpressionError(
+                    f"{shown}: 'previous' is only defined in sequential mode",
+                    location=where,
+                    hint="add 'mode: sequential' at the top level, or name the phase: phases.<id>",
+                )
+            )
+        elif head in ("item", "index") and not foreach:
+            cx.add(
+                ExpressionError(
+                    f"{shown}: '{head}' is only defined in a phase with foreach",
+                    location=where,
+                )
+            )
+        elif head not in _TEMPLATE_NAMES and head not in _JINJA_GLOBALS:
+            close = difflib.get_close_matches(head, _TEMPLATE_NAMES, n=1)
+            msg = f"{shown}: unknown name '{head}' in '{clip(text)}'"
+            cx.add(
+                ExpressionError(
+                    msg + (f"; did you mean '{close[0]}'?" if close else ""),
+                    location=where,
+                    hint="templates can read " + ", ".join(_TEMPLATE_NAMES),
+                )
+            )
+    return found
+
+
+@lru_cache(maxsize=4096)
+def _parse_template(text: str, condition: bool) -> tuple[str | None, frozenset[tuple[str, ...]]]:
+    """A template's syntax error (or None) and the names it reads; parsed once when it reads any."""
+    if not condition:
+        simple = _simple_references(text)
+        if simple is not None:
+            return None, simple
+    chains = expr.references(text) if condition else expr.template_references(text)
+    if chains:
+        return None, frozenset(chains)
+    error = expr.check_expression(text) if condition else expr.check_template(text)
+    return error, frozenset(chains)
+
+
+# The common template shape, `text {{ a.b.c }} text {{ x.y | tojson }}`, read without
+# building a Jinja AST (a 10,000-phase file has thousands of these). Anything else,
+# or a Jinja keyword as a name, goes to the real parser in expr.
+_DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
+_PLAIN_TEXT = r"(?:[^{]|\{(?![{%#]))*"
+_SIMPLE = re.compile(
+    rf"{_PLAIN_TEXT}(?:\{{\{{\s*{_DOTTED}(?:\s*\|\s*[A-Za-z_][A-Za-z0-9_]*)?\s*\}}\}}{_PLAIN_TEXT})*\Z"
+)
+_EXPRESSION = re.compile(rf"\{{\{{\s*({_DOTTED})")
+_KEYWORDS = frozenset(
+    {"and", "or", "not", "in", "is", "if", "else", "true", "false", "none", "True", "False", "None"}
+)
+
+
+def _simple_references(text: str) -> frozenset[tuple[str, ...]] | None:
+    if "}}" not in text or not _SIMPLE.match(text):
+        return None
+    chains = [tuple(m.group(1).split(".")) for m in _EXPRESSION.finditer(text)]
+    if not chains or any(part in _KEYWORDS for chain in chains for part in chain):
+        return None
+    return frozenset(chains)
