@@ -14,8 +14,6 @@ from typing import Any
 
 from ..agents.registry import AgentRegistry
 from ..errors import (
-    AgentConfigError,
-    AgentError,
     DependencyCycle,
     DuplicatePhase,
     Location,
@@ -24,12 +22,12 @@ from ..errors import (
     UnknownReference,
 )
 from ..plan import find_cycle
+from .agent_refs import check_agent, handoff_spec, named_agents
 from .context import (
     Checker,
     as_int,
     choice,
     duration,
-    get,
     int_or_none,
     mapping,
     number_or_none,
@@ -38,22 +36,18 @@ from .context import (
 )
 from .model import (
     AgentCall,
-    AgentSpec,
     CacheSpec,
-    CircuitBreakerSpec,
     ErrorHandling,
-    HandoffSpec,
     InputSpec,
     Phase,
-    RateLimit,
     RetrySpec,
     Schedule,
     Workflow,
 )
-from .schema import SchemaReport, check_agent_config, json_path
+from .schema import SchemaReport, json_path
 from .source import JsonPath, Source, SourceMap
 from .templates import check_template_text, check_templates, strings
-from .values import check_cron, parse_duration, parse_rate_limit
+from .values import check_cron, parse_duration
 
 __all__ = ["PhaseCheck", "build_workflow", "check_cron", "parse_duration", "phase_checks"]
 
@@ -84,7 +78,7 @@ def build_workflow(
     data: Mapping[str, Any] = src.data
     cx = Checker(src, report, registry, sequential=data.get("mode") == "sequential")
     cx.inputs = _inputs(cx, data.get("inputs"))
-    cx.agents = _agents(cx, data.get("agents"))
+    cx.agents = named_agents(cx, data.get("agents"))
     defaults = mapping(data.get("defaults"))
     main_items = _items(data, "phases")
     main_ids = {p.get("id") for _, p in main_items if isinstance(p.get("id"), str)}
@@ -160,66 +154,6 @@ def _inputs(cx: Checker, raw: Any) -> dict[str, InputSpec]:
             **kwargs,
         )
     return out
-
-
-def _agents(cx: Checker, raw: Any) -> dict[str, AgentSpec]:
-    out: dict[str, AgentSpec] = {}
-    if not isinstance(raw, Mapping):
-        return out
-    for name, spec in raw.items():
-        path = ("agents", name)
-        if not isinstance(spec, Mapping) or not isinstance(spec.get("type"), str):
-            cx.bad_agents.add(name)
-            continue
-        type_name = spec["type"]
-        if cx.ok(path + ("type",)) and not _resolve_type(cx, type_name, path + ("type",)):
-            cx.bad_agents.add(name)
-        rate: RateLimit | None = None
-        parsed = parse_rate_limit(spec.get("rate_limit", ""))
-        if parsed is not None:
-            count, per = parsed
-            if count == 0 and cx.ok(path + ("rate_limit",)):
-                cx.add(
-                    SchemaViolation(
-                        f"agents.{name}.rate_limit: a rate limit must allow at least 1 call",
-                        location=cx.smap.value(path + ("rate_limit",)),
-                    )
-                )
-            rate = RateLimit(max(count, 1), per)
-        breaker: CircuitBreakerSpec | None = None
-        cb = spec.get("circuit_breaker")
-        if isinstance(cb, Mapping):
-            failures = cb.get("failures", 5)
-            reset = duration(cx, cb.get("reset_after"), path + ("circuit_breaker", "reset_after"))
-            breaker = CircuitBreakerSpec(
-                failures=as_int(failures, 5),
-                reset_after=reset if reset is not None else 60.0,
-            )
-        with_ = mapping(spec.get("with"))
-        mc = spec.get("max_concurrency")
-        out[name] = AgentSpec(
-            name=name,
-            type=type_name,
-            with_=dict(with_),
-            max_concurrency=as_int(mc, None),
-            rate_limit=rate,
-            circuit_breaker=breaker,
-            description=str_or_none(spec.get("description")),
-            location=cx.smap.key(path),
-        )
-    return out
-
-
-def _resolve_type(cx: Checker, type_name: str, path: JsonPath) -> type[Any] | None:
-    """The agent class of a type name, or None after reporting why it cannot be used."""
-    try:
-        return cx.registry.resolve(type_name)
-    except AgentError as exc:
-        message, hint = exc.message, exc.hint
-        if hint and hint.startswith("did you mean"):
-            message, hint = f"{message}; {hint}", None
-        cx.add(UnknownReference(message, location=cx.smap.value(path), hint=hint))
-        return None
 
 
 def _schedule(cx: Checker, raw: Any) -> tuple[Schedule, ...]:
@@ -410,10 +344,10 @@ def _phase(
         if isinstance(call, Mapping) and isinstance(call.get("agent"), str):
             cw = mapping(call.get("with"))
             refs(cw, (key, "with"))
-            _check_agent(cx, call["agent"], cw, path + (key,), f"the {key} of phase '{pid}'")
+            check_agent(cx, call["agent"], cw, path + (key,), f"the {key} of phase '{pid}'")
             calls[key] = AgentCall(call["agent"], dict(cw), cx.smap.value(path + (key,)))
 
-    handoff = _handoff(cx, raw.get("handoff"), path + ("handoff",), pid)
+    handoff = handoff_spec(cx, raw.get("handoff"), path + ("handoff",), pid)
     if agent_name is None and handoff is None and "agent" not in raw and "handoff" not in raw:
         cx.add(
             SchemaViolation(
@@ -431,7 +365,7 @@ def _phase(
         )
     merged: Mapping[str, Any] = {}
     if isinstance(agent_name, str) and handoff is None:
-        merged = _check_agent(cx, agent_name, with_raw, path, f"the with of phase '{pid}'")
+        merged = check_agent(cx, agent_name, with_raw, path, f"the with of phase '{pid}'")
 
     retries = _retries(cx, get("retries"), path if "retries" in raw else ("defaults",))
     timeout_path = path + ("timeout",) if "timeout" in raw else ("defaults", "timeout")
@@ -462,107 +396,6 @@ def _phase(
     for check in phase_checks():
         cx.problems.extend(check(phase, merged, cx.smap, path))
     return phase
-
-
-def _check_agent(
-    cx: Checker, name: str, with_: Mapping[str, Any], path: JsonPath, owner: str
-) -> Mapping[str, Any]:
-    """Resolve a phase's agent name and check its merged ``with``; the merged config."""
-    where = path + ("agent",)
-    if name in cx.agents or name in cx.bad_agents:
-        if name in cx.bad_agents:
-            return dict(with_)
-        spec = cx.agents[name]
-        type_name = spec.type
-        base: Mapping[str, Any] = spec.with_
-    elif name in cx.registry:
-        type_name, base = name, {}
-    else:
-        choices = sorted(set(cx.agents) | set(cx.registry.names()))
-        cx.add(
-            unknown(
-                cx,
-                "agent",
-                name,
-                None,
-                choices,
-                cx.smap.value(where),
-                hint="name an agent under agents: or an agent type (see 'orch agents')",
-            )
-        )
-        return dict(with_)
-    cls = _resolve_type(cx, type_name, where) if name not in cx.agents else _quiet(cx, type_name)
-    merged = {**base, **with_}
-    if cls is None:
-        return merged
-
-    def at(rel: JsonPath) -> JsonPath:
-        if not rel:
-            return path + ("with",) if "with" in get(cx.src.data, path) else where
-        if rel[0] in with_:
-            return path + ("with",) + rel
-        return ("agents", name, "with") + rel
-
-    def owner_of(rel: JsonPath) -> str:
-        if rel and rel[0] not in with_ and name in cx.agents:
-            return f"the with of agent '{name}' (agent type '{type_name}')"
-        return f"{owner} (agent type '{type_name}')"
-
-    result = check_agent_config(merged, cls.config_schema, cx.smap, at=at, owner=owner_of)
-    cx.problems.extend(result.problems)
-    if not result.problems:
-        try:
-            found = cls.check_static(merged, workflow_path=cx.src.path)
-        except Exception as exc:  # a plugin's check must not crash validation
-            found = []
-            cx.add(
-                AgentConfigError(
-                    f"agent type '{type_name}' failed to check {owner}: {exc}",
-                    location=cx.smap.value(where),
-                )
-            )
-        for cp in found:
-            p = AgentConfigError(
-                cp.message, location=cx.smap.value(at(tuple(cp.path))), hint=cp.hint
-            ).to_problem()
-            if cp.severity == "warning":
-                p = Problem(p.location, p.message, p.hint, severity="warning", code=p.code)
-            cx.problems.append(p)
-    return merged
-
-
-def _quiet(cx: Checker, type_name: str) -> type[Any] | None:
-    # A named agent's type was already resolved (and any failure reported) in _agents.
-    try:
-        return cx.registry.resolve(type_name)
-    except AgentError:
-        return None
-
-
-def _handoff(cx: Checker, raw: Any, path: JsonPath, pid: str) -> HandoffSpec | None:
-    if not isinstance(raw, Mapping) or not cx.ok(path):
-        return None
-    agents = [a for a in raw.get("agents", []) if isinstance(a, str)]
-    for j, name in enumerate(raw.get("agents", [])):
-        if isinstance(name, str) and name not in cx.agents and name not in cx.registry:
-            if name not in cx.bad_agents:
-                choices = sorted(set(cx.agents) | set(cx.registry.names()))
-                cx.add(
-                    unknown(
-                        cx, "agent", name, "handoff", choices, cx.smap.value(path + ("agents", j))
-                    )
-                )
-    start = raw.get("start", agents[0] if agents else "")
-    if isinstance(start, str) and agents and start not in agents and cx.ok(path + ("start",)):
-        cx.add(
-            UnknownReference(
-                f"handoff start '{start}' of phase '{pid}' is not among its agents "
-                + ", ".join(f"'{a}'" for a in agents),
-                location=cx.smap.value(path + ("start",)),
-            )
-        )
-    turns = raw.get("max_turns", 10)
-    return HandoffSpec(tuple(agents), str(start), as_int(turns, 10))
 
 
 def _retries(cx: Checker, raw: Any, path: JsonPath) -> RetrySpec:
