@@ -231,6 +231,10 @@ def _run(
 
     err = make_console(sys.stderr)
     view = RunView()
+    if prior:  # a resumed run: the summary shows the phases completed before, as completed
+        from .runs import seed_view
+
+        seed_view(view, plan, prior, run_id or "")
     view.workflow = plan.workflow.name  # the first frame is drawn before the first event
     for pid in plan.order:
         view.phase(pid)

@@ -29,6 +29,7 @@ __all__ = [
     "downstream",
     "open_run_session",
     "register",
+    "seed_view",
 ]
 
 _STATE_DIR = typer.Option(
@@ -335,6 +336,38 @@ def open_run_session(state_dir: Path | None, plan: Plan, *, no_cache: bool = Fal
     from ..state.sqlite import open_store
 
     return RunSession(open_store(state_dir), plan, no_cache=no_cache)
+
+
+def seed_view(
+    view: Callable[[Any], None], plan: Plan, prior: Mapping[str, Any], run_id: str
+) -> None:
+    """Show a resumed run's earlier completions in a display sink (not in the store).
+
+    Feeds ``view`` one ``phase_completed`` event per prior outcome, in plan order.
+    """
+    from ..engine.events import Event
+
+    for pid in plan.order:
+        outcome = prior.get(pid)
+        if outcome is None:
+            continue
+        view(
+            Event(
+                "phase_completed",
+                run_id,
+                outcome.ended or 0.0,
+                pid,
+                outcome.attempts or 1,
+                {
+                    "status": "completed",
+                    "output": outcome.output,
+                    "duration": outcome.duration,
+                    "attempts": outcome.attempts or 1,
+                    "cached": outcome.cached,
+                    "fallback_used": outcome.fallback_used,
+                },
+            )
+        )
 
 
 def cache_preview(
