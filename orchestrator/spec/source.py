@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,21 +187,15 @@ def _line_col_of_char(text: str, offset: int) -> tuple[int, int]:
     return text.count("\n", 0, offset) + 1, offset - start + 1
 
 
-def _events(text: str) -> Iterator[Any]:
+def _events(text: str) -> tuple[Iterator[Any], Callable[[], None]]:
+    """The parser's events (the StreamEnd event may come last) and how to free the parser."""
     try:
         from ruamel.yaml.cyaml import CParser  # type: ignore[attr-defined]
     except ImportError:  # no ruamel.yaml.clib: the pure-Python parser gives the same events
-        yield from YAML(typ="safe", pure=True).parse(text)
-        return
+        return iter(YAML(typ="safe", pure=True).parse(text)), lambda: None
     parser = CParser(text)
-    try:
-        while True:
-            event = parser.get_event()
-            if event is None or isinstance(event, ev.StreamEndEvent):
-                return
-            yield event
-    finally:
-        parser.dispose()
+    # iter(callable, sentinel) runs in C: a generator here cost ~0.2 s on 10,000 phases
+    return iter(parser.get_event, None), parser.dispose
 
 
 @dataclass(slots=True)
@@ -245,7 +239,11 @@ class _Composer:
 
     def compose(self, text: str) -> tuple[Any, SourceMap]:
         try:
-            return self._compose(_events(text))
+            events, dispose = _events(text)
+            try:
+                return self._compose(events)
+            finally:
+                dispose()
         except WorkflowError:
             raise
         except MarkedYAMLError as exc:
