@@ -252,7 +252,11 @@ class _Composer:
             problem = " ".join(str(exc.problem or exc.context or "invalid YAML").split())
             raise YAMLSyntaxError(f"invalid YAML: {problem}", location=where) from exc
         except ReaderError as exc:
-            line, col = _line_col_of_char(text, int(exc.position))
+            pos, char = int(exc.position), int(exc.character)
+            if 0 <= pos < len(text) and ord(text[pos]) == char:  # the pure parser: a str index
+                line, col = _line_col_of_char(text, pos)
+            else:  # libyaml: a byte offset into the UTF-8 text
+                line, col = _line_col_of_byte(text.encode("utf-8"), pos)
             raise YAMLSyntaxError(
                 f"the file holds a control character (#x{int(exc.character):04x}) "
                 "that YAML does not allow",

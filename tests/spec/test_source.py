@@ -77,6 +77,8 @@ def test_merge_keys_and_aliases_are_supported():
         (b"a: 1\n\x00\x01", UnreadableWorkflow, (2, 1), "binary"),
         (b"a: ok\nb: caf\xc3\x28\n", UnreadableWorkflow, (2, 7), "not valid UTF-8"),
         (b"a: \x1b[31m\n", YAMLSyntaxError, (1, 4), "control character"),
+        ('a: "ééé"\nb: \x07'.encode(), YAMLSyntaxError, (2, 4), "control character"),
+        ("ééé: !foo x\n".encode(), YAMLSyntaxError, (1, 6), "unknown tag '!foo'"),
         (b"a: !!int nine\n", YAMLSyntaxError, (1, 4), "not a valid !!int"),
         (b"? {a: 1}\n: 2\n", YAMLSyntaxError, (1, 3), "mapping key must be a plain value"),
     ],
