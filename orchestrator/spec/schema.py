@@ -181,7 +181,10 @@ def _leaf(error: ValidationError) -> ValidationError:
     from jsonschema.exceptions import best_match
 
     while error.validator in ("anyOf", "oneOf") and error.context:
-        error = best_match(error.context)
+        # A branch that accepts the value's type says more ("not one of 'fast', 'slow'")
+        # than one that does not ("must be an integer").
+        typed = [e for e in error.context if e.validator != "type"]
+        error = best_match(typed or error.context)
     return error
 
 
