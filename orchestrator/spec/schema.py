@@ -268,7 +268,6 @@ def _explain(
     title = schema.get("title")
     value = error.instance
     hint: str | None = None
-    located_at_key = False
 
     def add(message: str, path: JsonPath, *, key: bool = False, hint: str | None = None) -> None:
         loc = smap.key(path) if key else smap.value(path)
@@ -303,14 +302,15 @@ def _explain(
         for missing in [k for k in vv if k not in value]:
             add(f"{owner(rel, data)} is missing the required key '{missing}'", doc)
         return
-    if v == "propertyNames":
+    if "propertyNames" in error.schema_path:  # the instance is a key of the mapping at rel
+        what = {"agents": "agent name", "inputs": "input name"}.get(str(doc[-1]) if doc else "")
+        allowed = "letters, digits, _ and -" if what == "agent name" else "letters, digits and _"
         add(
-            f"'{value}' is not a valid name in {shown}; use letters, digits and _,"
+            f"{shown}: '{value}' is not a valid {what or 'key'}; use {allowed},"
             " starting with a letter or _",
             at(rel + (str(value),)),
             key=True,
         )
-        located_at_key = True
         return
     if title == "duration" and v in ("type", "pattern"):
         message = f"{shown}: {_show(value)} is not a duration; {_DURATION_HELP}"
@@ -355,7 +355,7 @@ def _explain(
         message = f"{shown or 'the document'}: {_plain(error.message)}"
     if not shown:
         message = message.replace(": ", " ", 1) if message.startswith(": ") else message
-    add(message, doc, key=located_at_key, hint=hint)
+    add(message, doc, hint=hint)
 
 
 def _describe(value: Any) -> str:
