@@ -312,7 +312,7 @@ def _phase(
 
     foreach = raw.get("foreach") if cx.ok(path + ("foreach",)) else None
     in_foreach = "foreach" in raw
-    sequential = previous is not None or (cx.sequential and path[0] == "phases")
+    sequential = previous is not None  # `previous` names the phase before this one
     implied: list[str] = []
 
     def refs(value: Any, sub: JsonPath, *, allow_item: bool = in_foreach) -> None:

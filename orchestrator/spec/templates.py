@@ -118,13 +118,13 @@ def check_template_text(
             if len(chain) >= 2:
                 cx.secrets.add(chain[1])
         elif head == "previous" and not sequential:
-            cx.add(
-                ExpressionError(
-                    f"{shown}: 'previous' is only defined in sequential mode",
-                    location=where,
-                    hint="add 'mode: sequential' at the top level, or name the phase: phases.<id>",
-                )
-            )
+            if cx.sequential and path[0] == "phases":
+                message = f"{shown}: 'previous' is not defined in the first phase"
+                hint = "the first phase has no phase before it"
+            else:
+                message = f"{shown}: 'previous' is only defined in sequential mode"
+                hint = "add 'mode: sequential' at the top level, or name the phase: phases.<id>"
+            cx.add(ExpressionError(message, location=where, hint=hint))
         elif head in ("item", "index") and not foreach:
             cx.add(
                 ExpressionError(
