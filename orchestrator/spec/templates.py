@@ -121,6 +121,9 @@ def check_template_text(
             if cx.sequential and path[0] == "phases":
                 message = f"{shown}: 'previous' is not defined in the first phase"
                 hint = "the first phase has no phase before it"
+            elif cx.sequential:
+                message = f"{shown}: 'previous' is only defined in the phases of the main list"
+                hint = "name the phase instead: phases.<id>"
             else:
                 message = f"{shown}: 'previous' is only defined in sequential mode"
                 hint = "add 'mode: sequential' at the top level, or name the phase: phases.<id>"
