@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sqlite3
 import subprocess
 import sys
 import urllib.parse
@@ -137,6 +138,10 @@ def test_no_secret_leaks_anywhere(tmp_path):
 
     first = orch("run", str(wf), "--events", "jsonl", "--output-file", "report.json", name="run1")
     assert first.returncode == 0, first.stderr
+    # Hold a connection open: the second run's write-ahead log then stays on disk
+    # (the last connection to close would checkpoint it into the database and delete it).
+    holder = sqlite3.connect(state / "state.db")
+    holder.execute("SELECT COUNT(*) FROM events").fetchone()
     second = orch("run", str(wf), name="run2")  # plain lines and the outputs on stdout
     assert second.returncode == 0, second.stderr
     events = [json.loads(line) for line in first.stdout.splitlines()]
@@ -170,7 +175,9 @@ def test_no_secret_leaks_anywhere(tmp_path):
     seen["report"] = (tmp_path / "report.json").read_text()
     for path in sorted(p for p in state.rglob("*") if p.is_file()):  # db, -wal, spills
         seen[str(path.relative_to(tmp_path))] = path.read_bytes().decode("utf-8", "replace")
+    holder.close()
     assert any(name.endswith("state.db") for name in seen)
+    assert any(name.endswith("state.db-wal") for name in seen)
     found = {name: _leaks(text) for name, text in seen.items() if _leaks(text)}
     assert found == {}
 
