@@ -217,6 +217,7 @@ def _run(
     state_dir: Path | None = None,
     run_id: str | None = None,
     prior: Mapping[str, Any] | None = None,
+    resume_attempts: Mapping[str, int] | None = None,
 ) -> int:
     """Run the plan with the sinks this invocation wants; returns the exit code.
 
@@ -256,6 +257,7 @@ def _run(
         no_cache=no_cache,
         cache=session.cache,
         resumed_from=run_id if prior is not None else None,
+        resume_attempts=dict(resume_attempts or {}),
     )
     registry = AgentRegistry.from_entry_points()
     received: list[int] = []

@@ -510,6 +510,12 @@ def _resume(
             if p.state is PhaseState.COMPLETED and p.id in plan.phases and p.id not in rerun
         }
         again = [p.id for p in records if p.state is PhaseState.RUNNING]
+        # a phase stopped in the middle of its retries goes on from the attempt it was at
+        attempts_at = {
+            p.id: p.attempts
+            for p in records
+            if p.state is PhaseState.RUNNING and p.attempts > 1 and p.id not in rerun
+        }
         store.claim(run.id, rerun=sorted(rerun))
     finally:
         store.close()
@@ -520,6 +526,9 @@ def _resume(
         message += f" (running when it stopped, so running again: {', '.join(again)})"
     if rerun:
         message += f"; changed, with their downstream: {', '.join(sorted(rerun))}"
+    if attempts_at:
+        going_on = ", ".join(f"{pid} at attempt {n}" for pid, n in sorted(attempts_at.items()))
+        message += f"; retries go on: {going_on}"
     sys.stderr.write(message + "\n")
     return _run(
         plan,
@@ -531,6 +540,7 @@ def _resume(
         state_dir=state_dir,
         run_id=run.id,
         prior=prior,
+        resume_attempts=attempts_at,
     )
 
 

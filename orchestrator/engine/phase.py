@@ -76,7 +76,8 @@ async def run_phase(phase: Phase, run: RunState) -> PhaseOutcome:
         if phase.foreach is not None:
             return await _run_foreach(phase, run, ctx, started)
         agent = phase.agent or (phase.handoff.start if phase.handoff else "")
-        event = run.publish("phase_started", pid, 1, {"agent": agent})
+        first = _first_attempt(run, phase, None)
+        event = run.publish("phase_started", pid, first, {"agent": agent})
         if run.async_sinks:
             await run.deliver(event)
         tried = [0]
@@ -132,6 +133,14 @@ async def run_phase(phase: Phase, run: RunState) -> PhaseOutcome:
             },
         )
         return outcome
+
+
+def _first_attempt(run: RunState, phase: Phase, item: int | None) -> int:
+    """The attempt a phase resumes at after a crash (1 otherwise), within its retry budget."""
+    resume = run.options.resume_attempts
+    if item is not None or not resume:
+        return 1
+    return max(1, min(resume.get(phase.id, 1), phase.retries.attempts + 1))
 
 
 async def _deliver_completed(run: RunState, event: Event) -> None:
@@ -281,6 +290,7 @@ async def _run_unit(
                     if item is not None
                     else {"error": _describe(exc), "delay": delay, "next_attempt": n + 1},
                 ),
+                first=_first_attempt(run, phase, item),
             )
         else:
             result = await attempt(1)

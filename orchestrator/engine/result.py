@@ -108,7 +108,9 @@ class RunOptions:
     ``clock`` returns seconds since the epoch (tests pass a fake one). ``executor``
     defaults to the local asyncio one; ``cache`` to none. ``depth`` counts nested
     sub-runs; more than ``max_depth`` fails the calling phase. ``resumed_from``
-    (a run id) is recorded in workflow_started.
+    (a run id) is recorded in workflow_started. ``resume_attempts`` maps a phase
+    to the attempt it was making when a crash stopped the run: resumed, it starts
+    there, with the retries (and backoff) that were left.
     """
 
     max_parallel: int | None = None
@@ -119,3 +121,4 @@ class RunOptions:
     depth: int = 0
     max_depth: int = 8
     resumed_from: str | None = None
+    resume_attempts: Mapping[str, int] = field(default_factory=dict)

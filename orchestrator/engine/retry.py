@@ -62,13 +62,25 @@ async def call_with_retries(
     *,
     should_retry: Callable[[BaseException], bool],
     on_retry: OnRetry,
+    first: int = 1,
 ) -> T:
     """``await attempt(n)`` for n = 1, 2 ... until it returns, at most ``spec.attempts + 1`` times.
 
     ``should_retry(exc)`` decides whether a failure is retried (it is never asked
     about cancellation); ``on_retry(failed_attempt, exc, delay)`` is awaited before
     each wait. Raises the last attempt's exception when no retry is left.
+    ``first`` > 1 continues a phase resumed after a crash: attempts are numbered
+    from it, fewer are left, and the backoff goes on where it was.
     """
+    shift = max(1, first) - 1
+    wait = _wait(spec)
+
+    def shifted_wait(state: RetryCallState) -> float:
+        state.attempt_number += shift  # the backoff of the attempt's real number
+        try:
+            return wait(state)
+        finally:
+            state.attempt_number -= shift
 
     def retry(exc: BaseException) -> bool:
         if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
@@ -79,19 +91,19 @@ async def call_with_retries(
         exc = state.outcome.exception() if state.outcome is not None else None
         delay = state.next_action.sleep if state.next_action is not None else 0.0
         assert exc is not None
-        await on_retry(state.attempt_number, exc, float(delay))
+        await on_retry(state.attempt_number + shift, exc, float(delay))
 
     retrying = AsyncRetrying(
         sleep=asyncio.sleep,
-        stop=stop_after_attempt(spec.attempts + 1),
-        wait=_wait(spec),
+        stop=stop_after_attempt(max(1, spec.attempts + 1 - shift)),
+        wait=shifted_wait if shift else wait,
         retry=retry_if_exception(retry),
         before_sleep=before_sleep,
         reraise=True,
     )
     async for tried in retrying:
         with tried:
-            value = await attempt(tried.retry_state.attempt_number)
+            value = await attempt(tried.retry_state.attempt_number + shift)
         if not tried.retry_state.outcome or not tried.retry_state.outcome.failed:
             return value
     raise AssertionError("unreachable: tenacity stops with the last exception")  # pragma: no cover

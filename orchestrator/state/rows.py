@@ -206,6 +206,10 @@ def apply_event(
                 _text(note),
             ),
         )
+    elif kind == "phase_retry":
+        nxt = data.get("next_attempt")
+        if isinstance(nxt, int) and "item" not in data:  # the attempt about to start
+            conn.execute("UPDATE phases SET attempts=? WHERE run_id=? AND id=?", (nxt, run, phase))
     elif kind == "phase_stream":
         if data.get("compensation") == "started":  # saga write-ahead marker
             conn.execute("UPDATE phases SET compensated=-1 WHERE run_id=? AND id=?", (run, phase))

@@ -41,8 +41,8 @@ DEFAULT_STATE_DIR = ".orch"
 _BUSY_MS = 10_000
 #: Events whose record() waits for the commit; the rest ride along with the next batch.
 _AWAITED = frozenset(
-    {"workflow_started", "phase_started", "workflow_completed", "workflow_failed"}
-    | {"workflow_cancelled"}
+    {"workflow_started", "phase_started", "phase_retry", "workflow_completed"}
+    | {"workflow_failed", "workflow_cancelled"}
 )
 
 _SCHEMA = """
@@ -230,8 +230,8 @@ class SqliteStore:
         """Store ``event`` and update the derived rows, in the order events arrive.
 
         Returns once it is committed for the events that gate work: a phase
-        start (before its agent runs), the saga's compensation marker, and the
-        workflow's start and end. Other events (completions, retries, streams)
+        start and a retry (before the next attempt), the saga's compensation
+        marker, and the workflow's start and end. Other events (completions, retries, streams)
         are queued and committed with the next batch: the queue is FIFO, so they
         are durable before any later event is acknowledged. Raises StateError
         when a write failed (disk full, database unusable).

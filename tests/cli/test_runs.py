@@ -442,3 +442,53 @@ def test_reading_commands_never_create_a_store(tmp_path):
     assert res.exit_code == 2 and "nothing is recorded in" in res.output
     assert "cleared 0 cached results" in orch("cache", "clear", state_dir=missing).output
     assert not missing.exists()
+
+
+RETRYING = """
+name: retrying
+phases:
+  - id: flaky
+    agent: fail
+    retries: {attempts: 4, backoff: exponential, delay: 100ms, max_delay: 10s}
+    with: {message: still down}
+"""
+
+
+def test_retry_attempts_and_backoff_survive_a_crash(tmp_path):
+    wf = tmp_path / "retrying.yaml"
+    wf.write_text(RETRYING)
+    state = tmp_path / "state"
+    proc = subprocess.Popen(
+        [*ORCH, "run", str(wf), "--state-dir", str(state)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def attempt_recorded():
+        if not (state / "state.db").exists():
+            return 0
+        store = open_store(state)
+        try:
+            runs = store.list_runs()
+            return store.phases(runs[0].id)[0].attempts if runs else 0
+        finally:
+            store.close()
+
+    try:
+        _wait_for(lambda: attempt_recorded() >= 3, "the second retry")  # waits 200 ms there
+    finally:
+        proc.kill()
+        proc.wait()
+    run_id = open_store(state).list_runs()[0].id
+    at = attempt_recorded()
+    res = orch("resume", run_id, state_dir=state)
+    assert res.exit_code == 1
+    assert f"retries go on: flaky at attempt {at}" in res.output
+    events = [e for _, e in open_store(state).events(run_id)]
+    resumed = events[[e.event for e in events].index("workflow_started", 1) :]
+    started = [e.attempt for e in resumed if e.event == "phase_started"]
+    retries = [(e.attempt, e.data["delay"]) for e in resumed if e.event == "phase_retry"]
+    assert started == [at]  # the interrupted attempt, not attempt 1
+    assert retries == [(n, 0.1 * 2 ** (n - 1)) for n in range(at, 5)]  # the backoff goes on
+    failed = resumed[-2]
+    assert failed.event == "phase_failed" and failed.data["attempts"] == 5  # 1 + 4 retries
