@@ -32,7 +32,7 @@ def agents_command(
     import json
 
     from ..agents import AgentRegistry
-    from ..errors import AgentNotFound
+    from ..errors import AgentLoadError, AgentNotFound
     from ..render.agents import agent_record, write_agent_detail, write_agents, write_agents_json
     from ..render.console import make_console
 
@@ -44,7 +44,7 @@ def agents_command(
             hint = f"; {exc.hint}" if exc.hint else ""
             typer.echo(f"error: {exc.message}{hint}", err=True)
             raise typer.Exit(2) from None
-        except Exception:  # a load failure is shown by info() below
+        except AgentLoadError:  # shown by info() below, with the command's exit 0
             pass
         info = registry.info(name)
         if as_json:

@@ -73,8 +73,20 @@ async def call_agent(
     merged: Mapping[str, Any] = {**spec.with_, **call.with_} if spec else call.with_
     if _has_template(merged):
         context = {**state.context, **(extra or {})}
-        rendered = render(merged, context, where=call.location or phase.location)
-        merged = rendered if isinstance(rendered, Mapping) else {"value": rendered}
+        where = call.location or phase.location
+        shell: tuple[str, ...] = getattr(agent, "shell_fields", ())
+        if shell:  # shell command lines: every template value is shell-quoted
+            from ..expr import render_shell
+
+            merged = {
+                k: render_shell(v, context, where=where)
+                if k in shell and isinstance(v, str)
+                else render(v, context, where=where)
+                for k, v in merged.items()
+            }
+        else:
+            rendered = render(merged, context, where=where)
+            merged = rendered if isinstance(rendered, Mapping) else {"value": rendered}
     deadline = None if phase.timeout is None else time.monotonic() + phase.timeout
     ctx = AgentContext(
         state.run_id,

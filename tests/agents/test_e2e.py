@@ -302,3 +302,29 @@ phases:
     recorded = _wait_for_pids(pids, 4)
     assert len(recorded) == 4
     assert [p for p in recorded if _alive(p)] == []
+
+
+def test_compensation_shell_commands_are_shell_quoted_too(tmp_path):
+    payload = "x'; touch MARKER; echo '$(touch MARKER2)`touch MARKER3`"
+    flow = write(
+        tmp_path,
+        "saga.yaml",
+        """
+name: saga
+inputs:
+  v: {type: string}
+phases:
+  - id: book
+    agent: echo
+    with: {text: "{{ inputs.v }}"}
+    compensate: {agent: shell, with: {command: "printf '%s' {{ phases.book.output }} > undone"}}
+  - id: pay
+    agent: fail
+    depends_on: [book]
+    with: {transient: false}
+""",
+    )
+    result = orch("run", str(flow), "--input", f"v={payload}")
+    assert result.exit_code == 1
+    assert (tmp_path / "undone").read_text() == payload
+    assert not list(tmp_path.glob("MARKER*"))

@@ -118,10 +118,12 @@ class ShellAgent(Agent):
         """Run the command; raises AgentFailure on a non-zero exit, a too-large output,
         bad JSON, or a command that cannot start."""
         command = input["command"]
-        argv = ["/bin/sh", "-c", command] if isinstance(command, str) else [str(a) for a in command]
+        argv = (
+            ["/bin/sh", "-c", command] if isinstance(command, str) else [_word(a) for a in command]
+        )
         tag = f"{ctx.run_id}/{ctx.phase_id}/{ctx.attempt}/{uuid.uuid4().hex}"
         env = dict(os.environ) if input.get("inherit_env", True) else {}
-        env.update({k: _env_value(v) for k, v in (input.get("env") or {}).items()})
+        env.update({k: _word(v) for k, v in (input.get("env") or {}).items()})
         env[TAG_VARIABLE] = tag
         cwd = Path(ctx.workdir, input["cwd"]) if input.get("cwd") else Path(ctx.workdir)
         if not cwd.is_dir():
@@ -167,9 +169,12 @@ class ShellAgent(Agent):
         return AgentResult(output=_parse(stdout, input.get("output", "text")), metadata=metadata)
 
 
-def _env_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
+def _word(value: Any) -> str:
+    """An argv item or env value from any rendered value: text as it is, data as JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (dict, list, tuple, bool)) or value is None:
+        return json.dumps(value, ensure_ascii=False)
     return str(value)
 
 
@@ -251,9 +256,22 @@ async def _communicate(
 
 async def _end(proc: asyncio.subprocess.Process, tree: ProcessTree, grace: float) -> None:
     await tree.terminate(grace)
+    # Read the pipes to their end (the writers are dead): a pipe left unread stays
+    # paused and its transport is never closed.
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            try:
+                await asyncio.wait_for(_drain(stream), 2)
+            except (asyncio.TimeoutError, OSError):  # pragma: no cover - a survivor holds it
+                pass
     try:  # reaps the process and lets its pipe transports close
         await asyncio.wait_for(proc.wait(), 5)
     except asyncio.TimeoutError:  # pragma: no cover - SIGKILL was sent; give up waiting
+        pass
+
+
+async def _drain(stream: asyncio.StreamReader) -> None:
+    while await stream.read(_CHUNK):
         pass
 
 
