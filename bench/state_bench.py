@@ -25,6 +25,8 @@ from orchestrator.plan import compile_plan  # noqa: E402
 from orchestrator.spec.model import Phase, Workflow  # noqa: E402
 from orchestrator.state.sqlite import open_store  # noqa: E402
 
+TARGET_US = 70.0
+
 
 def _plan(n: int, chain: bool):
     phases = tuple(
@@ -57,7 +59,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--phases", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--strict", action="store_true", help="exit 1 when the target (70 us/phase) is missed"
+    )
     args = parser.parse_args()
+    missed = False
     registry = AgentRegistry.from_entry_points()
     print(f"{args.phases} noop phases, best of {args.repeat}")
     for shape, chain in (("independent", False), ("chain", True)):
@@ -76,6 +82,13 @@ def main() -> None:
             f"store on {us_on:7.1f} us/phase, overhead {us_on - us_off:6.1f} us/phase "
             f"({commits} commits, {2 * n / max(commits, 1):.1f} events per commit)"
         )
+        if not chain:
+            target = us_on - us_off <= TARGET_US
+            missed = missed or not target
+            verdict = "met" if target else "MISSED"
+            print(f"  target: at most {TARGET_US:.0f} us/phase overhead: {verdict}")
+    if args.strict and missed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
