@@ -238,7 +238,17 @@ def cancel_command(
         if owner is None or not owner.alive():  # it died between the two reads
             sys.stderr.write(f"run {run.id} is no longer running\n")
             raise typer.Exit(1)
-        os.kill(owner.pid, signal.SIGTERM)
+        try:
+            os.kill(owner.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            sys.stderr.write(f"run {run.id} is no longer running\n")
+            raise typer.Exit(1) from None
+        except PermissionError:
+            sys.stderr.write(
+                f"error: not allowed to signal process {owner.pid} running {run.id}"
+                " (another user's process?)\n"
+            )
+            raise typer.Exit(1) from None
         sys.stderr.write(f"sent SIGTERM to process {owner.pid} running {run.id}\n")
         deadline = time.monotonic() + wait
         while wait and time.monotonic() < deadline:
