@@ -328,3 +328,28 @@ phases:
     assert result.exit_code == 1
     assert (tmp_path / "undone").read_text() == payload
     assert not list(tmp_path.glob("MARKER*"))
+
+
+def test_a_failing_sub_workflow_fails_the_phase_and_templated_recursion_stops(tmp_path):
+    write(tmp_path, "bad_child.yaml", "name: c\nphases:\n  - id: x\n    agent: fail\n")
+    parent = write(
+        tmp_path,
+        "parent.yaml",
+        "name: p\nphases:\n  - id: sub\n    agent: workflow\n    with: {path: bad_child.yaml}\n",
+    )
+    result = orch("run", str(parent), "--events", "jsonl")
+    assert result.exit_code == 1
+    failed = next(e for e in events(result.stdout) if e["event"] == "phase_failed")
+    assert "sub-workflow" in failed["data"]["error"] and "failed" in failed["data"]["error"]
+    # a path from a template cannot be followed at validate; the engine's depth limit stops it
+    loop = write(
+        tmp_path,
+        "loop.yaml",
+        "name: l\ninputs:\n  me: {type: string, default: loop.yaml}\nphases:\n"
+        "  - id: again\n    agent: workflow\n    with: {path: '{{ inputs.me }}'}\n",
+    )
+    assert orch("validate", str(loop)).exit_code == 0
+    result = orch("run", str(loop), "--events", "jsonl")
+    assert result.exit_code == 1
+    assert "nests deeper than" in result.stdout
+    assert "Traceback" not in result.output

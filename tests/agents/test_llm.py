@@ -141,3 +141,19 @@ def test_a_handoff_input_reaches_the_model_as_a_message():
         "role": "user",
         "content": 'Handed over by triage: {"issue": "refund"}',
     }
+
+
+def test_a_server_that_ignores_stream_and_answers_json_still_works():
+    from tests.servers import HTTPServer
+
+    completion = {
+        "model": "m",
+        "choices": [
+            {"message": {"role": "assistant", "content": "whole"}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
+    with HTTPServer({("POST", "/v1/chat/completions"): Reply(json=completion)}) as srv:
+        result = run({"base_url": srv.url + "/v1", "model": "m", "prompt": "q"})
+    assert result.output == "whole"
+    assert result.metadata["tokens"] == {"prompt": 1, "completion": 1, "total": 2}

@@ -138,7 +138,9 @@ class LlmAgent(Agent):
         async with self._client.stream(
             "POST", url, ctx=ctx, timeout=timeout, headers=headers, json=body
         ) as response:
-            if response.status_code != 200 or not stream:
+            # a server may ignore `stream` and answer with one JSON document
+            plain = "json" in response.headers.get("content-type", "")
+            if response.status_code != 200 or not stream or plain:
                 raw = await read_capped(response, _MAX_BYTES)
                 lowered = {k.lower(): v for k, v in response.headers.items()}
                 check_status(response.status_code, None, lowered, _api_error(raw))
