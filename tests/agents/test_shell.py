@@ -245,3 +245,16 @@ def test_injection_payloads_create_nothing_and_arrive_byte_for_byte(tmp_path, pa
     assert argv.output == value
     assert env.output == value
     assert list(tmp_path.iterdir()) == []
+
+
+def test_stream_sends_stdout_as_it_comes(tmp_path):
+    pieces: list[str] = []
+
+    async def collect(text: str) -> None:
+        pieces.append(text)
+
+    c = AgentContext(run_id="r1", phase_id="p", workdir=str(tmp_path), _stream=collect)
+    result = run({"command": "printf 'é1\\n'; sleep 0.1; printf 'ü2\\n'", "stream": True}, c)
+    assert result.output == "é1\nü2"
+    assert "".join(pieces) == "é1\nü2\n"
+    assert len(pieces) == 2

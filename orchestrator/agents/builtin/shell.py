@@ -8,12 +8,13 @@ session and is ended with its whole process tree on timeout or cancellation.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import json
 import os
 import signal
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -81,6 +82,12 @@ class ShellAgent(Agent):
                 "type": "integer",
                 "minimum": 1,
             },
+            "stream": {
+                "description": (
+                    "Send stdout as phase_stream events while the command runs (default false)."
+                ),
+                "type": "boolean",
+            },
             "kill_grace": {
                 "description": (
                     "Seconds between SIGTERM and SIGKILL when the command is stopped (default 3)."
@@ -147,7 +154,8 @@ class ShellAgent(Agent):
             ) from exc
         tree = ProcessTree(proc.pid, tag)
         try:
-            stdout, stderr = await _communicate(proc, tree, stdin, cap, ctx.deadline)
+            live = ctx.stream if input.get("stream") else None
+            stdout, stderr = await _communicate(proc, tree, stdin, cap, ctx.deadline, live)
         except BaseException:  # cancelled, timed out or failed: no process may survive
             await asyncio.shield(_end(proc, tree, grace))
             raise
@@ -184,6 +192,7 @@ async def _communicate(
     stdin: str | None,
     cap: int,
     deadline: float | None,
+    live: Callable[[str], Awaitable[None]] | None = None,
 ) -> tuple[bytes, bytes]:
     """Feed stdin, read both pipes (stdout capped, stderr tail kept), wait for the exit."""
     assert proc.stdout is not None and proc.stderr is not None
@@ -203,8 +212,11 @@ async def _communicate(
 
     async def read_out() -> None:
         assert proc.stdout is not None
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
         while chunk := await proc.stdout.read(_CHUNK):
             out.extend(chunk)
+            if live is not None and (text := decoder.decode(chunk)):
+                await live(text)
             if len(out) > cap:
                 raise AgentFailure(
                     f"command output exceeds max_output ({cap} bytes); it was stopped",
