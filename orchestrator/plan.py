@@ -136,7 +136,12 @@ def compile_plan(workflow: Workflow) -> Plan:
         path.append(node)
         node = best_next[node]
 
-    implied = {p.id: tuple(p.implied_deps) for p in workflow.phases if p.implied_deps}
+    # An edge is implied only when depends_on does not list it as well.
+    implied = {
+        p.id: deps
+        for p in workflow.phases
+        if (deps := tuple(d for d in dict.fromkeys(p.implied_deps) if d not in p.depends_on))
+    }
     return Plan(
         workflow=workflow,
         phases=MappingProxyType(phases),

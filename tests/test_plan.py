@@ -242,3 +242,10 @@ def test_the_plan_is_the_same_under_different_hash_seeds():
     assert len(outputs) == 1
     order, levels, _, _ = json.loads(outputs.pop())
     assert len(order) == 300 and sum(len(level) for level in levels) == 300
+
+
+def test_a_dependency_both_listed_and_referenced_is_explicit():
+    plan = compile_plan(_wf(_p("a"), _p("b", "a", implied=("a",))))
+    assert plan.predecessors["b"] == ("a",)
+    assert not plan.is_implied("b", "a")
+    assert dict(plan.implied) == {}
