@@ -203,7 +203,10 @@ ORCH = [sys.executable, "-m", "orchestrator"]
 LONG = """
 name: long
 phases:
-  - {id: a, agent: echo, with: {text: A, ledger: "LEDGER"}}
+  - id: a
+    agent: echo
+    with: {text: A, ledger: "LEDGER"}
+    compensate: {agent: echo, with: {text: "undo {{ phases.a.output }}", ledger: "LEDGER"}}
   - {id: b, agent: sleep, depends_on: [a], with: {seconds: 60, ledger: "LEDGER"}}
   - {id: c, agent: echo, depends_on: [b], with: {text: C}}
 """
@@ -282,6 +285,8 @@ def test_status_logs_resume_and_cancel_against_a_live_run(tmp_path):
     states = {p["id"]: p["state"] for p in info["phases"]}
     assert info["status"] == "cancelled"
     assert states == {"a": "completed", "b": "cancelled", "c": "skipped"}
+    assert _ledger(ledger) == ["a", "b", "a"]  # the cancel ran a's compensation
+    assert info["phases"][0]["compensated"] is True
 
 
 CHAIN = """
