@@ -210,3 +210,10 @@ def test_every_builtin_is_an_entry_point_with_a_described_config():
         assert info.source.startswith("orchestrator.agents.builtin.")
         assert info.config_schema is not None
         described(info.config_schema, name)
+
+
+def test_the_same_entry_point_seen_twice_is_not_a_conflict(site):
+    """Editable installs can list one distribution's entry point twice."""
+    eps = entry_points(site)
+    registry = AgentRegistry.from_entry_points(entry_points=eps + eps)
+    assert registry.resolve("hello").name == "hello"

@@ -155,3 +155,10 @@ def test_the_example_plugin_shows_in_orch_agents_and_runs(shout_site, tmp_path):
     assert checked.returncode == 2
     shown = checked.stdout + checked.stderr
     assert f"{bad}:5:" in shown and "'loud'" in shown
+
+
+def test_one_broken_type_in_full_shows_its_error_and_exits_0(plugins):
+    result = orch_process("agents", "broken", pythonpath=plugins)
+    assert result.returncode == 0
+    assert "broken  (hello-plugin 1.2; reg_broken:Agent)" in result.stdout
+    assert "ERROR: agent type 'broken' failed to load" in result.stdout
