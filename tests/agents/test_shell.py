@@ -258,3 +258,23 @@ def test_stream_sends_stdout_as_it_comes(tmp_path):
     assert result.output == "é1\nü2"
     assert "".join(pieces) == "é1\nü2\n"
     assert len(pieces) == 2
+
+
+def test_check_static_warns_on_phase_outputs_in_command_strings_only():
+    def warn(command):
+        return [
+            (p.path, p.severity, p.message)
+            for p in ShellAgent.check_static({"command": command}, workflow_path="w.yaml")
+        ]
+
+    assert warn("echo {{ phases.a.output }} {{ previous.output }}") == [
+        (
+            ("command",),
+            "warning",
+            "the output of phases.a, previous is spliced into a shell command string; "
+            "it is shell-quoted, but an argv list or env is safer",
+        )
+    ]
+    assert warn("echo {{ inputs.name }}") == []
+    assert warn(["echo", "{{ phases.a.output }}"]) == []
+    assert warn("echo plain") == []

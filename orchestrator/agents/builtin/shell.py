@@ -106,8 +106,10 @@ class ShellAgent(Agent):
         command = config.get("command")
         if not isinstance(command, str) or not is_template(command):
             return []
+        refs = template_references(command)
         used = sorted(
-            {".".join(ref[:2]) for ref in template_references(command) if ref[0] == "phases"}
+            {".".join(ref[:2]) for ref in refs if ref[0] == "phases"}
+            | {"previous" for ref in refs if ref[0] == "previous"}
         )
         if not used:
             return []
