@@ -278,3 +278,14 @@ def test_check_static_warns_on_phase_outputs_in_command_strings_only():
     assert warn("echo {{ inputs.name }}") == []
     assert warn(["echo", "{{ phases.a.output }}"]) == []
     assert warn("echo plain") == []
+
+
+def test_render_shell_quotes_every_value_by_kind():
+    ctx_ = {"s": "a b", "l": ["x y", "z"], "d": {"k": "v"}, "n": 3, "b": True, "none": None}
+    assert render_shell("cmd {{ s }}", ctx_) == "cmd 'a b'"
+    assert render_shell("cmd {{ l }}", ctx_) == "cmd 'x y' z"  # one word per element
+    assert render_shell("cmd {{ d }}", ctx_) == """cmd '{"k": "v"}'"""
+    assert render_shell("{{ n }} {{ b }} {{ none }}", ctx_) == "3 true null"
+    assert render_shell("{{ s | upper }}", ctx_) == "'A B'"  # a lone template is a string too
+    assert render_shell("{% for x in l %}[{{ x }}]{% endfor %}", ctx_) == "['x y'][z]"
+    assert render_shell("no templates; $HOME", ctx_) == "no templates; $HOME"
