@@ -107,7 +107,7 @@ def run_command(
         inputs = _resolve_inputs(workflow, input_ or [], inputs_file)
         if dry_run:
             _print_plan(plan, inputs)
-            from .runs import cache_preview
+            from .session import cache_preview
 
             for line in cache_preview(plan, inputs, state_dir, no_cache=no_cache):
                 sys.stdout.write(line + "\n")
@@ -233,7 +233,7 @@ def _run(
     err = make_console(sys.stderr)
     view = RunView()
     if prior:  # a resumed run: the summary shows the phases completed before, as completed
-        from .runs import seed_view
+        from .session import seed_view
 
         seed_view(view, plan, prior, run_id or "")
     view.workflow = plan.workflow.name  # the first frame is drawn before the first event
@@ -248,7 +248,7 @@ def _run(
     )
     if live is None:
         sinks.append(PlainLines(sys.stderr))
-    from .runs import open_run_session
+    from .session import open_run_session
 
     session = open_run_session(state_dir, plan, no_cache=no_cache)
     sinks.append(session.record)  # async: each event is durable before the engine goes on
