@@ -353,3 +353,45 @@ def test_a_failing_sub_workflow_fails_the_phase_and_templated_recursion_stops(tm
     assert result.exit_code == 1
     assert "nests deeper than" in result.stdout
     assert "Traceback" not in result.output
+
+
+def test_sigterm_to_orch_run_stops_a_running_command_tree(tmp_path):
+    """A terminated run (exit 143) leaves no process of its shell phases behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.agents.test_shell import _alive, _tree_command, _wait_for_pids
+
+    pids = tmp_path / "pids"
+    pids.touch()
+    flow = write(
+        tmp_path,
+        "tree.yaml",
+        f"""
+name: tree
+phases:
+  - id: spawn
+    agent: shell
+    with:
+      kill_grace: 1
+      command: |
+        {_tree_command(pids)}
+""",
+    )
+    orch_bin = str(Path(sys.executable).parent / "orch")
+    proc = subprocess.Popen(
+        [orch_bin, "run", str(flow)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        recorded = _wait_for_pids(pids, 4)
+        assert len(recorded) == 4
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 143, err.decode()
+    assert [p for p in _wait_for_pids(pids, 4) if _alive(p)] == []
