@@ -1,7 +1,7 @@
-"""How each event changes the derived rows of the state store (runs, phases, events).
+"""The state store's rows: how each event changes them, and how they read back as records.
 
-Called by ``state/sqlite.py`` inside the transaction that stores the event, so
-an event and its derived rows are committed together. ``conn`` is the writer's
+``apply_event`` is called by ``state/sqlite.py`` inside the transaction that
+stores the event, so an event and its derived rows are committed together. ``conn`` is the writer's
 sqlite3 connection; this module only runs SQL on it (the import stays in sqlite.py).
 """
 
@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from ..engine.events import Event
-from .base import Owner
+from ..errors import StateCorrupted
+from .base import Owner, PhaseRecord, PhaseState, RunRecord
 
-__all__ = ["OUTPUT_CAP", "apply_event", "dumps"]
+__all__ = ["OUTPUT_CAP", "apply_event", "dumps", "phase_record", "run_record"]
 
 #: Outputs whose JSON is longer than this many characters are kept in files, not rows.
 OUTPUT_CAP = 64 * 1024
@@ -218,3 +220,75 @@ def apply_event(
             "UPDATE phases SET compensated=?, compensation_error=? WHERE run_id=? AND id=?",
             (int(bool(data.get("ok"))), _text(data.get("error")), run, phase),
         )
+
+
+def run_record(row: Sequence[Any]) -> RunRecord:
+    """A ``runs`` row as a RunRecord (``running`` with a dead owner reads ``interrupted``).
+
+    Raises StateCorrupted naming the run and the row.
+    """
+    (rid, workflow, path, source_hash, status, started, ended, pid, start, resumes) = row[:10]
+    error, outputs, counts, info = row[10:14]
+    try:
+        owner = Owner(int(pid), start) if pid else None
+        if status == "running" and (owner is None or not owner.alive()):
+            status = "interrupted"
+        info_data = json.loads(info or "{}")
+        return RunRecord(
+            id=rid,
+            workflow=workflow,
+            path=path,
+            status=status,
+            started=float(started),
+            ended=float(ended) if ended is not None else None,
+            source_hash=source_hash,
+            owner=owner,
+            resumes=int(resumes),
+            error=error,
+            outputs=json.loads(outputs) if outputs else None,
+            phase_ids=tuple(info_data.get("phases") or ()),
+            fingerprints=dict(info_data.get("fingerprints") or {}),
+            inputs=dict(info_data.get("inputs") or {}),
+            counts=dict(json.loads(counts)) if counts else {},
+        )
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise StateCorrupted(
+            f"run '{rid}': row '{rid}' of table 'runs' cannot be read ({exc})",
+            hint="other runs are still readable; `orch runs` lists them",
+        ) from exc
+
+
+def phase_record(run_id: str, row: Sequence[Any], state_dir: Path) -> PhaseRecord:
+    """A ``phases`` row as a PhaseRecord; a spilled output is read from ``state_dir``.
+
+    Raises StateCorrupted naming the run, the phase and the row.
+    """
+    pid = row[0]
+    try:
+        output: Any = None
+        if row[6]:
+            output = json.loads((state_dir / row[6]).read_text(encoding="utf-8"))
+        elif row[5] is not None:
+            output = json.loads(row[5])
+        return PhaseRecord(
+            run_id=run_id,
+            id=pid,
+            state=PhaseState(row[1]),
+            attempts=int(row[2] or 0),
+            started=row[3],
+            ended=row[4],
+            output=output,
+            error=row[7],
+            cached=bool(row[8]),
+            fallback_used=bool(row[9]),
+            completed_seq=row[10],
+            compensated=None if row[11] in (None, -1) else bool(row[11]),
+            compensation_started=row[11] is not None,
+            compensation_error=row[12],
+            metadata=dict(json.loads(row[13])) if row[13] else {},
+        )
+    except (ValueError, TypeError, OSError) as exc:
+        raise StateCorrupted(
+            f"run '{run_id}' phase '{pid}': its row in table 'phases' cannot be read ({exc})",
+            hint="other runs are still readable; `orch runs` lists them",
+        ) from exc

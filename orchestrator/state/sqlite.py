@@ -24,8 +24,8 @@ from typing import Any
 
 from ..engine.events import Event
 from ..errors import RunLocked, RunNotFound, StateCorrupted, StateError, UsageError
-from .base import CachedResult, Owner, PhaseRecord, PhaseState, RunRecord, current_owner
-from .rows import OUTPUT_CAP, apply_event, dumps
+from .base import CachedResult, Owner, PhaseRecord, RunRecord, current_owner
+from .rows import OUTPUT_CAP, apply_event, dumps, phase_record, run_record
 
 __all__ = [
     "DEFAULT_STATE_DIR",
@@ -430,37 +430,6 @@ class SqliteStore:
 
     # -- reading -----------------------------------------------------------------
 
-    def _run_from_row(self, row: Sequence[Any]) -> RunRecord:
-        (rid, workflow, path, source_hash, status, started, ended, pid, start, resumes) = row[:10]
-        error, outputs, counts, info = row[10:14]
-        try:
-            owner = Owner(int(pid), start) if pid else None
-            if status == "running" and (owner is None or not owner.alive()):
-                status = "interrupted"
-            info_data = json.loads(info or "{}")
-            return RunRecord(
-                id=rid,
-                workflow=workflow,
-                path=path,
-                status=status,
-                started=float(started),
-                ended=float(ended) if ended is not None else None,
-                source_hash=source_hash,
-                owner=owner,
-                resumes=int(resumes),
-                error=error,
-                outputs=json.loads(outputs) if outputs else None,
-                phase_ids=tuple(info_data.get("phases") or ()),
-                fingerprints=dict(info_data.get("fingerprints") or {}),
-                inputs=dict(info_data.get("inputs") or {}),
-                counts=dict(json.loads(counts)) if counts else {},
-            )
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise StateCorrupted(
-                f"run '{rid}': row '{rid}' of table 'runs' cannot be read ({exc})",
-                hint="other runs are still readable; `orch runs` lists them",
-            ) from exc
-
     _RUN_COLUMNS = (
         "id, workflow, path, source_hash, status, started, ended, owner_pid, owner_start,"
         " resumes, error, outputs, counts, info"
@@ -484,7 +453,7 @@ class SqliteStore:
         if len(rows) > 1:
             ids = ", ".join(r[0] for r in rows[:5])
             raise UsageError(f"'{run_id}' matches several runs: {ids}; give more of the id")
-        return self._run_from_row(rows[0])
+        return run_record(rows[0])
 
     def list_runs(self, limit: int | None = None) -> list[RunRecord]:
         """Runs, newest first (a run whose row cannot be read is shown as ``corrupt``)."""
@@ -493,7 +462,7 @@ class SqliteStore:
         out = []
         for row in rows:
             try:
-                out.append(self._run_from_row(row))
+                out.append(run_record(row))
             except StateCorrupted:
                 out.append(
                     RunRecord(
@@ -514,38 +483,7 @@ class SqliteStore:
             " FROM phases WHERE run_id=? ORDER BY idx",
             (run_id,),
         )
-        return [self._phase_from_row(run_id, row) for row in rows]
-
-    def _phase_from_row(self, run_id: str, row: Sequence[Any]) -> PhaseRecord:
-        pid = row[0]
-        try:
-            output: Any = None
-            if row[6]:
-                output = json.loads((self.state_dir / row[6]).read_text(encoding="utf-8"))
-            elif row[5] is not None:
-                output = json.loads(row[5])
-            return PhaseRecord(
-                run_id=run_id,
-                id=pid,
-                state=PhaseState(row[1]),
-                attempts=int(row[2] or 0),
-                started=row[3],
-                ended=row[4],
-                output=output,
-                error=row[7],
-                cached=bool(row[8]),
-                fallback_used=bool(row[9]),
-                completed_seq=row[10],
-                compensated=None if row[11] in (None, -1) else bool(row[11]),
-                compensation_started=row[11] is not None,
-                compensation_error=row[12],
-                metadata=dict(json.loads(row[13])) if row[13] else {},
-            )
-        except (ValueError, TypeError, OSError) as exc:
-            raise StateCorrupted(
-                f"run '{run_id}' phase '{pid}': its row in table 'phases' cannot be read ({exc})",
-                hint="other runs are still readable; `orch runs` lists them",
-            ) from exc
+        return [phase_record(run_id, row, self.state_dir) for row in rows]
 
     def events(
         self, run_id: str, *, phase: str | None = None, after: int = 0
