@@ -289,3 +289,10 @@ def test_render_shell_quotes_every_value_by_kind():
     assert render_shell("{{ s | upper }}", ctx_) == "'A B'"  # a lone template is a string too
     assert render_shell("{% for x in l %}[{{ x }}]{% endfor %}", ctx_) == "['x y'][z]"
     assert render_shell("no templates; $HOME", ctx_) == "no templates; $HOME"
+
+
+def test_a_command_that_closes_its_output_and_keeps_running_is_waited_for(tmp_path):
+    start = time.process_time()
+    result = run({"command": "exec >&- 2>&-; sleep 0.5; exit 0"}, ctx(tmp_path))
+    assert result.output == ""
+    assert time.process_time() - start < 0.4  # CPU time, not wall time: no busy loop

@@ -247,8 +247,10 @@ async def _communicate(
     try:
         while not waiter.done():
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            # once the pipes are closed, only the exit is left to wait for
+            pending = {waiter} if reader.done() else {waiter, reader}
             done, _ = await asyncio.wait(
-                {waiter, reader}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
             if not done:
                 raise AgentFailure("command timed out (deadline reached); it was stopped")
