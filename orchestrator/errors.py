@@ -60,6 +60,7 @@ __all__ = [
     "WorkflowError",
     "WorkflowInvalid",
     "YAMLSyntaxError",
+    "format_duration",
 ]
 
 
@@ -260,7 +261,7 @@ class PhaseTimeout(ExecutionError):
     """One attempt of a phase ran past its timeout."""
 
     def __init__(self, phase_id: str, seconds: float) -> None:
-        super().__init__(f"phase '{phase_id}' timed out after {_fmt_seconds(seconds)}")
+        super().__init__(f"phase '{phase_id}' timed out after {format_duration(seconds)}")
         self.phase_id = phase_id
         self.seconds = seconds
 
@@ -285,7 +286,8 @@ class StateCorrupted(StateError):
     """A stored row cannot be read; the message names the run, the phase and the row."""
 
 
-def _fmt_seconds(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """A duration as the workflow language writes it: ``500ms``, ``30s``, ``1.5s``."""
     if seconds < 1:
         return f"{seconds * 1000:.0f}ms"
     if float(seconds).is_integer():

@@ -30,6 +30,7 @@ __all__ = [
     "check_expression",
     "check_template",
     "evaluate",
+    "has_template",
     "is_template",
     "references",
     "render",
@@ -128,6 +129,17 @@ def _tojson(value: Any, indent: int | None = None) -> str:
     import json
 
     return json.dumps(value, indent=indent, ensure_ascii=False, default=str)
+
+
+def has_template(value: Any) -> bool:
+    """Whether any string inside ``value`` (dicts and lists are walked) holds template syntax."""
+    if isinstance(value, str):
+        return is_template(value)
+    if isinstance(value, Mapping):
+        return any(has_template(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(has_template(v) for v in value)
+    return False
 
 
 def is_template(text: str) -> bool:

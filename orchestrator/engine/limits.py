@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from ..agents.base import AgentContext, AgentFailure
-from ..errors import _fmt_seconds
+from ..errors import format_duration
 from ..spec.model import AgentSpec, CircuitBreakerSpec, RateLimit
 
 __all__ = ["AgentLimiter", "CircuitBreaker", "TokenBucket"]
@@ -78,7 +78,7 @@ class CircuitBreaker:
         state = "half-open and testing" if self._trial else "open"
         raise AgentFailure(
             f"circuit breaker of agent '{self.agent}' is {state} after "
-            f"{self.consecutive} consecutive failures; retrying after {_fmt_seconds(left)}",
+            f"{self.consecutive} consecutive failures; retrying after {format_duration(left)}",
             transient=False,
         )
 

@@ -15,12 +15,12 @@ from typing import Any
 
 from ..agents.base import AgentContext, AgentFailure, AgentResult
 from ..errors import ExpressionError, Location, OrchError, PhaseTimeout
-from ..expr import evaluate, render
+from ..expr import evaluate, has_template, render
 from ..spec.model import Phase
 from .events import Event
 from .result import PhaseOutcome
 from .retry import call_with_retries
-from .runner import RunState, _has_template
+from .runner import RunState
 
 __all__ = ["LocalExecutor", "run_phase"]
 
@@ -312,7 +312,7 @@ async def _run_unit(
         merged = {**spec.with_, **fallback.with_} if spec and spec.with_ else fallback.with_
         fb_input = (
             _render_with(run, fallback.agent, merged, ctx, fallback.location or phase.location)
-            if _has_template(merged)
+            if has_template(merged)
             else merged
         )
         coro = _call(run, phase.id, fallback.agent, fb_input, n, item, None)

@@ -22,8 +22,8 @@ from typing import Any
 
 from ..agents.base import Agent, AgentFailure
 from ..agents.registry import AgentRegistry
-from ..errors import ExpressionError, UsageError
-from ..expr import is_template, render
+from ..errors import ExpressionError, UsageError, format_duration
+from ..expr import has_template, render
 from ..plan import Plan
 from ..spec.model import AgentSpec, Phase, Workflow
 from .events import Event, EventSink, SecretMasker
@@ -35,16 +35,6 @@ from .result import PhaseExecutor, PhaseOutcome, ResultCache, RunOptions, RunRes
 __all__ = ["RunState", "execute", "run", "run_sync"]
 
 _DEFAULT_OPTIONS = RunOptions()
-
-
-def _has_template(value: Any) -> bool:
-    if isinstance(value, str):
-        return is_template(value)
-    if isinstance(value, Mapping):
-        return any(_has_template(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(_has_template(v) for v in value)
-    return False
 
 
 def _is_async_sink(sink: EventSink) -> bool:
@@ -174,7 +164,7 @@ class RunState:
         if found is None:
             spec: AgentSpec | None = self.workflow.agents.get(agent) if agent else None
             merged = {**spec.with_, **phase.with_} if spec and spec.with_ else phase.with_
-            found = (merged, _has_template(merged))
+            found = (merged, has_template(merged))
             self._with[key] = found
         return found
 
@@ -545,7 +535,7 @@ async def _finish(
         error = "the run was cancelled"
     elif scheduler.stopping == "timeout":
         status = "failed"
-        error = f"the run timed out after {_secs(wf.timeout or 0)}"
+        error = f"the run timed out after {format_duration(wf.timeout or 0)}"
     elif scheduler.failed:
         status = "failed"
         first = scheduler.failed[0]
@@ -563,7 +553,7 @@ async def _finish(
     elif wf.outputs:
         for key, value in wf.outputs.items():
             try:
-                outputs[key] = render(value, state.context) if _has_template(value) else value
+                outputs[key] = render(value, state.context) if has_template(value) else value
             except ExpressionError as exc:
                 if status == "completed":
                     status, error = "failed", f"output '{key}': {exc.message}"
@@ -606,12 +596,6 @@ async def _finish(
     if interrupted is not None:
         raise interrupted
     return result
-
-
-def _secs(seconds: float) -> str:
-    from ..errors import _fmt_seconds
-
-    return _fmt_seconds(seconds)
 
 
 async def run(

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..agents.base import Agent, AgentContext, AgentResult
 from ..errors import OrchError, PhaseTimeout
-from ..expr import is_template, render
+from ..expr import has_template, render
 
 if TYPE_CHECKING:
     from ..agents.registry import AgentRegistry
@@ -49,16 +49,6 @@ def ensure_agent(state: RunState, name: str) -> Agent:
     return agent
 
 
-def _has_template(value: Any) -> bool:
-    if isinstance(value, str):
-        return is_template(value)
-    if isinstance(value, Mapping):
-        return any(_has_template(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(_has_template(v) for v in value)
-    return False
-
-
 async def call_agent(
     state: RunState, phase: Phase, call: AgentCall, extra: Mapping[str, Any] | None = None
 ) -> AgentResult:
@@ -71,7 +61,7 @@ async def call_agent(
     agent = ensure_agent(state, call.agent)
     spec = state.workflow.agents.get(call.agent)
     merged: Mapping[str, Any] = {**spec.with_, **call.with_} if spec else call.with_
-    if _has_template(merged):
+    if has_template(merged):
         context = {**state.context, **(extra or {})}
         where = call.location or phase.location
         shell: tuple[str, ...] = getattr(agent, "shell_fields", ())

@@ -17,10 +17,10 @@ from rich.text import Text
 
 from ..engine.events import Event
 from ..state.base import PhaseRecord, PhaseState, RunRecord
+from .progress import format_seconds
 
 __all__ = [
     "event_line",
-    "fmt_duration",
     "fmt_time",
     "runs_table",
     "status_dict",
@@ -48,21 +48,6 @@ def fmt_time(ts: float | None) -> str:
     return _dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def fmt_duration(seconds: float | None) -> str:
-    """``850ms``, ``4.2s``, ``3m05s``, ``1h02m``, or ``-``."""
-    if seconds is None:
-        return "-"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f}ms"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
-
-
 def _run_duration(run: RunRecord, now: float) -> float | None:
     if run.ended is not None:
         return run.duration
@@ -82,7 +67,7 @@ def runs_table(runs: Sequence[RunRecord], *, now: float) -> RenderableType:
             run.workflow,
             Text(run.status, style=_STYLES.get(run.status, "")),
             fmt_time(run.started),
-            fmt_duration(_run_duration(run, now)),
+            format_seconds(_run_duration(run, now)),
         )
     return table
 
@@ -159,7 +144,7 @@ def status_view(
     progress = info["progress"]
     header.append(f"   progress: {progress['done']}/{progress['total']} phases done")
     header.append(f"\nstarted: {fmt_time(run.started)}")
-    header.append(f"   duration: {fmt_duration(info['duration'])}")
+    header.append(f"   duration: {format_seconds(info['duration'])}")
     if run.resumes:
         header.append(f"   resumed: {run.resumes}x")
     if info["current"]:
@@ -182,7 +167,7 @@ def status_view(
             phase.id,
             Text(phase.state.value, style=_STYLES.get(phase.state.value, "")),
             str(phase.attempts),
-            fmt_duration(_phase_time(phase, now, running)),
+            format_seconds(_phase_time(phase, now, running)),
             _note(phase),
         )
     parts: list[RenderableType] = [header, table]
@@ -220,10 +205,10 @@ def event_line(event: Event) -> str:
         else:
             detail = _short(data.get("turn", data))
     elif kind == "phase_retry":
-        detail = f"{_short(data.get('error'))}; next attempt in {fmt_duration(data.get('delay'))}"
+        detail = f"{_short(data.get('error'))}; next attempt in {format_seconds(data.get('delay'))}"
     elif kind == "phase_completed":
         flags = [f for f in ("cached", "fallback_used") if data.get(f)]
-        detail = f"in {fmt_duration(data.get('duration'))}, {data.get('attempts', 1)} attempt(s)"
+        detail = f"in {format_seconds(data.get('duration'))}, {data.get('attempts', 1)} attempt(s)"
         detail += "".join(f", {f.replace('_', ' ')}" for f in flags)
         detail += f": {_short(data.get('output'))}"
     elif kind == "phase_failed":
