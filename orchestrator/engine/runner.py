@@ -506,7 +506,7 @@ async def execute(
             "path": wf.path,
             "source_hash": wf.source_hash,
             "phases": list(plan.order),
-            "fingerprints": {p.id: p.fingerprint for p in wf.phases},
+            "fingerprints": wf.fingerprints(),
             "inputs": state.inputs,
             "pid": os.getpid(),
             **({"resumed_from": options.resumed_from} if options.resumed_from else {}),

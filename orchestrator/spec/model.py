@@ -222,6 +222,31 @@ class Workflow:
     secret_names: frozenset[str] = frozenset()
     source_hash: str = ""
 
+    def fingerprints(self) -> dict[str, str]:
+        """Per phase id, a hash of the phase and of the named agents it calls.
+
+        Resume compares these with the stored ones: editing a phase, or the
+        ``agents:`` entry it (or its fallback or compensation) uses, changes it.
+        """
+        agent_prints: dict[str, str] = {}
+
+        def agent_print(name: str | None) -> str:
+            if name is None or name not in self.agents:
+                return ""
+            if name not in agent_prints:
+                agent_prints[name] = _fingerprint(self.agents[name], exclude=("location",))
+            return agent_prints[name]
+
+        out: dict[str, str] = {}
+        for p in self.phases:
+            used = [p.agent, p.fallback.agent if p.fallback else None]
+            used.append(p.compensate.agent if p.compensate else None)
+            used.extend(p.handoff.agents if p.handoff else ())
+            extra = "".join(agent_print(a) for a in used)
+            own = p.fingerprint
+            out[p.id] = own if not extra else _fingerprint((own, extra))
+        return out
+
     def phase(self, phase_id: str) -> Phase:
         """The phase with this id; raises KeyError when there is none."""
         for p in self.phases:

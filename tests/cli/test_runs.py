@@ -497,3 +497,23 @@ def test_retry_attempts_and_backoff_survive_a_crash(tmp_path):
     assert retries == [(n, 0.1 * 2 ** (n - 1)) for n in range(at, 5)]  # the backoff goes on
     failed = resumed[-2]
     assert failed.event == "phase_failed" and failed.data["attempts"] == 5  # 1 + 4 retries
+
+
+def test_resume_refuses_when_only_the_named_agent_of_a_phase_changed(tmp_path):
+    text = """
+name: named
+agents:
+  speaker: {type: echo, with: {text: HELLO}}
+phases:
+  - {id: a, agent: speaker}
+  - {id: b, agent: fail, depends_on: [a]}
+  - {id: c, agent: echo, with: {text: unrelated}}
+"""
+    wf = tmp_path / "named.yaml"
+    wf.write_text(text)
+    assert runner.invoke(app, ["run", str(wf), "--state-dir", str(tmp_path)]).exit_code == 1
+    run_id = open_store(tmp_path).list_runs()[0].id
+    wf.write_text(text.replace("text: HELLO", "text: BONJOUR"))
+    res = orch("resume", run_id, state_dir=tmp_path)
+    assert res.exit_code == 2
+    assert "phase a changed" in res.output and "phase c" not in res.output
