@@ -161,7 +161,7 @@ def _resolve_inputs(
     if inputs_file is not None:
         from ..spec.source import read_source
 
-        source = read_source(inputs_file)  # located YAML/JSON errors -> exit 2
+        source = read_source(inputs_file, kind="inputs file")  # located errors -> exit 2
         if not isinstance(source.data, Mapping):
             raise UsageError(
                 f"{inputs_file}:1:1: the inputs file must map input names to values, "

@@ -11,6 +11,7 @@ resolved by the YAML 1.2 core schema (``0755`` is 755, ``no`` and ``on`` are tex
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 from collections.abc import Callable, Iterator
@@ -105,8 +106,8 @@ class Source:
     text: str
 
 
-def read_source(path: str | Path) -> Source:
-    """Read, check and parse a workflow file.
+def read_source(path: str | Path, *, kind: str = "workflow") -> Source:
+    """Read, check and parse a workflow file (or another YAML/JSON file: ``kind`` names it).
 
     Raises UnreadableWorkflow (missing, a directory, too large, binary, not UTF-8,
     empty, alias bomb, too deep) or YAMLSyntaxError (anything the YAML parser
@@ -141,17 +142,45 @@ def read_source(path: str | Path) -> Source:
         raise UnreadableWorkflow(
             f"the file is too large (more than {MAX_BYTES:,} bytes)", location=top
         )
-    return parse_source(raw, name)
+    return parse_source(raw, name, kind=kind)
 
 
-def parse_source(raw: bytes, name: str = "<memory>") -> Source:
-    """Check and parse the bytes of a workflow file; raises like read_source."""
-    text = _decode(raw, name)
-    data, smap = _Composer(name).compose(text)
+def parse_source(raw: bytes, name: str = "<memory>", *, kind: str = "workflow") -> Source:
+    """Check and parse the bytes of a workflow file; raises like read_source.
+
+    A ``.json`` file that the YAML parser refuses (JSON allows escapes YAML does
+    not, such as surrogate pairs for emoji) is read again as JSON, without positions.
+    """
+    text = _decode(raw, name, kind)
+    try:
+        data, smap = _Composer(name).compose(text)
+    except YAMLSyntaxError:
+        if not name.lower().endswith(".json"):
+            raise
+        data, smap = _parse_json(text, name), SourceMap(name)
     return Source(name, data, smap, hashlib.sha256(raw).hexdigest(), text)
 
 
-def _decode(raw: bytes, name: str) -> str:
+def _parse_json(text: str, name: str) -> Any:
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:
+                raise ValueError(f"duplicate key '{key}'")
+            out[key] = value
+        return out
+
+    try:
+        return json.loads(text, object_pairs_hook=no_duplicates)
+    except json.JSONDecodeError as exc:
+        raise YAMLSyntaxError(
+            f"invalid JSON: {exc.msg}", location=Location(name, exc.lineno, exc.colno)
+        ) from exc
+    except (ValueError, RecursionError) as exc:
+        raise YAMLSyntaxError(f"invalid JSON: {exc}", location=Location(name)) from exc
+
+
+def _decode(raw: bytes, name: str, kind: str = "workflow") -> str:
     nul = raw.find(b"\x00")
     if nul >= 0:
         line, col = _line_col_of_byte(raw, nul)
@@ -169,10 +198,9 @@ def _decode(raw: bytes, name: str) -> str:
             hint="save the file as UTF-8",
         ) from exc
     if not text.strip():
-        raise UnreadableWorkflow(
-            "the file is empty; a workflow needs at least 'name' and 'phases'",
-            location=Location(name),
-        )
+        need = "; a workflow needs at least 'name' and 'phases'" if kind == "workflow" else ""
+        what = "file" if kind == "workflow" else kind
+        raise UnreadableWorkflow(f"the {what} is empty{need}", location=Location(name))
     return text
 
 

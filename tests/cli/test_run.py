@@ -273,6 +273,24 @@ def test_an_inputs_file_that_is_not_a_mapping_exits_2(tmp_path):
     assert f"{bad}:1:1: the inputs file must map input names to values" in result.stderr
 
 
+def test_a_json_inputs_file_with_escaped_emoji_is_read_as_json(tmp_path):
+    inputs = tmp_path / "inputs.json"
+    inputs.write_text(json.dumps({"who": "caf\u00e9 \U0001f600"}))  # json.dumps escapes both
+    assert "\\ud83d" in inputs.read_text()  # a surrogate pair YAML parsers refuse
+    result = invoke(str(write(tmp_path, OK_WORKFLOW)), "--inputs-file", str(inputs))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["greeting"] == "hello caf\u00e9 \U0001f600"
+
+
+def test_an_empty_inputs_file_is_named_as_such(tmp_path):
+    empty = tmp_path / "inputs.yaml"
+    empty.write_text("")
+    result = invoke(str(write(tmp_path, OK_WORKFLOW)), "--inputs-file", str(empty))
+    assert result.exit_code == 2
+    assert f"{empty}:1:1: the inputs file is empty" in result.stderr
+    assert "workflow needs" not in result.stderr
+
+
 def test_an_invalid_workflow_exits_2_with_located_problems(tmp_path):
     wf = write(tmp_path, "name: bad\nphases:\n  - id: a\n    agent: echo\n    depends_on: [b]\n")
     result = invoke(str(wf))
