@@ -258,10 +258,11 @@ class PhaseFailed(ExecutionError):
 
 
 class PhaseTimeout(ExecutionError):
-    """One attempt of a phase ran past its timeout."""
+    """One attempt of a phase ran past its timeout. The message does not repeat the
+    phase: every place that shows it already names the phase."""
 
     def __init__(self, phase_id: str, seconds: float) -> None:
-        super().__init__(f"phase '{phase_id}' timed out after {format_duration(seconds)}")
+        super().__init__(f"timed out after {format_duration(seconds)}")
         self.phase_id = phase_id
         self.seconds = seconds
 

@@ -18,7 +18,7 @@ from ..errors import ExpressionError, Location, OrchError, PhaseTimeout
 from ..expr import evaluate, has_template, render
 from ..spec.model import Phase
 from .events import Event
-from .result import PhaseOutcome
+from .result import PLAIN, PhaseOutcome, json_data
 from .retry import call_with_retries
 from .runner import RunState
 
@@ -54,7 +54,7 @@ async def run_phase(phase: Phase, run: RunState) -> PhaseOutcome:
     pid = phase.id
     clock = run.clock
     started = clock()
-    attempts = 0
+    tried = [0]  # the attempt running now (for foreach: the highest of any item)
     try:
         ctx = run.context
         if phase.previous is not None:
@@ -74,13 +74,12 @@ async def run_phase(phase: Phase, run: RunState) -> PhaseOutcome:
                 )
                 return outcome
         if phase.foreach is not None:
-            return await _run_foreach(phase, run, ctx, started)
+            return await _run_foreach(phase, run, ctx, started, tried)
         agent = phase.agent or (phase.handoff.start if phase.handoff else "")
         first = _first_attempt(run, phase, None)
         event = run.publish("phase_started", pid, first, {"agent": agent})
         if run.async_sinks:
             await run.deliver(event)
-        tried = [0]
         try:
             result, fallback_used, cached = await _run_unit(phase, run, ctx, None, tried)
         except _Failed as failure:
@@ -119,6 +118,7 @@ async def run_phase(phase: Phase, run: RunState) -> PhaseOutcome:
         return outcome
     except asyncio.CancelledError:
         ended = clock()
+        attempts = tried[0]
         outcome = PhaseOutcome(pid, "cancelled", None, "cancelled", attempts, started, ended)
         await run.emit(
             "phase_failed",
@@ -273,15 +273,23 @@ async def _run_unit(
             raise PhaseTimeout(phase.id, timeout) from None
 
     error: BaseException
+    budget_out = [False]  # a retry was refused because the run's max_total_retries ran out
+
+    def should_retry(exc: BaseException) -> bool:
+        # tenacity asks after the last attempt too: no budget is spent there
+        if tried[0] > phase.retries.attempts or not _retryable(phase, exc):
+            return False
+        if run.take_retry():
+            return True
+        budget_out[0] = True
+        return False
+
     try:
         if phase.retries.attempts > 0:
             result = await call_with_retries(
                 phase.retries,
                 attempt,
-                should_retry=lambda exc: (
-                    # tenacity asks after the last attempt too: no budget is spent there
-                    tried[0] <= phase.retries.attempts and _should_retry(run, phase, exc)
-                ),
+                should_retry=should_retry,
                 on_retry=lambda n, exc, delay: run.emit(
                     "phase_retry",
                     phase.id,
@@ -303,6 +311,9 @@ async def _run_unit(
             await cache.put(phase, run.agent_types[name], inp, result)
         return result, False, False
     message = _describe(error)
+    if budget_out[0]:
+        budget = run.workflow.error_handling.max_total_retries
+        message += f"; the run's retry budget (max_total_retries: {budget}) was used up"
     fallback = phase.fallback
     if fallback is None:
         raise _Failed(message, tried[0])
@@ -330,7 +341,8 @@ async def _run_unit(
     return result, True, False
 
 
-def _should_retry(run: RunState, phase: Phase, exc: BaseException) -> bool:
+def _retryable(phase: Phase, exc: BaseException) -> bool:
+    """Whether the phase's retry policy retries this failure (the run's budget aside)."""
     if isinstance(exc, PhaseTimeout):
         kind = "timeout"
     elif isinstance(exc, AgentFailure):
@@ -341,9 +353,7 @@ def _should_retry(run: RunState, phase: Phase, exc: BaseException) -> bool:
         return False  # expression and configuration errors do not heal by themselves
     else:
         kind = "error"
-    if kind not in phase.retries.on:
-        return False
-    return run.take_retry()
+    return kind in phase.retries.on
 
 
 class _Stream:
@@ -414,7 +424,12 @@ async def _call(
     finally:
         if stream.masker is not None:
             await stream.flush()
-    return result if isinstance(result, AgentResult) else AgentResult(output=result)
+    if not isinstance(result, AgentResult):
+        return AgentResult(output=json_data(result))
+    output = result.output
+    if (output is not None and type(output) not in PLAIN) or result.metadata:
+        return AgentResult(json_data(output), json_data(result.metadata), result.handoff)
+    return result
 
 
 async def _handoff(
@@ -453,13 +468,13 @@ async def _handoff(
         if nxt not in spec.agents:
             raise AgentFailure(
                 f"agent '{current}' handed off to '{nxt}', which is not one of the handoff "
-                f"agents of phase '{phase.id}' ({', '.join(spec.agents)})",
+                f"agents ({', '.join(spec.agents)})",
                 transient=False,
             )
         previous = (current, result.output)
         current = nxt
     raise AgentFailure(
-        f"handoff of phase '{phase.id}' did not finish within max_turns={spec.max_turns} "
+        f"the handoff did not finish within max_turns={spec.max_turns} "
         f"(turn {spec.max_turns} by '{previous[0] if previous else spec.start}' "
         f"handed off to '{current}')",
         transient=False,
@@ -477,7 +492,7 @@ def _add_tokens(total: dict[str, int], metadata: Mapping[str, Any]) -> None:
 
 
 async def _run_foreach(
-    phase: Phase, run: RunState, ctx: Mapping[str, Any], started: float
+    phase: Phase, run: RunState, ctx: Mapping[str, Any], started: float, most: list[int]
 ) -> PhaseOutcome:
     """Each item runs as its own unit; the output is the item outputs in input order.
 
@@ -493,7 +508,7 @@ async def _run_foreach(
             run,
             phase,
             started,
-            f"foreach of phase '{pid}' must give a list, got {type(items).__name__}",
+            f"foreach must give a list, got {type(items).__name__}",
             0,
         )
     total = len(items)
@@ -501,7 +516,6 @@ async def _run_foreach(
     await run.emit("phase_started", pid, 1, {"agent": agent, "items": total})
     outputs: list[Any] = [None] * total
     errors: list[tuple[int, str]] = []
-    most = [0]
     tokens: dict[str, int] = {}
     fallback_any = [False]
     done = [0]
@@ -516,11 +530,12 @@ async def _run_foreach(
             except _Failed as failure:
                 outputs[index] = {"error": failure.message}
                 errors.append((index, failure.message))
-                most[0] = max(most[0], failure.attempts)
+                tried[0] = failure.attempts
             else:
                 outputs[index] = result.output
                 _add_tokens(tokens, result.metadata)
                 fallback_any[0] = fallback_any[0] or fallback_used
+            finally:  # also when cancelled: the phase_failed event counts this item's attempts
                 most[0] = max(most[0], tried[0])
             done[0] += 1
             await run.emit(
@@ -536,7 +551,10 @@ async def _run_foreach(
     if errors:
         errors.sort()
         first_index, first = errors[0]
-        message = f"{len(errors)} of {total} items failed; item {first_index}: {first}"
+        message = (
+            f"{len(errors)} of {total} items failed; "
+            f"item {first_index + 1} of {total} (index {first_index}): {first}"
+        )
         return await _failed(run, phase, started, message, attempts, outputs, {"output": outputs})
     ended = run.clock()
     metadata: dict[str, Any] = {"tokens": tokens} if tokens else {}

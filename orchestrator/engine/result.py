@@ -6,9 +6,14 @@ local asyncio now, a distributed engine later) and ``ResultCache`` (phase cache)
 
 from __future__ import annotations
 
+import base64
+import datetime
+import enum
+import json
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -16,7 +21,18 @@ if TYPE_CHECKING:
     from ..spec.model import Phase
     from .runner import RunState
 
-__all__ = ["PhaseExecutor", "PhaseOutcome", "ResultCache", "RunOptions", "RunResult"]
+__all__ = [
+    "PLAIN",
+    "PhaseExecutor",
+    "PhaseOutcome",
+    "ResultCache",
+    "RunOptions",
+    "RunResult",
+    "json_data",
+]
+
+#: the exact types ``json_data`` keeps as they are, without looking inside
+PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,3 +138,61 @@ class RunOptions:
     max_depth: int = 8
     resumed_from: str | None = None
     resume_attempts: Mapping[str, int] = field(default_factory=dict)
+
+
+def json_data(value: Any) -> Any:
+    """``value`` as JSON data, the form the state store keeps and a resumed run reads.
+
+    Phase outputs are JSON data: the engine converts every agent result once, so a
+    later phase sees the same value in the run and after a resume. Tuples become
+    lists; sets become sorted lists (in iteration order when not sortable); dates
+    and times ISO 8601 strings; bytes their UTF-8 text, or base64 when not UTF-8;
+    ``Decimal`` its exact text (``str``); an enum its value; mapping keys strings
+    (as ``json.dumps`` writes them); anything else ``str(value)``. Plain values
+    come back as they are. Never raises for a value whose ``str`` does not.
+    """
+    kind = type(value)
+    if kind in PLAIN:
+        return value
+    if kind is dict or isinstance(value, Mapping):
+        return {_json_key(k): json_data(v) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [json_data(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        try:
+            members = sorted(value)
+        except TypeError:
+            members = list(value)
+        return [json_data(v) for v in members]
+    if isinstance(value, enum.Enum):
+        return json_data(value.value)
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, (list, tuple)):
+        return [json_data(v) for v in value]
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raw = bytes(value)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return base64.b64encode(raw).decode("ascii")
+    if isinstance(value, Decimal):
+        return str(value)
+    return str(value)
+
+
+def _json_key(key: Any) -> str:
+    if type(key) is str:
+        return key
+    if key is None or isinstance(key, (bool, int, float)) and not isinstance(key, enum.Enum):
+        return json.dumps(key)  # None -> "null", True -> "true", 1.5 -> "1.5", as json writes
+    converted = json_data(key)
+    return converted if isinstance(converted, str) else str(converted)

@@ -35,6 +35,13 @@ from .result import PhaseExecutor, PhaseOutcome, ResultCache, RunOptions, RunRes
 __all__ = ["RunState", "execute", "run", "run_sync"]
 
 _DEFAULT_OPTIONS = RunOptions()
+# triggers that let a phase start after a failure under fail-fast (its own upstream ended)
+_TOLERANT = frozenset({"all_done", "one_success"})
+_NOT_STARTED = {
+    "failed": "not started: the run failed",
+    "cancelled": "not started: the run was cancelled",
+    "timeout": "not started: the run timed out",
+}
 
 
 def _is_async_sink(sink: EventSink) -> bool:
@@ -251,7 +258,7 @@ class _Scheduler:
         self._wake: asyncio.Future[None] | None = None
         self.stopping: str | None = None  # why no new phase starts: failed, cancelled, timeout
         self.failed: list[str] = []
-        self.crash: BaseException | None = None
+        self.crash: BaseException | None = None  # an exception is always true
         self.completion_order: list[str] = []
         self._cancelled: set[asyncio.Task[PhaseOutcome]] = set()
 
@@ -314,7 +321,12 @@ class _Scheduler:
                     for pid in sorter.get_ready():
                         heapq.heappush(heap, (rank[pid], pid))
                     deferred = []
-                    while heap and self.stopping is None:
+                    while heap:
+                        stopping = self.stopping
+                        # after a failure (fail-fast) the graph is still walked: phases
+                        # whose trigger tolerates failure run, the others are skipped
+                        if stopping is not None and (stopping != "failed" or self.crash):
+                            break
                         if self.limit is not None and len(running) >= self.limit:
                             break
                         entry = heapq.heappop(heap)
@@ -323,6 +335,11 @@ class _Scheduler:
                         if old is not None and old.status == "completed":
                             outcomes[pid] = old
                             self.completion_order.append(pid)
+                            sorter.done(pid)
+                            progressed = True
+                            continue
+                        if stopping is not None and phases[pid].trigger not in _TOLERANT:
+                            await self._skip(pid, _NOT_STARTED["failed"])
                             sorter.done(pid)
                             progressed = True
                             continue
@@ -359,11 +376,11 @@ class _Scheduler:
                     if agent in agent_busy:
                         agent_busy[agent] -= 1
                     self._finish(pid, task)
+                    if pid not in outcomes:  # cancelled before its first step
+                        await self._skip(pid, _NOT_STARTED.get(self.stopping or "", "not started"))
                     sorter.done(pid)
-                if self.stopping is not None:
-                    self._stop(self.stopping)
         except asyncio.CancelledError:
-            self.stopping = "cancelled"
+            self._stop("cancelled")
             await self._drain(sorter)
             raise
         finally:
@@ -371,11 +388,7 @@ class _Scheduler:
                 timer.cancel()
             if watcher is not None:
                 watcher.cancel()
-        reason = {
-            "failed": "not started: the run failed",
-            "cancelled": "not started: the run was cancelled",
-            "timeout": "not started: the run timed out",
-        }.get(self.stopping or "", "not started")
+        reason = _NOT_STARTED.get(self.stopping or "", "not started")
         for pid in plan.order:
             if pid not in outcomes:
                 await self._skip(pid, reason)
@@ -383,6 +396,7 @@ class _Scheduler:
     async def _drain(self, sorter: graphlib.TopologicalSorter[str]) -> None:
         """After the run's own task was cancelled: cancel phases, wait for their outcomes."""
         self._stop("cancelled")
+        self._cancel_running()
         while self.running:
             await asyncio.wait(list(self.running))
             for task in [t for t in self.running if t.done()]:
@@ -395,9 +409,17 @@ class _Scheduler:
                 await self._skip(pid, "not started: the run was cancelled")
 
     def _stop(self, why: str) -> None:
-        # cancelled and timeout win over failed: they say why the others did not finish
-        if self.stopping is None or (self.stopping == "failed" and why != "failed"):
-            self.stopping = why
+        """Stop starting phases and cancel the running ones, when the run starts stopping
+        or escalates (cancelled and timeout win over failed: they say why the others did
+        not finish). A later failure does not cancel the phases that started after the
+        first one: only phases whose trigger tolerates failure can have started then."""
+        current = self.stopping
+        if current is not None and (current != "failed" or why == "failed"):
+            return
+        self.stopping = why
+        self._cancel_running()
+
+    def _cancel_running(self) -> None:
         for task in self.running:
             if task not in self._cancelled:
                 self._cancelled.add(task)
@@ -415,6 +437,7 @@ class _Scheduler:
             if self.crash is None:
                 self.crash = exc
             self._stop("failed")
+            self._cancel_running()
             outcome = PhaseOutcome(pid, "failed", error=f"{type(exc).__name__}: {exc}")
         else:
             outcome = task.result()

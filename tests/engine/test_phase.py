@@ -88,7 +88,7 @@ def test_phase_timeout_cancels_the_agent(go):
     result, rec = go(plan)
     assert result.status == "failed"
     assert Probe.cancelled == ["slow"]
-    assert rec.one("phase_failed", "slow").data["error"] == "phase 'slow' timed out after 50ms"
+    assert rec.one("phase_failed", "slow").data["error"] == "timed out after 50ms"
 
 
 def test_run_timeout_cancels_running_phases_and_fails_the_run(go):
@@ -147,16 +147,14 @@ def test_foreach_a_failed_item_keeps_its_error_and_fails_the_phase(go):
     outcome = result.phases["each"]
     assert outcome.output == [0, {"error": "item broke"}, 2]
     failed = rec.one("phase_failed", "each")
-    assert failed.data["error"] == "1 of 3 items failed; item 1: item broke"
+    assert failed.data["error"] == "1 of 3 items failed; item 2 of 3 (index 1): item broke"
     assert failed.data["output"] == [0, {"error": "item broke"}, 2]
 
 
 def test_foreach_that_is_not_a_list_fails_clearly(go):
     plan = make_plan([{"id": "each", "agent": "noop", "foreach": "{{ 'abc' }}"}])
     result, rec = go(plan)
-    assert rec.one("phase_failed", "each").data["error"] == (
-        "foreach of phase 'each' must give a list, got str"
-    )
+    assert rec.one("phase_failed", "each").data["error"] == "foreach must give a list, got str"
 
 
 def test_sequential_mode_gives_previous(go):
@@ -293,7 +291,7 @@ def test_the_fallback_has_the_phase_timeout_too(go):
     )
     result, _ = go(plan)
     assert result.phases["x"].error == (
-        "failing on purpose (attempt 1); fallback failed: phase 'x' timed out after 50ms"
+        "failing on purpose (attempt 1); fallback failed: timed out after 50ms"
     )
     assert Probe.cancelled == ["x"]
 

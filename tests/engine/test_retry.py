@@ -103,7 +103,7 @@ def test_on_timeout_only_does_not_retry_errors(go):
     result, rec = go(plan)
     assert rec.of("phase_retry", "err") == []
     assert len(rec.of("phase_retry", "slow")) == 3
-    assert rec.of("phase_retry", "slow")[0].data["error"] == "phase 'slow' timed out after 20ms"
+    assert rec.of("phase_retry", "slow")[0].data["error"] == "timed out after 20ms"
     assert result.phases["slow"].attempts == 4
 
 
@@ -138,3 +138,75 @@ def test_the_last_attempt_spends_no_retry_budget(go):
     result, rec = go(plan)
     assert [e.phase for e in rec.of("phase_retry")] == ["a", "b", "b"]
     assert (result.phases["a"].attempts, result.phases["b"].attempts) == (2, 3)
+
+
+def test_the_budget_that_cut_the_retries_is_named_in_the_error(go):
+    plan = make_plan(
+        [{"id": "x", "agent": "fail", "retries": {"attempts": 5, "delay": 0}}],
+        error_handling={"max_total_retries": 1},
+    )
+    result, rec = go(plan)
+    failed = rec.one("phase_failed", "x")
+    assert failed.data["attempts"] == 2
+    assert failed.data["error"] == (
+        "failing on purpose (attempt 2); the run's retry budget (max_total_retries: 1) was used up"
+    )
+    assert result.error == f"phase 'x' failed: {failed.data['error']}"
+
+
+def test_retries_cut_by_their_own_attempts_do_not_blame_the_budget(go):
+    plan = make_plan(
+        [{"id": "x", "agent": "fail", "retries": {"attempts": 1, "delay": 0}}],
+        error_handling={"max_total_retries": 1},
+    )
+    result, rec = go(plan)
+    assert rec.one("phase_failed", "x").data["error"] == "failing on purpose (attempt 2)"
+
+
+def test_a_run_timeout_reports_the_attempts_the_phase_really_made(go):
+    retries = {"attempts": 50, "delay": 0, "on": ("timeout",)}
+    plan = make_plan(
+        [
+            {
+                "id": "x",
+                "agent": "probe",
+                "with": {"seconds": 30},
+                "timeout": 0.03,
+                "retries": retries,
+            }
+        ],
+        timeout=0.3,
+    )
+    result, rec = go(plan)
+    assert result.error == "the run timed out after 300ms"
+    retried = rec.of("phase_retry", "x")
+    assert len(retried) >= 1
+    last = retried[-1].data["next_attempt"]
+    failed = rec.one("phase_failed", "x")
+    assert failed.data["status"] == "cancelled"
+    attempts = failed.data["attempts"]
+    # the attempt announced last, or the one before when the run ended in the retry's wait
+    assert attempts in (last, last - 1) and attempts >= 2
+    assert failed.attempt == attempts == result.phases["x"].attempts
+
+
+def test_a_cancelled_foreach_reports_the_attempts_of_its_items(go):
+    retries = {"attempts": 50, "delay": 0, "on": ("timeout",)}
+    plan = make_plan(
+        [
+            {
+                "id": "each",
+                "agent": "probe",
+                "foreach": [1, 2],
+                "with": {"seconds": 30},
+                "timeout": 0.03,
+                "retries": retries,
+            }
+        ],
+        timeout=0.3,
+    )
+    result, rec = go(plan)
+    last = max(e.data["next_attempt"] for e in rec.of("phase_retry", "each"))
+    failed = rec.one("phase_failed", "each")
+    assert failed.data["attempts"] in (last, last - 1) and failed.data["attempts"] >= 2
+    assert failed.attempt == failed.data["attempts"] == result.phases["each"].attempts

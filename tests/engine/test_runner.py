@@ -125,7 +125,7 @@ def test_fail_fast_cancels_running_phases_and_starts_nothing_new(go):
         [
             {"id": "long", "agent": "probe", "with": {"seconds": 30}},
             {"id": "boom", "agent": "probe", "with": {"seconds": 0.01, "fail": "exploded"}},
-            {"id": "later", "agent": "noop", "depends_on": ["boom"], "trigger": "all_done"},
+            {"id": "later", "agent": "noop", "depends_on": ["boom"], "trigger": "none_failed"},
             {"id": "after_long", "agent": "noop", "depends_on": ["long"]},
         ]
     )
@@ -138,6 +138,7 @@ def test_fail_fast_cancels_running_phases_and_starts_nothing_new(go):
     assert result.phases["long"].status == "cancelled"
     assert "later" not in rec.started_order() and "after_long" not in rec.started_order()
     assert rec.one("phase_skipped", "later").data["reason"] == "not started: the run failed"
+    assert rec.one("phase_skipped", "after_long").data["reason"] == "not started: the run failed"
     assert rec.kinds()[-1] == "workflow_failed"
     assert rec.events[-1].data["counts"] == {"cancelled": 1, "failed": 1, "skipped": 2}
 

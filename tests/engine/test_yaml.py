@@ -99,3 +99,26 @@ phases:
     result, _ = _run(tmp_path / "loop.yaml", registry)
     assert result.status == "failed"
     assert "nests deeper than 8 runs" in result.phases["again"].error
+
+
+def test_orch_run_names_a_timed_out_phase_once(tmp_path):
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    path = tmp_path / "wf.yaml"
+    path.write_text(
+        """
+name: slow
+phases:
+  - id: slow
+    agent: sleep
+    with: {seconds: 30}
+    timeout: 50ms
+"""
+    )
+    result = CliRunner().invoke(app, ["run", str(path), "--state-dir", str(tmp_path / "st")])
+    assert result.exit_code == 1
+    assert "phase slow failed: timed out after 50ms" in result.output
+    assert "error: phase 'slow' failed: timed out after 50ms" in result.output
+    assert "phase 'slow' timed out" not in result.output
