@@ -13,6 +13,7 @@ intercepted so that ``9**(9**9)`` or ``'x' * 10**12`` are refused, and
 
 from __future__ import annotations
 
+import difflib
 import operator
 import re
 from collections.abc import Callable, Mapping
@@ -23,6 +24,7 @@ import jinja2
 from jinja2 import nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import missing
 
 from .errors import ExpressionError, Location
 
@@ -32,6 +34,7 @@ __all__ = [
     "evaluate",
     "has_template",
     "is_template",
+    "private_access",
     "references",
     "render",
     "render_shell",
@@ -63,6 +66,34 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         return super().getattr(obj, attribute)
 
 
+class _UndefinedName(jinja2.UndefinedError):
+    """An undefined name or attribute; ``owner`` is what it was looked up on (or ``missing``)."""
+
+    def __init__(self, message: str, owner: Any, name: Any, hinted: bool) -> None:
+        super().__init__(message)
+        self.owner = owner
+        self.name = name
+        self.hinted = hinted
+
+
+class _Undefined(jinja2.StrictUndefined):
+    """StrictUndefined whose error keeps what was looked up and on what, for a plain message."""
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        hint: str | None = None,
+        obj: Any = missing,
+        name: str | None = None,
+        exc: type[jinja2.UndefinedError] = jinja2.UndefinedError,
+    ) -> None:
+        def error(message: str) -> _UndefinedName:
+            return _UndefinedName(message, obj, name, hint is not None)
+
+        super().__init__(hint, obj, name, error)  # type: ignore[arg-type]
+
+
 def _defined(value: Any) -> Any:
     """The value, or UndefinedError when an expression's result is undefined (StrictUndefined
     raises only when used, and a lone ``{{ x.nope }}`` would otherwise be passed on)."""
@@ -90,7 +121,7 @@ def _check_mul(left: Any, right: Any) -> None:
 
 @lru_cache(maxsize=1)
 def _env() -> _Sandbox:
-    env = _Sandbox(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+    env = _Sandbox(undefined=_Undefined, autoescape=False, keep_trailing_newline=True)
     env.filters["tojson"] = _tojson  # Jinja's own escapes <>&' for HTML; ours keeps text as is
     return env
 
@@ -100,7 +131,7 @@ def _shell_env() -> _Sandbox:
     # Every `{{ }}` output passes through finalize: a value spliced into a shell
     # string is one quoted word (a list: one quoted word per element).
     env = _Sandbox(
-        undefined=jinja2.StrictUndefined,
+        undefined=_Undefined,
         autoescape=False,
         keep_trailing_newline=True,
         finalize=_shell_quote,
@@ -167,8 +198,14 @@ def _single_expression(text: str) -> str | None:
     return inner.strip()
 
 
-def _fail(exc: Exception, source: str, where: Location | None) -> ExpressionError:
-    if isinstance(exc, jinja2.UndefinedError):
+def _fail(
+    exc: Exception, source: str, where: Location | None, context: Mapping[str, Any] | None = None
+) -> ExpressionError:
+    hint: str | None = None
+    if isinstance(exc, _UndefinedName) and not exc.hinted and isinstance(exc.name, str):
+        message, near, hint = _undefined_name(exc.owner, exc.name, context or {})
+        msg = f"{message} in '{source}'" + (f"; did you mean '{near[0]}'?" if near else "")
+    elif isinstance(exc, jinja2.UndefinedError):
         msg = f"{_undefined_message(exc)} in '{source}'"
     elif isinstance(exc, jinja2.TemplateSyntaxError):
         msg = f"template syntax error in '{source}': {exc.message}"
@@ -176,7 +213,57 @@ def _fail(exc: Exception, source: str, where: Location | None) -> ExpressionErro
         msg = f"not allowed in '{source}': {exc}"
     else:
         msg = f"cannot evaluate '{source}': {type(exc).__name__}: {exc}"
-    return ExpressionError(msg, location=where or _UNKNOWN)
+    return ExpressionError(msg, location=where or _UNKNOWN, hint=hint)
+
+
+def _undefined_name(
+    owner: Any, name: str, context: Mapping[str, Any]
+) -> tuple[str, list[str], str | None]:
+    """What an undefined ``owner.name`` means in the user's terms, close names, and a hint."""
+
+    def close(options: Any) -> list[str]:
+        return difflib.get_close_matches(name, [str(k) for k in options], n=1)
+
+    if owner is missing:
+        return f"undefined name '{name}'", close(context), None
+    if owner is context.get("env"):
+        return (
+            f"environment variable '{name}' is not set",
+            [],
+            f"set it before the run, or give a fallback: env.{name} | default('...')",
+        )
+    if owner is context.get("secrets"):
+        return f"secret '{name}' is not set", [], f"export {name}=... before the run"
+    if owner is context.get("inputs"):
+        return f"input '{name}' is not defined", close(owner), None
+    phases = context.get("phases")
+    if owner is phases and isinstance(phases, Mapping):
+        return (
+            f"phase '{name}' has no result here",
+            close(phases),
+            "a template reads the phases its phase depends on (and those that ran before)",
+        )
+    if isinstance(phases, Mapping):
+        for pid, outcome in phases.items():
+            if owner is outcome:
+                fields = _fields(owner)
+                near = close(fields)
+                hint = None if near else "fields: " + ", ".join(fields)
+                return f"phase '{pid}' has no field '{name}'", near, hint
+            if owner is getattr(outcome, "output", None) and isinstance(owner, Mapping):
+                return f"the output of phase '{pid}' has no key '{name}'", close(owner), None
+    if isinstance(owner, Mapping):
+        return f"no key '{name}' in the mapping", close(owner), None
+    return f"'{name}' is not defined on {type(owner).__name__}", [], None
+
+
+def _fields(obj: Any) -> list[str]:
+    """The fields a template can read on ``obj``: its keys, or its public data attributes."""
+    if isinstance(obj, Mapping):
+        return sorted(str(k) for k in obj)
+    return sorted(
+        a for a in dir(obj) if not a.startswith("_") and not callable(getattr(obj, a, None))
+    )
 
 
 def _undefined_message(exc: Exception) -> str:
@@ -221,7 +308,7 @@ def render_shell(text: str, context: Mapping[str, Any], *, where: Location | Non
     try:
         return _compile_shell_template(text).render(**context)
     except (jinja2.TemplateError, ArithmeticError, TypeError, ValueError, LookupError) as exc:
-        raise _fail(exc, text, where) from exc
+        raise _fail(exc, text, where, context) from exc
     except RecursionError as exc:
         raise _fail(exc, text, where) from exc
 
@@ -238,7 +325,7 @@ def _render_string(text: str, context: Mapping[str, Any], where: Location | None
             return _defined(_compile_expression(single)(**context))
         return _compile_template(text).render(**context)
     except (jinja2.TemplateError, ArithmeticError, TypeError, ValueError, LookupError) as exc:
-        raise _fail(exc, text, where) from exc
+        raise _fail(exc, text, where, context) from exc
     except RecursionError as exc:
         raise _fail(exc, text, where) from exc
 
@@ -252,7 +339,7 @@ def evaluate(expression: str, context: Mapping[str, Any], *, where: Location | N
     try:
         return _defined(_compile_expression(text)(**context))
     except (jinja2.TemplateError, ArithmeticError, TypeError, ValueError, LookupError) as exc:
-        raise _fail(exc, expression, where) from exc
+        raise _fail(exc, expression, where, context) from exc
     except RecursionError as exc:
         raise _fail(exc, expression, where) from exc
 
@@ -291,6 +378,48 @@ def template_references(text: str) -> set[tuple[str, ...]]:
     except jinja2.TemplateSyntaxError:
         return set()
     return _collect(tree)
+
+
+def private_access(text: str, *, condition: bool = False) -> str | None:
+    """The first attribute or key starting with ``_`` that a template (or condition) reads.
+
+    ``{{ ''.__class__ }}``, ``{{ x['_y'] }}`` and ``{{ x | attr('_y') }}`` name one;
+    the sandbox refuses them at run time, validate reports them. None when there is
+    none, or when the text does not parse (check_template reports that).
+    """
+    if condition:
+        inner = _single_expression(text.strip())
+        text = "{{ " + (inner if inner is not None else text) + " }}"
+    elif not is_template(text):
+        return None
+    try:
+        tree = _env().parse(text)
+    except jinja2.TemplateSyntaxError:
+        return None
+    found: list[tuple[int, str]] = []  # (depth in its access chain, name)
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem, nodes.Filter)):
+        name = _private_name(node)
+        if name is not None:
+            depth, inner = 0, getattr(node, "node", None)
+            while isinstance(inner, (nodes.Getattr, nodes.Getitem, nodes.Filter)):
+                depth, inner = depth + 1, getattr(inner, "node", None)
+            found.append((depth, name))
+    if not found:
+        return None
+    # ``''.__class__.__mro__``: name the first access written, the innermost one
+    return min(found, key=lambda f: f[0])[1]
+
+
+def _private_name(node: nodes.Node) -> str | None:
+    name: Any = None
+    if isinstance(node, nodes.Getattr):
+        name = node.attr
+    elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+        name = node.arg.value
+    elif isinstance(node, nodes.Filter) and node.name == "attr" and node.args:
+        first = node.args[0]
+        name = first.value if isinstance(first, nodes.Const) else None
+    return name if isinstance(name, str) and name.startswith("_") else None
 
 
 def references(expression: str) -> set[tuple[str, ...]]:

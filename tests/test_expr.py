@@ -71,3 +71,106 @@ def test_the_validators_fast_reader_agrees_with_jinja(pieces):
     if fast is not None:
         assert expr.check_template(text) is None
         assert set(fast) == expr.template_references(text)
+
+
+# -- undefined names in the user's terms (the context the engine builds) -------------------
+
+
+def _run_context():
+    from orchestrator.engine.result import PhaseOutcome
+
+    return {
+        "inputs": {"name": "x"},
+        "phases": {"a": PhaseOutcome("a", "completed", output={"score": 1})},
+        "run": {"id": "r1", "workflow": "demo"},
+        "env": {"HOME": "/home/u"},
+        "secrets": {},
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "message", "hint"),
+    [
+        (
+            "{{ env.MISSING_VAR }}",
+            "environment variable 'MISSING_VAR' is not set in '{{ env.MISSING_VAR }}'",
+            "set it before the run, or give a fallback: env.MISSING_VAR | default('...')",
+        ),
+        (
+            "home={{ env['NOPE'] }}",
+            "environment variable 'NOPE' is not set in 'home={{ env['NOPE'] }}'",
+            "set it before the run, or give a fallback: env.NOPE | default('...')",
+        ),
+        (
+            "{{ inputs.nme }}",
+            "input 'nme' is not defined in '{{ inputs.nme }}'; did you mean 'name'?",
+            None,
+        ),
+        (
+            "{{ phases.a.outptu }}",
+            "phase 'a' has no field 'outptu' in '{{ phases.a.outptu }}'; did you mean 'output'?",
+            None,
+        ),
+        (
+            "{{ phases.a.output.scor }}",
+            "the output of phase 'a' has no key 'scor' in '{{ phases.a.output.scor }}';"
+            " did you mean 'score'?",
+            None,
+        ),
+        (
+            "{{ phases.b.output }}",
+            "phase 'b' has no result here in '{{ phases.b.output }}'",
+            "a template reads the phases its phase depends on (and those that ran before)",
+        ),
+        ("{{ secrets.TOKEN }}", "secret 'TOKEN' is not set in '{{ secrets.TOKEN }}'", None),
+        (
+            "{{ inptus.name }}",
+            "undefined name 'inptus' in '{{ inptus.name }}'; did you mean 'inputs'?",
+            None,
+        ),
+    ],
+)
+def test_undefined_names_are_explained_in_the_users_terms(text, message, hint):
+    with pytest.raises(ExpressionError) as info:
+        expr.render(text, _run_context())
+    assert info.value.message == message
+    if hint is not None:
+        assert info.value.hint == hint
+
+
+def test_a_condition_and_a_shell_string_explain_undefined_names_too():
+    with pytest.raises(ExpressionError) as info:
+        expr.evaluate("env.X == 'a'", _run_context())
+    assert info.value.message == "environment variable 'X' is not set in 'env.X == 'a''"
+    with pytest.raises(ExpressionError) as info:
+        expr.render_shell("echo {{ inputs.n }}", _run_context())
+    assert info.value.message == "input 'n' is not defined in 'echo {{ inputs.n }}'"
+
+
+def test_default_still_works_on_a_missing_environment_variable():
+    ctx = _run_context()
+    assert expr.render("{{ env.MISSING_VAR | default('none') }}", ctx) == "none"
+    assert expr.render("at {{ env.MISSING_VAR | default(env.HOME) }}", ctx) == "at /home/u"
+    assert expr.evaluate("env.MISSING_VAR is defined", ctx) is False
+    assert expr.render_shell("echo {{ env.NOPE | default('a b') }}", ctx) == "echo 'a b'"
+
+
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        ("{{ ''.__class__.__mro__ }}", "__class__"),
+        ("{{ phases.a._x }}", "_x"),
+        ("{{ inputs['__dict__'] }}", "__dict__"),
+        ("{{ run | attr('__init__') }}", "__init__"),
+        ("{% for c in ''.__class__.__subclasses__() %}{{ c }}{% endfor %}", "__class__"),
+    ],
+)
+def test_private_access_names_the_first_underscore_name(text, name):
+    assert expr.private_access(text) == name
+
+
+def test_private_access_is_none_for_plain_templates_and_checks_conditions():
+    assert expr.private_access("{{ phases.a.output['k'] }} {{ inputs.x | default('_') }}") is None
+    assert expr.private_access("no template") is None
+    assert expr.private_access("{{ x ") is None
+    assert expr.private_access("phases.a.__class__ is defined", condition=True) == "__class__"

@@ -77,12 +77,22 @@ def check_template_text(
         return []
     where = cx.smap.value(path)
     shown = json_path(path)
-    error, chains = _parse_template(text, condition)
+    error, private, chains = _parse_template(text, condition)
     if error:
         error = error[:1].lower() + error[1:].rstrip(".")
         cx.add(
             ExpressionError(
                 f"{shown}: template syntax error in '{clip(text)}': {error}", location=where
+            )
+        )
+        return []
+    if private is not None:
+        cx.add(
+            ExpressionError(
+                f"{shown}: access to '{private}' is not allowed in templates",
+                location=where,
+                hint="names starting with _ are Python internals; templates read "
+                + ", ".join(_TEMPLATE_NAMES),
             )
         )
         return []
@@ -149,17 +159,22 @@ def check_template_text(
 
 
 @lru_cache(maxsize=4096)
-def _parse_template(text: str, condition: bool) -> tuple[str | None, frozenset[tuple[str, ...]]]:
-    """A template's syntax error (or None) and the names it reads; parsed once when it reads any."""
+def _parse_template(
+    text: str, condition: bool
+) -> tuple[str | None, str | None, frozenset[tuple[str, ...]]]:
+    """A template's syntax error (or None), the first ``_name`` it reads (or None: see
+    expr.private_access), and the names it reads."""
     if not condition:
         simple = _simple_references(text)
         if simple is not None:
-            return None, simple
+            private = next((p for c in simple for p in c[1:] if p.startswith("_")), None)
+            return None, private, simple
     chains = expr.references(text) if condition else expr.template_references(text)
-    if chains:
-        return None, frozenset(chains)
-    error = expr.check_expression(text) if condition else expr.check_template(text)
-    return error, frozenset(chains)
+    error = None
+    if not chains:
+        error = expr.check_expression(text) if condition else expr.check_template(text)
+    private = None if error else expr.private_access(text, condition=condition)
+    return error, private, frozenset(chains)
 
 
 # The common template shape, `text {{ a.b.c }} text {{ x.y | tojson }}`, read without
