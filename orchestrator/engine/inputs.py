@@ -12,6 +12,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..spec.model import Workflow
+from ..spec.values import input_type_ok
 
 __all__ = ["resolve_inputs"]
 
@@ -94,25 +95,12 @@ def _parse(name: str, type_: str, text: str) -> Any:
 
 
 def _check(name: str, type_: str, value: Any) -> Any:
-    ok: bool
-    if type_ == "string":
-        ok = isinstance(value, str)
-    elif type_ == "integer":
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif type_ == "number":
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    elif type_ == "boolean":
-        ok = isinstance(value, bool)
-    elif type_ == "array":
-        ok = isinstance(value, (list, tuple))
-        value = list(value) if ok else value
-    elif type_ == "object":
-        ok = isinstance(value, Mapping)
-        value = dict(value) if ok else value
-    else:
-        ok = True
-    if not ok:
+    if not input_type_ok(type_, value):
         raise _wrong(name, type_, value, None)
+    if type_ == "array":
+        return list(value)
+    if type_ == "object":
+        return dict(value)
     return value
 
 

@@ -33,7 +33,7 @@ def check(
     from .source import read_source
 
     try:
-        src = read_source(path)
+        src = read_source(path, keep_going=True)
     except WorkflowError as exc:
         return None, [exc.to_problem()]
     if not isinstance(src.data, dict):
@@ -43,11 +43,11 @@ def check(
             location=src.source_map.value(()),
             hint="start the file with 'name: ...' and 'phases:'",
         ).to_problem()
-        return None, [problem]
+        return None, [*src.problems, problem]
     report = check_workflow(src.data, src.source_map)
     registry = registry if registry is not None else AgentRegistry.from_entry_points()
     workflow, found = build_workflow(src, report, registry)
-    problems = _dedupe(report.problems + found)
+    problems = _dedupe(list(src.problems) + report.problems + found)
     return workflow, sorted(problems, key=lambda p: (p.location.line, p.location.col))
 
 

@@ -50,7 +50,12 @@ def named_agents(cx: Checker, raw: Any) -> dict[str, AgentSpec]:
         cb = spec.get("circuit_breaker")
         if isinstance(cb, Mapping):
             failures = cb.get("failures", 5)
-            reset = duration(cx, cb.get("reset_after"), path + ("circuit_breaker", "reset_after"))
+            reset = duration(
+                cx,
+                cb.get("reset_after"),
+                path + ("circuit_breaker", "reset_after"),
+                positive="the reset delay",
+            )
             breaker = CircuitBreakerSpec(
                 failures=as_int(failures, 5),
                 reset_after=reset if reset is not None else 60.0,
@@ -161,8 +166,10 @@ def handoff_spec(cx: Checker, raw: Any, path: JsonPath, pid: str) -> HandoffSpec
     """A phase's ``handoff`` as a HandoffSpec; unknown agents and a bad ``start`` are recorded."""
     if not isinstance(raw, Mapping) or not cx.ok(path):
         return None
-    agents = [a for a in raw.get("agents", []) if isinstance(a, str)]
-    for j, name in enumerate(raw.get("agents", [])):
+    listed = raw.get("agents")
+    listed = listed if isinstance(listed, list) else []  # the schema reports other values
+    agents = [a for a in listed if isinstance(a, str)]
+    for j, name in enumerate(listed):
         if isinstance(name, str) and name not in cx.agents and name not in cx.registry:
             if name not in cx.bad_agents:
                 choices = sorted(set(cx.agents) | set(cx.registry.names()))

@@ -44,10 +44,10 @@ from .model import (
     Schedule,
     Workflow,
 )
-from .schema import SchemaReport, json_path
+from .schema import SchemaReport, describe, json_path
 from .source import JsonPath, Source, SourceMap
 from .templates import check_template_text, check_templates, strings
-from .values import check_cron, parse_duration
+from .values import check_cron, input_type_ok, parse_duration
 
 __all__ = ["PhaseCheck", "build_workflow", "check_cron", "parse_duration", "phase_checks"]
 
@@ -106,7 +106,7 @@ def build_workflow(
         agents=cx.agents,
         max_parallel=int_or_none(cx, data.get("max_parallel"), ("max_parallel",)),
         mode="sequential" if cx.sequential else "dag",
-        timeout=duration(cx, data.get("timeout"), ("timeout",)),
+        timeout=duration(cx, data.get("timeout"), ("timeout",), positive="a timeout"),
         error_handling=ErrorHandling(
             continue_on_error=eh.get("continue_on_error") is True,
             fallback_workflow=str_or_none(eh.get("fallback_workflow")),
@@ -143,17 +143,51 @@ def _inputs(cx: Checker, raw: Any) -> dict[str, InputSpec]:
         path = ("inputs", name)
         spec = spec if isinstance(spec, Mapping) else {}
         kwargs: dict[str, Any] = {}
+        type_ = str(spec.get("type", "string")) if cx.ok(path + ("type",)) else "string"
         if "default" in spec:
             kwargs["default"] = spec["default"]
+            if cx.ok(path + ("type",)) and cx.ok(path + ("default",)):
+                _check_default(cx, path + ("default",), type_, spec["default"])
         out[name] = InputSpec(
             name=name,
-            type=str(spec.get("type", "string")) if cx.ok(path + ("type",)) else "string",
+            type=type_,
             required=spec.get("required") is True,
             description=str_or_none(spec.get("description")),
             location=cx.smap.key(path),
             **kwargs,
         )
     return out
+
+
+_DEFAULT_HINTS = {
+    "integer": "use a whole number such as 3",
+    "number": "use a number such as 2.5",
+    "boolean": "use true or false",
+    "array": "write a list, e.g. default: [a, b] (or one '- item' per line)",
+    "object": "write a mapping, e.g. default: {key: value}",
+}
+
+
+def _check_default(cx: Checker, path: JsonPath, type_: str, value: Any) -> None:
+    """An input's default must be of its declared type (null: no default value)."""
+    if value is None or input_type_ok(type_, value):
+        return
+    hint = _DEFAULT_HINTS.get(type_)
+    if type_ == "string" and isinstance(value, (bool, int, float)):
+        kind = "boolean" if isinstance(value, bool) else "number"
+        hint = f"YAML 1.2 reads this as a {kind}; quote it to keep it as text"
+    cx.add(
+        SchemaViolation(
+            f"{json_path(path)} must be {_article(type_)} {type_} (the input's type),"
+            f" not {describe(value)}",
+            location=cx.smap.value(path),
+            hint=hint,
+        )
+    )
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
 
 
 def _schedule(cx: Checker, raw: Any) -> tuple[Schedule, ...]:
@@ -264,8 +298,36 @@ def _phase_list(
         where = dep_loc.get((cycle[0], cycle[1])) or next(
             (p.location for p in phases if p.id == cycle[0] and p.location), Location(cx.src.path)
         )
-        cx.add(DependencyCycle(cycle, location=where))
+        error = DependencyCycle(cycle, location=where)
+        implicit = _sequential_edges(cycle, phases, items)
+        if implicit:
+            edges = ", ".join(f"'{a} -> {b}'" for a, b in implicit)
+            error.hint = (
+                f"{edges} comes from mode: sequential: in sequential mode each phase"
+                " depends on the one listed before it; remove the depends_on that points"
+                " to a later phase, or list the phases in the order they run"
+            )
+        cx.add(error)
     return tuple(phases)
+
+
+def _sequential_edges(
+    cycle: list[str], phases: list[Phase], items: list[tuple[JsonPath, Mapping[str, Any]]]
+) -> list[tuple[str, str]]:
+    """The edges of ``cycle`` that only ``mode: sequential`` made (not written in depends_on)."""
+    by_id = {p.id: p for p in phases}
+    written: dict[str, set[Any]] = {}
+    for _, raw in items:
+        deps = raw.get("depends_on")
+        if isinstance(raw.get("id"), str):
+            names = [d for d in deps if isinstance(d, str)] if isinstance(deps, list) else []
+            written.setdefault(raw["id"], set()).update(names)
+    out: list[tuple[str, str]] = []
+    for a, b in zip(cycle, cycle[1:], strict=False):
+        phase = by_id.get(a)
+        if phase is not None and phase.previous == b and b not in written.get(a, set()):
+            out.append((a, b))
+    return out
 
 
 def _phase(
@@ -379,7 +441,7 @@ def _phase(
         implied_deps=tuple(implied),
         when=when if isinstance(when, str) and cx.ok(path + ("when",)) else None,
         trigger=choice(get("trigger"), "all_success"),
-        timeout=duration(cx, get("timeout"), timeout_path),
+        timeout=duration(cx, get("timeout"), timeout_path, positive="a timeout"),
         retries=retries,
         continue_on_error=get("continue_on_error") is True,
         fallback=calls["fallback"],

@@ -102,12 +102,18 @@ def unknown(
     )
 
 
-def duration(cx: Checker, value: Any, path: JsonPath) -> float | None:
-    """Seconds of a duration value, or None (a problem is recorded when it is not one)."""
+def duration(
+    cx: Checker, value: Any, path: JsonPath, *, positive: str | None = None
+) -> float | None:
+    """Seconds of a duration value, or None (a problem is recorded when it is not one).
+
+    With ``positive`` (what the value is, e.g. ``a timeout``) zero is a problem too:
+    a timeout of 0 would fail every attempt.
+    """
     if value is None or not cx.ok(path):
         return None
     try:
-        return parse_duration(value)
+        seconds = parse_duration(value)
     except ValueError:
         cx.add(
             SchemaViolation(
@@ -117,6 +123,16 @@ def duration(cx: Checker, value: Any, path: JsonPath) -> float | None:
             )
         )
         return None
+    if positive is not None and seconds <= 0:
+        cx.add(
+            SchemaViolation(
+                f"{json_path(path)}: {positive} must be greater than 0",
+                location=cx.smap.value(path),
+                hint="leave the key out for no limit" if "timeout" in positive else None,
+            )
+        )
+        return None
+    return seconds
 
 
 def int_or_none(cx: Checker, value: Any, path: JsonPath) -> int | None:

@@ -30,6 +30,7 @@ __all__ = [
     "check_agent_config",
     "check_agent_schema",
     "check_workflow",
+    "describe",
     "json_path",
     "workflow_schema",
 ]
@@ -327,12 +328,8 @@ def _explain(
         expected = vv
         names = [expected] if isinstance(expected, str) else list(expected)
         want = " or ".join(_TYPE_NAMES.get(n, n) for n in names)
-        message = f"{shown} must be {want}, not {_describe(value)}"
-        if "string" in names and isinstance(value, (bool, int, float)):
-            hint = "YAML 1.2 reads this as a " + (
-                "boolean" if isinstance(value, bool) else "number"
-            )
-            hint += "; quote it to keep it as text"
+        message = f"{shown} must be {want}, not {describe(value)}"
+        hint = _type_hint(names, schema, value, doc)
     elif v == "enum":
         options = [str(o) for o in vv]
         message = f"{shown}: {_show(value)} is not one of " + ", ".join(f"'{o}'" for o in options)
@@ -358,7 +355,41 @@ def _explain(
     add(message, doc, hint=hint)
 
 
-def _describe(value: Any) -> str:
+_LISTS_OF_PHASES = frozenset({"phases", "on_success", "on_failure", "finally"})
+
+
+def _type_hint(
+    names: list[str], schema: Mapping[str, Any], value: Any, doc: JsonPath
+) -> str | None:
+    """A hint for a value of the wrong type, where the fix is knowable from the value."""
+    key = str(doc[-1]) if doc and isinstance(doc[-1], str) else None
+    if names == ["string"] and isinstance(value, (bool, int, float)):
+        # only when quoting the same text would be accepted
+        text = ("true" if value else "false") if isinstance(value, bool) else repr(value)
+        enum = schema.get("enum")
+        pattern = schema.get("pattern")
+        if enum is not None and text not in enum:
+            return None
+        if isinstance(pattern, str) and re.search(pattern, text) is None:
+            return None
+        kind = "boolean" if isinstance(value, bool) else "number"
+        return f"YAML 1.2 reads this as a {kind}; quote it to keep it as text"
+    if (
+        "array" in names
+        and key in _LISTS_OF_PHASES
+        and len(doc) == 1
+        and isinstance(value, Mapping)
+    ):
+        first = next(iter(value), "a")
+        return f'{key} is a list: write "- id: {first}" for each phase'
+    if names == ["array"] and key is not None and isinstance(value, (str, int, float)):
+        if not isinstance(value, bool):
+            return f"write {key}: [{value}]"
+    return None
+
+
+def describe(value: Any) -> str:
+    """A value as a message shows it: ``the number 5``, ``the string 'x'``, ``a list``."""
     if isinstance(value, bool):
         return f"the boolean {_show(value)}"
     if isinstance(value, (int, float)):

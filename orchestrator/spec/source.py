@@ -24,7 +24,7 @@ from ruamel.yaml import events as ev
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.reader import ReaderError
 
-from ..errors import Location, UnreadableWorkflow, WorkflowError, YAMLSyntaxError
+from ..errors import Location, Problem, UnreadableWorkflow, WorkflowError, YAMLSyntaxError
 
 __all__ = [
     "MAX_ALIAS_NODES",
@@ -104,14 +104,18 @@ class Source:
     source_map: SourceMap
     sha256: str
     text: str
+    #: Problems that did not stop the parse (duplicate keys: the first value is kept).
+    problems: tuple[Problem, ...] = ()
 
 
-def read_source(path: str | Path, *, kind: str = "workflow") -> Source:
+def read_source(path: str | Path, *, kind: str = "workflow", keep_going: bool = False) -> Source:
     """Read, check and parse a workflow file (or another YAML/JSON file: ``kind`` names it).
 
     Raises UnreadableWorkflow (missing, a directory, too large, binary, not UTF-8,
     empty, alias bomb, too deep) or YAMLSyntaxError (anything the YAML parser
     refuses, duplicate keys, tags, bad aliases), each located at 1-based line:col.
+    With ``keep_going`` every duplicate key is a problem in ``Source.problems``
+    (the first value is kept) instead of an exception.
     """
     name = str(path)
     p = Path(path)
@@ -123,9 +127,11 @@ def read_source(path: str | Path, *, kind: str = "workflow") -> Source:
             )
         if p.is_dir():
             raise UnreadableWorkflow(
-                f"'{name}' is a directory, not a workflow file",
+                f"'{name}' is a directory, not {_article(_file_kind(kind))}",
                 location=top,
-                hint="give the path of a .yaml file",
+                hint="give the path of a .yaml file"
+                if kind == "workflow"
+                else "give the path of a YAML or JSON file",
             )
         size = p.stat().st_size
         if size > MAX_BYTES:
@@ -142,10 +148,21 @@ def read_source(path: str | Path, *, kind: str = "workflow") -> Source:
         raise UnreadableWorkflow(
             f"the file is too large (more than {MAX_BYTES:,} bytes)", location=top
         )
-    return parse_source(raw, name, kind=kind)
+    return parse_source(raw, name, kind=kind, keep_going=keep_going)
 
 
-def parse_source(raw: bytes, name: str = "<memory>", *, kind: str = "workflow") -> Source:
+def _file_kind(kind: str) -> str:
+    """``workflow`` -> ``workflow file``; ``inputs file`` stays as it is."""
+    return kind if kind.endswith("file") else f"{kind} file"
+
+
+def _article(noun: str) -> str:
+    return ("an " if noun[:1] in "aeiou" else "a ") + noun
+
+
+def parse_source(
+    raw: bytes, name: str = "<memory>", *, kind: str = "workflow", keep_going: bool = False
+) -> Source:
     """Check and parse the bytes of a workflow file; raises like read_source.
 
     A ``.json`` file that the YAML parser refuses (JSON allows escapes YAML does
@@ -153,12 +170,19 @@ def parse_source(raw: bytes, name: str = "<memory>", *, kind: str = "workflow") 
     """
     text = _decode(raw, name, kind)
     try:
-        data, smap = _Composer(name).compose(text)
+        composer = _Composer(name, kind)
+        data, smap = composer.compose(text)
     except YAMLSyntaxError:
         if not name.lower().endswith(".json"):
             raise
         data, smap = _parse_json(text, name), SourceMap(name)
-    return Source(name, data, smap, hashlib.sha256(raw).hexdigest(), text)
+        composer = _Composer(name, kind)
+    if composer.duplicates and not keep_going:
+        first = composer.duplicates[0]
+        raise YAMLSyntaxError(first.message, location=first.location, hint=first.hint)
+    return Source(
+        name, data, smap, hashlib.sha256(raw).hexdigest(), text, tuple(composer.duplicates)
+    )
 
 
 def _parse_json(text: str, name: str) -> Any:
@@ -185,7 +209,7 @@ def _decode(raw: bytes, name: str, kind: str = "workflow") -> str:
     if nul >= 0:
         line, col = _line_col_of_byte(raw, nul)
         raise UnreadableWorkflow(
-            "the file is binary (it holds a NUL byte), not a YAML workflow",
+            f"the file is binary (it holds a NUL byte), not {_article('YAML ' + kind)}",
             location=Location(name, line, col),
         )
     try:
@@ -252,8 +276,10 @@ class _Anchor:
 class _Composer:
     """Builds plain data and a SourceMap from parser events, checking as it goes."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, kind: str = "workflow") -> None:
         self.name = name
+        self.kind = kind
+        self.duplicates: list[Problem] = []
         self.smap = SourceMap(name)
         self.anchors: dict[str, _Anchor] = {}
         self.alias_nodes = 0
@@ -275,10 +301,7 @@ class _Composer:
         except WorkflowError:
             raise
         except MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            where = self.at(self.loc(mark)) if mark is not None else Location(self.name)
-            problem = " ".join(str(exc.problem or exc.context or "invalid YAML").split())
-            raise YAMLSyntaxError(f"invalid YAML: {problem}", location=where) from exc
+            raise self._syntax_error(exc, text) from exc
         except ReaderError as exc:
             pos, char = int(exc.position), int(exc.character)
             if 0 <= pos < len(text) and ord(text[pos]) == char:  # the pure parser: a str index
@@ -299,6 +322,28 @@ class _Composer:
                 "the file is too deeply nested or too large to read", location=Location(self.name)
             ) from exc
 
+    def _syntax_error(self, exc: MarkedYAMLError, text: str) -> YAMLSyntaxError:
+        """The parser's error in plain words, with a hint where the cause is elsewhere."""
+        mark = exc.problem_mark or exc.context_mark
+        where = self.at(self.loc(mark)) if mark is not None else Location(self.name)
+        problem = " ".join(str(exc.problem or exc.context or "invalid YAML").split())
+        if mark is not None and (
+            _char_at(text, mark.line, mark.column) == "\t" or "tab" in problem
+        ):
+            return YAMLSyntaxError(
+                "tabs are not allowed for indentation in YAML",
+                location=where,
+                hint="indent with spaces",
+            )
+        hint = None
+        context = str(exc.context or "")
+        cmark = exc.context_mark
+        opener = next((o for c, o in _OPENERS if c in context), None)
+        if opener is not None and cmark is not None and exc.problem_mark is not None:
+            line, col = self.loc(cmark)
+            hint = f"the {opener} opened at line {line}, column {col} is not closed"
+        return YAMLSyntaxError(f"invalid YAML: {problem}", location=where, hint=hint)
+
     def _compose(self, events: Iterator[Any]) -> tuple[Any, SourceMap]:
         stack: list[_Frame] = []
         root: list[Any] = []
@@ -311,7 +356,7 @@ class _Composer:
             if budget < 0:
                 raise UnreadableWorkflow(
                     f"the file holds too many values (over {MAX_NODES:,} keys, values and"
-                    " collections); split the workflow",
+                    f" collections); split the {self.kind}",
                     location=self.at(self.loc(event.start_mark)),
                 )
             # The fast path, for the bulk of a big file: a plain scalar without tag
@@ -353,15 +398,17 @@ class _Composer:
                 documents += 1
                 if documents > 1:
                     raise YAMLSyntaxError(
-                        "the file holds more than one YAML document; a workflow is one document",
+                        "the file holds more than one YAML document;"
+                        f" {_article(self.kind)} is one document",
                         location=self.at(self.loc(event.start_mark)),
                         hint="remove the '---' line and what follows, or split the file",
                     )
         if not root:
-            raise UnreadableWorkflow(
-                "the file is empty; a workflow needs at least 'name' and 'phases'",
-                location=Location(self.name),
+            need = (
+                "; a workflow needs at least 'name' and 'phases'" if self.kind == "workflow" else ""
             )
+            what = "file" if self.kind == "workflow" else self.kind
+            raise UnreadableWorkflow(f"the {what} is empty{need}", location=Location(self.name))
         return root[0], self.smap
 
     # -- events ---------------------------------------------------------------
@@ -453,6 +500,8 @@ class _Composer:
         if top is None:
             return ()
         if isinstance(top.container, dict):
+            if top.skip_value:  # the value of a duplicate key: kept out of the source map
+                return top.path + (f"{top.key}\x00duplicate",)
             return top.path + (top.key if top.key is not None else "",)
         return top.path + (len(top.container),)
 
@@ -461,12 +510,16 @@ class _Composer:
         top.key, top.key_loc = key, loc
         top.skip_value = False
         if key in top.container and key != "<<":
+            # reported, not raised: the first value is kept and the parse goes on
             first = self.smap.keys.get(top.path + (key,))
             where = f" (first at line {first[0]})" if first is not None else ""
-            raise YAMLSyntaxError(
-                f"duplicate key '{key}'{where}",
-                location=self.at(loc),
-                hint="a key may appear once in a mapping; remove or rename one",
+            top.skip_value = True
+            self.duplicates.append(
+                YAMLSyntaxError(
+                    f"duplicate key '{key}'{where}",
+                    location=self.at(loc),
+                    hint="a key may appear once in a mapping; remove or rename one",
+                ).to_problem()
             )
 
     def _add(
@@ -539,6 +592,21 @@ class _Composer:
         else:
             raise YAMLSyntaxError(_tag_problem(tag), location=self.at(loc))
         return value
+
+
+_OPENERS = (
+    ("flow sequence", "'['"),
+    ("flow mapping", "'{'"),
+    ("quoted scalar", "quote"),
+)
+
+
+def _char_at(text: str, line: int, column: int) -> str:
+    """The character at a 0-based line and column of ``text`` ('' when out of range)."""
+    lines = text.split("\n")
+    if 0 <= line < len(lines) and 0 <= column < len(lines[line]):
+        return lines[line][column]
+    return ""
 
 
 def _tag_problem(tag: str) -> str:

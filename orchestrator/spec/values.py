@@ -1,4 +1,4 @@
-"""Values written as text in a workflow: durations, rate limits and cron expressions.
+"""Values in a workflow: durations, rate limits, cron expressions and typed input values.
 
 Pure functions; each says why a value is wrong (ValueError or a message) so the
 caller can locate the problem.
@@ -11,7 +11,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["check_cron", "parse_duration", "parse_rate_limit"]
+__all__ = ["INPUT_TYPES", "check_cron", "input_type_ok", "parse_duration", "parse_rate_limit"]
+
+#: The types an input may declare (``inputs: {x: {type: ...}}``).
+INPUT_TYPES = ("string", "integer", "number", "boolean", "array", "object")
 
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -100,3 +103,25 @@ def _cron_item(item: str, name: str, low: int, high: int, names: Mapping[str, in
     if lo > hi:
         return f"the {name} range '{base}' runs backwards"
     return None
+
+
+def input_type_ok(type_: str, value: Any) -> bool:
+    """Whether ``value`` (already parsed, not text) is of the declared input type.
+
+    The one rule shared by validate (input defaults) and the engine (run inputs):
+    booleans are not numbers, an integral float is not an integer, a list or tuple
+    is an array, any mapping is an object. An unknown type accepts anything.
+    """
+    if type_ == "string":
+        return isinstance(value, str)
+    if type_ == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if type_ == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if type_ == "boolean":
+        return isinstance(value, bool)
+    if type_ == "array":
+        return isinstance(value, (list, tuple))
+    if type_ == "object":
+        return isinstance(value, Mapping)
+    return True

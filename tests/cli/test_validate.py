@@ -178,3 +178,29 @@ def test_colour_on_a_terminal_only_and_never_with_no_color(monkeypatch):
     tty = _Tty()
     write_problems(problems, "text", tty)  # type: ignore[arg-type]
     assert tty.text == plain + "\n"
+
+
+def test_an_inputs_file_is_named_as_such_in_every_message(tmp_path):
+    workflow = tmp_path / "w.yaml"
+    workflow.write_text("name: demo\nphases:\n  - {id: a, agent: noop}\n")
+    two = tmp_path / "two.yaml"
+    two.write_text("a: 1\n---\nb: 2\n")
+    binary = tmp_path / "bin.yaml"
+    binary.write_bytes(b"a: \x00\n")
+    expected = {
+        tmp_path: [
+            f"{tmp_path}:1:1: '{tmp_path}' is a directory, not an inputs file",
+            "  hint: give the path of a YAML or JSON file",
+        ],
+        two: [
+            f"{two}:2:1: the file holds more than one YAML document;"
+            " an inputs file is one document",
+            "  hint: remove the '---' line and what follows, or split the file",
+        ],
+        binary: [f"{binary}:1:4: the file is binary (it holds a NUL byte), not a YAML inputs file"],
+    }
+    for path, lines in expected.items():
+        result = CliRunner().invoke(app, ["run", str(workflow), "--inputs-file", str(path)])
+        assert result.exit_code == 2
+        assert "Traceback" not in result.output
+        assert result.output.splitlines()[-len(lines) :] == lines
