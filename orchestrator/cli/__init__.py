@@ -22,6 +22,7 @@ from ..errors import (
     WorkflowInvalid,
 )
 from . import agents, graph, run, runs, validate
+from .usage import print_version, use_orch_commands
 
 __all__ = ["app", "main"]
 
@@ -37,6 +38,20 @@ app = typer.Typer(
 
 for _module in (validate, graph, run, agents, runs):
     _module.register(app)
+use_orch_commands(app)  # usage lines read `FILE`, not typer's `{FILE}`
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        help="Print the version and exit.",
+        is_eager=True,
+        callback=print_version,
+    ),
+) -> None:
+    """Run multi-agent workflows written in YAML."""
 
 
 def main() -> None:

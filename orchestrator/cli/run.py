@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..errors import OrchError, UsageError, WorkflowInvalid
+from ..errors import Location, OrchError, UsageError, WorkflowInvalid
+from .usage import whole_number
 
 if TYPE_CHECKING:
     from ..engine import RunResult
@@ -72,7 +73,10 @@ def run_command(
     max_parallel: Annotated[
         int | None,
         typer.Option(
-            "--max-parallel", min=1, help="At most this many phases at once.", metavar="N"
+            "--max-parallel",
+            parser=whole_number,
+            help="At most this many phases at once.",
+            metavar="N",
         ),
     ] = None,
     dry_run: Annotated[
@@ -105,6 +109,8 @@ def run_command(
 
         plan = compile_plan(workflow)
         inputs = _resolve_inputs(workflow, input_ or [], inputs_file)
+        if output_file is not None:
+            check_output_file(output_file)  # before anything runs, not after a long run
         if dry_run:
             _print_plan(plan, inputs)
             from .session import cache_preview
@@ -134,9 +140,39 @@ def run_command(
 
 
 def _print_error(exc: OrchError) -> None:
-    """``error: FILE:LINE:COL: message`` (where located) and its hint, unwrapped, on stderr."""
-    sys.stderr.write(f"error: {exc}\n" + (f"  hint: {exc.hint}\n" if exc.hint else ""))
+    """An error on stderr, shaped as `orch validate` prints problems, with its hint.
+
+    A located error is ``FILE:LINE:COL: message``; one without a place is ``error: message``.
+    """
+    text = str(exc) if exc.location is not None else f"error: {exc}"
+    sys.stderr.write(text + "\n" + (f"  hint: {exc.hint}\n" if exc.hint else ""))
     sys.stderr.flush()
+
+
+def check_output_file(path: Path) -> None:
+    """Make sure ``--output-file`` can be written: its folder exists and is writable.
+
+    Raises UsageError (exit 2) when the path is a folder, its folder is missing or
+    not a folder, or the folder (or an existing file) is not writable.
+    """
+    if path.is_dir():
+        raise UsageError(
+            f"--output-file '{path}' is a directory, not a file",
+            hint=f"name a file inside it, e.g. --output-file '{path / 'outputs.json'}'",
+        )
+    folder = path.absolute().parent
+    if not folder.exists():
+        raise UsageError(
+            f"--output-file '{path}': the folder '{folder}' does not exist",
+            hint="create the folder first, or choose another path",
+        )
+    if not folder.is_dir():
+        raise UsageError(f"--output-file '{path}': '{folder}' is a file, not a directory")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(
+            f"--output-file '{path}' cannot be written: permission denied",
+            hint="choose a path in a folder you can write to",
+        )
 
 
 def _load(file: Path) -> Workflow:
@@ -164,8 +200,9 @@ def _resolve_inputs(
         source = read_source(inputs_file, kind="inputs file")  # located errors -> exit 2
         if not isinstance(source.data, Mapping):
             raise UsageError(
-                f"{inputs_file}:1:1: the inputs file must map input names to values, "
-                f"not a {type(source.data).__name__}"
+                "the inputs file must map input names to values, "
+                f"not a {type(source.data).__name__}",
+                location=Location(str(inputs_file)),
             )
         from_file = {str(k): v for k, v in source.data.items()}
     strings: dict[str, str] = {}
@@ -237,8 +274,7 @@ def _run(
 
         seed_view(view, plan, prior, run_id or "")
     view.workflow = plan.workflow.name  # the first frame is drawn before the first event
-    for pid in plan.order:
-        view.phase(pid)
+    view.expect(plan.order)  # handler phases are shown, but not counted as the workflow's
     sinks: list[EventSink] = [view]
     if events:
         sinks.append(JsonLines(sys.stdout))
@@ -247,7 +283,7 @@ def _run(
         LiveProgress(view, err) if is_live(err) and not (events and _isatty(sys.stdout)) else None
     )
     if live is None:
-        sinks.append(PlainLines(sys.stderr))
+        sinks.append(PlainLines(sys.stderr, completed_before=len(prior or {})))
     from .session import open_run_session
 
     session = open_run_session(state_dir, plan, no_cache=no_cache)

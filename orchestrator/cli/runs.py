@@ -1,8 +1,9 @@
 """`orch runs`, `orch status`, `orch logs`, `orch resume`, `orch cancel` and `orch cache clear`.
 
 They read and act on the state store (``--state-dir``, ``$ORCH_STATE_DIR``,
-default ``.orch``). Exit codes: 0 done, 1 the resumed run failed or the command
-could not do its job, 2 unknown run or bad usage.
+default ``.orch``). Exit codes: 0 done, 1 the resumed run failed (or a cancelled
+run did not stop within --wait), 2 bad usage, an unknown run, a refused operation
+(cancel of a run that is not running, resume of a live run) or an unreadable store.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
+
+from .usage import whole_number
 
 if TYPE_CHECKING:
     from ..plan import Plan
@@ -42,16 +45,29 @@ def register(app: typer.Typer) -> None:
 
 
 def _fail(exc: Exception) -> NoReturn:
-    """Print an OrchError as ``error: ...`` (with its hint) and exit 2 (usage) or 1."""
-    from ..errors import OrchError, RunNotFound, UsageError, WorkflowInvalid
+    """Print an error (located ones as ``FILE:LINE:COL: message``) with its hint; exit.
+
+    Exit 1 when a run failed; 2 for everything refused: bad usage, an unknown run,
+    a run that is not running (cancel) or still running (resume), a state
+    database that is corrupt or unreadable.
+    """
+    from ..errors import ExecutionError, OrchError, WorkflowInvalid
 
     if isinstance(exc, WorkflowInvalid):
         sys.stderr.write("".join(f"{problem}\n" for problem in exc.problems))
         raise typer.Exit(2)
     hint = getattr(exc, "hint", None)
-    sys.stderr.write(f"error: {exc}" + (f"\n  hint: {hint}" if hint else "") + "\n")
-    code = 2 if isinstance(exc, (RunNotFound, UsageError)) or not isinstance(exc, OrchError) else 1
-    raise typer.Exit(code)
+    located = isinstance(exc, OrchError) and exc.location is not None
+    sys.stderr.write(
+        ("" if located else "error: ") + f"{exc}" + (f"\n  hint: {hint}" if hint else "") + "\n"
+    )
+    raise typer.Exit(1 if isinstance(exc, ExecutionError) else 2)
+
+
+def _refuse(message: str) -> NoReturn:
+    """A refused operation on a run (exit 2), as ``error: message``."""
+    sys.stderr.write(f"error: {message}\n")
+    raise typer.Exit(2)
 
 
 def _store(state_dir: Path | None, run_id: str | None = None) -> SqliteStore:
@@ -87,7 +103,9 @@ def _console() -> Any:
 
 
 def runs_command(
-    limit: int = typer.Option(20, "--limit", "-n", min=1, help="Show at most this many runs."),
+    limit: int = typer.Option(
+        20, "--limit", "-n", parser=whole_number, metavar="N", help="Show at most this many runs."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     state_dir: Path | None = _STATE_DIR,
 ) -> None:
@@ -206,8 +224,7 @@ def cancel_command(
     try:
         run = store.get_run(run_id)
         if run.finished:
-            sys.stderr.write(f"run {run.id} is not running: it {run.status}\n")
-            raise typer.Exit(1)
+            _refuse(f"run {run.id} is not running: it {run.status}")
         if run.status == "interrupted":
             # Its process is gone: nothing to signal, record the decision.
             store.append(
@@ -227,19 +244,16 @@ def cancel_command(
             return
         owner = run.owner
         if owner is None or not owner.alive():  # it died between the two reads
-            sys.stderr.write(f"run {run.id} is no longer running\n")
-            raise typer.Exit(1)
+            _refuse(f"run {run.id} is no longer running")
         try:
             os.kill(owner.pid, signal.SIGTERM)
         except ProcessLookupError:
-            sys.stderr.write(f"run {run.id} is no longer running\n")
-            raise typer.Exit(1) from None
+            _refuse(f"run {run.id} is no longer running")
         except PermissionError:
-            sys.stderr.write(
-                f"error: not allowed to signal process {owner.pid} running {run.id}"
-                " (another user's process?)\n"
+            _refuse(
+                f"not allowed to signal process {owner.pid} running {run.id}"
+                " (another user's process?)"
             )
-            raise typer.Exit(1) from None
         sys.stderr.write(f"sent SIGTERM to process {owner.pid} running {run.id}\n")
         deadline = time.monotonic() + wait
         while wait and time.monotonic() < deadline:
@@ -280,7 +294,11 @@ def resume_command(
         False, "--force", help="Resume a changed workflow: its changed phases run again."
     ),
     max_parallel: int | None = typer.Option(
-        None, "--max-parallel", min=1, help="At most this many phases at once."
+        None,
+        "--max-parallel",
+        parser=whole_number,
+        metavar="N",
+        help="At most this many phases at once.",
     ),
     no_cache: bool = typer.Option(
         False, "--no-cache", help="Neither read nor write cached phase results."

@@ -1,20 +1,24 @@
 """The Console factory: one place that decides live display or plain lines, and colour.
 
 A terminal (not ``TERM=dumb``) gets the live display; anything else (a pipe, a
-file, a CI log) gets plain timestamped lines. ``NO_COLOR`` (any non-empty value)
+file, a CI log) gets plain timestamped lines, and tables that are not wrapped
+(``COLUMNS`` honoured) and have no trailing spaces. ``NO_COLOR`` (any non-empty value)
 turns colour off, as https://no-color.org asks.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Mapping
-from typing import TextIO
+from typing import Any, TextIO
 
 from rich.console import Console
 
 __all__ = ["is_live", "make_console", "wants_color"]
+
+_TRAILING = re.compile(r"[ \t]+(?=\n)")
 
 
 def wants_color(environ: Mapping[str, str] | None = None) -> bool:
@@ -37,8 +41,15 @@ def make_console(
     values are data and must be shown as they are.
     """
     env = os.environ if environ is None else environ
+    out = file if file is not None else sys.stderr
+    terminal = force_terminal if force_terminal is not None else _isatty(out)
+    if not terminal:
+        # A pipe, a file, a CI log: lines are never wrapped (COLUMNS, when set, is the
+        # width) and carry no trailing spaces, so that they grep well.
+        width = width or _columns(env) or _UNWRAPPED
+        out = _StripTrailingSpaces(out)
     return Console(
-        file=file if file is not None else sys.stderr,
+        file=out,
         force_terminal=force_terminal,
         no_color=not wants_color(env),
         highlight=False,
@@ -47,6 +58,42 @@ def make_console(
         soft_wrap=False,
         width=width,
     )
+
+
+#: The width of output that is not a terminal and has no COLUMNS: no wrapping.
+_UNWRAPPED = 10_000
+
+
+def _isatty(file: TextIO) -> bool:
+    try:
+        return bool(file.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def _columns(env: Mapping[str, str]) -> int | None:
+    value = env.get("COLUMNS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+class _StripTrailingSpaces:
+    """A text stream that drops the spaces rich pads lines with, before each newline.
+
+    Everything else (``getvalue``, ``fileno``, ``encoding``...) is the wrapped stream's.
+    """
+
+    def __init__(self, file: TextIO) -> None:
+        self._file = file
+
+    def write(self, text: str) -> int:
+        self._file.write(_TRAILING.sub("", text))
+        return len(text)
+
+    def isatty(self) -> bool:
+        return False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
 
 
 def is_live(console: Console) -> bool:

@@ -93,6 +93,10 @@ class RunView:
         self.error: str | None = None
         self.tokens: dict[str, Any] = {}
         self.compensated: list[tuple[str, bool]] = []
+        # The workflow's own phases (announced by workflow_started, or given with
+        # expect()); handler phases (on_failure, finally...) are shown but not counted.
+        self.members: set[str] = set()
+        self.member_counts: Counter[str] = Counter()
 
     def __call__(self, event: Event) -> None:
         self.apply(event)
@@ -105,15 +109,40 @@ class RunView:
             self.order.append(phase_id)
         return view
 
+    def expect(self, phase_ids: Iterable[str]) -> None:
+        """Declare the workflow's own phases (shown as pending until they start)."""
+        for pid in phase_ids:
+            view = self.phase(pid)
+            if pid not in self.members:
+                self.members.add(pid)
+                if view.state != "pending":
+                    self.member_counts[view.state] += 1
+
+    def is_member(self, phase_id: str) -> bool:
+        """Whether a phase is one of the workflow's own (not a handler or the fallback)."""
+        return not self.members or phase_id in self.members
+
+    @property
+    def handlers(self) -> list[PhaseView]:
+        """Phases that ran besides the workflow's own: handlers and the fallback workflow."""
+        if not self.members:
+            return []
+        return [self.phases[pid] for pid in self.order if pid not in self.members]
+
+    @property
+    def workflow_counts(self) -> Counter[str]:
+        """Phases per state, counting only the workflow's own phases."""
+        return self.member_counts if self.members else self.counts
+
     @property
     def total(self) -> int:
-        """How many phases the run has (as announced by workflow_started, or seen)."""
-        return len(self.phases)
+        """How many phases the workflow has (as announced by workflow_started, or seen)."""
+        return len(self.members) if self.members else len(self.phases)
 
     @property
     def finished_count(self) -> int:
-        """How many phases have reached a final state."""
-        return sum(n for state, n in self.counts.items() if state in _FINISHED)
+        """How many of the workflow's phases have reached a final state."""
+        return sum(n for state, n in self.workflow_counts.items() if state in _FINISHED)
 
     def apply(self, event: Event) -> None:
         """Fold one event into the view. Unknown events are ignored."""
@@ -122,8 +151,7 @@ class RunView:
             self._apply_phase(event, self.phase(event.phase), data)
         elif kind == "workflow_started":
             self.run_id, self.workflow, self.started = event.run_id, data.get("workflow"), event.ts
-            for pid in data.get("phases") or ():
-                self.phase(str(pid))
+            self.expect(str(pid) for pid in data.get("phases") or ())
         elif kind in ("workflow_completed", "workflow_failed", "workflow_cancelled"):
             self.run_id = self.run_id or event.run_id
             self.status = str(data.get("status") or kind.removeprefix("workflow_"))
@@ -159,10 +187,12 @@ class RunView:
                 turn = data["turn"]
                 view.note = f"turn {turn.get('n')}: {turn.get('agent')}"
         elif kind == "phase_retry":
+            failed = event.attempt or view.attempt or 1
+            nxt = _whole(data.get("next_attempt")) or failed + 1
             view.error = _text(data.get("error"))
-            view.note = (
-                f"retry {data.get('next_attempt', '?')} in {format_seconds(data.get('delay'))}"
-            )
+            delay = format_seconds(data.get("delay"))
+            view.note = f"attempt {failed} failed; attempt {nxt} in {delay}"
+            view.attempt = nxt
         elif kind == "phase_compensated":
             self.compensated.append((view.id, bool(data.get("ok"))))
             view.note = (
@@ -173,9 +203,10 @@ class RunView:
             view.ended = event.ts
             view.duration = _number(data.get("duration"))
             view.attempts = int(data.get("attempts") or event.attempt or view.attempt or 0)
+            view.attempt = view.attempts or view.attempt
             if kind == "phase_completed":
                 view.error = None
-                view.note = _completed_note(data)
+                view.note = _completed_note(data, attempts=False)  # attempts has its column
                 metadata = data.get("metadata") or {}
                 tokens = metadata.get("tokens") if isinstance(metadata, dict) else None
                 view.tokens = dict(tokens) if isinstance(tokens, dict) else {}
@@ -189,10 +220,15 @@ class RunView:
             self.finished.append(view.id)
 
     def _set_state(self, view: PhaseView, state: str) -> None:
+        member = view.id in self.members
         if view.state != "pending":
             self.counts[view.state] -= 1
+            if member:
+                self.member_counts[view.state] -= 1
         view.state = state
         self.counts[state] += 1
+        if member:
+            self.member_counts[state] += 1
 
     def token_totals(self) -> dict[str, int]:
         """Token counts of the run (from the final event, else summed from phases)."""
@@ -313,7 +349,7 @@ class LiveProgress:
         table.add_row(
             state,
             Text(phase.id, style="bold" if phase.state == "running" else ""),
-            Text(f"#{phase.attempt}" if phase.attempt else ""),
+            Text(f"attempt {phase.attempt}" if phase.attempt else ""),
             Text(format_seconds(elapsed) if elapsed is not None else ""),
             detail,
         )
@@ -322,7 +358,9 @@ class LiveProgress:
         view = self.view
         total, done = view.total, view.finished_count
         counts = ", ".join(
-            f"{n} {state}" for state, n in sorted(view.counts.items()) if n and state != "pending"
+            f"{n} {state}"
+            for state, n in sorted(view.workflow_counts.items())
+            if n and state != "pending"
         )
         elapsed = view.duration
         if elapsed is None:
@@ -345,8 +383,10 @@ class PlainLines:
     joined until a newline); foreach progress is written at every tenth.
     """
 
-    def __init__(self, file: TextIO) -> None:
+    def __init__(self, file: TextIO, *, completed_before: int = 0) -> None:
+        """``completed_before``: phases a resumed run completed before it stopped."""
         self._file: TextIO | None = file
+        self._completed_before = completed_before
         self._partial: dict[str, str] = {}
         self._shown_progress: dict[str, int] = {}
 
@@ -365,11 +405,14 @@ class PlainLines:
         kind, data, pid = event.event, event.data, event.phase
         if kind == "workflow_started":
             count = len(data.get("phases") or ())
-            resumed = f", resuming {data['resumed_from']}" if data.get("resumed_from") else ""
-            yield (
-                f"workflow {data.get('workflow', '?')} started "
-                f"(run {event.run_id}, {count} phase{'s' if count != 1 else ''}{resumed})"
-            )
+            phases = f"{count} phase{'s' if count != 1 else ''}"
+            if data.get("resumed_from"):
+                yield (
+                    f"workflow {data.get('workflow', '?')} resumed (run {event.run_id}, "
+                    f"{phases}, {self._completed_before} already completed)"
+                )
+            else:
+                yield f"workflow {data.get('workflow', '?')} started (run {event.run_id}, {phases})"
         elif kind == "phase_started":
             items = data.get("items")
             extra = f", {items} items" if items is not None else ""
@@ -377,9 +420,13 @@ class PlainLines:
         elif kind == "phase_stream":
             yield from self._stream_lines(str(pid), data)
         elif kind == "phase_retry":
-            nxt = data.get("next_attempt", (event.attempt or 1) + 1)
+            failed = event.attempt or 1
+            nxt = _whole(data.get("next_attempt")) or failed + 1
             delay = format_seconds(data.get("delay"))
-            yield f"phase {pid} retry {nxt} in {delay}: {data.get('error')}"
+            yield (
+                f"phase {pid} attempt {failed} failed: {data.get('error')}; "
+                f"attempt {nxt} in {delay}"
+            )
         elif kind in ("phase_completed", "phase_failed", "phase_skipped"):
             yield from self._flush_partial(str(pid))
             yield _end_line(str(pid), kind, data)
@@ -435,8 +482,10 @@ class JsonLines:
     goes on to its end: a closed pipe never fails or half-stops a run.
     """
 
-    def __init__(self, file: TextIO) -> None:
+    def __init__(self, file: TextIO, *, completed_before: int = 0) -> None:
+        """``completed_before``: phases a resumed run completed before it stopped."""
         self._file: TextIO | None = file
+        self._completed_before = completed_before
 
     def __call__(self, event: Event) -> None:
         if self._file is not None:
@@ -482,11 +531,12 @@ def _end_line(pid: str, kind: str, data: dict[str, Any]) -> str:
     return f"phase {pid} failed{tries}{tolerated}: {data.get('error')}"
 
 
-def _completed_note(data: dict[str, Any]) -> str:
+def _completed_note(data: dict[str, Any], *, attempts: bool = True) -> str:
+    """``attempt 2, fallback, cached``: how a phase completed (``attempts``: name the attempt)."""
     notes = []
-    attempts = data.get("attempts")
-    if isinstance(attempts, int) and attempts > 1:
-        notes.append(f"attempt {attempts}")
+    count = data.get("attempts")
+    if attempts and isinstance(count, int) and count > 1:
+        notes.append(f"attempt {count}")
     if data.get("fallback_used"):
         notes.append("fallback")
     if data.get("cached"):
@@ -536,6 +586,10 @@ def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value)
+
+
+def _whole(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _text(value: Any) -> str | None:

@@ -109,7 +109,9 @@ def _note(phase: PhaseView) -> str:
 
 def summary_lines(view: RunView, plan: Plan | None = None) -> list[str]:
     """The totals under the table: status and time, success rate, critical path, tokens."""
-    counts = {state: n for state, n in view.counts.items() if n > 0}
+    if plan is not None:
+        view.expect(plan.order)  # the rate counts the workflow's phases, not its handlers
+    counts = {state: n for state, n in view.workflow_counts.items() if n > 0}
     ran = sum(counts.get(s, 0) for s in ("completed", "failed", "cancelled"))
     done = counts.get("completed", 0)
     rate = f"{100 * done / ran:.0f}%" if ran else "n/a"
@@ -128,12 +130,15 @@ def summary_lines(view: RunView, plan: Plan | None = None) -> list[str]:
         order = ("prompt", "completion", "total")
         keys = [k for k in order if k in tokens] + sorted(k for k in tokens if k not in order)
         lines.append("tokens: " + ", ".join(f"{k} {tokens[k]}" for k in keys))
+    handlers = [p for p in view.handlers if p.state != "pending"]
+    if handlers:
+        lines.append("handlers: " + ", ".join(f"{p.id} {p.state}" for p in handlers))
     if view.compensated:
-        failed = [pid for pid, ok in view.compensated if not ok]
-        lines.append(
-            f"compensated: {len(view.compensated)} phase(s)"
-            + (f", failed: {', '.join(failed)}" if failed else "")
-        )
+        ok = [pid for pid, good in view.compensated if good]
+        failed = [pid for pid, good in view.compensated if not good]
+        parts = [f"{len(ok)} ok ({', '.join(ok)})"] if ok else []
+        parts += [f"{len(failed)} failed ({', '.join(failed)})"] if failed else []
+        lines.append("compensations: " + ", ".join(parts))
     if view.error and status != "completed":
         lines.append(f"error: {view.error}")
     return lines

@@ -67,9 +67,14 @@ def runs_table(runs: Sequence[RunRecord], *, now: float) -> RenderableType:
             run.workflow,
             Text(run.status, style=_STYLES.get(run.status, "")),
             fmt_time(run.started),
-            format_seconds(_run_duration(run, now)),
+            _seconds(_run_duration(run, now)),
         )
     return table
+
+
+def _seconds(value: float | None) -> str:
+    """A duration for a table cell; ``-`` when there is none (a phase not started)."""
+    return "-" if value is None else format_seconds(value)
 
 
 def _phase_time(phase: PhaseRecord, now: float, running: bool) -> float | None:
@@ -84,7 +89,7 @@ def _note(phase: PhaseRecord) -> str:
         parts.append("cached")
     if phase.fallback_used:
         parts.append("fallback used")
-    if phase.error:
+    if phase.error and phase.error.strip() != phase.state.value:  # not `cancelled` twice
         parts.append(phase.error.splitlines()[0] if phase.error.strip() else phase.error)
     if phase.compensated is True:
         parts.append("compensated")
@@ -95,11 +100,17 @@ def _note(phase: PhaseRecord) -> str:
 
 
 def status_dict(run: RunRecord, phases: Sequence[PhaseRecord], *, now: float) -> dict[str, Any]:
-    """``orch status --json``: the run, its progress, the phases running now and each phase."""
+    """``orch status --json``: the run, its progress, the phases running now and each phase.
+
+    Progress counts the workflow's own phases; handler phases (on_failure,
+    finally, the fallback workflow) are listed with ``"handler": true``.
+    """
     running = run.status == "running"
-    done = sum(1 for p in phases if p.state in _DONE)
+    members = set(run.phase_ids) or {p.id for p in phases}
+    own = [p for p in phases if p.id in members]
+    done = sum(1 for p in own if p.state in _DONE)
     return {
-        "run_id": run.id,
+        "id": run.id,
         "workflow": run.workflow,
         "path": run.path,
         "status": run.status,
@@ -109,7 +120,7 @@ def status_dict(run: RunRecord, phases: Sequence[PhaseRecord], *, now: float) ->
         "owner_pid": run.owner.pid if run.owner else None,
         "resumes": run.resumes,
         "error": run.error,
-        "progress": {"done": done, "total": len(phases)},
+        "progress": {"done": done, "total": max(len(members), len(own))},
         "current": [p.id for p in phases if p.state is PhaseState.RUNNING],
         "phases": [
             {
@@ -124,6 +135,7 @@ def status_dict(run: RunRecord, phases: Sequence[PhaseRecord], *, now: float) ->
                 "error": p.error,
                 "compensated": p.compensated,
                 "compensation_error": p.compensation_error,
+                "handler": p.id not in members,
             }
             for p in phases
         ],
@@ -144,7 +156,7 @@ def status_view(
     progress = info["progress"]
     header.append(f"   progress: {progress['done']}/{progress['total']} phases done")
     header.append(f"\nstarted: {fmt_time(run.started)}")
-    header.append(f"   duration: {format_seconds(info['duration'])}")
+    header.append(f"   duration: {_seconds(info['duration'])}")
     if run.resumes:
         header.append(f"   resumed: {run.resumes}x")
     if info["current"]:
@@ -167,7 +179,7 @@ def status_view(
             phase.id,
             Text(phase.state.value, style=_STYLES.get(phase.state.value, "")),
             str(phase.attempts),
-            format_seconds(_phase_time(phase, now, running)),
+            _seconds(_phase_time(phase, now, running)),
             _note(phase),
         )
     parts: list[RenderableType] = [header, table]
@@ -212,7 +224,12 @@ def event_line(event: Event) -> str:
         detail += "".join(f", {f.replace('_', ' ')}" for f in flags)
         detail += f": {_short(data.get('output'))}"
     elif kind == "phase_failed":
-        detail = f"{data.get('status', 'failed')}: {_short(data.get('error'), 200)}"
+        status, error = str(data.get("status", "failed")), data.get("error")
+        detail = (
+            status
+            if not error or str(error).strip() == status
+            else (f"{status}: {_short(error, 200)}")
+        )
     elif kind == "phase_skipped":
         detail = str(data.get("reason", ""))
     elif kind == "phase_compensated":

@@ -164,11 +164,17 @@ class SqliteStore:
         self._lost: StateError | None = None  # a failed write that nobody awaited
         self._reader: sqlite3.Connection | None = None
         self._reader_lock = threading.Lock()
+        if self.state_dir.exists() and not self.state_dir.is_dir():
+            raise StateError(
+                f"'{self.state_dir}' is a file, not a directory",
+                hint="the state directory (--state-dir, ORCH_STATE_DIR) must be a directory",
+            )
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StateError(
-                f"cannot create the state directory '{self.state_dir}': {exc}"
+                f"cannot create the state directory '{self.state_dir}': "
+                f"{(exc.strerror or str(exc)).lower()}"
             ) from exc
         conn = self._connect()
         try:

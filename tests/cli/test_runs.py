@@ -169,8 +169,8 @@ def test_a_dead_owner_shows_as_interrupted_and_cancel_records_it(tmp_path):
     assert res.exit_code == 0 and "recorded as cancelled" in res.output
     info = json.loads(orch("status", "dead", "--json", state_dir=tmp_path).output)
     assert info["status"] == "cancelled" and info["phases"][0]["state"] == "cancelled"
-    res = orch("cancel", "dead", state_dir=tmp_path)
-    assert res.exit_code == 1 and "not running" in res.output
+    res = orch("cancel", "dead", state_dir=tmp_path)  # refused: exit 2, as bad usage
+    assert res.exit_code == 2 and "error: run dead is not running: it cancelled" in res.output
 
 
 def test_cache_clear_says_how_many(tmp_path):
@@ -191,8 +191,12 @@ def test_state_dir_comes_from_the_environment(tmp_path, monkeypatch):
 
 def test_a_corrupt_state_file_is_a_clear_error(tmp_path):
     (tmp_path / "state.db").write_bytes(b"\x00garbage" * 500)
-    res = orch("runs", state_dir=tmp_path)
-    assert res.exit_code == 1 and "state.db" in res.output and "Traceback" not in res.output
+    res = orch("runs", state_dir=tmp_path)  # exit 2, as `orch run` on the same store
+    assert res.exit_code == 2 and "state.db" in res.output and "Traceback" not in res.output
+    wf = tmp_path / "wf.yaml"
+    wf.write_text("name: w\nphases:\n  - {id: a, agent: echo, with: {text: A}}\n")
+    ran = runner.invoke(app, ["run", str(wf), "--state-dir", str(tmp_path)])
+    assert ran.exit_code == 2 and "state.db" in ran.output
     assert os.path.getsize(tmp_path / "state.db") == 4000  # never "repaired" by deleting
 
 
@@ -261,7 +265,7 @@ def test_status_logs_resume_and_cancel_against_a_live_run(tmp_path):
         )
         # D4: a second owner is refused at once, naming the live one
         res = _cli("resume", run_id, state_dir=state)
-        assert res.returncode == 1
+        assert res.returncode == 2  # refused, as every refused operation on a run
         assert f"still running in process {proc.pid}" in res.stderr
         assert f"orch cancel {run_id}" in res.stderr
         # orch cancel from this other process: the run stops cleanly (SIGTERM, exit 143)
@@ -433,7 +437,7 @@ def test_a_corrupt_row_is_a_clear_error_and_other_runs_stay_readable(tmp_path):
     conn.commit()
     conn.close()
     res = orch("status", "bad", state_dir=tmp_path)
-    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert res.exit_code == 2 and "Traceback" not in res.output
     assert "run 'bad' phase 'a'" in res.output and "table 'phases'" in res.output
     assert orch("status", "good", state_dir=tmp_path).exit_code == 0
     listed = orch("runs", state_dir=tmp_path).output

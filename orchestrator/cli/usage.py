@@ -1,0 +1,75 @@
+"""What every command shares on the command line: its usage line, whole-number options, --version.
+
+``OrchCommand`` writes arguments in usage lines as ``FILE`` or ``FILE...`` (typer
+writes ``{FILE}``); ``whole_number`` says "'abc' is not a whole number" where
+click says "is not a valid int range".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from typer.core import TyperCommand
+
+__all__ = ["OrchCommand", "print_version", "use_orch_commands", "whole_number"]
+
+
+class OrchCommand(TyperCommand):
+    """A typer command whose usage line shows arguments as ``FILE``, ``FILE...``, ``[NAME]``."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        """``[OPTIONS]`` then each argument by its metavar (or upper-cased name)."""
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                pieces.append(argument_usage(param))
+            else:
+                pieces.extend(param.get_usage_pieces(ctx))
+        return pieces
+
+
+def use_orch_commands(app: typer.Typer) -> None:
+    """Make every command registered on ``app`` so far an OrchCommand (the usage line)."""
+    for info in app.registered_commands:
+        if info.cls is None or info.cls is TyperCommand:
+            info.cls = OrchCommand
+
+
+def argument_usage(param: Any) -> str:
+    """``FILE`` (required), ``[NAME]`` (optional), ``FILE...`` (several)."""
+    name = str(param.metavar or (param.name or "arg").upper()).strip("{}[]")
+    if param.nargs != 1 and not name.endswith("..."):
+        name += "..."
+    return name if param.required else f"[{name}]"
+
+
+def whole_number(value: Any) -> int:
+    """Parse a count option at least 1; raises typer.BadParameter (exit 2) with a plain message.
+
+    ``'abc' is not a whole number``, ``'0' is less than 1``.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            raise typer.BadParameter(f"'{value}' is not a whole number") from None
+    if number < 1:
+        raise typer.BadParameter(f"'{value}' is less than 1")
+    return number
+
+
+def print_version(value: bool) -> None:
+    """The ``--version`` callback: print ``orch X.Y.Z`` (from the installed metadata), exit 0."""
+    if not value:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        text = version("orch")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        text = "unknown"
+    typer.echo(f"orch {text}")
+    raise typer.Exit(0)
