@@ -96,6 +96,8 @@ def build_workflow(
         check_template_text(cx, value, path, main_ids, None, foreach=False, sequential=False)
     schedule = _schedule(cx, data.get("schedule"))
     eh = mapping(data.get("error_handling"))
+    # also when every phase sets its own timeout (then no phase reads this one)
+    duration(cx, defaults.get("timeout"), ("defaults", "timeout"), positive="a timeout")
     workflow = Workflow(
         name=str(data.get("name", "")),
         phases=phases,
@@ -397,6 +399,10 @@ def _phase(
     if isinstance(foreach, (str, list)):
         refs(foreach, ("foreach",), allow_item=False)
     cache = _cache(get("cache"))
+    cache_raw = get("cache")
+    if isinstance(cache_raw, Mapping) and "ttl" in cache_raw:
+        cache_path = path + ("cache",) if "cache" in raw else ("defaults", "cache")
+        duration(cx, cache_raw["ttl"], cache_path + ("ttl",), positive="a cache ttl")
     if cache is not None and cache.key and "cache" in raw:
         refs(cache.key, ("cache", "key"))
     calls: dict[str, AgentCall | None] = {}

@@ -102,6 +102,12 @@ def unknown(
     )
 
 
+_POSITIVE_HINTS = {
+    "timeout": "leave the key out for no limit",
+    "ttl": "leave ttl out to keep cached outputs with no expiry; remove cache to turn it off",
+}
+
+
 def duration(
     cx: Checker, value: Any, path: JsonPath, *, positive: str | None = None
 ) -> float | None:
@@ -128,7 +134,7 @@ def duration(
             SchemaViolation(
                 f"{json_path(path)}: {positive} must be greater than 0",
                 location=cx.smap.value(path),
-                hint="leave the key out for no limit" if "timeout" in positive else None,
+                hint=_POSITIVE_HINTS.get(str(path[-1])),
             )
         )
         return None

@@ -334,6 +334,12 @@ def _explain(
         options = [str(o) for o in vv]
         message = f"{shown}: {_show(value)} is not one of " + ", ".join(f"'{o}'" for o in options)
         close = difflib.get_close_matches(str(value), options, n=1)
+        if len(doc) == 3 and doc[0] == "inputs" and doc[2] == "type":
+            # the names other tools use for the JSON types (GitHub Actions, Argo, Python)
+            alias = _INPUT_TYPE_ALIASES.get(str(value).lower())
+            close = [alias] if alias else close
+            example = _INPUT_TYPE_EXAMPLES.get(close[0]) if close else None
+            hint = example.replace("NAME", str(doc[1])) if example else None
         if close:
             message += f"; did you mean '{close[0]}'?"
     elif v == "const":
@@ -355,6 +361,26 @@ def _explain(
     add(message, doc, hint=hint)
 
 
+_INPUT_TYPE_ALIASES = {
+    "list": "array",
+    "sequence": "array",
+    "tuple": "array",
+    "dict": "object",
+    "map": "object",
+    "mapping": "object",
+    "hash": "object",
+    "int": "integer",
+    "float": "number",
+    "double": "number",
+    "bool": "boolean",
+    "str": "string",
+    "text": "string",
+}
+_INPUT_TYPE_EXAMPLES = {
+    "array": 'a list input: type: array, e.g. default: [a, b]; --input NAME=\'["a", "b"]\'',
+    "object": "a mapping input: type: object, e.g. default: {key: value};"
+    " --input NAME='{\"key\": 1}'",
+}
 _LISTS_OF_PHASES = frozenset({"phases", "on_success", "on_failure", "finally"})
 
 

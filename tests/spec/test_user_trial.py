@@ -317,3 +317,49 @@ def test_access_to_underscore_names_is_refused_at_validate(tmp_path):
         "9:11: phases[1].when: access to '_x' is not allowed in templates",
         "11:13: phases[1].with.text: access to '_secret' is not allowed in templates",
     ]
+
+
+def test_a_zero_cache_ttl_and_an_unused_zero_default_timeout_are_refused(tmp_path):
+    result, lines = _validate(
+        tmp_path,
+        """\
+        name: demo
+        defaults:
+          timeout: 0
+        phases:
+          - {id: a, agent: echo, timeout: 5s, cache: {ttl: 0}}
+        """,
+    )
+    assert result.exit_code == 2
+    assert lines == [
+        "3:12: defaults.timeout: a timeout must be greater than 0",
+        "  hint: leave the key out for no limit",
+        "5:52: phases[0].cache.ttl: a cache ttl must be greater than 0",
+        "  hint: leave ttl out to keep cached outputs with no expiry; remove cache to turn it off",
+    ]
+
+
+def test_input_types_named_the_way_other_tools_name_them_get_the_json_type_and_an_example(
+    tmp_path,
+):
+    _, lines = _validate(
+        tmp_path,
+        """\
+        name: demo
+        inputs:
+          regions: {type: list}
+          labels: {type: dict}
+          count: {type: int}
+        phases:
+          - {id: a, agent: echo}
+        """,
+    )
+    one_of = "is not one of 'string', 'integer', 'number', 'boolean', 'array', 'object'"
+    assert lines == [
+        f"3:19: inputs.regions.type: 'list' {one_of}; did you mean 'array'?",
+        """  hint: a list input: type: array, e.g. default: [a, b]; --input regions='["a", "b"]'""",
+        f"4:18: inputs.labels.type: 'dict' {one_of}; did you mean 'object'?",
+        "  hint: a mapping input: type: object, e.g. default: {key: value};"
+        """ --input labels='{"key": 1}'""",
+        f"5:17: inputs.count.type: 'int' {one_of}; did you mean 'integer'?",
+    ]
