@@ -178,3 +178,28 @@ outputs:
     assert ended == {"backup": "completed", "primary": "failed", "use_any": "completed"}
     assert events[-1]["event"] == "workflow_failed"
     assert events[-1]["data"]["outputs"] == {"got": "saved"}
+
+
+def test_a_later_failure_does_not_cancel_a_phase_started_after_the_first(go):
+    plan = make_plan(
+        [
+            {"id": "boom", "agent": "fail"},
+            {
+                "id": "slow_cleanup",
+                "agent": "probe",
+                "depends_on": ["boom"],
+                "trigger": "all_done",
+                "with": {"seconds": 0.05, "output": "cleaned"},
+            },
+            {"id": "bad_cleanup", "agent": "fail", "depends_on": ["boom"], "trigger": "all_done"},
+        ]
+    )
+    result, rec = go(plan)
+    assert _status(result) == {
+        "boom": "failed",
+        "slow_cleanup": "completed",
+        "bad_cleanup": "failed",
+    }
+    assert Probe.cancelled == []
+    assert rec.index("phase_failed", "bad_cleanup") < rec.index("phase_completed", "slow_cleanup")
+    assert result.error == "phase 'boom' failed: failing on purpose (attempt 1) (and 1 more)"
