@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import orchestrator
-from orchestrator.agents import Agent, AgentContext, AgentFailure, AgentRegistry, AgentResult
+from orchestrator import Agent, AgentContext, AgentFailure, AgentRegistry, AgentResult
 
 HERE = Path(__file__).parent
 

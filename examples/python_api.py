@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import orchestrator
-from orchestrator.engine.events import Event
+from orchestrator import Event
 
 HERE = Path(__file__).parent
 

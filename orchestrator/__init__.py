@@ -13,6 +13,7 @@ from .errors import Location, OrchError, Problem, WorkflowInvalid
 if TYPE_CHECKING:
     from .agents import Agent, AgentContext, AgentFailure, AgentRegistry, AgentResult
     from .engine import PhaseOutcome, RunOptions, RunResult, run, run_sync
+    from .engine.events import Event
     from .plan import Plan, compile_plan
     from .spec import load_workflow, validate
 
@@ -25,6 +26,7 @@ _LAZY = {
     "AgentFailure": "orchestrator.agents",
     "AgentRegistry": "orchestrator.agents",
     "AgentResult": "orchestrator.agents",
+    "Event": "orchestrator.engine.events",
     "PhaseOutcome": "orchestrator.engine",
     "Plan": "orchestrator.plan",
     "RunOptions": "orchestrator.engine",
@@ -58,6 +60,7 @@ __all__ = [
     "AgentFailure",
     "AgentRegistry",
     "AgentResult",
+    "Event",
     "Location",
     "OrchError",
     "PhaseOutcome",

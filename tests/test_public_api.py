@@ -13,6 +13,7 @@ CORE = {
     "AgentContext",
     "AgentRegistry",
     "AgentResult",
+    "Event",
     "Location",
     "OrchError",
     "Plan",
@@ -54,3 +55,27 @@ def test_the_readme_python_example_prints_what_it_says(capsys, monkeypatch):
     monkeypatch.chdir(root)
     exec(compile(code, "README.md", "exec"), {})
     assert capsys.readouterr().out.splitlines() == expected
+
+
+def test_the_examples_use_only_the_public_api():
+    """examples/ show users what to import: nothing from below `orchestrator` itself."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted((root / "examples").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("orchestrator"):
+                assert node.module == "orchestrator", f"{path.name}: from {node.module} import"
+                assert {a.name for a in node.names} <= set(orchestrator.__all__), path.name
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    assert alias.name.split(".")[0] != "orchestrator" or alias.name == (
+                        "orchestrator"
+                    ), f"{path.name}: import {alias.name}"
+
+
+def test_event_is_public_and_the_one_the_engine_sends():
+    from orchestrator.engine.events import Event
+
+    assert orchestrator.Event is Event

@@ -2,7 +2,8 @@
 
 Exit codes: 0 completed, 1 failed, 2 invalid file or usage, 130 Ctrl-C, 143
 SIGTERM. Progress, the summary and messages go to stderr; stdout carries the
-outputs as JSON, or with ``--events jsonl`` one JSON event per line and nothing else.
+outputs as JSON, or with ``--events jsonl`` one JSON event per line and nothing
+else (``--dry-run --events jsonl`` prints its text plan to stderr).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import tempfile
 from collections.abc import Callable, Coroutine, Mapping
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import typer
 
@@ -112,11 +113,14 @@ def run_command(
         if output_file is not None:
             check_output_file(output_file)  # before anything runs, not after a long run
         if dry_run:
-            _print_plan(plan, inputs)
+            # stdout carries only JSON under --events jsonl: the plan (text) goes to stderr
+            out = sys.stderr if events is EventsFormat.jsonl else sys.stdout
+            _print_plan(plan, inputs, out)
             from .session import cache_preview
 
             for line in cache_preview(plan, inputs, state_dir, no_cache=no_cache):
-                sys.stdout.write(line + "\n")
+                out.write(line + "\n")
+            out.flush()
             raise typer.Exit(0)
         result_code = _run(
             plan,
@@ -218,7 +222,7 @@ def _resolve_inputs(
     return resolve_inputs(workflow, {**from_file, **strings}, strings=True)
 
 
-def _print_plan(plan: Plan, inputs: Mapping[str, Any]) -> None:
+def _print_plan(plan: Plan, inputs: Mapping[str, Any], out: TextIO) -> None:
     from ..expr import render, template_references
     from ..render.summary import render_plan_preview
 
@@ -239,8 +243,8 @@ def _print_plan(plan: Plan, inputs: Mapping[str, Any]) -> None:
             return [static(v) for v in value]
         return value
 
-    sys.stdout.write(render_plan_preview(plan, static) + "\n")
-    sys.stdout.flush()
+    out.write(render_plan_preview(plan, static) + "\n")
+    out.flush()
 
 
 def _run(

@@ -75,7 +75,7 @@ def write_agent_detail(info: AgentInfo, console: Console) -> None:
     table.add_column("type", no_wrap=True)
     table.add_column("required")
     table.add_column("description")
-    for key, prop in props.items():
+    for key, prop in _public(props).items():
         table.add_row(
             key, _type(prop), "yes" if key in required else "", prop.get("description", "")
         )
@@ -86,8 +86,13 @@ def _keys(schema: Mapping[str, Any] | None) -> str:
     if not schema:
         return ""
     required = set(schema.get("required") or ())
-    props = schema.get("properties") or {}
+    props = _public(schema.get("properties") or {})
     return ", ".join(f"{k}*" if k in required else k for k in props)
+
+
+def _public(props: Mapping[str, Any]) -> dict[str, Any]:
+    """Config keys for users: those marked ``"x-internal": true`` (test hooks) are left out."""
+    return {k: p for k, p in props.items() if not (isinstance(p, Mapping) and p.get("x-internal"))}
 
 
 def _type(prop: Mapping[str, Any]) -> str:

@@ -15,9 +15,11 @@ from ..base import Agent, AgentContext, AgentFailure, AgentResult
 
 __all__ = ["EchoAgent", "FailAgent", "NoopAgent", "SleepAgent"]
 
+# For orch's own crash tests; `orch agents` hides keys marked x-internal.
 _LEDGER = {
     "type": "string",
-    "description": "A file to which each call appends `run_id phase_id attempt` (crash tests).",
+    "description": "Append a line per call to this file (for testing resume).",
+    "x-internal": True,
 }
 
 
