@@ -380,6 +380,10 @@ def template_references(text: str) -> set[tuple[str, ...]]:
     return _collect(tree)
 
 
+# `._x`, `['_x']`, `attr(...)`: the only ways a template can name a `_` attribute
+_MAYBE_PRIVATE = re.compile(r"""[.\[]\s*['"]?\s*_|\battr\b""")
+
+
 def private_access(text: str, *, condition: bool = False) -> str | None:
     """The first attribute or key starting with ``_`` that a template (or condition) reads.
 
@@ -387,6 +391,8 @@ def private_access(text: str, *, condition: bool = False) -> str | None:
     the sandbox refuses them at run time, validate reports them. None when there is
     none, or when the text does not parse (check_template reports that).
     """
+    if _MAYBE_PRIVATE.search(text) is None:  # the common case, without parsing
+        return None
     if condition:
         inner = _single_expression(text.strip())
         text = "{{ " + (inner if inner is not None else text) + " }}"
