@@ -71,7 +71,8 @@ def _report(exc: OrchError) -> int:
     if isinstance(exc, WorkflowInvalid):
         lines = [str(p) for p in exc.problems] or [str(exc)]
     else:
-        lines = [f"orch: error: {exc}"]
+        # located: `FILE:LINE:COL: message`, as `orch validate` prints problems
+        lines = [str(exc) if exc.location is not None else f"error: {exc}"]
         if exc.hint:
             lines.append(f"  hint: {exc.hint}")
     sys.stderr.write("\n".join(lines) + "\n")

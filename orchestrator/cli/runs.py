@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
-from .usage import whole_number
+from .usage import seconds, whole_number
 
 if TYPE_CHECKING:
     from ..plan import Plan
@@ -210,7 +210,11 @@ def logs_command(
 def cancel_command(
     run_id: str = typer.Argument(..., metavar="RUN", help="A run id (or a unique prefix)."),
     wait: float = typer.Option(
-        10.0, "--wait", min=0, help="Seconds to wait for the run to stop (0: do not wait)."
+        10.0,
+        "--wait",
+        parser=seconds,
+        metavar="SECONDS",
+        help="Seconds to wait for the run to stop (0: do not wait).",
     ),
     state_dir: Path | None = _STATE_DIR,
 ) -> None:

@@ -1,8 +1,8 @@
 """What every command shares on the command line: its usage line, whole-number options, --version.
 
 ``OrchCommand`` writes arguments in usage lines as ``FILE`` or ``FILE...`` (typer
-writes ``{FILE}``); ``whole_number`` says "'abc' is not a whole number" where
-click says "is not a valid int range".
+writes ``{FILE}``); ``whole_number`` and ``seconds`` say "'abc' is not a whole
+number" where click says "is not a valid int range".
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 import typer
 from typer.core import TyperCommand
 
-__all__ = ["OrchCommand", "print_version", "use_orch_commands", "whole_number"]
+__all__ = ["OrchCommand", "print_version", "seconds", "use_orch_commands", "whole_number"]
 
 
 class OrchCommand(TyperCommand):
@@ -58,6 +58,23 @@ def whole_number(value: Any) -> int:
             raise typer.BadParameter(f"'{value}' is not a whole number") from None
     if number < 1:
         raise typer.BadParameter(f"'{value}' is less than 1")
+    return number
+
+
+def seconds(value: Any) -> float:
+    """Parse a number of seconds, 0 or more; raises typer.BadParameter (exit 2) otherwise.
+
+    ``'abc' is not a number of seconds``, ``'-1' is negative``.
+    """
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    else:
+        try:
+            number = float(str(value).strip())
+        except ValueError:
+            raise typer.BadParameter(f"'{value}' is not a number of seconds") from None
+    if not number >= 0:  # also NaN
+        raise typer.BadParameter(f"'{value}' is not a number of seconds 0 or more")
     return number
 
 

@@ -321,3 +321,24 @@ def test_agents_hide_the_internal_ledger_key():
     assert "ledger" in json.loads(orch("agents", "sleep", "--json").stdout)["config_schema"][
         "properties"
     ]
+
+
+def test_the_last_net_prints_located_errors_as_problems_too(capsys):
+    from orchestrator.cli import _report
+    from orchestrator.errors import Location, StateError, UsageError
+
+    assert _report(UsageError("bad value", location=Location("in.yaml", 3, 5))) == 2
+    assert capsys.readouterr().err == "in.yaml:3:5: bad value\n"
+    _report(StateError("disk full", hint="free some space"))
+    assert capsys.readouterr().err == "error: disk full\n  hint: free some space\n"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("abc", "'abc' is not a number of seconds"), ("-1", "'-1' is not a number of seconds")],
+)
+def test_cancel_wait_says_what_a_bad_value_is(value, message):
+    res = orch("cancel", "some-run", "--wait", value)
+    assert res.exit_code == 2
+    assert f"Invalid value for '--wait': {message}" in res.stderr
+    assert "float range" not in res.stderr and "x>=0" not in res.stderr
