@@ -217,7 +217,10 @@ def event_line(event: Event) -> str:
         else:
             detail = _short(data.get("turn", data))
     elif kind == "phase_retry":
-        detail = f"{_short(data.get('error'))}; next attempt in {format_seconds(data.get('delay'))}"
+        failed = event.attempt or 1
+        nxt = data.get("next_attempt") or failed + 1
+        delay = format_seconds(data.get("delay"))
+        detail = f"attempt {failed} failed: {_short(data.get('error'))}; attempt {nxt} in {delay}"
     elif kind == "phase_completed":
         flags = [f for f in ("cached", "fallback_used") if data.get(f)]
         detail = f"in {format_seconds(data.get('duration'))}, {data.get('attempts', 1)} attempt(s)"

@@ -342,3 +342,8 @@ def test_cancel_wait_says_what_a_bad_value_is(value, message):
     assert res.exit_code == 2
     assert f"Invalid value for '--wait': {message}" in res.stderr
     assert "float range" not in res.stderr and "x>=0" not in res.stderr
+
+
+def test_logs_label_a_retry_as_run_progress_does():
+    line = event_line(ev("phase_retry", "risk", 1, error="busy", delay=0.1, next_attempt=2))
+    assert line.endswith("attempt 1 failed: busy; attempt 2 in 100ms")
