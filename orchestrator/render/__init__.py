@@ -1,1 +1,4 @@
-"""orchestrator.render."""
+"""Rendering at the edge: the only package that imports rich.
+
+Problems, run progress, summaries, tables and plan graphs; the core never imports it.
+"""
