@@ -2,3 +2,5 @@
 
 Problems, run progress, summaries, tables and plan graphs; the core never imports it.
 """
+
+from __future__ import annotations
