@@ -261,6 +261,14 @@ class _Scheduler:
         self.crash: BaseException | None = None  # an exception is always true
         self.completion_order: list[str] = []
         self._cancelled: set[asyncio.Task[PhaseOutcome]] = set()
+        # direct upstream phases of a phase whose trigger tolerates failure: a failure
+        # elsewhere lets them finish, so that phase sees their real outcome
+        self.spared = frozenset(
+            dep
+            for pid, p in self.plan.phases.items()
+            if p.trigger in _TOLERANT
+            for dep in self.plan.predecessors[pid]
+        )
 
     def _wakeup(self, _: object = None) -> None:
         wake = self._wake
@@ -411,17 +419,19 @@ class _Scheduler:
     def _stop(self, why: str) -> None:
         """Stop starting phases and cancel the running ones, when the run starts stopping
         or escalates (cancelled and timeout win over failed: they say why the others did
-        not finish). A later failure does not cancel the phases that started after the
-        first one: only phases whose trigger tolerates failure can have started then."""
+        not finish). On a failure, the direct upstream phases of a phase whose trigger
+        tolerates failure (all_done, one_success) are left to finish. A later failure
+        does not cancel the phases that started after the first one: only phases whose
+        trigger tolerates failure can have started then."""
         current = self.stopping
         if current is not None and (current != "failed" or why == "failed"):
             return
         self.stopping = why
-        self._cancel_running()
+        self._cancel_running(spare=self.spared if why == "failed" else frozenset())
 
-    def _cancel_running(self) -> None:
-        for task in self.running:
-            if task not in self._cancelled:
+    def _cancel_running(self, spare: frozenset[str] = frozenset()) -> None:
+        for task, pid in self.running.items():
+            if task not in self._cancelled and pid not in spare:
                 self._cancelled.add(task)
                 task.cancel()
         self._wakeup()

@@ -78,10 +78,13 @@ def test_all_done_runs_after_a_failed_foreach(go):
     assert rec.index("phase_failed", "each") < rec.index("phase_started", "report")
 
 
-def test_a_tolerant_phase_sees_cancelled_and_never_started_upstream_phases(go):
+def test_a_tolerant_phase_waits_for_its_upstream_and_sees_never_started_phases(go):
+    # boom fails while long runs: long feeds tolerant phases, so it is left to finish
+    # (a tolerant phase never sees a phase cancelled by fail-fast); after_long, an
+    # all_success phase, never starts
     plan = make_plan(
         [
-            {"id": "long", "agent": "probe", "with": {"seconds": 30}},
+            {"id": "long", "agent": "probe", "with": {"seconds": 0.3, "output": "L"}},
             {"id": "after_long", "agent": "noop", "depends_on": ["long"]},
             {"id": "boom", "agent": "probe", "with": {"seconds": 0.02, "fail": "exploded"}},
             {
@@ -97,7 +100,7 @@ def test_a_tolerant_phase_sees_cancelled_and_never_started_upstream_phases(go):
             {
                 "id": "any",
                 "agent": "noop",
-                "depends_on": ["long", "after_long"],
+                "depends_on": ["after_long"],
                 "trigger": "one_success",
             },
             # tolerant phases chain: an all_done phase after one started after the failure
@@ -109,9 +112,9 @@ def test_a_tolerant_phase_sees_cancelled_and_never_started_upstream_phases(go):
     result, rec = go(plan)
     assert result.status == "failed"
     assert result.error == "phase 'boom' failed: exploded"
-    assert Probe.cancelled == ["long"]
+    assert Probe.cancelled == []
     assert _status(result) == {
-        "long": "cancelled",
+        "long": "completed",
         "after_long": "skipped",
         "boom": "failed",
         "cleanup": "completed",
@@ -119,14 +122,15 @@ def test_a_tolerant_phase_sees_cancelled_and_never_started_upstream_phases(go):
         "last": "completed",
         "strict": "skipped",
     }
-    assert result.phases["cleanup"].output == ("long cancelled, after_long skipped, boom failed")
+    assert result.phases["cleanup"].output == ("long completed, after_long skipped, boom failed")
     assert rec.one("phase_skipped", "after_long").data["reason"] == "not started: the run failed"
     assert rec.one("phase_skipped", "any").data["reason"] == (
         "trigger one_success: no upstream phase completed"
     )
     assert rec.one("phase_skipped", "strict").data["reason"] == "not started: the run failed"
-    # the cleanup starts only once every upstream phase ended (long was cancelled first)
-    assert rec.index("phase_failed", "long") < rec.index("phase_started", "cleanup")
+    # the cleanup starts only once every upstream phase ended (long finished after boom)
+    assert rec.index("phase_failed", "boom") < rec.index("phase_completed", "long")
+    assert rec.index("phase_completed", "long") < rec.index("phase_started", "cleanup")
     assert rec.started_order() == ["long", "boom", "cleanup", "last"]
 
 
@@ -150,12 +154,11 @@ def test_orch_run_runs_the_one_success_phase_and_exits_1(tmp_path: Path):
         """
 name: fallback-by-trigger
 phases:
-  - id: backup
-    agent: echo
-    with: {text: saved}
   - id: primary
     agent: fail
-    depends_on: [backup]
+  - id: backup
+    agent: sleep
+    with: {seconds: 0.3, output: saved}
   - id: use_any
     agent: echo
     depends_on: [primary, backup]
@@ -178,6 +181,36 @@ outputs:
     assert ended == {"backup": "completed", "primary": "failed", "use_any": "completed"}
     assert events[-1]["event"] == "workflow_failed"
     assert events[-1]["data"]["outputs"] == {"got": "saved"}
+
+
+def test_a_failure_lets_the_upstream_of_a_tolerant_phase_finish_and_cancels_the_rest(go):
+    # primary fails while backup and unrelated are still running: backup feeds a
+    # one_success phase, so it finishes; unrelated feeds nothing tolerant: cancelled
+    plan = make_plan(
+        [
+            {"id": "primary", "agent": "probe", "with": {"seconds": 0.0, "fail": "down"}},
+            {"id": "backup", "agent": "probe", "with": {"seconds": 0.3, "output": "B"}},
+            {"id": "unrelated", "agent": "probe", "with": {"seconds": 5}},
+            {
+                "id": "use_any",
+                "agent": "echo",
+                "depends_on": ["primary", "backup"],
+                "trigger": "one_success",
+                "with": {"text": "{{ phases.backup.output }}"},
+            },
+        ]
+    )
+    result, rec = go(plan)
+    assert result.status == "failed"
+    assert _status(result) == {
+        "primary": "failed",
+        "backup": "completed",
+        "unrelated": "cancelled",
+        "use_any": "completed",
+    }
+    assert result.phases["use_any"].output == "B"
+    assert Probe.cancelled == ["unrelated"]
+    assert rec.index("phase_failed", "primary") < rec.index("phase_completed", "backup")
 
 
 def test_a_later_failure_does_not_cancel_a_phase_started_after_the_first(go):
