@@ -48,7 +48,7 @@ def load_or_exit(path: Path | str) -> Workflow:
 def validate_command(
     files: Annotated[
         list[Path],
-        typer.Argument(help="Workflow files to check.", show_default=False),
+        typer.Argument(help="Workflow files to check.", show_default=False, metavar="FILE"),
     ],
     fmt: Annotated[
         ProblemFormat,

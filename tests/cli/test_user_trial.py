@@ -140,7 +140,7 @@ def test_usage_lines_name_arguments_without_braces(command, usage):
 
 def test_validate_usage_shows_several_files():
     first = orch("validate", "--help").stdout.splitlines()[0]
-    assert re.fullmatch(r"Usage: orch validate \[OPTIONS\] FILES?\.\.\.", first), first
+    assert re.fullmatch(r"Usage: orch validate \[OPTIONS\] FILE\.\.\.", first), first
 
 
 @pytest.mark.parametrize(
