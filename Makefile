@@ -31,7 +31,7 @@ check: $(STAMP)
 
 test: check
 	$(BIN)/coverage run -m pytest -q
-	$(BIN)/coverage report --fail-under=0 | tail -n 1
+	$(BIN)/coverage report --format=total | sed "s/^/coverage: /; s/$$/%/"
 
 lint: $(STAMP)
 	$(BIN)/ruff check --fix .
