@@ -11,6 +11,7 @@ disk before the agent runs, and ``phase_completed`` lands with its output at onc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import queue
@@ -18,7 +19,7 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -219,6 +220,18 @@ class SqliteStore:
                 conn.execute("ROLLBACK")
             raise StateCorrupted(f"the state database '{self.path}' is unusable: {exc}") from exc
 
+    @contextlib.contextmanager
+    def _writing(self, what: str) -> Iterator[sqlite3.Connection]:
+        """A fresh connection in one write transaction; sqlite errors become StateError(what)."""
+        conn = self._connect()
+        try:
+            with _immediate(conn):
+                yield conn
+        except sqlite3.Error as exc:
+            raise StateError(f"{what}: {exc}") from exc
+        finally:
+            conn.close()
+
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         with self._reader_lock:
             if self._reader is None:
@@ -275,18 +288,9 @@ class SqliteStore:
 
     def append(self, events: Iterable[Event]) -> None:
         """Store events synchronously, in one transaction (for the CLI's own records)."""
-        conn = self._connect()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+        with self._writing(f"cannot write to the state database '{self.path}'") as conn:
             for event in events:
                 self._apply_event(conn, event)
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise StateError(f"cannot write to the state database '{self.path}': {exc}") from exc
-        finally:
-            conn.close()
 
     def _ensure_writer(self) -> None:
         if self._writer is None:
@@ -352,8 +356,7 @@ class SqliteStore:
             loop.call_soon_threadsafe(_settle, futures, error, str(self.path))
 
     def _transaction(self, conn: sqlite3.Connection, items: list[_Item]) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _immediate(conn):
             for item in items:
                 if item.kind == "event":
                     self._apply_event(conn, item.payload)
@@ -364,11 +367,6 @@ class SqliteStore:
                         item.payload,
                     )
             self._boundary()  # written, not committed: a crash here loses the whole batch
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         self.commits += 1
         self._boundary()  # committed, not yet acknowledged
 
@@ -401,15 +399,13 @@ class SqliteStore:
         pending). Raises RunNotFound, and RunLocked when a live process owns it.
         """
         full_id = self.get_run(run_id).id
-        conn = self._connect()
-        try:
-            conn.execute("BEGIN IMMEDIATE")  # serialises two resumers of one run
+        # one IMMEDIATE transaction serialises two resumers of one run
+        with self._writing(f"cannot claim run '{full_id}'") as conn:
             row = conn.execute(
                 "SELECT status, owner_pid, owner_start FROM runs WHERE id=?", (full_id,)
             ).fetchone()
             owner = Owner(int(row[1] or 0), row[2])
             if row[0] == "running" and owner.pid != self.owner.pid and owner.alive():
-                conn.execute("ROLLBACK")
                 raise RunLocked(
                     f"run '{full_id}' is still running in process {owner.pid}",
                     hint=f"wait for it to end, or stop it with `orch cancel {full_id}`",
@@ -425,13 +421,6 @@ class SqliteStore:
                 " WHERE run_id=? AND id=?",
                 [(full_id, pid) for pid in rerun],
             )
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise StateError(f"cannot claim run '{full_id}': {exc}") from exc
-        finally:
-            conn.close()
         return self.get_run(full_id)
 
     # -- reading -----------------------------------------------------------------
@@ -539,22 +528,27 @@ class SqliteStore:
 
     def cache_clear(self) -> int:
         """Forget every cached result; returns how many there were."""
-        conn = self._connect()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+        with self._writing(f"cannot clear the cache in '{self.path}'") as conn:
             count = conn.execute("DELETE FROM cache").rowcount
-            conn.execute("COMMIT")
-            return int(count)
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise StateError(f"cannot clear the cache in '{self.path}': {exc}") from exc
-        finally:
-            conn.close()
+        return int(count)
 
     def integrity_check(self) -> str:
         """``PRAGMA integrity_check``: ``ok`` or the problems found."""
         return "; ".join(str(r[0]) for r in self._read("PRAGMA integrity_check"))
+
+
+@contextlib.contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One BEGIN IMMEDIATE transaction (a deferred one fails at once on a busy database):
+    committed when the block ends, rolled back on any exception."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def _settle(futures: list[asyncio.Future[None]], error: BaseException | None, path: str) -> None:
