@@ -118,9 +118,12 @@ def summary_lines(view: RunView, plan: Plan | None = None) -> list[str]:
     states = ", ".join(f"{counts[state]} {state}" for state in STATE_STYLES if counts.get(state))
     status = view.status or "unfinished"
     took = format_seconds(view.duration) if view.duration is not None else "?"
+    detail = f"{done} of {ran} phases that ran completed"
+    if states and done != sum(counts.values()):  # say the other states only when there are any
+        detail += f"; {states}"
     lines = [
         f"run {view.run_id or '?'}: {status} in {took}",
-        f"success rate: {rate} ({done} of {ran} phases that ran completed; {states or 'none'})",
+        f"success rate: {rate} ({detail})",
     ]
     if plan is not None and plan.order:
         path, length = measured_critical_path(plan, view)
