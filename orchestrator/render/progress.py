@@ -379,15 +379,35 @@ class LiveProgress:
 class PlainLines:
     """One timestamped, greppable line per event, for logs: ``HH:MM:SS.mmm phase fetch started``.
 
-    Streamed text is written line by line as ``phase X | text`` (pieces are
-    joined until a newline); foreach progress is written at every tenth.
+    Streamed text is written line by line as ``phase X | text``. Pieces are
+    joined until a newline (an LLM streams a token at a time), but a phase's
+    partial line is written as its own line when a piece comes more than
+    ``hold`` seconds after the partial line started or after a pause of
+    ``pause`` seconds, when the phase's handoff turn changes, when another
+    phase's stream line is written, and when the phase retries or ends. Times
+    are the events' ``ts``, never the wall clock. Foreach progress is written
+    at every tenth.
     """
 
-    def __init__(self, file: TextIO, *, completed_before: int = 0) -> None:
-        """``completed_before``: phases a resumed run completed before it stopped."""
+    def __init__(
+        self,
+        file: TextIO,
+        *,
+        completed_before: int = 0,
+        hold: float = 1.0,
+        pause: float = 0.3,
+    ) -> None:
+        """``completed_before``: phases a resumed run completed before it stopped.
+
+        ``hold``/``pause``: seconds after which a partial streamed line is written
+        on its own (see the class docstring).
+        """
         self._file: TextIO | None = file
         self._completed_before = completed_before
-        self._partial: dict[str, str] = {}
+        self._hold = hold
+        self._pause = pause
+        # phase -> (partial line, ts its first piece came, ts its last piece came)
+        self._partial: dict[str, tuple[str, float, float]] = {}
         self._shown_progress: dict[str, int] = {}
 
     def __call__(self, event: Event) -> None:
@@ -418,8 +438,9 @@ class PlainLines:
             extra = f", {items} items" if items is not None else ""
             yield f"phase {pid} started (attempt {event.attempt or 1}{extra})"
         elif kind == "phase_stream":
-            yield from self._stream_lines(str(pid), data)
+            yield from self._stream_lines(str(pid), data, event.ts)
         elif kind == "phase_retry":
+            yield from self._flush_partial(str(pid))
             failed = event.attempt or 1
             nxt = _whole(data.get("next_attempt")) or failed + 1
             delay = format_seconds(data.get("delay"))
@@ -447,7 +468,7 @@ class PlainLines:
             error = f": {data['error']}" if data.get("error") and status != "completed" else ""
             yield f"workflow {status}{took}{error}"
 
-    def _stream_lines(self, pid: str, data: dict[str, Any]) -> Iterable[str]:
+    def _stream_lines(self, pid: str, data: dict[str, Any], ts: float) -> Iterable[str]:
         progress = data.get("progress")
         if isinstance(progress, dict):
             done, total = int(progress.get("done") or 0), int(progress.get("total") or 0)
@@ -458,21 +479,35 @@ class PlainLines:
         elif "compensation" in data:  # the saga's write-ahead marker, not agent output
             yield f"phase {pid} compensating"
         elif isinstance(data.get("turn"), dict):
+            yield from self._flush_partial(pid)  # one turn's text never runs into the next's
             turn = data["turn"]
             nxt = f" -> {turn['next']}" if turn.get("next") else ""
             yield f"phase {pid} turn {turn.get('n')}: {turn.get('agent')}{nxt}"
         elif "text" in data:
-            text = self._partial.pop(pid, "") + str(data["text"])
-            *complete, rest = text.split("\n")
-            for line in complete:
-                yield f"phase {pid} | {line}"
+            held = self._partial.get(pid)
+            if held is not None and (ts - held[1] > self._hold or ts - held[2] > self._pause):
+                yield from self._flush_partial(pid)
+                held = None
+            text, first = (held[0], held[1]) if held is not None else ("", ts)
+            *complete, rest = (text + str(data["text"])).split("\n")
+            if complete:
+                for other in [p for p in self._partial if p != pid]:
+                    yield from self._flush_partial(other)  # keep each phase's lines whole
+                self._partial.pop(pid, None)
+                for line in complete:
+                    yield f"phase {pid} | {line}"
+                first = ts
             if rest:
-                self._partial[pid] = rest
+                self._partial[pid] = (rest, first, ts)
+            else:
+                self._partial.pop(pid, None)
 
     def _flush_partial(self, pid: str) -> Iterable[str]:
-        rest = self._partial.pop(pid, "")
-        if rest:
-            yield f"phase {pid} | {rest}"
+        held = self._partial.pop(pid, None)
+        if held is not None and held[0]:
+            for other in [p for p in self._partial if p != pid]:
+                yield from self._flush_partial(other)
+            yield f"phase {pid} | {held[0]}"
 
 
 class JsonLines:

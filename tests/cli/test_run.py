@@ -545,9 +545,9 @@ def test_plain_lines_are_timestamped_and_greppable():
         "workflow demo started (run run-1, 4 phases)",
         "phase a started (attempt 1)",
         "phase a | tokens",
+        "phase a | second li",
         "phase a attempt 1 failed: boom; attempt 2 in 500ms",
         "phase a started (attempt 2)",
-        "phase a | second li",
         "phase a completed in 1.2s (attempt 2)",
         "phase b started (attempt 1, 4 items)",
         "phase b progress 2/4",
@@ -555,6 +555,60 @@ def test_plain_lines_are_timestamped_and_greppable():
         "  more detail",
         "phase c skipped: upstream 'b' failed",
         "workflow failed in 2s: phase 'b' failed",
+    ]
+
+
+def plain(events):
+    buf = io.StringIO()
+    sink = PlainLines(buf)
+    for e in events:
+        sink(e)
+    return [line.split(" ", 1)[1] for line in buf.getvalue().splitlines()]
+
+
+T0 = 1_700_000_000.0
+
+
+def test_plain_lines_write_slow_pieces_without_newlines_each_on_its_own_line():
+    ticks = [ev("phase_stream", "s", 1, ts=T0 + 0.5 * n, text=f"tick {n}") for n in range(3)]
+    lines = plain([*ticks, ev("phase_completed", "s", 1, ts=T0 + 1.2, duration=1.2)])
+    assert lines == [
+        "phase s | tick 0",
+        "phase s | tick 1",
+        "phase s | tick 2",
+        "phase s completed in 1.2s",
+    ]
+
+
+def test_plain_lines_join_fast_tokens_but_not_for_longer_than_a_second():
+    # an LLM streams a token every 60ms: one line, not one per token, until a second has passed
+    tokens = [ev("phase_stream", "llm", 1, ts=T0 + 0.06 * n, text=f"w{n} ") for n in range(30)]
+    lines = plain([*tokens, ev("phase_completed", "llm", 1, ts=T0 + 2, duration=2)])
+    assert lines == [
+        "phase llm | " + "".join(f"w{n} " for n in range(17)),
+        "phase llm | " + "".join(f"w{n} " for n in range(17, 30)),
+        "phase llm completed in 2s",
+    ]
+
+
+def test_plain_lines_never_glue_two_handoff_turns_or_two_phases_together():
+    events = [
+        ev("phase_stream", "h", 1, turn={"n": 1, "agent": "writer", "next": "critic"}),
+        ev("phase_stream", "h", 1, text="draft one"),
+        ev("phase_stream", "h", 1, turn={"n": 2, "agent": "critic"}),
+        ev("phase_stream", "h", 1, text="looks good"),
+        ev("phase_stream", "p", 1, text="other\n"),
+        ev("phase_stream", "h", 1, text="!"),
+        ev("phase_completed", "h", 1, duration=0.1),
+    ]
+    assert plain(events) == [
+        "phase h turn 1: writer -> critic",
+        "phase h | draft one",
+        "phase h turn 2: critic",
+        "phase h | looks good",
+        "phase p | other",
+        "phase h | !",
+        "phase h completed in 100ms",
     ]
 
 
