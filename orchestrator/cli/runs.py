@@ -228,7 +228,7 @@ def cancel_command(
     try:
         run = store.get_run(run_id)
         if run.finished:
-            _refuse(f"run {run.id} is not running: it {run.status}")
+            _refuse(f"run {run.id} has already ended ({run.status}); nothing to cancel")
         if run.status == "interrupted":
             # Its process is gone: nothing to signal, record the decision.
             store.append(
@@ -364,6 +364,7 @@ def _resume(
                 f"phase{'s' if len(changed) > 1 else ''} {', '.join(changed)} changed",
                 hint="resume with --force to run the changed phases and their downstream again",
             )
+        _stop_leftovers(run.id)
         rerun = set(downstream(plan, changed)) if changed else set()
         records = store.phases(run.id)
         done_compensating = [p for p in records if p.compensation_started]
@@ -396,7 +397,10 @@ def _resume(
     finally:
         store.close()
     todo = len(plan.order) - len(prior)
-    message = f"resuming run {run.id}: {len(prior)} of {len(plan.order)} phases completed"
+    total = len(plan.order)
+    message = (
+        f"resuming run {run.id}: {len(prior)} of {total} phase{'s' if total != 1 else ''} completed"
+    )
     message += f", {todo} to run"
     if again:
         message += f" (running when it stopped, so running again: {', '.join(again)})"
@@ -418,6 +422,16 @@ def _resume(
         prior=prior,
         resume_attempts=attempts_at,
     )
+
+
+def _stop_leftovers(run_id: str) -> None:
+    """End the commands a killed owner of the run left running, and say so on stderr."""
+    from ..agents.builtin.process import stop_leftovers
+
+    pids = stop_leftovers(run_id)
+    if pids:
+        count = f"{len(pids)} leftover process{'es' if len(pids) > 1 else ''}"
+        sys.stderr.write(f"stopped {count} of run {run_id} (pids {', '.join(map(str, pids))})\n")
 
 
 def _resume_compensation(
@@ -444,9 +458,10 @@ def _resume_compensation(
     error = run.error or (
         f"phase '{failed[0].id}' failed: {failed[0].error}" if failed else "the run failed"
     )
+    left = len([p for p in order if p not in done])
     sys.stderr.write(
         f"resuming the compensation of run {run.id}: "
-        f"{len([p for p in order if p not in done])} phase(s) left to compensate\n"
+        f"{left} phase{'s' if left != 1 else ''} left to compensate\n"
     )
 
     async def go() -> str:

@@ -1,10 +1,12 @@
 """Process trees of the shell agent: find every process a command started, and end them.
 
 A command runs in its own session (so its own process group), and carries a
-unique environment tag. Ending it signals the group, every descendant (found by
-parent pid) and every process carrying the tag, which also catches grandchildren
-that called ``setsid`` or were re-parented. On systems without ``/proc`` only the
-group is signalled.
+unique environment tag, ``<run id>/<phase>/<attempt>/<random>``. Ending it
+signals the group, every descendant (found by parent pid) and every process
+carrying the tag, which also catches grandchildren that called ``setsid`` or
+were re-parented. On systems without ``/proc`` only the
+group is signalled. ``stop_leftovers`` ends what a killed ``orch`` left behind
+of one run (found by the run id at the start of the tag).
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from pathlib import Path
 
-__all__ = ["TAG_VARIABLE", "ProcessTree"]
+__all__ = ["TAG_VARIABLE", "ProcessTree", "leftovers", "stop_leftovers"]
 
 #: The environment variable that marks every process of one command.
 TAG_VARIABLE = "ORCH_PROCESS_TAG"
@@ -111,3 +114,67 @@ def _group_alive(pgid: int) -> bool:
     except (ProcessLookupError, PermissionError):
         return False
     return True
+
+
+def leftovers(run_id: str) -> list[int]:
+    """Pids alive now whose tag says they belong to run ``run_id`` (sorted).
+
+    Empty where ``/proc`` is absent. This process and its ancestors are never listed.
+    """
+    if not _PROC.is_dir():
+        return []
+    prefix = f"{TAG_VARIABLE}={run_id}/".encode()
+    spared = _ancestors()
+    found: list[int] = []
+    for entry in _PROC.iterdir():
+        if not entry.name.isdigit() or int(entry.name) in spared:
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if not any(item.startswith(prefix) for item in environ.split(b"\0")):
+            continue
+        stat = _stat(entry)
+        if stat is not None and stat[0] != "Z":
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def stop_leftovers(run_id: str, grace: float = 3.0) -> list[int]:
+    """SIGTERM every leftover process of run ``run_id``, wait up to ``grace`` seconds,
+    then SIGKILL the rest; returns the pids that were found. Never raises."""
+    pids = leftovers(run_id)
+    if not pids:
+        return []
+    _send(pids, signal.SIGTERM)
+    end = time.monotonic() + grace
+    while time.monotonic() < end and leftovers(run_id):
+        time.sleep(0.05)
+    if rest := leftovers(run_id):
+        _send(rest, signal.SIGKILL)
+        end = time.monotonic() + 1.0  # SIGKILL cannot be caught: wait for the kernel
+        while time.monotonic() < end and leftovers(run_id):
+            time.sleep(0.02)
+    return pids
+
+
+def _send(pids: list[int], signum: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _ancestors() -> set[int]:
+    """This process and its parents up to init (a resume started from a tagged command)."""
+    spared = {os.getpid()}
+    pid = os.getpid()
+    while pid > 1:
+        stat = _stat(_PROC / str(pid))
+        if stat is None:
+            break
+        pid = stat[1]
+        spared.add(pid)
+    return spared
