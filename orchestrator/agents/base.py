@@ -95,7 +95,8 @@ class AgentContext:
     """What the engine tells an agent about the call it is making.
 
     ``idempotency_key`` is stable across a crash and resume: ``run_id/phase_id``
-    plus ``/attempt``; http and llm agents send it as ``Idempotency-Key``.
+    plus ``/attempt`` (plus ``#turn`` in a handoff phase, where ``turn`` counts the
+    agents' turns from 1); http and llm agents send it as ``Idempotency-Key``.
     ``deadline`` is a ``time.monotonic()`` value by which the attempt must end,
     or None. ``workdir`` is the workflow file's folder (relative paths start there).
     """
@@ -110,12 +111,15 @@ class AgentContext:
     secrets: Mapping[str, str] = field(default_factory=dict)
     _stream: StreamCallback = _no_stream
     run_workflow: SubRun | None = None
+    turn: int = 1
 
     @property
     def idempotency_key(self) -> str:
-        """``run_id/phase_id/attempt`` (with ``[index]`` for a foreach item)."""
+        """``run_id/phase_id/attempt`` (with ``[index]`` for a foreach item, and
+        ``#turn`` from the second turn of a handoff phase)."""
         item = f"[{self.item_index}]" if self.item_index is not None else ""
-        return f"{self.run_id}/{self.phase_id}{item}/{self.attempt}"
+        turn = f"#{self.turn}" if self.turn > 1 else ""
+        return f"{self.run_id}/{self.phase_id}{item}/{self.attempt}{turn}"
 
     async def stream(self, text: str) -> None:
         """Emit a piece of streamed output (tokens, log lines) as a phase_stream event."""

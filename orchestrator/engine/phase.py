@@ -400,6 +400,7 @@ async def _call(
     attempt: int,
     item: int | None,
     deadline: float | None,
+    turn: int = 1,
 ) -> AgentResult:
     agent = run.agents[name]
     stream = _Stream(run, phase_id, attempt, item)
@@ -414,6 +415,7 @@ async def _call(
         run.secrets,
         stream,
         run.run_workflow,
+        turn,
     )
     limiter = run.limiters.get(name)
     try:
@@ -454,7 +456,7 @@ async def _handoff(
         inp = rendered[current]
         if previous is not None:
             inp = {**inp, "handoff": {"from": previous[0], "output": previous[1], "turn": turn}}
-        result = await _call(run, phase.id, current, inp, attempt, item, deadline)
+        result = await _call(run, phase.id, current, inp, attempt, item, deadline, turn)
         _add_tokens(tokens, result.metadata)
         nxt = result.handoff
         data: dict[str, Any] = {"turn": {"n": turn, "agent": current, "next": nxt}}

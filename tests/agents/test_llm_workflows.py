@@ -92,8 +92,12 @@ def test_triage_hands_off_to_billing():
             base_url=srv.base_url,
         )
         first = srv.requests[0].json()
+        keys = [r.headers.get("idempotency-key") for r in srv.requests]
     assert result.exit_code == 0, result.output
     evs = events(result.stdout)
+    run_id = evs[0]["run_id"]
+    # each turn is its own call: triage (turn 1), billing (turn 2)
+    assert keys == [f"{run_id}/answer/1", f"{run_id}/answer/1#2"]
     turns = [
         e["data"]["turn"]
         for e in evs
