@@ -435,7 +435,7 @@ class PlainLines:
                 yield f"workflow {data.get('workflow', '?')} started (run {event.run_id}, {phases})"
         elif kind == "phase_started":
             items = data.get("items")
-            extra = f", {items} items" if items is not None else ""
+            extra = f", {items} item{'s' if items != 1 else ''}" if items is not None else ""
             yield f"phase {pid} started (attempt {event.attempt or 1}{extra})"
         elif kind == "phase_stream":
             yield from self._stream_lines(str(pid), data, event.ts)

@@ -58,7 +58,8 @@ def print_summary(console: Console, view: RunView, plan: Plan | None = None) -> 
     console.print(summary_table(view))
     shown = len(_rows(view))
     if shown < len(view.phases):
-        console.print(f"({len(view.phases) - shown} more phases not shown)", soft_wrap=True)
+        more = len(view.phases) - shown
+        console.print(f"({more} more phase{'s' if more != 1 else ''} not shown)", soft_wrap=True)
     for line in summary_lines(view, plan):
         console.print(line, soft_wrap=True)
 
@@ -118,7 +119,7 @@ def summary_lines(view: RunView, plan: Plan | None = None) -> list[str]:
     states = ", ".join(f"{counts[state]} {state}" for state in STATE_STYLES if counts.get(state))
     status = view.status or "unfinished"
     took = format_seconds(view.duration) if view.duration is not None else "?"
-    detail = f"{done} of {ran} phases that ran completed"
+    detail = f"{done} of {ran} phase{'s' if ran != 1 else ''} that ran completed"
     if states and done != sum(counts.values()):  # say the other states only when there are any
         detail += f"; {states}"
     lines = [
@@ -157,7 +158,8 @@ def render_plan_preview(plan: Plan, resolve: Callable[[Any], Any] = lambda value
     wf = plan.workflow
     levels = len(plan.levels)
     lines = [
-        f"plan for workflow {wf.name} ({wf.path}): {len(plan.order)} phases in {levels} "
+        f"plan for workflow {wf.name} ({wf.path}): {len(plan.order)} "
+        f"phase{'s' if len(plan.order) != 1 else ''} in {levels} "
         f"level{'s' if levels != 1 else ''}, mode {wf.mode}"
         + (f", max_parallel {wf.max_parallel}" if wf.max_parallel else ""),
     ]

@@ -184,7 +184,10 @@ def status_view(
         )
     parts: list[RenderableType] = [header, table]
     if len(phases) > max_rows:
-        parts.append(Text(f"... {len(phases) - max_rows} more phases (--json lists them all)"))
+        more = len(phases) - max_rows
+        parts.append(
+            Text(f"... {more} more phase{'s' if more != 1 else ''} (--json lists them all)")
+        )
     return Group(*parts)
 
 
@@ -204,7 +207,8 @@ def event_line(event: Event) -> str:
     kind = event.event
     detail = ""
     if kind == "workflow_started":
-        detail = f"{data.get('workflow', '')} ({len(data.get('phases') or ())} phases)"
+        count = len(data.get("phases") or ())
+        detail = f"{data.get('workflow', '')} ({count} phase{'s' if count != 1 else ''})"
         if data.get("resumed_from"):
             detail += " resumed"
     elif kind == "phase_started":

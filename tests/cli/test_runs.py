@@ -170,7 +170,8 @@ def test_a_dead_owner_shows_as_interrupted_and_cancel_records_it(tmp_path):
     info = json.loads(orch("status", "dead", "--json", state_dir=tmp_path).output)
     assert info["status"] == "cancelled" and info["phases"][0]["state"] == "cancelled"
     res = orch("cancel", "dead", state_dir=tmp_path)  # refused: exit 2, as bad usage
-    assert res.exit_code == 2 and "error: run dead is not running: it cancelled" in res.output
+    assert res.exit_code == 2
+    assert "error: run dead has already ended (cancelled); nothing to cancel" in res.output
 
 
 def test_cache_clear_says_how_many(tmp_path):

@@ -80,7 +80,7 @@ finally:
 def test_the_success_rate_and_progress_count_only_the_workflows_phases(tmp_path):
     res = orch("run", str(write(tmp_path, HANDLED)))
     assert res.exit_code == 1, res.output
-    assert "success rate: 0% (0 of 1 phases that ran completed; 1 failed)" in res.stderr
+    assert "success rate: 0% (0 of 1 phase that ran completed; 1 failed)" in res.stderr
     assert "handlers: notify completed, cleanup completed" in res.stderr
     run_id = json.loads(orch("runs", "--json").stdout)[0]["id"]
     info = json.loads(orch("status", run_id, "--json").stdout)
@@ -115,8 +115,29 @@ def test_resume_and_cancel_of_an_unknown_or_finished_run_exit_2(tmp_path):
     assert orch("run", str(wf)).exit_code == 0
     run_id = json.loads(orch("runs", "--json").stdout)[0]["id"]
     res = orch("cancel", run_id)
-    assert res.exit_code == 2 and f"error: run {run_id} is not running: it completed" in res.stderr
+    assert res.exit_code == 2
+    assert f"error: run {run_id} has already ended (completed); nothing to cancel\n" in res.stderr
     assert orch("cancel", "nope").exit_code == 2
+
+
+def test_one_phase_is_counted_in_the_singular(tmp_path):
+    wf = write(tmp_path, "name: py2\nphases:\n  - {id: a, agent: echo, with: {text: A}}\n")
+    res = orch("run", str(wf))
+    assert res.exit_code == 0 and "(1 of 1 phase that ran completed)" in res.stderr
+    assert "workflow py2 started (run " in res.stderr and ", 1 phase)" in res.stderr
+    run_id = json.loads(orch("runs", "--json").stdout)[0]["id"]
+    logs = orch("logs", run_id)
+    assert "workflow_started" in logs.stdout and "py2 (1 phase)" in logs.stdout, logs.stdout
+    assert "1 phases" not in logs.stdout + res.stderr
+    assert "1 phase in 1 level" in orch("run", str(wf), "--dry-run").stdout
+    items = ev_line("phase_started", items=1)
+    assert items == "phase p started (attempt 1, 1 item)"
+
+
+def ev_line(kind: str, **data: object) -> str:
+    buf = io.StringIO()
+    PlainLines(buf)(Event(kind, "r", 1_700_000_000.0, "p", 1, dict(data)))
+    return buf.getvalue().split(" ", 1)[1].rstrip("\n")
 
 
 # -- 4. usage lines, whole numbers, --version -------------------------------------------------
