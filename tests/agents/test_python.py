@@ -108,3 +108,29 @@ def test_a_template_target_is_not_checked_statically(workdir):
         {"function": "{{ inputs.fn }}"}, workflow_path=str(workdir / "w.yaml")
     )
     assert found == []
+
+
+def test_a_timed_out_sync_function_does_not_hold_orch_run_open(tmp_path):
+    """The phase fails on its timeout and `orch run` exits, though the thread sleeps on."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "sleepy_mod.py").write_text("import time\n\ndef nap():\n    time.sleep(30)\n")
+    flow = tmp_path / "flow.yaml"
+    flow.write_text(
+        "name: sleepy\nphases:\n  - id: nap\n    agent: python\n    timeout: 200ms\n"
+        "    with: {function: 'sleepy_mod:nap'}\n"
+    )
+    orch_bin = str(Path(sys.executable).parent / "orch")
+    done = subprocess.run(
+        [orch_bin, "run", str(flow), "--events", "jsonl", "--state-dir", str(tmp_path / "s")],
+        capture_output=True,
+        text=True,
+        timeout=20,  # a hang guard, not a speed assertion
+    )
+    assert done.returncode == 1, done.stderr
+    events = [json.loads(x) for x in done.stdout.splitlines() if x.startswith("{")]
+    failed = next(e for e in events if e["event"] == "phase_failed")
+    assert failed["phase"] == "nap" and "timed out" in failed["data"]["error"]

@@ -1,6 +1,8 @@
 """The ``python`` agent: calls ``module:function`` with the phase's ``kwargs``.
 
-Sync functions run in a worker thread, async ones are awaited. A function that
+Sync functions run in a daemon thread of their own (a timed-out one cannot be
+stopped: it runs on in the background, and orch does not wait for it at exit),
+async ones are awaited. A function that
 has a parameter named ``ctx`` also gets the AgentContext. The workflow file's
 folder is importable, so a module next to the workflow is found.
 """
@@ -8,11 +10,13 @@ folder is importable, so a module next to the workflow is found.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import importlib
 import inspect
 import re
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -30,7 +34,7 @@ class PythonAgent(Agent):
 
     name = "python"
     description = (
-        "Calls `function` ('module:function', sync in a worker thread or async) with "
+        "Calls `function` ('module:function', sync in a daemon thread or async) with "
         "`kwargs` as keyword arguments; the return value is the output (an AgentResult "
         "is used as it is)."
     )
@@ -92,7 +96,7 @@ class PythonAgent(Agent):
             if inspect.iscoroutinefunction(func):
                 value = await func(**kwargs)
             else:
-                value = await asyncio.to_thread(functools.partial(func, **kwargs))
+                value = await _in_daemon_thread(functools.partial(func, **kwargs), target)
                 if inspect.isawaitable(value):
                     value = await value
         except AgentFailure:
@@ -127,6 +131,38 @@ def _load(target: str, workdir: str) -> Callable[..., Any]:
     if not callable(obj):
         raise AgentFailure(f"'{target}' is not callable", transient=False)
     return obj  # type: ignore[no-any-return]
+
+
+async def _in_daemon_thread(call: Callable[[], Any], name: str) -> Any:
+    """Run ``call`` in a new daemon thread and await its result.
+
+    Not the loop's default executor: ``asyncio.run`` waits for that one's threads
+    at the end, so a timed-out function would hold the run open until it returned.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+    context = contextvars.copy_context()
+
+    def settle(value: Any, error: BaseException | None) -> None:
+        if future.done():  # cancelled: the phase timed out
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
+
+    def work() -> None:
+        try:
+            value, error = context.run(call), None
+        except BaseException as exc:  # handed to the awaiting coroutine
+            value, error = None, exc
+        try:
+            loop.call_soon_threadsafe(settle, value, error)
+        except RuntimeError:  # the loop is closed: nobody waits for this any more
+            pass
+
+    threading.Thread(target=work, name=f"orch python {name}", daemon=True).start()
+    return await future
 
 
 def _wants_ctx(func: Callable[..., Any]) -> bool:
