@@ -10,6 +10,7 @@ run ends when nothing runs and nothing is ready. Phases themselves run through a
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import graphlib
 import heapq
 import importlib
@@ -35,6 +36,12 @@ from .result import PhaseExecutor, PhaseOutcome, ResultCache, RunOptions, RunRes
 __all__ = ["RunState", "execute", "run", "run_sync"]
 
 _DEFAULT_OPTIONS = RunOptions()
+# The workflow files of the sub-runs under way, outermost first; a sub-run's phase
+# tasks inherit it, so the depth limit can name the files that nest too deep.
+_SUB_RUNS: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
+    "orch_sub_runs", default=()
+)
+_TOO_DEEP = ("sub-workflow recursion: ", "sub-workflows nest deeper than ")
 # triggers that let a phase start after a failure under fail-fast (its own upstream ended)
 _TOLERANT = frozenset({"all_done", "one_success"})
 _NOT_STARTED = {
@@ -195,14 +202,13 @@ class RunState:
         load_workflow = importlib.import_module("orchestrator.spec").load_workflow  # lazy: spec
 
         depth = self.options.depth + 1
-        if depth > self.options.max_depth:
-            raise AgentFailure(
-                f"sub-workflow '{path}' nests deeper than {self.options.max_depth} runs",
-                transient=False,
-            )
         target = Path(path)
         if not target.is_absolute():
             target = Path(self.workdir) / target
+        top = str(Path(self.workflow.path).resolve()) if self.workflow.path else "workflow"
+        chain = (*(_SUB_RUNS.get() or (top,)), str(target.resolve()))
+        if depth > self.options.max_depth:
+            raise AgentFailure(_too_deep(chain, self.options.max_depth), transient=False)
         try:
             sub_plan = compile_plan(load_workflow(str(target), registry=self._registry))
         except OrchError as exc:
@@ -215,17 +221,35 @@ class RunState:
             depth=depth,
             max_depth=self.options.max_depth,
         )
+        token = _SUB_RUNS.set(chain)
         try:
             result = await execute(sub_plan, inputs=inputs, registry=self._registry, options=opts)
         except UsageError as exc:
             raise AgentFailure(f"sub-workflow '{path}': {exc}", transient=False) from exc
+        finally:
+            _SUB_RUNS.reset(token)
         if result.status != "completed":
+            error = result.error or ""
+            for marker in _TOO_DEEP:  # already says which files nest: do not wrap it again
+                if marker in error:
+                    raise AgentFailure(error[error.index(marker) :], transient=False)
             raise AgentFailure(
                 f"sub-workflow '{path}' {result.status}: {result.error}", transient=False
             )
         return dict(result.outputs)
 
     _registry: AgentRegistry
+
+
+def _too_deep(chain: tuple[str, ...], limit: int) -> str:
+    """One line naming the files of sub-runs nested deeper than ``limit``: the loop if any."""
+    names = [Path(p).name for p in chain]
+    for i, file in enumerate(chain):
+        if file in chain[:i]:
+            return (
+                f"{_TOO_DEEP[0]}{' -> '.join(names[: i + 1])} -> ... nests deeper than {limit} runs"
+            )
+    return f"{_TOO_DEEP[1]}{limit} runs: {' -> '.join(names)}"
 
 
 def _read_secrets(names: Iterable[str]) -> dict[str, str]:

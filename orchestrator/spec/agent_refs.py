@@ -3,7 +3,7 @@
 A name is an instance under ``agents:`` or an installed agent type; each phase's
 ``with`` (merged over its agent's ``with``) is checked against the type's config
 schema, then by the type's own ``check_static``. A type that cannot load is one
-problem at each place that names it.
+problem per file, at the first place that names it.
 """
 
 from __future__ import annotations
@@ -11,7 +11,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import AgentConfigError, AgentError, Problem, SchemaViolation, UnknownReference
+from ..errors import (
+    AgentConfigError,
+    AgentError,
+    AgentLoadError,
+    Problem,
+    SchemaViolation,
+    UnknownReference,
+)
 from .context import Checker, as_int, duration, get, mapping, str_or_none, unknown
 from .model import AgentSpec, CircuitBreakerSpec, HandoffSpec, RateLimit
 from .schema import check_agent_config
@@ -80,6 +87,11 @@ def _resolve_type(cx: Checker, type_name: str, path: JsonPath) -> type[Any] | No
     try:
         return cx.registry.resolve(type_name)
     except AgentError as exc:
+        if isinstance(exc, AgentLoadError):
+            # an installed type that cannot load is one problem per file, at its first use
+            if type_name in cx.unloadable:
+                return None
+            cx.unloadable.add(type_name)
         message, hint = exc.message, exc.hint
         if hint and hint.startswith("did you mean"):
             message, hint = f"{message}; {hint}", None

@@ -46,6 +46,7 @@ from .model import (
 )
 from .schema import SchemaReport, describe, json_path
 from .source import JsonPath, Source, SourceMap
+from .subflows import check_workflow_ref
 from .templates import check_template_text, check_templates, strings
 from .values import check_cron, input_type_ok, parse_duration
 
@@ -96,6 +97,7 @@ def build_workflow(
         check_template_text(cx, value, path, main_ids, None, foreach=False, sequential=False)
     schedule = _schedule(cx, data.get("schedule"))
     eh = mapping(data.get("error_handling"))
+    _fallback_workflow(cx, eh.get("fallback_workflow"))
     # also when every phase sets its own timeout (then no phase reads this one)
     duration(cx, defaults.get("timeout"), ("defaults", "timeout"), positive="a timeout")
     workflow = Workflow(
@@ -190,6 +192,15 @@ def _check_default(cx: Checker, path: JsonPath, type_: str, value: Any) -> None:
 
 def _article(word: str) -> str:
     return "an" if word[:1] in "aeiou" else "a"
+
+
+def _fallback_workflow(cx: Checker, ref: Any) -> None:
+    """A literal fallback workflow must exist, be valid and not recurse (spec.subflows)."""
+    path: JsonPath = ("error_handling", "fallback_workflow")
+    if not cx.ok(path):
+        return
+    for p in check_workflow_ref(ref, cx.src.path, label="fallback workflow"):
+        cx.add(UnknownReference(p.message, location=cx.smap.value(path), hint=p.hint))
 
 
 def _schedule(cx: Checker, raw: Any) -> tuple[Schedule, ...]:

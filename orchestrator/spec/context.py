@@ -45,6 +45,7 @@ class Checker:
     problems: list[Problem] = field(default_factory=list)
     agents: dict[str, AgentSpec] = field(default_factory=dict)
     bad_agents: set[str] = field(default_factory=set)
+    unloadable: set[str] = field(default_factory=set)  # agent types already reported
     inputs: dict[str, InputSpec] = field(default_factory=dict)
     secrets: set[str] = field(default_factory=set)
     sequential: bool = False

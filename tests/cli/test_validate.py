@@ -204,3 +204,131 @@ def test_an_inputs_file_is_named_as_such_in_every_message(tmp_path):
         assert result.exit_code == 2
         assert "Traceback" not in result.output
         assert result.output.splitlines()[-len(lines) :] == lines
+
+
+def _write(folder, name, text):
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+FAILING = "phases:\n  - {id: x, agent: fail}\n"
+
+
+def test_an_invalid_fallback_workflow_is_reported_briefly_at_its_key(tmp_path):
+    _write(tmp_path, "broken.yaml", "name: b\nphases:\n  - {id: x, agent: fial}\n  - {id: y}\n")
+    main = _write(
+        tmp_path,
+        "main.yaml",
+        "name: m\nerror_handling:\n  fallback_workflow: broken.yaml\n" + FAILING,
+    )
+    result = _run(main)
+    assert result.exit_code == 2
+    assert result.output.splitlines()[0] == (
+        f"{main}:3:22: fallback workflow 'broken.yaml' is invalid: broken.yaml:3:20: "
+        "unknown agent 'fial'; did you mean 'fail'? (and 1 more)"
+    )
+    assert "hint: run 'orch validate broken.yaml' to see every problem" in result.output
+    _write(tmp_path, "broken.yaml", "name: b\n" + FAILING)
+    assert _run(main).exit_code == 0
+
+
+def test_recursion_through_a_fallback_and_a_sub_workflow_is_one_located_problem(tmp_path):
+    main = _write(
+        tmp_path, "a.yaml", "name: a\nerror_handling:\n  fallback_workflow: b.yaml\n" + FAILING
+    )
+    other = _write(
+        tmp_path,
+        "b.yaml",
+        "name: b\nphases:\n  - id: back\n    agent: workflow\n    with: {path: a.yaml}\n",
+    )
+    result = _run(main)
+    assert result.exit_code == 2
+    assert result.output.strip() == f"{main}:3:22: workflow recursion: a.yaml -> b.yaml -> a.yaml"
+    result = _run(other)
+    assert result.output.strip() == f"{other}:5:18: workflow recursion: b.yaml -> a.yaml -> b.yaml"
+
+
+CHILD = """\
+name: child
+inputs:
+  n: {type: integer, required: true}
+  label: {type: string}
+phases:
+  - {id: x, agent: noop}
+"""
+
+
+def test_literal_sub_workflow_inputs_are_checked_against_the_child(tmp_path):
+    _write(tmp_path, "child.yaml", CHILD)
+    parent = _write(
+        tmp_path,
+        "parent.yaml",
+        """\
+name: parent
+inputs:
+  who: {type: string, default: me}
+phases:
+  - id: a
+    agent: workflow
+    with: {path: child.yaml, inputs: {n: "abc", lable: x, label: "{{ inputs.who }}"}}
+  - id: b
+    agent: workflow
+    with: {path: child.yaml, inputs: {label: x}}
+  - id: ok
+    agent: workflow
+    with: {path: child.yaml, inputs: {n: 3, label: "{{ inputs.who }}"}}
+""",
+    )
+    result = _run(parent)
+    assert result.exit_code == 2
+    lines = [ln for ln in result.output.splitlines() if not ln.startswith("  hint: ")]
+    assert lines == [
+        f"{parent}:7:42: input 'n' of sub-workflow 'child.yaml' must be an integer, "
+        "not the string 'abc'",
+        f"{parent}:7:56: unknown input 'lable' of sub-workflow 'child.yaml'; "
+        "did you mean 'label'?",
+        f"{parent}:10:38: missing required input 'n' (integer) of sub-workflow 'child.yaml'",
+    ]
+    assert "Traceback" not in result.output
+
+
+def test_templated_recursion_passes_validate_and_run_stops_it_with_one_line(tmp_path):
+    loop = _write(
+        tmp_path,
+        "loop.yaml",
+        "name: l\ninputs:\n  me: {type: string, default: loop.yaml}\nphases:\n"
+        "  - id: again\n    agent: workflow\n    with: {path: '{{ inputs.me }}'}\n",
+    )
+    assert _run(loop).exit_code == 0
+    result = CliRunner().invoke(app, ["run", str(loop)])
+    assert result.exit_code == 1
+    errors = [ln for ln in result.output.splitlines() if ln.startswith("error:")]
+    assert errors == [
+        "error: phase 'again' failed: sub-workflow recursion: loop.yaml -> loop.yaml -> ... "
+        "nests deeper than 8 runs"
+    ]
+    assert "sub-workflow 'loop.yaml' failed" not in result.output  # not wrapped per level
+
+
+def test_a_plugin_shadowing_a_built_in_type_is_reported_once_per_file(tmp_path):
+    from tests.agents.test_registry import GOOD, make_site
+    from tests.cli.test_agents import orch_process
+
+    site = make_site(
+        tmp_path / "site",
+        {"shadow-tools-0.9": ("", {"shell": "reg_good:Hello"})},
+        {"reg_good": GOOD},
+    )
+    flow = _write(
+        tmp_path,
+        "flow.yaml",
+        "name: f\nphases:\n"
+        + "".join(f"  - {{id: p{i}, agent: shell, with: {{command: 'true'}}}}\n" for i in range(7)),
+    )
+    result = orch_process("validate", str(flow), pythonpath=site)
+    assert result.returncode == 2
+    out = result.stdout + result.stderr
+    assert out.count("registered by two distributions") == 1
+    assert f"{flow}:3:" in out
+    assert "Traceback" not in out

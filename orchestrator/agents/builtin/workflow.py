@@ -7,21 +7,14 @@ the paths are not templates, and stopped at run time by the engine's depth limit
 
 from __future__ import annotations
 
-import contextvars
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ...errors import OrchError, WorkflowInvalid
-from ...expr import is_template
+from ...errors import OrchError
 from ..base import Agent, AgentContext, AgentFailure, AgentResult, ConfigProblem
 
 __all__ = ["WorkflowAgent"]
-
-# The files being checked, outermost first, while validate follows sub-workflows.
-_CHECKING: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
-    "orch_workflow_checking", default=()
-)
 
 
 class WorkflowAgent(Agent):
@@ -48,36 +41,18 @@ class WorkflowAgent(Agent):
 
     @classmethod
     def check_static(cls, config: Mapping[str, Any], *, workflow_path: str) -> list[ConfigProblem]:
-        """The sub-workflow must exist, be valid, and not include its caller (recursion)."""
-        path = config.get("path")
-        if not isinstance(path, str) or is_template(path):
-            return []
-        here = str(Path(workflow_path).resolve())
-        target = str((Path(workflow_path).parent / path).resolve())
-        chain = _CHECKING.get() or (here,)
-        if target in chain:
-            loop = [*chain[chain.index(target) :], target]
-            names = " -> ".join(Path(p).name for p in loop)
-            return [ConfigProblem(("path",), f"workflow recursion: {names}")]
-        if not Path(target).is_file():
-            return [ConfigProblem(("path",), f"workflow file '{path}' not found")]
-        from ...spec import load_workflow  # the spec package imports agents: import late
+        """The sub-workflow must exist, be valid, not include its caller (recursion), and
+        accept the literal ``inputs`` given to it (spec.subflows.check_workflow_ref)."""
+        from ...spec.subflows import check_workflow_ref  # the spec package imports agents
 
-        token = _CHECKING.set((*chain, target))
-        try:
-            load_workflow(target)
-        except WorkflowInvalid as exc:
-            first = next((p for p in exc.problems if p.severity == "error"), None)
-            detail = f"{first.location}: {first.message}" if first else str(exc)
-            if first is not None and "workflow recursion: " in first.message:
-                found = first.message[first.message.index("workflow recursion: ") :]
-                return [ConfigProblem(("path",), found)]
-            return [ConfigProblem(("path",), f"sub-workflow '{path}' is invalid: {detail}")]
-        except OrchError as exc:
-            return [ConfigProblem(("path",), f"sub-workflow '{path}' is invalid: {exc}")]
-        finally:
-            _CHECKING.reset(token)
-        return []
+        inputs = config.get("inputs")
+        found = check_workflow_ref(
+            config.get("path"),
+            workflow_path,
+            label="sub-workflow",
+            inputs=inputs if isinstance(inputs, Mapping) else {},
+        )
+        return [ConfigProblem(p.path or ("path",), p.message, hint=p.hint) for p in found]
 
     async def run(self, input: Mapping[str, Any], ctx: AgentContext) -> AgentResult:
         """Run the sub-workflow; a failed sub-run fails this attempt (AgentFailure)."""
