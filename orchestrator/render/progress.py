@@ -12,7 +12,7 @@ import io
 import os
 import time
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TextIO
@@ -34,6 +34,7 @@ __all__ = [
     "PlainLines",
     "RunView",
     "format_seconds",
+    "format_tokens",
 ]
 
 #: Colour of each phase state (dropped under NO_COLOR).
@@ -615,6 +616,13 @@ def format_seconds(value: Any) -> str:
         return f"{minutes}m{rest:02d}s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m"
+
+
+def format_tokens(tokens: Mapping[str, Any]) -> str:
+    """Token counts for people: ``prompt 3, completion 4, total 7`` (other keys after, sorted)."""
+    order = ("prompt", "completion", "total")
+    keys = [k for k in order if k in tokens] + sorted(k for k in tokens if k not in order)
+    return ", ".join(f"{k} {tokens[k]}" for k in keys)
 
 
 def _number(value: Any) -> float | None:

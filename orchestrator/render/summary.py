@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..plan import Plan
-from .progress import STATE_STYLES, PhaseView, RunView, format_seconds
+from .progress import STATE_STYLES, PhaseView, RunView, format_seconds, format_tokens
 
 __all__ = [
     "measured_critical_path",
@@ -131,9 +131,7 @@ def summary_lines(view: RunView, plan: Plan | None = None) -> list[str]:
         lines.append(f"critical path: {' -> '.join(path)} ({format_seconds(length)})")
     tokens = view.token_totals()
     if any(tokens.values()):
-        order = ("prompt", "completion", "total")
-        keys = [k for k in order if k in tokens] + sorted(k for k in tokens if k not in order)
-        lines.append("tokens: " + ", ".join(f"{k} {tokens[k]}" for k in keys))
+        lines.append("tokens: " + format_tokens(tokens))
     handlers = [p for p in view.handlers if p.state != "pending"]
     if handlers:
         lines.append("handlers: " + ", ".join(f"{p.id} {p.state}" for p in handlers))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -17,7 +17,7 @@ from rich.text import Text
 
 from ..engine.events import Event
 from ..state.base import PhaseRecord, PhaseState, RunRecord
-from .progress import format_seconds
+from .progress import format_seconds, format_tokens
 
 __all__ = [
     "event_line",
@@ -83,8 +83,34 @@ def _phase_time(phase: PhaseRecord, now: float, running: bool) -> float | None:
     return phase.duration
 
 
+def phase_tokens(phase: PhaseRecord) -> dict[str, int] | None:
+    """The tokens a phase used (its metadata ``tokens``: prompt, completion, total), or None."""
+    tokens = phase.metadata.get("tokens")
+    if not isinstance(tokens, Mapping):
+        return None
+    counts = {
+        str(k): int(v)
+        for k, v in tokens.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+    return counts if any(counts.values()) else None
+
+
+def token_total(phases: Sequence[PhaseRecord]) -> dict[str, int]:
+    """The tokens all the phases used, key by key (``prompt``, ``completion``, ``total``)."""
+    total: dict[str, int] = {"prompt": 0, "completion": 0, "total": 0}
+    for phase in phases:
+        for key, value in (phase_tokens(phase) or {}).items():
+            total[key] = total.get(key, 0) + value
+    return total
+
+
 def _note(phase: PhaseRecord) -> str:
     parts = []
+    tokens = phase_tokens(phase)
+    if tokens:
+        used = tokens.get("total") or sum(tokens.values())
+        parts.append(f"{used} token{'s' if used != 1 else ''}")
     if phase.cached:
         parts.append("cached")
     if phase.fallback_used:
@@ -136,9 +162,12 @@ def status_dict(run: RunRecord, phases: Sequence[PhaseRecord], *, now: float) ->
                 "compensated": p.compensated,
                 "compensation_error": p.compensation_error,
                 "handler": p.id not in members,
+                "tokens": phase_tokens(p),
+                "cost": p.metadata.get("cost"),
             }
             for p in phases
         ],
+        "tokens": token_total(phases),
         "outputs": run.outputs,
     }
 
@@ -166,6 +195,9 @@ def status_view(
         header.append(
             f"\nits process ({run.owner.pid}) is gone; `orch resume {run.id}` continues it"
         )
+    tokens = token_total(phases)
+    if any(tokens.values()):
+        header.append(f"\ntokens: {format_tokens(tokens)}")
     if run.error:
         header.append(f"\nerror: {run.error}", style="red")
     table = Table(header_style="bold", show_edge=False, pad_edge=False)

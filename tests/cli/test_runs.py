@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from typer.testing import CliRunner
 from orchestrator.cli import app
 from orchestrator.engine.events import Event
 from orchestrator.state.sqlite import open_store
+from tests.servers import FakeOpenAI
 
 runner = CliRunner()
 
@@ -522,3 +524,39 @@ phases:
     res = orch("resume", run_id, state_dir=tmp_path)
     assert res.exit_code == 2
     assert "phase a changed" in res.output and "phase c" not in res.output
+
+
+LLM_WORKFLOW = """
+name: counted
+agents:
+  writer:
+    type: llm
+    with:
+      base_url: "{{ inputs.base_url }}"
+      model: fake
+      api_key: "{{ secrets.OPENAI_API_KEY }}"
+inputs:
+  base_url: {type: string}
+phases:
+  - {id: write, agent: writer, with: {prompt: "say four words now"}}
+  - {id: plain, agent: echo, with: {text: no tokens}}
+"""
+
+
+def test_status_shows_the_tokens_each_phase_and_the_run_used(tmp_path, monkeypatch):
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(LLM_WORKFLOW, encoding="utf-8")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-fake-key-for-tests-0042")
+    with FakeOpenAI(["one two three"]) as srv:
+        res = orch("run", str(wf), "--input", f"base_url={srv.base_url}", state_dir=tmp_path)
+    assert res.exit_code == 0, res.output
+    run_id = json.loads(orch("runs", "--json", state_dir=tmp_path).output)[0]["id"]
+    info = json.loads(orch("status", run_id, "--json", state_dir=tmp_path).output)
+    phases = {p["id"]: p for p in info["phases"]}
+    used = phases["write"]["tokens"]
+    assert used["completion"] == 3 and used["total"] == used["prompt"] + 3 > 3, used
+    assert phases["plain"]["tokens"] is None
+    assert info["tokens"] == used
+    text = orch("status", run_id, state_dir=tmp_path).output
+    assert f"tokens: prompt {used['prompt']}, completion 3, total {used['total']}" in text, text
+    assert re.search(rf"write\W+completed\W+1\W+\w+\W+{used['total']} tokens\n", text), text
