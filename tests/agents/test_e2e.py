@@ -395,3 +395,18 @@ phases:
             proc.wait()
     assert proc.returncode == 143, err.decode()
     assert [p for p in _wait_for_pids(pids, 4) if _alive(p)] == []
+
+
+def test_an_http_phase_timeout_reads_like_any_other_phase_timeout(tmp_path):
+    drip = Reply(200, chunks=[b"x"] * 40, delay=0.2)
+    with HTTPServer({("GET", "/drip"): drip}) as srv:
+        flow = write(
+            tmp_path,
+            "slow.yaml",
+            f"name: slow\nphases:\n  - id: fetch\n    agent: http\n    timeout: 300ms\n"
+            f"    with: {{url: '{srv.url}/drip'}}\n",
+        )
+        result = orch("run", str(flow), "--events", "jsonl", "--state-dir", str(tmp_path / "s"))
+    assert result.exit_code == 1
+    failed = next(e for e in events(result.stdout) if e["event"] == "phase_failed")
+    assert failed["data"]["error"] == "timed out after 300ms"

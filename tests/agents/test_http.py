@@ -115,7 +115,7 @@ def test_total_deadline_holds_against_a_slow_drip_server():
     with HTTPServer({("GET", "/drip"): drip}) as srv:
         with pytest.raises(AgentFailure) as info:
             run({"url": srv.url + "/drip", "timeout": "1s"})
-    assert "did not finish within its deadline (1s)" in str(info.value)
+    assert str(info.value) == f"GET {srv.url}/drip: timed out after 1s"
     assert info.value.transient is True
 
 
@@ -126,7 +126,7 @@ def test_the_context_deadline_wins_when_earlier():
     with HTTPServer({("GET", "/drip"): drip}) as srv:
         with pytest.raises(AgentFailure) as info:
             run({"url": srv.url + "/drip", "timeout": 60}, ctx(deadline=time.monotonic() + 0.5))
-    assert "did not finish within its deadline" in str(info.value)
+    assert str(info.value) == f"GET {srv.url}/drip: timed out (the phase's deadline passed)"
 
 
 def test_response_size_cap():
@@ -154,3 +154,10 @@ def test_invalid_json_response_is_a_permanent_failure():
         with pytest.raises(AgentFailure) as info:
             run({"url": srv.url + "/j"})
     assert "not valid JSON" in str(info.value)
+
+
+def test_an_error_status_names_the_request_and_the_reason():
+    with HTTPServer({("POST", "/x"): Reply(404, body="nope")}) as srv:
+        with pytest.raises(AgentFailure) as info:
+            run({"method": "post", "url": srv.url + "/wrongpath"})
+    assert str(info.value).startswith(f"POST {srv.url}/wrongpath: HTTP 404 Not Found: ")

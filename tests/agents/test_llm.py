@@ -114,7 +114,9 @@ def test_rate_limit_429_is_transient_with_retry_after():
             run({"base_url": srv.base_url, "model": "m", "prompt": "q"})
     assert info.value.transient is True
     assert info.value.retry_after == 3.0
-    assert "HTTP 429: Rate limit reached" in str(info.value)
+    assert str(info.value) == (
+        f"POST {srv.base_url}/chat/completions: HTTP 429 Too Many Requests: Rate limit reached"
+    )
 
 
 def test_bad_request_is_permanent_with_the_api_message():
@@ -157,3 +159,22 @@ def test_a_server_that_ignores_stream_and_answers_json_still_works():
         result = run({"base_url": srv.url + "/v1", "model": "m", "prompt": "q"})
     assert result.output == "whole"
     assert result.metadata["tokens"] == {"prompt": 1, "completion": 1, "total": 2}
+
+
+def test_a_404_without_v1_and_a_401_come_with_hints():
+    with FakeOpenAI() as srv:
+        with pytest.raises(AgentFailure) as missing:
+            run({"base_url": srv.url, "model": "m", "prompt": "q"})
+        with pytest.raises(AgentFailure) as wrong:  # has /v1: no hint about it
+            run({"base_url": srv.url + "/api/v1", "model": "m", "prompt": "q"})
+    assert str(missing.value).startswith(f"POST {srv.url}/chat/completions: HTTP 404 Not Found")
+    assert str(missing.value).endswith("; hint: is base_url missing '/v1'?")
+    assert "hint" not in str(wrong.value)
+    denied = Reply(401, json={"error": {"message": "Incorrect API key provided"}})
+    with FakeOpenAI([denied]) as srv:
+        with pytest.raises(AgentFailure) as info:
+            run({"base_url": srv.base_url, "model": "m", "prompt": "q"})
+    assert str(info.value) == (
+        f"POST {srv.base_url}/chat/completions: HTTP 401 Unauthorized: "
+        "Incorrect API key provided; hint: check api_key (is the secret set?)"
+    )

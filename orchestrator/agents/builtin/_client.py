@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from ...errors import format_duration
 from ..base import AgentContext, AgentFailure
 
 __all__ = [
@@ -32,6 +33,8 @@ DURATION_SCHEMA: dict[str, Any] = {
     "pattern": r"^\s*([0-9]+(\.[0-9]+)?(ms|s|m|h)\s*)+$",
     "minimum": 0,
 }
+#: How long after the phase's deadline a request stops itself, if the engine did not.
+_BACKSTOP = 0.25
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION = re.compile(r"^\s*(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h)\s*)+$")
 _PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
@@ -75,17 +78,28 @@ def retry_after(value: str | None) -> float | None:
 
 
 def check_status(
-    status: int, expected: Iterable[int] | None, headers: Mapping[str, str], detail: str
+    status: int,
+    expected: Iterable[int] | None,
+    headers: Mapping[str, str],
+    detail: str,
+    *,
+    request: str = "",
+    hint: str | None = None,
 ) -> None:
     """Raise AgentFailure unless ``status`` is expected (default: any 2xx).
 
-    5xx, 408 and 429 are transient (429 and 503 carry Retry-After); any other
-    unexpected status is permanent.
+    The message reads ``<request>: HTTP 404 Not Found: <detail>; hint: <hint>``
+    (``request`` is e.g. ``POST http://host/path``). 5xx, 408 and 429 are
+    transient (429 and 503 carry Retry-After); any other unexpected status is
+    permanent.
     """
     wanted = set(expected) if expected is not None else None
     if (wanted is None and 200 <= status < 300) or (wanted is not None and status in wanted):
         return
-    message = f"HTTP {status}" + (f": {detail}" if detail else "")
+    reason = httpx.codes.get_reason_phrase(status)
+    message = f"{request}: " if request else ""
+    message += f"HTTP {status}" + (f" {reason}" if reason else "")
+    message += (f": {detail}" if detail else "") + (f"; hint: {hint}" if hint else "")
     transient = status >= 500 or status in (408, 429)
     after = retry_after(headers.get("retry-after")) if status in (429, 503) else None
     raise AgentFailure(message, transient=transient, retry_after=after, metadata={"status": status})
@@ -126,8 +140,11 @@ class HTTPClient:
         AgentFailures; a bad URL is a permanent one.
         """
         end = time.monotonic() + timeout
-        if ctx.deadline is not None:
-            end = min(end, ctx.deadline)
+        own = True  # whether this request's own timeout is the limit
+        if ctx.deadline is not None and ctx.deadline < end:
+            # the phase's deadline: the engine stops the attempt then and says
+            # "timed out after <timeout>"; this is the backstop, a moment later
+            end, own = ctx.deadline + _BACKSTOP, False
         seconds = max(0.0, end - time.monotonic())
         send_headers = {"Idempotency-Key": ctx.idempotency_key}
         send_headers.update(headers or {})
@@ -144,7 +161,9 @@ class HTTPClient:
                     yield response
         except _DeadlineReached as exc:
             raise AgentFailure(
-                f"{method} {url} did not finish within its deadline ({round(seconds, 2):g}s)"
+                f"{method} {url}: timed out after {format_duration(timeout)}"
+                if own
+                else f"{method} {url}: timed out (the phase's deadline passed)"
             ) from exc
         except httpx.TimeoutException as exc:
             raise AgentFailure(f"{method} {url} timed out: {type(exc).__name__}") from exc

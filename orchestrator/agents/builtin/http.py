@@ -113,7 +113,13 @@ class HttpAgent(Agent):
             headers = {k.lower(): v for k, v in response.headers.items()}
             status = response.status_code
         text = body.decode(response.encoding or "utf-8", "replace")
-        check_status(status, input.get("expect_status"), headers, text[:500].strip())
+        check_status(
+            status,
+            input.get("expect_status"),
+            headers,
+            text[:500].strip(),
+            request=f"{method} {url}",
+        )
         mode = input.get("response", "auto")
         is_json = "json" in headers.get("content-type", "")
         output: Any = text

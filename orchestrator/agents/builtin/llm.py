@@ -143,7 +143,14 @@ class LlmAgent(Agent):
             if response.status_code != 200 or not stream or plain:
                 raw = await read_capped(response, _MAX_BYTES)
                 lowered = {k.lower(): v for k, v in response.headers.items()}
-                check_status(response.status_code, None, lowered, _api_error(raw))
+                check_status(
+                    response.status_code,
+                    None,
+                    lowered,
+                    _api_error(raw),
+                    request=f"POST {url}",
+                    hint=_status_hint(response.status_code, base),
+                )
                 text, usage, meta = _from_completion(raw)
             else:
                 text, usage, meta = await _from_stream(response, ctx)
@@ -190,6 +197,15 @@ def _messages(input: Mapping[str, Any]) -> list[dict[str, Any]]:
             {"role": "user", "content": f"Handed over by {handoff.get('from', '?')}: {text}"}
         )
     return messages
+
+
+def _status_hint(status: int, base_url: str) -> str | None:
+    """What to check for an error status that usually means a wrong setting."""
+    if status == 404 and not base_url.rstrip("/").endswith("/v1"):
+        return "is base_url missing '/v1'?"
+    if status in (401, 403):
+        return "check api_key (is the secret set?)"
+    return None
 
 
 def _api_error(raw: bytes) -> str:
