@@ -75,10 +75,16 @@ class CircuitBreaker:
             self._trial = True  # half-open: this call is the trial
             return
         left = max(self.spec.reset_after - waited, 0.0)
+        left = round(left, 1) if left >= 1 else left  # 2s, not 1.99934s
         state = "half-open and testing" if self._trial else "open"
+        then = (
+            "a trial call is running"
+            if self._trial
+            else f"calls resume after {format_duration(left)}"
+        )
         raise AgentFailure(
             f"circuit breaker of agent '{self.agent}' is {state} after "
-            f"{self.consecutive} consecutive failures; retrying after {format_duration(left)}",
+            f"{self.consecutive} consecutive failures; {then}",
             transient=False,
         )
 

@@ -49,9 +49,11 @@ def test_circuit_breaker_opens_after_consecutive_failures_then_half_opens(go):
     result, rec = go(plan)
     assert result.status == "completed"
     error = rec.one("phase_failed", "refused").data["error"]
-    assert error.startswith(
-        "circuit breaker of agent 'crm' is open after 2 consecutive failures; retrying after "
+    assert error == (  # reset_after 0.05 s, a moment ago
+        "circuit breaker of agent 'crm' is open after 2 consecutive failures; calls resume after "
+        + error.rsplit(" ", 1)[1]
     )
+    assert error.endswith("ms")
     assert [pid for pid, _ in Probe.calls] == ["f1", "f2", "trial", "closed"]
     assert result.phases["closed"].output == "up"
 
@@ -135,3 +137,22 @@ def test_a_phase_waiting_for_a_busy_agent_does_not_hold_a_max_parallel_slot(go):
     # the second slot goes to 'other' while api0 holds the agent, not to api1 waiting for it
     assert rec.index("phase_started", "other") < rec.index("phase_completed", "api0")
     assert rec.started_order()[:2] == ["api0", "other"]
+
+
+def test_an_open_breaker_says_when_calls_resume_in_a_rounded_duration():
+    import pytest
+
+    from orchestrator.agents.base import AgentFailure
+    from orchestrator.engine.limits import CircuitBreaker
+    from orchestrator.spec.model import CircuitBreakerSpec
+
+    now = [100.0]
+    breaker = CircuitBreaker("api", CircuitBreakerSpec(2, 2.0), clock=lambda: now[0])
+    breaker.record(False)
+    breaker.record(False)
+    now[0] += 0.00066
+    with pytest.raises(AgentFailure) as info:
+        breaker.before_call()
+    assert str(info.value) == (
+        "circuit breaker of agent 'api' is open after 2 consecutive failures; calls resume after 2s"
+    )
