@@ -412,9 +412,10 @@ class PlainLines:
         self._shown_progress: dict[str, int] = {}
 
     def __call__(self, event: Event) -> None:
-        stamp = _clock(event.ts)
         out = []
         for line in self.lines(event):
+            # a held streamed line is stamped with the time its text began
+            stamp = _clock(line.ts if isinstance(line, _HeldLine) else event.ts)
             first, *more = line.split("\n")  # multi-line errors: continuation lines indented
             out.append(f"{stamp} {first}\n")
             out.extend(f"{stamp}   {extra}\n" for extra in more)
@@ -495,7 +496,8 @@ class PlainLines:
                 for other in [p for p in self._partial if p != pid]:
                     yield from self._flush_partial(other)  # keep each phase's lines whole
                 self._partial.pop(pid, None)
-                for line in complete:
+                yield _HeldLine(f"phase {pid} | {complete[0]}", first)
+                for line in complete[1:]:
                     yield f"phase {pid} | {line}"
                 first = ts
             if rest:
@@ -508,7 +510,18 @@ class PlainLines:
         if held is not None and held[0]:
             for other in [p for p in self._partial if p != pid]:
                 yield from self._flush_partial(other)
-            yield f"phase {pid} | {held[0]}"
+            yield _HeldLine(f"phase {pid} | {held[0]}", held[1])
+
+
+class _HeldLine(str):
+    """A streamed line written later than its text began; ``ts``: when it began."""
+
+    ts: float
+
+    def __new__(cls, text: str, ts: float) -> _HeldLine:
+        line = super().__new__(cls, text)
+        line.ts = ts
+        return line
 
 
 class JsonLines:

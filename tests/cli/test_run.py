@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -558,12 +559,16 @@ def test_plain_lines_are_timestamped_and_greppable():
     ]
 
 
-def plain(events):
+def plain(events, *, stamps=False):
     buf = io.StringIO()
     sink = PlainLines(buf)
     for e in events:
         sink(e)
-    return [line.split(" ", 1)[1] for line in buf.getvalue().splitlines()]
+    return [line if stamps else line.split(" ", 1)[1] for line in buf.getvalue().splitlines()]
+
+
+def clock(ts):
+    return time.strftime("%H:%M:%S", time.localtime(ts)) + f".{int(ts * 1000) % 1000:03d}"
 
 
 T0 = 1_700_000_000.0
@@ -571,12 +576,12 @@ T0 = 1_700_000_000.0
 
 def test_plain_lines_write_slow_pieces_without_newlines_each_on_its_own_line():
     ticks = [ev("phase_stream", "s", 1, ts=T0 + 0.5 * n, text=f"tick {n}") for n in range(3)]
-    lines = plain([*ticks, ev("phase_completed", "s", 1, ts=T0 + 1.2, duration=1.2)])
-    assert lines == [
-        "phase s | tick 0",
-        "phase s | tick 1",
-        "phase s | tick 2",
-        "phase s completed in 1.2s",
+    lines = plain([*ticks, ev("phase_completed", "s", 1, ts=T0 + 1.2, duration=1.2)], stamps=True)
+    assert lines == [  # each stamped with the time its text came, not when it was written
+        f"{clock(T0)} phase s | tick 0",
+        f"{clock(T0 + 0.5)} phase s | tick 1",
+        f"{clock(T0 + 1.0)} phase s | tick 2",
+        f"{clock(T0 + 1.2)} phase s completed in 1.2s",
     ]
 
 
