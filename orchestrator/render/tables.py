@@ -259,7 +259,10 @@ def event_line(event: Event) -> str:
         detail = f"attempt {failed} failed: {_short(data.get('error'))}; attempt {nxt} in {delay}"
     elif kind == "phase_completed":
         flags = [f for f in ("cached", "fallback_used") if data.get(f)]
-        detail = f"in {format_seconds(data.get('duration'))}, {data.get('attempts', 1)} attempt(s)"
+        tries = data.get("attempts", 1)
+        detail = (
+            f"in {format_seconds(data.get('duration'))}, {tries} attempt{'s' if tries != 1 else ''}"
+        )
         detail += "".join(f", {f.replace('_', ' ')}" for f in flags)
         detail += f": {_short(data.get('output'))}"
     elif kind == "phase_failed":

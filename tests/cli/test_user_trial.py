@@ -129,6 +129,7 @@ def test_one_phase_is_counted_in_the_singular(tmp_path):
     logs = orch("logs", run_id)
     assert "workflow_started" in logs.stdout and "py2 (1 phase)" in logs.stdout, logs.stdout
     assert "1 phases" not in logs.stdout + res.stderr
+    assert ", 1 attempt: " in logs.stdout and "(s)" not in logs.stdout
     assert "1 phase in 1 level" in orch("run", str(wf), "--dry-run").stdout
     items = ev_line("phase_started", items=1)
     assert items == "phase p started (attempt 1, 1 item)"
