@@ -81,3 +81,52 @@ def test_every_bad_config_is_reported_at_its_key_in_one_pass(tmp_path):
         assert line.startswith(expected), (line, expected)
     assert "Traceback" not in result.output
     assert "37:" not in result.output  # template values are checked at run time, not here
+
+
+URLS = """\
+name: bad-urls
+inputs:
+  u: {type: string, default: "http://x"}
+phases:
+  - id: nowhere
+    agent: http
+    with: {path: /a}
+  - id: ftp
+    agent: http
+    with: {url: "ftp://x/y"}
+  - id: words
+    agent: http
+    with: {url: "not a url"}
+  - id: hostless
+    agent: http
+    with: {base_url: "http:///v1", path: /a}
+  - id: model
+    agent: llm
+    with: {base_url: "localhost:11434/v1", model: m, prompt: p}
+  - id: fine
+    agent: http
+    with: {url: "{{ inputs.u }}"}
+  - id: fine2
+    agent: llm
+    with: {base_url: "http://127.0.0.1:8080/v1", model: m, prompt: p}
+"""
+
+
+def test_where_a_request_goes_is_checked_when_the_url_is_literal(tmp_path):
+    path = tmp_path / "urls.yaml"
+    path.write_text(URLS)
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2
+    lines = [
+        line[len(str(path)) + 1 :]
+        for line in result.output.splitlines()
+        if line.startswith(str(path))
+    ]
+    assert lines == [
+        "7:11: the request needs 'url', or 'base_url' and 'path'",
+        "10:17: 'ftp://x/y' is not an http or https URL",
+        "13:17: 'not a url' is not an http or https URL",
+        "16:22: 'http:///v1' has no host",
+        "19:22: 'localhost:11434/v1' is not an http or https URL",
+    ]
+    assert "hint: e.g. url: https://api.example.com/items" in result.output

@@ -9,6 +9,7 @@ import asyncio
 import email.utils
 import re
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -24,6 +25,7 @@ __all__ = [
     "check_status",
     "duration",
     "retry_after",
+    "url_problem",
 ]
 
 #: JSON Schema of a duration (the workflow schema's own): seconds, or 500ms, 30s, 5m, 1h30m.
@@ -59,6 +61,20 @@ def duration(value: Any, default: float) -> float:
             f"'{value}' is not a duration; use 500ms, 30s, 5m, 1h or seconds", transient=False
         )
     return sum(float(n) * _UNITS[unit] for n, unit in _PART.findall(text))
+
+
+def url_problem(value: str) -> str | None:
+    """What is wrong with a literal URL (not http or https, or no host), or None."""
+    try:
+        parts = urllib.parse.urlsplit(value.strip())
+        host = parts.hostname
+    except ValueError as exc:
+        return f"'{value}' is not a valid URL: {exc}"
+    if parts.scheme.lower() not in ("http", "https"):
+        return f"'{value}' is not an http or https URL"
+    if not host:
+        return f"'{value}' has no host"
+    return None
 
 
 def retry_after(value: str | None) -> float | None:

@@ -11,13 +11,23 @@ import json
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from ...expr import is_template
 from ..base import Agent, AgentContext, AgentFailure, AgentResult, ConfigProblem
-from ._client import DURATION_SCHEMA, HTTPClient, check_status, duration, read_capped
+from ._client import (
+    DURATION_SCHEMA,
+    HTTPClient,
+    check_status,
+    duration,
+    read_capped,
+    url_problem,
+)
 
 __all__ = ["HttpAgent"]
 
 _DEFAULT_TIMEOUT = 30.0
 _DEFAULT_MAX_BYTES = 10 * 1024 * 1024
+_WHERE = "the request needs 'url', or 'base_url' and 'path'"
+_WHERE_HINT = "e.g. url: https://api.example.com/items"
 
 
 class HttpAgent(Agent):
@@ -78,16 +88,25 @@ class HttpAgent(Agent):
                 "enum": ["auto", "json", "text"],
             },
         },
-        "anyOf": [{"required": ["url"]}, {"required": ["base_url"]}],
         "additionalProperties": False,
     }
 
     @classmethod
     def check_static(cls, config: Mapping[str, Any], *, workflow_path: str) -> list[ConfigProblem]:
-        """A request cannot have both a ``json`` and a ``body``."""
+        """Where to send it (``url``, or ``base_url`` and ``path``; literal URLs
+        http or https with a host), and not both ``json`` and ``body``."""
+        problems: list[ConfigProblem] = []
+        if "url" not in config and "base_url" not in config:
+            problems.append(ConfigProblem((), _WHERE, hint=_WHERE_HINT))
+        for key in ("url", "base_url"):
+            value = config.get(key)
+            if isinstance(value, str) and not is_template(value):
+                problem = url_problem(value)
+                if problem is not None:
+                    problems.append(ConfigProblem((key,), problem, hint=_WHERE_HINT))
         if "json" in config and "body" in config:
-            return [ConfigProblem(("body",), "give either json or body, not both")]
-        return []
+            problems.append(ConfigProblem(("body",), "give either json or body, not both"))
+        return problems
 
     def __init__(self, instance_name: str = "") -> None:
         super().__init__(instance_name)
@@ -140,6 +159,8 @@ class HttpAgent(Agent):
 def _url(input: Mapping[str, Any]) -> str:
     if input.get("url"):
         return str(input["url"])
+    if not input.get("base_url"):
+        raise AgentFailure(_WHERE, transient=False)
     base = str(input.get("base_url") or "")
     path = str(input.get("path") or "")
     if not path:

@@ -12,8 +12,16 @@ import os
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from ..base import Agent, AgentContext, AgentFailure, AgentResult
-from ._client import DURATION_SCHEMA, HTTPClient, check_status, duration, read_capped
+from ...expr import is_template
+from ..base import Agent, AgentContext, AgentFailure, AgentResult, ConfigProblem
+from ._client import (
+    DURATION_SCHEMA,
+    HTTPClient,
+    check_status,
+    duration,
+    read_capped,
+    url_problem,
+)
 
 __all__ = ["LlmAgent"]
 
@@ -109,6 +117,19 @@ class LlmAgent(Agent):
         "anyOf": [{"required": ["prompt"]}, {"required": ["messages"]}],
         "additionalProperties": False,
     }
+
+    @classmethod
+    def check_static(cls, config: Mapping[str, Any], *, workflow_path: str) -> list[ConfigProblem]:
+        """A literal ``base_url`` must be an http or https URL with a host."""
+        base = config.get("base_url")
+        if not isinstance(base, str) or is_template(base):
+            return []
+        problem = url_problem(base)
+        if problem is None:
+            return []
+        return [
+            ConfigProblem(("base_url",), problem, hint="e.g. base_url: http://localhost:11434/v1")
+        ]
 
     def __init__(self, instance_name: str = "") -> None:
         super().__init__(instance_name)
