@@ -21,6 +21,9 @@ async def slow_upper(text):
     await asyncio.sleep(0)
     return text.upper()
 
+def two(a, b):
+    return a + b
+
 def with_ctx(ctx, x):
     return f"{ctx.phase_id}:{x}:{ctx.idempotency_key}"
 
@@ -83,7 +86,9 @@ def test_exceptions_become_failures(workdir):
     assert refused.value.transient is False
     with pytest.raises(AgentFailure) as wrong:
         run(workdir, {"function": "pyagent_mod:add", "kwargs": {"zzz": 1}})
-    assert "cannot take these kwargs" in str(wrong.value)
+    assert (
+        str(wrong.value) == "kwargs do not fit pyagent_mod:add(a, b): unexpected 'zzz'; missing 'a'"
+    )
     assert wrong.value.transient is False
 
 
@@ -134,3 +139,28 @@ def test_a_timed_out_sync_function_does_not_hold_orch_run_open(tmp_path):
     events = [json.loads(x) for x in done.stdout.splitlines() if x.startswith("{")]
     failed = next(e for e in events if e["event"] == "phase_failed")
     assert failed["phase"] == "nap" and "timed out" in failed["data"]["error"]
+
+
+def test_kwargs_are_checked_against_the_signature_at_validate_and_at_run(tmp_path):
+    """Both the unexpected and the missing keys are named, before the run and during it."""
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    (tmp_path / "kw_mod.py").write_text("def f(a, b):\n    return a + b\n")
+    flow = tmp_path / "flow.yaml"
+    text = (
+        "name: kw\ninputs:\n  n: {type: integer, default: 1}\nphases:\n"
+        "  - id: add\n    agent: python\n"
+        "    with: {function: 'kw_mod:f', kwargs: {a: '{{ inputs.n }}', c: 2}}\n"
+    )
+    flow.write_text(text)
+    checked = CliRunner().invoke(app, ["validate", str(flow)])
+    assert checked.exit_code == 2
+    expected = "kwargs do not fit kw_mod:f(a, b): unexpected 'c'; missing 'b'"
+    assert f"{flow}:7:42: {expected}" in checked.output
+    flow.write_text(text.replace("c: 2", "b: 2"))
+    assert CliRunner().invoke(app, ["validate", str(flow)]).exit_code == 0
+    with pytest.raises(AgentFailure) as info:
+        run(tmp_path, {"function": "kw_mod:f", "kwargs": {"a": 1, "c": 2}})
+    assert str(info.value) == expected

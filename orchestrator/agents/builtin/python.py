@@ -72,10 +72,19 @@ class PythonAgent(Agent):
                 )
             ]
         try:
-            _load(target, str(Path(workflow_path).parent))
+            func = _load(target, str(Path(workflow_path).parent))
         except AgentFailure as exc:
             return [ConfigProblem(("function",), exc.message)]
-        return []
+        kwargs = config.get("kwargs", {})
+        if not isinstance(kwargs, Mapping):
+            return []
+        names = [str(k) for k in kwargs]
+        if _wants_ctx(func):
+            names.append("ctx")
+        misfit = _misfit(func, target, names)
+        if misfit is None:
+            return []
+        return [ConfigProblem(("kwargs",) if "kwargs" in config else (), misfit)]
 
     async def run(self, input: Mapping[str, Any], ctx: AgentContext) -> AgentResult:
         """Call the function; its exceptions become a failed attempt (AgentFailure)."""
@@ -84,14 +93,9 @@ class PythonAgent(Agent):
         kwargs = dict(input.get("kwargs") or {})
         if _wants_ctx(func):
             kwargs["ctx"] = ctx
-        try:
-            inspect.signature(func).bind(**kwargs)
-        except TypeError as exc:
-            raise AgentFailure(
-                f"{target} cannot take these kwargs: {exc}", transient=False
-            ) from exc
-        except ValueError:
-            pass  # no signature to check (a builtin); the call will tell
+        misfit = _misfit(func, target, list(kwargs))
+        if misfit is not None:
+            raise AgentFailure(misfit, transient=False)
         try:
             if inspect.iscoroutinefunction(func):
                 value = await func(**kwargs)
@@ -163,6 +167,35 @@ async def _in_daemon_thread(call: Callable[[], Any], name: str) -> Any:
 
     threading.Thread(target=work, name=f"orch python {name}", daemon=True).start()
     return await future
+
+
+def _misfit(func: Callable[..., Any], target: str, names: list[str]) -> str | None:
+    """Why ``func`` cannot be called with keyword arguments ``names`` (every unexpected
+    and every missing one), or None when it can or has no signature to check."""
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return None  # a builtin without a signature: the call will tell
+    given = set(names)
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params)
+    by_name = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    unexpected = [] if takes_any else [n for n in names if n not in by_name]
+    missing = [
+        p.name
+        for p in params
+        if p.default is p.empty
+        and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        and (p.name not in given or p.kind is p.POSITIONAL_ONLY)
+    ]
+    if not unexpected and not missing:
+        return None
+    parts = []
+    if unexpected:
+        parts.append("unexpected " + ", ".join(f"'{n}'" for n in unexpected))
+    if missing:
+        parts.append("missing " + ", ".join(f"'{n}'" for n in missing))
+    shown = ", ".join(p.name for p in params if p.name != "ctx")
+    return f"kwargs do not fit {target}({shown}): {'; '.join(parts)}"
 
 
 def _wants_ctx(func: Callable[..., Any]) -> bool:
