@@ -153,6 +153,8 @@ def status_command(
         phases = store.phases(run.id)
     except OrchError as exc:
         _fail(exc)
+    if run.status == "interrupted":
+        _tell_leftovers(run.id)
     now = time.time()
     if as_json:
         info = status_dict(run, phases, now=now)
@@ -422,6 +424,19 @@ def _resume(
         prior=prior,
         resume_attempts=attempts_at,
     )
+
+
+def _tell_leftovers(run_id: str) -> None:
+    """Say on stderr how many commands of an interrupted run still run."""
+    from ..agents.builtin.process import leftovers
+
+    pids = leftovers(run_id)
+    if pids:
+        count = f"{len(pids)} leftover process{'es' if len(pids) > 1 else ''}"
+        sys.stderr.write(
+            f"{count} of run {run_id} still running (pids {', '.join(map(str, pids))})\n"
+            f"  hint: `orch resume {run_id}` stops them first\n"
+        )
 
 
 def _stop_leftovers(run_id: str) -> None:

@@ -62,6 +62,13 @@ outputs:
             timeout=20,
         )
         run_id = json.loads(listed.stdout)[0]["id"]
+        status = subprocess.run(
+            [ORCH, "status", run_id, "--state-dir", str(state)],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+        assert f"2 leftover processes of run {run_id} still running (pids " in status.stderr
         flag.touch()
         resumed = subprocess.run(
             [ORCH, "resume", run_id, "--state-dir", str(state)],
