@@ -198,7 +198,9 @@ def test_the_masker_covers_objects_sets_bytes_and_split_streams():
         "bytes": secret.encode(),
         "n": 3,
         "plain": Token.__name__,
-        secret: [(secret, 1)],
+        # top-level keys of event data are orch's own field names; user data,
+        # keys included, sits below them
+        "output": {secret: [(secret, 1)]},
     }
     masked = masker.mask_event(Event("phase_completed", "r", 0.0, "p", 1, data))
     text = masked.to_json()
@@ -209,3 +211,38 @@ def test_the_masker_covers_objects_sets_bytes_and_split_streams():
     pieces.append(stream.flush())
     assert "".join(pieces) == "*** tail" and all(secret[:4] not in p for p in pieces)
     assert SecretMasker(["", ""]).mask("anything") == "anything"  # empty is never a secret
+
+
+def test_a_one_letter_secret_is_masked_in_user_data_without_corrupting_the_record(tmp_path):
+    # 's' is in 'skipped', 'status', phase ids and event names: only user data is masked
+    wf = tmp_path / "short.yaml"
+    wf.write_text(
+        "name: short\nphases:\n"
+        "  - {id: says, agent: echo, with: {text: 'x{{ secrets.S }}x'}}\n"
+        "  - {id: skips, agent: noop, when: 'false'}\n"
+    )
+    state = tmp_path / "state"
+    env = {"PATH": "/usr/bin:/bin", "S": "s", "ORCH_STATE_DIR": str(state)}
+    run = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "run", str(wf), "--events", "jsonl"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    events = [json.loads(line) for line in run.stdout.splitlines()]
+    by_kind = {(e["event"], e.get("phase")): e for e in events}
+    assert by_kind[("phase_completed", "says")]["data"]["output"] == "x***x"
+    assert by_kind[("phase_skipped", "skips")]["data"]["status"] == "skipped"
+    assert events[-1]["data"]["status"] == "completed"
+    status = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "status", events[0]["run_id"], "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    info = json.loads(status.stdout)
+    states = {p["id"]: p["state"] for p in info["phases"]}
+    assert states == {"says": "completed", "skips": "skipped"}

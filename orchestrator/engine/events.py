@@ -46,6 +46,28 @@ PHASE_STATES: tuple[str, ...] = (
     "cancelled",
 )
 MASK = "***"
+#: ``data`` fields whose values orch writes itself (never user data): not masked.
+STRUCTURAL_FIELDS = frozenset(
+    {
+        "status",
+        "phases",
+        "fingerprints",
+        "counts",
+        "source_hash",
+        "pid",
+        "attempts",
+        "duration",
+        "cached",
+        "fallback_used",
+        "items",
+        "next_attempt",
+        "delay",
+        "continue_on_error",
+        "resumed_from",
+        "progress",
+        "turn",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,12 +169,18 @@ class SecretMasker:
         return value if masked == text else masked
 
     def mask_event(self, event: Event) -> Event:
-        """The event with its data masked (the same object when there is nothing to mask)."""
+        """The event with its data masked (the same object when there is nothing to mask).
+
+        The fields orch itself writes (``STRUCTURAL_FIELDS``: states, counts, phase
+        ids, hashes...) are left alone, so that a short secret that happens to be
+        part of ``skipped`` or of a phase id cannot corrupt the record; everything
+        that carries user data (outputs, inputs, errors, streamed text, metadata,
+        reasons) is masked, keys included.
+        """
         if not self._forms or not event.data:
             return event
-        return Event(
-            event.event, event.run_id, event.ts, event.phase, event.attempt, self.mask(event.data)
-        )
+        data = {k: v if k in STRUCTURAL_FIELDS else self.mask(v) for k, v in event.data.items()}
+        return Event(event.event, event.run_id, event.ts, event.phase, event.attempt, data)
 
     def stream(self) -> StreamMasker:
         """A masker for one stream of text pieces (secrets may span pieces)."""
