@@ -151,11 +151,20 @@ def apply_event(
         fallback_used = int(bool(data.get("fallback_used")))
         metadata = data.get("metadata")
         meta_text = dumps(metadata) if metadata else None
-        cur = conn.execute(
-            "UPDATE phases SET state='completed', attempts=?, started=COALESCE(started, ?),"
-            " ended=?, output=?, output_file=?, error=NULL, cached=?, fallback_used=?,"
-            " completed_seq=COALESCE(completed_seq, ?), metadata=? WHERE run_id=? AND id=?",
+        conn.execute(
+            "INSERT INTO phases(run_id, id, idx, state, attempts, started, ended, output,"
+            " output_file, cached, fallback_used, completed_seq, metadata)"
+            " VALUES (?, ?, ?, 'completed', ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT(run_id, id) DO UPDATE SET state='completed',"
+            " attempts=excluded.attempts, started=COALESCE(phases.started, excluded.started),"
+            " ended=excluded.ended, output=excluded.output, output_file=excluded.output_file,"
+            " error=NULL, cached=excluded.cached, fallback_used=excluded.fallback_used,"
+            " completed_seq=COALESCE(phases.completed_seq, excluded.completed_seq),"
+            " metadata=excluded.metadata",
             (
+                run,
+                phase,
+                _EXTRA + (seq or 0),
                 attempts,
                 started,
                 ts,
@@ -165,30 +174,8 @@ def apply_event(
                 fallback_used,
                 seq,
                 meta_text,
-                run,
-                phase,
             ),
         )
-        if cur.rowcount == 0:
-            conn.execute(
-                "INSERT INTO phases(run_id, id, idx, state, attempts, started, ended, output,"
-                " output_file, cached, fallback_used, completed_seq, metadata)"
-                " VALUES (?, ?, ?, 'completed', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    run,
-                    phase,
-                    _EXTRA + (seq or 0),
-                    attempts,
-                    started,
-                    ts,
-                    output_text,
-                    output_file,
-                    cached,
-                    fallback_used,
-                    seq,
-                    meta_text,
-                ),
-            )
     elif kind in ("phase_failed", "phase_skipped"):
         state = str(data.get("status") or ("failed" if kind == "phase_failed" else "skipped"))
         note = data.get("error") if kind == "phase_failed" else data.get("reason")

@@ -177,11 +177,21 @@ class SqliteStore:
                 f"cannot create the state directory '{self.state_dir}': "
                 f"{(exc.strerror or str(exc)).lower()}"
             ) from exc
-        conn = self._connect()
-        try:
-            self._init_schema(conn)
-        finally:
-            conn.close()
+        # WAL mode and the schema are set up once per file, under a lock file: two
+        # processes switching a new database to WAL at once get "database is locked"
+        # at once (SQLite's deadlock rule skips the busy timeout there).
+        with _setup_lock(self.state_dir / ".setup.lock"):
+            conn = self._connect()
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")  # persistent: later connections inherit it
+                self._init_schema(conn)
+            except sqlite3.DatabaseError as exc:
+                raise StateCorrupted(
+                    f"the state database '{self.path}' cannot be opened: {exc}",
+                    hint="move the file away to start a fresh history",
+                ) from exc
+            finally:
+                conn.close()
 
     # -- connections -------------------------------------------------------------
 
@@ -191,7 +201,6 @@ class SqliteStore:
                 self.path, timeout=_BUSY_MS / 1000, isolation_level=None, check_same_thread=False
             )
             conn.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
-            conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
         except sqlite3.DatabaseError as exc:
             raise StateCorrupted(
@@ -535,6 +544,22 @@ class SqliteStore:
     def integrity_check(self) -> str:
         """``PRAGMA integrity_check``: ``ok`` or the problems found."""
         return "; ".join(str(r[0]) for r in self._read("PRAGMA integrity_check"))
+
+
+@contextlib.contextmanager
+def _setup_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` for the duration of the block (a no-op without fcntl)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: the setup race stays possible, but rare
+        yield
+        return
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager

@@ -312,3 +312,31 @@ def test_claim_resets_phases_to_run_again(tmp_path):
     store.claim("r1", rerun=["a"])
     assert store.phases("r1")[0].state is PhaseState.PENDING
     assert store.phases("r1")[0].completed_seq is None
+
+
+def test_processes_opening_a_new_state_directory_at_once_all_succeed(tmp_path):
+    # Switching a new database to WAL from two processes at once used to fail one of
+    # them at once with "database is locked" (SQLite skips the busy timeout there).
+    code = (
+        "import sys, time\n"
+        "from orchestrator.state.sqlite import open_store\n"
+        "while time.time() < float(sys.argv[2]): pass\n"  # start together
+        "open_store(sys.argv[1]).close()\n"
+    )
+    failures = []
+    for trial in range(4):
+        folder = tmp_path / f"s{trial}"
+        start = f"{__import__('time').time() + 0.5:.3f}"
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", code, str(folder), start],
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(6)
+        ]
+        for p in procs:
+            _, err = p.communicate(timeout=60)
+            if p.returncode != 0:
+                failures.append(err.strip().splitlines()[-1])
+    assert failures == []
