@@ -79,6 +79,7 @@ class RunState:
         self.plan = plan
         self.workflow: Workflow = wf
         self.options = options
+        self.registry = registry
         self.clock = options.clock
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self.inputs = resolve_inputs(wf, inputs or {}, strings=False)
@@ -210,7 +211,7 @@ class RunState:
         if depth > self.options.max_depth:
             raise AgentFailure(_too_deep(chain, self.options.max_depth), transient=False)
         try:
-            sub_plan = compile_plan(load_workflow(str(target), registry=self._registry))
+            sub_plan = compile_plan(load_workflow(str(target), registry=self.registry))
         except OrchError as exc:
             raise AgentFailure(f"sub-workflow '{path}': {exc}", transient=False) from exc
         opts = RunOptions(
@@ -223,7 +224,7 @@ class RunState:
         )
         token = _SUB_RUNS.set(chain)
         try:
-            result = await execute(sub_plan, inputs=inputs, registry=self._registry, options=opts)
+            result = await execute(sub_plan, inputs=inputs, registry=self.registry, options=opts)
         except UsageError as exc:
             raise AgentFailure(f"sub-workflow '{path}': {exc}", transient=False) from exc
         finally:
@@ -237,8 +238,6 @@ class RunState:
                 f"sub-workflow '{path}' {result.status}: {result.error}", transient=False
             )
         return dict(result.outputs)
-
-    _registry: AgentRegistry
 
 
 def _too_deep(chain: tuple[str, ...], limit: int) -> str:
@@ -551,7 +550,6 @@ async def execute(
         sinks=sinks,
         prior=prior,
     )
-    state._registry = registry
     state.create_agents(registry)
     wf = plan.workflow
     scheduler = _Scheduler(state, options.executor or LocalExecutor(), cancel)

@@ -43,7 +43,7 @@ def ensure_agent(state: RunState, name: str) -> Agent:
     if agent is None:
         spec = state.workflow.agents.get(name)
         type_ = spec.type if spec is not None else name
-        agent = state._registry.create(type_, name)
+        agent = state.registry.create(type_, name)
         state.agents[name] = agent
         state.agent_types[name] = type_
     return agent
@@ -166,7 +166,6 @@ async def resume_compensation(
         sinks=sinks,
         prior=None,
     )
-    state._registry = registry
     for pid, output in outputs.items():
         state.outcomes[pid] = PhaseOutcome(pid, "completed", output)
     started = state.clock()
