@@ -18,6 +18,7 @@ from rich.tree import Tree
 
 from ..plan import Plan
 from ..spec.model import Phase
+from .progress import format_seconds
 
 __all__ = ["FORMATS", "graph_ascii", "graph_dot", "graph_json", "graph_mermaid", "write_graph"]
 
@@ -127,7 +128,7 @@ def graph_ascii(plan: Plan) -> RenderableType:
     parts: list[RenderableType] = [tree]
     if plan.critical_path:
         line = Text("critical path ", style="bold")
-        line.append(f"({_seconds(plan.critical_length)}): ", style="bold")
+        line.append(f"({format_seconds(plan.critical_length)}): ", style="bold")
         path = plan.critical_path
         chain = path[0] + "".join(
             f" {_IMPLIED if plan.is_implied(b, a) else _EXPLICIT} {b}"
@@ -160,7 +161,7 @@ def _phase_line(plan: Plan, phase: Phase, critical: bool) -> Text:
     if phase.priority != "medium":
         details.append(f"priority {phase.priority}")
     if phase.estimated_duration is not None:
-        details.append(f"~{_seconds(phase.estimated_duration)}")
+        details.append(f"~{format_seconds(phase.estimated_duration)}")
     text.append("  " + ", ".join(details), style="dim")
     return text
 
@@ -171,10 +172,6 @@ def _agent_label(phase: Phase) -> str | None:
     if phase.handoff is not None:
         return "handoff: " + ", ".join(phase.handoff.agents)
     return None
-
-
-def _seconds(value: float) -> str:
-    return f"{value:g}s"
 
 
 # -- mermaid ------------------------------------------------------------------------------
