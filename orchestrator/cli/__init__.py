@@ -17,8 +17,6 @@ from ..errors import (
     ExecutionError,
     OrchError,
     RunCancelled,
-    UsageError,
-    WorkflowError,
     WorkflowInvalid,
 )
 from . import agents, graph, run, runs, validate
@@ -57,8 +55,8 @@ def _options(
 def main() -> None:
     """Entry point of the ``orch`` console script and ``python -m orchestrator``.
 
-    Exits with the contract's codes: 2 for an invalid workflow or usage, 1 for a
-    failed run (or any other OrchError), 130 for a cancelled one.
+    Exits with the contract's codes: 2 for an invalid workflow, usage or a refused
+    operation on a run, 1 for a failed run, 130 for a cancelled one.
     """
     try:
         app(prog_name="orch")
@@ -80,6 +78,5 @@ def _report(exc: OrchError) -> int:
         return 130
     if isinstance(exc, ExecutionError):
         return 1
-    if isinstance(exc, (WorkflowInvalid, WorkflowError, UsageError)):
-        return 2
-    return 1
+    # invalid file, bad usage, or a refused operation on stored runs (as `orch runs` exits)
+    return 2

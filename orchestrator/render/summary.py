@@ -164,7 +164,7 @@ def render_plan_preview(plan: Plan, resolve: Callable[[Any], Any] = lambda value
     if plan.critical_path:
         lines.append(
             f"critical path (estimated): {' -> '.join(plan.critical_path)} "
-            f"({plan.critical_length:g}s)"  # as `orch graph` says it
+            f"({format_seconds(plan.critical_length)})"  # as `orch graph` says it
         )
     position = {pid: i + 1 for i, pid in enumerate(plan.order)}
     for n, level in enumerate(plan.levels, start=1):

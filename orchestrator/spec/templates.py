@@ -103,7 +103,7 @@ def check_template_text(
             if len(chain) < 2:
                 continue
             target = chain[1]
-            if "compensate" in path:
+            if path[2:3] == ("compensate",):  # (phases, i, key, ...): the phase's own key
                 # A compensation runs after the phases ended: it may read any phase's
                 # result, its own included, and implies no dependency.
                 if target not in phases and target != pid and target not in cx.bad_ids:

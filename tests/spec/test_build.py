@@ -177,6 +177,21 @@ def test_phase_references_become_implied_dependencies(tmp_path, registry):
     assert wf.inputs["who"].default == "you"
 
 
+def test_a_with_key_named_compensate_still_implies_its_dependency(tmp_path, registry):
+    # only the phase's own `compensate:` key may read any phase without depending on it
+    wf = _load(
+        tmp_path,
+        """\
+        name: named
+        phases:
+          - {id: a, agent: echo, with: {text: A}}
+          - {id: b, agent: echo, with: {text: {compensate: "{{ phases.a.output }}"}}}
+        """,
+        registry,
+    )
+    assert wf.phases[1].implied_deps == ("a",)
+
+
 def test_the_contract_example_is_valid(tmp_path, registry):
     wf = _load(tmp_path, CONTRACT_EXAMPLE, registry)
     assert [p.id for p in wf.phases][:2] == ["fetch_account", "analyze_risk"]
