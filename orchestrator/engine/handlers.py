@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .result import PhaseOutcome
-from .saga import compensate, describe, ensure_agent
+from .saga import compensate, describe
 
 if TYPE_CHECKING:
     from ..spec.model import Phase, Workflow
@@ -87,9 +87,6 @@ async def _fallback_workflow(
 async def _run_handler(state: RunState, phase: Phase) -> PhaseOutcome:
     from .phase import run_phase
 
-    for name in (phase.agent, phase.fallback.agent if phase.fallback else None):
-        if name:
-            ensure_agent(state, name)
     outcome = await run_phase(phase, state)
     state.outcomes[phase.id] = outcome
     return outcome

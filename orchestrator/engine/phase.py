@@ -18,7 +18,7 @@ from ..errors import ExpressionError, Location, OrchError, PhaseTimeout
 from ..expr import evaluate, has_template, render
 from ..spec.model import Phase
 from .events import Event
-from .result import PLAIN, PhaseOutcome, json_data
+from .result import PLAIN, PhaseOutcome, add_tokens, json_data
 from .retry import call_with_retries
 from .runner import RunState
 
@@ -457,7 +457,7 @@ async def _handoff(
         if previous is not None:
             inp = {**inp, "handoff": {"from": previous[0], "output": previous[1], "turn": turn}}
         result = await _call(run, phase.id, current, inp, attempt, item, deadline, turn)
-        _add_tokens(tokens, result.metadata)
+        add_tokens(tokens, result.metadata)
         nxt = result.handoff
         data: dict[str, Any] = {"turn": {"n": turn, "agent": current, "next": nxt}}
         if item is not None:
@@ -481,16 +481,6 @@ async def _handoff(
         f"handed off to '{current}')",
         transient=False,
     )
-
-
-def _add_tokens(total: dict[str, int], metadata: Mapping[str, Any]) -> None:
-    """Add a call's ``metadata.tokens`` ({prompt, completion, total}) to ``total``."""
-    used = metadata.get("tokens") if metadata else None
-    if isinstance(used, Mapping):
-        for key in ("prompt", "completion", "total"):
-            value = used.get(key)
-            if isinstance(value, int) and not isinstance(value, bool):
-                total[key] = total.get(key, 0) + value
 
 
 async def _run_foreach(
@@ -535,7 +525,7 @@ async def _run_foreach(
                 tried[0] = failure.attempts
             else:
                 outputs[index] = result.output
-                _add_tokens(tokens, result.metadata)
+                add_tokens(tokens, result.metadata)
                 fallback_any[0] = fallback_any[0] or fallback_used
             finally:  # also when cancelled: the phase_failed event counts this item's attempts
                 most[0] = max(most[0], tried[0])

@@ -28,6 +28,7 @@ __all__ = [
     "ResultCache",
     "RunOptions",
     "RunResult",
+    "add_tokens",
     "json_data",
 ]
 
@@ -196,3 +197,13 @@ def _json_key(key: Any) -> str:
         return json.dumps(key)  # None -> "null", True -> "true", 1.5 -> "1.5", as json writes
     converted = json_data(key)
     return converted if isinstance(converted, str) else str(converted)
+
+
+def add_tokens(total: dict[str, int], metadata: Mapping[str, Any]) -> None:
+    """Add a call's ``metadata.tokens`` ({prompt, completion, total}) to ``total``."""
+    used = metadata.get("tokens") if metadata else None
+    if isinstance(used, Mapping):
+        for key in ("prompt", "completion", "total"):
+            value = used.get(key)
+            if isinstance(value, int) and not isinstance(value, bool):
+                total[key] = total.get(key, 0) + value

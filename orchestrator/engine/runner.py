@@ -31,7 +31,14 @@ from .events import Event, EventSink, SecretMasker
 from .handlers import epilogue, has_epilogue
 from .inputs import resolve_inputs
 from .limits import AgentLimiter
-from .result import PhaseExecutor, PhaseOutcome, ResultCache, RunOptions, RunResult
+from .result import (
+    PhaseExecutor,
+    PhaseOutcome,
+    ResultCache,
+    RunOptions,
+    RunResult,
+    add_tokens,
+)
 
 __all__ = ["RunState", "execute", "run", "run_sync"]
 
@@ -141,25 +148,25 @@ class RunState:
 
     # -- agents and inputs ----------------------------------------------------------
     def create_agents(self, registry: AgentRegistry) -> None:
-        """One instance per named agent and per bare type used. Raises AgentError."""
+        """One instance per named agent and per bare type that any phase, handler or
+        compensation uses, made before the run starts. Raises AgentError."""
         wf = self.workflow
-        names: list[str] = []
-        for p in wf.phases:
-            if p.agent:
-                names.append(p.agent)
-            if p.fallback:
-                names.append(p.fallback.agent)
-            if p.handoff:
-                names.extend(p.handoff.agents)
-        for name in names:
-            if name in self.agents:
-                continue
-            spec = wf.agents.get(name)
+        for p in (*wf.phases, *wf.on_success, *wf.on_failure, *wf.finally_):
+            for name in _agents_of(p):
+                self.agent(name)
+
+    def agent(self, name: str) -> Agent:
+        """The run's instance of a named agent or bare type (with its limiter), made on
+        first use. Raises AgentError."""
+        found = self.agents.get(name)
+        if found is None:
+            spec = self.workflow.agents.get(name)
             type_ = spec.type if spec else name
-            self.agents[name] = registry.create(type_, name)
+            found = self.agents[name] = self.registry.create(type_, name)
             self.agent_types[name] = type_
             if spec is not None and AgentLimiter.needed(spec):
                 self.limiters[name] = AgentLimiter(spec)
+        return found
 
     async def close_agents(self) -> None:
         """``aclose`` every agent instance; errors there do not hide the run's result."""
@@ -249,6 +256,17 @@ def _too_deep(chain: tuple[str, ...], limit: int) -> str:
                 f"{_TOO_DEEP[0]}{' -> '.join(names[: i + 1])} -> ... nests deeper than {limit} runs"
             )
     return f"{_TOO_DEEP[1]}{limit} runs: {' -> '.join(names)}"
+
+
+def _agents_of(phase: Phase) -> list[str]:
+    """Every agent a phase may call: its own, the fallback's, the compensation's, handoff's."""
+    names = [phase.agent] if phase.agent else []
+    for call in (phase.fallback, phase.compensate):
+        if call is not None:
+            names.append(call.agent)
+    if phase.handoff:
+        names.extend(phase.handoff.agents)
+    return names
 
 
 def _read_secrets(names: Iterable[str]) -> dict[str, str]:
@@ -569,14 +587,16 @@ async def execute(
     )
     interrupted: BaseException | None = None
     try:
-        await scheduler.run()
-    except asyncio.CancelledError as exc:
-        interrupted = exc
+        try:
+            await scheduler.run()
+        except asyncio.CancelledError as exc:
+            interrupted = exc
+        if scheduler.crash is not None:
+            raise scheduler.crash
+        # the epilogue (compensations, handlers) still uses the agents: close them after
+        return await _finish(state, scheduler, started, interrupted)
     finally:
         await state.close_agents()
-    if scheduler.crash is not None:
-        raise scheduler.crash
-    return await _finish(state, scheduler, started, interrupted)
 
 
 async def _finish(
@@ -613,14 +633,10 @@ async def _finish(
                 if status == "completed":
                     status, error = "failed", f"output '{key}': {exc.message}"
     counts: dict[str, int] = {}
-    prompt = completion = total = 0
+    tokens: dict[str, int] = {"prompt": 0, "completion": 0, "total": 0}
     for outcome in outcomes.values():
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
-        tokens = outcome.metadata.get("tokens") if outcome.metadata else None
-        if isinstance(tokens, Mapping):
-            prompt += int(tokens.get("prompt", 0) or 0)
-            completion += int(tokens.get("completion", 0) or 0)
-            total += int(tokens.get("total", 0) or 0)
+        add_tokens(tokens, outcome.metadata)
     ended = state.clock()
     kind = {"completed": "workflow_completed", "failed": "workflow_failed"}.get(
         status, "workflow_cancelled"
@@ -633,7 +649,7 @@ async def _finish(
             "duration": ended - started,
             "error": error,
             "counts": counts,
-            "tokens": {"prompt": prompt, "completion": completion, "total": total},
+            "tokens": tokens,
         },
     )
     if state.async_sinks:

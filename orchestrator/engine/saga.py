@@ -15,7 +15,7 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..agents.base import Agent, AgentContext, AgentResult
+from ..agents.base import AgentContext, AgentResult
 from ..errors import OrchError, PhaseTimeout
 from ..expr import has_template, render
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .events import EventSink
     from .runner import RunState
 
-__all__ = ["call_agent", "compensate", "describe", "ensure_agent", "resume_compensation"]
+__all__ = ["call_agent", "compensate", "describe", "resume_compensation"]
 
 
 def describe(exc: BaseException) -> str:
@@ -35,18 +35,6 @@ def describe(exc: BaseException) -> str:
         return str(exc)
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def ensure_agent(state: RunState, name: str) -> Agent:
-    """The run's instance of a named agent or bare type, created on first use."""
-    agent = state.agents.get(name)
-    if agent is None:
-        spec = state.workflow.agents.get(name)
-        type_ = spec.type if spec is not None else name
-        agent = state.registry.create(type_, name)
-        state.agents[name] = agent
-        state.agent_types[name] = type_
-    return agent
 
 
 async def call_agent(
@@ -58,7 +46,7 @@ async def call_agent(
     plus ``extra``. Raises whatever the agent raises, ExpressionError for a bad
     template, and PhaseTimeout.
     """
-    agent = ensure_agent(state, call.agent)
+    agent = state.agent(call.agent)
     spec = state.workflow.agents.get(call.agent)
     merged: Mapping[str, Any] = {**spec.with_, **call.with_} if spec else call.with_
     if has_template(merged):
