@@ -164,3 +164,34 @@ def test_kwargs_are_checked_against_the_signature_at_validate_and_at_run(tmp_pat
     with pytest.raises(AgentFailure) as info:
         run(tmp_path, {"function": "kw_mod:f", "kwargs": {"a": 1, "c": 2}})
     assert str(info.value) == expected
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_sys_exit_in_a_function_is_a_failed_phase_not_a_crash(tmp_path, kind):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "quitter.py").write_text(
+        "import sys\n\ndef sync():\n    sys.exit(4)\n\nasync def async_():\n    sys.exit(4)\n"
+    )
+    name = "sync" if kind == "sync" else "async_"
+    flow = tmp_path / "flow.yaml"
+    flow.write_text(
+        "name: quit\nphases:\n"
+        f"  - {{id: q, agent: python, with: {{function: 'quitter:{name}'}}}}\n"
+    )
+    orch_bin = str(Path(sys.executable).parent / "orch")
+    done = subprocess.run(
+        [orch_bin, "run", str(flow), "--events", "jsonl", "--state-dir", str(tmp_path / "s")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    events = [json.loads(x) for x in done.stdout.splitlines() if x.startswith("{")]
+    failed = next(e for e in events if e["event"] == "phase_failed")
+    assert "raised SystemExit: 4" in failed["data"]["error"]
+    assert events[-1]["event"] == "workflow_failed"

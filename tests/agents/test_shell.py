@@ -155,6 +155,32 @@ def test_timeout_kills_the_whole_tree_setsid_included(tmp_path):
     assert [p for p in recorded if _alive(p)] == []
 
 
+def test_cancel_kills_a_child_that_left_the_group_and_cleared_its_environment(tmp_path):
+    """Such a child is found only through its parent, before the shell dies."""
+    pids = tmp_path / "pids"
+    pids.touch()
+    command = (
+        f"setsid env -i sh -c 'echo $$ >> {pids}; exec sleep 300' & "
+        f"echo $$ >> {pids}; "
+        f"while [ $(wc -l < {pids}) -lt 2 ]; do sleep 0.05; done; sleep 300"
+    )
+
+    async def main():
+        task = asyncio.ensure_future(
+            ShellAgent().run({"command": command, "kill_grace": 1}, ctx(tmp_path))
+        )
+        while len(pids.read_text().split()) < 2:
+            await asyncio.sleep(0.02)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    recorded = _wait_for_pids(pids, 2)
+    assert len(recorded) == 2
+    assert [p for p in recorded if _alive(p)] == []
+
+
 def test_deadline_stops_the_command_and_its_tree(tmp_path):
     pids = tmp_path / "pids"
     pids.touch()

@@ -67,12 +67,18 @@ class ProcessTree:
             return False
 
     def signal(self, signum: int) -> None:
-        """Send ``signum`` to the group and to every member; vanished processes are ignored."""
+        """Send ``signum`` to the group and to every member; vanished processes are ignored.
+
+        Members are found before the group is signalled: once the shell dies its
+        children move to init, and one that also left the group and cleared its
+        environment could no longer be found by parent or tag.
+        """
+        before = self.members()
         try:
             os.killpg(self.pid, signum)
         except (ProcessLookupError, PermissionError):
             pass
-        for pid in self.members():
+        for pid in before | self.members():
             try:
                 os.kill(pid, signum)
             except (ProcessLookupError, PermissionError):

@@ -105,7 +105,7 @@ class PythonAgent(Agent):
                     value = await value
         except AgentFailure:
             raise
-        except Exception as exc:  # the user's code may raise anything
+        except (Exception, SystemExit) as exc:  # the user's code may raise anything, exit too
             raise AgentFailure(f"{target} raised {type(exc).__name__}: {exc}") from exc
         if isinstance(value, AgentResult):
             return value
@@ -124,7 +124,7 @@ def _load(target: str, workdir: str) -> Callable[..., Any]:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
         raise AgentFailure(f"cannot import module '{module_name}': {exc}", transient=False) from exc
-    except Exception as exc:  # an import runs the module's code
+    except (Exception, SystemExit) as exc:  # an import runs the module's code
         raise AgentFailure(
             f"importing '{module_name}' raised {type(exc).__name__}: {exc}", transient=False
         ) from exc
