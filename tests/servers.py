@@ -45,6 +45,7 @@ class Recorded:
     query: dict[str, list[str]]
     headers: dict[str, str]
     body: bytes
+    client_port: int = 0  # the client's side of the connection: one port = one pooled connection
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -85,6 +86,7 @@ class HTTPServer:
                     parse_qs(parts.query),
                     {k.lower(): v for k, v in self.headers.items()},
                     body,
+                    self.client_address[1],
                 )
                 with outer._lock:
                     outer.requests.append(rec)
