@@ -8,13 +8,11 @@ else (``--dry-run --events jsonl`` prints its text plan to stderr).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
 import signal
 import sys
-import tempfile
 from collections.abc import Callable, Coroutine, Mapping
 from enum import Enum
 from pathlib import Path
@@ -265,6 +263,8 @@ def _run(
     Every run is recorded in the state store (``state_dir``); ``run_id`` and
     ``prior`` (completed phases' outcomes) continue a stopped run (``orch resume``).
     """
+    import asyncio  # here, not at module level: `orch --help` does not need it
+
     from ..agents.registry import AgentRegistry
     from ..engine import RunOptions
     from ..render.console import is_live, make_console
@@ -371,6 +371,8 @@ async def _execute(
     notify: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Run the engine with SIGINT and SIGTERM turned into a clean cancel (a second one forces)."""
+    import asyncio
+
     from ..engine import execute
 
     loop = asyncio.get_running_loop()
@@ -422,6 +424,7 @@ def _isatty(stream: Any) -> bool:
 
 def _write_json(path: Path, value: Any) -> None:
     """Write ``value`` as JSON to ``path`` atomically (temp file, fsync, rename)."""
+    import tempfile
 
     target = path.resolve()
     try:
