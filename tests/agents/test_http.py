@@ -161,3 +161,14 @@ def test_an_error_status_names_the_request_and_the_reason():
         with pytest.raises(AgentFailure) as info:
             run({"method": "post", "url": srv.url + "/wrongpath"})
     assert str(info.value).startswith(f"POST {srv.url}/wrongpath: HTTP 404 Not Found: ")
+
+
+@pytest.mark.parametrize("bad", ["nan", "-3", "inf", "1e309", 0, "0s", "soon"])
+def test_a_rendered_timeout_that_is_not_a_positive_duration_is_a_permanent_failure(bad):
+    # a template may render anything into `timeout`: the workflow's own duration rule
+    # applies, and nan, negative, zero or infinite values never become a deadline
+    with HTTPServer({("GET", "/x"): Reply(200, body="x")}) as srv:
+        with pytest.raises(AgentFailure) as info:
+            run({"url": srv.url + "/x", "timeout": bad})
+        assert srv.requests == []
+    assert "is not a duration" in str(info.value) and info.value.transient is False

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import re
+import math
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from ...errors import format_duration
+from ...spec.values import parse_duration
 from ..base import AgentContext, AgentFailure
 
 __all__ = [
@@ -37,9 +38,6 @@ DURATION_SCHEMA: dict[str, Any] = {
 }
 #: How long after the phase's deadline a request stops itself, if the engine did not.
 _BACKSTOP = 0.25
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION = re.compile(r"^\s*(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h)\s*)+$")
-_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 
 
 def duration(value: Any, default: float) -> float:
@@ -49,18 +47,18 @@ def duration(value: Any, default: float) -> float:
     """
     if value is None:
         return default
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    text = str(value)
     try:
-        return float(text)
+        seconds = parse_duration(value)  # the workflow language's own rule
     except ValueError:
-        pass
-    if not _DURATION.match(text):
+        try:
+            seconds = float(str(value))  # a number a template rendered into text
+        except ValueError:
+            seconds = math.nan
+    if not 0 < seconds < math.inf:  # nan, negative, zero or infinite: never a timeout
         raise AgentFailure(
             f"'{value}' is not a duration; use 500ms, 30s, 5m, 1h or seconds", transient=False
         )
-    return sum(float(n) * _UNITS[unit] for n, unit in _PART.findall(text))
+    return seconds
 
 
 def url_problem(value: str) -> str | None:
