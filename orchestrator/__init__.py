@@ -26,7 +26,7 @@ _LAZY = {
     "AgentFailure": "orchestrator.agents",
     "AgentRegistry": "orchestrator.agents",
     "AgentResult": "orchestrator.agents",
-    "Event": "orchestrator.engine.events",
+    "Event": "orchestrator.events",
     "PhaseOutcome": "orchestrator.engine",
     "Plan": "orchestrator.plan",
     "RunOptions": "orchestrator.engine",

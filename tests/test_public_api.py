@@ -76,6 +76,6 @@ def test_the_examples_use_only_the_public_api():
 
 
 def test_event_is_public_and_the_one_the_engine_sends():
-    from orchestrator.engine.events import Event
+    from orchestrator.events import Event
 
     assert orchestrator.Event is Event

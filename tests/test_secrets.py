@@ -183,7 +183,7 @@ def test_no_secret_leaks_anywhere(tmp_path):
 
 
 def test_the_masker_covers_objects_sets_bytes_and_split_streams():
-    from orchestrator.engine.events import Event, SecretMasker
+    from orchestrator.events import Event, SecretMasker
 
     secret = SECRETS["LONG_SECRET"]
     masker = SecretMasker([secret, ""])

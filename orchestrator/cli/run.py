@@ -25,7 +25,7 @@ from .usage import whole_number
 
 if TYPE_CHECKING:
     from ..engine import RunResult
-    from ..engine.events import EventSink
+    from ..events import EventSink
     from ..plan import Plan
     from ..spec.model import Workflow
 

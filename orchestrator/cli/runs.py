@@ -223,8 +223,8 @@ def cancel_command(
     """Stop a run started by another `orch` process (it cancels cleanly, as on Ctrl-C)."""
     import os
 
-    from ..engine.events import Event
     from ..errors import OrchError
+    from ..events import Event
 
     store = _store(state_dir, run_id)
     try:
@@ -456,7 +456,7 @@ def _resume_compensation(
     import asyncio
 
     from ..agents.registry import AgentRegistry
-    from ..engine.saga import resume_compensation
+    from ..engine.resume import resume_compensation
     from ..state.base import PhaseState
 
     store.claim(run.id)

@@ -37,7 +37,7 @@ class RunSession:
         import os
 
         from ..engine.cache import StoreCache
-        from ..engine.events import SecretMasker
+        from ..events import SecretMasker
 
         self.store = store
         self.record = store.record
@@ -69,7 +69,7 @@ def seed_view(
 
     Feeds ``view`` one ``phase_completed`` event per prior outcome, in plan order.
     """
-    from ..engine.events import Event
+    from ..events import Event
 
     for pid in plan.order:
         outcome = prior.get(pid)
@@ -128,7 +128,7 @@ def cache_preview(
         cache = StoreCache(store, wf)
         for phase in cached:
             spec = wf.agents.get(phase.agent or "")
-            merged: Mapping[str, Any] = {**spec.with_, **phase.with_} if spec else phase.with_
+            merged = wf.call_input(phase.agent, phase.with_)
             try:
                 rendered = render(merged, context) if _templated(merged, is_template) else merged
             except OrchError:  # it reads other phases' results: known only at run time

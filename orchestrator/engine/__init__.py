@@ -5,17 +5,23 @@ See docs/internals.md for the API contract and the data of each event.
 
 from __future__ import annotations
 
+from .call import CallMiddleware, CallNext
+from .executor import CallChannel, CallSpec, Executor, LocalExecutor
 from .inputs import resolve_inputs
-from .result import PhaseExecutor, PhaseOutcome, ResultCache, RunOptions, RunResult
-from .runner import RunState, execute, run, run_sync
+from .result import PhaseOutcome, ResultCache, RunOptions, RunResult
+from .runner import execute, run, run_sync
 
 __all__ = [
-    "PhaseExecutor",
+    "CallChannel",
+    "CallMiddleware",
+    "CallNext",
+    "CallSpec",
+    "Executor",
+    "LocalExecutor",
     "PhaseOutcome",
     "ResultCache",
     "RunOptions",
     "RunResult",
-    "RunState",
     "execute",
     "resolve_inputs",
     "run",

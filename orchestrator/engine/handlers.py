@@ -17,12 +17,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .. import events as ev
+from .context import RunContext
+from .phase import describe, run_phase
 from .result import PhaseOutcome
-from .saga import compensate, describe
+from .saga import compensate
 
 if TYPE_CHECKING:
     from ..spec.model import Phase, Workflow
-    from .runner import RunState
 
 __all__ = ["FALLBACK_PHASE", "epilogue", "has_epilogue"]
 
@@ -42,75 +44,71 @@ def has_epilogue(workflow: Workflow) -> bool:
 
 
 async def _fallback_workflow(
-    state: RunState, path: str
+    run: RunContext, path: str
 ) -> tuple[Mapping[str, Any] | None, str | None]:
     """Run the fallback workflow; (its outputs, None) or (None, why it failed)."""
-    clock = state.clock
-    started = clock()
-    await state.emit("phase_started", FALLBACK_PHASE, 1, {"agent": "workflow", "path": path})
+    started = run.now()
+    await run.bus.emit(
+        ev.phase_started(run.run_id, run.now(), FALLBACK_PHASE, 1, agent="workflow", path=path)
+    )
     try:
-        outputs = await state.run_workflow(path, state.inputs)
+        outputs = await run.run_workflow(path, run.inputs)
     except Exception as exc:  # noqa: BLE001 - a failing fallback is recorded, not raised
         message = describe(exc)
-        ended = clock()
-        state.outcomes[FALLBACK_PHASE] = PhaseOutcome(
+        ended = run.now()
+        run.outcomes[FALLBACK_PHASE] = PhaseOutcome(
             FALLBACK_PHASE, "failed", None, message, 1, started, ended
         )
-        await state.emit(
-            "phase_failed",
-            FALLBACK_PHASE,
-            1,
-            {"status": "failed", "error": message, "duration": ended - started, "attempts": 1},
+        await run.bus.emit(
+            ev.phase_failed(
+                run.run_id,
+                run.now(),
+                FALLBACK_PHASE,
+                1,
+                error=message,
+                duration=ended - started,
+                attempts=1,
+            )
         )
         return None, message
-    ended = clock()
-    state.outcomes[FALLBACK_PHASE] = PhaseOutcome(
+    ended = run.now()
+    run.outcomes[FALLBACK_PHASE] = PhaseOutcome(
         FALLBACK_PHASE, "completed", dict(outputs), None, 1, started, ended
     )
-    await state.emit(
-        "phase_completed",
-        FALLBACK_PHASE,
-        1,
-        {
-            "status": "completed",
-            "output": dict(outputs),
-            "duration": ended - started,
-            "attempts": 1,
-            "fallback_used": True,
-            "cached": False,
-            "metadata": {},
-        },
+    await run.bus.emit(
+        ev.phase_completed(
+            run.run_id,
+            run.now(),
+            FALLBACK_PHASE,
+            1,
+            output=dict(outputs),
+            duration=ended - started,
+            attempts=1,
+            fallback_used=True,
+        )
     )
     return outputs, None
 
 
-async def _run_handler(state: RunState, phase: Phase) -> PhaseOutcome:
-    from .phase import run_phase
-
-    outcome = await run_phase(phase, state)
-    state.outcomes[phase.id] = outcome
-    return outcome
-
-
 async def epilogue(
-    state: RunState, status: str, error: str | None, completion_order: Sequence[str]
+    run: RunContext, status: str, error: str | None, completion_order: Sequence[str]
 ) -> tuple[str, str | None, Mapping[str, Any] | None]:
     """Run the fallback workflow, compensations and handlers that apply to ``status``.
 
     Returns the final (status, error, outputs); outputs is None unless a
     fallback workflow completed and its outputs replace the run's.
     """
-    wf = state.workflow
+    wf = run.workflow
     outputs: Mapping[str, Any] | None = None
     fallback = wf.error_handling.fallback_workflow
     if status == "failed" and fallback:
-        outputs, why = await _fallback_workflow(state, fallback)
+        outputs, why = await _fallback_workflow(run, fallback)
         if outputs is not None:
             status, error = "completed", None
         else:
             error = f"{error}; fallback workflow '{fallback}' failed: {why}"
     if status in ("failed", "cancelled"):
-        failures = await compensate(state, completion_order)
+        failures = await compensate(run, completion_order)
         if failures:
             error = f"{error}; " + "; ".join(failures) if error else "; ".join(failures)
     handlers: tuple[Phase, ...] = ()
@@ -119,5 +117,5 @@ async def epilogue(
     elif status == "failed":
         handlers = wf.on_failure
     for phase in (*handlers, *wf.finally_):
-        await _run_handler(state, phase)
+        run.outcomes[phase.id] = await run_phase(phase, run)
     return status, error, outputs

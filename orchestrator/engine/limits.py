@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..agents.base import AgentContext, AgentFailure
+from ..agents.base import AgentFailure
 from ..errors import format_duration
 from ..spec.model import AgentSpec, CircuitBreakerSpec, RateLimit
 
@@ -122,33 +122,23 @@ class AgentLimiter:
         """Whether the agent declares any limit."""
         return bool(spec.max_concurrency or spec.rate_limit or spec.circuit_breaker)
 
-    async def call(
-        self,
-        run: Callable[[Mapping[str, Any], AgentContext], Awaitable[Any]],
-        input: Mapping[str, Any],
-        ctx: AgentContext,
-    ) -> Any:
-        """``await run(input, ctx)`` within the limits; raises what it raises, or AgentFailure
+    async def call(self, start: Callable[[], Awaitable[Any]]) -> Any:
+        """``await start()`` within the limits; raises what it raises, or AgentFailure
         when the circuit breaker is open."""
         if self.semaphore is None:
-            return await self._call(run, input, ctx)
+            return await self._call(start)
         async with self.semaphore:
-            return await self._call(run, input, ctx)
+            return await self._call(start)
 
-    async def _call(
-        self,
-        run: Callable[[Mapping[str, Any], AgentContext], Awaitable[Any]],
-        input: Mapping[str, Any],
-        ctx: AgentContext,
-    ) -> Any:
+    async def _call(self, start: Callable[[], Awaitable[Any]]) -> Any:
         if self.bucket is not None:
             await self.bucket.take()
         breaker = self.breaker
         if breaker is None:
-            return await run(input, ctx)
+            return await start()
         breaker.before_call()
         try:
-            result = await run(input, ctx)
+            result = await start()
         except asyncio.CancelledError:
             breaker.release_trial()
             raise

@@ -1,36 +1,28 @@
 """One phase, start to end: when -> render -> cache -> attempts (timeout, retries) -> fallback.
 
-``LocalExecutor`` runs phases as asyncio tasks in this process. Also here:
-foreach (items bounded by the phase's ``max_parallel``) and handoff (agents
-passing control by naming the next one). A failing agent gives a failed
-outcome, never an exception; cancellation gives a ``cancelled`` outcome.
+Also here: foreach (items bounded by the phase's ``max_parallel``) and handoff
+(agents passing control by naming the next one). Every agent call goes through
+``engine/call.py``. A failing agent gives a failed outcome, never an exception;
+cancellation gives a ``cancelled`` outcome.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from ..agents.base import AgentContext, AgentFailure, AgentResult
-from ..errors import ExpressionError, Location, OrchError, PhaseTimeout
-from ..expr import evaluate, has_template, render
+from .. import events as ev
+from ..agents.base import AgentFailure, AgentResult
+from ..errors import ExpressionError, OrchError, PhaseTimeout
+from ..expr import evaluate, render
 from ..spec.model import Phase
-from .events import Event
-from .result import PLAIN, PhaseOutcome, add_tokens, json_data
+from .call import bounded, call_agent, make_spec, render_input
+from .context import RunContext
+from .result import PhaseOutcome, add_tokens
 from .retry import call_with_retries
-from .runner import RunState
 
-__all__ = ["LocalExecutor", "run_phase"]
-
-
-class LocalExecutor:
-    """Runs each phase in the scheduler's own event loop."""
-
-    def execute(self, phase: Phase, run: RunState) -> Coroutine[Any, Any, PhaseOutcome]:
-        """The coroutine of ``run_phase``; the scheduler wraps it in a task."""
-        return run_phase(phase, run)
+__all__ = ["describe", "run_phase"]
 
 
 class _Failed(Exception):
@@ -42,18 +34,18 @@ class _Failed(Exception):
         self.attempts = attempts
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
+    """A one-line description of an agent's exception for events and reports."""
     if isinstance(exc, OrchError):
         return str(exc)
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-async def run_phase(phase: Phase, run: RunState) -> PhaseOutcome:
+async def run_phase(phase: Phase, run: RunContext) -> PhaseOutcome:
     """Run one phase whose trigger rule allowed it; emit its events; return its outcome."""
     pid = phase.id
-    clock = run.clock
-    started = clock()
+    started = run.now()
     tried = [0]  # the attempt running now (for foreach: the highest of any item)
     try:
         ctx = run.context
@@ -65,77 +57,41 @@ async def run_phase(phase: Phase, run: RunState) -> PhaseOutcome:
             except ExpressionError as exc:
                 return await _failed(run, phase, started, f"when: {exc}", 0)
             if not go:
-                outcome = PhaseOutcome(pid, "skipped")
-                await run.emit(
-                    "phase_skipped",
-                    pid,
-                    None,
-                    {"status": "skipped", "reason": f"when is false: {phase.when}"},
-                )
-                return outcome
+                reason = f"when is false: {phase.when}"
+                await run.bus.emit(ev.phase_skipped(run.run_id, run.now(), pid, reason))
+                return PhaseOutcome(pid, "skipped")
         if phase.foreach is not None:
             return await _run_foreach(phase, run, ctx, started, tried)
         agent = phase.agent or (phase.handoff.start if phase.handoff else "")
         first = _first_attempt(run, phase, None)
-        event = run.publish("phase_started", pid, first, {"agent": agent})
-        if run.async_sinks:
-            await run.deliver(event)
+        await run.bus.emit(ev.phase_started(run.run_id, run.now(), pid, first, agent=agent))
         try:
             result, fallback_used, cached = await _run_unit(phase, run, ctx, None, tried)
         except _Failed as failure:
             return await _failed(run, phase, started, failure.message, failure.attempts)
-        attempts = tried[0]
-        ended = clock()
-        metadata = result.metadata
-        outcome = PhaseOutcome(
-            pid,
-            "completed",
-            result.output,
-            None,
-            attempts,
-            started,
-            ended,
-            fallback_used,
-            cached,
-            metadata,
+        return await _completed(
+            run, phase, started, result.output, tried[0], fallback_used, cached, result.metadata
         )
-        event = run.publish(
-            "phase_completed",
-            pid,
-            attempts,
-            {
-                "status": "completed",
-                "output": result.output,
-                "duration": ended - started,
-                "attempts": attempts,
-                "fallback_used": fallback_used,
-                "cached": cached,
-                "metadata": metadata,
-            },
-        )
-        if run.async_sinks:
-            await _deliver_completed(run, event)
-        return outcome
     except asyncio.CancelledError:
-        ended = clock()
+        ended = run.now()
         attempts = tried[0]
-        outcome = PhaseOutcome(pid, "cancelled", None, "cancelled", attempts, started, ended)
-        await run.emit(
-            "phase_failed",
-            pid,
-            attempts or None,
-            {
-                "status": "cancelled",
-                "error": "cancelled",
-                "duration": ended - started,
-                "attempts": attempts,
-                "continue_on_error": phase.continue_on_error,
-            },
+        await run.bus.emit(
+            ev.phase_failed(
+                run.run_id,
+                run.now(),
+                pid,
+                attempts or None,
+                error="cancelled",
+                duration=ended - started,
+                attempts=attempts,
+                cancelled=True,
+                continue_on_error=phase.continue_on_error,
+            )
         )
-        return outcome
+        return PhaseOutcome(pid, "cancelled", None, "cancelled", attempts, started, ended)
 
 
-def _first_attempt(run: RunState, phase: Phase, item: int | None) -> int:
+def _first_attempt(run: RunContext, phase: Phase, item: int | None) -> int:
     """The attempt a phase resumes at after a crash (1 otherwise), within its retry budget."""
     resume = run.options.resume_attempts
     if item is not None or not resume:
@@ -143,73 +99,81 @@ def _first_attempt(run: RunState, phase: Phase, item: int | None) -> int:
     return max(1, min(resume.get(phase.id, 1), phase.retries.attempts + 1))
 
 
-async def _deliver_completed(run: RunState, event: Event) -> None:
-    """Deliver a phase_completed event. A cancel arriving meanwhile (another phase failed)
-    does not undo the completion: the agent's work is done and its record is queued."""
-    try:
-        await run.deliver(event)
-    except asyncio.CancelledError:
-        pass
+async def _completed(
+    run: RunContext,
+    phase: Phase,
+    started: float,
+    output: Any,
+    attempts: int,
+    fallback_used: bool,
+    cached: bool,
+    metadata: Mapping[str, Any],
+) -> PhaseOutcome:
+    """Record a completed phase. A cancel arriving while its event is delivered (another
+    phase failed) does not undo the completion: the agent's work is done."""
+    ended = run.now()
+    event = run.bus.publish(
+        ev.phase_completed(
+            run.run_id,
+            run.now(),
+            phase.id,
+            attempts,
+            output=output,
+            duration=ended - started,
+            attempts=attempts,
+            fallback_used=fallback_used,
+            cached=cached,
+            metadata=metadata,
+        )
+    )
+    if run.bus.async_sinks:
+        try:
+            await run.bus.deliver(event)
+        except asyncio.CancelledError:
+            pass
+    return PhaseOutcome(
+        phase.id,
+        "completed",
+        output,
+        None,
+        attempts,
+        started,
+        ended,
+        fallback_used,
+        cached,
+        metadata,
+    )
 
 
 async def _failed(
-    run: RunState,
+    run: RunContext,
     phase: Phase,
     started: float,
     error: str,
     attempts: int,
-    output: Any = None,
-    extra: Mapping[str, Any] | None = None,
+    output: Any = ev._NO_OUTPUT,
 ) -> PhaseOutcome:
-    ended = run.clock()
-    outcome = PhaseOutcome(phase.id, "failed", output, error, attempts, started, ended)
-    data: dict[str, Any] = {
-        "status": "failed",
-        "error": error,
-        "duration": ended - started,
-        "attempts": attempts,
-        "continue_on_error": phase.continue_on_error,
-    }
-    if extra:
-        data.update(extra)
-    await run.emit("phase_failed", phase.id, attempts or None, data)
-    return outcome
-
-
-def _render_input(
-    run: RunState, phase: Phase, agent: str | None, ctx: Mapping[str, Any]
-) -> Mapping[str, Any]:
-    merged, templated = run.agent_input(phase, agent)
-    if not templated:
-        return merged
-    return _render_with(run, agent, merged, ctx, phase.location)
-
-
-def _render_with(
-    run: RunState,
-    agent: str | None,
-    merged: Mapping[str, Any],
-    ctx: Mapping[str, Any],
-    where: Location | None,
-) -> Mapping[str, Any]:
-    """Render an agent's input; the agent type's ``shell_fields`` are shell-quoted."""
-    shell: tuple[str, ...] = getattr(run.agents.get(agent or ""), "shell_fields", ())
-    if not shell:
-        value = render(merged, ctx, where=where)
-        return value if isinstance(value, Mapping) else {"value": value}
-    from ..expr import render_shell  # here: only agents with shell command lines need it
-
-    return {
-        k: render_shell(v, ctx, where=where)
-        if k in shell and isinstance(v, str)
-        else render(v, ctx, where=where)
-        for k, v in merged.items()
-    }
+    ended = run.now()
+    await run.bus.emit(
+        ev.phase_failed(
+            run.run_id,
+            run.now(),
+            phase.id,
+            attempts or None,
+            error=error,
+            duration=ended - started,
+            attempts=attempts,
+            continue_on_error=phase.continue_on_error,
+            output=output,
+        )
+    )
+    kept = None if output is ev._NO_OUTPUT else output
+    return PhaseOutcome(phase.id, "failed", kept, error, attempts, started, ended)
 
 
 async def _run_unit(
     phase: Phase,
-    run: RunState,
+    run: RunContext,
     ctx: Mapping[str, Any],
     item: int | None,
     tried: list[int],
@@ -219,58 +183,49 @@ async def _run_unit(
     Returns (result, fallback_used, cached); ``tried[0]`` counts attempts made.
     Raises _Failed when everything failed; CancelledError passes through.
     """
-    name = phase.agent
+    name = phase.agent or ""
     handoff = phase.handoff
     rendered: dict[str, Mapping[str, Any]] = {}
     try:
         if handoff is not None:
             for a in handoff.agents:
-                rendered[a] = _render_input(run, phase, a, ctx)
+                rendered[a] = render_input(run, a, phase.with_, ctx, phase.location)
             inp: Mapping[str, Any] = {}
         else:
-            inp = _render_input(run, phase, name, ctx)
+            inp = render_input(run, name, phase.with_, ctx, phase.location)
     except ExpressionError as exc:
         raise _Failed(str(exc), 0) from None
-    cache = run.cache
+    cache = run.cache if phase.cache is not None and handoff is None and name else None
     timeout = phase.timeout
     if (
         phase.retries.attempts == 0
         and timeout is None
         and phase.fallback is None
         and handoff is None
-        and (cache is None or phase.cache is None)
+        and cache is None
     ):  # the hot path: one call, no retry or timeout machinery
         tried[0] = 1
         try:
-            return await _call(run, phase.id, name or "", inp, 1, item, run.deadline), False, False
+            spec = make_spec(run, phase.id, name, inp, item=item, deadline=run.deadline)
+            return await call_agent(run, spec), False, False
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a failing agent is a failed phase
-            raise _Failed(_describe(exc), 1) from None
-    if cache is not None and phase.cache is not None and handoff is None and name:
-        hit = await cache.get(phase, run.agent_types[name], inp)
+            raise _Failed(describe(exc), 1) from None
+    if cache is not None:
+        hit = await cache.get(phase, run.pool.types[name], inp)
         if hit is not None:
             return hit, False, True
 
     async def attempt(n: int) -> AgentResult:
         tried[0] = n
-        deadline = run.deadline
-        if timeout is not None:
-            end = time.monotonic() + timeout
-            deadline = end if deadline is None else min(deadline, end)
+        deadline = _deadline(run, timeout)
         if handoff is not None:
             coro = _handoff(run, phase, rendered, n, item, deadline)
         else:
-            coro = _call(run, phase.id, name or "", inp, n, item, deadline)
-        if timeout is None:
-            return await coro
-        try:
-            return await asyncio.wait_for(coro, timeout)
-        except asyncio.TimeoutError:
-            limiter = run.limiters.get(name or "")
-            if limiter is not None and limiter.breaker is not None:
-                limiter.breaker.record(False)
-            raise PhaseTimeout(phase.id, timeout) from None
+            spec = make_spec(run, phase.id, name, inp, attempt=n, item=item, deadline=deadline)
+            coro = call_agent(run, spec)
+        return await bounded(run, coro, timeout, phase.id, name)
 
     error: BaseException
     budget_out = [False]  # a retry was refused because the run's max_total_retries ran out
@@ -290,13 +245,16 @@ async def _run_unit(
                 phase.retries,
                 attempt,
                 should_retry=should_retry,
-                on_retry=lambda n, exc, delay: run.emit(
-                    "phase_retry",
-                    phase.id,
-                    n,
-                    {"error": _describe(exc), "delay": delay, "next_attempt": n + 1, "item": item}
-                    if item is not None
-                    else {"error": _describe(exc), "delay": delay, "next_attempt": n + 1},
+                on_retry=lambda n, exc, delay: run.bus.emit(
+                    ev.phase_retry(
+                        run.run_id,
+                        run.now(),
+                        phase.id,
+                        n,
+                        error=describe(exc),
+                        delay=delay,
+                        item=item,
+                    )
                 ),
                 first=_first_attempt(run, phase, item),
             )
@@ -307,10 +265,10 @@ async def _run_unit(
     except Exception as exc:  # noqa: BLE001 - a failing agent is a failed phase, never a crash
         error = exc
     else:
-        if cache is not None and phase.cache is not None and handoff is None and name:
-            await cache.put(phase, run.agent_types[name], inp, result)
+        if cache is not None:
+            await cache.put(phase, run.pool.types[name], inp, result)
         return result, False, False
-    message = _describe(error)
+    message = describe(error)
     if budget_out[0]:
         budget = run.workflow.error_handling.max_total_retries
         message += f"; the run's retry budget (max_total_retries: {budget}) was used up"
@@ -319,26 +277,32 @@ async def _run_unit(
         raise _Failed(message, tried[0])
     n = tried[0] + 1
     try:
-        spec = run.workflow.agents.get(fallback.agent)
-        merged = {**spec.with_, **fallback.with_} if spec and spec.with_ else fallback.with_
-        fb_input = (
-            _render_with(run, fallback.agent, merged, ctx, fallback.location or phase.location)
-            if has_template(merged)
-            else merged
+        where = fallback.location or phase.location
+        fb_input = render_input(run, fallback.agent, fallback.with_, ctx, where)
+        spec = make_spec(
+            run,
+            phase.id,
+            fallback.agent,
+            fb_input,
+            attempt=n,
+            item=item,
+            deadline=_deadline(run, timeout),
         )
-        coro = _call(run, phase.id, fallback.agent, fb_input, n, item, None)
-        if timeout is None:
-            result = await coro
-        else:
-            try:
-                result = await asyncio.wait_for(coro, timeout)
-            except asyncio.TimeoutError:
-                raise PhaseTimeout(phase.id, timeout) from None
+        result = await bounded(run, call_agent(run, spec), timeout, phase.id, fallback.agent)
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # noqa: BLE001 - see above
-        raise _Failed(f"{message}; fallback failed: {_describe(exc)}", tried[0]) from None
+        raise _Failed(f"{message}; fallback failed: {describe(exc)}", tried[0]) from None
     return result, True, False
+
+
+def _deadline(run: RunContext, timeout: float | None) -> float | None:
+    """The monotonic deadline of an attempt: its timeout, within the run's."""
+    deadline = run.deadline
+    if timeout is not None:
+        end = run.monotonic() + timeout
+        deadline = end if deadline is None else min(deadline, end)
+    return deadline
 
 
 def _retryable(phase: Phase, exc: BaseException) -> bool:
@@ -356,86 +320,8 @@ def _retryable(phase: Phase, exc: BaseException) -> bool:
     return kind in phase.retries.on
 
 
-class _Stream:
-    """The AgentContext stream callback of one attempt: masked phase_stream events."""
-
-    __slots__ = ("run", "phase", "attempt", "item", "masker")
-
-    def __init__(self, run: RunState, phase: str, attempt: int, item: int | None) -> None:
-        self.run = run
-        self.phase = phase
-        self.attempt = attempt
-        self.item = item
-        self.masker: Any = None
-
-    async def __call__(self, text: str) -> None:
-        run = self.run
-        if run.masker:
-            if self.masker is None:
-                self.masker = run.masker.stream()
-            text = self.masker.feed(text)
-            if not text:
-                return
-        await self._send(text)
-
-    async def _send(self, text: str) -> None:
-        data: dict[str, Any] = {"text": text}
-        if self.item is not None:
-            data["item"] = self.item
-        await self.run.emit("phase_stream", self.phase, self.attempt, data)
-
-    async def flush(self) -> None:
-        if self.masker is not None:
-            rest = self.masker.flush()
-            self.masker = None
-            if rest:
-                await self._send(rest)
-
-
-async def _call(
-    run: RunState,
-    phase_id: str,
-    name: str,
-    inp: Mapping[str, Any],
-    attempt: int,
-    item: int | None,
-    deadline: float | None,
-    turn: int = 1,
-) -> AgentResult:
-    agent = run.agents[name]
-    stream = _Stream(run, phase_id, attempt, item)
-    ctx = AgentContext(
-        run.run_id,
-        phase_id,
-        attempt,
-        name,
-        run.workdir,
-        deadline,
-        item,
-        run.secrets,
-        stream,
-        run.run_workflow,
-        turn,
-    )
-    limiter = run.limiters.get(name)
-    try:
-        if limiter is None:
-            result = await agent.run(inp, ctx)
-        else:
-            result = await limiter.call(agent.run, inp, ctx)
-    finally:
-        if stream.masker is not None:
-            await stream.flush()
-    if not isinstance(result, AgentResult):
-        return AgentResult(output=json_data(result))
-    output = result.output
-    if (output is not None and type(output) not in PLAIN) or result.metadata:
-        return AgentResult(json_data(output), json_data(result.metadata), result.handoff)
-    return result
-
-
 async def _handoff(
-    run: RunState,
+    run: RunContext,
     phase: Phase,
     rendered: Mapping[str, Mapping[str, Any]],
     attempt: int,
@@ -456,13 +342,17 @@ async def _handoff(
         inp = rendered[current]
         if previous is not None:
             inp = {**inp, "handoff": {"from": previous[0], "output": previous[1], "turn": turn}}
-        result = await _call(run, phase.id, current, inp, attempt, item, deadline, turn)
+        call = make_spec(
+            run, phase.id, current, inp, attempt=attempt, item=item, turn=turn, deadline=deadline
+        )
+        result = await call_agent(run, call)
         add_tokens(tokens, result.metadata)
         nxt = result.handoff
-        data: dict[str, Any] = {"turn": {"n": turn, "agent": current, "next": nxt}}
-        if item is not None:
-            data["item"] = item
-        await run.emit("phase_stream", phase.id, attempt, data)
+        await run.bus.emit(
+            ev.phase_turn(
+                run.run_id, run.now(), phase.id, attempt, n=turn, agent=current, next=nxt, item=item
+            )
+        )
         if nxt is None:
             if tokens:  # the phase used what every turn used
                 result.metadata = {**result.metadata, "tokens": tokens, "turns": turn}
@@ -484,7 +374,7 @@ async def _handoff(
 
 
 async def _run_foreach(
-    phase: Phase, run: RunState, ctx: Mapping[str, Any], started: float, most: list[int]
+    phase: Phase, run: RunContext, ctx: Mapping[str, Any], started: float, most: list[int]
 ) -> PhaseOutcome:
     """Each item runs as its own unit; the output is the item outputs in input order.
 
@@ -497,15 +387,11 @@ async def _run_foreach(
         return await _failed(run, phase, started, f"foreach: {exc}", 0)
     if isinstance(items, Mapping) or not isinstance(items, (list, tuple)):
         return await _failed(
-            run,
-            phase,
-            started,
-            f"foreach must give a list, got {type(items).__name__}",
-            0,
+            run, phase, started, f"foreach must give a list, got {type(items).__name__}", 0
         )
     total = len(items)
     agent = phase.agent or (phase.handoff.start if phase.handoff else "")
-    await run.emit("phase_started", pid, 1, {"agent": agent, "items": total})
+    await run.bus.emit(ev.phase_started(run.run_id, run.now(), pid, 1, agent=agent, items=total))
     outputs: list[Any] = [None] * total
     errors: list[tuple[int, str]] = []
     tokens: dict[str, int] = {}
@@ -530,9 +416,7 @@ async def _run_foreach(
             finally:  # also when cancelled: the phase_failed event counts this item's attempts
                 most[0] = max(most[0], tried[0])
             done[0] += 1
-            await run.emit(
-                "phase_stream", pid, None, {"progress": {"done": done[0], "total": total}}
-            )
+            await run.bus.emit(ev.phase_progress(run.run_id, run.now(), pid, done[0], total))
 
     width = min(phase.max_parallel or total, total)
     if width == 1:
@@ -547,26 +431,8 @@ async def _run_foreach(
             f"{len(errors)} of {total} items failed; "
             f"item {first_index + 1} of {total} (index {first_index}): {first}"
         )
-        return await _failed(run, phase, started, message, attempts, outputs, {"output": outputs})
-    ended = run.clock()
+        return await _failed(run, phase, started, message, attempts, outputs)
     metadata: dict[str, Any] = {"tokens": tokens} if tokens else {}
-    outcome = PhaseOutcome(
-        pid, "completed", outputs, None, attempts, started, ended, fallback_any[0], False, metadata
+    return await _completed(
+        run, phase, started, outputs, attempts, fallback_any[0], False, metadata
     )
-    event = run.publish(
-        "phase_completed",
-        pid,
-        attempts,
-        {
-            "status": "completed",
-            "output": outputs,
-            "duration": ended - started,
-            "attempts": attempts,
-            "fallback_used": fallback_any[0],
-            "cached": False,
-            "metadata": metadata,
-        },
-    )
-    if run.async_sinks:
-        await _deliver_completed(run, event)
-    return outcome

@@ -1,7 +1,7 @@
 """The values a run hands back: RunOptions in, PhaseOutcome and RunResult out.
 
-Also the two seams other parts plug into: ``PhaseExecutor`` (where a phase runs:
-local asyncio now, a distributed engine later) and ``ResultCache`` (phase cache).
+Also the phase cache seam, ``ResultCache``. (Where an agent call runs is the
+executor seam of ``engine/executor.py``.)
 """
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ import base64
 import datetime
 import enum
 import json
+import os
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
@@ -19,11 +20,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from ..agents.base import AgentResult
     from ..spec.model import Phase
-    from .runner import RunState
+    from .call import CallMiddleware
+    from .executor import Executor
 
 __all__ = [
     "PLAIN",
-    "PhaseExecutor",
     "PhaseOutcome",
     "ResultCache",
     "RunOptions",
@@ -105,35 +106,32 @@ class ResultCache(Protocol):
         ...
 
 
-class PhaseExecutor(Protocol):
-    """Runs one phase whose dependencies allow it, and gives back its outcome.
-
-    The scheduler decides *when* (dependencies, trigger rules, limits); the
-    executor decides *where*. It must emit the phase's events through ``run``
-    and must not raise for a failing agent (that is a failed outcome).
-    """
-
-    def execute(self, phase: Phase, run: RunState) -> Coroutine[Any, Any, PhaseOutcome]:
-        """Run ``phase`` (when, attempts, fallback...) and return how it ended."""
-        ...
-
-
 @dataclass(frozen=True, slots=True)
 class RunOptions:
     """How to run: ``max_parallel`` overrides the workflow's; ``clock`` gives event times.
 
-    ``clock`` returns seconds since the epoch (tests pass a fake one). ``executor``
-    defaults to the local asyncio one; ``cache`` to none. ``depth`` counts nested
-    sub-runs; more than ``max_depth`` fails the calling phase. ``resumed_from``
-    (a run id) is recorded in workflow_started. ``resume_attempts`` maps a phase
-    to the attempt it was making when a crash stopped the run: resumed, it starts
+    ``clock`` returns seconds since the epoch (tests pass a fake one);
+    ``monotonic`` measures timeouts, deadlines, rate limits and breakers.
+    ``environ`` is what ``env.`` and ``secrets.`` read (a copy of ``os.environ``
+    taken when the options are made); ``workdir`` is where a workflow built in
+    memory resolves relative paths (the current folder when the options are
+    made). ``executor`` runs each agent call (``engine/executor.py``; the local
+    one by default); ``call_middleware`` wraps every agent call (``engine/call.py``).
+    ``cache`` defaults to none. ``depth`` counts nested sub-runs; more than
+    ``max_depth`` fails the calling phase. ``resumed_from`` (a run id) is
+    recorded in workflow_started. ``resume_attempts`` maps a phase to the
+    attempt it was making when a crash stopped the run: resumed, it starts
     there, with the retries (and backoff) that were left.
     """
 
     max_parallel: int | None = None
     no_cache: bool = False
     clock: Callable[[], float] = time.time
-    executor: PhaseExecutor | None = None
+    monotonic: Callable[[], float] = time.monotonic
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    workdir: str = field(default_factory=os.getcwd)
+    executor: Executor | None = None
+    call_middleware: tuple[CallMiddleware, ...] = ()
     cache: ResultCache | None = None
     depth: int = 0
     max_depth: int = 8

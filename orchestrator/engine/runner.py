@@ -10,45 +10,26 @@ run ends when nothing runs and nothing is ready. Phases themselves run through a
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import graphlib
 import heapq
-import importlib
-import inspect
 import os
-import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
-from ..agents.base import Agent, AgentFailure
+from .. import events as ev
 from ..agents.registry import AgentRegistry
-from ..errors import ExpressionError, UsageError, format_duration
+from ..errors import ExpressionError, format_duration
+from ..events import Event, EventSink
 from ..expr import has_template, render
 from ..plan import Plan
-from ..spec.model import AgentSpec, Phase, Workflow
-from .events import Event, EventSink, SecretMasker
+from ..spec.model import Phase
+from .context import RunContext, build_context
 from .handlers import epilogue, has_epilogue
-from .inputs import resolve_inputs
-from .limits import AgentLimiter
-from .result import (
-    PhaseExecutor,
-    PhaseOutcome,
-    ResultCache,
-    RunOptions,
-    RunResult,
-    add_tokens,
-)
+from .phase import run_phase
+from .result import PhaseOutcome, RunOptions, RunResult, add_tokens
 
-__all__ = ["RunState", "execute", "run", "run_sync"]
+__all__ = ["execute", "run", "run_sync"]
 
-_DEFAULT_OPTIONS = RunOptions()
-# The workflow files of the sub-runs under way, outermost first; a sub-run's phase
-# tasks inherit it, so the depth limit can name the files that nest too deep.
-_SUB_RUNS: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
-    "orch_sub_runs", default=()
-)
-_TOO_DEEP = ("sub-workflow recursion: ", "sub-workflows nest deeper than ")
 # triggers that let a phase start after a failure under fail-fast (its own upstream ended)
 _TOLERANT = frozenset({"all_done", "one_success"})
 _NOT_STARTED = {
@@ -58,237 +39,12 @@ _NOT_STARTED = {
 }
 
 
-def _is_async_sink(sink: EventSink) -> bool:
-    return inspect.iscoroutinefunction(sink) or inspect.iscoroutinefunction(
-        getattr(sink, "__call__", None)  # noqa: B004 - a callable object's async __call__
-    )
-
-
-class RunState:
-    """Everything one run shares between the scheduler and its phases.
-
-    Built by ``execute``; executors read the template context, the agent
-    instances and limiters, and emit events through ``publish``/``deliver``.
-    """
-
-    def __init__(
-        self,
-        plan: Plan,
-        *,
-        inputs: Mapping[str, Any] | None,
-        registry: AgentRegistry,
-        run_id: str | None,
-        options: RunOptions,
-        sinks: Iterable[EventSink],
-        prior: Mapping[str, PhaseOutcome] | None,
-    ) -> None:
-        wf = plan.workflow
-        self.plan = plan
-        self.workflow: Workflow = wf
-        self.options = options
-        self.registry = registry
-        self.clock = options.clock
-        self.run_id = run_id or uuid.uuid4().hex[:12]
-        self.inputs = resolve_inputs(wf, inputs or {}, strings=False)
-        self.secrets = _read_secrets(wf.secret_names)
-        self.masker = SecretMasker(self.secrets.values())
-        sinks = tuple(sinks)
-        self.sync_sinks = tuple(s for s in sinks if not _is_async_sink(s))
-        self.async_sinks = tuple(s for s in sinks if _is_async_sink(s))
-        self.prior = dict(prior or {})
-        self.cache: ResultCache | None = None if options.no_cache else options.cache
-        self.workdir = str(Path(wf.path).parent) if wf.path != "<memory>" else os.getcwd()
-        self.outcomes: dict[str, PhaseOutcome] = {}
-        self.context: dict[str, Any] = {
-            "inputs": self.inputs,
-            "phases": self.outcomes,
-            "run": {"id": self.run_id, "workflow": wf.name},
-            "env": dict(os.environ),
-            "secrets": self.secrets,
-        }
-        self.retries_left = wf.error_handling.max_total_retries
-        self.deadline: float | None = None  # monotonic end of the run (its timeout)
-        self.agents: dict[str, Agent] = {}
-        self.agent_types: dict[str, str] = {}
-        self.limiters: dict[str, AgentLimiter] = {}
-        self._with: dict[tuple[str, str | None], tuple[Mapping[str, Any], bool]] = {}
-
-    # -- events -------------------------------------------------------------------
-    def publish(
-        self,
-        kind: str,
-        phase: str | None = None,
-        attempt: int | None = None,
-        data: dict[str, Any] | None = None,
-    ) -> Event:
-        """Build an event, mask it, hand it to the sync sinks; return it for ``deliver``."""
-        event = Event(kind, self.run_id, self.clock(), phase, attempt, data or {})
-        if self.masker:
-            event = self.masker.mask_event(event)
-        for sink in self.sync_sinks:
-            sink(event)
-        return event
-
-    async def deliver(self, event: Event) -> None:
-        """Await the async sinks (the durable store) for an event from ``publish``."""
-        for sink in self.async_sinks:
-            await sink(event)  # type: ignore[misc]
-
-    async def emit(
-        self,
-        kind: str,
-        phase: str | None = None,
-        attempt: int | None = None,
-        data: dict[str, Any] | None = None,
-    ) -> None:
-        """publish, then deliver when async sinks exist."""
-        event = self.publish(kind, phase, attempt, data)
-        if self.async_sinks:
-            await self.deliver(event)
-
-    # -- agents and inputs ----------------------------------------------------------
-    def create_agents(self, registry: AgentRegistry) -> None:
-        """One instance per named agent and per bare type that any phase, handler or
-        compensation uses, made before the run starts. Raises AgentError."""
-        wf = self.workflow
-        for p in (*wf.phases, *wf.on_success, *wf.on_failure, *wf.finally_):
-            for name in _agents_of(p):
-                self.agent(name)
-
-    def agent(self, name: str) -> Agent:
-        """The run's instance of a named agent or bare type (with its limiter), made on
-        first use. Raises AgentError."""
-        found = self.agents.get(name)
-        if found is None:
-            spec = self.workflow.agents.get(name)
-            type_ = spec.type if spec else name
-            found = self.agents[name] = self.registry.create(type_, name)
-            self.agent_types[name] = type_
-            if spec is not None and AgentLimiter.needed(spec):
-                self.limiters[name] = AgentLimiter(spec)
-        return found
-
-    async def close_agents(self) -> None:
-        """``aclose`` every agent instance; errors there do not hide the run's result."""
-        for agent in self.agents.values():
-            close = getattr(agent, "aclose", None)
-            if close is not None:
-                try:
-                    await close()
-                except Exception:  # noqa: BLE001 - a plugin's cleanup may raise anything
-                    pass
-
-    def agent_input(self, phase: Phase, agent: str | None) -> tuple[Mapping[str, Any], bool]:
-        """The phase's ``with`` merged (shallow) over the named agent's, and whether it
-        holds any template. Computed once per (phase, agent)."""
-        key = (phase.id, agent)
-        found = self._with.get(key)
-        if found is None:
-            spec: AgentSpec | None = self.workflow.agents.get(agent) if agent else None
-            merged = {**spec.with_, **phase.with_} if spec and spec.with_ else phase.with_
-            found = (merged, has_template(merged))
-            self._with[key] = found
-        return found
-
-    def take_retry(self) -> bool:
-        """Reserve one retry from the run's ``max_total_retries``; False when none is left."""
-        if self.retries_left is None:
-            return True
-        if self.retries_left <= 0:
-            return False
-        self.retries_left -= 1
-        return True
-
-    async def run_workflow(self, path: str, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
-        """Run another workflow file as a sub-run; return its outputs (AgentContext.run_workflow).
-
-        Raises AgentFailure (permanent) when it cannot load, nests too deep, or fails.
-        """
-        from ..errors import OrchError
-        from ..plan import compile_plan
-
-        load_workflow = importlib.import_module("orchestrator.spec").load_workflow  # lazy: spec
-
-        depth = self.options.depth + 1
-        target = Path(path)
-        if not target.is_absolute():
-            target = Path(self.workdir) / target
-        top = str(Path(self.workflow.path).resolve()) if self.workflow.path else "workflow"
-        chain = (*(_SUB_RUNS.get() or (top,)), str(target.resolve()))
-        if depth > self.options.max_depth:
-            raise AgentFailure(_too_deep(chain, self.options.max_depth), transient=False)
-        try:
-            sub_plan = compile_plan(load_workflow(str(target), registry=self.registry))
-        except OrchError as exc:
-            raise AgentFailure(f"sub-workflow '{path}': {exc}", transient=False) from exc
-        opts = RunOptions(
-            max_parallel=self.options.max_parallel,
-            no_cache=self.options.no_cache,
-            clock=self.clock,
-            cache=self.options.cache,
-            depth=depth,
-            max_depth=self.options.max_depth,
-        )
-        token = _SUB_RUNS.set(chain)
-        try:
-            result = await execute(sub_plan, inputs=inputs, registry=self.registry, options=opts)
-        except UsageError as exc:
-            raise AgentFailure(f"sub-workflow '{path}': {exc}", transient=False) from exc
-        finally:
-            _SUB_RUNS.reset(token)
-        if result.status != "completed":
-            error = result.error or ""
-            for marker in _TOO_DEEP:  # already says which files nest: do not wrap it again
-                if marker in error:
-                    raise AgentFailure(error[error.index(marker) :], transient=False)
-            raise AgentFailure(
-                f"sub-workflow '{path}' {result.status}: {result.error}", transient=False
-            )
-        return dict(result.outputs)
-
-
-def _too_deep(chain: tuple[str, ...], limit: int) -> str:
-    """One line naming the files of sub-runs nested deeper than ``limit``: the loop if any."""
-    names = [Path(p).name for p in chain]
-    for i, file in enumerate(chain):
-        if file in chain[:i]:
-            return (
-                f"{_TOO_DEEP[0]}{' -> '.join(names[: i + 1])} -> ... nests deeper than {limit} runs"
-            )
-    return f"{_TOO_DEEP[1]}{limit} runs: {' -> '.join(names)}"
-
-
-def _agents_of(phase: Phase) -> list[str]:
-    """Every agent a phase may call: its own, the fallback's, the compensation's, handoff's."""
-    names = [phase.agent] if phase.agent else []
-    for call in (phase.fallback, phase.compensate):
-        if call is not None:
-            names.append(call.agent)
-    if phase.handoff:
-        names.extend(phase.handoff.agents)
-    return names
-
-
-def _read_secrets(names: Iterable[str]) -> dict[str, str]:
-    missing = sorted(n for n in names if n not in os.environ)
-    if missing:
-        raise UsageError(
-            "secret"
-            + ("s " if len(missing) > 1 else " ")
-            + ", ".join(f"'{n}'" for n in missing)
-            + " not set in the environment",
-            hint="export " + " ".join(f"{n}=..." for n in missing) + " before the run",
-        )
-    return {n: os.environ[n] for n in sorted(names)}
-
-
 class _Scheduler:
     """One run's loop. ``_done`` collects finished phase tasks from their callbacks."""
 
-    def __init__(self, state: RunState, executor: PhaseExecutor, cancel: asyncio.Event | None):
+    def __init__(self, state: RunContext, cancel: asyncio.Event | None):
         self.state = state
         self.plan = state.plan
-        self.executor = executor
         self.cancel = cancel
         wf = state.workflow
         limit = state.options.max_parallel or wf.max_parallel
@@ -344,7 +100,6 @@ class _Scheduler:
         state = self.state
         outcomes = state.outcomes
         prior = state.prior
-        executor = self.executor
         running = self.running
         wf = state.workflow
         timer = None
@@ -405,7 +160,7 @@ class _Scheduler:
                                 deferred.append(entry)
                                 continue
                             agent_busy[agent] = busy + 1
-                        task = loop.create_task(executor.execute(phases[pid], state))
+                        task = loop.create_task(run_phase(phases[pid], state))
                         running[task] = pid
                         task.add_done_callback(self._on_task_done)
                     for entry in deferred:
@@ -532,8 +287,9 @@ class _Scheduler:
         return None
 
     async def _skip(self, pid: str, reason: str) -> None:
-        self.state.outcomes[pid] = PhaseOutcome(pid, "skipped", error=None)
-        await self.state.emit("phase_skipped", pid, None, {"status": "skipped", "reason": reason})
+        state = self.state
+        state.outcomes[pid] = PhaseOutcome(pid, "skipped", error=None)
+        await state.bus.emit(ev.phase_skipped(state.run_id, state.now(), pid, reason))
 
 
 async def execute(
@@ -555,11 +311,9 @@ async def execute(
     exception. Setting ``cancel`` or cancelling the calling task ends the run as
     cancelled (the latter re-raises CancelledError after the last event).
     """
-    from .phase import LocalExecutor
-
-    options = options or _DEFAULT_OPTIONS
+    options = options if options is not None else RunOptions()
     registry = registry if registry is not None else AgentRegistry.from_entry_points()
-    state = RunState(
+    state = build_context(
         plan,
         inputs=inputs,
         registry=registry,
@@ -567,23 +321,24 @@ async def execute(
         options=options,
         sinks=sinks,
         prior=prior,
+        launch=execute,
     )
-    state.create_agents(registry)
     wf = plan.workflow
-    scheduler = _Scheduler(state, options.executor or LocalExecutor(), cancel)
-    started = state.clock()
-    await state.emit(
-        "workflow_started",
-        data={
-            "workflow": wf.name,
-            "path": wf.path,
-            "source_hash": wf.source_hash,
-            "phases": list(plan.order),
-            "fingerprints": wf.fingerprints(),
-            "inputs": state.inputs,
-            "pid": os.getpid(),
-            **({"resumed_from": options.resumed_from} if options.resumed_from else {}),
-        },
+    scheduler = _Scheduler(state, cancel)
+    started = state.now()
+    await state.bus.emit(
+        ev.workflow_started(
+            state.run_id,
+            state.now(),
+            workflow=wf.name,
+            path=wf.path,
+            source_hash=wf.source_hash,
+            phases=plan.order,
+            fingerprints=wf.fingerprints(),
+            inputs=state.inputs,
+            pid=os.getpid(),
+            resumed_from=options.resumed_from,
+        )
     )
     interrupted: BaseException | None = None
     try:
@@ -596,11 +351,11 @@ async def execute(
         # the epilogue (compensations, handlers) still uses the agents: close them after
         return await _finish(state, scheduler, started, interrupted)
     finally:
-        await state.close_agents()
+        await state.pool.aclose()
 
 
 async def _finish(
-    state: RunState, scheduler: _Scheduler, started: float, interrupted: BaseException | None
+    state: RunContext, scheduler: _Scheduler, started: float, interrupted: BaseException | None
 ) -> RunResult:
     wf = state.workflow
     outcomes = state.outcomes
@@ -637,23 +392,19 @@ async def _finish(
     for outcome in outcomes.values():
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
         add_tokens(tokens, outcome.metadata)
-    ended = state.clock()
-    kind = {"completed": "workflow_completed", "failed": "workflow_failed"}.get(
-        status, "workflow_cancelled"
+    ended = state.now()
+    await state.bus.emit(
+        ev.workflow_ended(
+            state.run_id,
+            state.now(),
+            status,
+            outputs=outputs,
+            duration=ended - started,
+            error=error,
+            counts=counts,
+            tokens=tokens,
+        )
     )
-    event = state.publish(
-        kind,
-        data={
-            "status": status,
-            "outputs": outputs,
-            "duration": ended - started,
-            "error": error,
-            "counts": counts,
-            "tokens": tokens,
-        },
-    )
-    if state.async_sinks:
-        await state.deliver(event)
     result = RunResult(
         run_id=state.run_id,
         status=status,

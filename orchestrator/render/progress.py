@@ -24,7 +24,7 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from ..engine.events import Event
+from ..events import Event, note, phase_state, run_status
 
 __all__ = [
     "STATE_STYLES",
@@ -153,9 +153,9 @@ class RunView:
         elif kind == "workflow_started":
             self.run_id, self.workflow, self.started = event.run_id, data.get("workflow"), event.ts
             self.expect(str(pid) for pid in data.get("phases") or ())
-        elif kind in ("workflow_completed", "workflow_failed", "workflow_cancelled"):
+        elif run_status(event) is not None:
             self.run_id = self.run_id or event.run_id
-            self.status = str(data.get("status") or kind.removeprefix("workflow_"))
+            self.status = run_status(event)
             self.ended = event.ts
             self.duration = _number(data.get("duration"))
             if self.duration is None and self.started is not None:
@@ -200,7 +200,7 @@ class RunView:
                 "compensated" if data.get("ok") else f"compensation failed: {data.get('error')}"
             )
         elif kind in ("phase_completed", "phase_failed", "phase_skipped"):
-            state = str(data.get("status") or kind.removeprefix("phase_"))
+            state = str(phase_state(event))
             view.ended = event.ts
             view.duration = _number(data.get("duration"))
             view.attempts = int(data.get("attempts") or event.attempt or view.attempt or 0)
@@ -212,10 +212,10 @@ class RunView:
                 tokens = metadata.get("tokens") if isinstance(metadata, dict) else None
                 view.tokens = dict(tokens) if isinstance(tokens, dict) else {}
             elif kind == "phase_failed":
-                view.error = _text(data.get("error"))
+                view.error = note(event)
                 view.note = "continue_on_error" if data.get("continue_on_error") else ""
             else:
-                view.note = _text(data.get("reason")) or ""
+                view.note = note(event) or ""
             self._set_state(view, state)
             self.running.pop(view.id, None)
             self.finished.append(view.id)
@@ -452,7 +452,7 @@ class PlainLines:
             )
         elif kind in ("phase_completed", "phase_failed", "phase_skipped"):
             yield from self._flush_partial(str(pid))
-            yield _end_line(str(pid), kind, data)
+            yield _end_line(str(pid), str(phase_state(event)), data)
         elif kind == "phase_compensated":
             if data.get("ok", True):
                 yield f"phase {pid} compensated"
@@ -461,7 +461,7 @@ class PlainLines:
         elif kind.startswith("workflow_"):
             for phase_id in list(self._partial):
                 yield from self._flush_partial(phase_id)
-            status = data.get("status") or kind.removeprefix("workflow_")
+            status = run_status(event) or kind.removeprefix("workflow_")
             took = (
                 f" in {format_seconds(data.get('duration'))}"
                 if data.get("duration") is not None
@@ -562,8 +562,7 @@ def _silence(file: TextIO) -> None:
         pass
 
 
-def _end_line(pid: str, kind: str, data: dict[str, Any]) -> str:
-    status = str(data.get("status") or kind.removeprefix("phase_"))
+def _end_line(pid: str, status: str, data: dict[str, Any]) -> str:
     if status == "completed":
         note = _completed_note(data)
         return f"phase {pid} completed in {format_seconds(data.get('duration'))}" + (

@@ -15,7 +15,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from ..engine.events import Event
+from ..events import Event, note, phase_state, run_status
 from ..state.base import PhaseRecord, PhaseState, RunRecord
 from .progress import format_seconds, format_tokens
 
@@ -266,18 +266,18 @@ def event_line(event: Event) -> str:
         detail += "".join(f", {f.replace('_', ' ')}" for f in flags)
         detail += f": {_short(data.get('output'))}"
     elif kind == "phase_failed":
-        status, error = str(data.get("status", "failed")), data.get("error")
+        status, error = str(phase_state(event)), note(event)
         detail = (
             status
             if not error or str(error).strip() == status
             else (f"{status}: {_short(error, 200)}")
         )
-    elif kind == "phase_skipped":
-        detail = str(data.get("reason", ""))
+    elif kind in ("phase_skipped", "phase_waiting"):
+        detail = note(event) or ""
     elif kind == "phase_compensated":
         detail = "ok" if data.get("ok") else f"failed: {_short(data.get('error'), 200)}"
-    elif kind.startswith("workflow_"):
-        detail = str(data.get("status", kind.removeprefix("workflow_")))
+    elif run_status(event) is not None:
+        detail = str(run_status(event))
         if data.get("error"):
             detail += f": {_short(data['error'], 200)}"
     return f"{stamp}  {kind:<19} {who:<16} {detail}".rstrip()

@@ -31,6 +31,7 @@ def check(
     from .build import build_workflow
     from .schema import check_workflow
     from .source import read_source
+    from .subflows import LOADER
 
     try:
         src = read_source(path, keep_going=True)
@@ -46,7 +47,11 @@ def check(
         return None, [*src.problems, problem]
     report = check_workflow(src.data, src.source_map)
     registry = registry if registry is not None else AgentRegistry.from_entry_points()
-    workflow, found = build_workflow(src, report, registry)
+    token = LOADER.set(load_workflow)  # named workflow files are checked with this loader
+    try:
+        workflow, found = build_workflow(src, report, registry)
+    finally:
+        LOADER.reset(token)
     problems = _dedupe(list(src.problems) + report.problems + found)
     return workflow, sorted(problems, key=lambda p: (p.location.line, p.location.col))
 

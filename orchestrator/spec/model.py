@@ -222,6 +222,13 @@ class Workflow:
     secret_names: frozenset[str] = frozenset()
     source_hash: str = ""
 
+    def call_input(self, agent: str | None, with_: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The ``with:`` of one call: the call's ``with_`` merged (shallow) over the named
+        agent's own ``with`` (a bare agent type has none). The one place this merge is done.
+        """
+        spec = self.agents.get(agent) if agent else None
+        return {**spec.with_, **with_} if spec is not None and spec.with_ else with_
+
     def fingerprints(self) -> dict[str, str]:
         """Per phase id, a hash of the phase and of the named agents it calls.
 

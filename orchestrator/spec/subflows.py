@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import difflib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,12 @@ __all__ = ["RefProblem", "check_workflow_ref"]
 # The files being checked, outermost first, while validate follows named workflow files.
 _CHECKING: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
     "orch_workflow_checking", default=()
+)
+
+# How to load a named workflow file: set by the loader (spec.check) while it builds a
+# workflow, so that this module does not import the package that imports it.
+LOADER: contextvars.ContextVar[Callable[[str], Any] | None] = contextvars.ContextVar(
+    "orch_workflow_loader", default=None
 )
 
 _RECURSION = "workflow recursion: "
@@ -69,8 +75,9 @@ def check_workflow_ref(
                 hint=f"the path is relative to this workflow's folder ({Path(here).parent})",
             )
         ]
-    from . import load_workflow  # the package imports this module: import late
-
+    load_workflow = LOADER.get()
+    if load_workflow is None:  # checked outside the loader: nothing to load it with
+        return []
     token = _CHECKING.set((*chain, target))
     try:
         workflow = load_workflow(target)

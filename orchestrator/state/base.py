@@ -10,10 +10,9 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any, Protocol
 
-from ..engine.events import Event
+from ..events import Event, PhaseState
 
 __all__ = [
     "RUN_STATES",
@@ -30,20 +29,6 @@ __all__ = [
 #: Run states as shown by ``orch runs``; ``interrupted`` is a run recorded as
 #: running whose owner process is gone (killed, crashed, machine rebooted).
 RUN_STATES: tuple[str, ...] = ("running", "completed", "failed", "cancelled", "interrupted")
-
-
-class PhaseState(str, Enum):
-    """The state of one phase of a run (contract section 5)."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-    CANCELLED = "cancelled"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..engine.events import Event
 from ..errors import StateCorrupted
+from ..events import Event, note, phase_state, run_status
 from .base import Owner, PhaseRecord, PhaseState, RunRecord
 
 __all__ = ["OUTPUT_CAP", "apply_event", "dumps", "phase_record", "run_record"]
@@ -22,11 +22,6 @@ __all__ = ["OUTPUT_CAP", "apply_event", "dumps", "phase_record", "run_record"]
 #: Outputs whose JSON is longer than this many characters are kept in files, not rows.
 OUTPUT_CAP = 64 * 1024
 
-_FINAL = {
-    "workflow_completed": "completed",
-    "workflow_failed": "failed",
-    "workflow_cancelled": "cancelled",
-}
 #: Phases not in the plan (handlers, a fallback workflow) sort after the plan's phases.
 _EXTRA = 1_000_000
 
@@ -110,11 +105,12 @@ def apply_event(
             [(run, pid, i) for i, pid in enumerate(info["phases"])],
         )
     elif phase is None:
-        if kind in _FINAL:
+        status = run_status(event)
+        if status is not None:
             conn.execute(
                 "UPDATE runs SET status=?, ended=?, error=?, outputs=?, counts=? WHERE id=?",
                 (
-                    str(data.get("status") or _FINAL[kind]),
+                    status,
                     ts,
                     _text(data.get("error")),
                     dumps(data.get("outputs")),
@@ -177,8 +173,7 @@ def apply_event(
             ),
         )
     elif kind in ("phase_failed", "phase_skipped"):
-        state = str(data.get("status") or ("failed" if kind == "phase_failed" else "skipped"))
-        note = data.get("error") if kind == "phase_failed" else data.get("reason")
+        state = str(phase_state(event))
         conn.execute(
             "INSERT INTO phases(run_id, id, idx, state, attempts, ended, error)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -192,9 +187,11 @@ def apply_event(
                 state,
                 int(data.get("attempts") or event.attempt or 0),
                 ts,
-                _text(note),
+                note(event),
             ),
         )
+    elif kind == "phase_waiting":
+        conn.execute("UPDATE phases SET state='waiting' WHERE run_id=? AND id=?", (run, phase))
     elif kind == "phase_retry":
         nxt = data.get("next_attempt")
         if isinstance(nxt, int) and "item" not in data:  # the attempt about to start

@@ -23,8 +23,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..engine.events import Event
 from ..errors import RunLocked, RunNotFound, StateCorrupted, StateError, UsageError
+from ..events import Event
 from .base import CachedResult, Owner, PhaseRecord, RunRecord, current_owner
 from .rows import OUTPUT_CAP, apply_event, dumps, phase_record, run_record
 

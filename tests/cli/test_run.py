@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
-from orchestrator.engine.events import EVENT_TYPES, Event
+from orchestrator.events import EVENT_TYPES, Event
 from orchestrator.render.console import is_live, make_console
 from orchestrator.render.progress import JsonLines, LiveProgress, PlainLines, RunView
 from orchestrator.render.summary import print_summary
@@ -172,7 +172,8 @@ def test_events_jsonl_puts_only_contract_shaped_json_lines_on_stdout(tmp_path):
     run_ids = {e["run_id"] for e in events}
     assert len(run_ids) == 1
     for e in events:
-        assert set(e) <= {"event", "run_id", "ts", "phase", "attempt", "data"}
+        assert set(e) <= {"event", "v", "run_id", "ts", "phase", "attempt", "data"}
+        assert e["v"] == 1  # the event format's version (contract section 5)
         assert e["event"] in EVENT_TYPES
         assert isinstance(e["ts"], float)
         if e["event"].startswith("phase_"):

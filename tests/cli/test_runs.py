@@ -13,7 +13,7 @@ import time
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
-from orchestrator.engine.events import Event
+from orchestrator.events import Event
 from orchestrator.state.sqlite import open_store
 from tests.servers import FakeOpenAI
 
@@ -156,7 +156,7 @@ def test_logs_follow_stops_when_the_run_ends(tmp_path):
 def test_a_dead_owner_shows_as_interrupted_and_cancel_records_it(tmp_path):
     code = (
         "import asyncio, os, sys\n"
-        "from orchestrator.engine.events import Event\n"
+        "from orchestrator.events import Event\n"
         "from orchestrator.state.sqlite import open_store\n"
         "s = open_store(sys.argv[1])\n"
         "asyncio.run(s.record(Event('workflow_started', 'dead', 1.0, data={'workflow': 'w',"

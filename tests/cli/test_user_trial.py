@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
-from orchestrator.engine.events import Event
+from orchestrator.events import Event
 from orchestrator.render.console import make_console
 from orchestrator.render.progress import LiveProgress, PlainLines, RunView
 from orchestrator.render.summary import print_summary

@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator.agents import Agent, AgentContext, AgentFailure, AgentRegistry, AgentResult
 from orchestrator.engine import RunOptions, execute
-from orchestrator.engine.events import Event
+from orchestrator.events import Event
 from orchestrator.expr import references, template_references
 from orchestrator.plan import compile_plan
 from orchestrator.spec.model import (

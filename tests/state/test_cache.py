@@ -7,9 +7,9 @@ import sqlite3
 
 from orchestrator.agents.registry import AgentRegistry
 from orchestrator.engine.cache import StoreCache, cache_key
-from orchestrator.engine.events import SecretMasker
 from orchestrator.engine.result import RunOptions
 from orchestrator.engine.runner import execute
+from orchestrator.events import SecretMasker
 from orchestrator.plan import compile_plan
 from orchestrator.spec import load_workflow
 from orchestrator.state.sqlite import open_store

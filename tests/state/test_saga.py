@@ -192,3 +192,114 @@ def test_compensation_resumes_correctly_after_a_crash_in_the_middle(tmp_path):
     else:
         raise AssertionError("the run never got past the boundaries")
     assert seen_compensating >= 3  # crashes did land inside the compensation
+
+
+UNDO_FLOW = """
+name: undo
+inputs:
+  what: {type: string}
+phases:
+  - id: undo_step
+    agent: echo
+    with: {text: "undid {{ inputs.what }}", ledger: "LEDGER"}
+outputs:
+  said: "{{ phases.undo_step.output }}"
+"""
+
+COMPENSATE_WITH = """
+name: saga-through
+agents:
+  AGENT_SPEC
+phases:
+  - id: a
+    agent: echo
+    TIMEOUT
+    with: {text: booked}
+    compensate: {agent: undo, with: UNDO_WITH}
+  - id: c
+    agent: fail
+    depends_on: [a]
+    with: {message: declined}
+"""
+
+
+def _saga_through(tmp_path, agent_spec, undo_with, timeout=""):
+    text = (
+        COMPENSATE_WITH.replace("AGENT_SPEC", agent_spec)
+        .replace("UNDO_WITH", undo_with)
+        .replace("TIMEOUT", timeout)
+    )
+    path, ledger = _write(tmp_path, text)
+    (tmp_path / "undo.yaml").write_text(UNDO_FLOW.replace("LEDGER", str(ledger)))
+    return path, ledger
+
+
+def test_a_compensation_can_call_the_workflow_agent(tmp_path):
+    # the compensation runs a whole sub-workflow, as a phase could
+    path, ledger = _saga_through(
+        tmp_path,
+        "undo: {type: workflow}",
+        '{path: undo.yaml, inputs: {what: "{{ phases.a.output }}"}}',
+    )
+    res = _run(path, tmp_path / "s", "--events", "jsonl")
+    assert res.exit_code == 1, res.output
+    events = [json.loads(line) for line in res.stdout.splitlines()]
+    done = [e for e in events if e["event"] == "phase_compensated"]
+    assert [(e["phase"], e["data"]["ok"], e["data"]["error"]) for e in done] == [("a", True, None)]
+    assert _ledger(ledger) == ["undo_step"]  # the sub-run's phase ran
+    _, phases, _ = _only_run(tmp_path / "s")
+    assert phases["a"].compensated is True
+
+
+def test_a_compensation_goes_through_its_agents_rate_limit(tmp_path):
+    # two calls an hour: the phase takes one, its compensation the other
+    path, ledger = _saga_through(
+        tmp_path,
+        "undo: {type: echo, rate_limit: 2/h}",
+        '{text: "undo", ledger: "LEDGER"}',
+    )
+    path.write_text(path.read_text().replace("agent: echo\n", "agent: undo\n", 1))
+    res = _run(path, tmp_path / "s")
+    assert res.exit_code == 1, res.output
+    _, phases, _ = _only_run(tmp_path / "s")
+    assert phases["a"].compensated is True
+    assert _ledger(ledger) == ["a"]
+
+
+def test_a_compensation_waits_for_its_agents_rate_limit_within_the_phase_timeout(tmp_path):
+    # one call an hour, taken by the phase itself: the compensation waits for the
+    # bucket (it does not skip the limit) until the phase's timeout cuts it
+    path, ledger = _saga_through(
+        tmp_path,
+        "undo: {type: echo, rate_limit: 1/h}",
+        '{text: "undo", ledger: "LEDGER"}',
+        timeout="timeout: 300ms",
+    )
+    path.write_text(path.read_text().replace("agent: echo\n", "agent: undo\n", 1))
+    res = _run(path, tmp_path / "s")
+    assert res.exit_code == 1, res.output
+    run, phases, _ = _only_run(tmp_path / "s")
+    assert phases["a"].compensated is False
+    assert phases["a"].compensation_error == "timed out after 300ms"
+    assert "compensation of 'a' failed: timed out after 300ms" in run.error
+    assert _ledger(ledger) == []
+
+
+def test_a_compensation_counts_for_its_agents_circuit_breaker(tmp_path):
+    # b's compensation fails and opens the breaker; a's is then refused by it
+    text = """
+name: saga-breaker
+mode: sequential
+agents:
+  undo: {type: fail, circuit_breaker: {failures: 1, reset_after: 1h}}
+phases:
+  - {id: a, agent: echo, with: {text: A}, compensate: {agent: undo, with: {message: nope}}}
+  - {id: b, agent: echo, with: {text: B}, compensate: {agent: undo, with: {message: nope}}}
+  - {id: c, agent: fail, with: {message: declined}}
+"""
+    path, _ = _write(tmp_path, text)
+    res = _run(path, tmp_path / "s")
+    assert res.exit_code == 1, res.output
+    _, phases, _ = _only_run(tmp_path / "s")
+    assert phases["b"].compensation_error == "nope"
+    assert phases["a"].compensation_error.startswith("circuit breaker of agent 'undo' is open")

@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from orchestrator.engine.events import Event
 from orchestrator.errors import RunLocked, RunNotFound, StateCorrupted, UsageError
+from orchestrator.events import Event
 from orchestrator.state.base import Owner, PhaseState, current_owner
 from orchestrator.state.sqlite import OUTPUT_CAP, SCHEMA_VERSION, open_store
 
@@ -219,7 +219,7 @@ def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path):
 def test_a_running_run_of_a_dead_process_is_interrupted_and_can_be_claimed(tmp_path):
     code = (
         "import asyncio, os, sys\n"
-        "from orchestrator.engine.events import Event\n"
+        "from orchestrator.events import Event\n"
         "from orchestrator.state.sqlite import open_store\n"
         "s = open_store(sys.argv[1])\n"
         "asyncio.run(s.record(Event('workflow_started', 'dead', 1.0, data={'workflow': 'w',"
@@ -240,7 +240,7 @@ def test_a_live_owner_refuses_a_claim_naming_it(tmp_path):
             sys.executable,
             "-c",
             "import asyncio, sys, time\n"
-            "from orchestrator.engine.events import Event\n"
+            "from orchestrator.events import Event\n"
             "from orchestrator.state.sqlite import open_store\n"
             "s = open_store(sys.argv[1])\n"
             "asyncio.run(s.record(Event('workflow_started', 'live', 1.0, data={'phases': []})))\n"

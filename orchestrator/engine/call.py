@@ -1,0 +1,227 @@
+"""THE one way to call an agent: phase attempts, foreach items, fallbacks, handoff
+turns, handlers and compensations all come through here.
+
+The path of one call, in order (each step is one function below)::
+
+    render_input   the call's `with:` merged over the named agent's (Workflow.call_input),
+                   rendered against the run's context (shell_fields shell-quoted);
+                   memoised per run when it holds no template
+    make_spec      -> CallSpec: plain data (executor.py), with the idempotency key
+    call_agent     stream masker + CallChannel, then
+      middleware   RunOptions.call_middleware, outermost first: (spec, channel, next)
+      _invoke      the agent's limiter (concurrency, rate limit, circuit breaker)
+      executor     RunOptions.executor (LocalExecutor by default) runs the call
+      normalise    the result as an AgentResult of JSON data (result.json_data)
+    bounded        the per-call or per-chain timeout (PhaseTimeout; counts for the breaker)
+
+Extension points: a middleware sees every call before (it may change the spec,
+answer without calling, time it) and after (the result or the exception); an
+executor decides where the call runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any
+
+from ..agents.base import AgentResult
+from ..errors import Location, PhaseTimeout
+from ..events import StreamMasker, phase_stream
+from ..expr import has_template, render
+from .context import RunContext
+from .executor import CallChannel, CallSpec
+from .result import PLAIN, json_data
+
+__all__ = [
+    "CallMiddleware",
+    "CallNext",
+    "bounded",
+    "call_agent",
+    "make_spec",
+    "render_input",
+]
+
+#: The rest of the call path, as a middleware sees it.
+CallNext = Callable[[CallSpec, CallChannel], Awaitable[Any]]
+#: ``async def middleware(spec, channel, next) -> AgentResult | Any``: wraps every call.
+CallMiddleware = Callable[[CallSpec, CallChannel, CallNext], Awaitable[Any]]
+
+
+def render_input(
+    run: RunContext,
+    agent: str | None,
+    with_: Mapping[str, Any],
+    ctx: Mapping[str, Any],
+    where: Location | None,
+) -> Mapping[str, Any]:
+    """The input of one call: ``with_`` merged over ``agent``'s own ``with``, rendered.
+
+    Keys the agent type lists in ``shell_fields`` are rendered with
+    ``expr.render_shell`` (every value shell-quoted). Raises ExpressionError.
+    """
+    key = (agent, id(with_))
+    found = run.memo.get(key)
+    if found is None:
+        merged = run.workflow.call_input(agent, with_)
+        found = run.memo[key] = (merged, has_template(merged), with_)  # with_ kept alive
+    merged, templated, _ = found
+    if not templated:
+        return merged
+    shell: tuple[str, ...] = getattr(run.pool.agents.get(agent or ""), "shell_fields", ())
+    if not shell:
+        value = render(merged, ctx, where=where)
+        return value if isinstance(value, Mapping) else {"value": value}
+    from ..expr import render_shell  # here: only agents with shell command lines need it
+
+    return {
+        k: render_shell(v, ctx, where=where)
+        if k in shell and isinstance(v, str)
+        else render(v, ctx, where=where)
+        for k, v in merged.items()
+    }
+
+
+def make_spec(
+    run: RunContext,
+    phase_id: str,
+    agent: str,
+    input: Mapping[str, Any],
+    *,
+    attempt: int = 1,
+    item: int | None = None,
+    turn: int = 1,
+    deadline: float | None = None,
+) -> CallSpec:
+    """The CallSpec of one call of ``agent`` (a named agent or a bare type) for a phase.
+
+    ``deadline`` is on the run's monotonic clock (None: none).
+    """
+    item_part = f"[{item}]" if item is not None else ""
+    turn_part = f"#{turn}" if turn > 1 else ""
+    return CallSpec(
+        run_id=run.run_id,
+        phase_id=phase_id,
+        attempt=attempt,
+        agent_name=agent,
+        agent_type=run.pool.types.get(agent, agent),
+        input=input,
+        idempotency_key=f"{run.run_id}/{phase_id}{item_part}/{attempt}{turn_part}",
+        time_left=None if deadline is None else max(0.0, deadline - run.monotonic()),
+        workdir=run.workdir,
+        item=item,
+        turn=turn,
+        secrets=run.secrets,
+        depth=run.options.depth,
+    )
+
+
+class _Stream:
+    """The stream callback of one call: masked ``phase_stream`` events."""
+
+    __slots__ = ("run", "spec", "masker")
+
+    def __init__(self, run: RunContext, spec: CallSpec) -> None:
+        self.run = run
+        self.spec = spec
+        self.masker: StreamMasker | None = None
+
+    async def __call__(self, text: str) -> None:
+        run = self.run
+        if run.masker:
+            if self.masker is None:
+                self.masker = run.masker.stream()
+            text = self.masker.feed(text)
+            if not text:
+                return
+        await self._send(text)
+
+    async def _send(self, text: str) -> None:
+        spec = self.spec
+        await self.run.bus.emit(
+            phase_stream(
+                spec.run_id, self.run.now(), spec.phase_id, spec.attempt, text, item=spec.item
+            )
+        )
+
+    async def flush(self) -> None:
+        if self.masker is not None:
+            rest = self.masker.flush()
+            self.masker = None
+            if rest:
+                await self._send(rest)
+
+
+async def _invoke(run: RunContext, spec: CallSpec, channel: CallChannel) -> Any:
+    """The agent's limits around the executor's call."""
+    limiter = run.pool.limiters.get(spec.agent_name)
+    if limiter is None:
+        return await run.executor.call(spec, channel)
+    return await limiter.call(lambda: run.executor.call(spec, channel))
+
+
+def _chain(run: RunContext) -> CallNext:
+    """The middleware chain around ``_invoke``, built once per run."""
+    chain = run.memo.get(_chain)
+    if chain is None:
+
+        async def innermost(spec: CallSpec, channel: CallChannel) -> Any:
+            return await _invoke(run, spec, channel)
+
+        chain = innermost
+        for middleware in reversed(run.middleware):
+            chain = _wrap(middleware, chain)
+        run.memo[_chain] = chain
+    return chain
+
+
+def _wrap(middleware: CallMiddleware, inner: CallNext) -> CallNext:
+    async def step(spec: CallSpec, channel: CallChannel) -> Any:
+        return await middleware(spec, channel, inner)
+
+    return step
+
+
+async def call_agent(run: RunContext, spec: CallSpec) -> AgentResult:
+    """Make one agent call through the middleware, the limits and the executor.
+
+    Returns the result with its output and metadata as JSON data. Raises what
+    the agent raises (AgentFailure...), or AgentFailure when its circuit breaker
+    is open; CancelledError passes through (the executor stops the work).
+    """
+    stream = _Stream(run, spec)
+    channel = CallChannel(stream, run.run_workflow, run.pool.agent(spec.agent_name))
+    try:
+        if run.middleware:
+            result = await _chain(run)(spec, channel)
+        else:
+            result = await _invoke(run, spec, channel)
+    finally:
+        if stream.masker is not None:
+            await stream.flush()
+    if not isinstance(result, AgentResult):
+        return AgentResult(output=json_data(result))
+    output = result.output
+    if (output is not None and type(output) not in PLAIN) or result.metadata:
+        return AgentResult(json_data(output), json_data(result.metadata), result.handoff)
+    return result
+
+
+async def bounded(
+    run: RunContext,
+    call: Coroutine[Any, Any, AgentResult],
+    timeout: float | None,
+    phase_id: str,
+    agent: str | None,
+) -> AgentResult:
+    """``call`` within ``timeout`` seconds; past it, PhaseTimeout (and a failure for the
+    agent's circuit breaker: the call was cut before it could count itself)."""
+    if timeout is None:
+        return await call
+    try:
+        return await asyncio.wait_for(call, timeout)
+    except asyncio.TimeoutError:
+        limiter = run.pool.limiters.get(agent or "")
+        if limiter is not None and limiter.breaker is not None:
+            limiter.breaker.record(False)
+        raise PhaseTimeout(phase_id, timeout) from None

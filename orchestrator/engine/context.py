@@ -1,0 +1,341 @@
+"""The run context: everything one run shares, built in one place (``build_context``).
+
+A ``RunContext`` holds the plan and options, the resolved inputs and secrets,
+the template context, the ``AgentPool`` (one instance per agent, with its
+limiter and breaker), the ``EventBus``, the executor and the call middleware,
+the outcomes so far and the sub-run launcher. The scheduler (``runner.py``),
+the phase logic (``phase.py``), the call path (``call.py``), compensations and
+handlers read it; none of them builds one. The engine reads no globals: the
+environment, the clocks and the registry come in through ``RunOptions`` and
+``execute``'s arguments.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..agents.base import Agent, AgentFailure
+from ..agents.registry import AgentRegistry
+from ..errors import UsageError
+from ..events import Event, EventSink, SecretMasker
+from ..plan import Plan
+from ..spec.model import Phase, Workflow
+from .executor import Executor, LocalExecutor
+from .inputs import resolve_inputs
+from .limits import AgentLimiter
+from .result import PhaseOutcome, ResultCache, RunOptions, RunResult
+
+if TYPE_CHECKING:
+    from .call import CallMiddleware
+
+__all__ = ["AgentPool", "EventBus", "Launcher", "RunContext", "build_context"]
+
+#: Starts a sub-run: ``launch(plan, inputs=..., registry=..., options=...)`` -> RunResult.
+#: ``runner.execute`` is passed in (the context does not import the scheduler).
+Launcher = Callable[..., Awaitable[RunResult]]
+
+# The workflow files of the sub-runs under way, outermost first; a sub-run's phase
+# tasks inherit it, so the depth limit can name the files that nest too deep.
+_SUB_RUNS: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
+    "orch_sub_runs", default=()
+)
+TOO_DEEP = ("sub-workflow recursion: ", "sub-workflows nest deeper than ")
+
+
+def _is_async_sink(sink: EventSink) -> bool:
+    return inspect.iscoroutinefunction(sink) or inspect.iscoroutinefunction(
+        getattr(sink, "__call__", None)  # noqa: B004 - a callable object's async __call__
+    )
+
+
+class EventBus:
+    """Masks each event once, then hands it to the sinks: the single choke point.
+
+    Sync sinks (display, ``--events jsonl``, the Python iterator) and async sinks
+    (the durable store) are told apart once. ``emit`` awaits the async sinks.
+    """
+
+    __slots__ = ("run_id", "now", "masker", "sync_sinks", "async_sinks")
+
+    def __init__(
+        self,
+        run_id: str,
+        now: Callable[[], float],
+        masker: SecretMasker,
+        sinks: Iterable[EventSink],
+    ) -> None:
+        self.run_id = run_id
+        self.now = now
+        self.masker = masker
+        sinks = tuple(sinks)
+        self.sync_sinks = tuple(s for s in sinks if not _is_async_sink(s))
+        self.async_sinks = tuple(s for s in sinks if _is_async_sink(s))
+
+    def publish(self, event: Event) -> Event:
+        """Mask the event and hand it to the sync sinks; return it for ``deliver``."""
+        if self.masker:
+            event = self.masker.mask_event(event)
+        for sink in self.sync_sinks:
+            sink(event)
+        return event
+
+    async def deliver(self, event: Event) -> None:
+        """Await the async sinks (the durable store) for an event from ``publish``."""
+        for sink in self.async_sinks:
+            await sink(event)  # type: ignore[misc]
+
+    async def emit(self, event: Event) -> None:
+        """publish, then deliver when async sinks exist."""
+        event = self.publish(event)
+        if self.async_sinks:
+            await self.deliver(event)
+
+
+class AgentPool:
+    """One instance per named agent and per bare type, each with its limiter (if any)."""
+
+    __slots__ = ("workflow", "registry", "monotonic", "agents", "types", "limiters")
+
+    def __init__(
+        self, workflow: Workflow, registry: AgentRegistry, monotonic: Callable[[], float]
+    ) -> None:
+        self.workflow = workflow
+        self.registry = registry
+        self.monotonic = monotonic
+        self.agents: dict[str, Agent] = {}
+        self.types: dict[str, str] = {}
+        self.limiters: dict[str, AgentLimiter] = {}
+
+    def create_all(self) -> None:
+        """Make every agent any phase, handler or compensation uses, before the run starts.
+
+        Raises AgentError (unknown type, a plugin that cannot load).
+        """
+        wf = self.workflow
+        for p in (*wf.phases, *wf.on_success, *wf.on_failure, *wf.finally_):
+            for name in agents_of(p):
+                self.agent(name)
+
+    def agent(self, name: str) -> Agent:
+        """The run's instance of a named agent or bare type, made on first use."""
+        found = self.agents.get(name)
+        if found is None:
+            spec = self.workflow.agents.get(name)
+            type_ = spec.type if spec else name
+            found = self.agents[name] = self.registry.create(type_, name)
+            self.types[name] = type_
+            if spec is not None and AgentLimiter.needed(spec):
+                self.limiters[name] = AgentLimiter(spec, clock=self.monotonic)
+        return found
+
+    async def aclose(self) -> None:
+        """``aclose`` every instance; errors there do not hide the run's result."""
+        for agent in self.agents.values():
+            close = getattr(agent, "aclose", None)
+            if close is not None:
+                try:
+                    await close()
+                except Exception:  # noqa: BLE001 - a plugin's cleanup may raise anything
+                    pass
+
+
+def agents_of(phase: Phase) -> list[str]:
+    """Every agent a phase may call: its own, the fallback's, the compensation's, handoff's."""
+    names = [phase.agent] if phase.agent else []
+    for call in (phase.fallback, phase.compensate):
+        if call is not None:
+            names.append(call.agent)
+    if phase.handoff:
+        names.extend(phase.handoff.agents)
+    return names
+
+
+class RunContext:
+    """Everything one run shares between the scheduler, its phases and its agent calls."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        *,
+        run_id: str,
+        inputs: Mapping[str, Any],
+        secrets: Mapping[str, str],
+        environ: Mapping[str, str],
+        registry: AgentRegistry,
+        options: RunOptions,
+        bus: EventBus,
+        prior: Mapping[str, PhaseOutcome],
+        launch: Launcher | None,
+    ) -> None:
+        wf = plan.workflow
+        self.plan = plan
+        self.workflow: Workflow = wf
+        self.options = options
+        self.registry = registry
+        self.run_id = run_id
+        self.clock = options.clock
+        self.monotonic = options.monotonic
+        self.inputs = dict(inputs)
+        self.secrets = dict(secrets)
+        self.environ = environ
+        self.masker = bus.masker
+        self.bus = bus
+        self.prior = dict(prior)
+        self.cache: ResultCache | None = None if options.no_cache else options.cache
+        self.executor: Executor = options.executor or LocalExecutor()
+        self.middleware: tuple[CallMiddleware, ...] = tuple(options.call_middleware)
+        self.pool = AgentPool(wf, registry, options.monotonic)
+        self.workdir = str(Path(wf.path).parent) if wf.path != "<memory>" else options.workdir
+        self.outcomes: dict[str, PhaseOutcome] = {}
+        self.context: dict[str, Any] = {
+            "inputs": self.inputs,
+            "phases": self.outcomes,
+            "run": {"id": run_id, "workflow": wf.name},
+            "env": dict(environ),
+            "secrets": self.secrets,
+        }
+        self.retries_left = wf.error_handling.max_total_retries
+        self.deadline: float | None = None  # monotonic end of the run (its timeout)
+        self.memo: dict[Any, Any] = {}  # per-run memo of the call path (merged `with:`)
+        self._launch = launch
+
+    def now(self) -> float:
+        """The run clock (seconds since the epoch): every event's ``ts``."""
+        return self.clock()
+
+    def take_retry(self) -> bool:
+        """Reserve one retry from the run's ``max_total_retries``; False when none is left."""
+        if self.retries_left is None:
+            return True
+        if self.retries_left <= 0:
+            return False
+        self.retries_left -= 1
+        return True
+
+    async def run_workflow(self, path: str, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Run another workflow file as a sub-run; return its outputs (AgentContext.run_workflow).
+
+        Raises AgentFailure (permanent) when it cannot load, nests too deep, or fails.
+        """
+        import importlib
+
+        from ..errors import OrchError
+        from ..plan import compile_plan
+
+        load_workflow = importlib.import_module("orchestrator.spec").load_workflow  # lazy: spec
+
+        if self._launch is None:
+            raise AgentFailure("sub-runs are not available here", transient=False)
+        options = self.options
+        depth = options.depth + 1
+        target = Path(path)
+        if not target.is_absolute():
+            target = Path(self.workdir) / target
+        top = str(Path(self.workflow.path).resolve()) if self.workflow.path else "workflow"
+        chain = (*(_SUB_RUNS.get() or (top,)), str(target.resolve()))
+        if depth > options.max_depth:
+            raise AgentFailure(_too_deep(chain, options.max_depth), transient=False)
+        try:
+            sub_plan = compile_plan(load_workflow(str(target), registry=self.registry))
+        except OrchError as exc:
+            raise AgentFailure(f"sub-workflow '{path}': {exc}", transient=False) from exc
+        sub_options = RunOptions(
+            max_parallel=options.max_parallel,
+            no_cache=options.no_cache,
+            clock=options.clock,
+            monotonic=options.monotonic,
+            environ=self.environ,
+            executor=options.executor,
+            call_middleware=options.call_middleware,
+            cache=options.cache,
+            depth=depth,
+            max_depth=options.max_depth,
+        )
+        token = _SUB_RUNS.set(chain)
+        try:
+            result = await self._launch(
+                sub_plan, inputs=inputs, registry=self.registry, options=sub_options
+            )
+        except UsageError as exc:
+            raise AgentFailure(f"sub-workflow '{path}': {exc}", transient=False) from exc
+        finally:
+            _SUB_RUNS.reset(token)
+        if result.status != "completed":
+            error = result.error or ""
+            for marker in TOO_DEEP:  # already says which files nest: do not wrap it again
+                if marker in error:
+                    raise AgentFailure(error[error.index(marker) :], transient=False)
+            raise AgentFailure(
+                f"sub-workflow '{path}' {result.status}: {result.error}", transient=False
+            )
+        return dict(result.outputs)
+
+
+def _too_deep(chain: tuple[str, ...], limit: int) -> str:
+    """One line naming the files of sub-runs nested deeper than ``limit``: the loop if any."""
+    names = [Path(p).name for p in chain]
+    for i, file in enumerate(chain):
+        if file in chain[:i]:
+            return (
+                f"{TOO_DEEP[0]}{' -> '.join(names[: i + 1])} -> ... nests deeper than {limit} runs"
+            )
+    return f"{TOO_DEEP[1]}{limit} runs: {' -> '.join(names)}"
+
+
+def read_secrets(names: Iterable[str], environ: Mapping[str, str]) -> dict[str, str]:
+    """The value of each secret name in ``environ``; UsageError naming the missing ones."""
+    missing = sorted(n for n in names if n not in environ)
+    if missing:
+        raise UsageError(
+            "secret"
+            + ("s " if len(missing) > 1 else " ")
+            + ", ".join(f"'{n}'" for n in missing)
+            + " not set in the environment",
+            hint="export " + " ".join(f"{n}=..." for n in missing) + " before the run",
+        )
+    return {n: environ[n] for n in sorted(names)}
+
+
+def build_context(
+    plan: Plan,
+    *,
+    inputs: Mapping[str, Any] | None,
+    registry: AgentRegistry,
+    run_id: str | None,
+    options: RunOptions,
+    sinks: Iterable[EventSink],
+    prior: Mapping[str, PhaseOutcome] | None,
+    launch: Launcher | None,
+    create_agents: bool = True,
+) -> RunContext:
+    """The run's context, with its agents made (unless ``create_agents`` is False).
+
+    Raises UsageError (bad inputs, a secret missing from the environment) and
+    AgentError (an agent type that cannot be found or loaded), before any event.
+    """
+    wf = plan.workflow
+    environ = options.environ
+    resolved = resolve_inputs(wf, inputs or {}, strings=False)
+    secrets = read_secrets(wf.secret_names, environ)
+    rid = run_id or uuid.uuid4().hex[:12]
+    bus = EventBus(rid, options.clock, SecretMasker(secrets.values()), sinks)
+    run = RunContext(
+        plan,
+        run_id=rid,
+        inputs=resolved,
+        secrets=secrets,
+        environ=environ,
+        registry=registry,
+        options=options,
+        bus=bus,
+        prior=prior or {},
+        launch=launch,
+    )
+    if create_agents:
+        run.pool.create_all()
+    return run

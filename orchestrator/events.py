@@ -1,0 +1,547 @@
+"""The event contract: the only output of a run (contract section 5), and the masking of secrets.
+
+Every event is one JSON object with ``event``, ``v`` (the format version, 1),
+``run_id``, ``ts`` and, where it applies, ``phase``, ``attempt`` and ``data``.
+The same objects reach the Python API, ``--events jsonl``, the live display and
+the state store. Events are built by the typed constructors below (one per
+kind); readers fold them through ``phase_state``, ``run_status`` and ``note``.
+Secrets are masked in ``SecretMasker`` before any sink sees an event. This
+module imports only the standard library: engine, state and render all read it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.parse
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Literal
+
+__all__ = [
+    "EVENT_TYPES",
+    "EVENT_VERSION",
+    "PHASE_STATES",
+    "Event",
+    "EventSink",
+    "PhaseState",
+    "SecretMasker",
+    "StreamMasker",
+    "compensation_started",
+    "note",
+    "phase_completed",
+    "phase_compensated",
+    "phase_failed",
+    "phase_iteration",
+    "phase_progress",
+    "phase_retry",
+    "phase_skipped",
+    "phase_started",
+    "phase_state",
+    "phase_stream",
+    "phase_turn",
+    "phase_waiting",
+    "run_status",
+    "workflow_ended",
+    "workflow_started",
+]
+
+#: The version written as ``v`` in every event's JSON form.
+EVENT_VERSION = 1
+
+EventType = Literal[
+    "workflow_started",
+    "phase_started",
+    "phase_stream",
+    "phase_retry",
+    "phase_waiting",
+    "phase_iteration",
+    "phase_completed",
+    "phase_failed",
+    "phase_skipped",
+    "phase_compensated",
+    "workflow_completed",
+    "workflow_failed",
+    "workflow_cancelled",
+]
+EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
+
+
+class PhaseState(str, Enum):
+    """The state of one phase (contract section 5); the strings are a stored file format."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    WAITING = "waiting"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+PHASE_STATES: tuple[str, ...] = tuple(s.value for s in PhaseState)
+#: The phase states a phase ends in.
+FINAL_PHASE_STATES = frozenset(
+    {PhaseState.COMPLETED, PhaseState.FAILED, PhaseState.SKIPPED, PhaseState.CANCELLED}
+)
+_RUN_END = {
+    "workflow_completed": "completed",
+    "workflow_failed": "failed",
+    "workflow_cancelled": "cancelled",
+}
+MASK = "***"
+#: ``data`` fields whose values orch writes itself (never user data): not masked.
+STRUCTURAL_FIELDS = frozenset(
+    {
+        "status",
+        "phases",
+        "fingerprints",
+        "counts",
+        "source_hash",
+        "pid",
+        "attempts",
+        "duration",
+        "cached",
+        "fallback_used",
+        "items",
+        "next_attempt",
+        "delay",
+        "continue_on_error",
+        "resumed_from",
+        "progress",
+        "turn",
+        "iteration",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One thing that happened in a run. ``ts`` is seconds since the epoch (float).
+
+    Build events with the constructors of this module (``phase_started(...)``),
+    which give every kind its documented ``data``.
+    """
+
+    event: str
+    run_id: str
+    ts: float
+    phase: str | None = None
+    attempt: int | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The contract's JSON shape; keys that do not apply are left out."""
+        out: dict[str, Any] = {
+            "v": EVENT_VERSION,
+            "event": self.event,
+            "run_id": self.run_id,
+            "ts": self.ts,
+        }
+        if self.phase is not None:
+            out["phase"] = self.phase
+        if self.attempt is not None:
+            out["attempt"] = self.attempt
+        if self.data:
+            out["data"] = self.data
+        return out
+
+    def to_json(self) -> str:
+        """One line of ``--events jsonl``."""
+        return json.dumps(self.as_dict(), ensure_ascii=False, default=str, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Event:
+        """Inverse of as_dict (``v`` is read and dropped); raises KeyError or TypeError on a
+        malformed record."""
+        return cls(
+            event=str(raw["event"]),
+            run_id=str(raw["run_id"]),
+            ts=float(raw["ts"]),
+            phase=raw.get("phase"),
+            attempt=raw.get("attempt"),
+            data=dict(raw.get("data") or {}),
+        )
+
+
+#: A sink receives every event, already masked. It may be sync or async; an
+#: async sink is awaited before the engine goes on (the durable store relies on it).
+EventSink = Callable[[Event], "Awaitable[None] | None"]
+
+
+# -- typed constructors: the only places event data is written -------------------------
+
+
+def workflow_started(
+    run_id: str,
+    ts: float,
+    *,
+    workflow: str,
+    path: str,
+    source_hash: str,
+    phases: Iterable[str],
+    fingerprints: Mapping[str, str],
+    inputs: Mapping[str, Any],
+    pid: int,
+    resumed_from: str | None = None,
+) -> Event:
+    """A run starts (or resumes: ``resumed_from`` is the run id then)."""
+    data: dict[str, Any] = {
+        "workflow": workflow,
+        "path": path,
+        "source_hash": source_hash,
+        "phases": list(phases),
+        "fingerprints": dict(fingerprints),
+        "inputs": dict(inputs),
+        "pid": pid,
+    }
+    if resumed_from:
+        data["resumed_from"] = resumed_from
+    return Event("workflow_started", run_id, ts, None, None, data)
+
+
+def phase_started(
+    run_id: str,
+    ts: float,
+    phase: str,
+    attempt: int,
+    *,
+    agent: str,
+    items: int | None = None,
+    path: str | None = None,
+) -> Event:
+    """A phase starts an attempt (``items``: a foreach's item count; ``path``: a sub-run's file)."""
+    data: dict[str, Any] = {"agent": agent}
+    if items is not None:
+        data["items"] = items
+    if path is not None:
+        data["path"] = path
+    return Event("phase_started", run_id, ts, phase, attempt, data)
+
+
+def phase_stream(
+    run_id: str, ts: float, phase: str, attempt: int | None, text: str, *, item: int | None = None
+) -> Event:
+    """A piece of an agent's streamed output (already masked by the stream masker)."""
+    data: dict[str, Any] = {"text": text}
+    if item is not None:
+        data["item"] = item
+    return Event("phase_stream", run_id, ts, phase, attempt, data)
+
+
+def phase_progress(run_id: str, ts: float, phase: str, done: int, total: int) -> Event:
+    """foreach progress: ``done`` of ``total`` items ended."""
+    return Event(
+        "phase_stream", run_id, ts, phase, None, {"progress": {"done": done, "total": total}}
+    )
+
+
+def phase_turn(
+    run_id: str,
+    ts: float,
+    phase: str,
+    attempt: int,
+    *,
+    n: int,
+    agent: str,
+    next: str | None,
+    item: int | None = None,
+) -> Event:
+    """A handoff turn ended: ``agent`` had turn ``n`` and handed off to ``next`` (None: done)."""
+    data: dict[str, Any] = {"turn": {"n": n, "agent": agent, "next": next}}
+    if item is not None:
+        data["item"] = item
+    return Event("phase_stream", run_id, ts, phase, attempt, data)
+
+
+def compensation_started(run_id: str, ts: float, phase: str) -> Event:
+    """The saga's write-ahead marker: the compensation of ``phase`` is about to run."""
+    return Event(
+        "phase_stream", run_id, ts, phase, None, {"text": "compensating", "compensation": "started"}
+    )
+
+
+def phase_retry(
+    run_id: str,
+    ts: float,
+    phase: str,
+    attempt: int,
+    *,
+    error: str,
+    delay: float,
+    item: int | None = None,
+) -> Event:
+    """Attempt ``attempt`` failed; the next one starts after ``delay`` seconds."""
+    data: dict[str, Any] = {"error": error, "delay": delay, "next_attempt": attempt + 1}
+    if item is not None:
+        data["item"] = item
+    return Event("phase_retry", run_id, ts, phase, attempt, data)
+
+
+def phase_waiting(
+    run_id: str,
+    ts: float,
+    phase: str,
+    attempt: int | None = None,
+    *,
+    reason: str,
+    details: Mapping[str, Any] | None = None,
+) -> Event:
+    """A phase waits for something outside the run (an approval); ``reason`` says what."""
+    data: dict[str, Any] = {"status": PhaseState.WAITING.value, "reason": reason}
+    if details:
+        data.update(details)
+    return Event("phase_waiting", run_id, ts, phase, attempt, data)
+
+
+def phase_iteration(
+    run_id: str,
+    ts: float,
+    phase: str,
+    *,
+    iteration: int,
+    output: Any = None,
+    details: Mapping[str, Any] | None = None,
+) -> Event:
+    """One iteration of a loop phase ended (``iteration`` counts from 1) with ``output``."""
+    data: dict[str, Any] = {"iteration": iteration, "output": output}
+    if details:
+        data.update(details)
+    return Event("phase_iteration", run_id, ts, phase, None, data)
+
+
+def phase_completed(
+    run_id: str,
+    ts: float,
+    phase: str,
+    attempt: int,
+    *,
+    output: Any,
+    duration: float | None,
+    attempts: int,
+    fallback_used: bool = False,
+    cached: bool = False,
+    metadata: Mapping[str, Any] | None = None,
+) -> Event:
+    """A phase completed with ``output``."""
+    data = {
+        "status": PhaseState.COMPLETED.value,
+        "output": output,
+        "duration": duration,
+        "attempts": attempts,
+        "fallback_used": fallback_used,
+        "cached": cached,
+        "metadata": dict(metadata or {}),
+    }
+    return Event("phase_completed", run_id, ts, phase, attempt, data)
+
+
+_NO_OUTPUT: Any = object()
+
+
+def phase_failed(
+    run_id: str,
+    ts: float,
+    phase: str,
+    attempt: int | None,
+    *,
+    error: str,
+    duration: float | None,
+    attempts: int,
+    cancelled: bool = False,
+    continue_on_error: bool | None = None,
+    output: Any = _NO_OUTPUT,
+) -> Event:
+    """A phase failed (or was cancelled: ``cancelled``); a foreach adds its ``output``."""
+    status = PhaseState.CANCELLED if cancelled else PhaseState.FAILED
+    data: dict[str, Any] = {
+        "status": status.value,
+        "error": error,
+        "duration": duration,
+        "attempts": attempts,
+    }
+    if continue_on_error is not None:
+        data["continue_on_error"] = continue_on_error
+    if output is not _NO_OUTPUT:
+        data["output"] = output
+    return Event("phase_failed", run_id, ts, phase, attempt, data)
+
+
+def phase_skipped(run_id: str, ts: float, phase: str, reason: str) -> Event:
+    """A phase did not run, and why."""
+    data = {"status": PhaseState.SKIPPED.value, "reason": reason}
+    return Event("phase_skipped", run_id, ts, phase, None, data)
+
+
+def phase_compensated(run_id: str, ts: float, phase: str, *, error: str | None) -> Event:
+    """The compensation of a phase ended (``error`` None: it worked)."""
+    return Event(
+        "phase_compensated", run_id, ts, phase, None, {"ok": error is None, "error": error}
+    )
+
+
+def workflow_ended(
+    run_id: str,
+    ts: float,
+    status: str,
+    *,
+    outputs: Mapping[str, Any],
+    duration: float | None,
+    error: str | None,
+    counts: Mapping[str, int],
+    tokens: Mapping[str, int] | None = None,
+) -> Event:
+    """The run ended: workflow_completed, workflow_failed or workflow_cancelled by ``status``."""
+    kind = {"completed": "workflow_completed", "failed": "workflow_failed"}.get(
+        status, "workflow_cancelled"
+    )
+    data: dict[str, Any] = {
+        "status": status,
+        "outputs": dict(outputs),
+        "duration": duration,
+        "error": error,
+        "counts": dict(counts),
+    }
+    if tokens is not None:
+        data["tokens"] = dict(tokens)
+    return Event(kind, run_id, ts, None, None, data)
+
+
+# -- the one reading of events: what the store, the display and the logs agree on ------
+
+
+def phase_state(event: Event) -> PhaseState | None:
+    """The state ``event`` moves its phase to, or None when it does not change it."""
+    kind = event.event
+    if event.phase is None:
+        return None
+    if kind == "phase_started":
+        return PhaseState.RUNNING
+    if kind in ("phase_completed", "phase_failed", "phase_skipped", "phase_waiting"):
+        status = event.data.get("status")
+        if isinstance(status, str) and status in PHASE_STATES:
+            return PhaseState(status)
+        return PhaseState(
+            {"phase_completed": "completed", "phase_failed": "failed"}.get(
+                kind, kind.removeprefix("phase_")
+            )
+        )
+    return None
+
+
+def run_status(event: Event) -> str | None:
+    """The final status of the run for a workflow_completed/failed/cancelled event, else None."""
+    default = _RUN_END.get(event.event)
+    if default is None:
+        return None
+    status = event.data.get("status")
+    return str(status) if status else default
+
+
+def note(event: Event) -> str | None:
+    """What a phase-ending or waiting event says about it: the error or the reason."""
+    key = "error" if event.event == "phase_failed" else "reason"
+    value = event.data.get(key)
+    return None if value is None else str(value)
+
+
+class SecretMasker:
+    """Replaces secret values, and their base64 and URL-encoded forms, with ``***``.
+
+    Longest values first; empty strings are never secrets. Streams that write a
+    secret in pieces are handled by ``mask_stream``, which holds back a tail as
+    long as the longest form until the next piece or ``flush``.
+    """
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        forms: set[str] = set()
+        for value in secrets:
+            if not value:
+                continue
+            forms.add(value)
+            raw = value.encode()
+            forms.add(base64.b64encode(raw).decode())
+            forms.add(base64.urlsafe_b64encode(raw).decode())
+            forms.add(base64.b64encode(raw).decode().rstrip("="))
+            forms.add(urllib.parse.quote(value, safe=""))
+            forms.add(urllib.parse.quote_plus(value))
+            forms.add(json.dumps(value)[1:-1])  # as it appears inside JSON text
+        self._forms = sorted((f for f in forms if len(f) >= 1), key=len, reverse=True)
+        self._longest = max((len(f) for f in self._forms), default=0)
+
+    def __bool__(self) -> bool:
+        return bool(self._forms)
+
+    def mask_text(self, text: str) -> str:
+        """The text with every secret form replaced."""
+        for form in self._forms:
+            if form in text:
+                text = text.replace(form, MASK)
+        return text
+
+    def mask(self, value: Any) -> Any:
+        """Mask strings anywhere inside mappings, lists, tuples and sets (keys included).
+
+        Any other object (bytes, a custom class...) is written as ``str()`` by the
+        JSON sinks, so it is replaced by its masked text when that text holds a secret.
+        """
+        if not self._forms:
+            return value
+        if isinstance(value, str):
+            return self.mask_text(value)
+        if isinstance(value, Mapping):
+            return {self.mask(k): self.mask(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple, set, frozenset)):
+            return [self.mask(v) for v in value]
+        if value is None or isinstance(value, (bool, int, float)):
+            return value
+        text = str(value)
+        masked = self.mask_text(text)
+        return value if masked == text else masked
+
+    def mask_event(self, event: Event) -> Event:
+        """The event with its data masked (the same object when there is nothing to mask).
+
+        The fields orch itself writes (``STRUCTURAL_FIELDS``: states, counts, phase
+        ids, hashes...) are left alone, so that a short secret that happens to be
+        part of ``skipped`` or of a phase id cannot corrupt the record; everything
+        that carries user data (outputs, inputs, errors, streamed text, metadata,
+        reasons) is masked, keys included.
+        """
+        if not self._forms or not event.data:
+            return event
+        data = {k: v if k in STRUCTURAL_FIELDS else self.mask(v) for k, v in event.data.items()}
+        return Event(event.event, event.run_id, event.ts, event.phase, event.attempt, data)
+
+    def stream(self) -> StreamMasker:
+        """A masker for one stream of text pieces (secrets may span pieces)."""
+        return StreamMasker(self)
+
+
+class StreamMasker:
+    """Masks a stream of text pieces: holds back a tail that might start a secret."""
+
+    def __init__(self, masker: SecretMasker) -> None:
+        self._masker = masker
+        self._pending = ""
+
+    def feed(self, piece: str) -> str:
+        """Masked text that is safe to emit now."""
+        if not self._masker:
+            return piece
+        text = self._masker.mask_text(self._pending + piece)
+        keep = self._masker._longest - 1
+        if keep <= 0 or len(text) <= keep:
+            self._pending = text
+            return ""
+        self._pending = text[-keep:]
+        return text[:-keep]
+
+    def flush(self) -> str:
+        """Whatever is held back, masked."""
+        text, self._pending = self._masker.mask_text(self._pending), ""
+        return text
