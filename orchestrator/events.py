@@ -318,7 +318,7 @@ def phase_completed(
     run_id: str,
     ts: float,
     phase: str,
-    attempt: int,
+    attempt: int | None,
     *,
     output: Any,
     duration: float | None,
@@ -327,7 +327,7 @@ def phase_completed(
     cached: bool = False,
     metadata: Mapping[str, Any] | None = None,
 ) -> Event:
-    """A phase completed with ``output``."""
+    """A phase completed with ``output`` (``attempt`` None: served from the cache)."""
     data = {
         "status": PhaseState.COMPLETED.value,
         "output": output,

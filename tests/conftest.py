@@ -1,11 +1,97 @@
-"""Shared test setup: every test records its runs in its own state directory, never in ./.orch."""
+"""Shared test setup.
+
+Every test records its runs in its own state directory, never in ./.orch; and
+every event that a test's runs stored is checked against the published event
+contract (schemas/event.schema.json) when the test ends: the store is read as
+``orch logs`` reads it, so what is validated is what users and tools receive.
+A test that writes hand-made or deliberately broken records into a store opts
+out with ``@pytest.mark.handmade_events``.
+"""
 
 from __future__ import annotations
 
+import json
+import sqlite3
+from pathlib import Path
+
+import jsonschema
 import pytest
+
+from orchestrator.events import Event
+
+EVENT_SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "event.schema.json"
+_validator: jsonschema.Draft202012Validator | None = None
+
+
+def event_validator() -> jsonschema.Draft202012Validator:
+    """The compiled validator of schemas/event.schema.json (built once per session)."""
+    global _validator
+    if _validator is None:
+        schema = json.loads(EVENT_SCHEMA.read_text(encoding="utf-8"))
+        jsonschema.Draft202012Validator.check_schema(schema)
+        _validator = jsonschema.Draft202012Validator(schema)
+    return _validator
+
+
+def stored_events(folder: Path) -> list[tuple[Path, dict]]:
+    """Every event stored in a state.db under ``folder``, as the contract's JSON objects.
+
+    Stores that cannot be read (tests that corrupt them on purpose) and rows whose
+    data is not JSON (the same) are the store's own business: they are left out.
+    """
+    found: list[tuple[Path, dict]] = []
+    for db in sorted(folder.rglob("state.db")):
+        try:
+            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            try:
+                rows = conn.execute(
+                    "SELECT run_id, ts, event, phase, attempt, data FROM events ORDER BY seq"
+                ).fetchall()
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            continue
+        for run_id, ts, kind, phase, attempt, data in rows:
+            try:
+                payload = json.loads(data) if data else {}
+            except ValueError:
+                continue
+            if isinstance(payload, dict):
+                found.append((db, Event(kind, run_id, ts, phase, attempt, payload).as_dict()))
+    return found
+
+
+def check_events(folder: Path) -> list[str]:
+    """One message per stored event under ``folder`` that breaks the event schema."""
+    problems = []
+    validator = event_validator()
+    for db, event in stored_events(folder):
+        for error in validator.iter_errors(event):
+            where = "/".join(str(p) for p in error.absolute_path) or "(event)"
+            problems.append(f"{db}: {json.dumps(event, default=str)[:300]}\n  at {where}: {error.message}")
+    return problems
 
 
 @pytest.fixture(autouse=True)
-def _isolated_state_dir(tmp_path_factory, monkeypatch):
-    """``orch run`` records every run; point ORCH_STATE_DIR at a fresh folder per test."""
-    monkeypatch.setenv("ORCH_STATE_DIR", str(tmp_path_factory.mktemp("orch-state")))
+def _isolated_state_dir(tmp_path_factory, monkeypatch, request):
+    """``orch run`` records every run; point ORCH_STATE_DIR at a fresh folder per test.
+
+    When the test ends, every event its runs stored (there and under its tmp_path)
+    must validate against schemas/event.schema.json.
+    """
+    state = tmp_path_factory.mktemp("orch-state")
+    monkeypatch.setenv("ORCH_STATE_DIR", str(state))
+    yield
+    if request.node.get_closest_marker("handmade_events"):
+        return
+    folders = [state]
+    tmp = request.node.funcargs.get("tmp_path")
+    if isinstance(tmp, Path):
+        folders.append(tmp)
+    problems = [p for folder in folders for p in check_events(folder)]
+    if problems:
+        pytest.fail(
+            f"{len(problems)} stored event(s) break schemas/event.schema.json:\n"
+            + "\n".join(problems[:10]),
+            pytrace=False,
+        )

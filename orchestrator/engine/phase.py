@@ -117,7 +117,7 @@ async def _completed(
             run.run_id,
             run.now(),
             phase.id,
-            attempts,
+            attempts or None,  # a cache hit made no attempt (as phase_failed)
             output=output,
             duration=ended - started,
             attempts=attempts,

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
@@ -81,6 +82,7 @@ def _history(state_dir, run="run-1", t0=None):
     )
 
 
+@pytest.mark.handmade_events  # _history() writes hand-made events
 def test_runs_lists_id_workflow_status_started_duration(tmp_path):
     _history(tmp_path, "run-1")
     res = orch("runs", state_dir=tmp_path)
@@ -98,6 +100,7 @@ def test_runs_on_an_empty_store(tmp_path):
     assert res.exit_code == 0 and "no runs recorded yet" in res.output
 
 
+@pytest.mark.handmade_events  # _history() writes hand-made events
 def test_status_shows_state_progress_and_each_phase(tmp_path):
     _history(tmp_path)
     res = orch("status", "run-1", state_dir=tmp_path)
@@ -114,6 +117,7 @@ def test_status_shows_state_progress_and_each_phase(tmp_path):
     ]
 
 
+@pytest.mark.handmade_events  # _history() writes hand-made events
 def test_unknown_run_is_exit_2_with_a_hint(tmp_path):
     _history(tmp_path)
     for cmd in ("status", "logs", "resume", "cancel"):
@@ -123,6 +127,7 @@ def test_unknown_run_is_exit_2_with_a_hint(tmp_path):
         assert "Traceback" not in res.output
 
 
+@pytest.mark.handmade_events  # _history() writes hand-made events
 def test_logs_prints_events_and_filters_by_phase(tmp_path):
     _history(tmp_path)
     res = orch("logs", "run-1", state_dir=tmp_path)
@@ -147,12 +152,14 @@ def test_logs_prints_events_and_filters_by_phase(tmp_path):
     assert res.exit_code == 2 and "no phase 'bb'" in res.output and "did you mean 'b'" in res.output
 
 
+@pytest.mark.handmade_events  # _history() writes hand-made events
 def test_logs_follow_stops_when_the_run_ends(tmp_path):
     _history(tmp_path)
     res = orch("logs", "run-1", "--follow", state_dir=tmp_path)
     assert res.exit_code == 0 and res.output.splitlines()[-1].split()[1] == "workflow_failed"
 
 
+@pytest.mark.handmade_events  # _history() writes hand-made events
 def test_a_dead_owner_shows_as_interrupted_and_cancel_records_it(tmp_path):
     code = (
         "import asyncio, os, sys\n"
@@ -185,6 +192,7 @@ def test_cache_clear_says_how_many(tmp_path):
     assert open_store(tmp_path).cache_get("k") is None
 
 
+@pytest.mark.handmade_events  # _history() writes hand-made events
 def test_state_dir_comes_from_the_environment(tmp_path, monkeypatch):
     _history(tmp_path)
     monkeypatch.setenv("ORCH_STATE_DIR", str(tmp_path))
@@ -430,6 +438,7 @@ def test_cache_hits_show_in_progress_status_and_dry_run(tmp_path):
     assert len(_ledger(ledger)) == 6
 
 
+@pytest.mark.handmade_events  # _history() writes hand-made events
 def test_a_corrupt_row_is_a_clear_error_and_other_runs_stay_readable(tmp_path):
     import sqlite3
 

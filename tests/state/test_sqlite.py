@@ -16,6 +16,9 @@ from orchestrator.events import Event
 from orchestrator.state.base import Owner, PhaseState, current_owner
 from orchestrator.state.sqlite import OUTPUT_CAP, SCHEMA_VERSION, open_store
 
+# The store's own tests write small hand-made events (only the fields each test needs).
+pytestmark = pytest.mark.handmade_events
+
 
 def _ev(kind, run="r1", phase=None, attempt=None, ts=1000.0, **data):
     return Event(kind, run, ts, phase, attempt, data)
