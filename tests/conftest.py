@@ -68,7 +68,8 @@ def check_events(folder: Path) -> list[str]:
     for db, event in stored_events(folder):
         for error in validator.iter_errors(event):
             where = "/".join(str(p) for p in error.absolute_path) or "(event)"
-            problems.append(f"{db}: {json.dumps(event, default=str)[:300]}\n  at {where}: {error.message}")
+            shown = json.dumps(event, default=str)[:300]
+            problems.append(f"{db}: {shown}\n  at {where}: {error.message}")
     return problems
 
 

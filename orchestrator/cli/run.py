@@ -100,6 +100,12 @@ def run_command(
             "--state-dir", help="Where runs are recorded (default: $ORCH_STATE_DIR, else .orch)."
         ),
     ] = None,
+    junit: Annotated[
+        Path | None,
+        typer.Option(
+            "--junit", help="Write a JUnit XML report (one testcase per phase).", metavar="FILE"
+        ),
+    ] = None,
 ) -> None:
     """Run a workflow: live progress on a terminal, plain lines elsewhere; print the outputs."""
     try:
@@ -108,8 +114,9 @@ def run_command(
 
         plan = compile_plan(workflow)
         inputs = _resolve_inputs(workflow, input_ or [], inputs_file)
-        if output_file is not None:
-            check_output_file(output_file)  # before anything runs, not after a long run
+        for option, path in (("--output-file", output_file), ("--junit", junit)):
+            if path is not None:
+                check_output_file(path, option)  # before anything runs, not after a long run
         if dry_run:
             # stdout carries only JSON under --events jsonl: the plan (text) goes to stderr
             out = sys.stderr if events is EventsFormat.jsonl else sys.stdout
@@ -128,6 +135,7 @@ def run_command(
             max_parallel=max_parallel,
             no_cache=no_cache,
             state_dir=state_dir,
+            junit=junit,
         )
     except WorkflowInvalid as exc:
         _print_problems(exc)
@@ -151,28 +159,28 @@ def _print_error(exc: OrchError) -> None:
     sys.stderr.flush()
 
 
-def check_output_file(path: Path) -> None:
-    """Make sure ``--output-file`` can be written: its folder exists and is writable.
+def check_output_file(path: Path, option: str = "--output-file") -> None:
+    """Make sure a file that ``option`` names can be written: its folder exists and is writable.
 
     Raises UsageError (exit 2) when the path is a folder, its folder is missing or
     not a folder, or the folder (or an existing file) is not writable.
     """
     if path.is_dir():
         raise UsageError(
-            f"--output-file '{path}' is a directory, not a file",
-            hint=f"name a file inside it, e.g. --output-file '{path / 'outputs.json'}'",
+            f"{option} '{path}' is a directory, not a file",
+            hint=f"name a file inside it, e.g. {option} '{path / 'outputs.json'}'",
         )
     folder = path.absolute().parent
     if not folder.exists():
         raise UsageError(
-            f"--output-file '{path}': the folder '{folder}' does not exist",
+            f"{option} '{path}': the folder '{folder}' does not exist",
             hint="create the folder first, or choose another path",
         )
     if not folder.is_dir():
-        raise UsageError(f"--output-file '{path}': '{folder}' is a file, not a directory")
+        raise UsageError(f"{option} '{path}': '{folder}' is a file, not a directory")
     if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise UsageError(
-            f"--output-file '{path}' cannot be written: permission denied",
+            f"{option} '{path}' cannot be written: permission denied",
             hint="choose a path in a folder you can write to",
         )
 
@@ -257,6 +265,7 @@ def _run(
     run_id: str | None = None,
     prior: Mapping[str, Any] | None = None,
     resume_attempts: Mapping[str, int] | None = None,
+    junit: Path | None = None,
 ) -> int:
     """Run the plan with the sinks this invocation wants; returns the exit code.
 
@@ -344,9 +353,11 @@ def _run(
     if view.status is None:  # the engine ended without a final event (it should not)
         view.status = result.status
     print_summary(err, view, plan)
+    _ci_reports(view, plan, junit)
     outputs = view.outputs if view.outputs is not None else result.outputs
     if output_file is not None:
-        _write_json(output_file, outputs)
+        text = json.dumps(outputs, indent=2, ensure_ascii=False, default=str) + "\n"
+        _write_file(output_file, text, "--output-file")
     if not events and result.status == "completed":
         text = json.dumps(outputs, indent=2, ensure_ascii=False, default=str) + "\n"
         with contextlib.suppress(BrokenPipeError):  # `orch run wf.yaml | head -1`
@@ -422,18 +433,40 @@ def _isatty(stream: Any) -> bool:
         return False
 
 
-def _write_json(path: Path, value: Any) -> None:
-    """Write ``value`` as JSON to ``path`` atomically (temp file, fsync, rename)."""
+def _ci_reports(view: Any, plan: Plan, junit: Path | None) -> None:
+    """What CI reads: ``--junit``; under GitHub Actions the annotations and the step summary."""
+    if junit is None and os.environ.get("GITHUB_ACTIONS") != "true":
+        return
+    from ..render import ci
+
+    wf = plan.workflow
+    if junit is not None:
+        _write_file(junit, ci.junit_xml(view, wf), "--junit")
+    if os.environ.get("GITHUB_ACTIONS") != "true":
+        return
+    for line in ci.github_annotations(view, wf):
+        sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        try:
+            with open(summary, "a", encoding="utf-8") as fh:
+                fh.write(ci.step_summary(view, wf))
+        except OSError as exc:  # the run's outcome stands: say why the summary is missing
+            sys.stderr.write(f"warning: cannot append to GITHUB_STEP_SUMMARY '{summary}': {exc}\n")
+
+
+def _write_file(path: Path, text: str, option: str) -> None:
+    """Write ``text`` to ``path`` atomically (temp file, fsync, rename)."""
     import tempfile
 
     target = path.resolve()
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(value, fh, indent=2, ensure_ascii=False, default=str)
-            fh.write("\n")
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)
     except OSError as exc:
-        raise UsageError(f"cannot write --output-file '{path}': {exc.strerror or exc}") from exc
+        raise UsageError(f"cannot write {option} '{path}': {exc.strerror or exc}") from exc

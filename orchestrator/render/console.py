@@ -3,7 +3,9 @@
 A terminal (not ``TERM=dumb``) gets the live display; anything else (a pipe, a
 file, a CI log) gets plain timestamped lines, and tables that are not wrapped
 (``COLUMNS`` honoured) and have no trailing spaces. ``NO_COLOR`` (any non-empty value)
-turns colour off, as https://no-color.org asks.
+turns colour off, as https://no-color.org asks; ``FORCE_COLOR`` (non-empty, not ``0``
+or ``false``) turns it on where it would be off (CI logs that show ANSI colours),
+still with plain lines and never the live display. NO_COLOR wins over FORCE_COLOR.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any, TextIO
 
 from rich.console import Console
 
-__all__ = ["is_live", "make_console", "wants_color"]
+__all__ = ["forces_color", "is_live", "make_console", "wants_color"]
 
 _TRAILING = re.compile(r"[ \t]+(?=\n)")
 
@@ -25,6 +27,13 @@ def wants_color(environ: Mapping[str, str] | None = None) -> bool:
     """False when ``NO_COLOR`` is set to a non-empty value (https://no-color.org)."""
     env = os.environ if environ is None else environ
     return not env.get("NO_COLOR")
+
+
+def forces_color(environ: Mapping[str, str] | None = None) -> bool:
+    """True when ``FORCE_COLOR`` asks for colour (non-empty, not 0/false) and NO_COLOR is unset."""
+    env = os.environ if environ is None else environ
+    value = env.get("FORCE_COLOR", "").strip().lower()
+    return bool(value) and value not in ("0", "false", "no") and wants_color(env)
 
 
 def make_console(
@@ -43,6 +52,7 @@ def make_console(
     env = os.environ if environ is None else environ
     out = file if file is not None else sys.stderr
     terminal = force_terminal if force_terminal is not None else _isatty(out)
+    forced = not terminal and force_terminal is None and forces_color(env)
     if not terminal:
         # A pipe, a file, a CI log: lines are never wrapped (COLUMNS, when set, is the
         # width) and carry no trailing spaces, so that they grep well.
@@ -50,7 +60,10 @@ def make_console(
         out = _StripTrailingSpaces(out)
     return Console(
         file=out,
-        force_terminal=force_terminal,
+        # decided here, not by rich from os.environ: FORCE_COLOR gives colour, never
+        # the live display (is_live asks for an interactive console)
+        force_terminal=terminal or forced,
+        force_interactive=terminal and not forced,
         no_color=not wants_color(env),
         highlight=False,
         markup=False,
@@ -98,4 +111,4 @@ class _StripTrailingSpaces:
 
 def is_live(console: Console) -> bool:
     """Whether this console should show the live display (a real, capable terminal)."""
-    return console.is_terminal and not console.is_dumb_terminal
+    return console.is_terminal and console.is_interactive and not console.is_dumb_terminal

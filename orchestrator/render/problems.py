@@ -10,9 +10,9 @@ import json
 from collections.abc import Sequence
 from typing import TextIO
 
-from ..errors import Problem
+from ..errors import Location, Problem
 
-__all__ = ["FORMATS", "format_problems", "write_problems"]
+__all__ = ["FORMATS", "format_problems", "github_command", "write_problems"]
 
 #: The output formats of ``orch validate --format``.
 FORMATS = ("text", "json", "github")
@@ -56,14 +56,21 @@ def write_problems(problems: Sequence[Problem], fmt: str, out: TextIO) -> None:
 
 
 def _github(p: Problem) -> str:
-    """A workflow command; see GitHub's docs on escaping data and properties."""
     level = "warning" if p.severity == "warning" else "error"
-    loc = p.location
-    props = ",".join(
-        f"{k}={_escape_property(str(v))}"
-        for k, v in (("file", loc.path), ("line", loc.line), ("col", loc.col))
-    )
     message = p.message + (f"\nhint: {p.hint}" if p.hint else "")
+    return github_command(level, p.location, message)
+
+
+def github_command(level: str, loc: Location, message: str, *, title: str | None = None) -> str:
+    """A GitHub Actions workflow command (``::error file=F,line=L,col=C::message``).
+
+    Escaped as GitHub's docs on workflow commands ask: ``%``, CR and LF in the
+    message; also ``:`` and ``,`` in the properties.
+    """
+    pairs: list[tuple[str, object]] = [("file", loc.path), ("line", loc.line), ("col", loc.col)]
+    if title:
+        pairs.append(("title", title))
+    props = ",".join(f"{k}={_escape_property(str(v))}" for k, v in pairs)
     return f"::{level} {props}::{_escape_data(message)}"
 
 
