@@ -49,7 +49,13 @@ def register(app: typer.Typer) -> None:
 
 def run_command(
     file: Annotated[
-        Path, typer.Argument(help="The workflow file to run.", show_default=False, metavar="FILE")
+        Path,
+        typer.Argument(
+            help="The workflow file to run, or NAME for NAME.yaml in $ORCH_WORKFLOWS"
+            " (default ./workflows).",
+            show_default=False,
+            metavar="FILE|NAME",
+        ),
     ],
     input_: Annotated[
         list[str] | None,
@@ -109,7 +115,9 @@ def run_command(
 ) -> None:
     """Run a workflow: live progress on a terminal, plain lines elsewhere; print the outputs."""
     try:
-        workflow = _load(file)
+        from ..spec.locate import find_workflow
+
+        workflow = _load(find_workflow(file))
         from ..plan import compile_plan
 
         plan = compile_plan(workflow)

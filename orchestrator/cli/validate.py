@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 __all__ = ["load_or_exit", "register"]
 
+#: The file name that means standard input (``orch validate -``), and how problems name it.
+STDIN = Path("-")
+
 
 class ProblemFormat(str, enum.Enum):
     """Output formats of `orch validate`."""
@@ -48,7 +51,11 @@ def load_or_exit(path: Path | str) -> Workflow:
 def validate_command(
     files: Annotated[
         list[Path],
-        typer.Argument(help="Workflow files to check.", show_default=False, metavar="FILE"),
+        typer.Argument(
+            help="Workflow files, folders (their *.yaml and *.yml files) or - (standard input).",
+            show_default=False,
+            metavar="FILE",
+        ),
     ],
     fmt: Annotated[
         ProblemFormat,
@@ -64,12 +71,21 @@ def validate_command(
     from ..agents.registry import AgentRegistry
     from ..render.problems import format_problems, write_problems
     from ..spec import check
+    from ..spec.locate import expand_paths
 
     registry = AgentRegistry.from_entry_points()
     everything = []
-    failed = False
-    for file in files:
-        workflow, problems = check(file, registry=registry)
+    targets, missing = expand_paths(files)
+    everything.extend(missing)
+    failed = bool(missing)
+    if fmt is ProblemFormat.text:
+        write_problems(missing, "text", sys.stdout)
+    for file in targets:
+        if file == STDIN:
+            file = Path("<stdin>")  # how problems and the ok line name it
+            workflow, problems = check(file, registry=registry, stream=sys.stdin.buffer)
+        else:
+            workflow, problems = check(file, registry=registry)
         everything.extend(problems)
         errors = [p for p in problems if p.severity == "error"]
         if fmt is ProblemFormat.text:
@@ -78,18 +94,26 @@ def validate_command(
             failed = True
             continue
         if fmt is ProblemFormat.text:
-            warn = len(problems)
-            extra = f", {warn} warning{'s' if warn != 1 else ''}" if warn else ""
-            n, a = len(workflow.phases), len(workflow.agents)
-            sys.stdout.write(
-                f"{file}: ok ({n} phase{'s' if n != 1 else ''}, "
-                f"{a} agent{'s' if a != 1 else ''}{extra})\n"
-            )
+            sys.stdout.write(f"{file}: ok ({_counts(workflow, len(problems))})\n")
     if fmt is ProblemFormat.json:
         sys.stdout.write(format_problems(everything, "json") + "\n")
     elif fmt is ProblemFormat.github and everything:
         sys.stdout.write(format_problems(everything, "github") + "\n")
     raise typer.Exit(2 if failed else 0)
+
+
+def _counts(workflow: Workflow, warnings: int) -> str:
+    """``5 phases, 3 agent types: echo, fail, sleep``, the named agents and warnings too."""
+
+    def count(n: int, noun: str) -> str:
+        return f"{n} {noun}{'s' if n != 1 else ''}"
+
+    types = workflow.agent_types()
+    parts = [count(len(workflow.phases), "phase")]
+    if workflow.agents:
+        parts.append(count(len(workflow.agents), "named agent"))
+    parts.append(count(len(types), "agent type") + (f": {', '.join(types)}" if types else ""))
+    return ", ".join(parts) + (f"; {count(warnings, 'warning')}" if warnings else "")
 
 
 def register(app: typer.Typer) -> None:

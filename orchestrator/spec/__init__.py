@@ -7,7 +7,7 @@ jsonschema, jinja2) when called, so ``import orchestrator`` stays light.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import Location, Problem, WorkflowInvalid
 
@@ -19,22 +19,26 @@ __all__ = ["check", "load_workflow", "validate"]
 
 
 def check(
-    path: str | Path, *, registry: AgentRegistry | None = None
+    path: str | Path, *, registry: AgentRegistry | None = None, stream: BinaryIO | None = None
 ) -> tuple[Workflow | None, list[Problem]]:
     """Read and check a workflow file: the Workflow (None if unreadable) and every problem.
 
     Problems (errors and warnings) are sorted by line and column. Never raises
     for anything in the file; ``registry`` defaults to the installed agent types.
+    ``stream`` gives the file's bytes (standard input): ``path`` then only names it.
     """
     from ..agents.registry import AgentRegistry
     from ..errors import SchemaViolation, WorkflowError
     from .build import build_workflow
     from .schema import check_workflow
-    from .source import read_source
+    from .source import read_source, read_stream
     from .subflows import LOADER
 
     try:
-        src = read_source(path, keep_going=True)
+        if stream is None:
+            src = read_source(path, keep_going=True)
+        else:
+            src = read_stream(stream, str(path), keep_going=True)
     except WorkflowError as exc:
         return None, [exc.to_problem()]
     if not isinstance(src.data, dict):

@@ -189,6 +189,14 @@ class Phase:
         return self.depends_on + tuple(d for d in self.implied_deps if d not in self.depends_on)
 
     @property
+    def agent_names(self) -> tuple[str, ...]:
+        """Every agent the phase may call: its own, the fallback's, the compensation's, handoff's."""
+        names = [self.agent] if self.agent else []
+        names += [call.agent for call in (self.fallback, self.compensate) if call is not None]
+        names += self.handoff.agents if self.handoff else ()
+        return tuple(names)
+
+    @property
     def priority_rank(self) -> int:
         """0 for critical ... 4 for background."""
         return PRIORITIES.index(self.priority)
@@ -246,13 +254,20 @@ class Workflow:
 
         out: dict[str, str] = {}
         for p in self.phases:
-            used = [p.agent, p.fallback.agent if p.fallback else None]
-            used.append(p.compensate.agent if p.compensate else None)
-            used.extend(p.handoff.agents if p.handoff else ())
-            extra = "".join(agent_print(a) for a in used)
+            extra = "".join(agent_print(a) for a in p.agent_names)
             own = p.fingerprint
             out[p.id] = own if not extra else _fingerprint((own, extra))
         return out
+
+    def agent_types(self) -> list[str]:
+        """The agent types the workflow uses (handlers included), sorted: a name under
+        ``agents:`` counts as its type, a bare type as itself."""
+        types = set()
+        for p in (*self.phases, *self.on_success, *self.on_failure, *self.finally_):
+            for name in p.agent_names:
+                spec = self.agents.get(name)
+                types.add(spec.type if spec is not None else name)
+        return sorted(types)
 
     def phase(self, phase_id: str) -> Phase:
         """The phase with this id; raises KeyError when there is none."""

@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ruamel.yaml import YAML
 from ruamel.yaml import events as ev
@@ -35,6 +35,7 @@ __all__ = [
     "SourceMap",
     "parse_source",
     "read_source",
+    "read_stream",
 ]
 
 #: Files larger than this are refused before parsing.
@@ -149,6 +150,23 @@ def read_source(path: str | Path, *, kind: str = "workflow", keep_going: bool = 
             f"the file is too large (more than {MAX_BYTES:,} bytes)", location=top
         )
     return parse_source(raw, name, kind=kind, keep_going=keep_going)
+
+
+def read_stream(stream: BinaryIO, name: str, *, keep_going: bool = False) -> Source:
+    """Read and parse a workflow from an open binary stream (standard input), as read_source.
+
+    ``name`` stands for the file in locations (``<stdin>``).
+    """
+    top = Location(name)
+    try:
+        raw = stream.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise UnreadableWorkflow(f"cannot read {name}: {exc.strerror or exc}", location=top) from exc
+    if len(raw) > MAX_BYTES:
+        raise UnreadableWorkflow(
+            f"the file is too large (more than {MAX_BYTES:,} bytes)", location=top
+        )
+    return parse_source(raw, name, keep_going=keep_going)
 
 
 def _file_kind(kind: str) -> str:

@@ -134,6 +134,20 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _write_gitignore(folder: Path) -> None:
+    """Keep a state folder orch created out of git (as pytest and mypy do with their caches).
+
+    Only a folder orch made itself gets one: ``--state-dir .`` must not hide a project.
+    Best effort: a file that exists already, or a failed write, is left alone.
+    """
+    try:
+        fd = os.open(folder / ".gitignore", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except OSError:
+        return
+    with contextlib.suppress(OSError), os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write("# Created by orch: run history, cached results and outputs stay out of git.\n*\n")
+
+
 class _Item:
     __slots__ = ("kind", "payload", "future")
 
@@ -170,6 +184,7 @@ class SqliteStore:
                 f"'{self.state_dir}' is a file, not a directory",
                 hint="the state directory (--state-dir, ORCH_STATE_DIR) must be a directory",
             )
+        created = not self.state_dir.exists()
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -177,6 +192,8 @@ class SqliteStore:
                 f"cannot create the state directory '{self.state_dir}': "
                 f"{(exc.strerror or str(exc)).lower()}"
             ) from exc
+        if created:
+            _write_gitignore(self.state_dir)
         # WAL mode and the schema are set up once per file, under a lock file: two
         # processes switching a new database to WAL at once get "database is locked"
         # at once (SQLite's deadlock rule skips the busy timeout there).

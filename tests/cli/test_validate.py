@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -39,7 +40,7 @@ def test_a_valid_file_prints_one_short_line_and_exits_0(tmp_path):
     path.write_text(GOOD)
     result = _run(path)
     assert result.exit_code == 0, result.output
-    assert result.output == f"{path}: ok (2 phases, 1 agent)\n"
+    assert result.output == f"{path}: ok (2 phases, 1 named agent, 1 agent type: echo)\n"
 
 
 def test_every_problem_of_every_file_is_printed_and_exit_is_2(tmp_path):
@@ -49,7 +50,7 @@ def test_every_problem_of_every_file_is_printed_and_exit_is_2(tmp_path):
     result = _run(good, bad)
     assert result.exit_code == 2
     assert result.output.splitlines() == [
-        f"{good}: ok (2 phases, 1 agent)",
+        f"{good}: ok (2 phases, 1 named agent, 1 agent type: echo)",
         f"{bad}:4:12: unknown agent 'ech'; did you mean 'echo'?",
         f"{bad}:5:14: phases[0].timeout: 'forever' is not a duration;"
         " use 500ms, 30s, 5m, 1h or a number of seconds",
@@ -58,16 +59,80 @@ def test_every_problem_of_every_file_is_printed_and_exit_is_2(tmp_path):
     ]
 
 
-def test_missing_file_and_directory_are_located_problems(tmp_path):
+def test_missing_file_and_a_folder_without_workflows_are_located_problems(tmp_path):
     missing = tmp_path / "nope.yaml"
+    (tmp_path / "notes.txt").write_text("not a workflow")
     result = _run(missing, tmp_path)
     assert result.exit_code == 2
     assert result.output.splitlines() == [
+        f"{tmp_path}:1:1: the folder '{tmp_path}' holds no .yaml or .yml files",
+        "  hint: name the workflow files, or the folder that holds them",
         f"{missing}:1:1: no such file '{missing}'",
         "  hint: check the path and the spelling",
-        f"{tmp_path}:1:1: '{tmp_path}' is a directory, not a workflow file",
-        "  hint: give the path of a .yaml file",
     ]
+
+
+def test_a_folder_stands_for_its_yaml_and_yml_files_sorted_not_recursive(tmp_path):
+    (tmp_path / "b.yml").write_text(GOOD)
+    (tmp_path / "a.yaml").write_text(GOOD.replace("greeter", "hello"))
+    (tmp_path / "c.yaml").write_text(BAD)
+    (tmp_path / "readme.md").write_text("# not a workflow")
+    (tmp_path / "deeper").mkdir()
+    (tmp_path / "deeper" / "d.yaml").write_text(BAD)
+    result = _run(tmp_path, tmp_path / "a.yaml")  # a file named twice is checked once
+    assert result.exit_code == 2
+    assert result.output.splitlines() == [
+        f"{tmp_path / 'a.yaml'}: ok (2 phases, 1 named agent, 1 agent type: echo)",
+        f"{tmp_path / 'b.yml'}: ok (2 phases, 1 named agent, 1 agent type: echo)",
+        f"{tmp_path / 'c.yaml'}:4:12: unknown agent 'ech'; did you mean 'echo'?",
+        f"{tmp_path / 'c.yaml'}:5:14: phases[0].timeout: 'forever' is not a duration;"
+        " use 500ms, 30s, 5m, 1h or a number of seconds",
+        f"{tmp_path / 'c.yaml'}:8:18: unknown phase 'c' in depends_on",
+        "  hint: known phases: a, b",
+    ]
+
+
+def _orch_stdin(text: str, *args: str) -> subprocess.CompletedProcess[str]:
+    orch = str(Path(sys.executable).parent / "orch")
+    return subprocess.run(
+        [orch, "validate", *args], input=text, capture_output=True, text=True
+    )
+
+
+def test_a_dash_reads_the_workflow_from_standard_input():
+    done = _orch_stdin(GOOD, "-")
+    assert (done.returncode, done.stdout) == (
+        0,
+        "<stdin>: ok (2 phases, 1 named agent, 1 agent type: echo)\n",
+    )
+    done = _orch_stdin(BAD, "-", "--format", "github")
+    assert done.returncode == 2
+    assert done.stdout.splitlines()[0] == (
+        "::error file=<stdin>,line=4,col=12::unknown agent 'ech'; did you mean 'echo'?"
+    )
+
+
+def test_standard_input_that_is_not_yaml_is_a_located_problem_not_a_traceback():
+    done = _orch_stdin("phases: [\n", "-")
+    assert done.returncode == 2
+    assert done.stdout.startswith("<stdin>:2:1: ")
+    assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_every_agent_type_used_is_counted_handlers_and_fallbacks_too(tmp_path):
+    path = tmp_path / "wf.yaml"
+    path.write_text(
+        "name: t\n"
+        "agents:\n  slow: {type: sleep}\n"
+        "phases:\n"
+        "  - {id: a, agent: slow, with: {seconds: 0}, fallback: {agent: echo, with: {text: x}}}\n"
+        "  - {id: b, agent: noop, compensate: {agent: echo}}\n"
+        "on_failure:\n  - {id: c, agent: fail, with: {times: 0}}\n"
+    )
+    result = _run(path)
+    assert result.output == (
+        f"{path}: ok (2 phases, 1 named agent, 4 agent types: echo, fail, noop, sleep)\n"
+    )
 
 
 def test_json_format_is_a_list_of_problems(tmp_path):

@@ -1,0 +1,88 @@
+"""Where a workflow named on the command line lives: a file path, or a NAME in the workflows path.
+
+``orch run demo`` finds ``demo.yaml`` (or ``demo.yml``) in the folders of
+``$ORCH_WORKFLOWS`` (several separated by ``os.pathsep``), default ``./workflows``.
+A name is a plain file name (letters, digits, ``_``, ``-``, ``.``): it never
+reaches outside those folders.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from pathlib import Path
+
+from ..errors import Location, Problem, UsageError
+
+__all__ = ["DEFAULT_WORKFLOWS_PATH", "expand_paths", "find_workflow", "workflows_path"]
+
+DEFAULT_WORKFLOWS_PATH = "workflows"
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_SUFFIXES = (".yaml", ".yml")
+
+
+def workflows_path(value: str | None = None) -> list[Path]:
+    """The folders searched for workflow names: ``value``, else ``$ORCH_WORKFLOWS``, else ./workflows."""
+    text = value if value is not None else os.environ.get("ORCH_WORKFLOWS", "")
+    folders = [Path(p) for p in text.split(os.pathsep) if p.strip()]
+    return folders or [Path(DEFAULT_WORKFLOWS_PATH)]
+
+
+def find_workflow(ref: str | os.PathLike[str], *, search: list[Path] | None = None) -> Path:
+    """The file ``ref`` names: an existing path as it is, else ``NAME.yaml`` in the workflows path.
+
+    A ``ref`` that is not a plain name (it has a folder or a .yaml suffix) is returned
+    unchanged, so that reading it reports a missing file where it is. Raises UsageError
+    (exit 2) for a name found nowhere, listing the folders searched and the names there.
+    """
+    path = Path(ref)
+    text = str(ref)
+    if path.exists() or not _NAME.fullmatch(text) or path.suffix in _SUFFIXES:
+        return path
+    folders = search if search is not None else workflows_path()
+    for folder in folders:
+        for suffix in _SUFFIXES:
+            candidate = folder / f"{text}{suffix}"
+            if candidate.is_file():
+                return candidate
+    known = sorted(
+        {p.stem for folder in folders if folder.is_dir() for p in folder.iterdir()
+         if p.suffix in _SUFFIXES and p.is_file()}
+    )
+    where = ", ".join(f"'{f}'" for f in folders)
+    message = f"no workflow file '{text}', and no '{text}.yaml' in the workflows path ({where})"
+    close = difflib.get_close_matches(text, known, n=1)
+    if close:
+        message += f"; did you mean '{close[0]}'?"
+    if known:
+        hint = "workflows there: " + ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
+    else:
+        hint = "give the file's path, or set ORCH_WORKFLOWS to the folder that holds NAME.yaml"
+    raise UsageError(message, hint=hint)
+
+
+def expand_paths(paths: list[Path]) -> tuple[list[Path], list[Problem]]:
+    """The files to check for ``paths``: a folder stands for its ``*.yaml`` and ``*.yml`` files
+    (sorted, not recursive); files and ``-`` (standard input) stay; each file once.
+
+    A folder without such files is a Problem (a mistyped folder must not pass silently).
+    """
+    files: list[Path] = []
+    problems: list[Problem] = []
+    for path in paths:
+        if str(path) != "-" and path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix in _SUFFIXES and p.is_file())
+            if not found:
+                problems.append(
+                    Problem(
+                        Location(str(path)),
+                        f"the folder '{path}' holds no .yaml or .yml files",
+                        hint="name the workflow files, or the folder that holds them",
+                        code="unreadable",
+                    )
+                )
+            files.extend(found)
+        else:
+            files.append(path)
+    return list(dict.fromkeys(files)), problems

@@ -1,0 +1,61 @@
+"""The state folder keeps itself out of git: a folder orch creates gets its own .gitignore."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ORCH = str(Path(sys.executable).parent / "orch")
+WORKFLOW = "name: tiny\nphases:\n  - id: a\n    agent: echo\n    with: {text: hi}\n"
+
+pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+
+
+def _git(repo: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", *args], cwd=repo, capture_output=True, text=True, check=True
+    )
+    return done.stdout
+
+
+def _run_in(repo: Path, *extra: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "ORCH_STATE_DIR"}
+    done = subprocess.run(
+        [ORCH, "run", "wf.yaml", *extra], cwd=repo, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_run_in_a_git_repo_leaves_nothing_for_git_to_add(tmp_path):
+    _git(tmp_path, "init", "-q")
+    (tmp_path / "wf.yaml").write_text(WORKFLOW)
+    _run_in(tmp_path)
+
+    assert (tmp_path / ".orch" / "state.db").is_file()
+    assert (tmp_path / ".orch" / ".gitignore").read_text().splitlines()[-1] == "*"
+    assert _git(tmp_path, "status", "--porcelain", "--untracked-files=all") == "?? wf.yaml\n"
+
+
+def test_an_existing_folder_given_as_state_dir_gets_no_gitignore(tmp_path):
+    _git(tmp_path, "init", "-q")
+    (tmp_path / "wf.yaml").write_text(WORKFLOW)
+    _run_in(tmp_path, "--state-dir", ".")
+
+    assert not (tmp_path / ".gitignore").exists()  # `--state-dir .` must not hide the project
+    assert "wf.yaml" in _git(tmp_path, "status", "--porcelain")
+
+
+def test_a_gitignore_the_user_wrote_is_kept(tmp_path):
+    _git(tmp_path, "init", "-q")
+    (tmp_path / "wf.yaml").write_text(WORKFLOW)
+    _run_in(tmp_path)
+    ignore = tmp_path / ".orch" / ".gitignore"
+    ignore.write_text("state.db\n")
+    _run_in(tmp_path)
+
+    assert ignore.read_text() == "state.db\n"
