@@ -55,6 +55,7 @@ def run_command(
             " (default ./workflows).",
             show_default=False,
             metavar="FILE|NAME",
+            autocompletion=_complete_name,
         ),
     ],
     input_: Annotated[
@@ -155,6 +156,18 @@ def run_command(
         sys.stderr.write("interrupted\n")
         raise typer.Exit(130) from None
     raise typer.Exit(result_code)
+
+
+def _complete_name(incomplete: str) -> list[str]:
+    """Shell completion of ``orch run``: the workflow names that start with what was typed.
+
+    Nothing for a path (the shell completes files then).
+    """
+    if os.sep in incomplete or "/" in incomplete:
+        return []
+    from ..spec.locate import workflow_names
+
+    return [n for n in workflow_names() if n.startswith(incomplete)]
 
 
 def _print_error(exc: OrchError) -> None:

@@ -15,7 +15,13 @@ from pathlib import Path
 
 from ..errors import Location, Problem, UsageError
 
-__all__ = ["DEFAULT_WORKFLOWS_PATH", "expand_paths", "find_workflow", "workflows_path"]
+__all__ = [
+    "DEFAULT_WORKFLOWS_PATH",
+    "expand_paths",
+    "find_workflow",
+    "workflow_names",
+    "workflows_path",
+]
 
 DEFAULT_WORKFLOWS_PATH = "workflows"
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
@@ -27,6 +33,19 @@ def workflows_path(value: str | None = None) -> list[Path]:
     text = value if value is not None else os.environ.get("ORCH_WORKFLOWS", "")
     folders = [Path(p) for p in text.split(os.pathsep) if p.strip()]
     return folders or [Path(DEFAULT_WORKFLOWS_PATH)]
+
+
+def workflow_names(search: list[Path] | None = None) -> list[str]:
+    """The names ``orch run NAME`` accepts: the workflow files in the workflows path, sorted."""
+    folders = search if search is not None else workflows_path()
+    names = set()
+    for folder in folders:
+        try:
+            entries = list(folder.iterdir())
+        except OSError:  # missing, not a folder, unreadable: nothing to offer
+            continue
+        names.update(p.stem for p in entries if p.suffix in _SUFFIXES and _NAME.fullmatch(p.stem))
+    return sorted(names)
 
 
 def find_workflow(ref: str | os.PathLike[str], *, search: list[Path] | None = None) -> Path:
@@ -46,10 +65,7 @@ def find_workflow(ref: str | os.PathLike[str], *, search: list[Path] | None = No
             candidate = folder / f"{text}{suffix}"
             if candidate.is_file():
                 return candidate
-    known = sorted(
-        {p.stem for folder in folders if folder.is_dir() for p in folder.iterdir()
-         if p.suffix in _SUFFIXES and p.is_file()}
-    )
+    known = workflow_names(folders)
     where = ", ".join(f"'{f}'" for f in folders)
     message = f"no workflow file '{text}', and no '{text}.yaml' in the workflows path ({where})"
     close = difflib.get_close_matches(text, known, n=1)
