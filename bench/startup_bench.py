@@ -45,7 +45,9 @@ def measure(argvs: dict[str, list[str]], runs: int) -> dict[str, float]:
             done = subprocess.run(argv, capture_output=True, cwd=ROOT)
             took = time.perf_counter() - start
             if done.returncode != 0:
-                raise SystemExit(f"{label} exited {done.returncode}:\n{done.stderr.decode()[-2000:]}")
+                raise SystemExit(
+                    f"{label} exited {done.returncode}:\n{done.stderr.decode()[-2000:]}"
+                )
             best[label] = min(best[label], took)
     return best
 

@@ -29,7 +29,7 @@ _SUFFIXES = (".yaml", ".yml")
 
 
 def workflows_path(value: str | None = None) -> list[Path]:
-    """The folders searched for workflow names: ``value``, else ``$ORCH_WORKFLOWS``, else ./workflows."""
+    """The folders searched for workflow names: ``value``, ``$ORCH_WORKFLOWS`` or ./workflows."""
     text = value if value is not None else os.environ.get("ORCH_WORKFLOWS", "")
     folders = [Path(p) for p in text.split(os.pathsep) if p.strip()]
     return folders or [Path(DEFAULT_WORKFLOWS_PATH)]

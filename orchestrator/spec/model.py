@@ -190,7 +190,7 @@ class Phase:
 
     @property
     def agent_names(self) -> tuple[str, ...]:
-        """Every agent the phase may call: its own, the fallback's, the compensation's, handoff's."""
+        """Every agent the phase may call: its own, its fallback's, compensation's, handoff's."""
         names = [self.agent] if self.agent else []
         names += [call.agent for call in (self.fallback, self.compensate) if call is not None]
         names += self.handoff.agents if self.handoff else ()

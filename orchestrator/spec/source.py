@@ -161,7 +161,9 @@ def read_stream(stream: BinaryIO, name: str, *, keep_going: bool = False) -> Sou
     try:
         raw = stream.read(MAX_BYTES + 1)
     except OSError as exc:
-        raise UnreadableWorkflow(f"cannot read {name}: {exc.strerror or exc}", location=top) from exc
+        raise UnreadableWorkflow(
+            f"cannot read {name}: {exc.strerror or exc}", location=top
+        ) from exc
     if len(raw) > MAX_BYTES:
         raise UnreadableWorkflow(
             f"the file is too large (more than {MAX_BYTES:,} bytes)", location=top

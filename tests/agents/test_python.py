@@ -179,8 +179,7 @@ def test_sys_exit_in_a_function_is_a_failed_phase_not_a_crash(tmp_path, kind):
     name = "sync" if kind == "sync" else "async_"
     flow = tmp_path / "flow.yaml"
     flow.write_text(
-        "name: quit\nphases:\n"
-        f"  - {{id: q, agent: python, with: {{function: 'quitter:{name}'}}}}\n"
+        f"name: quit\nphases:\n  - {{id: q, agent: python, with: {{function: 'quitter:{name}'}}}}\n"
     )
     orch_bin = str(Path(sys.executable).parent / "orch")
     done = subprocess.run(

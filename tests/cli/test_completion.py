@@ -1,4 +1,4 @@
-"""Shell completion through a real bash: the script `orch --show-completion bash` prints, sourced."""
+"""Shell completion through a real bash: the script `orch --show-completion bash` prints."""
 
 from __future__ import annotations
 

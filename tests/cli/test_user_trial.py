@@ -340,9 +340,10 @@ def test_agents_hide_the_internal_ledger_key():
     detail = orch("agents", "sleep").stdout
     assert "seconds" in detail and "ledger" not in detail
     # the key still works (crash tests need it) and tools still see it
-    assert "ledger" in json.loads(orch("agents", "sleep", "--json").stdout)["config_schema"][
-        "properties"
-    ]
+    assert (
+        "ledger"
+        in json.loads(orch("agents", "sleep", "--json").stdout)["config_schema"]["properties"]
+    )
 
 
 def test_the_last_net_prints_located_errors_as_problems_too(capsys):

@@ -94,9 +94,7 @@ def test_a_folder_stands_for_its_yaml_and_yml_files_sorted_not_recursive(tmp_pat
 
 def _orch_stdin(text: str, *args: str) -> subprocess.CompletedProcess[str]:
     orch = str(Path(sys.executable).parent / "orch")
-    return subprocess.run(
-        [orch, "validate", *args], input=text, capture_output=True, text=True
-    )
+    return subprocess.run([orch, "validate", *args], input=text, capture_output=True, text=True)
 
 
 def test_a_dash_reads_the_workflow_from_standard_input():
@@ -351,8 +349,7 @@ phases:
     assert lines == [
         f"{parent}:7:42: input 'n' of sub-workflow 'child.yaml' must be an integer, "
         "not the string 'abc'",
-        f"{parent}:7:56: unknown input 'lable' of sub-workflow 'child.yaml'; "
-        "did you mean 'label'?",
+        f"{parent}:7:56: unknown input 'lable' of sub-workflow 'child.yaml'; did you mean 'label'?",
         f"{parent}:10:38: missing required input 'n' (integer) of sub-workflow 'child.yaml'",
     ]
     assert "Traceback" not in result.output
