@@ -38,7 +38,7 @@ def workflows_path(value: str | None = None) -> list[Path]:
 def workflow_names(search: list[Path] | None = None) -> list[str]:
     """The names ``orch run NAME`` accepts: the workflow files in the workflows path, sorted."""
     folders = search if search is not None else workflows_path()
-    names = set()
+    names: set[str] = set()
     for folder in folders:
         try:
             entries = list(folder.iterdir())
