@@ -147,7 +147,7 @@ def ev_line(kind: str, **data: object) -> str:
 @pytest.mark.parametrize(
     ("command", "usage"),
     [
-        ("run", "Usage: orch run [OPTIONS] FILE"),
+        ("run", "Usage: orch run [OPTIONS] FILE|NAME"),
         ("graph", "Usage: orch graph [OPTIONS] FILE"),
         ("status", "Usage: orch status [OPTIONS] RUN"),
         ("agents", "Usage: orch agents [OPTIONS] [NAME]"),
