@@ -28,7 +28,7 @@ def check(
     ``stream`` gives the file's bytes (standard input): ``path`` then only names it.
     """
     from ..agents.registry import AgentRegistry
-    from ..errors import SchemaViolation, WorkflowError
+    from ..errors import SchemaViolation, UnreadableWorkflow, WorkflowError
     from .build import build_workflow
     from .schema import check_workflow
     from .source import read_source, read_stream
@@ -38,7 +38,12 @@ def check(
         if stream is None:
             src = read_source(path, keep_going=True)
         else:
-            src = read_stream(stream, str(path), keep_going=True)
+            try:
+                src = read_stream(stream, str(path), keep_going=True)
+            except OSError as exc:
+                raise UnreadableWorkflow(
+                    f"cannot read {path}: {exc.strerror or exc}", location=Location(str(path))
+                ) from exc
     except WorkflowError as exc:
         return None, [exc.to_problem()]
     if not isinstance(src.data, dict):

@@ -140,35 +140,28 @@ def read_source(path: str | Path, *, kind: str = "workflow", keep_going: bool = 
                 f"the file is too large ({size:,} bytes; at most {MAX_BYTES:,})", location=top
             )
         with p.open("rb") as fh:
-            raw = fh.read(MAX_BYTES + 1)
+            return read_stream(fh, name, kind=kind, keep_going=keep_going)
     except OSError as exc:
         raise UnreadableWorkflow(
             f"cannot read '{name}': {exc.strerror or exc}", location=top
         ) from exc
+
+
+def read_stream(
+    stream: BinaryIO, name: str, *, kind: str = "workflow", keep_going: bool = False
+) -> Source:
+    """Read and parse a workflow from an open binary stream (a file, standard input).
+
+    Raises like read_source; ``name`` stands for the file in locations (``<stdin>``).
+    An OSError while reading is left to the caller, who knows what it was reading.
+    """
+    top = Location(name)
+    raw = stream.read(MAX_BYTES + 1)
     if len(raw) > MAX_BYTES:
         raise UnreadableWorkflow(
             f"the file is too large (more than {MAX_BYTES:,} bytes)", location=top
         )
     return parse_source(raw, name, kind=kind, keep_going=keep_going)
-
-
-def read_stream(stream: BinaryIO, name: str, *, keep_going: bool = False) -> Source:
-    """Read and parse a workflow from an open binary stream (standard input), as read_source.
-
-    ``name`` stands for the file in locations (``<stdin>``).
-    """
-    top = Location(name)
-    try:
-        raw = stream.read(MAX_BYTES + 1)
-    except OSError as exc:
-        raise UnreadableWorkflow(
-            f"cannot read {name}: {exc.strerror or exc}", location=top
-        ) from exc
-    if len(raw) > MAX_BYTES:
-        raise UnreadableWorkflow(
-            f"the file is too large (more than {MAX_BYTES:,} bytes)", location=top
-        )
-    return parse_source(raw, name, keep_going=keep_going)
 
 
 def _file_kind(kind: str) -> str:
