@@ -530,6 +530,40 @@ class SqliteStore:
                 ) from exc
         return out
 
+    def stats_rows(
+        self, since: float | None = None, workflow: str | None = None
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """The raw rows ``orch stats`` folds (see state/stats.py), for runs started at or after
+        ``since`` (all when None), of ``workflow`` (all when None):
+
+        - runs: (workflow, status, started, ended, tokens total, cost), ``status`` as stored;
+        - phases: (workflow, phase, state, attempts, started, ended, cached, agent,
+          tokens total, cost), the agent from the phase's first ``phase_started`` event.
+        """
+        where = "r.started >= ?"
+        args: list[Any] = [since if since is not None else float("-inf")]
+        if workflow is not None:
+            where += " AND r.workflow = ?"
+            args.append(workflow)
+        runs = self._read(
+            "SELECT r.workflow, r.status, r.started, r.ended,"
+            " (SELECT SUM(json_extract(p.metadata, '$.tokens.total')) FROM phases p"
+            "  WHERE p.run_id = r.id),"
+            " (SELECT SUM(json_extract(p.metadata, '$.cost')) FROM phases p"
+            "  WHERE p.run_id = r.id)"
+            f" FROM runs r WHERE {where}",
+            args,
+        )
+        phases = self._read(
+            "SELECT r.workflow, p.id, p.state, p.attempts, p.started, p.ended, p.cached,"
+            " (SELECT json_extract(e.data, '$.agent') FROM events e WHERE e.run_id = p.run_id"
+            "  AND e.event = 'phase_started' AND e.phase = p.id ORDER BY e.seq LIMIT 1),"
+            " json_extract(p.metadata, '$.tokens.total'), json_extract(p.metadata, '$.cost')"
+            f" FROM runs r JOIN phases p ON p.run_id = r.id WHERE {where}",
+            args,
+        )
+        return runs, phases
+
     def last_seq(self) -> int:
         """The highest event sequence number so far (0 for an empty store)."""
         return int(self._read("SELECT COALESCE(MAX(seq), 0) FROM events")[0][0])

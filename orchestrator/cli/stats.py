@@ -1,0 +1,69 @@
+"""`orch stats`: runs, success rate, durations, retries, tokens and cost across recorded runs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .runs import _STATE_DIR, _fail, _has_store, _store
+
+__all__ = ["register"]
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``orch stats`` to ``app``."""
+    app.command("stats")(stats_command)
+
+
+def stats_command(
+    workflow: Annotated[
+        str | None,
+        typer.Argument(help="Only this workflow (its name).", show_default=False),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            help="Only runs started this long ago or later (7d, 12h, 30m).",
+            metavar="DURATION",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    openmetrics: Annotated[
+        bool, typer.Option("--openmetrics", help="Print OpenMetrics text (for a scraper).")
+    ] = False,
+    state_dir: Path | None = _STATE_DIR,
+) -> None:
+    """Across recorded runs: per workflow, phase and agent, runs, success rate, p50/p95
+    durations, calls, failures, retries, time busy, tokens and cost."""
+    from ..errors import OrchError, UsageError
+    from ..state.stats import Stats, compute_stats, parse_since
+
+    try:
+        if as_json and openmetrics:
+            raise UsageError("--json and --openmetrics cannot be used together; choose one")
+        start = parse_since(since) if since is not None else None
+        stats = Stats(since=start, workflow=workflow)
+        if _has_store(state_dir):
+            store = _store(state_dir)
+            try:
+                stats = compute_stats(store, since=start, workflow=workflow)
+            finally:
+                store.close()
+    except OrchError as exc:
+        _fail(exc)
+    if as_json:
+        sys.stdout.write(json.dumps(stats.as_dict(), indent=2) + "\n")
+    elif openmetrics:
+        from ..render.stats import openmetrics as to_openmetrics
+
+        sys.stdout.write(to_openmetrics(stats))
+    else:
+        from ..render.console import make_console
+        from ..render.stats import stats_view
+
+        make_console(sys.stdout).print(stats_view(stats))

@@ -1,0 +1,274 @@
+"""``orch stats``: what recorded runs say across runs, per workflow, phase and agent.
+
+``compute_stats(store, since=, workflow=)`` folds the store's rows (one query
+for runs, one for phases: ``SqliteStore.stats_rows``) into a ``Stats`` value;
+``parse_since`` reads ``--since``. Rendering (table, JSON, OpenMetrics) is the
+edge's business (render/stats.py).
+
+Definitions: a workflow's *success rate* is completed runs over finished runs
+(running and interrupted runs are counted but not rated); durations are of
+finished runs, and of phases that ran (cache hits included, skipped phases
+not). A phase's *calls* are its attempts (agent calls; none for a cache hit), *retries* the attempts
+after the first, *failures* the executions that ended failed; *busy* is the
+summed duration of its executions. Percentiles are nearest-rank.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from ..errors import UsageError
+from ..spec.values import parse_duration
+
+__all__ = [
+    "AgentStats",
+    "PhaseStats",
+    "Stats",
+    "WorkflowStats",
+    "compute_stats",
+    "parse_since",
+    "percentile",
+]
+
+
+class _Rows(Protocol):
+    def stats_rows(
+        self, since: float | None = None, workflow: str | None = None
+    ) -> tuple[Sequence[tuple[Any, ...]], Sequence[tuple[Any, ...]]]: ...
+
+
+_DAYS = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(d|w)\s*$")
+
+
+def parse_since(text: str, now: float | None = None) -> float:
+    """The epoch time ``text`` ago: ``7d``, ``2w``, ``12h``, ``30m``, ``1h30m``...
+
+    Raises UsageError (exit 2) naming the value when it is not a duration.
+    """
+    now = time.time() if now is None else now
+    m = _DAYS.match(text)
+    try:
+        seconds = (
+            float(m.group(1)) * (86400 if m.group(2) == "d" else 604800)
+            if m
+            else parse_duration(text)
+        )
+    except ValueError:
+        raise UsageError(
+            f"--since '{text}' is not a duration",
+            hint="write e.g. --since 7d, --since 12h or --since 30m",
+        ) from None
+    return now - seconds
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The nearest-rank ``q`` percentile (0 < q <= 100) of ``values`` (None when empty)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+@dataclass(slots=True)
+class _Usage:
+    tokens: int = 0
+    cost: float | None = None
+
+    def add(self, tokens: Any, cost: Any) -> None:
+        if isinstance(tokens, (int, float)) and not isinstance(tokens, bool):
+            self.tokens += int(tokens)
+        if isinstance(cost, (int, float)) and not isinstance(cost, bool) and math.isfinite(cost):
+            self.cost = (self.cost or 0.0) + float(cost)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowStats:
+    """One workflow across its runs."""
+
+    workflow: str
+    runs: int
+    statuses: dict[str, int]
+    success_rate: float | None
+    p50: float | None
+    p95: float | None
+    tokens: int
+    cost: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseStats:
+    """One phase (of one workflow) across the runs that reached it."""
+
+    workflow: str
+    phase: str
+    runs: int
+    calls: int
+    failures: int
+    retries: int
+    cached: int
+    skipped: int
+    p50: float | None
+    p95: float | None
+    busy: float
+    tokens: int
+    cost: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentStats:
+    """One agent (a named instance or a bare type) across every phase that used it."""
+
+    agent: str
+    phases: int
+    calls: int
+    failures: int
+    retries: int
+    p50: float | None
+    p95: float | None
+    busy: float
+    tokens: int
+    cost: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """What ``orch stats`` shows; ``since`` is the window's start (None: everything)."""
+
+    since: float | None
+    workflow: str | None
+    workflows: list[WorkflowStats] = field(default_factory=list)
+    phases: list[PhaseStats] = field(default_factory=list)
+    agents: list[AgentStats] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready (``orch stats --json``)."""
+        return asdict(self)
+
+
+_FINISHED = ("completed", "failed", "cancelled")
+
+
+def compute_stats(
+    store: _Rows, *, since: float | None = None, workflow: str | None = None
+) -> Stats:
+    """Fold the store's runs (started at or after ``since``) into per-workflow, per-phase and
+    per-agent statistics, each list sorted by name."""
+    run_rows, phase_rows = store.stats_rows(since, workflow)
+    return Stats(
+        since=since,
+        workflow=workflow,
+        workflows=_workflows(run_rows),
+        phases=_phases(phase_rows),
+        agents=_agents(phase_rows),
+    )
+
+
+def _workflows(rows: Iterable[tuple[Any, ...]]) -> list[WorkflowStats]:
+    groups: dict[str, list[tuple[Any, ...]]] = {}
+    for row in rows:
+        groups.setdefault(str(row[0]), []).append(row)
+    out = []
+    for name in sorted(groups):
+        statuses: dict[str, int] = {}
+        durations: list[float] = []
+        usage = _Usage()
+        for _, status, started, ended, tokens, cost in groups[name]:
+            statuses[status] = statuses.get(status, 0) + 1
+            if status in _FINISHED and ended is not None and started is not None:
+                durations.append(max(0.0, float(ended) - float(started)))
+            usage.add(tokens, cost)
+        finished = sum(statuses.get(s, 0) for s in _FINISHED)
+        out.append(
+            WorkflowStats(
+                workflow=name,
+                runs=len(groups[name]),
+                statuses=dict(sorted(statuses.items())),
+                success_rate=statuses.get("completed", 0) / finished if finished else None,
+                p50=percentile(durations, 50),
+                p95=percentile(durations, 95),
+                tokens=usage.tokens,
+                cost=usage.cost,
+            )
+        )
+    return out
+
+
+@dataclass(slots=True)
+class _Acc:
+    runs: int = 0
+    calls: int = 0
+    failures: int = 0
+    retries: int = 0
+    cached: int = 0
+    skipped: int = 0
+    durations: list[float] = field(default_factory=list)
+    usage: _Usage = field(default_factory=_Usage)
+
+    def add(self, row: tuple[Any, ...]) -> None:
+        _, _, state, attempts, started, ended, cached, _, tokens, cost = row
+        if state == "skipped":
+            self.skipped += 1
+            return
+        if state == "pending":
+            return
+        self.runs += 1
+        tries = 0 if cached else int(attempts or 0)  # a cache hit called no agent
+        self.calls += tries
+        self.retries += max(0, tries - 1)
+        self.failures += state == "failed"
+        self.cached += bool(cached)
+        if started is not None and ended is not None:
+            self.durations.append(max(0.0, float(ended) - float(started)))
+        self.usage.add(tokens, cost)
+
+
+def _phases(rows: Iterable[tuple[Any, ...]]) -> list[PhaseStats]:
+    accs: dict[tuple[str, str], _Acc] = {}
+    for row in rows:
+        accs.setdefault((str(row[0]), str(row[1])), _Acc()).add(row)
+    return [
+        PhaseStats(
+            workflow=wf,
+            phase=pid,
+            runs=a.runs,
+            calls=a.calls,
+            failures=a.failures,
+            retries=a.retries,
+            cached=a.cached,
+            skipped=a.skipped,
+            p50=percentile(a.durations, 50),
+            p95=percentile(a.durations, 95),
+            busy=sum(a.durations),
+            tokens=a.usage.tokens,
+            cost=a.usage.cost,
+        )
+        for (wf, pid), a in sorted(accs.items())
+    ]
+
+
+def _agents(rows: Iterable[tuple[Any, ...]]) -> list[AgentStats]:
+    accs: dict[str, _Acc] = {}
+    for row in rows:
+        if row[7] is not None:  # phases that never started have no agent
+            accs.setdefault(str(row[7]), _Acc()).add(row)
+    return [
+        AgentStats(
+            agent=name,
+            phases=a.runs,
+            calls=a.calls,
+            failures=a.failures,
+            retries=a.retries,
+            p50=percentile(a.durations, 50),
+            p95=percentile(a.durations, 95),
+            busy=sum(a.durations),
+            tokens=a.usage.tokens,
+            cost=a.usage.cost,
+        )
+        for name, a in sorted(accs.items())
+    ]
