@@ -227,6 +227,19 @@ class _Acc:
             self.durations.append(max(0.0, float(ended) - float(started)))
         self.usage.add(tokens, cost)
 
+    def figures(self) -> dict[str, Any]:
+        """What phases and agents share: calls, failures, retries, p50, p95, busy, tokens, cost."""
+        return {
+            "calls": self.calls,
+            "failures": self.failures,
+            "retries": self.retries,
+            "p50": percentile(self.durations, 50),
+            "p95": percentile(self.durations, 95),
+            "busy": sum(self.durations),
+            "tokens": self.usage.tokens,
+            "cost": self.usage.cost,
+        }
+
 
 def _phases(rows: Iterable[tuple[Any, ...]]) -> list[PhaseStats]:
     accs: dict[tuple[str, str], _Acc] = {}
@@ -234,19 +247,7 @@ def _phases(rows: Iterable[tuple[Any, ...]]) -> list[PhaseStats]:
         accs.setdefault((str(row[0]), str(row[1])), _Acc()).add(row)
     return [
         PhaseStats(
-            workflow=wf,
-            phase=pid,
-            runs=a.runs,
-            calls=a.calls,
-            failures=a.failures,
-            retries=a.retries,
-            cached=a.cached,
-            skipped=a.skipped,
-            p50=percentile(a.durations, 50),
-            p95=percentile(a.durations, 95),
-            busy=sum(a.durations),
-            tokens=a.usage.tokens,
-            cost=a.usage.cost,
+            workflow=wf, phase=pid, runs=a.runs, cached=a.cached, skipped=a.skipped, **a.figures()
         )
         for (wf, pid), a in sorted(accs.items())
     ]
@@ -258,17 +259,5 @@ def _agents(rows: Iterable[tuple[Any, ...]]) -> list[AgentStats]:
         if row[7] is not None:  # phases that never started have no agent
             accs.setdefault(str(row[7]), _Acc()).add(row)
     return [
-        AgentStats(
-            agent=name,
-            phases=a.runs,
-            calls=a.calls,
-            failures=a.failures,
-            retries=a.retries,
-            p50=percentile(a.durations, 50),
-            p95=percentile(a.durations, 95),
-            busy=sum(a.durations),
-            tokens=a.usage.tokens,
-            cost=a.usage.cost,
-        )
-        for name, a in sorted(accs.items())
+        AgentStats(agent=name, phases=a.runs, **a.figures()) for name, a in sorted(accs.items())
     ]
