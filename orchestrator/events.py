@@ -29,6 +29,7 @@ __all__ = [
     "SecretMasker",
     "StreamMasker",
     "compensation_started",
+    "format_cost",
     "note",
     "phase_completed",
     "phase_compensated",
@@ -394,8 +395,11 @@ def workflow_ended(
     error: str | None,
     counts: Mapping[str, int],
     tokens: Mapping[str, int] | None = None,
+    cost: float | None = None,
 ) -> Event:
-    """The run ended: workflow_completed, workflow_failed or workflow_cancelled by ``status``."""
+    """The run ended: workflow_completed, workflow_failed or workflow_cancelled by ``status``.
+
+    ``cost`` (what the phases' calls cost) is left out when no agent reported one."""
     kind = {"completed": "workflow_completed", "failed": "workflow_failed"}.get(
         status, "workflow_cancelled"
     )
@@ -408,7 +412,16 @@ def workflow_ended(
     }
     if tokens is not None:
         data["tokens"] = dict(tokens)
+    if cost is not None:
+        data["cost"] = round(cost, 10)
     return Event(kind, run_id, ts, None, None, data)
+
+
+def format_cost(cost: float) -> str:
+    """A ``cost`` of event data as people read it: ``$12.34``, ``$0.0123``, ``$0.000015``."""
+    if cost >= 1:
+        return f"${cost:,.2f}"
+    return f"${cost:.4f}" if cost >= 0.01 or cost == 0 else f"${cost:.6f}"
 
 
 # -- the one reading of events: what the store, the display and the logs agree on ------

@@ -12,6 +12,7 @@ The path of one call, in order (each step is one function below)::
       _invoke      the agent's limiter (concurrency, rate limit, circuit breaker)
       executor     RunOptions.executor (LocalExecutor by default) runs the call
       normalise    the result as an AgentResult of JSON data (result.json_data)
+    spend        before: the budgets (budget.py, BudgetExceeded); after: tokens and cost
     bounded        the per-call or per-chain timeout (PhaseTimeout; counts for the breaker)
 
 Extension points: a middleware sees every call before (it may change the spec,
@@ -25,7 +26,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
-from ..agents.base import AgentResult
+from ..agents.base import AgentFailure, AgentResult
 from ..errors import Location, PhaseTimeout
 from ..events import StreamMasker, phase_stream
 from ..expr import has_template, render
@@ -189,6 +190,8 @@ async def call_agent(run: RunContext, spec: CallSpec) -> AgentResult:
     the agent raises (AgentFailure...), or AgentFailure when its circuit breaker
     is open; CancelledError passes through (the executor stops the work).
     """
+    spend = run.spend
+    spend.check(spec.phase_id)  # BudgetExceeded once a budget is used up
     stream = _Stream(run, spec)
     channel = CallChannel(stream, run.run_workflow, run.pool.agent(spec.agent_name))
     try:
@@ -196,9 +199,14 @@ async def call_agent(run: RunContext, spec: CallSpec) -> AgentResult:
             result = await _chain(run)(spec, channel)
         else:
             result = await _invoke(run, spec, channel)
+    except AgentFailure as exc:  # a failed call may have used tokens too
+        spend.add(spec.phase_id, exc.metadata)
+        raise
     finally:
         if stream.masker is not None:
             await stream.flush()
+    if isinstance(result, AgentResult):
+        spend.add(spec.phase_id, result.metadata)
     if not isinstance(result, AgentResult):
         return AgentResult(output=json_data(result))
     output = result.output

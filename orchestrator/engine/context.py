@@ -25,6 +25,7 @@ from ..errors import UsageError
 from ..events import Event, EventSink, SecretMasker
 from ..plan import Plan
 from ..spec.model import Phase, Workflow
+from .budget import Spend
 from .executor import Executor, LocalExecutor
 from .inputs import resolve_inputs
 from .limits import AgentLimiter
@@ -200,6 +201,7 @@ class RunContext:
             "secrets": self.secrets,
         }
         self.retries_left = wf.error_handling.max_total_retries
+        self.spend = Spend(wf)  # tokens and cost the calls used, against `budget:`
         self.deadline: float | None = None  # monotonic end of the run (its timeout)
         self.memo: dict[Any, Any] = {}  # per-run memo of the call path (merged `with:`)
         self._launch = launch

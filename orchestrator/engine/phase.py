@@ -19,7 +19,7 @@ from ..expr import evaluate, render
 from ..spec.model import Phase
 from .call import bounded, call_agent, make_spec, render_input
 from .context import RunContext
-from .result import PhaseOutcome, add_tokens
+from .result import PhaseOutcome, Usage
 from .retry import call_with_retries
 
 __all__ = ["describe", "run_phase"]
@@ -337,7 +337,7 @@ async def _handoff(
     assert spec is not None
     current = spec.start
     previous: tuple[str, Any] | None = None
-    tokens: dict[str, int] = {}
+    usage = Usage()
     for turn in range(1, spec.max_turns + 1):
         inp = rendered[current]
         if previous is not None:
@@ -346,7 +346,7 @@ async def _handoff(
             run, phase.id, current, inp, attempt=attempt, item=item, turn=turn, deadline=deadline
         )
         result = await call_agent(run, call)
-        add_tokens(tokens, result.metadata)
+        usage.add(result.metadata)
         nxt = result.handoff
         await run.bus.emit(
             ev.phase_turn(
@@ -354,8 +354,8 @@ async def _handoff(
             )
         )
         if nxt is None:
-            if tokens:  # the phase used what every turn used
-                result.metadata = {**result.metadata, "tokens": tokens, "turns": turn}
+            if usage.tokens or usage.cost is not None:  # the phase used what every turn used
+                result.metadata = {**result.metadata, **usage.as_metadata(), "turns": turn}
             return result
         if nxt not in spec.agents:
             raise AgentFailure(
@@ -394,7 +394,7 @@ async def _run_foreach(
     await run.bus.emit(ev.phase_started(run.run_id, run.now(), pid, 1, agent=agent, items=total))
     outputs: list[Any] = [None] * total
     errors: list[tuple[int, str]] = []
-    tokens: dict[str, int] = {}
+    usage = Usage()
     fallback_any = [False]
     done = [0]
     source = iter(enumerate(items))
@@ -411,7 +411,7 @@ async def _run_foreach(
                 tried[0] = failure.attempts
             else:
                 outputs[index] = result.output
-                add_tokens(tokens, result.metadata)
+                usage.add(result.metadata)
                 fallback_any[0] = fallback_any[0] or fallback_used
             finally:  # also when cancelled: the phase_failed event counts this item's attempts
                 most[0] = max(most[0], tried[0])
@@ -432,7 +432,7 @@ async def _run_foreach(
             f"item {first_index + 1} of {total} (index {first_index}): {first}"
         )
         return await _failed(run, phase, started, message, attempts, outputs)
-    metadata: dict[str, Any] = {"tokens": tokens} if tokens else {}
+    metadata = usage.as_metadata()
     return await _completed(
         run, phase, started, outputs, attempts, fallback_any[0], False, metadata
     )

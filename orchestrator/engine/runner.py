@@ -26,7 +26,7 @@ from ..spec.model import Phase
 from .context import RunContext, build_context
 from .handlers import epilogue, has_epilogue
 from .phase import run_phase
-from .result import PhaseOutcome, RunOptions, RunResult, add_tokens
+from .result import PhaseOutcome, RunOptions, RunResult, Usage
 
 __all__ = ["execute", "run", "run_sync"]
 
@@ -388,10 +388,10 @@ async def _finish(
                 if status == "completed":
                     status, error = "failed", f"output '{key}': {exc.message}"
     counts: dict[str, int] = {}
-    tokens: dict[str, int] = {"prompt": 0, "completion": 0, "total": 0}
+    usage = Usage({"prompt": 0, "completion": 0, "total": 0})
     for outcome in outcomes.values():
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
-        add_tokens(tokens, outcome.metadata)
+        usage.add(outcome.metadata)
     ended = state.now()
     await state.bus.emit(
         ev.workflow_ended(
@@ -402,7 +402,8 @@ async def _finish(
             duration=ended - started,
             error=error,
             counts=counts,
-            tokens=tokens,
+            tokens=usage.tokens,
+            cost=usage.cost,
         )
     )
     result = RunResult(

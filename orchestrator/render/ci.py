@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..errors import Location
+from ..events import format_cost
 from ..spec.model import Phase, Workflow
 from .problems import github_command
 from .progress import PhaseView, RunView, format_seconds, format_tokens
@@ -168,6 +169,9 @@ def step_summary(view: RunView, workflow: Workflow) -> str:
     tokens = view.token_totals()
     if tokens.get("total"):
         lines += ["", f"Tokens: {format_tokens(tokens)}."]
+    cost = view.cost_total()
+    if cost is not None:
+        lines += ["", f"Cost: {format_cost(cost)}."]
     gantt = _gantt(view)
     if gantt:
         lines += ["", "```mermaid", *gantt, "```"]

@@ -68,6 +68,7 @@ class PhaseView:
     error: str | None = None
     note: str = ""
     tokens: dict[str, Any] = field(default_factory=dict)
+    cost: float | None = None
 
 
 class RunView:
@@ -93,6 +94,7 @@ class RunView:
         self.outputs: Any = None
         self.error: str | None = None
         self.tokens: dict[str, Any] = {}
+        self.cost: float | None = None
         self.compensated: list[tuple[str, bool]] = []
         # The workflow's own phases (announced by workflow_started, or given with
         # expect()); handler phases (on_failure, finally...) are shown but not counted.
@@ -163,6 +165,8 @@ class RunView:
             self.outputs = data.get("outputs")
             self.error = _text(data.get("error"))
             self.tokens = dict(data.get("tokens") or {})
+            cost = data.get("cost")
+            self.cost = float(cost) if isinstance(cost, (int, float)) else None
 
     def _apply_phase(self, event: Event, view: PhaseView, data: dict[str, Any]) -> None:
         kind = event.event
@@ -211,6 +215,8 @@ class RunView:
                 metadata = data.get("metadata") or {}
                 tokens = metadata.get("tokens") if isinstance(metadata, dict) else None
                 view.tokens = dict(tokens) if isinstance(tokens, dict) else {}
+                cost = metadata.get("cost") if isinstance(metadata, dict) else None
+                view.cost = float(cost) if isinstance(cost, (int, float)) else None
             elif kind == "phase_failed":
                 view.error = note(event)
                 view.note = "continue_on_error" if data.get("continue_on_error") else ""
@@ -230,6 +236,13 @@ class RunView:
         self.counts[state] += 1
         if member:
             self.member_counts[state] += 1
+
+    def cost_total(self) -> float | None:
+        """What the run cost (from the final event, else summed from phases); None: unknown."""
+        if self.cost is not None:
+            return self.cost
+        costs = [v.cost for v in self.phases.values() if v.cost is not None]
+        return sum(costs) if costs else None
 
     def token_totals(self) -> dict[str, int]:
         """Token counts of the run (from the final event, else summed from phases)."""

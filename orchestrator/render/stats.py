@@ -8,6 +8,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from ..events import format_cost as _format_cost
 from ..state.stats import Stats
 from .progress import format_seconds
 
@@ -16,9 +17,7 @@ __all__ = ["format_cost", "openmetrics", "stats_view"]
 
 def format_cost(cost: float | None) -> str:
     """A cost as ``$0.0123`` (4 decimals under a dollar, 2 above); ``-`` when unknown."""
-    if cost is None:
-        return "-"
-    return f"${cost:.4f}" if cost < 1 else f"${cost:,.2f}"
+    return "-" if cost is None else _format_cost(cost)
 
 
 def _secs(value: float | None) -> str:

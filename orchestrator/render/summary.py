@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ..events import format_cost
 from ..plan import Plan
 from .progress import STATE_STYLES, PhaseView, RunView, format_seconds, format_tokens
 
@@ -132,6 +133,9 @@ def summary_lines(view: RunView, plan: Plan | None = None) -> list[str]:
     tokens = view.token_totals()
     if any(tokens.values()):
         lines.append("tokens: " + format_tokens(tokens))
+    cost = view.cost_total()
+    if cost is not None:
+        lines.append("cost: " + format_cost(cost))
     handlers = [p for p in view.handlers if p.state != "pending"]
     if handlers:
         lines.append("handlers: " + ", ".join(f"{p.id} {p.state}" for p in handlers))

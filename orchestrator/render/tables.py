@@ -15,7 +15,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from ..events import Event, note, phase_state, run_status
+from ..events import Event, format_cost, note, phase_state, run_status
 from ..state.base import PhaseRecord, PhaseState, RunRecord
 from .progress import format_seconds, format_tokens
 
@@ -105,12 +105,27 @@ def token_total(phases: Sequence[PhaseRecord]) -> dict[str, int]:
     return total
 
 
+def phase_cost(phase: PhaseRecord) -> float | None:
+    """What a phase's calls cost (its metadata ``cost``), or None when not reported."""
+    cost = phase.metadata.get("cost")
+    return float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None
+
+
+def cost_total(phases: Sequence[PhaseRecord]) -> float | None:
+    """What all the phases cost; None when none reported a cost."""
+    costs = [c for c in map(phase_cost, phases) if c is not None]
+    return sum(costs) if costs else None
+
+
 def _note(phase: PhaseRecord) -> str:
     parts = []
     tokens = phase_tokens(phase)
     if tokens:
         used = tokens.get("total") or sum(tokens.values())
         parts.append(f"{used} token{'s' if used != 1 else ''}")
+    cost = phase_cost(phase)
+    if cost is not None:
+        parts.append(format_cost(cost))
     if phase.cached:
         parts.append("cached")
     if phase.fallback_used:
@@ -163,11 +178,12 @@ def status_dict(run: RunRecord, phases: Sequence[PhaseRecord], *, now: float) ->
                 "compensation_error": p.compensation_error,
                 "handler": p.id not in members,
                 "tokens": phase_tokens(p),
-                "cost": p.metadata.get("cost"),
+                "cost": phase_cost(p),
             }
             for p in phases
         ],
         "tokens": token_total(phases),
+        "cost": cost_total(phases),
         "outputs": run.outputs,
     }
 
@@ -198,6 +214,8 @@ def status_view(
     tokens = token_total(phases)
     if any(tokens.values()):
         header.append(f"\ntokens: {format_tokens(tokens)}")
+    if info["cost"] is not None:
+        header.append(f"   cost: {format_cost(info['cost'])}")
     if run.error:
         header.append(f"\nerror: {run.error}", style="red")
     table = Table(header_style="bold", show_edge=False, pad_edge=False)

@@ -36,6 +36,7 @@ from .context import (
 )
 from .model import (
     AgentCall,
+    Budget,
     CacheSpec,
     ErrorHandling,
     InputSpec,
@@ -118,6 +119,7 @@ def build_workflow(
                 cx, eh.get("max_total_retries"), ("error_handling", "max_total_retries")
             ),
         ),
+        budget=_budget(data.get("budget")),
         outputs=dict(outputs),
         on_success=handlers["on_success"],
         on_failure=handlers["on_failure"],
@@ -470,11 +472,24 @@ def _phase(
         priority=choice(get("priority"), "medium"),
         estimated_duration=number_or_none(raw.get("estimated_duration")),
         previous=previous,
+        budget=_budget(raw.get("budget")),
         location=location,
     )
     for check in phase_checks():
         cx.problems.extend(check(phase, merged, cx.smap, path))
     return phase
+
+
+def _budget(raw: Any) -> Budget | None:
+    """``budget: {tokens, cost}`` (the schema checked the types); None when absent or empty."""
+    if not isinstance(raw, Mapping):
+        return None
+    tokens, cost = raw.get("tokens"), raw.get("cost")
+    budget = Budget(
+        tokens=tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else None,
+        cost=float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None,
+    )
+    return budget if budget.tokens is not None or budget.cost is not None else None
 
 
 def _retries(cx: Checker, raw: Any, path: JsonPath) -> RetrySpec:

@@ -140,6 +140,14 @@ class ErrorHandling:
 
 
 @dataclass(frozen=True, slots=True)
+class Budget:
+    """A spending limit (``budget:``): most tokens and/or most cost; None: no limit."""
+
+    tokens: int | None = None
+    cost: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Schedule:
     """A cron schedule for ``orch schedule``; ``cron`` has five fields."""
 
@@ -181,6 +189,7 @@ class Phase:
     priority: str = "medium"
     estimated_duration: float | None = None
     previous: str | None = None
+    budget: Budget | None = None
     location: Location | None = None
 
     @property
@@ -222,6 +231,7 @@ class Workflow:
     mode: str = "dag"  # dag | sequential
     timeout: float | None = None
     error_handling: ErrorHandling = field(default_factory=ErrorHandling)
+    budget: Budget | None = None
     outputs: Mapping[str, Any] = field(default_factory=dict)
     on_success: tuple[Phase, ...] = ()
     on_failure: tuple[Phase, ...] = ()

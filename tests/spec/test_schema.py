@@ -87,6 +87,7 @@ def test_every_contract_key_is_in_the_schema():
         "handoff",
         "priority",
         "estimated_duration",
+        "budget",
     }
     assert set(schema["$defs"]["phase"]["properties"]) == phase
     assert set(schema["$defs"]["retries"]["properties"]) == {

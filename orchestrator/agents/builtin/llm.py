@@ -23,9 +23,25 @@ from ._client import (
     url_problem,
 )
 
-__all__ = ["LlmAgent"]
+__all__ = ["PRICES", "LlmAgent", "call_cost"]
 
 _DEFAULT_BASE_URL = "https://api.openai.com/v1"
+#: US dollars per 1,000,000 (prompt, completion) tokens of well-known models, as their
+#: makers listed them in 2025; a ``price:`` in the agent's ``with:`` overrides this.
+#: A dated model name (``gpt-4o-mini-2024-07-18``) takes the price of its base name.
+PRICES: Mapping[str, tuple[float, float]] = {
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4.1": (2.00, 8.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "o3-mini": (1.10, 4.40),
+    "o4-mini": (1.10, 4.40),
+    "gpt-3.5-turbo": (0.50, 1.50),
+    "claude-3-5-haiku": (0.80, 4.00),
+    "claude-3-5-sonnet": (3.00, 15.00),
+    "claude-3-7-sonnet": (3.00, 15.00),
+}
 _DEFAULT_TIMEOUT = 300.0
 _MAX_BYTES = 20 * 1024 * 1024
 
@@ -37,7 +53,8 @@ class LlmAgent(Agent):
     description = (
         "Calls an OpenAI-compatible chat-completions endpoint (OpenAI, Ollama, vLLM...). "
         "Output: the answer (parsed when response_format is json); streams tokens; "
-        "metadata: tokens {prompt, completion, total}, model, finish_reason."
+        "metadata: tokens {prompt, completion, total}, cost (when the price is known), "
+        "model, finish_reason."
     )
     config_schema: ClassVar[Mapping[str, Any]] = {
         "type": "object",
@@ -112,6 +129,27 @@ class LlmAgent(Agent):
                 "description": "Extra fields merged into the request body (top_p, seed...).",
                 "type": "object",
             },
+            "price": {
+                "description": (
+                    "What the model costs per million tokens, to record each call's cost "
+                    "(overrides the built-in prices of well-known models)."
+                ),
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["input_per_1m", "output_per_1m"],
+                "properties": {
+                    "input_per_1m": {
+                        "description": "Price of 1,000,000 prompt tokens (US dollars).",
+                        "type": "number",
+                        "minimum": 0,
+                    },
+                    "output_per_1m": {
+                        "description": "Price of 1,000,000 completion tokens (US dollars).",
+                        "type": "number",
+                        "minimum": 0,
+                    },
+                },
+            },
         },
         "required": ["model"],
         "anyOf": [{"required": ["prompt"]}, {"required": ["messages"]}],
@@ -182,6 +220,9 @@ class LlmAgent(Agent):
                 "completion": int(usage.get("completion_tokens") or 0),
                 "total": int(usage.get("total_tokens") or 0),
             }
+            cost = call_cost(metadata["tokens"], input.get("price"), str(input["model"]))
+            if cost is not None:
+                metadata["cost"] = cost
         if not as_json:
             return AgentResult(output=text, metadata=metadata)
         try:
@@ -296,3 +337,25 @@ def _strip_fence(text: str) -> str:
         if stripped.rstrip().endswith("```"):
             stripped = stripped.rstrip()[:-3]
     return stripped
+
+
+def call_cost(tokens: Mapping[str, int], price: Any, model: str) -> float | None:
+    """What a call cost: its prompt and completion tokens at ``price`` (the ``with:``
+    ``price``), else at the built-in price of ``model``; None when no price is known."""
+    if isinstance(price, Mapping):
+        per_in, per_out = float(price["input_per_1m"]), float(price["output_per_1m"])
+    else:
+        known = PRICES.get(model) or PRICES.get(_undated(model))
+        if known is None:
+            return None
+        per_in, per_out = known
+    cost = (tokens.get("prompt", 0) * per_in + tokens.get("completion", 0) * per_out) / 1e6
+    return round(cost, 10)
+
+
+def _undated(model: str) -> str:
+    """``gpt-4o-mini-2024-07-18`` -> ``gpt-4o-mini``; ``claude-3-5-haiku-20241022`` too."""
+    parts = model.split("-")
+    while parts and (parts[-1].isdigit() and len(parts[-1]) in (2, 4, 8) or parts[-1] == "latest"):
+        parts.pop()
+    return "-".join(parts)

@@ -1,0 +1,121 @@
+"""Cost and budgets through the real `orch run`: llm calls against the fake OpenAI server.
+
+Each call's cost comes from its token usage and the price (`price:` in `with:`,
+or the built-in table); `budget: {tokens, cost}` refuses the first call made
+after what is already spent reaches it, so a loop of paid calls stops at the
+right call, running phases are cancelled and compensations still run.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from orchestrator.cli import app
+from tests.servers import FakeOpenAI
+
+LOOP = """\
+name: paid-loop
+agents:
+  model:
+    type: llm
+    with:
+      model: "{model}"
+      stream: false
+      {price}
+{budget}
+phases:
+  - id: book
+    agent: echo
+    with: {{text: booked}}
+    compensate: {{agent: echo, with: {{text: "unbook"}}}}
+  - id: loop
+    depends_on: [book]
+    foreach: "{{{{ range(10) | list }}}}"
+    max_parallel: 1
+    agent: model
+    with: {{prompt: "item {{{{ item }}}}"}}
+  - id: slow
+    depends_on: [book]
+    agent: sleep
+    with: {{seconds: {slow}}}
+finally:
+  - id: report
+    agent: echo
+    with: {{text: done}}
+"""
+
+
+def run(tmp_path, srv, *, budget="", price="", model="my-model", slow=30):
+    path = tmp_path / "loop.yaml"
+    text = LOOP.format(budget=budget, price=price, model=model, slow=slow)
+    path.write_text(text, encoding="utf-8")
+    result = CliRunner().invoke(
+        app,
+        ["run", str(path), "--events", "jsonl"],
+        env={"OPENAI_BASE_URL": srv.base_url},
+    )
+    events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    return result, events
+
+
+def test_a_token_budget_stops_a_loop_of_llm_calls_at_the_right_call(tmp_path):
+    # each call: prompt "item N" = 2 tokens, answer "ok then" = 2 tokens: 4 tokens a call
+    with FakeOpenAI(["ok then"]) as srv:
+        result, events = run(tmp_path, srv, budget="budget: {tokens: 10}")
+        calls = len(srv.requests)
+    assert result.exit_code == 1, result.output
+    assert calls == 3  # 4 + 4 = 8 < 10 lets the third call go; 12 >= 10 refuses the fourth
+    failed = next(e for e in events if e["event"] == "phase_failed" and e["phase"] == "loop")
+    assert failed["data"]["error"].startswith(
+        "7 of 10 items failed; item 4 of 10 (index 3): the run's budget is used up: "
+        "12 of 10 tokens spent (budget.tokens) (used by loop 12 tokens); no more agent calls"
+    )
+    # the run stopped cleanly: the other running phase was cancelled, the saga and the
+    # finally handler ran, and the message names the budget
+    slow = next(e for e in events if e.get("phase") == "slow" and e["event"] == "phase_failed")
+    assert slow["data"]["status"] == "cancelled"
+    assert any(e["event"] == "phase_compensated" and e["phase"] == "book" for e in events)
+    assert any(e["event"] == "phase_completed" and e["phase"] == "report" for e in events)
+    end = events[-1]
+    assert end["event"] == "workflow_failed"
+    assert "phase 'loop' failed: 7 of 10 items failed" in end["data"]["error"]
+    assert "budget.tokens" in result.stderr
+
+
+def test_a_cost_budget_with_prices_in_with_and_the_cost_in_events_and_summary(tmp_path):
+    # 2 prompt tokens at $1,000/1M + 2 completion tokens at $2,000/1M = $0.006 a call
+    price = "price: {input_per_1m: 1000, output_per_1m: 2000}"
+    with FakeOpenAI(["ok then"]) as srv:
+        result, events = run(tmp_path, srv, budget="budget: {cost: 0.02}", price=price)
+        calls = len(srv.requests)
+    assert calls == 4  # $0.018 < $0.02 after three calls; $0.024 after four refuses the fifth
+    failed = next(e for e in events if e["event"] == "phase_failed" and e["phase"] == "loop")
+    assert (
+        "$0.0240 of $0.0200 spent (budget.cost) (used by loop 16 tokens $0.0240)"
+        in (failed["data"]["error"])
+    )
+    assert result.exit_code == 1
+
+
+def test_cost_per_phase_and_run_from_the_built_in_prices(tmp_path):
+    # gpt-4o-mini: $0.15 / $0.60 per 1M tokens; 10 calls of 2 + 2 tokens
+    with FakeOpenAI(["ok then"]) as srv:
+        result, events = run(tmp_path, srv, model="gpt-4o-mini-2024-07-18", slow=0.01)
+    assert result.exit_code == 0, result.output
+    loop = next(e for e in events if e["event"] == "phase_completed" and e["phase"] == "loop")
+    per_call = (2 * 0.15 + 2 * 0.60) / 1e6
+    assert loop["data"]["metadata"]["cost"] == pytest.approx(10 * per_call)
+    assert loop["data"]["metadata"]["tokens"] == {"prompt": 20, "completion": 20, "total": 40}
+    end = events[-1]
+    assert end["data"]["cost"] == pytest.approx(10 * per_call)
+    assert "cost: $0.000015" in result.stderr  # the summary
+    status = CliRunner().invoke(app, ["status", end["run_id"], "--json"])
+    info = json.loads(status.stdout)
+    assert info["cost"] == pytest.approx(10 * per_call)
+    assert {p["id"]: p["cost"] for p in info["phases"]}["loop"] == pytest.approx(10 * per_call)
+    stats = json.loads(CliRunner().invoke(app, ["stats", "--json"]).stdout)
+    assert stats["workflows"][0]["cost"] == pytest.approx(10 * per_call)
+    assert {a["agent"]: a["cost"] for a in stats["agents"]}["model"] == pytest.approx(10 * per_call)
