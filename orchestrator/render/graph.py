@@ -1,7 +1,9 @@
 """A Plan drawn for people and machines: ascii (rich, by level), mermaid, dot and json.
 
-Every format shows the same things: each phase, its explicit and implied
-(``phases.X``) dependencies, and the critical path. Ids and names are quoted or
+Every format shows the same things: each phase (its agent, ``foreach``,
+``when:`` and ``compensate``), its explicit and implied (``phases.X``)
+dependencies, the critical path, and the handler phases (``on_success``,
+``on_failure``, ``finally``) in the order they run. Ids and names are quoted or
 escaped for each format, so any workflow name renders safely.
 """
 
@@ -20,7 +22,15 @@ from ..plan import Plan
 from ..spec.model import Phase
 from .progress import format_seconds
 
-__all__ = ["FORMATS", "graph_ascii", "graph_dot", "graph_json", "graph_mermaid", "write_graph"]
+__all__ = [
+    "FORMATS",
+    "graph_ascii",
+    "graph_dot",
+    "graph_json",
+    "graph_mermaid",
+    "phase_details",
+    "write_graph",
+]
 
 #: The formats ``orch graph --format`` accepts.
 FORMATS: tuple[str, ...] = ("ascii", "mermaid", "dot", "json")
@@ -74,6 +84,8 @@ def graph_json(plan: Plan) -> dict[str, Any]:
                 "level": plan.level_of[pid],
                 "priority": phase.priority,
                 "estimated_duration": phase.estimated_duration,
+                "foreach": phase.foreach is not None,
+                "when": phase.when,
             }
             for pid, phase in plan.phases.items()
         ],
@@ -139,7 +151,7 @@ def graph_ascii(plan: Plan) -> RenderableType:
     for name, phases in _handlers(plan):
         if phases:
             line = Text(f"{name}: ", style="bold")
-            line.append(", ".join(f"{p.id} ({_agent_label(p) or '-'})" for p in phases))
+            line.append(" -> ".join(f"{p.id} ({', '.join(phase_details(p))})" for p in phases))
             parts.append(line)
     parts.append(
         Text(
@@ -151,13 +163,24 @@ def graph_ascii(plan: Plan) -> RenderableType:
     return Group(*parts)
 
 
+def phase_details(phase: Phase) -> list[str]:
+    """What every format shows beside a phase id: agent, foreach, when, compensate."""
+    details = [_agent_label(phase) or "-"]
+    if phase.foreach is not None:
+        each = phase.foreach if isinstance(phase.foreach, str) else f"{len(phase.foreach)} items"
+        details.append(f"foreach {_one_line(str(each))}")
+    if phase.when is not None:
+        details.append(f"when: {_one_line(phase.when)}")
+    if phase.compensate is not None:
+        details.append(f"compensate: {phase.compensate.agent}")
+    return details
+
+
 def _phase_line(plan: Plan, phase: Phase, critical: bool) -> Text:
     text = Text()
     text.append("* " if critical else "  ", style=_CRITICAL_STYLE)
     text.append(phase.id, style=_CRITICAL_STYLE if critical else "bold")
-    details = [_agent_label(phase) or "-"]
-    if phase.foreach is not None:
-        details.append("foreach")
+    details = phase_details(phase)
     if phase.priority != "medium":
         details.append(f"priority {phase.priority}")
     if phase.estimated_duration is not None:
@@ -186,11 +209,7 @@ def graph_mermaid(plan: Plan) -> str:
     node = {pid: f"p{i}" for i, pid in enumerate(plan.phases)}
     lines = ["flowchart TD", f"    %% {_one_line(plan.workflow.name)}"]
     for pid, phase in plan.phases.items():
-        label = _mermaid_text(pid)
-        agent = _agent_label(phase)
-        if agent:
-            label += "<br/>" + _mermaid_text(agent)
-        lines.append(f'    {node[pid]}["{label}"]')
+        lines.append(f'    {node[pid]}["{_mermaid_label(phase)}"]')
     critical_edges: list[int] = []
     on_path = set(zip(plan.critical_path, plan.critical_path[1:], strict=False))
     for number, (dep, pid) in enumerate(_edges(plan)):
@@ -204,7 +223,27 @@ def graph_mermaid(plan: Plan) -> str:
     if critical_edges:
         indexes = ",".join(str(n) for n in critical_edges)
         lines.append(f"    linkStyle {indexes} stroke:#d00,stroke-width:3px")
+    for kind, phases in _handlers(plan):
+        if not phases:
+            continue
+        ids = [f"{kind}_{i}" for i in range(len(phases))]
+        lines.append(f'    subgraph {kind}["{kind}: {_HANDLER_WHEN[kind]}"]')
+        lines += [f'        {n}["{_mermaid_label(p)}"]' for n, p in zip(ids, phases, strict=True)]
+        lines += [f"        {a} --> {b}" for a, b in zip(ids, ids[1:], strict=False)]
+        lines.append("    end")
     return "\n".join(lines) + "\n"
+
+
+#: When each kind of handler phase runs (after the workflow's own phases).
+_HANDLER_WHEN = {
+    "on_success": "after the run completed",
+    "on_failure": "after the run failed",
+    "finally": "after everything, always",
+}
+
+
+def _mermaid_label(phase: Phase) -> str:
+    return "<br/>".join(_mermaid_text(part) for part in (phase.id, *phase_details(phase)))
 
 
 def _mermaid_text(value: str) -> str:
@@ -230,10 +269,7 @@ def graph_dot(plan: Plan) -> str:
         '    node [shape=box, style=rounded, fontname="Helvetica"];',
     ]
     for pid, phase in plan.phases.items():
-        label = pid
-        agent = _agent_label(phase)
-        if agent:
-            label += "\n" + agent
+        label = "\n".join((pid, *phase_details(phase)))
         attrs = [f"label={_dot_quote(label)}"]
         if pid in critical:
             attrs += ["color=red", "penwidth=2"]
@@ -246,6 +282,19 @@ def graph_dot(plan: Plan) -> str:
             attrs += ["color=red", "penwidth=2"]
         suffix = f" [{', '.join(attrs)}]" if attrs else ""
         lines.append(f"    {_dot_quote(dep)} -> {_dot_quote(pid)}{suffix};")
+    for kind, phases in _handlers(plan):
+        if not phases:
+            continue
+        lines.append(f"    subgraph {_dot_quote('cluster_' + kind)} {{")
+        lines.append(f"        label={_dot_quote(f'{kind}: {_HANDLER_WHEN[kind]}')}; style=dashed;")
+        for p in phases:
+            label = "\n".join((p.id, *phase_details(p)))
+            lines.append(f"        {_dot_quote(kind + ':' + p.id)} [label={_dot_quote(label)}];")
+        for a, b in zip(phases, phases[1:], strict=False):
+            lines.append(
+                f"        {_dot_quote(kind + ':' + a.id)} -> {_dot_quote(kind + ':' + b.id)};"
+            )
+        lines.append("    }")
     lines.append("}")
     return "\n".join(lines) + "\n"
 

@@ -114,6 +114,8 @@ def test_json_is_the_plan_for_machines(account):
         "level": 2,
         "priority": "high",
         "estimated_duration": None,
+        "foreach": False,
+        "when": None,
     }
     assert by_id["fetch_account"]["estimated_duration"] == 2
     assert by_id["analyze_risk"]["implied"] == ["fetch_account"]
@@ -275,6 +277,13 @@ def test_handler_phases_are_listed_apart_from_the_dag(tmp_path):
     text = _orch("graph", str(path))
     assert text.exit_code == 0, text.output
     assert "on_failure: notify (echo)" in text.output.splitlines()
+    mermaid = _orch("graph", str(path), "-f", "mermaid").output
+    assert 'subgraph on_failure["on_failure: after the run failed"]' in mermaid
+    assert '        on_failure_0["notify<br/>echo"]' in mermaid
+    assert 'finally_0["cleanup<br/>noop"]' in mermaid
+    dot = _orch("graph", str(path), "-f", "dot").output
+    assert 'subgraph "cluster_finally" {' in dot
+    assert '"finally:cleanup" [label="cleanup\\nnoop"];' in dot
     assert "finally: cleanup (noop)" in text.output.splitlines()
     data = json.loads(_orch("graph", str(path), "-f", "json").output)
     assert data["handlers"] == {"on_success": [], "on_failure": ["notify"], "finally": ["cleanup"]}
@@ -293,3 +302,22 @@ def test_every_shipped_workflow_draws_in_every_format(path):
         result = _orch("graph", str(path), "-f", fmt)
         assert result.exit_code == 0, result.output
         assert result.output.startswith(first)
+
+
+def test_foreach_and_when_are_drawn_in_every_format(tmp_path):
+    path = tmp_path / "fw.yaml"
+    path.write_text(
+        "name: fw\nphases:\n  - {id: a, agent: echo, with: {text: hi}}\n"
+        "  - id: b\n    foreach: [1, 2, 3]\n    agent: echo\n"
+        "    when: \"phases.a.output == 'hi'\"\n    with: {text: '{{ item }}'}\n"
+        "    compensate: {agent: noop}\n"
+    )
+    ascii_ = _orch("graph", str(path)).output
+    assert "b  echo, foreach 3 items, when: phas" in ascii_
+    mermaid = _orch("graph", str(path), "-f", "mermaid").output
+    assert "foreach 3 items<br/>when: phases.a.output == 'hi'" in mermaid
+    dot = _orch("graph", str(path), "-f", "dot").output
+    assert "foreach 3 items\\nwhen: phases.a.output == 'hi'\\ncompensate: noop" in dot
+    data = json.loads(_orch("graph", str(path), "-f", "json").output)
+    by_id = {p["id"]: p for p in data["phases"]}
+    assert (by_id["b"]["foreach"], by_id["b"]["when"]) == (True, "phases.a.output == 'hi'")
