@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from ..plan import Plan
     from ..spec.model import Workflow
 
-__all__ = ["EXIT_CODES", "register"]
+__all__ = ["EXIT_CODES", "check_output_file", "register", "write_file"]
 
 #: Exit code of each final run status; a cancelled run exits 143 when SIGTERM caused it.
 EXIT_CODES: Mapping[str, int] = {"completed": 0, "failed": 1, "cancelled": 130}
@@ -378,7 +378,7 @@ def _run(
     outputs = view.outputs if view.outputs is not None else result.outputs
     if output_file is not None:
         text = json.dumps(outputs, indent=2, ensure_ascii=False, default=str) + "\n"
-        _write_file(output_file, text, "--output-file")
+        write_file(output_file, text, "--output-file")
     if not events and result.status == "completed":
         text = json.dumps(outputs, indent=2, ensure_ascii=False, default=str) + "\n"
         with contextlib.suppress(BrokenPipeError):  # `orch run wf.yaml | head -1`
@@ -462,7 +462,7 @@ def _ci_reports(view: Any, plan: Plan, junit: Path | None) -> None:
 
     wf = plan.workflow
     if junit is not None:
-        _write_file(junit, ci.junit_xml(view, wf), "--junit")
+        write_file(junit, ci.junit_xml(view, wf), "--junit")
     if os.environ.get("GITHUB_ACTIONS") != "true":
         return
     for line in ci.github_annotations(view, wf):
@@ -477,7 +477,7 @@ def _ci_reports(view: Any, plan: Plan, junit: Path | None) -> None:
             sys.stderr.write(f"warning: cannot append to GITHUB_STEP_SUMMARY '{summary}': {exc}\n")
 
 
-def _write_file(path: Path, text: str, option: str) -> None:
+def write_file(path: Path, text: str, option: str) -> None:
     """Write ``text`` to ``path`` atomically (temp file, fsync, rename)."""
     import tempfile
 
