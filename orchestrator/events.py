@@ -214,13 +214,17 @@ def phase_started(
     agent: str,
     items: int | None = None,
     path: str | None = None,
+    approval: Mapping[str, Any] | None = None,
 ) -> Event:
-    """A phase starts an attempt (``items``: a foreach's item count; ``path``: a sub-run's file)."""
+    """A phase starts an attempt (``items``: a foreach's item count; ``path``: a sub-run's
+    file; ``approval``: the decision that let it start: decision, who, at, comment)."""
     data: dict[str, Any] = {"agent": agent}
     if items is not None:
         data["items"] = items
     if path is not None:
         data["path"] = path
+    if approval:
+        data["approval"] = dict(approval)
     return Event("phase_started", run_id, ts, phase, attempt, data)
 
 

@@ -39,12 +39,26 @@ EXPECTED: dict[str, tuple[list[str], int, dict]] = {
     ),
     "resilience": ([], 0, {"combined": ["fresh data", "cached data"], "flaky_attempts": 3}),
     "saga": ([], 1, {"flight": "FL-123"}),  # meant to fail, to show the compensations
+    "capability-routing": (
+        [],
+        0,
+        {
+            "summaries": [f"summary of {s}" for s in ("intro", "methods", "results")]
+            + ["summary of discussion", "summary of appendix"],
+            "abstract": "abstract from 5 summaries",
+        },
+    ),
+    "review-loop": ([], 0, {"rounds": 3}),
+    "review-round": ([], 0, {"approved": False, "round": 1}),
 }
 
 
 def ours() -> list[Path]:
     # llm-*.yaml need a model endpoint; the agents' tests run them against a local server.
-    return sorted(p for p in WORKFLOWS.glob("*.yaml") if not p.name.startswith("llm-"))
+    # approval-*.yaml wait for a person: tests/cli/test_approve.py decides from another shell.
+    return sorted(
+        p for p in WORKFLOWS.glob("*.yaml") if not p.name.startswith(("llm-", "approval-"))
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -83,6 +97,11 @@ def test_the_workflow_runs_to_its_documented_result(path, tmp_path):
     assert events[-1]["event"] == ("workflow_completed" if code == 0 else "workflow_failed")
     if path.stem == "demo":  # the demo runs for a few seconds: one run, checked here
         check_the_demo_runs_its_analyses_in_parallel_and_retries_the_flaky_one(events, outputs)
+    if path.stem == "capability-routing":
+        check_the_calls_avoid_the_agent_whose_breaker_opened(events)
+    if path.stem == "review-loop":
+        rounds = [e["data"]["iteration"] for e in events if e["event"] == "phase_iteration"]
+        assert rounds == [1, 2, 3]  # until output.approved, which the 3rd round gives
     if path.stem == "saga":
         undone = [e["phase"] for e in events if e["event"] == "phase_compensated"]
         assert undone == ["book_hotel", "book_flight"]  # reverse order of completion
@@ -91,6 +110,17 @@ def test_the_workflow_runs_to_its_documented_result(path, tmp_path):
         assert re.search(
             r"phase book_hotel compensating\n.* phase book_hotel compensated\n", result.stderr
         )
+
+
+def check_the_calls_avoid_the_agent_whose_breaker_opened(events):
+    done = {e["phase"]: e["data"] for e in events if e["event"] == "phase_completed"}
+    # the broken agent is never the one that answered; `translate` has one agent only
+    assert done["abstract"]["metadata"]["agent"] in ("fast", "slow")
+    assert done["translation"]["metadata"]["agent"] == "slow"
+    retried = [e for e in events if e["event"] == "phase_retry"]
+    assert retried and all("overloaded" in e["data"]["error"] for e in retried)
+    # once its breaker is open no call goes to it: the abstract needs no retry
+    assert done["abstract"]["attempts"] == 1
 
 
 def check_the_demo_runs_its_analyses_in_parallel_and_retries_the_flaky_one(events, outputs):

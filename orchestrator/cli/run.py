@@ -113,9 +113,27 @@ def run_command(
             "--junit", help="Write a JUnit XML report (one testcase per phase).", metavar="FILE"
         ),
     ] = None,
+    record: Annotated[
+        Path | None,
+        typer.Option(
+            "--record",
+            help="Store every agent call (input hash, result, stream, tokens) in this folder.",
+            metavar="DIR",
+        ),
+    ] = None,
+    replay: Annotated[
+        Path | None,
+        typer.Option(
+            "--replay",
+            help="Answer every agent call from a folder made by --record (offline).",
+            metavar="DIR",
+        ),
+    ] = None,
 ) -> None:
     """Run a workflow: live progress on a terminal, plain lines elsewhere; print the outputs."""
     try:
+        if record is not None and replay is not None:
+            raise UsageError("--record and --replay cannot be used together; choose one")
         from ..spec.locate import find_workflow
 
         workflow = _load(find_workflow(file))
@@ -145,6 +163,7 @@ def run_command(
             no_cache=no_cache,
             state_dir=state_dir,
             junit=junit,
+            calls=_call_log(record, replay),
         )
     except WorkflowInvalid as exc:
         _print_problems(exc)
@@ -168,6 +187,18 @@ def _complete_name(incomplete: str) -> list[str]:
     from ..spec.locate import workflow_names
 
     return [n for n in workflow_names() if n.startswith(incomplete)]
+
+
+def _call_log(record: Path | None, replay: Path | None) -> Any:
+    """The CallLog of ``--record DIR`` or ``--replay DIR`` (None without either)."""
+    if record is None and replay is None:
+        return None
+    from ..engine.recording import CallLog
+
+    if replay is not None:
+        return CallLog(replay, replay=True)
+    assert record is not None
+    return CallLog(record, replay=False)
 
 
 def _print_error(exc: OrchError) -> None:
@@ -287,6 +318,8 @@ def _run(
     prior: Mapping[str, Any] | None = None,
     resume_attempts: Mapping[str, int] | None = None,
     junit: Path | None = None,
+    resume_iterations: Mapping[str, tuple[int, Any]] | None = None,
+    calls: Any = None,
 ) -> int:
     """Run the plan with the sinks this invocation wants; returns the exit code.
 
@@ -328,6 +361,10 @@ def _run(
         cache=session.cache,
         resumed_from=run_id if prior is not None else None,
         resume_attempts=dict(resume_attempts or {}),
+        resume_iterations=dict(resume_iterations or {}),
+        approvals=session.store,  # decisions of `orch approve`/`orch reject` land there
+        call_middleware=(calls,) if calls is not None else (),  # --record / --replay
+        replay=calls is not None and calls.replay,
     )
     registry = AgentRegistry.from_entry_points()
     received: list[int] = []

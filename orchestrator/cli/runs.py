@@ -395,6 +395,7 @@ def _resume(
             for p in records
             if p.state is PhaseState.RUNNING and p.attempts > 1 and p.id not in rerun
         }
+        iterations_at = _iterations(store, run.id, plan, records, rerun)
         store.claim(run.id, rerun=sorted(rerun))
     finally:
         store.close()
@@ -411,6 +412,11 @@ def _resume(
     if attempts_at:
         going_on = ", ".join(f"{pid} at attempt {n}" for pid, n in sorted(attempts_at.items()))
         message += f"; retries go on: {going_on}"
+    if iterations_at:
+        loops = ", ".join(
+            f"{pid} after iteration {n}" for pid, (n, _) in sorted(iterations_at.items())
+        )
+        message += f"; loops go on: {loops}"
     sys.stderr.write(message + "\n")
     return _run(
         plan,
@@ -423,7 +429,27 @@ def _resume(
         run_id=run.id,
         prior=prior,
         resume_attempts=attempts_at,
+        resume_iterations=iterations_at,
     )
+
+
+def _iterations(
+    store: SqliteStore, run_id: str, plan: Plan, records: list[PhaseRecord], rerun: set[str]
+) -> dict[str, tuple[int, Any]]:
+    """The last checkpointed iteration (n, output) of each unfinished ``repeat`` phase."""
+    from ..state.base import PhaseState
+
+    out: dict[str, tuple[int, Any]] = {}
+    for p in records:
+        phase = plan.phases.get(p.id)
+        if phase is None or phase.repeat is None or p.id in rerun:
+            continue
+        if p.state is PhaseState.COMPLETED:
+            continue
+        marks = [e for _, e in store.events(run_id, phase=p.id) if e.event == "phase_iteration"]
+        if marks and isinstance(marks[-1].data.get("iteration"), int):
+            out[p.id] = (int(marks[-1].data["iteration"]), marks[-1].data.get("output"))
+    return out
 
 
 def _tell_leftovers(run_id: str) -> None:

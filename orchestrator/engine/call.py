@@ -194,6 +194,8 @@ async def call_agent(run: RunContext, spec: CallSpec) -> AgentResult:
     spend.check(spec.phase_id)  # BudgetExceeded once a budget is used up
     stream = _Stream(run, spec)
     channel = CallChannel(stream, run.run_workflow, run.pool.agent(spec.agent_name))
+    in_flight = run.in_flight  # calls under way per agent (capability routing reads it)
+    in_flight[spec.agent_name] = in_flight.get(spec.agent_name, 0) + 1
     try:
         if run.middleware:
             result = await _chain(run)(spec, channel)
@@ -203,6 +205,7 @@ async def call_agent(run: RunContext, spec: CallSpec) -> AgentResult:
         spend.add(spec.phase_id, exc.metadata)
         raise
     finally:
+        in_flight[spec.agent_name] -= 1
         if stream.masker is not None:
             await stream.flush()
     if isinstance(result, AgentResult):

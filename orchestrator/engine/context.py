@@ -146,14 +146,8 @@ class AgentPool:
 
 
 def agents_of(phase: Phase) -> list[str]:
-    """Every agent a phase may call: its own, the fallback's, the compensation's, handoff's."""
-    names = [phase.agent] if phase.agent else []
-    for call in (phase.fallback, phase.compensate):
-        if call is not None:
-            names.append(call.agent)
-    if phase.handoff:
-        names.extend(phase.handoff.agents)
-    return names
+    """Every agent a phase may call (``Phase.agent_names``)."""
+    return list(phase.agent_names)
 
 
 class RunContext:
@@ -204,6 +198,7 @@ class RunContext:
         self.spend = Spend(wf)  # tokens and cost the calls used, against `budget:`
         self.deadline: float | None = None  # monotonic end of the run (its timeout)
         self.memo: dict[Any, Any] = {}  # per-run memo of the call path (merged `with:`)
+        self.in_flight: dict[str, int] = {}  # agent calls under way, per agent
         self._launch = launch
 
     def now(self) -> float:
@@ -257,6 +252,7 @@ class RunContext:
             cache=options.cache,
             depth=depth,
             max_depth=options.max_depth,
+            replay=options.replay,
         )
         token = _SUB_RUNS.set(chain)
         try:
@@ -289,9 +285,16 @@ def _too_deep(chain: tuple[str, ...], limit: int) -> str:
     return f"{TOO_DEEP[1]}{limit} runs: {' -> '.join(names)}"
 
 
-def read_secrets(names: Iterable[str], environ: Mapping[str, str]) -> dict[str, str]:
-    """The value of each secret name in ``environ``; UsageError naming the missing ones."""
+def read_secrets(
+    names: Iterable[str], environ: Mapping[str, str], *, replay: bool = False
+) -> dict[str, str]:
+    """The value of each secret name in ``environ``; UsageError naming the missing ones.
+
+    ``replay``: agent calls are answered from recordings, which hold no secret; a
+    missing one gets a stand-in value (never masked: it is no secret)."""
     missing = sorted(n for n in names if n not in environ)
+    if missing and replay:
+        return {n: environ.get(n) or f"<{n} not set: replaying>" for n in sorted(names)}
     if missing:
         raise UsageError(
             "secret"
@@ -323,9 +326,10 @@ def build_context(
     wf = plan.workflow
     environ = options.environ
     resolved = resolve_inputs(wf, inputs or {}, strings=False)
-    secrets = read_secrets(wf.secret_names, environ)
+    secrets = read_secrets(wf.secret_names, environ, replay=options.replay)
     rid = run_id or uuid.uuid4().hex[:12]
-    bus = EventBus(rid, options.clock, SecretMasker(secrets.values()), sinks)
+    real = (v for n, v in secrets.items() if n in environ)  # a replay's stand-ins are not
+    bus = EventBus(rid, options.clock, SecretMasker(real), sinks)
     run = RunContext(
         plan,
         run_id=rid,

@@ -16,7 +16,7 @@ from ..agents.base import AgentFailure
 from ..errors import format_duration
 from ..spec.model import AgentSpec, CircuitBreakerSpec, RateLimit
 
-__all__ = ["AgentLimiter", "CircuitBreaker", "TokenBucket"]
+__all__ = ["AgentLimiter", "BreakerOpen", "CircuitBreaker", "TokenBucket"]
 
 Clock = Callable[[], float]
 
@@ -32,6 +32,13 @@ class TokenBucket:
         self._stamp = clock()
         self._lock = asyncio.Lock()
 
+    def ready(self) -> bool:
+        """Whether a call could take a token now without waiting (nothing is taken)."""
+        if self._lock.locked():
+            return False
+        now = self._clock()
+        return min(self._capacity, self._tokens + (now - self._stamp) * self._rate) >= 1.0
+
     async def take(self) -> None:
         """Wait until a token is available, then take it."""
         async with self._lock:  # asyncio.Lock is FIFO: calls go out in arrival order
@@ -43,6 +50,10 @@ class TokenBucket:
                     self._tokens -= 1.0
                     return
                 await asyncio.sleep((1.0 - self._tokens) / self._rate)
+
+
+class BreakerOpen(AgentFailure):
+    """A call refused because the agent's circuit breaker is open (permanent for the call)."""
 
 
 class CircuitBreaker:
@@ -82,7 +93,7 @@ class CircuitBreaker:
             if self._trial
             else f"calls resume after {format_duration(left)}"
         )
-        raise AgentFailure(
+        raise BreakerOpen(
             f"circuit breaker of agent '{self.agent}' is {state} after "
             f"{self.consecutive} consecutive failures; {then}",
             transient=False,

@@ -19,8 +19,10 @@ from ..expr import evaluate, render
 from ..spec.model import Phase
 from .call import bounded, call_agent, make_spec, render_input
 from .context import RunContext
+from .limits import BreakerOpen
 from .result import PhaseOutcome, Usage
 from .retry import call_with_retries
+from .routing import least_loaded, selected_agent
 
 __all__ = ["describe", "run_phase"]
 
@@ -60,11 +62,23 @@ async def run_phase(phase: Phase, run: RunContext) -> PhaseOutcome:
                 reason = f"when is false: {phase.when}"
                 await run.bus.emit(ev.phase_skipped(run.run_id, run.now(), pid, reason))
                 return PhaseOutcome(pid, "skipped")
+        approval: dict[str, Any] = {}
+        if phase.approval is not None:
+            from .approval import wait_for_approval
+
+            refused, approval = await wait_for_approval(run, phase, ctx)
+            if refused is not None:
+                return await _failed(run, phase, started, refused, 0)
         if phase.foreach is not None:
             return await _run_foreach(phase, run, ctx, started, tried)
-        agent = phase.agent or (phase.handoff.start if phase.handoff else "")
+        if phase.repeat is not None:
+            return await _run_repeat(phase, run, ctx, started, tried, approval)
         first = _first_attempt(run, phase, None)
-        await run.bus.emit(ev.phase_started(run.run_id, run.now(), pid, first, agent=agent))
+        await run.bus.emit(
+            ev.phase_started(
+                run.run_id, run.now(), pid, first, agent=phase.agent_label, approval=approval
+            )
+        )
         try:
             result, fallback_used, cached = await _run_unit(phase, run, ctx, None, tried)
         except _Failed as failure:
@@ -178,19 +192,49 @@ async def _run_unit(
     item: int | None,
     tried: list[int],
 ) -> tuple[AgentResult, bool, bool]:
-    """The phase's work once (or for one foreach item): attempts, retries, fallback.
+    """The phase's work once (or for one foreach item, or one repeat iteration): attempts,
+    retries, fallback.
 
     Returns (result, fallback_used, cached); ``tried[0]`` counts attempts made.
-    Raises _Failed when everything failed; CancelledError passes through.
+    Raises _Failed when everything failed; CancelledError passes through. When the
+    agent is chosen at run time (capability, select), the result's metadata names it.
     """
-    name = phase.agent or ""
+    if phase.choice is None and phase.capability is None:
+        return await _attempts(phase, run, ctx, item, tried, phase.agent or "", [None])
+    name = ""
+    if phase.choice is not None:
+        try:
+            name = selected_agent(phase, ctx)
+        except ExpressionError as exc:
+            raise _Failed(f"agent select: {exc}", 0) from None
+        except AgentFailure as exc:
+            raise _Failed(str(exc), 0) from None
+    used: list[str | None] = [name or None]
+    result, fallback_used, cached = await _attempts(phase, run, ctx, item, tried, name, used)
+    if used[0] is not None and not fallback_used:
+        result = AgentResult(result.output, {**result.metadata, "agent": used[0]}, result.handoff)
+    return result, fallback_used, cached
+
+
+async def _attempts(
+    phase: Phase,
+    run: RunContext,
+    ctx: Mapping[str, Any],
+    item: int | None,
+    tried: list[int],
+    name: str,
+    used: list[str | None],
+) -> tuple[AgentResult, bool, bool]:
+    """``_run_unit`` once the agent is known (``name``), or chosen per call (capability:
+    ``used[0]`` is set to the agent of the last call)."""
     handoff = phase.handoff
+    routed = phase.capability is not None
     rendered: dict[str, Mapping[str, Any]] = {}
     try:
-        if handoff is not None:
-            for a in handoff.agents:
+        inp: Mapping[str, Any] = {}
+        if handoff is not None or routed:
+            for a in handoff.agents if handoff is not None else phase.candidates:
                 rendered[a] = render_input(run, a, phase.with_, ctx, phase.location)
-            inp: Mapping[str, Any] = {}
         else:
             inp = render_input(run, name, phase.with_, ctx, phase.location)
     except ExpressionError as exc:
@@ -202,6 +246,7 @@ async def _run_unit(
         and timeout is None
         and phase.fallback is None
         and handoff is None
+        and not routed
         and cache is None
     ):  # the hot path: one call, no retry or timeout machinery
         tried[0] = 1
@@ -222,10 +267,17 @@ async def _run_unit(
         deadline = _deadline(run, timeout)
         if handoff is not None:
             coro = _handoff(run, phase, rendered, n, item, deadline)
+        elif routed:
+            coro = _routed(run, phase, rendered, n, item, deadline, used)
         else:
             spec = make_spec(run, phase.id, name, inp, attempt=n, item=item, deadline=deadline)
             coro = call_agent(run, spec)
-        return await bounded(run, coro, timeout, phase.id, name)
+        try:
+            return await bounded(run, coro, timeout, phase.id, name)
+        except PhaseTimeout:
+            if routed:  # the agent the cut call went to counts the failure
+                _breaker_failure(run, used[0])
+            raise
 
     error: BaseException
     budget_out = [False]  # a retry was refused because the run's max_total_retries ran out
@@ -303,6 +355,37 @@ def _deadline(run: RunContext, timeout: float | None) -> float | None:
         end = run.monotonic() + timeout
         deadline = end if deadline is None else min(deadline, end)
     return deadline
+
+
+def _breaker_failure(run: RunContext, agent: str | None) -> None:
+    """A routed call timed out: its agent's circuit breaker counts a failure."""
+    limiter = run.pool.limiters.get(agent or "")
+    if limiter is not None and limiter.breaker is not None:
+        limiter.breaker.record(False)
+
+
+async def _routed(
+    run: RunContext,
+    phase: Phase,
+    rendered: Mapping[str, Mapping[str, Any]],
+    attempt: int,
+    item: int | None,
+    deadline: float | None,
+    used: list[str | None],
+) -> AgentResult:
+    """One call of a ``capability`` phase: to the least-loaded healthy agent; when its
+    circuit breaker refuses the call, to the next one."""
+    refused: list[str] = []
+    while True:
+        name = least_loaded(run, phase, skip=refused)
+        used[0] = name
+        spec = make_spec(
+            run, phase.id, name, rendered[name], attempt=attempt, item=item, deadline=deadline
+        )
+        try:
+            return await call_agent(run, spec)
+        except BreakerOpen:
+            refused.append(name)
 
 
 def _retryable(phase: Phase, exc: BaseException) -> bool:
@@ -390,11 +473,12 @@ async def _run_foreach(
             run, phase, started, f"foreach must give a list, got {type(items).__name__}", 0
         )
     total = len(items)
-    agent = phase.agent or (phase.handoff.start if phase.handoff else "")
+    agent = phase.agent_label
     await run.bus.emit(ev.phase_started(run.run_id, run.now(), pid, 1, agent=agent, items=total))
     outputs: list[Any] = [None] * total
     errors: list[tuple[int, str]] = []
     usage = Usage()
+    agents: dict[str, int] = {}  # calls per agent, when the agent is chosen at run time
     fallback_any = [False]
     done = [0]
     source = iter(enumerate(items))
@@ -412,6 +496,9 @@ async def _run_foreach(
             else:
                 outputs[index] = result.output
                 usage.add(result.metadata)
+                chosen = result.metadata.get("agent")  # capability routing, agent select
+                if isinstance(chosen, str):
+                    agents[chosen] = agents.get(chosen, 0) + 1
                 fallback_any[0] = fallback_any[0] or fallback_used
             finally:  # also when cancelled: the phase_failed event counts this item's attempts
                 most[0] = max(most[0], tried[0])
@@ -433,6 +520,71 @@ async def _run_foreach(
         )
         return await _failed(run, phase, started, message, attempts, outputs)
     metadata = usage.as_metadata()
+    if agents:
+        metadata = {**metadata, "agents": dict(sorted(agents.items()))}
     return await _completed(
         run, phase, started, outputs, attempts, fallback_any[0], False, metadata
     )
+
+
+async def _run_repeat(
+    phase: Phase,
+    run: RunContext,
+    ctx: Mapping[str, Any],
+    started: float,
+    tried: list[int],
+    approval: Mapping[str, Any],
+) -> PhaseOutcome:
+    """``repeat: {until, max}``: the phase's whole unit (attempts, retries, fallback) runs
+    per iteration with ``iteration`` = ``{n, previous, max}`` (``previous``: the last
+    output, None at first). After each, ``until`` is evaluated with ``output`` and
+    ``iteration``; ``phase_iteration`` (iteration, output, done) is the checkpoint
+    ``orch resume`` goes on from. The phase completes with the last output when
+    ``until`` is true or after ``max``; it fails when an iteration fails. On a
+    ``workflow`` phase each iteration is a whole sub-run (write -> review -> revise)."""
+    spec = phase.repeat
+    assert spec is not None
+    pid = phase.id
+    done_n, previous = run.options.resume_iterations.get(pid, (0, None))
+    await run.bus.emit(
+        ev.phase_started(run.run_id, run.now(), pid, 1, agent=phase.agent_label, approval=approval)
+    )
+    usage = Usage()
+    agents: list[str] = []
+    fallback_any = False
+    n = done_n
+    finished = False
+    while n < spec.max and not finished:
+        n += 1
+        iteration = {"n": n, "previous": previous, "max": spec.max}
+        it_ctx = {**ctx, "iteration": iteration}
+        try:
+            result, fallback_used, _ = await _run_unit(phase, run, it_ctx, None, tried)
+        except _Failed as failure:
+            message = f"iteration {n}: {failure.message}"
+            return await _failed(run, phase, started, message, failure.attempts)
+        fallback_any = fallback_any or fallback_used
+        usage.add(result.metadata)
+        chosen = result.metadata.get("agent")
+        if isinstance(chosen, str):
+            agents.append(chosen)
+        if spec.until is not None:
+            try:
+                finished = bool(
+                    evaluate(spec.until, {**it_ctx, "output": result.output}, where=phase.location)
+                )
+            except ExpressionError as exc:
+                return await _failed(run, phase, started, f"repeat.until: {exc}", tried[0])
+        previous = result.output
+        details: dict[str, Any] = {"done": finished}
+        if isinstance(chosen, str):
+            details["agent"] = chosen
+        await run.bus.emit(
+            ev.phase_iteration(
+                run.run_id, run.now(), pid, iteration=n, output=result.output, details=details
+            )
+        )
+    metadata: dict[str, Any] = {**usage.as_metadata(), "iterations": n}
+    if agents:
+        metadata["agent"] = agents[-1]
+    return await _completed(run, phase, started, previous, tried[0], fallback_any, False, metadata)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from ..agents.base import AgentResult
     from ..spec.model import Phase
+    from .approval import ApprovalDesk
     from .call import CallMiddleware
     from .executor import Executor
 
@@ -122,7 +123,12 @@ class RunOptions:
     ``max_depth`` fails the calling phase. ``resumed_from`` (a run id) is
     recorded in workflow_started. ``resume_attempts`` maps a phase to the
     attempt it was making when a crash stopped the run: resumed, it starts
-    there, with the retries (and backoff) that were left.
+    there, with the retries (and backoff) that were left. ``approvals`` is where
+    decisions on phases with ``approval:`` are read (the state store).
+    ``resume_iterations`` maps a ``repeat`` phase to its last checkpointed
+    iteration (n, output): resumed, the loop goes on after it. ``replay``: agent
+    calls are answered by a middleware (``--replay``), so secrets that are not set
+    are not needed.
     """
 
     max_parallel: int | None = None
@@ -138,6 +144,9 @@ class RunOptions:
     max_depth: int = 8
     resumed_from: str | None = None
     resume_attempts: Mapping[str, int] = field(default_factory=dict)
+    approvals: ApprovalDesk | None = None
+    resume_iterations: Mapping[str, tuple[int, Any]] = field(default_factory=dict)
+    replay: bool = False
 
 
 def json_data(value: Any) -> Any:

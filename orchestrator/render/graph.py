@@ -190,11 +190,9 @@ def _phase_line(plan: Plan, phase: Phase, critical: bool) -> Text:
 
 
 def _agent_label(phase: Phase) -> str | None:
-    if phase.agent is not None:
-        return phase.agent
     if phase.handoff is not None:
         return "handoff: " + ", ".join(phase.handoff.agents)
-    return None
+    return phase.agent_label or None
 
 
 # -- mermaid ------------------------------------------------------------------------------

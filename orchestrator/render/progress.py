@@ -28,6 +28,7 @@ from ..events import Event, note, phase_state, run_status
 
 __all__ = [
     "STATE_STYLES",
+    "waiting_note",
     "JsonLines",
     "LiveProgress",
     "PhaseView",
@@ -41,6 +42,7 @@ __all__ = [
 STATE_STYLES: dict[str, str] = {
     "pending": "dim",
     "running": "cyan",
+    "waiting": "blue",
     "completed": "green",
     "failed": "red",
     "skipped": "yellow",
@@ -191,6 +193,11 @@ class RunView:
             elif isinstance(data.get("turn"), dict):
                 turn = data["turn"]
                 view.note = f"turn {turn.get('n')}: {turn.get('agent')}"
+        elif kind == "phase_waiting":
+            self._set_state(view, "waiting")
+            view.note = waiting_note(event)
+        elif kind == "phase_iteration":
+            view.note = f"iteration {data.get('iteration')} done"
         elif kind == "phase_retry":
             failed = event.attempt or view.attempt or 1
             nxt = _whole(data.get("next_attempt")) or failed + 1
@@ -451,9 +458,18 @@ class PlainLines:
         elif kind == "phase_started":
             items = data.get("items")
             extra = f", {items} item{'s' if items != 1 else ''}" if items is not None else ""
+            approval = data.get("approval")
+            if isinstance(approval, dict) and approval.get("decision"):
+                why = f": {approval['comment']}" if approval.get("comment") else ""
+                extra += f"; {approval['decision']} by {approval.get('who')}{why}"
             yield f"phase {pid} started (attempt {event.attempt or 1}{extra})"
         elif kind == "phase_stream":
             yield from self._stream_lines(str(pid), data, event.ts)
+        elif kind == "phase_waiting":
+            yield f"phase {pid} {waiting_note(event)}"
+        elif kind == "phase_iteration":
+            until = " (until is true)" if data.get("done") else ""
+            yield f"phase {pid} iteration {data.get('iteration')} done{until}"
         elif kind == "phase_retry":
             yield from self._flush_partial(str(pid))
             failed = event.attempt or 1
@@ -595,6 +611,15 @@ def _end_line(pid: str, status: str, data: dict[str, Any]) -> str:
 def _completed_note(data: dict[str, Any], *, attempts: bool = True) -> str:
     """``attempt 2, fallback, cached``: how a phase completed (``attempts``: name the attempt)."""
     notes = []
+    metadata = data.get("metadata")
+    metadata = metadata if isinstance(metadata, dict) else {}
+    if isinstance(metadata.get("agent"), str):  # chosen at run time (capability, select)
+        notes.append(f"agent {metadata['agent']}")
+    if isinstance(metadata.get("agents"), dict) and metadata["agents"]:  # foreach items
+        notes.append("agents " + ", ".join(f"{k} x{v}" for k, v in metadata["agents"].items()))
+    if isinstance(metadata.get("iterations"), int):  # a repeat loop
+        n = metadata["iterations"]
+        notes.append(f"{n} iteration{'s' if n != 1 else ''}")
     count = data.get("attempts")
     if attempts and isinstance(count, int) and count > 1:
         notes.append(f"attempt {count}")
@@ -623,6 +648,17 @@ def _last_line(text: str, keep: int) -> str:
 def _clock(ts: float) -> str:
     local = time.localtime(ts)
     return time.strftime("%H:%M:%S", local) + f".{int(ts * 1000) % 1000:03d}"
+
+
+def waiting_note(event: Event) -> str:
+    """What a phase_waiting event asks, and the commands that decide it."""
+    data = event.data
+    message = f": {data['message']}" if data.get("message") else ""
+    run, phase = event.run_id, event.phase
+    return (
+        f"waiting for approval{message} (`orch approve {run} {phase}`"
+        f" or `orch reject {run} {phase}`)"
+    )
 
 
 def format_seconds(value: Any) -> str:

@@ -193,8 +193,10 @@ def render_plan_preview(plan: Plan, resolve: Callable[[Any], Any] = lambda value
 
 def _phase_lines(plan: Plan, pid: str, position: int, resolve: Callable[[Any], Any]) -> list[str]:
     phase = plan.phases[pid]
-    agent = phase.agent or (
-        "handoff " + ",".join(phase.handoff.agents) if phase.handoff is not None else "?"
+    agent = (
+        "handoff " + ",".join(phase.handoff.agents)
+        if phase.handoff is not None
+        else phase.agent_label or "?"
     )
     head = f"  {position}. {pid}  agent {agent}"
     deps = sorted(plan.predecessors.get(pid, ()), key=plan.order.index)

@@ -30,6 +30,7 @@ __all__ = [
 _STYLES = {
     "completed": "green",
     "running": "cyan",
+    "waiting": "blue",
     "failed": "red",
     "cancelled": "yellow",
     "interrupted": "magenta",
@@ -119,6 +120,15 @@ def cost_total(phases: Sequence[PhaseRecord]) -> float | None:
 
 def _note(phase: PhaseRecord) -> str:
     parts = []
+    chosen = phase.metadata.get("agent")  # capability routing or agent select
+    if isinstance(chosen, str):
+        parts.append(f"agent {chosen}")
+    spread = phase.metadata.get("agents")  # foreach items routed by capability or select
+    if isinstance(spread, dict) and spread:
+        parts.append("agents " + ", ".join(f"{k} x{v}" for k, v in spread.items()))
+    iterations = phase.metadata.get("iterations")  # a repeat loop
+    if isinstance(iterations, int):
+        parts.append(f"{iterations} iteration{'s' if iterations != 1 else ''}")
     tokens = phase_tokens(phase)
     if tokens:
         used = tokens.get("total") or sum(tokens.values())
@@ -163,6 +173,7 @@ def status_dict(run: RunRecord, phases: Sequence[PhaseRecord], *, now: float) ->
         "error": run.error,
         "progress": {"done": done, "total": max(len(members), len(own))},
         "current": [p.id for p in phases if p.state is PhaseState.RUNNING],
+        "waiting": [p.id for p in phases if p.state is PhaseState.WAITING],
         "phases": [
             {
                 "id": p.id,
@@ -179,6 +190,9 @@ def status_dict(run: RunRecord, phases: Sequence[PhaseRecord], *, now: float) ->
                 "handler": p.id not in members,
                 "tokens": phase_tokens(p),
                 "cost": phase_cost(p),
+                "agent": p.metadata.get("agent"),
+                "agents": p.metadata.get("agents"),
+                "iterations": p.metadata.get("iterations"),
             }
             for p in phases
         ],
@@ -207,6 +221,9 @@ def status_view(
     if info["current"]:
         label = "running now" if run.status == "running" else "running when it stopped"
         header.append(f"\n{label}: " + ", ".join(info["current"]))
+    for pid in info["waiting"]:
+        header.append(f"\nwaiting for approval: {pid}", style="bold")
+        header.append(f" (`orch approve {run.id} {pid}` or `orch reject {run.id} {pid}`)")
     if run.status == "interrupted" and run.owner is not None:
         header.append(
             f"\nits process ({run.owner.pid}) is gone; `orch resume {run.id}` continues it"
@@ -290,8 +307,12 @@ def event_line(event: Event) -> str:
             if not error or str(error).strip() == status
             else (f"{status}: {_short(error, 200)}")
         )
-    elif kind in ("phase_skipped", "phase_waiting"):
+    elif kind == "phase_skipped":
         detail = note(event) or ""
+    elif kind == "phase_waiting":  # an approval's message says more than its reason
+        detail = str(data.get("message") or note(event) or "")
+    elif kind == "phase_iteration":
+        detail = f"iteration {data.get('iteration')}: {_short(data.get('output'))}"
     elif kind == "phase_compensated":
         detail = "ok" if data.get("ok") else f"failed: {_short(data.get('error'), 200)}"
     elif run_status(event) is not None:

@@ -20,12 +20,12 @@ from ..errors import (
     UnknownReference,
 )
 from .context import Checker, as_int, duration, get, mapping, str_or_none, unknown
-from .model import AgentSpec, CircuitBreakerSpec, HandoffSpec, RateLimit
+from .model import AgentChoice, AgentSpec, CircuitBreakerSpec, HandoffSpec, RateLimit
 from .schema import check_agent_config
 from .source import JsonPath
 from .values import parse_rate_limit
 
-__all__ = ["check_agent", "handoff_spec", "named_agents"]
+__all__ = ["check_agent", "check_candidates", "handoff_spec", "named_agents"]
 
 
 def named_agents(cx: Checker, raw: Any) -> dict[str, AgentSpec]:
@@ -69,6 +69,8 @@ def named_agents(cx: Checker, raw: Any) -> dict[str, AgentSpec]:
             )
         with_ = mapping(spec.get("with"))
         mc = spec.get("max_concurrency")
+        caps = spec.get("capabilities") if cx.ok(path + ("capabilities",)) else None
+        caps = [c for c in caps if isinstance(c, str)] if isinstance(caps, list) else []
         out[name] = AgentSpec(
             name=name,
             type=type_name,
@@ -77,6 +79,7 @@ def named_agents(cx: Checker, raw: Any) -> dict[str, AgentSpec]:
             rate_limit=rate,
             circuit_breaker=breaker,
             description=str_or_none(spec.get("description")),
+            capabilities=tuple(caps),
             location=cx.smap.key(path),
         )
     return out
@@ -201,3 +204,57 @@ def handoff_spec(cx: Checker, raw: Any, path: JsonPath, pid: str) -> HandoffSpec
         )
     turns = raw.get("max_turns", 10)
     return HandoffSpec(tuple(agents), str(start), as_int(turns, 10))
+
+
+def check_candidates(
+    cx: Checker, raw: Mapping[str, Any], with_: Mapping[str, Any], path: JsonPath, pid: str
+) -> tuple[str | None, AgentChoice | None, tuple[str, ...]]:
+    """A phase whose agent is chosen at run time: ``capability: X`` or
+    ``agent: {one_of, select}``. Returns (capability, choice, candidates); every
+    candidate's merged ``with`` is checked, unknown names and a capability that no
+    agent lists are recorded. The ``select`` template is checked by the caller."""
+    owner = f"the with of phase '{pid}'"
+    capability = raw.get("capability")
+    if isinstance(capability, str) and cx.ok(path + ("capability",)):
+        found = tuple(n for n, a in cx.agents.items() if capability in a.capabilities)
+        if not found:
+            known = sorted({c for a in cx.agents.values() for c in a.capabilities})
+            cx.add(
+                unknown(
+                    cx,
+                    "capability",
+                    capability,
+                    None,
+                    known,
+                    cx.smap.value(path + ("capability",)),
+                    hint=f"no agent under agents: lists it; add 'capabilities: [{capability}]'"
+                    " to the agents that can do it",
+                )
+            )
+        elif "agent" in raw:
+            cx.add(
+                SchemaViolation(
+                    f"phase '{pid}' has both 'agent' and 'capability'; use one of them",
+                    location=cx.smap.key(path + ("capability",)),
+                )
+            )
+        for name in found:
+            check_agent(cx, name, with_, path, f"{owner} for agent '{name}'")
+        return capability, None, found
+    choice = raw.get("agent")
+    if not isinstance(choice, Mapping) or not cx.ok(path + ("agent",)):
+        return None, None, ()
+    listed = [a for a in choice.get("one_of", ()) if isinstance(a, str)]
+    names: list[str] = []
+    for j, name in enumerate(choice.get("one_of", ())):
+        if not isinstance(name, str):
+            continue
+        if name not in cx.agents and name not in cx.registry and name not in cx.bad_agents:
+            where = cx.smap.value(path + ("agent", "one_of", j))
+            choices = sorted(set(cx.agents) | set(cx.registry.names()))
+            cx.add(unknown(cx, "agent", name, "one_of", choices, where))
+            continue
+        names.append(name)
+        check_agent(cx, name, with_, path, f"{owner} for agent '{name}'")
+    select = choice.get("select")
+    return None, AgentChoice(tuple(listed), select if isinstance(select, str) else ""), tuple(names)

@@ -22,7 +22,7 @@ from ..errors import (
     UnknownReference,
 )
 from ..plan import find_cycle
-from .agent_refs import check_agent, handoff_spec, named_agents
+from .agent_refs import check_agent, check_candidates, handoff_spec, named_agents
 from .context import (
     Checker,
     as_int,
@@ -36,11 +36,13 @@ from .context import (
 )
 from .model import (
     AgentCall,
+    ApprovalSpec,
     Budget,
     CacheSpec,
     ErrorHandling,
     InputSpec,
     Phase,
+    RepeatSpec,
     RetrySpec,
     Schedule,
     Workflow,
@@ -393,17 +395,45 @@ def _phase(
     implied: list[str] = []
 
     def refs(value: Any, sub: JsonPath, *, allow_item: bool = in_foreach) -> None:
-        for dep, where in check_templates(
-            cx, value, path + sub, visible, pid, foreach=allow_item, sequential=sequential
-        ):
+        if sub == ("repeat", "until"):  # a condition, like when
+            found = check_template_text(
+                cx,
+                value,
+                path + sub,
+                visible,
+                pid,
+                foreach=False,
+                sequential=sequential,
+                condition=True,
+            )
+        else:
+            found = check_templates(
+                cx, value, path + sub, visible, pid, foreach=allow_item, sequential=sequential
+            )
+        for dep, where in found:
             if dep in known and dep not in depends and dep not in implied:
                 implied.append(dep)
                 dep_loc.setdefault((pid, dep), where)
 
     agent_name = raw.get("agent") if cx.ok(path + ("agent",)) else None
+    if not isinstance(agent_name, str):
+        agent_name = None  # {one_of, select}: see check_candidates
     with_raw = mapping(raw.get("with"))
+    repeat = _repeat(cx, raw.get("repeat"), path + ("repeat",))
+    cx.extra_names = ("iteration",) if "repeat" in raw else ()
     if cx.ok(path + ("with",)):
         refs(with_raw, ("with",))
+    capability, agent_choice, candidates = check_candidates(cx, raw, with_raw, path, pid)
+    if agent_choice is not None and agent_choice.select:
+        refs(agent_choice.select, ("agent", "select"))
+    approval_raw = raw.get("approval")
+    if isinstance(approval_raw, Mapping) and isinstance(approval_raw.get("message"), str):
+        if cx.ok(path + ("approval", "message")):
+            refs(approval_raw["message"], ("approval", "message"))
+    if repeat is not None and repeat.until is not None:
+        cx.extra_names = ("iteration", "output")
+        refs(repeat.until, ("repeat", "until"))
+    cx.extra_names = ()
     when = raw.get("when")
     if isinstance(when, bool):
         when = "true" if when else "false"
@@ -429,10 +459,10 @@ def _phase(
             calls[key] = AgentCall(call["agent"], dict(cw), cx.smap.value(path + (key,)))
 
     handoff = handoff_spec(cx, raw.get("handoff"), path + ("handoff",), pid)
-    if agent_name is None and handoff is None and "agent" not in raw and "handoff" not in raw:
+    if agent_name is None and handoff is None and not {"agent", "handoff", "capability"} & set(raw):
         cx.add(
             SchemaViolation(
-                f"phase '{pid}' needs an 'agent' (or a 'handoff')",
+                f"phase '{pid}' needs an 'agent' (or a 'capability' or a 'handoff')",
                 location=location,
                 hint="add 'agent: <name>' with a name under agents: or an agent type",
             )
@@ -444,6 +474,17 @@ def _phase(
                 location=cx.smap.key(path + ("handoff",)),
             )
         )
+    for a, b in (("foreach", "repeat"), ("capability", "handoff")):
+        if a in raw and b in raw:
+            cx.add(
+                SchemaViolation(
+                    f"phase '{pid}' has both '{a}' and '{b}'; use one of them",
+                    location=cx.smap.key(path + (b,)),
+                    hint="a repeat loop can run a sub-workflow (agent: workflow) that has foreach"
+                    if b == "repeat"
+                    else None,
+                )
+            )
     merged: Mapping[str, Any] = {}
     if isinstance(agent_name, str) and handoff is None:
         merged = check_agent(cx, agent_name, with_raw, path, f"the with of phase '{pid}'")
@@ -473,6 +514,11 @@ def _phase(
         estimated_duration=number_or_none(raw.get("estimated_duration")),
         previous=previous,
         budget=_budget(raw.get("budget")),
+        capability=capability,
+        choice=agent_choice,
+        candidates=candidates if handoff is None else (),
+        approval=_approval(cx, raw.get("approval"), path + ("approval",)),
+        repeat=repeat,
         location=location,
     )
     for check in phase_checks():
@@ -490,6 +536,28 @@ def _budget(raw: Any) -> Budget | None:
         cost=float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None,
     )
     return budget if budget.tokens is not None or budget.cost is not None else None
+
+
+def _approval(cx: Checker, raw: Any, path: JsonPath) -> ApprovalSpec | None:
+    if not isinstance(raw, Mapping) or not cx.ok(path):
+        return None
+    timeout = duration(cx, raw.get("timeout"), path + ("timeout",), positive="an approval timeout")
+    return ApprovalSpec(
+        message=str_or_none(raw.get("message")),
+        timeout=timeout,
+        on_timeout=choice(raw.get("on_timeout"), "reject"),
+    )
+
+
+def _repeat(cx: Checker, raw: Any, path: JsonPath) -> RepeatSpec | None:
+    """``repeat: {until, max}``; ``until`` is a condition over ``output`` and ``iteration``."""
+    if not isinstance(raw, Mapping) or not cx.ok(path):
+        return None
+    until = raw.get("until")
+    if isinstance(until, bool):
+        until = "true" if until else "false"
+    ok = isinstance(until, str) and cx.ok(path + ("until",))
+    return RepeatSpec(max=max(as_int(raw.get("max"), 1), 1), until=until if ok else None)
 
 
 def _retries(cx: Checker, raw: Any, path: JsonPath) -> RetrySpec:

@@ -49,6 +49,7 @@ class Checker:
     inputs: dict[str, InputSpec] = field(default_factory=dict)
     secrets: set[str] = field(default_factory=set)
     sequential: bool = False
+    extra_names: tuple[str, ...] = ()  # names a phase adds for its templates (iteration...)
     bad_ids: set[str] = field(default_factory=set)
     suggestions_left: int = 10  # did-you-mean searches over long lists of names
     sorted_names: dict[int, tuple[Any, list[str]]] = field(default_factory=dict)

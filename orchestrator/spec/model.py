@@ -19,7 +19,9 @@ __all__ = [
     "PRIORITIES",
     "TRIGGERS",
     "AgentCall",
+    "AgentChoice",
     "AgentSpec",
+    "ApprovalSpec",
     "CacheSpec",
     "CircuitBreakerSpec",
     "ErrorHandling",
@@ -27,6 +29,7 @@ __all__ = [
     "InputSpec",
     "Phase",
     "RateLimit",
+    "RepeatSpec",
     "RetrySpec",
     "Schedule",
     "Workflow",
@@ -79,6 +82,35 @@ class HandoffSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class AgentChoice:
+    """``agent: {one_of, select}``: the agent is chosen at run time by a template."""
+
+    one_of: tuple[str, ...]
+    select: str
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalSpec:
+    """A person decides (``orch approve``/``orch reject``) before the phase runs.
+
+    ``timeout`` in seconds (None: no limit); ``on_timeout`` is what a timeout decides.
+    """
+
+    message: str | None = None
+    timeout: float | None = None
+    on_timeout: str = "reject"  # reject | approve
+
+
+@dataclass(frozen=True, slots=True)
+class RepeatSpec:
+    """Run a phase again until ``until`` (a condition over ``output`` and ``iteration``)
+    is true, at most ``max`` times."""
+
+    max: int
+    until: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RateLimit:
     """A token bucket: ``count`` calls per ``per`` seconds (``10/s`` -> 10, 1.0)."""
 
@@ -110,6 +142,7 @@ class AgentSpec:
     rate_limit: RateLimit | None = None
     circuit_breaker: CircuitBreakerSpec | None = None
     description: str | None = None
+    capabilities: tuple[str, ...] = ()
     location: Location | None = None
 
 
@@ -163,8 +196,10 @@ class Phase:
 
     ``depends_on`` holds what the user wrote (plus the previous phase in
     sequential mode); ``implied_deps`` holds phases referenced as ``phases.X``
-    in templates and not already in ``depends_on``. ``agent`` is None only for
-    handoff phases. ``previous`` is the phase listed before this one in
+    in templates and not already in ``depends_on``. ``agent`` is None for
+    handoff phases and for phases whose agent is chosen at run time: by
+    ``capability`` (``candidates`` are the agents listing it) or by ``choice``
+    (``agent: {one_of, select}``). ``previous`` is the phase listed before this one in
     sequential mode (``previous.output``).
     """
 
@@ -190,6 +225,11 @@ class Phase:
     estimated_duration: float | None = None
     previous: str | None = None
     budget: Budget | None = None
+    capability: str | None = None
+    choice: AgentChoice | None = None
+    candidates: tuple[str, ...] = ()  # the agents a capability or a choice may pick
+    approval: ApprovalSpec | None = None
+    repeat: RepeatSpec | None = None
     location: Location | None = None
 
     @property
@@ -199,11 +239,26 @@ class Phase:
 
     @property
     def agent_names(self) -> tuple[str, ...]:
-        """Every agent the phase may call: its own, its fallback's, compensation's, handoff's."""
-        names = [self.agent] if self.agent else []
+        """Every agent the phase may call: its own (or the candidates of a capability or a
+        select), its fallback's, compensation's, handoff's."""
+        names = [self.agent] if self.agent else list(self.candidates)
         names += [call.agent for call in (self.fallback, self.compensate) if call is not None]
         names += self.handoff.agents if self.handoff else ()
         return tuple(names)
+
+    @property
+    def agent_label(self) -> str:
+        """The phase's agent for people: its name, the handoff's first agent, or how it is
+        chosen at run time (``capability X``, ``one of a, b``)."""
+        if self.agent:
+            return self.agent
+        if self.handoff is not None:
+            return self.handoff.start
+        if self.capability is not None:
+            return f"capability {self.capability}"
+        if self.choice is not None:
+            return "one of " + ", ".join(self.choice.one_of)
+        return ""
 
     @property
     def priority_rank(self) -> int:

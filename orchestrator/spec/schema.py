@@ -520,6 +520,9 @@ def _keyword(
         return lambda v: not isinstance(v, list) or len(v) >= arg
     if key == "uniqueItems":
         return lambda v: not isinstance(v, list) or not arg or _unique(v)
+    if key == "anyOf":
+        branches = [_compile_node(b, defs, memo) for b in arg]
+        return lambda v: any(b(v) for b in branches)
     if key == "propertyNames":
         sub = _compile_node(arg, defs, memo)
         return lambda v: not isinstance(v, dict) or all(sub(k) for k in v)

@@ -22,6 +22,11 @@ from .source import JsonPath
 __all__ = ["check_template_text", "check_templates", "strings"]
 
 _TEMPLATE_NAMES = ("inputs", "phases", "previous", "item", "index", "run", "env", "secrets")
+# names that only some phases (or keys) define, and why the others do not
+_PHASE_NAMES = {
+    "iteration": "'iteration' is only defined in a phase with repeat",
+    "output": "'output' is only defined in repeat.until (this iteration's output)",
+}
 _JINJA_GLOBALS = frozenset({"range", "dict", "lipsum", "cycler", "joiner", "namespace", "loop"})
 
 
@@ -138,6 +143,10 @@ def check_template_text(
                 message = f"{shown}: 'previous' is only defined in sequential mode"
                 hint = "add 'mode: sequential' at the top level, or name the phase: phases.<id>"
             cx.add(ExpressionError(message, location=where, hint=hint))
+        elif head in cx.extra_names:
+            pass
+        elif head in _PHASE_NAMES:
+            cx.add(ExpressionError(f"{shown}: {_PHASE_NAMES[head]}", location=where))
         elif head in ("item", "index") and not foreach:
             cx.add(
                 ExpressionError(
@@ -146,13 +155,14 @@ def check_template_text(
                 )
             )
         elif head not in _TEMPLATE_NAMES and head not in _JINJA_GLOBALS:
-            close = difflib.get_close_matches(head, _TEMPLATE_NAMES, n=1)
+            names = _TEMPLATE_NAMES + cx.extra_names
+            close = difflib.get_close_matches(head, names, n=1)
             msg = f"{shown}: unknown name '{head}' in '{clip(text)}'"
             cx.add(
                 ExpressionError(
                     msg + (f"; did you mean '{close[0]}'?" if close else ""),
                     location=where,
-                    hint="templates can read " + ", ".join(_TEMPLATE_NAMES),
+                    hint="templates can read " + ", ".join(names),
                 )
             )
     return found

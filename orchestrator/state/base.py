@@ -17,6 +17,7 @@ from ..events import Event, PhaseState
 __all__ = [
     "RUN_STATES",
     "CachedResult",
+    "Decision",
     "Owner",
     "PhaseRecord",
     "PhaseState",
@@ -149,6 +150,23 @@ class PhaseRecord:
         if self.started is None or self.ended is None:
             return None
         return max(0.0, self.ended - self.started)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A person's decision on a phase waiting for approval (``orch approve``/``reject``)."""
+
+    run_id: str
+    phase: str
+    approved: bool
+    who: str
+    at: float
+    comment: str | None = None
+
+    @property
+    def verb(self) -> str:
+        """approved or rejected."""
+        return "approved" if self.approved else "rejected"
 
 
 @dataclass(frozen=True, slots=True)

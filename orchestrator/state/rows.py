@@ -118,9 +118,10 @@ def apply_event(
                     run,
                 ),
             )
-            # A phase still "running" when its run ended did not finish: it was cancelled.
+            # A phase still running (or waiting) when its run ended did not finish: cancelled.
             conn.execute(
-                "UPDATE phases SET state='cancelled', ended=? WHERE run_id=? AND state='running'",
+                "UPDATE phases SET state='cancelled', ended=?"
+                " WHERE run_id=? AND state IN ('running', 'waiting')",
                 (ts, run),
             )
     elif kind == "phase_started":
@@ -138,6 +139,16 @@ def apply_event(
                 "INSERT INTO phases(run_id, id, idx, state, attempts, started)"
                 " VALUES (?, ?, ?, 'running', ?, ?)",
                 (run, phase, _EXTRA + (seq or 0), attempt, ts),
+            )
+    elif kind == "phase_waiting":  # an approval: the phase waits for a person's decision
+        cur = conn.execute(
+            "UPDATE phases SET state='waiting', ended=NULL, error=NULL WHERE run_id=? AND id=?",
+            (run, phase),
+        )
+        if cur.rowcount == 0:
+            conn.execute(
+                "INSERT INTO phases(run_id, id, idx, state) VALUES (?, ?, ?, 'waiting')",
+                (run, phase, _EXTRA + (seq or 0)),
             )
     elif kind == "phase_completed":
         duration = data.get("duration")
@@ -190,8 +201,6 @@ def apply_event(
                 note(event),
             ),
         )
-    elif kind == "phase_waiting":
-        conn.execute("UPDATE phases SET state='waiting' WHERE run_id=? AND id=?", (run, phase))
     elif kind == "phase_retry":
         nxt = data.get("next_attempt")
         if isinstance(nxt, int) and "item" not in data:  # the attempt about to start

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..errors import RunLocked, RunNotFound, StateCorrupted, StateError, UsageError
 from ..events import Event
-from .base import CachedResult, Owner, PhaseRecord, RunRecord, current_owner
+from .base import CachedResult, Decision, Owner, PhaseRecord, RunRecord, current_owner
 from .rows import OUTPUT_CAP, apply_event, dumps, phase_record, run_record
 
 __all__ = [
@@ -37,13 +37,14 @@ __all__ = [
     "resolve_state_dir",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: decisions (approvals)
 DEFAULT_STATE_DIR = ".orch"
 _BUSY_MS = 10_000
 #: Events whose record() waits for the commit; the rest ride along with the next batch.
 _AWAITED = frozenset(
     {"workflow_started", "phase_started", "phase_retry", "workflow_completed"}
     | {"workflow_failed", "workflow_cancelled"}
+    | {"phase_waiting", "phase_iteration"}  # a wait and a loop's checkpoint
 )
 
 _SCHEMA = """
@@ -100,6 +101,15 @@ CREATE TABLE IF NOT EXISTS cache (
     created REAL NOT NULL,
     expires REAL
 );
+CREATE TABLE IF NOT EXISTS decisions (
+    run_id TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    approved INTEGER NOT NULL,
+    who TEXT NOT NULL,
+    at REAL NOT NULL,
+    comment TEXT,
+    PRIMARY KEY (run_id, phase)
+) WITHOUT ROWID;
 """
 
 
@@ -567,6 +577,46 @@ class SqliteStore:
     def last_seq(self) -> int:
         """The highest event sequence number so far (0 for an empty store)."""
         return int(self._read("SELECT COALESCE(MAX(seq), 0) FROM events")[0][0])
+
+    # -- approvals ---------------------------------------------------------------
+
+    def decide(self, decision: Decision) -> Decision:
+        """Record a decision on a waiting phase, once: the decision already recorded for
+        that phase (by anyone, from any process) wins and is returned instead."""
+        with self._writing(f"cannot record the decision in '{self.path}'") as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO decisions(run_id, phase, approved, who, at, comment)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    decision.run_id,
+                    decision.phase,
+                    int(decision.approved),
+                    decision.who,
+                    decision.at,
+                    decision.comment,
+                ),
+            )
+        found = self.decision(decision.run_id, decision.phase)
+        return found if found is not None else decision
+
+    def decision(self, run_id: str, phase: str) -> Decision | None:
+        """The decision recorded for a run's phase, or None."""
+        rows = self._read(
+            "SELECT approved, who, at, comment FROM decisions WHERE run_id=? AND phase=?",
+            (run_id, phase),
+        )
+        if not rows:
+            return None
+        approved, who, at, comment = rows[0]
+        return Decision(run_id, phase, bool(approved), str(who), float(at), comment)
+
+    def waiting_since(self, run_id: str, phase: str) -> float | None:
+        """When the phase first started waiting for approval (its first phase_waiting)."""
+        rows = self._read(
+            "SELECT MIN(ts) FROM events WHERE run_id=? AND phase=? AND event='phase_waiting'",
+            (run_id, phase),
+        )
+        return float(rows[0][0]) if rows and rows[0][0] is not None else None
 
     # -- cache -------------------------------------------------------------------
 

@@ -88,6 +88,9 @@ def test_every_contract_key_is_in_the_schema():
         "priority",
         "estimated_duration",
         "budget",
+        "capability",
+        "approval",
+        "repeat",
     }
     assert set(schema["$defs"]["phase"]["properties"]) == phase
     assert set(schema["$defs"]["retries"]["properties"]) == {

@@ -58,7 +58,8 @@ class WorkflowAgent(Agent):
         """Run the sub-workflow; a failed sub-run fails this attempt (AgentFailure)."""
         if ctx.run_workflow is None:
             raise AgentFailure("sub-runs are not available here (no run_workflow)", transient=False)
-        path = str(Path(ctx.workdir) / str(input["path"]))
+        # absolute: run_workflow would join a relative path to the workdir a second time
+        path = str((Path(ctx.workdir) / str(input["path"])).absolute())
         if not Path(path).is_file():
             raise AgentFailure(f"workflow file '{input['path']}' not found", transient=False)
         try:

@@ -1,0 +1,235 @@
+"""``orch run --record DIR`` and ``--replay DIR``: agent calls kept on disk and answered from it.
+
+Recording stores every agent call in ``DIR/<key>.json``: the phase, the agent
+and its type, the rendered input, and each result in call order (output,
+metadata with token usage, a handoff, the streamed pieces, or the error). The
+key is a hash of the agent type and the rendered input (the agent's ``with``
+merged with the phase's). Everything written is masked first: a secret's value
+never reaches DIR, and as the key is computed on the masked input a replay
+matches without the secret. Replaying answers each call from DIR without calling
+the agent (its stream pieces are streamed again); a call that was not recorded
+fails its phase, naming the phase and what differs from what was recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..agents.base import AgentFailure, AgentResult
+from ..errors import UsageError
+from ..events import SecretMasker
+from .executor import CallChannel, CallSpec
+
+if TYPE_CHECKING:
+    from .call import CallNext
+
+__all__ = ["CallLog"]
+
+StreamFn = Callable[[str], Awaitable[None]]
+_FORMAT = 1
+
+
+class CallLog:
+    """The agent calls of runs in one folder: recorded (``replay=False``) or replayed.
+
+    An instance is a call middleware (``RunOptions.call_middleware``): every agent
+    call of the run, its sub-runs, handlers and compensations goes through it.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str], *, replay: bool) -> None:
+        self.folder = Path(folder)
+        self.replay = replay
+        self._served: dict[str, int] = {}  # replay: calls answered so far, per key
+        self._calls: dict[str, dict[str, Any]] = {}  # record: what each key's file holds
+        self._maskers: dict[tuple[str, ...], SecretMasker] = {}
+        if replay:
+            if not self.folder.is_dir():
+                raise UsageError(
+                    f"--replay {self.folder}: no such folder",
+                    hint="record the calls first with `orch run FILE --record DIR`",
+                )
+        else:
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UsageError(
+                    f"--record {self.folder}: cannot create the folder:"
+                    f" {(exc.strerror or str(exc)).lower()}"
+                ) from exc
+            if not os.access(self.folder, os.W_OK):
+                raise UsageError(f"--record {self.folder}: the folder is not writable")
+
+    async def __call__(self, spec: CallSpec, channel: CallChannel, call_next: CallNext) -> Any:
+        """The call middleware: answer from the folder (replay), or call and store (record)."""
+        masker = self._masker(spec.secrets)
+        shown = masker.mask(dict(spec.input)) if masker else dict(spec.input)
+        key = _key(spec.agent_type, shown)
+        if self.replay:
+            return await self._replay(spec, shown, key, channel.stream)
+        pieces: list[str] = []
+        stream = channel.stream
+
+        async def tee(text: str) -> None:
+            pieces.append(text)
+            await stream(text)
+
+        teed = CallChannel(tee, channel.run_workflow, channel.agent)
+        entry: dict[str, Any] = {"stream": pieces}
+        try:
+            result = await call_next(spec, teed)
+        except AgentFailure as exc:
+            entry.update(error=str(exc), transient=exc.transient)
+            self._store(spec, masker, shown, key, entry)
+            raise
+        except Exception as exc:
+            entry.update(error=f"{type(exc).__name__}: {exc}", transient=True)
+            self._store(spec, masker, shown, key, entry)
+            raise
+        if isinstance(result, AgentResult):
+            entry.update(output=result.output, metadata=result.metadata, handoff=result.handoff)
+        else:
+            entry.update(output=result, metadata={}, handoff=None)
+        self._store(spec, masker, shown, key, entry)
+        return result
+
+    def _masker(self, secrets: Mapping[str, str]) -> SecretMasker:
+        """Masks every secret of the run, a replay's stand-ins for unset ones included, so
+        that keys match whatever the secret's value (or absence) when replaying."""
+        key = tuple(sorted(secrets.values()))
+        found = self._maskers.get(key)
+        if found is None:
+            found = self._maskers[key] = SecretMasker(secrets.values())
+        return found
+
+    def _store(
+        self,
+        spec: CallSpec,
+        masker: SecretMasker,
+        shown: Mapping[str, Any],
+        key: str,
+        entry: dict[str, Any],
+    ) -> None:
+        record = self._calls.get(key)
+        if record is None:
+            record = self._calls[key] = {
+                "format": _FORMAT,
+                "phase": spec.phase_id,
+                "agent": spec.agent_name,
+                "agent_type": spec.agent_type,
+                "input": shown,
+                "calls": [],
+            }
+        record["calls"].append(masker.mask(entry) if masker else entry)
+        _write_json(self.folder / f"{key}.json", record)
+
+    async def _replay(
+        self, spec: CallSpec, shown: Mapping[str, Any], key: str, stream: StreamFn
+    ) -> AgentResult:
+        record = self._read(self.folder / f"{key}.json")
+        if record is None:
+            raise AgentFailure(
+                self._unseen(spec.phase_id, spec.agent_name, spec.agent_type, shown),
+                transient=False,
+            )
+        calls = record.get("calls") or [{}]
+        n = self._served.get(key, 0)
+        self._served[key] = n + 1
+        entry = calls[min(n, len(calls) - 1)]
+        for piece in entry.get("stream") or ():
+            await stream(str(piece))
+        if "error" in entry:
+            raise AgentFailure(str(entry["error"]), transient=bool(entry.get("transient", True)))
+        return AgentResult(
+            output=entry.get("output"),
+            metadata=dict(entry.get("metadata") or {}),
+            handoff=entry.get("handoff"),
+        )
+
+    def _read(self, path: Path) -> dict[str, Any] | None:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise AgentFailure(f"--replay: cannot read {path}: {exc}", transient=False) from exc
+        return data if isinstance(data, dict) else None
+
+    def _unseen(self, phase: str, agent: str, agent_type: str, shown: Mapping[str, Any]) -> str:
+        """Why a call has no recording: the closest recorded call of the phase, and what differs."""
+        head = f"--replay {self.folder}: no recorded call matches phase '{phase}' (agent '{agent}')"
+        same: list[dict[str, Any]] = []
+        phases: set[str] = set()
+        for path in sorted(self.folder.glob("*.json")):
+            try:
+                record = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if isinstance(record, dict):
+                phases.add(str(record.get("phase")))
+                if record.get("phase") == phase:
+                    same.append(record)
+        if not same:
+            known = ", ".join(sorted(phases)) or "none"
+            return f"{head}: the phase made no call when it was recorded (recorded phases: {known})"
+        best = min(same, key=lambda r: len(_differences(r, agent_type, shown)))
+        diffs = _differences(best, agent_type, shown)
+        more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
+        return f"{head}: " + "; ".join(diffs[:3]) + more
+
+
+def _key(agent_type: str, shown: Mapping[str, Any]) -> str:
+    text = json.dumps(
+        {"agent_type": agent_type, "input": shown},
+        sort_keys=True,
+        ensure_ascii=False,
+        default=str,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def _differences(record: Mapping[str, Any], agent_type: str, shown: Mapping[str, Any]) -> list[str]:
+    out: list[str] = []
+    if record.get("agent_type") != agent_type:
+        out.append(f"agent type: recorded '{record.get('agent_type')}', now '{agent_type}'")
+    # the recorded input went through JSON: compare with the current one as JSON too
+    now = json.loads(json.dumps(dict(shown), default=str))
+    _diff(record.get("input"), now, "input", out)
+    return out
+
+
+def _diff(old: Any, new: Any, path: str, out: list[str]) -> None:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for k in sorted(set(old) | set(new), key=str):
+            where = f"{path}.{k}"
+            if k not in new:
+                out.append(f"{where}: recorded {_clip(old[k])}, now absent")
+            elif k not in old:
+                out.append(f"{where}: not recorded, now {_clip(new[k])}")
+            else:
+                _diff(old[k], new[k], where, out)
+    elif old != new:
+        out.append(f"{path}: recorded {_clip(old)}, now {_clip(new)}")
+
+
+def _clip(value: Any, limit: int = 80) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (a temporary file renamed over the target)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, ensure_ascii=False, indent=1, default=str)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

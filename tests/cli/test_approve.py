@@ -1,0 +1,272 @@
+"""Approvals decided by the real `orch approve`/`orch reject` from another process, while a
+real `orch run` waits, and across a kill -9 and `orch resume`."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX processes")
+
+ROOT = Path(__file__).resolve().parents[2]
+RELEASE = ROOT / "workflows" / "approval-release.yaml"
+
+GATE = """# yaml-language-server: $schema=../schemas/workflow.schema.json
+name: gate
+phases:
+  - id: build
+    agent: echo
+    with: {text: built}
+  - id: deploy
+    agent: echo
+    depends_on: [build]
+    approval: {message: "Ship {{ phases.build.output }}?"APPROVAL}
+    with: {text: "deployed {{ phases.build.output }}"}
+  - id: after
+    agent: echo
+    depends_on: [deploy]
+    with: {text: after}
+"""
+
+
+def env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "NO_COLOR": "1", "ORCH_STATE_DIR": str(tmp_path / ".orch")}
+
+
+def orch(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real `orch` in another process, as a second shell would run it."""
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env(tmp_path),
+        timeout=60,
+    )
+
+
+def start(tmp_path: Path, workflow: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "run", str(workflow), "--events", "jsonl"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=env(tmp_path),
+        start_new_session=True,
+    )
+
+
+def gate(tmp_path: Path, approval: str = "") -> Path:
+    path = tmp_path / "gate.yaml"
+    path.write_text(GATE.replace("APPROVAL", approval))
+    return path
+
+
+def read_until(proc: subprocess.Popen[str], event: str, phase: str) -> list[dict]:
+    """The run's events up to and including ``event`` of ``phase``."""
+    assert proc.stdout is not None
+    seen: list[dict] = []
+    while True:
+        line = proc.stdout.readline()
+        if not line:
+            raise AssertionError(f"orch ended early: {proc.wait()} {proc.stderr.read()}")
+        seen.append(json.loads(line))
+        if seen[-1]["event"] == event and seen[-1].get("phase") == phase:
+            return seen
+
+
+def stored_waiting(tmp_path: Path, run_id: str, phase: str) -> None:
+    """Until the store says ``phase`` waits (printed events may be ahead of the store)."""
+    deadline = time.monotonic() + 30
+    while True:
+        status = orch(tmp_path, "status", run_id, "--json")
+        if status.returncode == 0 and phase in json.loads(status.stdout).get("waiting", ()):
+            return
+        assert time.monotonic() < deadline, f"{phase} never waited: {status.stdout}"
+        time.sleep(0.1)
+
+
+def finish(proc: subprocess.Popen[str], before: list[dict]) -> tuple[int, list[dict], str]:
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    return proc.returncode, before + [json.loads(x) for x in out.splitlines()], err
+
+
+def test_a_run_waits_until_another_shell_approves(tmp_path):
+    proc = start(tmp_path, gate(tmp_path))
+    seen = read_until(proc, "phase_waiting", "deploy")
+    run_id = seen[-1]["run_id"]
+    assert seen[-1]["data"]["message"] == "Ship built?"
+    status = orch(tmp_path, "status", run_id)
+    assert "waiting for approval: deploy" in status.stdout
+    assert f"orch approve {run_id} deploy" in status.stdout
+    as_json = json.loads(orch(tmp_path, "status", run_id, "--json").stdout)
+    assert as_json["status"] == "running"
+    assert as_json["waiting"] == ["deploy"]
+    assert {p["id"]: p["state"] for p in as_json["phases"]}["deploy"] == "waiting"
+
+    decided = orch(tmp_path, "approve", run_id, "deploy", "--comment", "ship it")
+    assert decided.returncode == 0, decided.stderr
+    user = getpass.getuser()
+    assert decided.stderr == f"phase deploy of run {run_id} approved by {user}: ship it\n"
+
+    code, events, err = finish(proc, seen)
+    assert code == 0, err
+    started = next(e for e in events if e["event"] == "phase_started" and e["phase"] == "deploy")
+    assert started["data"]["approval"]["decision"] == "approved"
+    assert started["data"]["approval"]["who"] == user
+    assert started["data"]["approval"]["comment"] == "ship it"
+    assert events[-1]["event"] == "workflow_completed"
+    done = [e["phase"] for e in events if e["event"] == "phase_completed"]
+    assert done == ["build", "deploy", "after"]
+    # the decision is final: a second one is refused, naming who decided
+    again = orch(tmp_path, "reject", run_id, "deploy")
+    assert again.returncode == 2
+    assert f"was already approved by {user} at " in again.stderr
+    ended = orch(tmp_path, "approve", run_id, "build")
+    assert ended.returncode == 2
+    assert f"run {run_id} has already ended (completed)" in ended.stderr
+
+
+def test_a_rejection_fails_the_phase_and_the_run(tmp_path):
+    proc = start(tmp_path, gate(tmp_path))
+    seen = read_until(proc, "phase_waiting", "deploy")
+    run_id = seen[-1]["run_id"]
+    decided = orch(tmp_path, "reject", run_id, "deploy", "-m", "freeze until Monday")
+    assert decided.returncode == 0, decided.stderr
+    late = orch(tmp_path, "approve", run_id, "deploy")
+    assert late.returncode == 2
+    assert f"was already rejected by {getpass.getuser()} at " in late.stderr
+    code, events, err = finish(proc, seen)
+    assert code == 1
+    failed = next(e for e in events if e["event"] == "phase_failed")
+    assert failed["phase"] == "deploy"
+    assert failed["data"]["error"] == f"rejected by {getpass.getuser()}: freeze until Monday"
+    assert "phase 'deploy' failed: rejected by" in err
+    skipped = [e["phase"] for e in events if e["event"] == "phase_skipped"]
+    assert skipped == ["after"]
+
+
+def test_independent_phases_keep_running_while_one_waits(tmp_path):
+    proc = start(tmp_path, RELEASE)
+    seen = read_until(proc, "phase_completed", "release_notes")
+    kinds = [(e["event"], e.get("phase")) for e in seen]
+    # the notes (0.2s of work) completed while deploy was waiting
+    assert kinds.index(("phase_waiting", "deploy")) < kinds.index(
+        ("phase_completed", "release_notes")
+    )
+    run_id = seen[0]["run_id"]
+    assert orch(tmp_path, "approve", run_id, "deploy").returncode == 0
+    code, events, err = finish(proc, seen)
+    assert code == 0, err
+    outputs = events[-1]["data"]["outputs"]
+    assert outputs == {"deployed": "deployed artifact-1.4.0.tar.gz", "notes": "notes for 1.4.0"}
+
+
+def test_the_wait_survives_a_kill_and_resume_honours_a_decision_made_meanwhile(tmp_path):
+    proc = start(tmp_path, gate(tmp_path))
+    seen = read_until(proc, "phase_waiting", "deploy")
+    run_id = seen[-1]["run_id"]
+    stored_waiting(tmp_path, run_id, "deploy")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    runs = json.loads(orch(tmp_path, "runs", "--json").stdout)
+    assert runs[0]["status"] == "interrupted"
+    # nobody runs it now: the decision is recorded and waits for the resume
+    decided = orch(tmp_path, "approve", run_id, "deploy", "-m", "after the crash")
+    assert decided.returncode == 0, decided.stderr
+    resumed = orch(tmp_path, "resume", run_id)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"phase deploy started (attempt 1; approved by {getpass.getuser()}" in resumed.stderr
+    status = json.loads(orch(tmp_path, "status", run_id, "--json").stdout)
+    assert status["status"] == "completed"
+    assert {p["id"]: p["state"] for p in status["phases"]} == {
+        "build": "completed",
+        "deploy": "completed",
+        "after": "completed",
+    }
+
+
+def test_a_resumed_run_goes_on_waiting(tmp_path):
+    proc = start(tmp_path, gate(tmp_path))
+    seen = read_until(proc, "phase_waiting", "deploy")
+    run_id = seen[-1]["run_id"]
+    stored_waiting(tmp_path, run_id, "deploy")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    resumed = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "resume", run_id],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=env(tmp_path),
+        start_new_session=True,
+    )
+    try:
+        stored_waiting(tmp_path, run_id, "deploy")
+        status = json.loads(orch(tmp_path, "status", run_id, "--json").stdout)
+        assert status["status"] == "running" and status["waiting"] == ["deploy"]
+        assert orch(tmp_path, "approve", run_id, "deploy").returncode == 0
+        _, err = resumed.communicate(timeout=60)
+    finally:
+        if resumed.poll() is None:
+            os.killpg(resumed.pid, signal.SIGKILL)
+    assert resumed.returncode == 0, err
+    assert "phase after completed" in err
+
+
+@pytest.mark.parametrize(
+    ("on_timeout", "code", "phase_end"),
+    [("reject", 1, "phase_failed"), ("approve", 0, "phase_completed")],
+)
+def test_a_timeout_decides_as_configured(tmp_path, on_timeout, code, phase_end):
+    wf = gate(tmp_path, f", timeout: 300ms, on_timeout: {on_timeout}")
+    proc = start(tmp_path, wf)
+    returncode, events, err = finish(proc, [])
+    assert returncode == code, err
+    end = next(e for e in events if e.get("phase") == "deploy" and e["event"] == phase_end)
+    if on_timeout == "reject":
+        assert end["data"]["error"] == (
+            "no decision within 300ms: the approval timed out (on_timeout: reject)"
+        )
+    else:
+        started = next(
+            e for e in events if e["event"] == "phase_started" and e["phase"] == "deploy"
+        )
+        assert started["data"]["approval"]["decision"] == "timed out (approve)"
+
+
+def test_deciding_what_does_not_wait_is_refused(tmp_path):
+    wf = gate(tmp_path)
+    proc = start(tmp_path, wf)
+    seen = read_until(proc, "phase_waiting", "deploy")
+    run_id = seen[-1]["run_id"]
+    try:
+        not_waiting = orch(tmp_path, "approve", run_id, "after")
+        assert not_waiting.returncode == 2
+        assert not_waiting.stderr.startswith(
+            f"error: phase 'after' of run {run_id} is not waiting for approval (it is pending)"
+        )
+        unknown = orch(tmp_path, "approve", run_id, "deplyo")
+        assert unknown.returncode == 2
+        assert f"run {run_id} has no phase 'deplyo'" in unknown.stderr
+        no_run = orch(tmp_path, "reject", "nosuchrun", "deploy")
+        assert no_run.returncode == 2
+        assert "no run 'nosuchrun'" in no_run.stderr
+        assert "Traceback" not in not_waiting.stderr + unknown.stderr + no_run.stderr
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()

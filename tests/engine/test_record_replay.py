@@ -1,0 +1,142 @@
+"""`orch run --record DIR` against the fake OpenAI server, then `--replay DIR` with the server
+stopped (nothing listens: any network call would fail) and without the API key."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.servers import FakeOpenAI
+
+ROOT = Path(__file__).resolve().parents[2]
+CHAIN = ROOT / "workflows" / "llm-research-write-edit.yaml"
+KEY = "sk-recorded-secret-7731"
+
+
+def answer(request: dict) -> str:
+    system = request["messages"][0]["content"]
+    if "researcher" in system:
+        return "- tide pools hold water at low tide"
+    if "writer" in system:
+        return "Tide pools keep water when the sea goes out."
+    return "Tide pools hold water at low tide."
+
+
+def orch(tmp_path: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**base, "NO_COLOR": "1", "ORCH_STATE_DIR": str(tmp_path / ".orch"), **env},
+        timeout=120,
+    )
+
+
+def events(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def seen(evs: list[dict]) -> list[tuple]:
+    """What a user sees of a run: phase events with their data, without times and ids, and
+    each phase's streamed text (the pieces may be cut elsewhere: secrets are held back)."""
+    out = []
+    streams: dict[str, str] = {}
+    for e in evs:
+        if e["event"] == "phase_stream":
+            streams[e["phase"]] = streams.get(e["phase"], "") + e["data"]["text"]
+            continue
+        data = {k: v for k, v in e.get("data", {}).items() if k not in ("duration", "pid")}
+        if e["event"] == "workflow_started":
+            data = {"phases": data["phases"]}
+        out.append((e["event"], e.get("phase"), e.get("attempt"), json.dumps(data, sort_keys=True)))
+    return out + sorted(streams.items())
+
+
+def test_a_recorded_run_replays_offline_with_the_same_results(tmp_path):
+    calls = tmp_path / "calls"
+    args = ["run", str(CHAIN), "--events", "jsonl", "--input", "topic=tide pools"]
+    with FakeOpenAI(answer=answer) as srv:
+        url = srv.base_url
+        recorded = orch(
+            tmp_path,
+            *args,
+            "--record",
+            str(calls),
+            env={"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": url},
+        )
+        assert len(srv.requests) == 3
+    assert recorded.returncode == 0, recorded.stderr
+    files = sorted(calls.glob("*.json"))
+    assert len(files) == 3
+    stored = [json.loads(f.read_text()) for f in files]
+    assert sorted(r["phase"] for r in stored) == ["edit", "research", "write"]
+    research = next(r for r in stored if r["phase"] == "research")
+    assert research["agent"] == "researcher" and research["agent_type"] == "llm"
+    assert research["input"]["prompt"] == "Research this topic: tide pools"
+    assert research["input"]["api_key"] == "***"
+    call = research["calls"][0]
+    assert call["output"] == "- tide pools hold water at low tide"
+    assert "".join(call["stream"]) == "- tide pools hold water at low tide"
+    assert call["metadata"]["tokens"]["completion"] == 8
+    for f in files:  # the secret is never written
+        assert KEY not in f.read_text()
+
+    # the server is gone: the port refuses connections, and there is no API key
+    replayed = orch(tmp_path, *args, "--replay", str(calls), env={"OPENAI_BASE_URL": url})
+    assert replayed.returncode == 0, replayed.stderr
+    before, after = events(recorded.stdout), events(replayed.stdout)
+    assert seen(after)[1:] == seen(before)[1:]  # same phases, streams, outputs and tokens
+    assert after[-1]["data"]["outputs"]["article"] == "Tide pools hold water at low tide."
+    assert after[-1]["data"]["tokens"] == before[-1]["data"]["tokens"]
+    assert sum(1 for e in after if e["event"] == "phase_stream") > 3
+
+
+def test_replay_fails_loudly_on_a_call_it_has_not_seen(tmp_path):
+    calls = tmp_path / "calls"
+    with FakeOpenAI(answer=answer) as srv:
+        url = srv.base_url
+        recorded = orch(
+            tmp_path,
+            "run",
+            str(CHAIN),
+            "--input",
+            "topic=tide pools",
+            "--record",
+            str(calls),
+            env={"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": url},
+        )
+    assert recorded.returncode == 0, recorded.stderr
+    replayed = orch(
+        tmp_path,
+        "run",
+        str(CHAIN),
+        "--input",
+        "topic=rock pools",
+        "--replay",
+        str(calls),
+        env={"OPENAI_BASE_URL": url},
+    )
+    assert replayed.returncode == 1
+    assert "Traceback" not in replayed.stderr
+    assert (
+        f"phase 'research' failed: --replay {calls}: no recorded call matches phase 'research'"
+        " (agent 'researcher'): input.prompt: recorded \"Research this topic: tide pools\","
+        ' now "Research this topic: rock pools"'
+    ) in replayed.stderr
+
+
+def test_record_and_replay_are_refused_together_and_replay_needs_the_folder(tmp_path):
+    both = orch(
+        tmp_path, "run", str(CHAIN), "--record", "a", "--replay", "b", "-i", "topic=x", env={}
+    )
+    assert both.returncode == 2
+    assert "--record and --replay cannot be used together" in both.stderr
+    missing = orch(tmp_path, "run", str(CHAIN), "--replay", "nowhere", "-i", "topic=x", env={})
+    assert missing.returncode == 2
+    assert "--replay nowhere: no such folder" in missing.stderr
+    assert "Traceback" not in both.stderr + missing.stderr

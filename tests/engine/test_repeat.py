@@ -1,0 +1,154 @@
+"""`repeat: {until, max}` through the real `orch run` and `orch resume`: iterations with
+iteration.n and iteration.previous, checkpoints that a resumed run goes on from."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from orchestrator.cli import app
+
+HEADER = "# yaml-language-server: $schema=../schemas/workflow.schema.json\n"
+
+
+def run(tmp_path, text: str, *args: str):
+    path = tmp_path / "wf.yaml"
+    path.write_text(HEADER + text)
+    result = CliRunner().invoke(app, ["run", str(path), "--events", "jsonl", *args])
+    events = [json.loads(x) for x in result.stdout.splitlines() if x.startswith("{")]
+    return result, events
+
+
+LOOP = """name: loop
+phases:
+  - id: grow
+    agent: echo
+    repeat: {until: "output | length >= LIMIT", max: 5}
+    with: {text: "{{ (iteration.previous or '') ~ iteration.n }}"}
+  - id: after
+    agent: echo
+    with: {text: "{{ phases.grow.output }}!"}
+outputs:
+  grown: "{{ phases.after.output }}"
+"""
+
+
+def test_a_phase_repeats_until_its_condition_with_the_previous_output(tmp_path):
+    result, events = run(tmp_path, LOOP.replace("LIMIT", "3"))
+    assert result.exit_code == 0, result.output
+    marks = [e["data"] for e in events if e["event"] == "phase_iteration"]
+    assert marks == [
+        {"iteration": 1, "output": "1", "done": False},
+        {"iteration": 2, "output": "12", "done": False},
+        {"iteration": 3, "output": "123", "done": True},
+    ]
+    assert events[-1]["data"]["outputs"] == {"grown": "123!"}
+    done = next(e for e in events if e["event"] == "phase_completed" and e["phase"] == "grow")
+    assert done["data"]["metadata"]["iterations"] == 3
+    assert "phase grow iteration 3 done (until is true)" in result.stderr
+
+
+def test_max_ends_the_loop_with_the_last_output(tmp_path):
+    result, events = run(tmp_path, LOOP.replace("LIMIT", "99"))
+    assert result.exit_code == 0, result.output
+    assert [e["data"]["iteration"] for e in events if e["event"] == "phase_iteration"] == [
+        1,
+        2,
+        3,
+        4,
+        5,
+    ]
+    assert events[-1]["data"]["outputs"] == {"grown": "12345!"}
+
+
+def test_a_failing_iteration_fails_the_phase_naming_it(tmp_path):
+    result, events = run(
+        tmp_path,
+        """name: loop
+phases:
+  - id: flaky
+    agent: fail
+    repeat: {max: 3}
+    with: {times: "{{ 1 if iteration.n == 2 else 0 }}", message: "reviewer crashed"}
+""",
+    )
+    assert result.exit_code == 1
+    failed = next(e for e in events if e["event"] == "phase_failed")
+    assert failed["data"]["error"] == "iteration 2: reviewer crashed"
+    assert [e["data"]["iteration"] for e in events if e["event"] == "phase_iteration"] == [1]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_resumed_loop_goes_on_after_its_last_checkpointed_iteration(tmp_path):
+    wf = tmp_path / "wf.yaml"
+    ledger = tmp_path / "ledger.txt"
+    # iteration 2 hangs the first time (until the marker exists): the run is killed there
+    wf.write_text(
+        HEADER
+        + f"""name: loop
+phases:
+  - id: draft
+    agent: shell
+    repeat: {{until: "output == 'v3'", max: 5}}
+    with:
+      command: >-
+        echo {{{{ iteration.n }}}} >> {ledger};
+        if [ {{{{ iteration.n }}}} = 2 ] && [ ! -e marker ]; then touch marker; sleep 60; fi;
+        echo v{{{{ iteration.n }}}}
+"""
+    )
+    env = {**os.environ, "NO_COLOR": "1", "ORCH_STATE_DIR": str(tmp_path / ".orch")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "run", str(wf), "--events", "jsonl"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "marker").exists():
+            assert time.monotonic() < deadline and proc.poll() is None, "never reached 2"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+    run_id = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "orchestrator", "runs", "--json"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+        ).stdout
+    )[0]["id"]
+    resumed = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "resume", run_id],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert "loops go on: draft after iteration 1" in resumed.stderr
+    # iteration 1 ran once; 2 ran again (it had not finished), then 3 ended the loop
+    assert ledger.read_text().split() == ["1", "2", "2", "3"]
+    logs = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "status", run_id, "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    phase = json.loads(logs.stdout)["phases"][0]
+    assert phase["state"] == "completed" and phase["iterations"] == 3
