@@ -62,13 +62,18 @@ async def wait_for_approval(
             return f"approval.message: {exc}", {}
     if spec.timeout is not None:
         details["timeout"] = spec.timeout
-    await run.bus.emit(
-        ev.phase_waiting(run.run_id, run.now(), phase.id, reason="approval", details=details)
-    )
-    since = await asyncio.to_thread(desk.waiting_since, run.run_id, phase.id)
-    start = since if since is not None else run.now()
+    start: float | None = None
     while True:
         found = await asyncio.to_thread(desk.decision, run.run_id, phase.id)
+        if found is None and start is None:  # waits (a resumed run decided meanwhile does not)
+            await run.bus.emit(
+                ev.phase_waiting(
+                    run.run_id, run.now(), phase.id, reason="approval", details=details
+                )
+            )
+            since = await asyncio.to_thread(desk.waiting_since, run.run_id, phase.id)
+            start = since if since is not None else run.now()
+            continue
         if found is not None:
             record = {
                 "decision": "approved" if found.approved else "rejected",
@@ -80,7 +85,7 @@ async def wait_for_approval(
                 return None, record
             why = f": {found.comment}" if found.comment else ""
             return f"rejected by {found.who}{why}", record
-        if spec.timeout is not None and run.now() - start >= spec.timeout:
+        if spec.timeout is not None and start is not None and run.now() - start >= spec.timeout:
             after = format_duration(spec.timeout)
             record = {"decision": f"timed out ({spec.on_timeout})", "who": "timeout"}
             if spec.on_timeout == "approve":

@@ -190,6 +190,7 @@ def test_the_wait_survives_a_kill_and_resume_honours_a_decision_made_meanwhile(t
     resumed = orch(tmp_path, "resume", run_id)
     assert resumed.returncode == 0, resumed.stderr
     assert f"phase deploy started (attempt 1; approved by {getpass.getuser()}" in resumed.stderr
+    assert "waiting for approval" not in resumed.stderr  # decided already: no new wait
     status = json.loads(orch(tmp_path, "status", run_id, "--json").stdout)
     assert status["status"] == "completed"
     assert {p["id"]: p["state"] for p in status["phases"]} == {

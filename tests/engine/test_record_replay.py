@@ -140,3 +140,32 @@ def test_record_and_replay_are_refused_together_and_replay_needs_the_folder(tmp_
     assert missing.returncode == 2
     assert "--replay nowhere: no such folder" in missing.stderr
     assert "Traceback" not in both.stderr + missing.stderr
+
+
+def test_the_committed_recording_replays_the_llm_example_without_a_model(tmp_path):
+    """workflows/recordings/llm-research-write-edit is what CI replays: no server, no key.
+    Editing the workflow's prompts breaks this test until the calls are recorded again."""
+    calls = ROOT / "workflows" / "recordings" / "llm-research-write-edit"
+    replayed = orch(
+        tmp_path,
+        "run",
+        str(CHAIN),
+        "--events",
+        "jsonl",
+        "-i",
+        "topic=tide pools",
+        "-i",
+        "model=llama3.2",
+        "--replay",
+        str(calls),
+        env={},
+    )
+    assert replayed.returncode == 0, replayed.stderr
+    end = events(replayed.stdout)[-1]
+    assert end["data"]["outputs"] == {
+        "article": "Tide pools hold water at low tide.",
+        "notes": "- tide pools hold water at low tide",
+    }
+    assert end["data"]["tokens"] == {"prompt": 73, "completion": 24, "total": 97}
+    for path in calls.glob("*.json"):
+        assert json.loads(path.read_text())["input"]["api_key"] == "***"

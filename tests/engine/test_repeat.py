@@ -11,20 +11,8 @@ import sys
 import time
 
 import pytest
-from typer.testing import CliRunner
 
-from orchestrator.cli import app
-
-HEADER = "# yaml-language-server: $schema=../schemas/workflow.schema.json\n"
-
-
-def run(tmp_path, text: str, *args: str):
-    path = tmp_path / "wf.yaml"
-    path.write_text(HEADER + text)
-    result = CliRunner().invoke(app, ["run", str(path), "--events", "jsonl", *args])
-    events = [json.loads(x) for x in result.stdout.splitlines() if x.startswith("{")]
-    return result, events
-
+from tests.engine.test_routing import HEADER, run
 
 LOOP = """name: loop
 phases:
