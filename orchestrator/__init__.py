@@ -6,21 +6,28 @@ plugin authors.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-from .errors import Location, OrchError, Problem, WorkflowInvalid
-
+# Nothing is imported here (not even typing): the `orch` command starts by
+# importing this package, and a Ctrl-C that early must reach orchestrator.__main__'s
+# guard (one line, exit 130), not print a traceback from inside an import.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from .agents import Agent, AgentContext, AgentFailure, AgentRegistry, AgentResult
     from .engine import PhaseOutcome, RunOptions, RunResult, run, run_sync
     from .engine.events import Event
+    from .errors import Location, OrchError, Problem, WorkflowInvalid
     from .plan import Plan, compile_plan
     from .spec import load_workflow, validate
 
-# Everything but the errors loads on first use: the engine imports jinja2 and
-# tenacity, the agents importlib.metadata; `import orchestrator` (and with it
-# `orch --help`) stays cheap.
+# Everything loads on first use: the engine imports jinja2 and tenacity, the
+# agents importlib.metadata; `import orchestrator` (and with it `orch --help`)
+# stays cheap.
 _LAZY = {
+    "Location": "orchestrator.errors",
+    "OrchError": "orchestrator.errors",
+    "Problem": "orchestrator.errors",
+    "WorkflowInvalid": "orchestrator.errors",
     "Agent": "orchestrator.agents",
     "AgentContext": "orchestrator.agents",
     "AgentFailure": "orchestrator.agents",

@@ -263,11 +263,14 @@ def phase_turn(
     return Event("phase_stream", run_id, ts, phase, attempt, data)
 
 
-def compensation_started(run_id: str, ts: float, phase: str) -> Event:
-    """The saga's write-ahead marker: the compensation of ``phase`` is about to run."""
-    return Event(
-        "phase_stream", run_id, ts, phase, None, {"text": "compensating", "compensation": "started"}
-    )
+def compensation_started(run_id: str, ts: float, phase: str, *, cause: str = "failed") -> Event:
+    """The saga's write-ahead marker: the compensation of ``phase`` is about to run.
+
+    ``cause`` (the run's status, failed or cancelled) says why, so that a resume
+    after a crash during compensation ends the run with the same status.
+    """
+    data = {"text": "compensating", "compensation": "started", "cause": cause}
+    return Event("phase_stream", run_id, ts, phase, None, data)
 
 
 def phase_retry(

@@ -72,6 +72,7 @@ def check_events(folder: Path) -> list[str]:
             problems.append(f"{db}: {shown}\n  at {where}: {error.message}")
     return problems
 
+
 # `browser_page`: a real headless chromium (tests/browser.py), for any test that asks for it.
 pytest_plugins = ["tests.browser"]
 

@@ -74,7 +74,7 @@ def test_the_wheel_holds_the_schema_the_script_and_the_agent_entry_points(wheel)
         assert schema == json.loads((ROOT / "schemas" / "workflow.schema.json").read_text())
         (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
         text = zf.read(entry_points).decode()
-    assert "orch = orchestrator.cli:main" in text
+    assert "orch = orchestrator.__main__:main" in text
     assert "[orchestrator.agents]" in text and "echo = " in text
 
 

@@ -38,9 +38,10 @@ def report_command(
     """Write one self-contained HTML page of a run: summary, graph, a timeline of every
     attempt, errors with their log tails, tokens and cost. Opens offline."""
     from ..errors import OrchError
+    from ..files import check_output_path
     from ..render.report import report_html
     from ..state.timeline import load_report
-    from .run import check_output_file, write_file
+    from .run import write_file
 
     store = _store(state_dir, run_id)
     try:
@@ -56,7 +57,7 @@ def report_command(
         return
     target = output or Path(f"orch-report-{report.run.id}.html")
     try:
-        check_output_file(target, "--output")
+        check_output_path(target, "--output")
         write_file(target, page, "--output")
     except OrchError as exc:
         _fail(exc)

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from ..plan import Plan
     from ..spec.model import Workflow
 
-__all__ = ["EXIT_CODES", "check_output_file", "register", "write_file"]
+__all__ = ["EXIT_CODES", "register", "write_file"]
 
 #: Exit code of each final run status; a cancelled run exits 143 when SIGTERM caused it.
 EXIT_CODES: Mapping[str, int] = {"completed": 0, "failed": 1, "cancelled": 130}
@@ -141,9 +141,11 @@ def run_command(
 
         plan = compile_plan(workflow)
         inputs = _resolve_inputs(workflow, input_ or [], inputs_file)
+        from ..files import check_output_path
+
         for option, path in (("--output-file", output_file), ("--junit", junit)):
-            if path is not None:
-                check_output_file(path, option)  # before anything runs, not after a long run
+            if path is not None:  # before anything runs, not after a long run
+                check_output_path(path, option)
         if dry_run:
             # stdout carries only JSON under --events jsonl: the plan (text) goes to stderr
             out = sys.stderr if events is EventsFormat.jsonl else sys.stdout
@@ -209,32 +211,6 @@ def _print_error(exc: OrchError) -> None:
     text = str(exc) if exc.location is not None else f"error: {exc}"
     sys.stderr.write(text + "\n" + (f"  hint: {exc.hint}\n" if exc.hint else ""))
     sys.stderr.flush()
-
-
-def check_output_file(path: Path, option: str = "--output-file") -> None:
-    """Make sure a file that ``option`` names can be written: its folder exists and is writable.
-
-    Raises UsageError (exit 2) when the path is a folder, its folder is missing or
-    not a folder, or the folder (or an existing file) is not writable.
-    """
-    if path.is_dir():
-        raise UsageError(
-            f"{option} '{path}' is a directory, not a file",
-            hint=f"name a file inside it, e.g. {option} '{path / 'outputs.json'}'",
-        )
-    folder = path.absolute().parent
-    if not folder.exists():
-        raise UsageError(
-            f"{option} '{path}': the folder '{folder}' does not exist",
-            hint="create the folder first, or choose another path",
-        )
-    if not folder.is_dir():
-        raise UsageError(f"{option} '{path}': '{folder}' is a file, not a directory")
-    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise UsageError(
-            f"{option} '{path}' cannot be written: permission denied",
-            hint="choose a path in a folder you can write to",
-        )
 
 
 def _load(file: Path) -> Workflow:
@@ -515,16 +491,7 @@ def _ci_reports(view: Any, plan: Plan, junit: Path | None) -> None:
 
 
 def write_file(path: Path, text: str, option: str) -> None:
-    """Write ``text`` to ``path`` atomically (temp file, fsync, rename)."""
-    import tempfile
+    """Write ``text`` to ``path`` atomically: a new or regular file only (orchestrator.files)."""
+    from ..files import write_output_atomic
 
-    target = path.resolve()
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except OSError as exc:
-        raise UsageError(f"cannot write {option} '{path}': {exc.strerror or exc}") from exc
+    write_output_atomic(path, text, option)

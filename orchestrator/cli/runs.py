@@ -366,11 +366,15 @@ def _resume(
                 f"phase{'s' if len(changed) > 1 else ''} {', '.join(changed)} changed",
                 hint="resume with --force to run the changed phases and their downstream again",
             )
-        _stop_leftovers(run.id)
         rerun = set(downstream(plan, changed)) if changed else set()
         records = store.phases(run.id)
-        done_compensating = [p for p in records if p.compensation_started]
-        if done_compensating:
+        compensating = any(p.compensation_started for p in records)
+        # Claim first, in one transaction: of two resumes at once, only the one that
+        # owns the run stops the commands its dead owner left (the other one is
+        # refused here, having stopped nothing: the winner's commands carry the same tag).
+        store.claim(run.id, rerun=() if compensating else sorted(rerun))
+        _stop_leftovers(run.id)
+        if compensating:
             return _resume_compensation(store, run, plan, records)
         prior = {
             p.id: PhaseOutcome(
@@ -396,7 +400,6 @@ def _resume(
             if p.state is PhaseState.RUNNING and p.attempts > 1 and p.id not in rerun
         }
         iterations_at = _iterations(store, run.id, plan, records, rerun)
-        store.claim(run.id, rerun=sorted(rerun))
     finally:
         store.close()
     todo = len(plan.order) - len(prior)
@@ -478,14 +481,17 @@ def _stop_leftovers(run_id: str) -> None:
 def _resume_compensation(
     store: SqliteStore, run: RunRecord, plan: Plan, records: list[PhaseRecord]
 ) -> int:
-    """The run crashed while compensating: finish the compensation, then record it failed."""
+    """The run crashed while compensating: finish the compensation, then record it failed
+    (or cancelled, when a cancel caused the compensation).
+
+    The caller has claimed the run.
+    """
     import asyncio
 
     from ..agents.registry import AgentRegistry
     from ..engine.resume import resume_compensation
     from ..state.base import PhaseState
 
-    store.claim(run.id)
     order = [
         p.id
         for p in sorted(
@@ -495,9 +501,20 @@ def _resume_compensation(
     ]
     done = [p.id for p in records if p.compensated is not None]
     outputs = {p.id: p.output for p in records if p.state is PhaseState.COMPLETED}
-    failed = [p for p in records if p.state in (PhaseState.FAILED, PhaseState.CANCELLED)]
+    # why it compensated (failed, or cancelled: Ctrl-C, then a second one forced the exit)
+    markers = [
+        e.data.get("cause")
+        for _, e in store.events(run.id)
+        if e.event == "phase_stream" and e.data.get("compensation") == "started"
+    ]
+    status = "cancelled" if "cancelled" in markers else "failed"
+    failed = [p for p in records if p.state is PhaseState.FAILED]
     error = run.error or (
-        f"phase '{failed[0].id}' failed: {failed[0].error}" if failed else "the run failed"
+        "the run was cancelled"
+        if status == "cancelled"
+        else f"phase '{failed[0].id}' failed: {failed[0].error}"
+        if failed
+        else "the run failed"
     )
     left = len([p for p in order if p not in done])
     sys.stderr.write(
@@ -517,10 +534,11 @@ def _resume_compensation(
                 order=order,
                 done=done,
                 error=error,
+                status=status,
             )
         finally:
             await store.aclose()
 
-    status = asyncio.run(go())
-    sys.stderr.write(f"run {run.id} {status}\n")
-    return 1
+    final = asyncio.run(go())
+    sys.stderr.write(f"run {run.id} {final}\n")
+    return 130 if final == "cancelled" else 1

@@ -59,7 +59,9 @@ def open_run_session(state_dir: Path | None, plan: Plan, *, no_cache: bool = Fal
     """
     from ..state.sqlite import open_store
 
-    return RunSession(open_store(state_dir), plan, no_cache=no_cache)
+    store = open_store(state_dir)
+    store.check_writable()  # a read-only folder: refused before anything runs
+    return RunSession(store, plan, no_cache=no_cache)
 
 
 def seed_view(

@@ -109,7 +109,7 @@ async def epilogue(
         else:
             error = f"{error}; fallback workflow '{fallback}' failed: {why}"
     if status in ("failed", "cancelled"):
-        failures = await compensate(run, completion_order)
+        failures = await compensate(run, completion_order, status=status)
         if failures:
             error = f"{error}; " + "; ".join(failures) if error else "; ".join(failures)
     handlers: tuple[Phase, ...] = ()

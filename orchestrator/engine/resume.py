@@ -57,7 +57,7 @@ async def resume_compensation(
         run.outcomes[pid] = PhaseOutcome(pid, "completed", output)
     started = run.now()
     try:
-        failures = await compensate(run, order, done=done)
+        failures = await compensate(run, order, done=done, status=status)
     finally:
         await run.pool.aclose()
     if failures:

@@ -41,11 +41,18 @@ async def compensate_one(
 
 
 async def compensate(
-    run: RunContext, completion_order: Sequence[str], *, done: Collection[str] = ()
+    run: RunContext,
+    completion_order: Sequence[str],
+    *,
+    done: Collection[str] = (),
+    status: str = "failed",
 ) -> list[str]:
     """Compensate the completed phases of ``completion_order``, last completed first.
 
     Phases in ``done`` (already compensated before a crash) are left alone.
+    ``status`` (failed or cancelled: why the run compensates) is written in each
+    write-ahead marker as ``cause``, so a resume after a crash (or a forced
+    exit) during compensation ends the run with the same status.
     Returns one message per failed compensation (empty when all succeeded).
     Precondition: ``run`` holds the outcomes of the phases.
     """
@@ -58,7 +65,7 @@ async def compensate(
         outcome = run.outcomes.get(pid)
         if outcome is not None and outcome.status != "completed":
             continue
-        await run.bus.emit(compensation_started(run.run_id, run.now(), pid))
+        await run.bus.emit(compensation_started(run.run_id, run.now(), pid, cause=status))
         error: str | None = None
         try:
             await compensate_one(

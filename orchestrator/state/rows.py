@@ -17,7 +17,15 @@ from ..errors import StateCorrupted
 from ..events import Event, note, phase_state, run_status
 from .base import Owner, PhaseRecord, PhaseState, RunRecord
 
-__all__ = ["OUTPUT_CAP", "apply_event", "dumps", "phase_record", "run_record"]
+__all__ = [
+    "OUTPUT_CAP",
+    "apply_event",
+    "corrupt_run_record",
+    "dumps",
+    "event_record",
+    "phase_record",
+    "run_record",
+]
 
 #: Outputs whose JSON is longer than this many characters are kept in files, not rows.
 OUTPUT_CAP = 64 * 1024
@@ -215,40 +223,68 @@ def apply_event(
         )
 
 
+#: Run statuses a row may hold (``interrupted`` is derived when read, never stored).
+_RUN_STATUSES = frozenset({"running", "completed", "failed", "cancelled"})
+
+
 def run_record(row: Sequence[Any]) -> RunRecord:
     """A ``runs`` row as a RunRecord (``running`` with a dead owner reads ``interrupted``).
 
-    Raises StateCorrupted naming the run and the row.
+    Every column is checked for its type (a row edited by hand or by a bad disk
+    must not crash a command later): raises StateCorrupted naming the run and the row.
     """
     (rid, workflow, path, source_hash, status, started, ended, pid, start, resumes) = row[:10]
     error, outputs, counts, info = row[10:14]
+    name = _label(rid)
     try:
-        owner = Owner(int(pid), start) if pid else None
+        if status not in _RUN_STATUSES:
+            raise ValueError(f"status {status!r} is not a run status")
+        owner = Owner(_int(pid, "owner_pid"), _str(start, "owner_start")) if pid else None
         if status == "running" and (owner is None or not owner.alive()):
             status = "interrupted"
-        info_data = json.loads(info or "{}")
+        info_data = _json_object(info or "{}", "info")
+        counts_data = _json_object(counts, "counts") if counts else {}
         return RunRecord(
-            id=rid,
-            workflow=workflow,
-            path=path,
+            id=_str(rid, "id"),
+            workflow=_str(workflow, "workflow"),
+            path=_str(path, "path"),
             status=status,
-            started=float(started),
-            ended=float(ended) if ended is not None else None,
-            source_hash=source_hash,
+            started=_time(started, "started"),
+            ended=_time(ended, "ended") if ended is not None else None,
+            source_hash=_str(source_hash or "", "source_hash"),
             owner=owner,
-            resumes=int(resumes),
-            error=error,
-            outputs=json.loads(outputs) if outputs else None,
-            phase_ids=tuple(info_data.get("phases") or ()),
-            fingerprints=dict(info_data.get("fingerprints") or {}),
+            resumes=_int(resumes, "resumes"),
+            error=_str(error, "error") if error is not None else None,
+            outputs=json.loads(_str(outputs, "outputs")) if outputs else None,
+            phase_ids=tuple(_str(p, "info.phases") for p in info_data.get("phases") or ()),
+            fingerprints={
+                _str(k, "info.fingerprints"): _str(v, "info.fingerprints")
+                for k, v in dict(info_data.get("fingerprints") or {}).items()
+            },
             inputs=dict(info_data.get("inputs") or {}),
-            counts=dict(json.loads(counts)) if counts else {},
+            counts={_str(k, "counts"): _int(v, "counts") for k, v in counts_data.items()},
         )
     except (ValueError, TypeError, AttributeError) as exc:
         raise StateCorrupted(
-            f"run '{rid}': row '{rid}' of table 'runs' cannot be read ({exc})",
+            f"run '{name}': row '{name}' of table 'runs' cannot be read ({exc})",
             hint="other runs are still readable; `orch runs` lists them",
         ) from exc
+
+
+def corrupt_run_record(row: Sequence[Any]) -> RunRecord:
+    """How ``orch runs`` lists a ``runs`` row that ``run_record`` refused (``corrupt``)."""
+    started = row[5]
+    try:
+        when = _time(started, "started")
+    except (ValueError, TypeError):
+        when = 0.0
+    return RunRecord(
+        id=_label(row[0]),
+        workflow=_label(row[1]),
+        path=_label(row[2]),
+        status="corrupt",
+        started=when,
+    )
 
 
 def phase_record(run_id: str, row: Sequence[Any], state_dir: Path) -> PhaseRecord:
@@ -256,32 +292,98 @@ def phase_record(run_id: str, row: Sequence[Any], state_dir: Path) -> PhaseRecor
 
     Raises StateCorrupted naming the run, the phase and the row.
     """
-    pid = row[0]
+    pid = _label(row[0])
     try:
         output: Any = None
         if row[6]:
-            output = json.loads((state_dir / row[6]).read_text(encoding="utf-8"))
+            spilled = state_dir / _str(row[6], "output_file")
+            output = json.loads(spilled.read_text(encoding="utf-8"))
         elif row[5] is not None:
-            output = json.loads(row[5])
+            output = json.loads(_str(row[5], "output"))
         return PhaseRecord(
             run_id=run_id,
-            id=pid,
+            id=_str(row[0], "id"),
             state=PhaseState(row[1]),
-            attempts=int(row[2] or 0),
-            started=row[3],
-            ended=row[4],
+            attempts=_int(row[2] or 0, "attempts"),
+            started=_time(row[3], "started") if row[3] is not None else None,
+            ended=_time(row[4], "ended") if row[4] is not None else None,
             output=output,
-            error=row[7],
-            cached=bool(row[8]),
-            fallback_used=bool(row[9]),
-            completed_seq=row[10],
-            compensated=None if row[11] in (None, -1) else bool(row[11]),
+            error=_str(row[7], "error") if row[7] is not None else None,
+            cached=bool(_int(row[8] or 0, "cached")),
+            fallback_used=bool(_int(row[9] or 0, "fallback_used")),
+            completed_seq=_int(row[10], "completed_seq") if row[10] is not None else None,
+            compensated=None if row[11] in (None, -1) else bool(_int(row[11], "compensated")),
             compensation_started=row[11] is not None,
-            compensation_error=row[12],
-            metadata=dict(json.loads(row[13])) if row[13] else {},
+            compensation_error=_str(row[12], "compensation_error") if row[12] is not None else None,
+            metadata=_json_object(row[13], "metadata") if row[13] else {},
         )
-    except (ValueError, TypeError, OSError) as exc:
+    except (ValueError, TypeError, AttributeError, OSError) as exc:
         raise StateCorrupted(
             f"run '{run_id}' phase '{pid}': its row in table 'phases' cannot be read ({exc})",
             hint="other runs are still readable; `orch runs` lists them",
         ) from exc
+
+
+def event_record(run_id: str, row: Sequence[Any]) -> Event:
+    """An ``events`` row (seq, ts, event, phase, attempt, data) as an Event.
+
+    Raises StateCorrupted naming the run, the phase and the row.
+    """
+    seq, ts, kind, ph, attempt, data = row
+    try:
+        payload = json.loads(_str(data, "data")) if data else {}
+        if not isinstance(payload, dict):
+            raise TypeError("data is not a JSON object")
+        return Event(
+            _str(kind, "event"),
+            run_id,
+            _time(ts, "ts"),
+            _str(ph, "phase") if ph is not None else None,
+            _int(attempt, "attempt") if attempt is not None else None,
+            payload,
+        )
+    except (ValueError, TypeError) as exc:
+        where = f" phase '{_label(ph)}'" if ph else ""
+        raise StateCorrupted(
+            f"run '{run_id}'{where}: row {seq} of table 'events' cannot be read ({exc})",
+            hint="other runs are still readable; `orch runs` lists them",
+        ) from exc
+
+
+def _label(value: Any) -> str:
+    """A column shown in a message or a ``corrupt`` line, whatever its type."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return "" if value is None else str(value)
+
+
+def _str(value: Any, column: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{column} is {type(value).__name__}, not text")
+    return value
+
+
+def _int(value: Any, column: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{column} is {_label(value)!r}, not an integer")
+    return value
+
+
+#: Timestamps are seconds since 1970 before the year 10000 (what dates can show).
+_LATEST = 253_402_300_800.0
+
+
+def _time(value: Any, column: str) -> float:
+    """A stored timestamp (a REAL column may hold any text, or an infinite number)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{column} is {_label(value)!r}, not a time")
+    if not 0.0 <= value < _LATEST:  # NaN fails too
+        raise ValueError(f"{column} is {value!r}, not a time")
+    return float(value)
+
+
+def _json_object(value: Any, column: str) -> dict[str, Any]:
+    data = json.loads(_str(value, column))
+    if not isinstance(data, dict):
+        raise TypeError(f"{column} is not a JSON object")
+    return data

@@ -22,11 +22,20 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from ..errors import RunLocked, RunNotFound, StateCorrupted, StateError, UsageError
 from ..events import Event
 from .base import CachedResult, Decision, Owner, PhaseRecord, RunRecord, current_owner
-from .rows import OUTPUT_CAP, apply_event, dumps, phase_record, run_record
+from .rows import (
+    OUTPUT_CAP,
+    apply_event,
+    corrupt_run_record,
+    dumps,
+    event_record,
+    phase_record,
+    run_record,
+)
 
 __all__ = [
     "DEFAULT_STATE_DIR",
@@ -204,25 +213,51 @@ class SqliteStore:
             ) from exc
         if created:
             _write_gitignore(self.state_dir)
+        # A folder (or database) this process cannot write is read as it is: the
+        # reading commands work, every write is refused with one clear message.
+        self.readonly = not _writable(self.state_dir, self.path)
+        if self.readonly:
+            if not self.path.exists():
+                raise self._readonly_error("cannot record runs there")
+            return
         # WAL mode and the schema are set up once per file, under a lock file: two
         # processes switching a new database to WAL at once get "database is locked"
         # at once (SQLite's deadlock rule skips the busy timeout there).
-        with _setup_lock(self.state_dir / ".setup.lock"):
-            conn = self._connect()
-            try:
-                conn.execute("PRAGMA journal_mode=WAL")  # persistent: later connections inherit it
-                self._init_schema(conn)
-            except sqlite3.DatabaseError as exc:
-                raise StateCorrupted(
-                    f"the state database '{self.path}' cannot be opened: {exc}",
-                    hint="move the file away to start a fresh history",
-                ) from exc
-            finally:
-                conn.close()
+        try:
+            with _setup_lock(self.state_dir / ".setup.lock"):
+                conn = self._connect()
+                try:
+                    conn.execute("PRAGMA journal_mode=WAL")  # persistent: later connections too
+                    self._init_schema(conn)
+                except sqlite3.DatabaseError as exc:
+                    raise StateCorrupted(
+                        f"the state database '{self.path}' cannot be opened: {exc}",
+                        hint="move the file away to start a fresh history",
+                    ) from exc
+                finally:
+                    conn.close()
+        except OSError as exc:  # the lock file: permission denied, read-only file system
+            raise StateError(
+                f"cannot open the state folder '{self.state_dir}':"
+                f" {(exc.strerror or str(exc)).lower()}",
+                hint=_WRITABLE_HINT,
+            ) from exc
+
+    def _readonly_error(self, what: str) -> StateError:
+        return StateError(
+            f"the state folder '{self.state_dir}' is read-only: {what}", hint=_WRITABLE_HINT
+        )
+
+    def check_writable(self) -> None:
+        """Raise StateError when this store is read-only (checked before a run starts)."""
+        if self.readonly:
+            raise self._readonly_error("cannot record runs there")
 
     # -- connections -------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
+        if self.readonly:
+            return self._connect_readonly()
         try:
             conn = sqlite3.connect(
                 self.path, timeout=_BUSY_MS / 1000, isolation_level=None, check_same_thread=False
@@ -235,6 +270,33 @@ class SqliteStore:
                 hint="move the file away to start a fresh history",
             ) from exc
         return conn
+
+    def _connect_readonly(self) -> sqlite3.Connection:
+        """A reader of a folder this process cannot write.
+
+        ``mode=ro`` sees the -wal file's commits, but needs the -shm file to exist;
+        without it (a cleanly closed store: everything is in the main file)
+        ``immutable`` reads the file as it is.
+        """
+        uri = f"file:{quote(str(self.path.absolute()))}?mode=ro"
+        for target in (uri, uri + "&immutable=1"):
+            try:
+                conn = sqlite3.connect(
+                    target, uri=True, isolation_level=None, check_same_thread=False
+                )
+            except sqlite3.Error:
+                continue
+            try:
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                return conn
+            except sqlite3.OperationalError:
+                conn.close()
+            except sqlite3.DatabaseError as exc:
+                conn.close()
+                raise StateCorrupted(
+                    f"the state database '{self.path}' cannot be opened: {exc}"
+                ) from exc
+        raise self._readonly_error(f"the state database '{self.path}' cannot be read")
 
     def _init_schema(self, conn: sqlite3.Connection) -> None:
         try:
@@ -259,6 +321,8 @@ class SqliteStore:
     @contextlib.contextmanager
     def _writing(self, what: str) -> Iterator[sqlite3.Connection]:
         """A fresh connection in one write transaction; sqlite errors become StateError(what)."""
+        if self.readonly:
+            raise self._readonly_error(what)
         conn = self._connect()
         try:
             with _immediate(conn):
@@ -329,6 +393,8 @@ class SqliteStore:
                 self._apply_event(conn, event)
 
     def _ensure_writer(self) -> None:
+        if self.readonly:
+            raise self._readonly_error("cannot record runs there")
         if self._writer is None:
             self._writer = threading.Thread(target=self._write_loop, name="orch-state", daemon=True)
             self._writer.start()
@@ -446,6 +512,8 @@ class SqliteStore:
                     f"run '{full_id}' is still running in process {owner.pid}",
                     hint=f"wait for it to end, or stop it with `orch cancel {full_id}`",
                 )
+            if row[0] == "completed":  # another resume finished it since it was read
+                raise RunLocked(f"run '{full_id}' has completed meanwhile; nothing to resume")
             conn.execute(
                 "UPDATE runs SET status='running', ended=NULL, owner_pid=?, owner_start=?"
                 " WHERE id=?",
@@ -495,15 +563,7 @@ class SqliteStore:
             try:
                 out.append(run_record(row))
             except StateCorrupted:
-                out.append(
-                    RunRecord(
-                        id=str(row[0]),
-                        workflow=str(row[1]),
-                        path=str(row[2]),
-                        status="corrupt",
-                        started=float(row[5] or 0),
-                    )
-                )
+                out.append(corrupt_run_record(row))
         return out
 
     def phases(self, run_id: str) -> list[PhaseRecord]:
@@ -525,20 +585,8 @@ class SqliteStore:
         if phase is not None:
             sql += " AND phase=?"
             args.append(phase)
-        out = []
-        for seq, ts, kind, ph, attempt, data in self._read(sql + " ORDER BY seq", args):
-            try:
-                payload = json.loads(data) if data else {}
-                if not isinstance(payload, dict):
-                    raise TypeError("data is not an object")
-                out.append((int(seq), Event(kind, run_id, float(ts), ph, attempt, payload)))
-            except (ValueError, TypeError) as exc:
-                where = f" phase '{ph}'" if ph else ""
-                raise StateCorrupted(
-                    f"run '{run_id}'{where}: row {seq} of table 'events' cannot be read ({exc})",
-                    hint="other runs are still readable; `orch runs` lists them",
-                ) from exc
-        return out
+        rows = self._read(sql + " ORDER BY seq", args)
+        return [(int(row[0]), event_record(run_id, row)) for row in rows]
 
     def stats_rows(
         self, since: float | None = None, workflow: str | None = None
@@ -645,6 +693,17 @@ class SqliteStore:
     def integrity_check(self) -> str:
         """``PRAGMA integrity_check``: ``ok`` or the problems found."""
         return "; ".join(str(r[0]) for r in self._read("PRAGMA integrity_check"))
+
+
+_WRITABLE_HINT = "make it writable, or record runs elsewhere with --state-dir or ORCH_STATE_DIR"
+
+
+def _writable(folder: Path, db: Path) -> bool:
+    """Whether this process may write the state folder and its database files."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return False
+    files = (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"))
+    return all(os.access(f, os.W_OK) for f in files if f.exists())
 
 
 @contextlib.contextmanager

@@ -1,0 +1,94 @@
+"""Files orch writes on a user's word (``--output-file`` and the like): checked, written atomically.
+
+A path named by the user is written only when it is a new path in an existing,
+writable folder, or an existing *regular* file. Anything else (a folder, a
+symlink, a device such as ``/dev/null``, a FIFO, a socket) is refused with a
+UsageError (exit 2) and left untouched: the file is written to a temporary
+file beside it and renamed over the path itself, never over what a link
+points to. Stdlib only.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+from .errors import UsageError
+
+__all__ = ["check_output_path", "write_output_atomic"]
+
+
+def check_output_path(path: Path, option: str) -> None:
+    """Raise UsageError unless ``path`` can be written as a new or regular file.
+
+    ``option`` names the flag in the message (``--output-file``). Refused: a
+    folder, a symlink (even one that dangles), a device, FIFO or socket, a
+    missing folder or one that is a file, and a folder or file not writable.
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        raise UsageError(f"{option} '{path}' cannot be used: {exc.strerror or exc}") from exc
+    if mode is not None and stat.S_ISDIR(mode):
+        raise UsageError(
+            f"{option} '{path}' is a directory, not a file",
+            hint=f"name a file inside it, e.g. {option} '{path / 'outputs.json'}'",
+        )
+    if mode is not None and not stat.S_ISREG(mode):
+        raise UsageError(
+            f"{option} '{path}' is {_kind(mode)}, not a regular file; orch writes only"
+            " new or regular files",
+            hint="name a new file, or a regular file to replace",
+        )
+    folder = path.absolute().parent
+    if not folder.exists():
+        raise UsageError(
+            f"{option} '{path}': the folder '{folder}' does not exist",
+            hint="create the folder first, or choose another path",
+        )
+    if not folder.is_dir():
+        raise UsageError(f"{option} '{path}': '{folder}' is a file, not a directory")
+    writable = os.access(folder, os.W_OK | os.X_OK)
+    if not writable or (mode is not None and not os.access(path, os.W_OK)):
+        raise UsageError(
+            f"{option} '{path}' cannot be written: permission denied",
+            hint="choose a path in a folder you can write to",
+        )
+
+
+def write_output_atomic(path: Path, text: str, option: str) -> None:
+    """Write ``text`` to ``path`` (checked again first): temp file, fsync, rename.
+
+    The rename replaces the path itself (a link that appeared since the check
+    is refused, and would be replaced, never followed). Raises UsageError.
+    """
+    check_output_path(path, option)
+    target = path.absolute()
+    tmp = ""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except OSError as exc:
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+        raise UsageError(f"cannot write {option} '{path}': {exc.strerror or exc}") from exc
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a special file"  # pragma: no cover - every other kind is listed above

@@ -1,0 +1,144 @@
+"""Who may touch a stopped run, with real `orch` processes and real signals.
+
+- D8: of two `orch resume` of one run, the one refused stops nothing (it used to
+  stop the winner's commands before finding out it had lost).
+- A second Ctrl-C during compensation forces the exit; the resumed run finishes
+  the compensation and is recorded ``cancelled``, as it would have been.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc")
+
+ORCH = [sys.executable, "-m", "orchestrator"]
+
+
+def orch(*args: str, state: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*ORCH, *args, "--state-dir", str(state)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+
+
+def start(*args: str, state: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*ORCH, *args, "--state-dir", str(state)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+
+
+def wait_for_lines(path: Path, count: int, proc: subprocess.Popen[str]) -> list[str]:
+    for _ in range(600):
+        lines = path.read_text().splitlines() if path.exists() else []
+        if len(lines) >= count:
+            return lines
+        if proc.poll() is not None:
+            raise AssertionError(f"orch ended early ({proc.returncode}): {proc.stderr.read()}")
+        time.sleep(0.05)
+    raise AssertionError(f"{path} never had {count} lines")
+
+
+def only_run(state: Path) -> str:
+    listed = orch("runs", "--json", state=state)
+    return str(json.loads(listed.stdout)[0]["id"])
+
+
+def test_a_refused_resume_stops_nothing_of_the_winner(tmp_path):
+    ledger = tmp_path / "ledger"
+    release = tmp_path / "release"
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(
+        "name: claim\nphases:\n  - id: work\n    agent: shell\n    with:\n"
+        f"      command: \"echo $$ >> '{ledger}';"
+        f" while [ ! -f '{release}' ]; do sleep 0.05; done\"\n"
+    )
+    state = tmp_path / "state"
+    first = start("run", str(wf), state=state)
+    wait_for_lines(ledger, 1, first)
+    first.kill()  # kill -9: its command is left running
+    first.communicate()
+    run_id = only_run(state)
+    winner = start("resume", run_id, state=state)
+    try:
+        lines = wait_for_lines(ledger, 2, winner)  # the winner's own command runs now
+        winner_command = int(lines[1])
+        loser = orch("resume", run_id, state=state)
+        assert loser.returncode == 2, loser.stderr
+        assert f"run '{run_id}' is still running in process {winner.pid}" in loser.stderr
+        assert "stopped" not in loser.stderr and "Traceback" not in loser.stderr
+        os.kill(winner_command, 0)  # still alive: the loser stopped nothing
+        release.touch()
+        out, err = winner.communicate(timeout=60)
+    finally:
+        release.touch()
+        if winner.poll() is None:
+            winner.kill()
+            winner.communicate()
+    assert winner.returncode == 0, err
+    assert "leftover process" in err  # the winner stopped the dead owner's command
+    assert len(ledger.read_text().splitlines()) == 2  # the phase ran once per owner
+    status = json.loads(orch("status", run_id, "--json", state=state).stdout)
+    assert status["status"] == "completed"
+
+
+def test_a_forced_exit_during_compensation_resumes_as_cancelled(tmp_path):
+    ledger = tmp_path / "ledger"
+    quick = tmp_path / "quick"
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(
+        f"""
+name: saga
+phases:
+  - id: book
+    agent: echo
+    with: {{text: booked}}
+    compensate:
+      agent: shell
+      with:
+        command: "echo undo >> '{ledger}'; [ -f '{quick}' ] || sleep 60"
+  - id: wait
+    agent: shell
+    depends_on: [book]
+    with:
+      command: "echo waiting >> '{ledger}'; sleep 60"
+"""
+    )
+    state = tmp_path / "state"
+    proc = start("run", str(wf), state=state)
+    try:
+        wait_for_lines(ledger, 1, proc)  # 'wait' runs
+        proc.send_signal(signal.SIGINT)  # cancel: 'book' is compensated (slowly)
+        wait_for_lines(ledger, 2, proc)
+        proc.send_signal(signal.SIGINT)  # again: forced exit in the middle of compensating
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    assert "forced exit" in err and "Traceback" not in err
+    run_id = only_run(state)
+    quick.touch()
+    resumed = orch("resume", run_id, state=state)
+    assert "resuming the compensation" in resumed.stderr
+    assert f"run {run_id} cancelled" in resumed.stderr, resumed.stderr
+    assert resumed.returncode == 130
+    status = json.loads(orch("status", run_id, "--json", state=state).stdout)
+    assert status["status"] == "cancelled"
+    assert ledger.read_text().splitlines() == ["waiting", "undo", "undo"]

@@ -1,0 +1,229 @@
+"""A state folder orch cannot write, and rows it cannot read: one clear line, never a traceback.
+
+Every command runs for real (typer's runner in-process, or `orch` as an
+unprivileged user for the read-only folder); a corrupt value in any column of a
+run's rows breaks only that run: the others stay listed and readable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from orchestrator.cli import app
+
+runner = CliRunner()
+
+WORKFLOW = """
+name: two
+phases:
+  - {id: a, agent: echo, with: {text: hi}}
+  - {id: b, agent: echo, with: {text: "{{ phases.a.output }}"}}
+"""
+
+
+def invoke(*args: str) -> object:
+    return runner.invoke(app, list(args))
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory) -> tuple[Path, list[str]]:
+    """A state folder with two completed runs (oldest first)."""
+    root = tmp_path_factory.mktemp("recorded")
+    (root / "wf.yaml").write_text(WORKFLOW)
+    state = root / "state"
+    for _ in range(2):
+        res = invoke("run", str(root / "wf.yaml"), "--state-dir", str(state))
+        assert res.exit_code == 0, res.output
+    with sqlite3.connect(state / "state.db") as db:
+        ids = [r[0] for r in db.execute("SELECT id FROM runs ORDER BY started")]
+    return state, ids
+
+
+def _columns(db: sqlite3.Connection, table: str) -> list[str]:
+    return [c[1] for c in db.execute(f"PRAGMA table_info({table})")]
+
+
+_BAD = ["abc", None, "{", b"\xff\xfe", "[1]", 1e308 * 10]
+_CASES = [
+    (table, column, value)
+    for table, columns in {
+        "runs": [
+            "workflow",
+            "path",
+            "source_hash",
+            "status",
+            "started",
+            "ended",
+            "owner_pid",
+            "owner_start",
+            "resumes",
+            "error",
+            "outputs",
+            "counts",
+            "info",
+        ],
+        "phases": [
+            "id",
+            "state",
+            "attempts",
+            "started",
+            "ended",
+            "output",
+            "output_file",
+            "error",
+            "cached",
+            "fallback_used",
+            "completed_seq",
+            "compensated",
+            "compensation_error",
+            "metadata",
+        ],
+        "events": ["ts", "event", "phase", "attempt", "data"],
+    }.items()
+    for column in columns
+    for value in _BAD
+]
+
+
+@pytest.mark.parametrize(("table", "column", "value"), _CASES, ids=lambda v: repr(v)[:12])
+def test_a_corrupt_value_in_any_column_gives_one_clear_line(
+    recorded, tmp_path, table, column, value
+):
+    source, (victim, other) = recorded
+    state = tmp_path / "state"
+    shutil.copytree(source, state)
+    with sqlite3.connect(state / "state.db") as db:
+        key = "id" if table == "runs" else "run_id"
+        try:
+            db.execute(f"UPDATE {table} SET {column}=? WHERE {key}=?", (value, victim))
+        except sqlite3.IntegrityError:
+            pytest.skip("the schema refuses this value")
+    sd = ("--state-dir", str(state))
+    for args in (
+        ["runs"],
+        ["runs", "--json"],
+        ["status", victim],
+        ["status", victim, "--json"],
+        ["logs", victim],
+        ["logs", victim, "--json"],
+        ["cancel", victim],
+    ):
+        res = invoke(*args, *sd)
+        assert res.exception is None or isinstance(res.exception, SystemExit), (
+            args,
+            res.output,
+            res.exception,
+        )
+        assert res.exit_code in (0, 2), (args, res.output)
+        assert "Traceback" not in res.output
+        if res.exit_code == 2:
+            lines = res.stderr.strip().splitlines()
+            assert lines[0].startswith("error: "), res.stderr
+            assert len(lines) <= 2  # the message, and a hint
+        if args[0] == "runs":
+            assert other in res.stdout  # the other run is still listed
+        if args[-1] == "--json" and res.exit_code == 0:
+            json.loads(res.stdout) if args[0] != "logs" else [
+                json.loads(line) for line in res.stdout.splitlines()
+            ]
+    res = invoke("status", other, "--json", *sd)
+    assert res.exit_code == 0 and json.loads(res.stdout)["status"] == "completed"
+
+
+def test_orch_runs_lists_a_run_with_an_unreadable_start_as_corrupt(recorded, tmp_path):
+    source, (victim, other) = recorded
+    state = tmp_path / "state"
+    shutil.copytree(source, state)
+    with sqlite3.connect(state / "state.db") as db:
+        db.execute("UPDATE runs SET started='abc' WHERE id=?", (victim,))
+    res = invoke("runs", "--json", "--state-dir", str(state))
+    assert res.exit_code == 0, res.output
+    rows = {r["id"]: r for r in json.loads(res.stdout)}
+    assert rows[victim]["status"] == "corrupt" and rows[other]["status"] == "completed"
+    res = invoke("status", victim, "--state-dir", str(state))
+    assert res.exit_code == 2
+    assert f"error: run '{victim}': row '{victim}' of table 'runs' cannot be read" in res.stderr
+    assert "started is 'abc', not a time" in res.stderr
+
+
+# -- a state folder this user cannot write ---------------------------------------------------
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A folder an unprivileged user can read (pytest's tmp_path is private to its user)."""
+    path = Path(tempfile.mkdtemp(prefix="orch-ro-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _as_reader(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run `orch` as a user who may read but not write ``cwd``'s state folder.
+
+    As root (who may write anything), as ``nobody`` through setpriv; otherwise as
+    oneself, the folder having been made read-only.
+    """
+    cmd = [sys.executable, "-m", "orchestrator", *args]
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv")
+        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COV")}
+    res = subprocess.run(
+        cmd,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**env, "NO_COLOR": "1", "HOME": str(cwd)},
+    )
+    if "Permission denied" in res.stderr and "orchestrator" not in res.stderr:
+        pytest.skip(f"the unprivileged user cannot start this Python: {res.stderr[:200]}")
+    return res
+
+
+def test_a_read_only_state_folder_reads_and_refuses_writes_in_one_line(shared_dir):
+    wf = shared_dir / "wf.yaml"
+    wf.write_text(WORKFLOW)
+    state = shared_dir / "state"
+    res = invoke("run", str(wf), "--state-dir", str(state))
+    assert res.exit_code == 0, res.output
+    db = sqlite3.connect(state / "state.db")
+    with db:  # its owner died: resumable, and `orch cancel` records a decision
+        run_id = db.execute("SELECT id FROM runs").fetchone()[0]
+        db.execute("UPDATE runs SET status='running', owner_pid=NULL WHERE id=?", (run_id,))
+    db.close()
+    for path in [state, *state.iterdir()]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    if os.geteuid() != 0:
+        state.chmod(0o555)
+        for path in state.iterdir():
+            path.chmod(0o444)
+    sd = ["--state-dir", "state"]
+    files = sorted(p.name for p in state.iterdir())
+    res = _as_reader(["runs", *sd], shared_dir)
+    assert res.returncode == 0 and run_id in res.stdout, res.stderr
+    res = _as_reader(["status", run_id, "--json", *sd], shared_dir)
+    assert res.returncode == 0 and json.loads(res.stdout)["status"] == "interrupted", res.stderr
+    res = _as_reader(["logs", run_id, *sd], shared_dir)
+    assert res.returncode == 0 and "workflow_started" in res.stdout, res.stderr
+    refused = "error: the state folder 'state' is read-only: "
+    for args in (["run", "wf.yaml"], ["resume", run_id], ["cache", "clear"], ["cancel", run_id]):
+        res = _as_reader([*args, *sd], shared_dir)
+        assert "Traceback" not in res.stderr, (args, res.stderr)
+        assert res.returncode == 2, (args, res.stderr)
+        assert res.stderr.startswith(refused), (args, res.stderr)
+        assert "  hint: make it writable, or record runs elsewhere" in res.stderr
+    assert sorted(p.name for p in state.iterdir()) == files  # nothing written
