@@ -124,3 +124,16 @@ def test_a_regular_file_is_replaced_and_a_new_path_created(tmp_path):
     assert res.exit_code == 0, res.output
     assert json.loads(new.read_text()) == {}
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".new.json")] == []
+
+
+def test_every_file_option_is_checked_the_same_way(tmp_path):
+    # --junit (and any later option naming a file to write) goes through the same check.
+    target = tmp_path / "precious.xml"
+    target.write_text("keep me\n")
+    link = tmp_path / "report.xml"
+    link.symlink_to(target)
+    wf, ledger = _workflow(tmp_path)
+    res = runner.invoke(app, ["run", str(wf), "--junit", str(link)])
+    assert res.exit_code == 2, res.output
+    assert f"error: --junit '{link}' is a symbolic link, not a regular file" in res.stderr
+    assert target.read_text() == "keep me\n" and not ledger.exists()
