@@ -282,11 +282,18 @@ def phase_retry(
     error: str,
     delay: float,
     item: int | None = None,
+    bound: str | None = None,
 ) -> Event:
-    """Attempt ``attempt`` failed; the next one starts after ``delay`` seconds."""
+    """Attempt ``attempt`` failed; the next one starts after ``delay`` seconds.
+
+    ``bound`` says why the wait is shorter than asked (``asked to wait 999999s;
+    bounded by max_delay (1m)``); renderers show it in the retry line.
+    """
     data: dict[str, Any] = {"error": error, "delay": delay, "next_attempt": attempt + 1}
     if item is not None:
         data["item"] = item
+    if bound:
+        data["bound"] = bound
     return Event("phase_retry", run_id, ts, phase, attempt, data)
 
 
@@ -473,8 +480,8 @@ class SecretMasker:
     """Replaces secret values, and their base64 and URL-encoded forms, with ``***``.
 
     Longest values first; empty strings are never secrets. Streams that write a
-    secret in pieces are handled by ``mask_stream``, which holds back a tail as
-    long as the longest form until the next piece or ``flush``.
+    secret in pieces are handled by ``stream()``, which holds back only a tail
+    that could begin a secret form, until the next piece or ``flush``.
     """
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
@@ -491,7 +498,6 @@ class SecretMasker:
             forms.add(urllib.parse.quote_plus(value))
             forms.add(json.dumps(value)[1:-1])  # as it appears inside JSON text
         self._forms = sorted((f for f in forms if len(f) >= 1), key=len, reverse=True)
-        self._longest = max((len(f) for f in self._forms), default=0)
 
     def __bool__(self) -> bool:
         return bool(self._forms)
@@ -537,6 +543,17 @@ class SecretMasker:
         data = {k: v if k in STRUCTURAL_FIELDS else self.mask(v) for k, v in event.data.items()}
         return Event(event.event, event.run_id, event.ts, event.phase, event.attempt, data)
 
+    def partial_tail(self, text: str) -> int:
+        """Length of the longest end of ``text`` that begins some secret form (0 if none)."""
+        best = 0
+        for form in self._forms:
+            # the end of text could be the first L characters of form (L < len(form))
+            for size in range(min(len(form) - 1, len(text)), best, -1):
+                if text.endswith(form[:size]):
+                    best = size
+                    break
+        return best
+
     def stream(self) -> StreamMasker:
         """A masker for one stream of text pieces (secrets may span pieces)."""
         return StreamMasker(self)
@@ -550,16 +567,18 @@ class StreamMasker:
         self._pending = ""
 
     def feed(self, piece: str) -> str:
-        """Masked text that is safe to emit now."""
+        """Masked text that is safe to emit now.
+
+        Only a tail that could be the start of a secret form is held back (the
+        longest suffix of the text that is a prefix of a form), so ordinary text
+        flows as it comes however long the secrets are.
+        """
         if not self._masker:
             return piece
         text = self._masker.mask_text(self._pending + piece)
-        keep = self._masker._longest - 1
-        if keep <= 0 or len(text) <= keep:
-            self._pending = text
-            return ""
-        self._pending = text[-keep:]
-        return text[:-keep]
+        keep = self._masker.partial_tail(text)
+        self._pending = text[len(text) - keep :]
+        return text[: len(text) - keep]
 
     def flush(self) -> str:
         """Whatever is held back, masked."""

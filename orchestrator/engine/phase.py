@@ -297,7 +297,7 @@ async def _attempts(
                 phase.retries,
                 attempt,
                 should_retry=should_retry,
-                on_retry=lambda n, exc, delay: run.bus.emit(
+                on_retry=lambda n, exc, delay, bound: run.bus.emit(
                     ev.phase_retry(
                         run.run_id,
                         run.now(),
@@ -306,9 +306,13 @@ async def _attempts(
                         error=describe(exc),
                         delay=delay,
                         item=item,
+                        bound=bound,
                     )
                 ),
                 first=_first_attempt(run, phase, item),
+                timeout=timeout,
+                deadline=run.deadline,
+                monotonic=run.monotonic,
             )
         else:
             result = await attempt(1)

@@ -3,12 +3,15 @@
 Always bounded (``RetrySpec.attempts`` retries after the first try); what is
 retried is decided by the caller's predicate (``on: [error, timeout]``, never a
 permanent failure, within the run's ``max_total_retries``). A failure's
-``retry_after`` is the minimum wait before the next attempt.
+``retry_after`` is the minimum wait before the next attempt, within bounds: the
+phase's ``max_delay`` and ``timeout``, and the run's timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -24,15 +27,28 @@ from tenacity import (
     wait_random,
 )
 
+from ..errors import format_duration
 from ..spec.model import RetrySpec
 
 __all__ = ["call_with_retries"]
 
 T = TypeVar("T")
-OnRetry = Callable[[int, BaseException, float], Awaitable[None]]
+OnRetry = Callable[[int, BaseException, float, str | None], Awaitable[None]]
 
 
-def _wait(spec: RetrySpec) -> Callable[[RetryCallState], float]:
+def _wait(
+    spec: RetrySpec,
+    timeout: float | None,
+    remaining: Callable[[], float | None],
+    notes: list[str],
+) -> Callable[[RetryCallState], float]:
+    """The wait before the next attempt: the backoff, or longer when the failure asks.
+
+    A failure's ``retry_after`` (a server's Retry-After) is honoured up to the
+    phase's ``max_delay`` and its ``timeout``; every wait ends by the run's
+    timeout (``remaining()`` seconds, None without one). When a bound cut the wait,
+    ``notes`` gets one line saying so (shown in the retry line).
+    """
     base: Any
     if spec.backoff == "fixed":
         base = wait_fixed(spec.delay)
@@ -46,14 +62,32 @@ def _wait(spec: RetrySpec) -> Callable[[RetryCallState], float]:
         base = base + wait_none()
 
     def wait(state: RetryCallState) -> float:
+        notes.clear()
         delay = float(min(base(state), spec.max_delay + spec.jitter))
         exc = state.outcome.exception() if state.outcome is not None else None
-        retry_after = getattr(exc, "retry_after", None)
-        if isinstance(retry_after, (int, float)) and retry_after > delay:
-            delay = float(retry_after)
+        asked = getattr(exc, "retry_after", None)
+        if isinstance(asked, (int, float)) and not isinstance(asked, bool) and asked > delay:
+            bound, why = spec.max_delay, "max_delay"
+            if timeout is not None and timeout < bound:
+                bound, why = timeout, "the phase timeout"
+            if asked > bound:
+                notes.append(
+                    f"asked to wait {_seconds(asked)}; bounded by {why} ({_seconds(bound)})"
+                )
+            delay = max(delay, min(float(asked), bound))
+        left = remaining()
+        if left is not None and delay > left:
+            notes[:] = [f"bounded by the run's timeout ({_seconds(max(0.0, left))} left)"]
+            delay = max(0.0, left)
         return delay
 
     return wait
+
+
+def _seconds(value: float) -> str:
+    if value == math.inf:
+        return "for ever"
+    return format_duration(value) if value < 1e6 else f"{value:.3g}s"
 
 
 async def call_with_retries(
@@ -63,17 +97,27 @@ async def call_with_retries(
     should_retry: Callable[[BaseException], bool],
     on_retry: OnRetry,
     first: int = 1,
+    timeout: float | None = None,
+    deadline: float | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> T:
     """``await attempt(n)`` for n = 1, 2 ... until it returns, at most ``spec.attempts + 1`` times.
 
     ``should_retry(exc)`` decides whether a failure is retried (it is never asked
     about cancellation); ``on_retry(failed_attempt, exc, delay)`` is awaited before
-    each wait. Raises the last attempt's exception when no retry is left.
-    ``first`` > 1 continues a phase resumed after a crash: attempts are numbered
-    from it, fewer are left, and the backoff goes on where it was.
+    each wait (``note``: why the wait was shortened, or None). Raises the last
+    attempt's exception when no retry is left. ``first`` > 1 continues a phase
+    resumed after a crash: attempts are numbered from it, fewer are left, and the
+    backoff goes on where it was. ``timeout`` (the phase's) and ``deadline`` (the
+    run's, a ``monotonic()`` time) bound the waits (see ``_wait``).
     """
     shift = max(1, first) - 1
-    wait = _wait(spec)
+    notes: list[str] = []
+
+    def remaining() -> float | None:
+        return None if deadline is None else deadline - monotonic()
+
+    wait = _wait(spec, timeout, remaining, notes)
 
     def shifted_wait(state: RetryCallState) -> float:
         state.attempt_number += shift  # the backoff of the attempt's real number
@@ -91,7 +135,7 @@ async def call_with_retries(
         exc = state.outcome.exception() if state.outcome is not None else None
         delay = state.next_action.sleep if state.next_action is not None else 0.0
         assert exc is not None
-        await on_retry(state.attempt_number + shift, exc, float(delay))
+        await on_retry(state.attempt_number + shift, exc, float(delay), "; ".join(notes) or None)
 
     retrying = AsyncRetrying(
         sleep=asyncio.sleep,

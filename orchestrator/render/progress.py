@@ -202,8 +202,7 @@ class RunView:
             failed = event.attempt or view.attempt or 1
             nxt = _whole(data.get("next_attempt")) or failed + 1
             view.error = _text(data.get("error"))
-            delay = format_seconds(data.get("delay"))
-            view.note = f"attempt {failed} failed; attempt {nxt} in {delay}"
+            view.note = f"attempt {failed} failed; attempt {nxt} in {retry_wait(data)}"
             view.attempt = nxt
         elif kind == "phase_compensated":
             self.compensated.append((view.id, bool(data.get("ok"))))
@@ -474,10 +473,9 @@ class PlainLines:
             yield from self._flush_partial(str(pid))
             failed = event.attempt or 1
             nxt = _whole(data.get("next_attempt")) or failed + 1
-            delay = format_seconds(data.get("delay"))
             yield (
                 f"phase {pid} attempt {failed} failed: {data.get('error')}; "
-                f"attempt {nxt} in {delay}"
+                f"attempt {nxt} in {retry_wait(data)}"
             )
         elif kind in ("phase_completed", "phase_failed", "phase_skipped"):
             yield from self._flush_partial(str(pid))
@@ -659,6 +657,12 @@ def waiting_note(event: Event) -> str:
         f"waiting for approval{message} (`orch approve {run} {phase}`"
         f" or `orch reject {run} {phase}`)"
     )
+
+
+def retry_wait(data: Mapping[str, Any]) -> str:
+    """The wait of a ``phase_retry`` event: ``2s``, or ``1m (asked to wait 11d; bounded by …)``."""
+    bound = data.get("bound")
+    return format_seconds(data.get("delay")) + (f" ({bound})" if bound else "")
 
 
 def format_seconds(value: Any) -> str:

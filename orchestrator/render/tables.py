@@ -17,7 +17,7 @@ from rich.text import Text
 
 from ..events import Event, format_cost, note, phase_state, run_status
 from ..state.base import PhaseRecord, PhaseState, RunRecord
-from .progress import format_seconds, format_tokens
+from .progress import format_seconds, format_tokens, retry_wait
 
 __all__ = [
     "event_line",
@@ -290,8 +290,8 @@ def event_line(event: Event) -> str:
     elif kind == "phase_retry":
         failed = event.attempt or 1
         nxt = data.get("next_attempt") or failed + 1
-        delay = format_seconds(data.get("delay"))
-        detail = f"attempt {failed} failed: {_short(data.get('error'))}; attempt {nxt} in {delay}"
+        wait = retry_wait(data)
+        detail = f"attempt {failed} failed: {_short(data.get('error'))}; attempt {nxt} in {wait}"
     elif kind == "phase_completed":
         flags = [f for f in ("cached", "fallback_used") if data.get(f)]
         tries = data.get("attempts", 1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import math
+import re
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -38,6 +39,24 @@ DURATION_SCHEMA: dict[str, Any] = {
 }
 #: How long after the phase's deadline a request stops itself, if the engine did not.
 _BACKSTOP = 0.25
+#: Retry-After as delta seconds (RFC 9110: digits; a fraction is tolerated).
+_DELTA_SECONDS = re.compile(r"[0-9]+(\.[0-9]+)?")
+#: Redirects followed per request.
+_MAX_REDIRECTS = 10
+#: Headers sent on when a redirect leads to another origin; every other one
+#: (Authorization, Cookie, X-Api-Key and any custom header) is dropped.
+_CROSS_ORIGIN_HEADERS = frozenset(
+    {
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "content-language",
+        "content-type",
+        "host",
+        "idempotency-key",
+        "user-agent",
+    }
+)
 
 
 def duration(value: Any, default: float) -> float:
@@ -76,17 +95,20 @@ def url_problem(value: str) -> str | None:
 
 
 def retry_after(value: str | None) -> float | None:
-    """Seconds asked by a ``Retry-After`` header (delta seconds or an HTTP date), or None."""
+    """Seconds asked by a ``Retry-After`` header (delta seconds or an HTTP date), or None.
+
+    Anything else (``inf``, ``nan``, ``-5``, ``1e9``, garbage) is ignored. The
+    value may be huge (a far date, a 400-digit number reads as infinity): the
+    engine bounds every wait (``engine/retry.py``), never this parser.
+    """
     if not value:
         return None
     value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
+    if _DELTA_SECONDS.fullmatch(value):
+        return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     return max(0.0, when.timestamp() - time.time())
 
@@ -128,8 +150,9 @@ class HTTPClient:
     def _get(self) -> httpx.AsyncClient:
         if self._client is None:
             # Per-read timeouts are a backstop; the total deadline is enforced around each request.
+            # Redirects are followed by _send (headers dropped across origins), not by httpx.
             self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=True
+                timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=False
             )
         return self._client
 
@@ -161,18 +184,29 @@ class HTTPClient:
             end, own = ctx.deadline + _BACKSTOP, False
         seconds = max(0.0, end - time.monotonic())
         send_headers = {"Idempotency-Key": ctx.idempotency_key}
-        send_headers.update(headers or {})
+        for name, value in (headers or {}).items():
+            if any(c in f"{name}{value}" for c in "\r\n\0"):
+                # header injection: the same value fails again, so it is never retried
+                raise AgentFailure(
+                    f"{method} {url}: header '{name}' holds a line break or NUL; refused",
+                    transient=False,
+                )
+            send_headers[name] = value
+        client = self._get()
         try:
             async with _deadline(seconds):
-                async with self._get().stream(
-                    method,
-                    url,
-                    headers=send_headers,
-                    params={k: _param(v) for k, v in (params or {}).items()},
-                    json=json,
-                    content=content,
-                ) as response:
+                target = httpx.URL(url)  # its own query string is kept; params add to it
+                if params:
+                    target = target.copy_merge_params({k: _param(v) for k, v in params.items()})
+                request = client.build_request(
+                    method, target, headers=send_headers, json=json, content=content
+                )
+                has_body = json is not None or content is not None
+                response = await _send(client, request, has_body, f"{method} {url}")
+                try:
                     yield response
+                finally:
+                    await response.aclose()
         except _DeadlineReached as exc:
             raise AgentFailure(
                 f"{method} {url}: timed out after {format_duration(timeout)}"
@@ -183,6 +217,8 @@ class HTTPClient:
             raise AgentFailure(f"{method} {url} timed out: {type(exc).__name__}") from exc
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
             raise AgentFailure(f"bad URL '{url}': {exc}", transient=False) from exc
+        except httpx.LocalProtocolError as exc:  # a request httpx cannot send: same next time
+            raise AgentFailure(f"{method} {url} cannot be sent: {exc}", transient=False) from exc
         except httpx.TransportError as exc:
             raise AgentFailure(f"{method} {url} failed: {type(exc).__name__}: {exc}") from exc
 
@@ -233,6 +269,49 @@ async def _deadline(seconds: float) -> AsyncIterator[None]:
         raise _DeadlineReached() from None
     finally:
         handle.cancel()
+
+
+async def _send(
+    client: httpx.AsyncClient, request: httpx.Request, has_body: bool, what: str
+) -> httpx.Response:
+    """Send ``request``, following up to _MAX_REDIRECTS redirects; the last response, body unread.
+
+    Within one origin a redirect keeps every header (httpx's rules for the method:
+    303, and 301/302 after a POST, become a GET without the body). To another
+    origin (scheme, host or port; an upgrade from http to https on the same host
+    is the same origin) only the headers of ``_CROSS_ORIGIN_HEADERS`` go on, and a
+    request body is never sent there: a 307/308 that would re-send it fails
+    (permanently) naming the target.
+    """
+    for _ in range(_MAX_REDIRECTS + 1):
+        response = await client.send(request, stream=True, follow_redirects=False)
+        following = response.next_request
+        if following is None:
+            return response
+        await response.aclose()
+        if not _same_origin(request.url, following.url):
+            target = f"{following.url.scheme}://{following.url.netloc.decode('ascii')}"
+            if has_body and following.method not in ("GET", "HEAD"):
+                raise AgentFailure(
+                    f"{what}: HTTP {response.status_code} redirects to another origin"
+                    f" ({target}); orch does not send a request body to another origin",
+                    transient=False,
+                )
+            for name in list(following.headers.keys()):
+                if name.lower() not in _CROSS_ORIGIN_HEADERS:
+                    del following.headers[name]
+        request = following
+    raise AgentFailure(f"{what}: more than {_MAX_REDIRECTS} redirects", transient=False)
+
+
+def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:
+    ports = {"http": 80, "https": 443}
+    if a.host != b.host:
+        return False
+    if a.scheme == b.scheme:
+        return (a.port or ports.get(a.scheme)) == (b.port or ports.get(b.scheme))
+    # http -> https on the same host and default ports: the secret goes on over TLS
+    return a.scheme == "http" and b.scheme == "https" and a.port is None and b.port is None
 
 
 def _param(value: Any) -> Any:

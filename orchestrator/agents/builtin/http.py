@@ -7,10 +7,10 @@ connection errors are transient; other unexpected statuses are permanent.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from ... import jsontext
 from ...expr import is_template
 from ..base import Agent, AgentContext, AgentFailure, AgentResult, ConfigProblem
 from ._client import (
@@ -144,7 +144,7 @@ class HttpAgent(Agent):
         output: Any = text
         if mode == "json" or (mode == "auto" and is_json and body.strip()):
             try:
-                output = json.loads(text)
+                output = jsontext.loads(text)
             except ValueError as exc:
                 raise AgentFailure(
                     f"response of {method} {url} is not valid JSON: {exc}", transient=False

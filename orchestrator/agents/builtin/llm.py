@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from ... import jsontext
 from ...expr import is_template
 from ..base import Agent, AgentContext, AgentFailure, AgentResult, ConfigProblem
 from ._client import (
@@ -226,7 +227,7 @@ class LlmAgent(Agent):
         if not as_json:
             return AgentResult(output=text, metadata=metadata)
         try:
-            output = json.loads(_strip_fence(text))
+            output = jsontext.loads(_strip_fence(text))
         except ValueError as exc:
             raise AgentFailure(
                 f"the model's answer is not valid JSON ({exc}): {text[:200]!r}",
@@ -275,11 +276,19 @@ def _api_error(raw: bytes) -> str:
         data = json.loads(raw)
     except ValueError:
         return raw[:300].decode("utf-8", "replace").strip()
-    if isinstance(data, dict) and isinstance(data.get("error"), dict):
-        return str(data["error"].get("message", ""))
-    if isinstance(data, dict) and isinstance(data.get("error"), str):
-        return str(data["error"])
+    if isinstance(data, dict) and data.get("error"):
+        return _error_message(data["error"])
     return raw[:300].decode("utf-8", "replace").strip()
+
+
+def _error_message(error: Any) -> str:
+    """The text of an API error (``{"message": ..., "type": ...}`` or a string), never a dict."""
+    if isinstance(error, dict):
+        message = error.get("message")
+        if isinstance(message, str) and message.strip():
+            return message.strip()
+        return json.dumps(error, ensure_ascii=False, default=str)[:300]
+    return str(error)
 
 
 def _from_completion(raw: bytes) -> tuple[str, dict[str, Any] | None, dict[str, Any]]:
@@ -311,11 +320,13 @@ async def _from_stream(
         if payload == "[DONE]":
             break
         try:
-            chunk = json.loads(payload)
+            chunk = jsontext.loads(payload)
+            if not isinstance(chunk, dict):
+                raise ValueError("not a JSON object")
         except ValueError as exc:
             raise AgentFailure(f"bad server-sent event: {payload[:200]!r}") from exc
-        if chunk.get("error"):
-            raise AgentFailure(f"the model failed: {chunk['error']}")
+        if chunk.get("error"):  # an error in the middle of the stream: as the non-streaming path
+            raise AgentFailure(f"the model failed: {_error_message(chunk['error'])}")
         meta["model"] = chunk.get("model", meta.get("model"))
         if chunk.get("usage"):
             usage = chunk["usage"]

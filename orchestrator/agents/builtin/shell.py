@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ... import jsontext
 from ...expr import is_template, template_references
 from ..base import Agent, AgentContext, AgentFailure, AgentResult, ConfigProblem
 from .process import TAG_VARIABLE, ProcessTree
@@ -295,7 +296,7 @@ def _parse(stdout: bytes, mode: str) -> Any:
     text = stdout.decode("utf-8", "replace")
     if mode == "json":
         try:
-            return json.loads(text)
+            return jsontext.loads(text)
         except ValueError as exc:
             snippet = text[:200]
             raise AgentFailure(
