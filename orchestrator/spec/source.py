@@ -252,6 +252,30 @@ def _line_col_of_char(text: str, offset: int) -> tuple[int, int]:
     return text.count("\n", 0, offset) + 1, offset - start + 1
 
 
+#: Line breaks in YAML 1.1 only.
+_OLD_BREAKS = "\x85\u2028\u2029"
+
+
+def _break_stand_ins(text: str) -> dict[int, str]:
+    """For each YAML-1.1-only line break in ``text``, a private-use character it does not hold."""
+    found = [c for c in _OLD_BREAKS if c in text]
+    if not found:
+        return {}
+    free = (chr(c) for c in range(0xF8FF, 0xE000, -1) if chr(c) not in text)
+    return {ord(c): next(free) for c in found}
+
+
+def _put_back(value: Any, table: dict[int, str]) -> Any:
+    """``value`` with the stand-ins of _break_stand_ins translated back (keys included)."""
+    if isinstance(value, str):
+        return value.translate(table)
+    if isinstance(value, dict):
+        return {_put_back(k, table): _put_back(v, table) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_put_back(v, table) for v in value]
+    return value
+
+
 def _events(text: str) -> tuple[Iterator[Any], Callable[[], None]]:
     """The parser's events (the StreamEnd event may come last) and how to free the parser."""
     try:
@@ -275,6 +299,7 @@ class _Frame:
     key: str | None = None
     key_loc: tuple[int, int] | None = None
     skip_value: bool = False  # the pending key is a duplicate: parse its value, drop it
+    merge_key: bool = False  # the pending key is a plain << (a quoted "<<" is a plain key)
     merges: list[tuple[dict[str, Any], tuple[int, int]]] = field(default_factory=list)
 
 
@@ -305,6 +330,19 @@ class _Composer:
         return Location(self.name, *lc)
 
     def compose(self, text: str) -> tuple[Any, SourceMap]:
+        # YAML 1.2 does not treat U+0085, U+2028 and U+2029 as line breaks, but the
+        # parser does (YAML 1.1): every later line number would be off, and a plain
+        # or block scalar holding one is refused. They stand in as private-use
+        # characters the text does not hold, and are put back in every string.
+        swap = _break_stand_ins(text)
+        if swap:
+            text = text.translate(swap)
+            data, smap = self._compose_text(text)
+            back = {ord(v): chr(k) for k, v in swap.items()}
+            return _put_back(data, back), smap
+        return self._compose_text(text)
+
+    def _compose_text(self, text: str) -> tuple[Any, SourceMap]:
         try:
             events, dispose = _events(text)
             try:
@@ -386,7 +424,7 @@ class _Composer:
                             top.key, top.key_loc = text, (mark.line + 1, mark.column + 1)
                             top.skip_value = False
                             continue
-                    elif key != "<<" and not top.skip_value:
+                    elif not top.merge_key and not top.skip_value:
                         container[key] = _resolve_plain(text) if event.implicit[0] else text
                         path = top.path + (key,)
                         keys[path] = top.key_loc  # type: ignore[assignment]
@@ -433,7 +471,7 @@ class _Composer:
         if top is not None and isinstance(top.container, dict) and top.key is None:
             self._check_tag(event.tag, "str", loc)
             value = str(event.value)
-            self._set_key(top, value, loc)
+            self._set_key(top, value, loc, merge=value == "<<" and bool(event.implicit[0]))
         else:
             value = self._resolve(event, loc)
             self._add(value, loc, 1, 0, stack, root)
@@ -518,11 +556,12 @@ class _Composer:
             return top.path + (top.key if top.key is not None else "",)
         return top.path + (len(top.container),)
 
-    def _set_key(self, top: _Frame, key: str, loc: tuple[int, int]) -> None:
+    def _set_key(self, top: _Frame, key: str, loc: tuple[int, int], *, merge: bool = False) -> None:
         assert isinstance(top.container, dict)
         top.key, top.key_loc = key, loc
         top.skip_value = False
-        if key in top.container and key != "<<":
+        top.merge_key = merge
+        if key in top.container and not merge:
             # reported, not raised: the first value is kept and the parse goes on
             first = self.smap.keys.get(top.path + (key,))
             where = f" (first at line {first[0]})" if first is not None else ""
@@ -560,8 +599,9 @@ class _Composer:
             return
         key = top.key
         assert key is not None and top.key_loc is not None
-        if key == "<<" and top.key_loc is not None:
+        if top.merge_key:
             self._merge(top, value, top.key_loc)
+            top.merge_key = False
         elif not top.skip_value:
             top.container[key] = value
             path = top.path + (key,)

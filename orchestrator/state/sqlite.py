@@ -677,11 +677,14 @@ class SqliteStore:
             return None
         output, metadata, created, expires = rows[0]
         when = time.time() if now is None else now
-        if expires is not None and expires <= when:
-            return None
         try:
-            return CachedResult(json.loads(output), json.loads(metadata or "{}"), float(created))
-        except ValueError:
+            if expires is not None and float(expires) <= when:
+                return None
+            meta = json.loads(metadata or "{}")
+            if not isinstance(meta, dict):
+                raise TypeError("metadata is not a JSON object")
+            return CachedResult(json.loads(output), meta, float(created))
+        except (ValueError, TypeError):
             return None  # an unreadable cache entry is a miss, never an error
 
     def cache_clear(self) -> int:

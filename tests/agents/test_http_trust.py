@@ -61,7 +61,7 @@ def test_a_query_string_in_the_url_reaches_the_server_with_params_added(tmp_path
             "      params: {limit: 5}\n"
             f"  - id: plain\n    agent: http\n    with: {{url: '{srv.url}/echo?page=3'}}\n",
         )
-        first, second = srv.requests
+        first, second = sorted(srv.requests, key=lambda r: r.query["page"])
     assert code == 0
     assert first.query == {"page": ["2"], "q": ["a b"], "limit": ["5"]}
     assert second.query == {"page": ["3"]}
@@ -281,6 +281,16 @@ def test_the_plain_retry_line_says_the_wait_was_bounded(tmp_path):
         )
         res = runner.invoke(app, ["run", str(wf)])
     assert res.exit_code == 0, res.output
-    assert (
-        "attempt 2 in 50ms (asked to wait 999999s; bounded by max_delay (50ms))" in res.stderr
-    )
+    assert "attempt 2 in 50ms (asked to wait 999999s; bounded by max_delay (50ms))" in res.stderr
+
+
+def test_a_query_string_on_base_url_stays_a_query_string(tmp_path):
+    with HTTPServer({("GET", "/api/items"): Reply(200, json={"ok": True})}) as srv:
+        code, _ = run(
+            tmp_path,
+            "  - id: call\n    agent: http\n    with:\n"
+            f"      base_url: {srv.url}/api?key=k1\n      path: items?page=2\n",
+        )
+        (req,) = srv.requests
+    assert code == 0
+    assert req.path == "/api/items" and req.query == {"key": ["k1"], "page": ["2"]}

@@ -96,6 +96,7 @@ _CASES = [
 ]
 
 
+@pytest.mark.handmade_events  # the rows are corrupted on purpose
 @pytest.mark.parametrize(("table", "column", "value"), _CASES, ids=lambda v: repr(v)[:12])
 def test_a_corrupt_value_in_any_column_gives_one_clear_line(
     recorded, tmp_path, table, column, value
@@ -141,6 +142,7 @@ def test_a_corrupt_value_in_any_column_gives_one_clear_line(
     assert res.exit_code == 0 and json.loads(res.stdout)["status"] == "completed"
 
 
+@pytest.mark.handmade_events
 def test_orch_runs_lists_a_run_with_an_unreadable_start_as_corrupt(recorded, tmp_path):
     source, (victim, other) = recorded
     state = tmp_path / "state"
@@ -227,3 +229,25 @@ def test_a_read_only_state_folder_reads_and_refuses_writes_in_one_line(shared_di
         assert res.stderr.startswith(refused), (args, res.stderr)
         assert "  hint: make it writable, or record runs elsewhere" in res.stderr
     assert sorted(p.name for p in state.iterdir()) == files  # nothing written
+
+
+@pytest.mark.parametrize("column", ["output", "metadata", "created", "expires"])
+@pytest.mark.parametrize("value", ["abc", "{", b"\xff", "[1]"], ids=repr)
+def test_a_corrupt_cache_row_is_a_miss_and_the_phase_runs(tmp_path, column, value):
+    if column == "output" and value == "[1]":
+        pytest.skip("valid JSON: a (wrong) cached output, not a corrupt one")
+    ledger = tmp_path / "ledger"
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(
+        "name: c\nphases:\n  - id: a\n    agent: shell\n    cache: true\n"
+        f"    with: {{command: \"echo ran >> '{ledger}'; echo hi\"}}\n"
+    )
+    sd = ("--state-dir", str(tmp_path / "state"))
+    assert invoke("run", str(wf), *sd).exit_code == 0
+    db = sqlite3.connect(tmp_path / "state" / "state.db")
+    with db:
+        db.execute(f"UPDATE cache SET {column}=?", (value,))
+    db.close()
+    res = invoke("run", str(wf), *sd)
+    assert res.exit_code == 0, res.output
+    assert ledger.read_text() == "ran\nran\n"  # a miss: the phase ran again

@@ -26,6 +26,7 @@ __all__ = [
     "HTTPClient",
     "check_status",
     "duration",
+    "join_url",
     "retry_after",
     "url_problem",
 ]
@@ -78,6 +79,21 @@ def duration(value: Any, default: float) -> float:
             f"'{value}' is not a duration; use 500ms, 30s, 5m, 1h or seconds", transient=False
         )
     return seconds
+
+
+def join_url(base: str, path: str) -> str:
+    """``path`` appended to the path of ``base``; a query string on either is kept.
+
+    ``join_url("http://h/api?v=1", "items?page=2")`` is ``http://h/api/items?v=1&page=2``
+    (a plain string join would put the path inside the query).
+    """
+    if not path:
+        return base
+    parts = urllib.parse.urlsplit(base)
+    tail = urllib.parse.urlsplit(path)
+    joined = parts.path.rstrip("/") + "/" + tail.path.lstrip("/")
+    query = "&".join(q for q in (parts.query, tail.query) if q)
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, joined, query, parts.fragment))
 
 
 def url_problem(value: str) -> str | None:

@@ -18,6 +18,7 @@ from ._client import (
     HTTPClient,
     check_status,
     duration,
+    join_url,
     read_capped,
     url_problem,
 )
@@ -161,8 +162,4 @@ def _url(input: Mapping[str, Any]) -> str:
         return str(input["url"])
     if not input.get("base_url"):
         raise AgentFailure(_WHERE, transient=False)
-    base = str(input.get("base_url") or "")
-    path = str(input.get("path") or "")
-    if not path:
-        return base
-    return base.rstrip("/") + "/" + path.lstrip("/")
+    return join_url(str(input.get("base_url") or ""), str(input.get("path") or ""))

@@ -20,6 +20,7 @@ from ._client import (
     HTTPClient,
     check_status,
     duration,
+    join_url,
     read_capped,
     url_problem,
 )
@@ -177,7 +178,7 @@ class LlmAgent(Agent):
     async def run(self, input: Mapping[str, Any], ctx: AgentContext) -> AgentResult:
         """Send the conversation; raises AgentFailure (429/5xx/connection: transient)."""
         base = str(input.get("base_url") or os.environ.get("OPENAI_BASE_URL") or _DEFAULT_BASE_URL)
-        url = base.rstrip("/") + "/chat/completions"
+        url = join_url(base, "chat/completions")  # a query string (api-version=...) is kept
         stream = bool(input.get("stream", True))
         as_json = input.get("response_format") == "json"
         body: dict[str, Any] = {"model": input["model"], "messages": _messages(input)}
