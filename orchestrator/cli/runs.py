@@ -232,19 +232,18 @@ def cancel_command(
         if run.finished:
             _refuse(f"run {run.id} has already ended ({run.status}); nothing to cancel")
         if run.status == "interrupted":
-            # Its process is gone: nothing to signal, record the decision.
-            store.append(
-                [
-                    Event(
-                        "workflow_cancelled",
-                        run.id,
-                        time.time(),
-                        data={
-                            "status": "cancelled",
-                            "error": "cancelled by `orch cancel` after its process had died",
-                        },
-                    )
-                ]
+            # Its process is gone: nothing to signal, record the decision (unless a
+            # resume claimed the run since it was read: then it is refused).
+            store.end_interrupted(
+                Event(
+                    "workflow_cancelled",
+                    run.id,
+                    time.time(),
+                    data={
+                        "status": "cancelled",
+                        "error": "cancelled by `orch cancel` after its process had died",
+                    },
+                )
             )
             sys.stderr.write(f"run {run.id} had no live process; recorded as cancelled\n")
             return

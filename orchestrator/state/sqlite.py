@@ -392,6 +392,29 @@ class SqliteStore:
             for event in events:
                 self._apply_event(conn, event)
 
+    def end_interrupted(self, event: Event) -> None:
+        """Record a final ``event`` for a run whose owner died, if it still has no live owner.
+
+        One transaction reads the row and writes the event, so a resume that claimed
+        the run in the meantime wins: then RunLocked is raised and nothing is written.
+        """
+        full_id = event.run_id
+        with self._writing(f"cannot write to the state database '{self.path}'") as conn:
+            row = conn.execute(
+                "SELECT status, owner_pid, owner_start FROM runs WHERE id=?", (full_id,)
+            ).fetchone()
+            try:
+                owner = Owner(int(row[1]), row[2]) if row is not None and row[1] else None
+            except (TypeError, ValueError):
+                owner = None  # an unreadable owner cannot be alive
+            if row is None or row[0] != "running" or (owner is not None and owner.alive()):
+                raise RunLocked(
+                    f"run '{full_id}' is no longer interrupted (it was resumed or ended"
+                    " meanwhile); nothing recorded",
+                    hint=f"`orch status {full_id}` shows it now",
+                )
+            self._apply_event(conn, event)
+
     def _ensure_writer(self) -> None:
         if self.readonly:
             raise self._readonly_error("cannot record runs there")

@@ -142,3 +142,47 @@ phases:
     status = json.loads(orch("status", run_id, "--json", state=state).stdout)
     assert status["status"] == "cancelled"
     assert ledger.read_text().splitlines() == ["waiting", "undo", "undo"]
+
+
+def test_a_cancel_that_read_interrupted_does_not_end_a_run_a_resume_claimed(tmp_path):
+    # `orch cancel` reads the run as interrupted, then a resume claims it before the
+    # cancel writes: the write checks again, in its transaction, and is refused.
+    from orchestrator.errors import RunLocked
+    from orchestrator.events import Event
+    from orchestrator.state.sqlite import open_store
+
+    ledger = tmp_path / "ledger"
+    release = tmp_path / "release"
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(
+        "name: claim\nphases:\n  - id: work\n    agent: shell\n    with:\n"
+        f"      command: \"echo $$ >> '{ledger}';"
+        f" while [ ! -f '{release}' ]; do sleep 0.05; done\"\n"
+    )
+    state = tmp_path / "state"
+    first = start("run", str(wf), state=state)
+    wait_for_lines(ledger, 1, first)
+    first.kill()
+    first.communicate()
+    run_id = only_run(state)
+    store = open_store(state)
+    try:
+        assert store.get_run(run_id).status == "interrupted"  # what cancel read
+        resumer = start("resume", run_id, state=state)
+        try:
+            wait_for_lines(ledger, 2, resumer)  # the resume owns the run now
+            cancelled = Event(
+                "workflow_cancelled", run_id, time.time(), data={"status": "cancelled"}
+            )
+            with pytest.raises(RunLocked, match="is no longer interrupted"):
+                store.end_interrupted(cancelled)
+            assert store.get_run(run_id).status == "running"
+        finally:
+            release.touch()
+            resumer.communicate(timeout=60)
+        assert resumer.returncode == 0
+        assert store.get_run(run_id).status == "completed"
+        with pytest.raises(RunLocked):  # an ended run is not ended again either
+            store.end_interrupted(cancelled)
+    finally:
+        store.close()
