@@ -59,7 +59,11 @@ def only_run(state: Path) -> str:
     return str(json.loads(listed.stdout)[0]["id"])
 
 
-def test_a_refused_resume_stops_nothing_of_the_winner(tmp_path):
+def interrupted_run(tmp_path: Path) -> tuple[str, Path, Path, Path]:
+    """A run killed (-9) while its command waits for ``release``: (id, state, ledger, release).
+
+    The command writes its pid to ``ledger`` when it starts, and is left running.
+    """
     ledger = tmp_path / "ledger"
     release = tmp_path / "release"
     wf = tmp_path / "wf.yaml"
@@ -73,7 +77,11 @@ def test_a_refused_resume_stops_nothing_of_the_winner(tmp_path):
     wait_for_lines(ledger, 1, first)
     first.kill()  # kill -9: its command is left running
     first.communicate()
-    run_id = only_run(state)
+    return only_run(state), state, ledger, release
+
+
+def test_a_refused_resume_stops_nothing_of_the_winner(tmp_path):
+    run_id, state, ledger, release = interrupted_run(tmp_path)
     winner = start("resume", run_id, state=state)
     try:
         lines = wait_for_lines(ledger, 2, winner)  # the winner's own command runs now
@@ -151,20 +159,7 @@ def test_a_cancel_that_read_interrupted_does_not_end_a_run_a_resume_claimed(tmp_
     from orchestrator.events import Event
     from orchestrator.state.sqlite import open_store
 
-    ledger = tmp_path / "ledger"
-    release = tmp_path / "release"
-    wf = tmp_path / "wf.yaml"
-    wf.write_text(
-        "name: claim\nphases:\n  - id: work\n    agent: shell\n    with:\n"
-        f"      command: \"echo $$ >> '{ledger}';"
-        f" while [ ! -f '{release}' ]; do sleep 0.05; done\"\n"
-    )
-    state = tmp_path / "state"
-    first = start("run", str(wf), state=state)
-    wait_for_lines(ledger, 1, first)
-    first.kill()
-    first.communicate()
-    run_id = only_run(state)
+    run_id, state, ledger, release = interrupted_run(tmp_path)
     store = open_store(state)
     try:
         assert store.get_run(run_id).status == "interrupted"  # what cancel read
