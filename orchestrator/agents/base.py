@@ -148,6 +148,9 @@ class Agent:
     #: Keys of ``with:`` whose string value is a shell command line: the engine
     #: renders them with ``expr.render_shell``, which shell-quotes every value.
     shell_fields: ClassVar[tuple[str, ...]] = ()
+    #: True for an agent type whose calls must run in the orch process even when the
+    #: run's calls go to Dask workers (the workflow agent: a sub-run needs the engine).
+    runs_in_orch: ClassVar[bool] = False
 
     @classmethod
     def check_static(cls, config: Mapping[str, Any], *, workflow_path: str) -> list[ConfigProblem]:

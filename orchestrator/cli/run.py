@@ -25,6 +25,7 @@ from .usage import whole_number
 
 if TYPE_CHECKING:
     from ..engine import RunResult
+    from ..engine.dask_executor import ExecutorChoice
     from ..events import EventSink
     from ..plan import Plan
     from ..spec.model import Workflow
@@ -129,13 +130,26 @@ def run_command(
             metavar="DIR",
         ),
     ] = None,
+    executor: Annotated[
+        str | None,
+        typer.Option(
+            "--executor",
+            help=(
+                "Where agent calls run: local (default), dask (a local Dask cluster, or "
+                "$DASK_SCHEDULER_ADDRESS) or dask://HOST:PORT (an existing cluster)."
+            ),
+            metavar="WHERE",
+        ),
+    ] = None,
 ) -> None:
     """Run a workflow: live progress on a terminal, plain lines elsewhere; print the outputs."""
     try:
         if record is not None and replay is not None:
             raise UsageError("--record and --replay cannot be used together; choose one")
+        from ..engine.dask_executor import parse_executor
         from ..spec.locate import find_workflow
 
+        where = parse_executor(executor)  # before anything runs: a bad value exits 2 at once
         workflow = _load(find_workflow(file))
         from ..plan import compile_plan
 
@@ -166,6 +180,7 @@ def run_command(
             state_dir=state_dir,
             junit=junit,
             calls=_call_log(record, replay),
+            executor=where,
         )
     except WorkflowInvalid as exc:
         _print_problems(exc)
@@ -296,6 +311,7 @@ def _run(
     junit: Path | None = None,
     resume_iterations: Mapping[str, tuple[int, Any]] | None = None,
     calls: Any = None,
+    executor: ExecutorChoice | None = None,
 ) -> int:
     """Run the plan with the sinks this invocation wants; returns the exit code.
 
@@ -371,6 +387,7 @@ def _run(
             run_id,
             prior,
             notify=notify,
+            executor=executor,
         )
 
     try:
@@ -414,11 +431,34 @@ async def _execute(
     prior: Mapping[str, Any] | None = None,
     *,
     notify: Callable[[str], None] | None = None,
+    executor: ExecutorChoice | None = None,
 ) -> RunResult:
-    """Run the engine with SIGINT and SIGTERM turned into a clean cancel (a second one forces)."""
+    """Run the engine with SIGINT and SIGTERM turned into a clean cancel (a second one forces).
+
+    With ``executor``, agent calls run on that Dask cluster, opened here and closed after.
+    """
     import asyncio
 
     from ..engine import execute
+
+    if executor is not None:
+        from dataclasses import replace
+
+        from ..engine.dask_executor import opened
+
+        async with opened(executor, notify) as dask:
+            return await _execute(
+                plan,
+                inputs,
+                registry,
+                replace(options, executor=dask),
+                sinks,
+                received,
+                force,
+                run_id,
+                prior,
+                notify=notify,
+            )
 
     loop = asyncio.get_running_loop()
     cancel = asyncio.Event()

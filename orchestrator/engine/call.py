@@ -96,7 +96,8 @@ def make_spec(
 ) -> CallSpec:
     """The CallSpec of one call of ``agent`` (a named agent or a bare type) for a phase.
 
-    ``deadline`` is on the run's monotonic clock (None: none).
+    ``deadline`` is on the run's monotonic clock (None: none). ``resources`` are
+    the phase's (``resources:``), for every call made for it.
     """
     item_part = f"[{item}]" if item is not None else ""
     turn_part = f"#{turn}" if turn > 1 else ""
@@ -113,8 +114,19 @@ def make_spec(
         item=item,
         turn=turn,
         secrets=run.secrets,
+        resources=_resources(run).get(phase_id, {}),
         depth=run.options.depth,
     )
+
+
+def _resources(run: RunContext) -> Mapping[str, Mapping[str, float]]:
+    """``resources`` of every phase (handlers included) that has some, made once per run."""
+    found: Mapping[str, Mapping[str, float]] | None = run.memo.get(_resources)
+    if found is None:
+        wf = run.workflow
+        every = (*wf.phases, *wf.on_success, *wf.on_failure, *wf.finally_)
+        found = run.memo[_resources] = {p.id: p.resources for p in every if p.resources}
+    return found
 
 
 class _Stream:

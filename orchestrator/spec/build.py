@@ -512,6 +512,7 @@ def _phase(
         handoff=handoff,
         priority=choice(get("priority"), "medium"),
         estimated_duration=number_or_none(raw.get("estimated_duration")),
+        resources=_resources(cx, raw.get("resources"), path + ("resources",)),
         previous=previous,
         budget=_budget(raw.get("budget")),
         capability=capability,
@@ -589,6 +590,27 @@ def _retries(cx: Checker, raw: Any, path: JsonPath) -> RetrySpec:
             )
         )
     return spec
+
+
+def _resources(cx: Checker, raw: Any, path: JsonPath) -> dict[str, float]:
+    """``resources`` as {name: amount}; an infinite amount (YAML ``.inf``) is a problem."""
+    if not isinstance(raw, Mapping) or not cx.ok(path):
+        return {}
+    found: dict[str, float] = {}
+    for name, amount in raw.items():
+        if not cx.ok(path + (name,)):
+            continue
+        if number_or_none(amount) is None:
+            cx.add(
+                SchemaViolation(
+                    f"{json_path(path)}.{name} must be a finite number above 0, not {amount!r}",
+                    location=cx.smap.value(path + (name,)),
+                    hint="write how much of the resource one call uses, e.g. GPU: 1",
+                )
+            )
+            continue
+        found[str(name)] = float(amount)
+    return found
 
 
 def _cache(raw: Any) -> CacheSpec | None:

@@ -223,6 +223,7 @@ class Phase:
     handoff: HandoffSpec | None = None
     priority: str = "medium"
     estimated_duration: float | None = None
+    resources: Mapping[str, float] = field(default_factory=dict)  # Dask worker resources
     previous: str | None = None
     budget: Budget | None = None
     capability: str | None = None

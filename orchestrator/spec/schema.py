@@ -344,8 +344,10 @@ def _explain(
             message += f"; did you mean '{close[0]}'?"
     elif v == "const":
         message = f"{shown} must be {_show(vv)}, not {_show(value)}"
-    elif v in ("minimum", "exclusiveMinimum"):
+    elif v == "minimum":
         message = f"{shown} must be at least {vv}, not {_show(value)}"
+    elif v == "exclusiveMinimum":
+        message = f"{shown} must be above {vv}, not {_show(value)}"
     elif v in ("maximum", "exclusiveMaximum"):
         message = f"{shown} must be at most {vv}, not {_show(value)}"
     elif v in ("minItems", "minLength") and vv == 1:
@@ -514,6 +516,8 @@ def _keyword(
         return lambda v: not isinstance(v, str) or rx.search(v) is not None
     if key == "minimum":
         return lambda v: not _PY_TYPES["number"](v) or v >= arg
+    if key == "exclusiveMinimum":
+        return lambda v: not _PY_TYPES["number"](v) or v > arg
     if key == "minLength":
         return lambda v: not isinstance(v, str) or len(v) >= arg
     if key == "minItems":

@@ -91,6 +91,7 @@ def test_every_contract_key_is_in_the_schema():
         "capability",
         "approval",
         "repeat",
+        "resources",
     }
     assert set(schema["$defs"]["phase"]["properties"]) == phase
     assert set(schema["$defs"]["retries"]["properties"]) == {

@@ -9,17 +9,29 @@ import asyncio
 import email.utils
 import math
 import re
+import sys
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
-
 from ...errors import format_duration
 from ...spec.values import parse_duration
 from ..base import AgentContext, AgentFailure
+
+# httpx's __init__ imports its command-line client (click, rich, pygments) whenever
+# those happen to be installed (click comes with the dask extra); the agents never use
+# it, so it is refused here: importing the http agent stays light and loads no CLI.
+_CLI = "httpx._main"
+_refused = "httpx" not in sys.modules and _CLI not in sys.modules
+if _refused:
+    sys.modules[_CLI] = None  # type: ignore[assignment]
+try:
+    import httpx
+finally:
+    if _refused and sys.modules.get(_CLI, 0) is None:
+        del sys.modules[_CLI]
 
 __all__ = [
     "DURATION_SCHEMA",

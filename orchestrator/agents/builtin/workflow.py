@@ -21,6 +21,7 @@ class WorkflowAgent(Agent):
     """Runs a workflow file with ``inputs``; the output is the sub-run's outputs."""
 
     name = "workflow"
+    runs_in_orch = True  # a sub-run is the engine's work, in the orch process
     description = (
         "Runs another workflow file (path relative to this one) as a sub-run with "
         "`inputs`; the output is the sub-run's outputs."

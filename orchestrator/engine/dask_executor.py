@@ -1,0 +1,546 @@
+"""Agent calls on Dask workers (``orch run --executor dask``): the only module that imports Dask.
+
+The orch process stays the scheduler and the owner of the run: retries, timeouts,
+rate limits, circuit breakers, the cache, events and the state store work there
+as they do locally. Only the agent call itself is shipped, as plain data (the
+agent type, the instance name, the rendered input and a few context fields), to
+``run_on_worker`` on a worker, which rebuilds the agent from the same entry
+points, runs it, streams its pieces back through Dask's event topics
+(``Worker.log_event`` -> ``Client.subscribe_topic``) and returns a plain dict.
+
+Failures map to the engine's terms: a worker that dies during a call is a
+transient ``AgentFailure`` (the phase's retries decide); a lost scheduler
+connection a permanent one naming the address (the run can be resumed); a
+phase asking for resources no worker offers fails after ``resource_wait``.
+Cancelling a call (phase timeout, fail-fast, Ctrl-C) cancels its Dask task;
+the worker sees that and cancels the agent, which ends a shell command's whole
+process tree there.
+
+Dask is imported only when an executor is opened or a call runs on a worker:
+``import orchestrator.engine.dask_executor`` itself stays cheap and works
+without the ``dask`` extra installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from ..agents.base import AgentFailure, AgentResult
+from ..errors import OrchError, UsageError
+from .executor import CallChannel, CallSpec
+from .result import json_data
+
+if TYPE_CHECKING:
+    from ..agents.registry import AgentRegistry
+
+__all__ = [
+    "DEFAULT_RESOURCE_WAIT",
+    "DaskExecutor",
+    "ExecutorChoice",
+    "open_executor",
+    "parse_executor",
+    "run_on_worker",
+]
+
+#: seconds a phase waits for a worker offering its resources before it fails
+DEFAULT_RESOURCE_WAIT = 30.0
+_INSTALL_HINT = "install the extra: pip install 'orch[dask]'"
+# how often a worker checks whether the orch process cancelled the call
+_CANCEL_POLL = 0.1
+# how long the orch process waits for stream pieces still in flight after a result
+_STREAM_GRACE = 10.0
+# a call whose task is no longer in one of these states on its worker was cancelled
+_RUNNING = frozenset({"executing", "long-running"})
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorChoice:
+    """Where agent calls run: ``address`` of an existing scheduler, or None for a
+    LocalCluster started for the run (``workers`` processes, ``threads`` each)."""
+
+    address: str | None = None
+    workers: int | None = None
+    threads: int | None = None
+    resource_wait: float = DEFAULT_RESOURCE_WAIT
+
+    def describe(self) -> str:
+        """``dask (tcp://host:port)`` or ``dask (local cluster)``, for messages."""
+        return f"dask ({self.address})" if self.address else "dask (local cluster)"
+
+
+def parse_executor(
+    text: str | None, environ: Mapping[str, str] | None = None
+) -> ExecutorChoice | None:
+    """``--executor``: None or ``local`` -> None (in-process); ``dask`` -> a LocalCluster,
+    or the cluster at ``$DASK_SCHEDULER_ADDRESS`` when that is set; ``dask://HOST:PORT``
+    (or ``tcp://``, ``tls://``) -> that scheduler.
+
+    ``ORCH_DASK_WORKERS``, ``ORCH_DASK_THREADS`` size the LocalCluster and
+    ``ORCH_DASK_RESOURCE_WAIT`` (seconds) bounds the wait for resources.
+    Raises UsageError (exit 2) for anything else, or when Dask is not installed.
+    """
+    env = os.environ if environ is None else environ
+    value = (text or "local").strip()
+    if value == "local":
+        return None
+    if value == "dask":
+        address = env.get("DASK_SCHEDULER_ADDRESS", "").strip() or None
+    elif value.startswith("dask://"):
+        address = "tcp://" + value[len("dask://") :]
+    elif value.startswith(("tcp://", "tls://")):
+        address = value
+    else:
+        raise UsageError(
+            f"unknown executor '{value}'",
+            hint="use --executor local (the default), dask, or dask://HOST:PORT",
+        )
+    if address is not None and not address.split("://", 1)[1].strip("/"):
+        raise UsageError(f"--executor '{value}' names no scheduler", hint="write dask://HOST:PORT")
+    if importlib.util.find_spec("distributed") is None:
+        raise UsageError(
+            f"--executor {value} needs Dask, which is not installed", hint=_INSTALL_HINT
+        )
+    return ExecutorChoice(
+        address,
+        _count(env, "ORCH_DASK_WORKERS"),
+        _count(env, "ORCH_DASK_THREADS"),
+        _seconds(env, "ORCH_DASK_RESOURCE_WAIT", DEFAULT_RESOURCE_WAIT),
+    )
+
+
+def _count(env: Mapping[str, str], name: str) -> int | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise UsageError(f"{name}='{raw}' is not a whole number of at least 1")
+    return int(raw)
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise UsageError(f"{name}='{raw}' is not a number of seconds (0 or more)")
+    return value
+
+
+async def open_executor(choice: ExecutorChoice) -> DaskExecutor:
+    """Start (or connect to) the cluster of ``choice``; close the result with ``aclose``.
+
+    Raises UsageError when the scheduler cannot be reached.
+    """
+    executor = DaskExecutor(choice)
+    await executor.start()
+    return executor
+
+
+@contextlib.asynccontextmanager
+async def opened(
+    choice: ExecutorChoice, notify: Callable[[str], None] | None = None
+) -> AsyncIterator[DaskExecutor]:
+    """``open_executor`` for the length of a ``with`` block; ``notify`` hears where calls run."""
+    executor = await open_executor(choice)
+    try:
+        if notify is not None:
+            notify(await executor.describe())
+        yield executor
+    finally:
+        await executor.aclose()
+
+
+class _Call:
+    """One call under way in the orch process: its stream pieces and how it ended."""
+
+    __slots__ = ("queue", "received")
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.received = 0
+
+
+class _WorkerDied:
+    __slots__ = ("address",)
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+
+
+_DONE = object()
+
+
+class DaskExecutor:
+    """Runs agent calls on a Dask cluster; one per run (or per process in the service).
+
+    ``call`` is the executor seam: plain data in, an AgentResult out, stream
+    pieces handed to ``ctx.stream`` while the call runs.
+    """
+
+    def __init__(self, choice: ExecutorChoice) -> None:
+        self.choice = choice
+        self.client: Any = None
+        self.cluster: Any = None
+        self.topic = f"orch-stream-{uuid.uuid4().hex[:12]}"
+        self._calls: dict[str, _Call] = {}
+        self._chores: set[asyncio.Task[Any]] = set()
+
+    @property
+    def address(self) -> str:
+        """The scheduler's address (the LocalCluster's once started)."""
+        if self.client is not None:
+            return str(self.client.scheduler.address)
+        return self.choice.address or "a local cluster"
+
+    async def describe(self) -> str:
+        """Where calls run, one line: the cluster's address and its workers."""
+        found = await self._workers()
+        workers = len(found)
+        threads = sum(int(w.get("nthreads", 0)) for w in found)
+        kind = "a local Dask cluster" if self.cluster is not None else "the Dask cluster"
+        return (
+            f"agent calls run on {kind} at {self.address}: "
+            f"{workers} worker{'s' if workers != 1 else ''}, {threads} threads"
+        )
+
+    async def start(self) -> None:
+        """Connect to the scheduler, or start a LocalCluster of worker processes."""
+        import dask
+        import distributed
+
+        # distributed has no type hints: its classes are used as Any
+        Client: Any = distributed.Client
+        LocalCluster: Any = distributed.LocalCluster
+
+        choice = self.choice
+        try:
+            if choice.address is None:
+                workers = choice.workers or max(1, os.cpu_count() or 1)
+                # A worker that dies during a call fails that attempt (the phase's retries
+                # decide), instead of Dask silently running the call again elsewhere.
+                with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+                    self.cluster = await LocalCluster(
+                        n_workers=workers,
+                        threads_per_worker=choice.threads or 4,
+                        processes=True,
+                        asynchronous=True,
+                        dashboard_address=None,
+                        silence_logs=50,  # CRITICAL: a killed worker is reported as a phase error
+                    )
+                self.client = await Client(self.cluster, asynchronous=True)
+                await self.client.wait_for_workers(workers)
+            else:
+                self.client = await Client(
+                    choice.address, asynchronous=True, timeout=10, set_as_default=False
+                )
+        except (OSError, TimeoutError, asyncio.TimeoutError) as exc:
+            await self.aclose()
+            raise UsageError(
+                f"cannot reach the Dask scheduler at {choice.address}: {exc}",
+                hint="start one with `dask scheduler`, or use --executor dask for a local cluster",
+            ) from None
+        self.client.subscribe_topic(self.topic, self._on_piece)
+        self.client.subscribe_topic("all", self._on_cluster_event)
+
+    async def aclose(self) -> None:
+        """Disconnect; a LocalCluster started for the run is shut down."""
+        client, cluster = self.client, self.cluster
+        self.client = self.cluster = None
+        if client is not None:
+            try:
+                for topic in (self.topic, "all"):  # nothing is sent to a closed client
+                    client.unsubscribe_topic(topic)
+                await client.close()
+            except Exception:  # noqa: BLE001 - a lost scheduler must not hide the run's result
+                pass
+        if cluster is not None:
+            try:
+                await cluster.close()
+            except Exception:  # noqa: BLE001 - see above
+                pass
+
+    # -- events from the scheduler ---------------------------------------------------
+    def _on_piece(self, event: tuple[float, Any]) -> None:
+        msg = event[1]
+        call = self._calls.get(str(msg.get("k"))) if isinstance(msg, dict) else None
+        if call is not None:
+            call.received += 1
+            call.queue.put_nowait(msg.get("t", ""))
+
+    def _on_cluster_event(self, event: tuple[float, Any]) -> None:
+        msg = event[1]
+        if not isinstance(msg, dict) or msg.get("action") != "remove-worker":
+            return
+        if msg.get("expected"):
+            return  # a worker retired on purpose hands its tasks back first
+        for key in msg.get("processing-tasks") or ():
+            call = self._calls.get(key)
+            if call is not None:
+                call.queue.put_nowait(_WorkerDied(str(msg.get("worker", "?"))))
+
+    # -- the seam -----------------------------------------------------------------------
+    async def call(self, spec: CallSpec, channel: CallChannel) -> AgentResult:
+        """Run one agent call on a worker, streaming into ``channel``; the Executor seam.
+
+        An agent type marked ``runs_in_orch`` (the workflow agent) runs here, on the
+        run's own instance. Raises AgentFailure as a local call would; CancelledError
+        cancels the task on its worker.
+        """
+        if getattr(channel.agent, "runs_in_orch", False):
+            result: AgentResult = await channel.agent.run(spec.input, spec.context(channel))
+            return result
+        client = self.client
+        if client is None:
+            raise AgentFailure("the Dask executor is closed", transient=False)
+        if spec.resources:
+            await self._wait_for_resources(spec.resources)
+        # secrets reach a worker only inside the rendered input that needs them
+        wire = replace(spec, input=dict(spec.input), secrets={}, resources=dict(spec.resources))
+        key = f"orch-{spec.phase_id}-{uuid.uuid4().hex}"
+        call = self._calls[key] = _Call()
+        future: Any = None
+        waiter: asyncio.Future[Any] | None = None
+        try:
+            future = client.submit(
+                run_on_worker,
+                wire,
+                self.topic,
+                key=key,
+                pure=False,
+                retries=0,
+                resources=dict(spec.resources) or None,
+            )
+            waiter = asyncio.ensure_future(future.result())
+            waiter.add_done_callback(lambda _: call.queue.put_nowait(_DONE))
+            while True:
+                piece = await call.queue.get()
+                if piece is _DONE:
+                    break
+                if isinstance(piece, _WorkerDied):
+                    raise AgentFailure(
+                        f"the Dask worker {piece.address} died during the call", transient=True
+                    )
+                await channel.stream(piece)
+            reply = self._reply(waiter)
+            await self._drain(call, int(reply.get("streamed", 0)), channel)
+            return _result(reply)
+        finally:
+            self._calls.pop(key, None)
+            if waiter is not None and not waiter.done():
+                waiter.cancel()
+            if future is not None and not future.done():
+                self._chore(client.cancel([future], reason="orch cancelled the call"))
+
+    def _reply(self, waiter: asyncio.Future[Any]) -> dict[str, Any]:
+        """The worker's plain reply, or the Dask failure mapped to an AgentFailure."""
+        try:
+            reply = waiter.result()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - Dask's failures, mapped below
+            raise self._failure(exc) from None
+        if not isinstance(reply, dict):
+            raise AgentFailure(f"a Dask worker returned {type(reply).__name__}", transient=False)
+        return reply
+
+    def _failure(self, exc: BaseException) -> AgentFailure:
+        """One of Dask's exceptions as the engine's failure (transient or not)."""
+        name = type(exc).__name__
+        if name == "KilledWorker":
+            worker = getattr(getattr(exc, "last_worker", None), "address", "?")
+            return AgentFailure(f"the Dask worker {worker} died during the call", transient=True)
+        client = self.client
+        lost = client is None or client.status not in ("running", "newly-created")
+        if name in ("FutureCancelledError", "CancelledError") or lost:
+            return AgentFailure(
+                f"lost the connection to the Dask scheduler at {self.address}; "
+                "the run can be resumed (orch resume RUN_ID) once the cluster is back",
+                transient=False,
+            )
+        if isinstance(exc, ImportError) and "orchestrator" in str(exc):
+            return AgentFailure(
+                f"orch is not installed on a Dask worker: {exc}; install orch (with the "
+                "agent types the workflow uses) where the workers run",
+                transient=False,
+            )
+        return AgentFailure(f"the Dask worker failed the call: {name}: {exc}", transient=False)
+
+    async def _drain(self, call: _Call, streamed: int, channel: CallChannel) -> None:
+        """Hand on stream pieces still in flight when the result came (they travel apart)."""
+        end = time.monotonic() + _STREAM_GRACE
+        while call.received < streamed or not call.queue.empty():
+            try:
+                piece = await asyncio.wait_for(call.queue.get(), max(0.0, end - time.monotonic()))
+            except asyncio.TimeoutError:
+                return
+            if isinstance(piece, str):
+                await channel.stream(piece)
+
+    async def _wait_for_resources(self, resources: Mapping[str, float]) -> None:
+        """Return once a worker offers ``resources``; fail after ``resource_wait`` seconds."""
+        end = time.monotonic() + self.choice.resource_wait
+        while True:
+            offered = [dict(w.get("resources") or {}) for w in await self._workers()]
+            if any(all(r.get(k, 0) >= v for k, v in resources.items()) for r in offered):
+                return
+            if time.monotonic() >= end:
+                wanted = ", ".join(f"{k}={_number(v)}" for k, v in resources.items())
+                have = "; ".join(
+                    ", ".join(f"{k}={_number(v)}" for k, v in r.items()) for r in offered if r
+                )
+                raise AgentFailure(
+                    f"no Dask worker offers the resources {wanted} "
+                    f"(waited {_number(self.choice.resource_wait)}s; "
+                    f"workers offer: {have or 'no resources'}); start one with "
+                    f'`dask worker {self.address} --resources "{wanted.replace(", ", ",")}"`',
+                    transient=False,
+                )
+            await asyncio.sleep(0.2)
+
+    async def _workers(self) -> list[dict[str, Any]]:
+        """What the scheduler knows of each worker now (address, nthreads, resources)."""
+        info = await self.client.scheduler.identity(n_workers=-1)
+        return list((info.get("workers") or {}).values())
+
+    def _chore(self, coro: Any) -> None:
+        """Run ``coro`` in the background (a cancel message), keeping a reference to it."""
+        if not asyncio.iscoroutine(coro) and not isinstance(coro, asyncio.Future):
+            return
+        task = asyncio.ensure_future(coro)
+        self._chores.add(task)
+        task.add_done_callback(self._chore_done)
+
+    def _chore_done(self, task: asyncio.Task[Any]) -> None:
+        self._chores.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a lost scheduler makes cancel fail, which is fine
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _result(reply: Mapping[str, Any]) -> AgentResult:
+    """The AgentResult (or the AgentFailure raised) of a worker's reply."""
+    metadata = dict(reply.get("metadata") or {})
+    metadata["worker"] = reply.get("worker")
+    if reply.get("ok"):
+        return AgentResult(reply.get("output"), metadata, reply.get("handoff"))
+    raise AgentFailure(
+        str(reply.get("error")),
+        transient=bool(reply.get("transient")),
+        retry_after=reply.get("retry_after"),
+        metadata=metadata,
+    )
+
+
+# -- the worker side ----------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _worker_registry() -> AgentRegistry:
+    """The worker process's registry of agent types (entry points read once per process)."""
+    from ..agents.registry import AgentRegistry
+
+    return AgentRegistry.from_entry_points()
+
+
+def run_on_worker(spec: CallSpec, topic: str) -> dict[str, Any]:
+    """Run one agent call on this Dask worker; the reply is a plain dict.
+
+    Never raises for a failing agent: ``ok`` false with ``error``, ``transient``
+    and ``retry_after``, as the orch process turns them back into an AgentFailure.
+    """
+    from distributed import get_worker
+
+    worker = get_worker()
+    key = worker.get_current_task()
+    return asyncio.run(_run_on_worker(spec, topic, worker, key))
+
+
+async def _run_on_worker(spec: CallSpec, topic: str, worker: Any, key: Any) -> dict[str, Any]:
+    address = str(worker.address)
+    streamed = 0
+    reply: dict[str, Any] = {"worker": address}
+
+    async def send(text: str) -> None:
+        nonlocal streamed
+        streamed += 1
+        worker.log_event(topic, {"k": key, "t": text})
+
+    try:
+        agent = _worker_registry().create(spec.agent_type, spec.agent_name)
+    except OrchError as exc:
+        reply.update(
+            ok=False,
+            transient=False,
+            error=f"agent type '{spec.agent_type}' cannot be used on the Dask worker "
+            f"{address}: {exc}",
+        )
+        return reply
+    # sub-runs stay in the orch process (the workflow agent runs there)
+    ctx = spec.context(CallChannel(send, None, agent))
+    work = asyncio.ensure_future(agent.run(spec.input, ctx))
+    watch = asyncio.ensure_future(_watch_cancel(worker, key, work))
+    try:
+        result = await work
+    except asyncio.CancelledError:
+        reply.update(ok=False, transient=False, error="cancelled")
+    except AgentFailure as exc:
+        reply.update(
+            ok=False,
+            transient=exc.transient,
+            retry_after=exc.retry_after,
+            error=str(exc),
+            metadata=json_data(exc.metadata),
+        )
+    except OrchError as exc:
+        reply.update(ok=False, transient=False, error=str(exc))
+    except Exception as exc:  # noqa: BLE001 - a failing agent is a failed call, retried as an error
+        text = str(exc)
+        reply.update(
+            ok=False,
+            transient=True,
+            error=f"{type(exc).__name__}: {text}" if text else type(exc).__name__,
+        )
+    else:
+        if isinstance(result, AgentResult):
+            reply.update(
+                ok=True,
+                output=json_data(result.output),
+                metadata=json_data(result.metadata),
+                handoff=result.handoff,
+            )
+        else:
+            reply.update(ok=True, output=json_data(result))
+    finally:
+        watch.cancel()
+        try:
+            await agent.aclose()
+        except Exception:  # noqa: BLE001 - a plugin's cleanup may raise anything
+            pass
+    reply["streamed"] = streamed
+    return reply
+
+
+async def _watch_cancel(worker: Any, key: Any, work: asyncio.Future[Any]) -> None:
+    """Cancel ``work`` once the orch process cancelled (or forgot) this task."""
+    while not work.done():
+        await asyncio.sleep(_CANCEL_POLL)
+        task = worker.state.tasks.get(key)
+        if task is None or task.state not in _RUNNING:
+            work.cancel()
+            return
