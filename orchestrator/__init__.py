@@ -14,10 +14,21 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .agents import Agent, AgentContext, AgentFailure, AgentRegistry, AgentResult
-    from .engine import PhaseOutcome, RunOptions, RunResult, run, run_sync
-    from .engine.events import Event
+    from .engine import PhaseOutcome, RunOptions, RunResult, execute, run, run_sync
+    from .events import Event
     from .errors import Location, OrchError, Problem, WorkflowInvalid
     from .plan import Plan, compile_plan
+    from .runs import (
+        RunHandle,
+        RunStatus,
+        cancel,
+        follow,
+        list_runs,
+        resume,
+        start,
+        status,
+        wait,
+    )
     from .spec import load_workflow, validate
 
 # Everything loads on first use: the engine imports jinja2 and tenacity, the
@@ -38,7 +49,17 @@ _LAZY = {
     "Plan": "orchestrator.plan",
     "RunOptions": "orchestrator.engine",
     "RunResult": "orchestrator.engine",
+    "RunHandle": "orchestrator.runs",
+    "RunStatus": "orchestrator.runs",
+    "cancel": "orchestrator.runs",
     "compile_plan": "orchestrator.plan",
+    "execute": "orchestrator.engine",
+    "follow": "orchestrator.runs",
+    "list_runs": "orchestrator.runs",
+    "resume": "orchestrator.runs",
+    "start": "orchestrator.runs",
+    "status": "orchestrator.runs",
+    "wait": "orchestrator.runs",
     "load_workflow": "orchestrator.spec",
     "run": "orchestrator.engine",
     "run_sync": "orchestrator.engine",
@@ -73,12 +94,22 @@ __all__ = [
     "PhaseOutcome",
     "Plan",
     "Problem",
+    "RunHandle",
     "RunOptions",
     "RunResult",
+    "RunStatus",
     "WorkflowInvalid",
+    "cancel",
     "compile_plan",
+    "execute",
+    "follow",
+    "list_runs",
     "load_workflow",
+    "resume",
     "run",
     "run_sync",
+    "start",
+    "status",
     "validate",
+    "wait",
 ]

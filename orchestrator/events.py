@@ -116,6 +116,7 @@ STRUCTURAL_FIELDS = frozenset(
         "progress",
         "turn",
         "iteration",
+        "cancelled_by",
     }
 )
 
@@ -410,10 +411,13 @@ def workflow_ended(
     counts: Mapping[str, int],
     tokens: Mapping[str, int] | None = None,
     cost: float | None = None,
+    cancelled_by: str | None = None,
 ) -> Event:
     """The run ended: workflow_completed, workflow_failed or workflow_cancelled by ``status``.
 
-    ``cost`` (what the phases' calls cost) is left out when no agent reported one."""
+    ``cost`` (what the phases' calls cost) is left out when no agent reported one;
+    ``cancelled_by`` says what cancelled it (``SIGINT``, ``SIGTERM``), when known.
+    """
     kind = {"completed": "workflow_completed", "failed": "workflow_failed"}.get(
         status, "workflow_cancelled"
     )
@@ -428,6 +432,8 @@ def workflow_ended(
         data["tokens"] = dict(tokens)
     if cost is not None:
         data["cost"] = round(cost, 10)
+    if cancelled_by is not None:
+        data["cancelled_by"] = cancelled_by
     return Event(kind, run_id, ts, None, None, data)
 
 

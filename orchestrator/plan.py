@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import graphlib
 import heapq
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -54,6 +54,17 @@ class Plan:
     critical_length: float
     remaining: Mapping[str, float]
     level_of: Mapping[str, int]
+
+    def downstream(self, roots: Iterable[str]) -> list[str]:
+        """``roots`` and every phase that depends on them, directly or not, in plan order.
+
+        Ids that are not phases of the plan are ignored.
+        """
+        seen = {r for r in roots if r in self.phases}
+        for pid in self.order:
+            if any(dep in seen for dep in self.predecessors[pid]):
+                seen.add(pid)
+        return [pid for pid in self.order if pid in seen]
 
     def stages(self) -> tuple[tuple[str, ...], ...]:
         """Groups of phases that can run together once the previous groups are done."""

@@ -141,6 +141,18 @@ def run_command(
             metavar="WHERE",
         ),
     ] = None,
+    detach: Annotated[
+        bool,
+        typer.Option(
+            "--detach",
+            help="Print the run id and return at once; a background process runs it "
+            "(follow it with `orch status`, `orch logs --follow`, `orch wait`).",
+        ),
+    ] = False,
+    run_id: Annotated[
+        str | None,
+        typer.Option("--run-id", hidden=True, help="The id to record the run under."),
+    ] = None,
 ) -> None:
     """Run a workflow: live progress on a terminal, plain lines elsewhere; print the outputs."""
     try:
@@ -150,7 +162,8 @@ def run_command(
         from ..spec.locate import find_workflow
 
         where = parse_executor(executor)  # before anything runs: a bad value exits 2 at once
-        workflow = _load(find_workflow(file))
+        found = find_workflow(file)
+        workflow = _load(found)
         from ..plan import compile_plan
 
         plan = compile_plan(workflow)
@@ -164,12 +177,32 @@ def run_command(
             # stdout carries only JSON under --events jsonl: the plan (text) goes to stderr
             out = sys.stderr if events is EventsFormat.jsonl else sys.stdout
             _print_plan(plan, inputs, out)
-            from .session import cache_preview
+            from .session import dry_run_cache_lines as cache_preview
 
             for line in cache_preview(plan, inputs, state_dir, no_cache=no_cache):
                 out.write(line + "\n")
             out.flush()
             raise typer.Exit(0)
+        if detach:
+            if events is not None:
+                raise UsageError(
+                    "--detach and --events cannot go together: a detached run prints nothing",
+                    hint="follow it with `orch logs RUN --follow --json`",
+                )
+            from .detach import detach_run
+
+            raise typer.Exit(
+                detach_run(
+                    found,
+                    input_ or [],
+                    junit=junit,
+                    inputs_file=inputs_file,
+                    max_parallel=max_parallel,
+                    output_file=output_file,
+                    no_cache=no_cache,
+                    state_dir=state_dir,
+                )
+            )
         result_code = _run(
             plan,
             inputs,
@@ -181,6 +214,7 @@ def run_command(
             junit=junit,
             calls=_call_log(record, replay),
             executor=where,
+            run_id=run_id,
         )
     except WorkflowInvalid as exc:
         _print_problems(exc)
@@ -306,32 +340,31 @@ def _run(
     no_cache: bool,
     state_dir: Path | None = None,
     run_id: str | None = None,
-    prior: Mapping[str, Any] | None = None,
-    resume_attempts: Mapping[str, int] | None = None,
+    prepared: Any = None,
     junit: Path | None = None,
-    resume_iterations: Mapping[str, tuple[int, Any]] | None = None,
     calls: Any = None,
     executor: ExecutorChoice | None = None,
 ) -> int:
     """Run the plan with the sinks this invocation wants; returns the exit code.
 
-    Every run is recorded in the state store (``state_dir``); ``run_id`` and
-    ``prior`` (completed phases' outcomes) continue a stopped run (``orch resume``).
+    Every run is recorded in the state store (``state_dir``) through
+    ``orchestrator.runs.start``; ``prepared`` (``runs.prepare``) goes on with a
+    stopped run instead (``orch resume``).
     """
     import asyncio  # here, not at module level: `orch --help` does not need it
 
-    from ..agents.registry import AgentRegistry
-    from ..engine import RunOptions
     from ..render.console import is_live, make_console
     from ..render.progress import JsonLines, LiveProgress, PlainLines, RunView
     from ..render.summary import print_summary
+    from ..runs import go_on, start
 
+    prior = prepared.resume.prior if prepared is not None else None
     err = make_console(sys.stderr)
     view = RunView()
     if prior:  # a resumed run: the summary shows the phases completed before, as completed
         from .session import seed_view
 
-        seed_view(view, plan, prior, run_id or "")
+        seed_view(view, plan, prior, prepared.resume.run.id)
     view.workflow = plan.workflow.name  # the first frame is drawn before the first event
     view.expect(plan.order)  # handler phases are shown, but not counted as the workflow's
     sinks: list[EventSink] = [view]
@@ -343,22 +376,6 @@ def _run(
     )
     if live is None:
         sinks.append(PlainLines(sys.stderr, completed_before=len(prior or {})))
-    from .session import open_run_session
-
-    session = open_run_session(state_dir, plan, no_cache=no_cache)
-    sinks.append(session.record)  # async: each event is durable before the engine goes on
-    options = RunOptions(
-        max_parallel=max_parallel,
-        no_cache=no_cache,
-        cache=session.cache,
-        resumed_from=run_id if prior is not None else None,
-        resume_attempts=dict(resume_attempts or {}),
-        resume_iterations=dict(resume_iterations or {}),
-        approvals=session.store,  # decisions of `orch approve`/`orch reject` land there
-        call_middleware=(calls,) if calls is not None else (),  # --record / --replay
-        replay=calls is not None and calls.replay,
-    )
-    registry = AgentRegistry.from_entry_points()
     received: list[int] = []
 
     def on_second_signal() -> None:
@@ -375,32 +392,49 @@ def _run(
             sys.stderr.write(text + "\n")
             sys.stderr.flush()
 
-    def start() -> Coroutine[Any, Any, RunResult]:
-        return _execute(
+    where_to: Any = None  # the opened Dask executor, with --executor dask
+
+    async def launch() -> Any:
+        if prepared is not None:
+            return await go_on(
+                prepared,
+                state_dir=state_dir,
+                max_parallel=max_parallel,
+                no_cache=no_cache,
+                sinks=sinks,
+            )
+        return await start(
             plan,
-            inputs,
-            registry,
-            options,
-            sinks,
-            received,
-            on_second_signal,
-            run_id,
-            prior,
-            notify=notify,
-            executor=executor,
+            inputs=inputs,
+            state_dir=state_dir,
+            run_id=run_id,
+            max_parallel=max_parallel,
+            no_cache=no_cache,
+            sinks=sinks,
+            call_middleware=(calls,) if calls is not None else (),  # --record / --replay
+            replay=calls is not None and calls.replay,
+            executor=where_to,
         )
+
+    async def main() -> RunResult:
+        nonlocal where_to
+        if executor is None:
+            return await _execute(launch, received, on_second_signal, notify=notify)
+        from ..engine.dask_executor import opened
+
+        async with opened(executor, notify) as dask:  # the cluster lives as long as the run
+            where_to = dask
+            return await _execute(launch, received, on_second_signal, notify=notify)
 
     try:
         if live is not None:
             with live:
-                result = asyncio.run(start())
+                result = asyncio.run(main())
         else:
-            result = asyncio.run(start())
+            result = asyncio.run(main())
     except KeyboardInterrupt:  # a signal that arrived outside the loop's handlers
         sys.stderr.write("interrupted\n")
         return 130
-    finally:
-        session.close()
     if view.status is None:  # the engine ended without a final event (it should not)
         view.status = result.status
     print_summary(err, view, plan)
@@ -420,48 +454,17 @@ def _run(
 
 
 async def _execute(
-    plan: Plan,
-    inputs: Mapping[str, Any],
-    registry: Any,
-    options: Any,
-    sinks: list[EventSink],
+    launch: Callable[[], Coroutine[Any, Any, Any]],
     received: list[int],
     force: Callable[[], None],
-    run_id: str | None = None,
-    prior: Mapping[str, Any] | None = None,
     *,
     notify: Callable[[str], None] | None = None,
-    executor: ExecutorChoice | None = None,
 ) -> RunResult:
-    """Run the engine with SIGINT and SIGTERM turned into a clean cancel (a second one forces).
-
-    With ``executor``, agent calls run on that Dask cluster, opened here and closed after.
-    """
+    """Start the run with SIGINT and SIGTERM turned into a clean cancel (a second one forces)."""
     import asyncio
 
-    from ..engine import execute
-
-    if executor is not None:
-        from dataclasses import replace
-
-        from ..engine.dask_executor import opened
-
-        async with opened(executor, notify) as dask:
-            return await _execute(
-                plan,
-                inputs,
-                registry,
-                replace(options, executor=dask),
-                sinks,
-                received,
-                force,
-                run_id,
-                prior,
-                notify=notify,
-            )
-
     loop = asyncio.get_running_loop()
-    cancel = asyncio.Event()
+    handle: list[Any] = []
 
     def on_signal(signum: int) -> None:
         received.append(signum)
@@ -475,7 +478,8 @@ async def _execute(
         else:
             sys.stderr.write(message + "\n")
             sys.stderr.flush()
-        cancel.set()
+        if handle:
+            handle[0].cancel(signum)
 
     installed = []
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -485,16 +489,12 @@ async def _execute(
         except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, Windows
             pass
     try:
-        return await execute(
-            plan,
-            inputs=dict(inputs),
-            registry=registry,
-            options=options,
-            sinks=sinks,
-            cancel=cancel,
-            run_id=run_id,
-            prior=prior,
-        )
+        started = await launch()
+        handle.append(started)
+        if received:  # a signal arrived while the run was starting
+            started.cancel(received[0])
+        result: RunResult = await started.wait()
+        return result
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)

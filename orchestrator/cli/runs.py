@@ -9,7 +9,6 @@ run did not stop within --wait), 2 bad usage, an unknown run, a refused operatio
 from __future__ import annotations
 
 import json
-import signal
 import sys
 import time
 from pathlib import Path
@@ -20,8 +19,7 @@ import typer
 from .usage import seconds, whole_number
 
 if TYPE_CHECKING:
-    from ..plan import Plan
-    from ..state.base import PhaseRecord, RunRecord
+    from ..state.base import RunRecord
     from ..state.sqlite import SqliteStore
 
 __all__ = ["register"]
@@ -39,6 +37,7 @@ def register(app: typer.Typer) -> None:
     app.command("logs")(logs_command)
     app.command("resume")(resume_command)
     app.command("cancel")(cancel_command)
+    app.command("wait")(wait_command)
     cache = typer.Typer(help="The phase result cache.", no_args_is_help=True)
     cache.command("clear")(cache_clear_command)
     app.add_typer(cache, name="cache")
@@ -221,59 +220,63 @@ def cancel_command(
     state_dir: Path | None = _STATE_DIR,
 ) -> None:
     """Stop a run started by another `orch` process (it cancels cleanly, as on Ctrl-C)."""
-    import os
+    from ..errors import OrchError, UsageError
+    from ..runs import cancel, wait_sync
 
-    from ..errors import OrchError
-    from ..events import Event
-
-    store = _store(state_dir, run_id)
     try:
-        run = store.get_run(run_id)
-        if run.finished:
-            _refuse(f"run {run.id} has already ended ({run.status}); nothing to cancel")
-        if run.status == "interrupted":
-            # Its process is gone: nothing to signal, record the decision (unless a
-            # resume claimed the run since it was read: then it is refused).
-            store.end_interrupted(
-                Event(
-                    "workflow_cancelled",
-                    run.id,
-                    time.time(),
-                    data={
-                        "status": "cancelled",
-                        "error": "cancelled by `orch cancel` after its process had died",
-                    },
-                )
-            )
-            sys.stderr.write(f"run {run.id} had no live process; recorded as cancelled\n")
-            return
-        owner = run.owner
-        if owner is None or not owner.alive():  # it died between the two reads
-            _refuse(f"run {run.id} is no longer running")
-        try:
-            os.kill(owner.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            _refuse(f"run {run.id} is no longer running")
-        except PermissionError:
-            _refuse(
-                f"not allowed to signal process {owner.pid} running {run.id}"
-                " (another user's process?)"
-            )
-        sys.stderr.write(f"sent SIGTERM to process {owner.pid} running {run.id}\n")
-        deadline = time.monotonic() + wait
-        while wait and time.monotonic() < deadline:
-            current = store.get_run(run.id)
-            if current.status != "running":
-                sys.stderr.write(f"run {run.id} {current.status}\n")
-                return
-            time.sleep(0.1)
-        if wait:
-            sys.stderr.write(f"run {run.id} has not stopped after {wait:g}s\n")
-            raise typer.Exit(1)
+        done = cancel(run_id, state_dir=state_dir)
+    except UsageError as exc:
+        _refuse(str(exc))
     except OrchError as exc:
         _fail(exc)
-    finally:
-        store.close()
+    if done.how == "recorded":
+        sys.stderr.write(f"run {done.run_id} had no live process; recorded as cancelled\n")
+        return
+    sys.stderr.write(f"sent SIGTERM to process {done.pid} running {done.run_id}\n")
+    if not wait:
+        return
+    try:
+        final = wait_sync(done.run_id, state_dir=state_dir, timeout=wait, poll=0.1)
+    except OrchError as exc:
+        _fail(exc)
+    if final is None:
+        sys.stderr.write(f"run {done.run_id} has not stopped after {wait:g}s\n")
+        raise typer.Exit(1)
+    sys.stderr.write(f"run {done.run_id} {final.status}\n")
+
+
+def wait_command(
+    run_id: str = typer.Argument(..., metavar="RUN", help="A run id (or a unique prefix)."),
+    timeout: float | None = typer.Option(
+        None,
+        "--timeout",
+        parser=seconds,
+        metavar="SECONDS",
+        help="Give up after this many seconds (exit 1; the run goes on).",
+    ),
+    state_dir: Path | None = _STATE_DIR,
+) -> None:
+    """Wait for a run to end; exit with its outcome (0 completed, 1 failed, 130/143 cancelled)."""
+    from ..errors import OrchError
+    from ..runs import exit_code, wait_sync
+
+    try:
+        final = wait_sync(run_id, state_dir=state_dir, timeout=timeout)
+    except OrchError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    if final is None:
+        sys.stderr.write(f"run {run_id} is still running after {timeout:g}s\n")
+        raise typer.Exit(1)
+    run = final.run
+    message = f"run {run.id} {run.status}"
+    if run.status == "interrupted":
+        message += f" (its process died)\n  hint: `orch resume {run.id}` goes on with it"
+    elif run.error and run.status != "completed":
+        message += f": {run.error}"
+    sys.stderr.write(message + "\n")
+    raise typer.Exit(exit_code(final))
 
 
 def cache_clear_command(
@@ -335,123 +338,31 @@ def _resume(
     max_parallel: int | None,
     no_cache: bool,
 ) -> int:
-    from ..engine.result import PhaseOutcome
-    from ..errors import RunLocked, UsageError
-    from ..plan import compile_plan
-    from ..state.base import PhaseState
+    from ..runs import prepare
     from .run import _run
-    from .session import changed_phases, downstream
-    from .validate import load_or_exit
 
-    store = _store(state_dir, run_id)
-    try:
-        run = store.get_run(run_id)
-        if run.status == "running" and run.owner is not None:
-            raise RunLocked(
-                f"run '{run.id}' is still running in process {run.owner.pid}",
-                hint=f"wait for it to end, or stop it with `orch cancel {run.id}`",
-            )
-        if run.status == "completed":
-            sys.stderr.write(f"run {run.id} already completed; nothing to resume\n")
-            return 0
-        if not run.path or run.path.startswith("<"):
-            raise UsageError(f"run '{run.id}' was not started from a workflow file")
-        workflow = load_or_exit(Path(run.path))
-        plan = compile_plan(workflow)
-        changed = changed_phases(run, plan)
-        if changed and not force:
-            raise UsageError(
-                f"the workflow '{run.path}' changed since run {run.id} started: "
-                f"phase{'s' if len(changed) > 1 else ''} {', '.join(changed)} changed",
-                hint="resume with --force to run the changed phases and their downstream again",
-            )
-        rerun = set(downstream(plan, changed)) if changed else set()
-        records = store.phases(run.id)
-        compensating = any(p.compensation_started for p in records)
-        # Claim first, in one transaction: of two resumes at once, only the one that
-        # owns the run stops the commands its dead owner left (the other one is
-        # refused here, having stopped nothing: the winner's commands carry the same tag).
-        store.claim(run.id, rerun=() if compensating else sorted(rerun))
-        _stop_leftovers(run.id)
-        if compensating:
-            return _resume_compensation(store, run, plan, records)
-        prior = {
-            p.id: PhaseOutcome(
-                p.id,
-                "completed",
-                p.output,
-                None,
-                p.attempts,
-                p.started,
-                p.ended,
-                p.fallback_used,
-                p.cached,
-                dict(p.metadata),
-            )
-            for p in records
-            if p.state is PhaseState.COMPLETED and p.id in plan.phases and p.id not in rerun
-        }
-        again = [p.id for p in records if p.state is PhaseState.RUNNING]
-        # a phase stopped in the middle of its retries goes on from the attempt it was at
-        attempts_at = {
-            p.id: p.attempts
-            for p in records
-            if p.state is PhaseState.RUNNING and p.attempts > 1 and p.id not in rerun
-        }
-        iterations_at = _iterations(store, run.id, plan, records, rerun)
-    finally:
-        store.close()
-    todo = len(plan.order) - len(prior)
-    total = len(plan.order)
-    message = (
-        f"resuming run {run.id}: {len(prior)} of {total} phase{'s' if total != 1 else ''} completed"
-    )
-    message += f", {todo} to run"
-    if again:
-        message += f" (running when it stopped, so running again: {', '.join(again)})"
-    if rerun:
-        message += f"; changed, with their downstream: {', '.join(sorted(rerun))}"
-    if attempts_at:
-        going_on = ", ".join(f"{pid} at attempt {n}" for pid, n in sorted(attempts_at.items()))
-        message += f"; retries go on: {going_on}"
-    if iterations_at:
-        loops = ", ".join(
-            f"{pid} after iteration {n}" for pid, (n, _) in sorted(iterations_at.items())
+    prepared = prepare(run_id, state_dir=state_dir, force=force)
+    decision = prepared.resume
+    if prepared.stopped:
+        count = (
+            f"{len(prepared.stopped)} leftover process{'es' if len(prepared.stopped) > 1 else ''}"
         )
-        message += f"; loops go on: {loops}"
-    sys.stderr.write(message + "\n")
+        pids = ", ".join(map(str, prepared.stopped))
+        sys.stderr.write(f"stopped {count} of run {decision.run.id} (pids {pids})\n")
+    if decision.finished:
+        sys.stderr.write(f"run {decision.run.id} already completed; nothing to resume\n")
+        return 0
+    sys.stderr.write(decision.summary() + "\n")
     return _run(
-        plan,
-        dict(run.inputs),
+        decision.plan,
+        dict(decision.run.inputs),
         events=False,
         output_file=None,
         max_parallel=max_parallel,
         no_cache=no_cache,
         state_dir=state_dir,
-        run_id=run.id,
-        prior=prior,
-        resume_attempts=attempts_at,
-        resume_iterations=iterations_at,
+        prepared=prepared,
     )
-
-
-def _iterations(
-    store: SqliteStore, run_id: str, plan: Plan, records: list[PhaseRecord], rerun: set[str]
-) -> dict[str, tuple[int, Any]]:
-    """The last checkpointed iteration (n, output) of each unfinished ``repeat`` phase."""
-    from ..state.base import PhaseState
-
-    out: dict[str, tuple[int, Any]] = {}
-    for p in records:
-        phase = plan.phases.get(p.id)
-        if phase is None or phase.repeat is None or p.id in rerun:
-            continue
-        if p.state is PhaseState.COMPLETED:
-            continue
-        marks = [e for _, e in store.events(run_id, phase=p.id) if e.event == "phase_iteration"]
-        if marks and isinstance(marks[-1].data.get("iteration"), int):
-            out[p.id] = (int(marks[-1].data["iteration"]), marks[-1].data.get("output"))
-    return out
 
 
 def _tell_leftovers(run_id: str) -> None:
@@ -465,79 +376,3 @@ def _tell_leftovers(run_id: str) -> None:
             f"{count} of run {run_id} still running (pids {', '.join(map(str, pids))})\n"
             f"  hint: `orch resume {run_id}` stops them first\n"
         )
-
-
-def _stop_leftovers(run_id: str) -> None:
-    """End the commands a killed owner of the run left running, and say so on stderr."""
-    from ..agents.builtin.process import stop_leftovers
-
-    pids = stop_leftovers(run_id)
-    if pids:
-        count = f"{len(pids)} leftover process{'es' if len(pids) > 1 else ''}"
-        sys.stderr.write(f"stopped {count} of run {run_id} (pids {', '.join(map(str, pids))})\n")
-
-
-def _resume_compensation(
-    store: SqliteStore, run: RunRecord, plan: Plan, records: list[PhaseRecord]
-) -> int:
-    """The run crashed while compensating: finish the compensation, then record it failed
-    (or cancelled, when a cancel caused the compensation).
-
-    The caller has claimed the run.
-    """
-    import asyncio
-
-    from ..agents.registry import AgentRegistry
-    from ..engine.resume import resume_compensation
-    from ..state.base import PhaseState
-
-    order = [
-        p.id
-        for p in sorted(
-            (p for p in records if p.state is PhaseState.COMPLETED and p.completed_seq),
-            key=lambda p: p.completed_seq or 0,
-        )
-    ]
-    done = [p.id for p in records if p.compensated is not None]
-    outputs = {p.id: p.output for p in records if p.state is PhaseState.COMPLETED}
-    # why it compensated (failed, or cancelled: Ctrl-C, then a second one forced the exit)
-    markers = [
-        e.data.get("cause")
-        for _, e in store.events(run.id)
-        if e.event == "phase_stream" and e.data.get("compensation") == "started"
-    ]
-    status = "cancelled" if "cancelled" in markers else "failed"
-    failed = [p for p in records if p.state is PhaseState.FAILED]
-    error = run.error or (
-        "the run was cancelled"
-        if status == "cancelled"
-        else f"phase '{failed[0].id}' failed: {failed[0].error}"
-        if failed
-        else "the run failed"
-    )
-    left = len([p for p in order if p not in done])
-    sys.stderr.write(
-        f"resuming the compensation of run {run.id}: "
-        f"{left} phase{'s' if left != 1 else ''} left to compensate\n"
-    )
-
-    async def go() -> str:
-        try:
-            return await resume_compensation(
-                plan,
-                run_id=run.id,
-                inputs=dict(run.inputs),
-                registry=AgentRegistry.from_entry_points(),
-                sinks=[store.record],
-                outputs=outputs,
-                order=order,
-                done=done,
-                error=error,
-                status=status,
-            )
-        finally:
-            await store.aclose()
-
-    final = asyncio.run(go())
-    sys.stderr.write(f"run {run.id} {final}\n")
-    return 130 if final == "cancelled" else 1

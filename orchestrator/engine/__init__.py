@@ -8,11 +8,12 @@ from __future__ import annotations
 from .call import CallMiddleware, CallNext
 from .executor import CallChannel, CallSpec, Executor, LocalExecutor
 from .inputs import resolve_inputs
-from .result import PhaseOutcome, ResultCache, RunOptions, RunResult
+from .result import CancelRequest, PhaseOutcome, ResultCache, RunOptions, RunResult
 from .runner import execute, run, run_sync
 
 __all__ = [
     "CallChannel",
+    "CancelRequest",
     "CallMiddleware",
     "CallNext",
     "CallSpec",

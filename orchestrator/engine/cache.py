@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 from ..agents.base import AgentResult
 
 if TYPE_CHECKING:
+    from ..plan import Plan
     from ..spec.model import Phase, Workflow
     from ..state.base import StateStore
 
-__all__ = ["StoreCache", "cache_key"]
+__all__ = ["StoreCache", "cache_key", "cache_preview"]
 
 
 def cache_key(
@@ -94,3 +95,51 @@ class StoreCache:
             now=self.clock(),
             ttl=phase.cache.ttl,
         )
+
+
+def cache_preview(
+    plan: Plan,
+    inputs: Mapping[str, Any],
+    store: StateStore | None,
+    *,
+    environ: Mapping[str, str],
+    where: str,
+    no_cache: bool = False,
+    clock: Callable[[], float] = time.time,
+) -> list[str]:
+    """For ``--dry-run``: one line per phase with ``cache``, saying whether it would be
+    served from the cache. ``store`` is None when nothing is recorded (in ``where``)."""
+    from ..errors import OrchError
+    from ..expr import has_template, render
+
+    wf = plan.workflow
+    cached = [p for p in wf.phases if p.cache is not None and p.agent]
+    if not cached:
+        return []
+    if no_cache:
+        return [f"cache: off (--no-cache): {', '.join(p.id for p in cached)} will run"]
+    if store is None:
+        return [f"cache: empty (no runs recorded in {where}): {p.id} will run" for p in cached]
+    context = {
+        "inputs": dict(inputs),
+        "run": {"workflow": wf.name},
+        "env": dict(environ),
+        "secrets": {n: environ.get(n, "") for n in wf.secret_names},
+    }
+    cache = StoreCache(store, wf, clock=clock)
+    lines = []
+    for phase in cached:
+        spec = wf.agents.get(phase.agent or "")
+        merged = wf.call_input(phase.agent, phase.with_)
+        try:
+            rendered = render(merged, context) if has_template(merged) else merged
+        except OrchError:  # it reads other phases' results: known only at run time
+            lines.append(f"cache: {phase.id} depends on run-time values; decided when it runs")
+            continue
+        agent_type = spec.type if spec else (phase.agent or "")
+        key = cache.key(phase, agent_type, rendered)
+        if store.cache_get(key, now=clock()) is not None:
+            lines.append(f"cache: {phase.id} would be served from the cache")
+        else:
+            lines.append(f"cache: {phase.id} is not cached yet; it will run")
+    return lines

@@ -12,6 +12,7 @@ environment, the clocks and the registry come in through ``RunOptions`` and
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import inspect
 import uuid
@@ -57,8 +58,9 @@ def _is_async_sink(sink: EventSink) -> bool:
 class EventBus:
     """Masks each event once, then hands it to the sinks: the single choke point.
 
-    Sync sinks (display, ``--events jsonl``, the Python iterator) and async sinks
-    (the durable store) are told apart once. ``emit`` awaits the async sinks.
+    Durable first: the async sinks (the state store, listed first) are awaited,
+    and only then do the sync sinks (the display, ``--events jsonl``, the Python
+    iterator) see the event, so nothing is shown that a crash could lose.
     """
 
     __slots__ = ("run_id", "now", "masker", "sync_sinks", "async_sinks")
@@ -77,24 +79,27 @@ class EventBus:
         self.sync_sinks = tuple(s for s in sinks if not _is_async_sink(s))
         self.async_sinks = tuple(s for s in sinks if _is_async_sink(s))
 
-    def publish(self, event: Event) -> Event:
-        """Mask the event and hand it to the sync sinks; return it for ``deliver``."""
+    async def emit(self, event: Event) -> None:
+        """Mask the event, await the async sinks in order, then call the sync sinks."""
         if self.masker:
             event = self.masker.mask_event(event)
-        for sink in self.sync_sinks:
-            sink(event)
-        return event
-
-    async def deliver(self, event: Event) -> None:
-        """Await the async sinks (the durable store) for an event from ``publish``."""
         for sink in self.async_sinks:
             await sink(event)  # type: ignore[misc]
+        for sink in self.sync_sinks:
+            sink(event)
 
-    async def emit(self, event: Event) -> None:
-        """publish, then deliver when async sinks exist."""
-        event = self.publish(event)
-        if self.async_sinks:
-            await self.deliver(event)
+    async def emit_through(self, event: Event) -> None:
+        """``emit`` that a cancel does not interrupt: the event reaches every sink
+        (a phase's completion stays a completion when a failure elsewhere cancels it)."""
+        delivery = asyncio.ensure_future(self.emit(event))
+        while True:
+            try:
+                await asyncio.shield(delivery)
+                return
+            except asyncio.CancelledError:
+                if delivery.done():
+                    delivery.result()
+                    return
 
 
 class AgentPool:

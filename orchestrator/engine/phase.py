@@ -126,7 +126,7 @@ async def _completed(
     """Record a completed phase. A cancel arriving while its event is delivered (another
     phase failed) does not undo the completion: the agent's work is done."""
     ended = run.now()
-    event = run.bus.publish(
+    await run.bus.emit_through(
         ev.phase_completed(
             run.run_id,
             run.now(),
@@ -140,11 +140,6 @@ async def _completed(
             metadata=metadata,
         )
     )
-    if run.bus.async_sinks:
-        try:
-            await run.bus.deliver(event)
-        except asyncio.CancelledError:
-            pass
     return PhaseOutcome(
         phase.id,
         "completed",

@@ -6,6 +6,7 @@ executor seam of ``engine/executor.py``.)
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime
 import enum
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PLAIN",
+    "CancelRequest",
     "PhaseOutcome",
     "ResultCache",
     "RunOptions",
@@ -87,6 +89,21 @@ class RunResult:
     def ok(self) -> bool:
         """Whether the run completed."""
         return self.status == "completed"
+
+
+class CancelRequest(asyncio.Event):
+    """The ``cancel`` event of a run that also records who asked (``by``, e.g. ``SIGTERM``);
+    ``by`` is written into workflow_cancelled as ``cancelled_by``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by: str | None = None
+
+    def request(self, by: str | None = None) -> None:
+        """Cancel the run; the first ``by`` given is kept."""
+        if self.by is None:
+            self.by = by
+        self.set()
 
 
 class ResultCache(Protocol):

@@ -1,24 +1,240 @@
 """Resume as a service of the core: what a stopped run needs to go on.
 
-``resume_compensation`` finishes the saga of a run that crashed while
-compensating.
+``prepare_resume`` reads a stopped run from the state store, decides what runs
+again (phases not completed, and with ``force`` the changed phases and their
+downstream), claims the run, and returns a ``Resume`` that ``execute`` takes
+(``prior`` and ``RunOptions.resume_attempts``). ``resume_compensation``
+finishes the saga of a run that crashed while compensating. The callers (the
+CLI, the Python API) only load the workflow and print.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from .. import events as ev
 from ..agents.registry import AgentRegistry
-from ..events import EventSink
+from ..errors import RunLocked, UsageError
+from ..events import EventSink, PhaseState
 from ..plan import Plan
+from ..state.base import PhaseRecord, RunRecord, StateStore
 from .context import build_context
 from .result import PhaseOutcome, RunOptions
 from .runner import execute
 from .saga import compensate
 
-__all__ = ["resume_compensation"]
+__all__ = [
+    "CompensationLeft",
+    "Resume",
+    "changed_phases",
+    "is_resumable",
+    "prepare_resume",
+    "resume_compensation",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class CompensationLeft:
+    """A run that crashed while compensating: what is left of its saga."""
+
+    order: tuple[str, ...]  # completion order of its completed phases
+    done: tuple[str, ...]  # phases whose compensation already ended
+    outputs: Mapping[str, Any]
+    error: str
+    status: str = "failed"  # cancelled when a cancel caused the compensation
+
+    @property
+    def left(self) -> int:
+        """How many compensations are still to run."""
+        return len([p for p in self.order if p not in self.done])
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """What resuming a stopped run does.
+
+    ``finished`` is True when the run already completed (nothing to do).
+    ``prior`` are the completed phases kept (not run again); ``again`` the phases
+    that were running when it stopped; ``rerun`` the changed phases and their
+    downstream (``force``); ``attempts_at`` the attempt each interrupted phase
+    goes on from; ``compensation`` is set when the run stopped while compensating;
+    ``iterations_at`` the last checkpointed iteration (n, output) of each
+    unfinished ``repeat`` phase (the loop goes on after it).
+    """
+
+    run: RunRecord
+    plan: Plan | None
+    finished: bool = False
+    prior: Mapping[str, PhaseOutcome] = field(default_factory=dict)
+    again: tuple[str, ...] = ()
+    rerun: tuple[str, ...] = ()
+    attempts_at: Mapping[str, int] = field(default_factory=dict)
+    compensation: CompensationLeft | None = None
+    iterations_at: Mapping[str, tuple[int, Any]] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """One line saying what the resume does (the CLI prints it)."""
+        run = self.run
+        if self.compensation is not None:
+            left = self.compensation.left
+            return (
+                f"resuming the compensation of run {run.id}: "
+                f"{left} phase{'s' if left != 1 else ''} left to compensate"
+            )
+        total = len(self.plan.order) if self.plan is not None else 0
+        todo = total - len(self.prior)
+        message = (
+            f"resuming run {run.id}: {len(self.prior)} of {total} "
+            f"phase{'s' if total != 1 else ''} completed, {todo} to run"
+        )
+        if self.again:
+            message += f" (running when it stopped, so running again: {', '.join(self.again)})"
+        if self.rerun:
+            message += f"; changed, with their downstream: {', '.join(sorted(self.rerun))}"
+        if self.attempts_at:
+            going_on = ", ".join(f"{p} at attempt {n}" for p, n in sorted(self.attempts_at.items()))
+            message += f"; retries go on: {going_on}"
+        if self.iterations_at:
+            loops = ", ".join(
+                f"{pid} after iteration {n}" for pid, (n, _) in sorted(self.iterations_at.items())
+            )
+            message += f"; loops go on: {loops}"
+        return message
+
+
+def changed_phases(run: RunRecord, plan: Plan) -> list[str]:
+    """Phases whose definition differs from the one the run recorded (new ones included)."""
+    if not run.fingerprints:
+        return []
+    current = plan.workflow.fingerprints()
+    changed = [pid for pid in plan.order if run.fingerprints.get(pid) != current[pid]]
+    removed = [pid for pid in run.fingerprints if pid not in current]
+    return changed + removed
+
+
+def is_resumable(run: RunRecord) -> bool:
+    """Whether a stopped run has anything left to do (False: it completed).
+
+    Raises RunLocked when the process that owns it is still alive.
+    """
+    if run.status == "running" and run.owner is not None:
+        raise RunLocked(
+            f"run '{run.id}' is still running in process {run.owner.pid}",
+            hint=f"wait for it to end, or stop it with `orch cancel {run.id}`",
+        )
+    return run.status != "completed"
+
+
+def prepare_resume(
+    store: StateStore, run: RunRecord, plan: Plan, *, force: bool = False, claim: bool = True
+) -> Resume:
+    """Decide what resuming ``run`` (read from ``store``) with ``plan`` does, and claim it.
+
+    Raises RunLocked when its process is still alive, UsageError when the workflow
+    changed since the run started and ``force`` is False (naming the changed
+    phases). A completed run gives ``Resume(finished=True)`` and is not claimed.
+    """
+    if not is_resumable(run):
+        return Resume(run, plan, finished=True)
+    changed = changed_phases(run, plan)
+    if changed and not force:
+        raise UsageError(
+            f"the workflow '{run.path}' changed since run {run.id} started: "
+            f"phase{'s' if len(changed) > 1 else ''} {', '.join(changed)} changed",
+            hint="resume with --force to run the changed phases and their downstream again",
+        )
+    rerun = set(plan.downstream(changed)) if changed else set()
+    records = list(store.phases(run.id))
+    if any(p.compensation_started for p in records):
+        if claim:
+            store.claim(run.id)
+        return Resume(run, plan, compensation=_compensation_left(store, run, records))
+    prior = {
+        p.id: _outcome(p)
+        for p in records
+        if p.state is PhaseState.COMPLETED and p.id in plan.phases and p.id not in rerun
+    }
+    again = tuple(p.id for p in records if p.state is PhaseState.RUNNING)
+    # a phase stopped in the middle of its retries goes on from the attempt it was at
+    attempts_at = {
+        p.id: p.attempts
+        for p in records
+        if p.state is PhaseState.RUNNING and p.attempts > 1 and p.id not in rerun
+    }
+    iterations_at = _iterations(store, run.id, plan, records, rerun)
+    if claim:
+        store.claim(run.id, rerun=sorted(rerun))
+    return Resume(
+        run, plan, False, prior, again, tuple(sorted(rerun)), attempts_at, None, iterations_at
+    )
+
+
+def _iterations(
+    store: StateStore, run_id: str, plan: Plan, records: list[PhaseRecord], rerun: set[str]
+) -> dict[str, tuple[int, Any]]:
+    """The last checkpointed iteration (n, output) of each unfinished ``repeat`` phase."""
+    out: dict[str, tuple[int, Any]] = {}
+    for p in records:
+        phase = plan.phases.get(p.id)
+        if phase is None or phase.repeat is None or p.id in rerun:
+            continue
+        if p.state is PhaseState.COMPLETED:
+            continue
+        marks = [e for _, e in store.events(run_id, phase=p.id) if e.event == "phase_iteration"]
+        if marks and isinstance(marks[-1].data.get("iteration"), int):
+            out[p.id] = (int(marks[-1].data["iteration"]), marks[-1].data.get("output"))
+    return out
+
+
+def _outcome(p: PhaseRecord) -> PhaseOutcome:
+    return PhaseOutcome(
+        p.id,
+        "completed",
+        p.output,
+        None,
+        p.attempts,
+        p.started,
+        p.ended,
+        p.fallback_used,
+        p.cached,
+        dict(p.metadata),
+    )
+
+
+def _compensation_left(
+    store: StateStore, run: RunRecord, records: list[PhaseRecord]
+) -> CompensationLeft:
+    completed = [p for p in records if p.state is PhaseState.COMPLETED]
+    order = tuple(
+        p.id
+        for p in sorted(
+            (p for p in completed if p.completed_seq), key=lambda p: p.completed_seq or 0
+        )
+    )
+    # why it compensated (failed, or cancelled: Ctrl-C, then a second one forced the exit)
+    markers = [
+        e.data.get("cause")
+        for _, e in store.events(run.id)
+        if e.event == "phase_stream" and e.data.get("compensation") == "started"
+    ]
+    status = "cancelled" if "cancelled" in markers else "failed"
+    failed = [p for p in records if p.state is PhaseState.FAILED]
+    error = run.error or (
+        "the run was cancelled"
+        if status == "cancelled"
+        else f"phase '{failed[0].id}' failed: {failed[0].error}"
+        if failed
+        else "the run failed"
+    )
+    return CompensationLeft(
+        order=order,
+        done=tuple(p.id for p in records if p.compensated is not None),
+        outputs={p.id: p.output for p in completed},
+        error=error,
+        status=status,
+    )
 
 
 async def resume_compensation(

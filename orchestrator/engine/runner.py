@@ -404,6 +404,7 @@ async def _finish(
             counts=counts,
             tokens=usage.tokens,
             cost=usage.cost,
+            cancelled_by=getattr(scheduler.cancel, "by", None) if status == "cancelled" else None,
         )
     )
     result = RunResult(
@@ -477,7 +478,23 @@ def run_sync(
     sinks: Iterable[EventSink] = (),
     prior: Mapping[str, PhaseOutcome] | None = None,
 ) -> RunResult:
-    """``execute`` in a new event loop (``asyncio.run``); for scripts, not for async code."""
+    """``execute`` in a new event loop (``asyncio.run``); for scripts, not for async code.
+
+    Raises UsageError when called inside a running event loop (Jupyter, async code):
+    ``await execute(...)`` (or ``await orchestrator.start(...)``) works there.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        from ..errors import UsageError
+
+        raise UsageError(
+            "run_sync() cannot run inside a running event loop (Jupyter, async code)",
+            hint="use `result = await orchestrator.execute(plan, ...)`, or "
+            "`handle = await orchestrator.start(...)` then `await handle.wait()`",
+        )
     box: list[RunResult] = []
 
     async def main() -> None:  # returns None: asyncio.run may repr a task's result on the way out

@@ -6,8 +6,9 @@ jsonschema, jinja2) when called, so ``import orchestrator`` stays light.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..errors import Location, Problem, WorkflowInvalid
 
@@ -15,35 +16,57 @@ if TYPE_CHECKING:
     from ..agents.registry import AgentRegistry
     from .model import Workflow
 
-__all__ = ["check", "load_workflow", "validate"]
+__all__ = ["MEMORY", "check", "load_workflow", "validate"]
+
+#: The path of a workflow built from a mapping or from YAML text.
+MEMORY = "<memory>"
 
 
 def check(
-    path: str | Path, *, registry: AgentRegistry | None = None, stream: BinaryIO | None = None
+    path: str | Path | Mapping[str, Any] | None = None,
+    *,
+    text: str | None = None,
+    registry: AgentRegistry | None = None,
+    stream: BinaryIO | None = None,
 ) -> tuple[Workflow | None, list[Problem]]:
-    """Read and check a workflow file: the Workflow (None if unreadable) and every problem.
+    """Read and check a workflow: the Workflow (None if unreadable) and every problem.
 
+    The workflow is a file (``path``), a mapping (as ``yaml.safe_load`` would give),
+    or YAML text (``text=``); a mapping or text is checked exactly as a file is,
+    with locations in ``<memory>`` (a mapping is laid out as indented JSON first).
     Problems (errors and warnings) are sorted by line and column. Never raises
-    for anything in the file; ``registry`` defaults to the installed agent types.
-    ``stream`` gives the file's bytes (standard input): ``path`` then only names it.
+    for anything in the workflow; ``registry`` defaults to the installed agent types.
+    ``stream`` gives a file's bytes (standard input): ``path`` then only names it.
     """
     from ..agents.registry import AgentRegistry
     from ..errors import SchemaViolation, UnreadableWorkflow, WorkflowError
     from .build import build_workflow
     from .schema import check_workflow
-    from .source import read_source, read_stream
+    from .source import parse_source, read_source, read_stream
     from .subflows import LOADER
 
     try:
-        if stream is None:
-            src = read_source(path, keep_going=True)
-        else:
+        if stream is not None:
             try:
                 src = read_stream(stream, str(path), keep_going=True)
             except OSError as exc:
                 raise UnreadableWorkflow(
                     f"cannot read {path}: {exc.strerror or exc}", location=Location(str(path))
                 ) from exc
+        elif text is not None:
+            src = parse_source(text.encode("utf-8"), MEMORY, keep_going=True)
+        elif isinstance(path, Mapping):
+            src = parse_source(_mapping_text(path).encode("utf-8"), MEMORY, keep_going=True)
+        elif isinstance(path, (str, Path)):
+            src = read_source(path, keep_going=True)
+        else:
+            return None, [
+                Problem(
+                    Location(MEMORY),
+                    "a workflow is a file path, a mapping or YAML text (text=...), "
+                    f"not {type(path).__name__}",
+                )
+            ]
     except WorkflowError as exc:
         return None, [exc.to_problem()]
     if not isinstance(src.data, dict):
@@ -65,21 +88,55 @@ def check(
     return workflow, sorted(problems, key=lambda p: (p.location.line, p.location.col))
 
 
-def validate(path: str | Path, *, registry: AgentRegistry | None = None) -> list[Problem]:
-    """Every problem in a workflow file (errors and warnings); empty when it is fine."""
-    return check(path, registry=registry)[1]
+def validate(
+    path: str | Path | Mapping[str, Any] | None = None,
+    *,
+    text: str | None = None,
+    registry: AgentRegistry | None = None,
+) -> list[Problem]:
+    """Every problem in a workflow (errors and warnings); empty when it is fine.
 
-
-def load_workflow(path: str | Path, *, registry: AgentRegistry | None = None) -> Workflow:
-    """Read, check and build a workflow file.
-
-    Raises WorkflowInvalid with every error problem (warnings do not count).
+    Takes a file path, a mapping, or YAML text (``text=``), as ``check``.
     """
-    workflow, problems = check(path, registry=registry)
+    return check(path, text=text, registry=registry)[1]
+
+
+def load_workflow(
+    path: str | Path | Mapping[str, Any] | None = None,
+    *,
+    text: str | None = None,
+    registry: AgentRegistry | None = None,
+) -> Workflow:
+    """Read, check and build a workflow: a file path, a mapping, or YAML text (``text=``).
+
+    A mapping or text gets the same checks as a file. Raises WorkflowInvalid with
+    every error problem (warnings do not count).
+    """
+    workflow, problems = check(path, text=text, registry=registry)
     errors = [p for p in problems if p.severity == "error"]
     if errors or workflow is None:
-        raise WorkflowInvalid(errors or [Problem(Location(str(path)), "cannot read workflow")])
+        where = str(path) if isinstance(path, (str, Path)) else MEMORY
+        raise WorkflowInvalid(errors or [Problem(Location(where), "cannot read workflow")])
     return workflow
+
+
+def _mapping_text(data: Mapping[str, Any]) -> str:
+    """A workflow mapping as indented JSON (which is YAML), so problems have lines."""
+    import json
+
+    def refuse(value: Any) -> Any:
+        raise TypeError(f"{type(value).__name__} is not workflow data")
+
+    try:
+        return json.dumps(data, indent=2, ensure_ascii=False, default=refuse)
+    except (TypeError, ValueError) as exc:
+        from ..errors import SchemaViolation
+
+        raise SchemaViolation(
+            f"the workflow mapping holds a value that is not YAML data: {exc}",
+            location=Location(MEMORY),
+            hint="use strings, numbers, booleans, None, lists and dicts",
+        ) from exc
 
 
 def _dedupe(problems: list[Problem]) -> list[Problem]:

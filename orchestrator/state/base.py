@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -192,6 +192,11 @@ class StateStore(Protocol):
 
     def get_run(self, run_id: str) -> RunRecord:
         """The run with this id (or unique id prefix)."""
+        ...
+
+    def claim(self, run_id: str, *, rerun: Iterable[str] = ()) -> RunRecord:
+        """Make this process the owner of a stopped run (to resume it); ``rerun`` phases go
+        back to pending. Raises RunLocked when a live process owns it."""
         ...
 
     def list_runs(self, limit: int | None = None) -> Sequence[RunRecord]:

@@ -49,13 +49,6 @@ __all__ = [
 SCHEMA_VERSION = 2  # 2: decisions (approvals)
 DEFAULT_STATE_DIR = ".orch"
 _BUSY_MS = 10_000
-#: Events whose record() waits for the commit; the rest ride along with the next batch.
-_AWAITED = frozenset(
-    {"workflow_started", "phase_started", "phase_retry", "workflow_completed"}
-    | {"workflow_failed", "workflow_cancelled"}
-    | {"phase_waiting", "phase_iteration"}  # a wait and a loop's checkpoint
-)
-
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -346,20 +339,14 @@ class SqliteStore:
     # -- writing -----------------------------------------------------------------
 
     async def record(self, event: Event) -> None:
-        """Store ``event`` and update the derived rows, in the order events arrive.
+        """Store ``event`` and update the derived rows; return once it is committed.
 
-        Returns once it is committed for the events that gate work: a phase
-        start and a retry (before the next attempt), the saga's compensation
-        marker, and the workflow's start and end. Other events (completions, retries, streams)
-        are queued and committed with the next batch: the queue is FIFO, so they
-        are durable before any later event is acknowledged. Raises StateError
-        when a write failed (disk full, database unusable).
+        Every event is awaited (write-ahead: the engine shows an event to anyone
+        only after this returns), and concurrent events share one commit (group
+        commit in the writer thread). Raises StateError when the write failed
+        (disk full, an output that cannot be stored, database unusable).
         """
-        kind = event.event
-        if kind in _AWAITED or (kind == "phase_stream" and "compensation" in event.data):
-            await self._submit("event", event)
-        else:
-            self._enqueue("event", event)
+        await self._submit("event", event)
 
     async def cache_put(
         self, key: str, output: Any, metadata: Mapping[str, Any], *, now: float, ttl: float | None

@@ -1,0 +1,93 @@
+"""`orch run --detach` and `orch wait`, from a clean shell: real processes, a real store."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+ORCH = [sys.executable, "-m", "orchestrator"]
+
+GATED = """
+name: gated
+phases:
+  - id: gate
+    agent: shell
+    with: {command: "while [ ! -f go ]; do sleep 0.05; done; echo opened"}
+  - id: after
+    agent: echo
+    depends_on: [gate]
+    with: {text: "{{ phases.gate.output | trim }}"}
+outputs:
+  said: "{{ phases.after.output }}"
+"""
+
+
+def _orch(tmp_path, *args, timeout=60):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    return subprocess.run(
+        [*ORCH, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def _detach(tmp_path, text):
+    (tmp_path / "wf.yaml").write_text(text)
+    res = _orch(tmp_path, "run", "wf.yaml", "--detach", "--state-dir", "s")
+    assert res.returncode == 0, res.stderr
+    run_id = res.stdout.strip()
+    assert len(run_id) == 12 and res.stdout == run_id + "\n"
+    return run_id
+
+
+def test_detach_returns_while_the_run_goes_on_and_wait_exits_with_its_outcome(tmp_path):
+    run_id = _detach(tmp_path, GATED)
+    # the run is recorded and still running: its gate is closed until the file exists
+    status = _orch(tmp_path, "status", run_id, "--json", "--state-dir", "s")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["status"] == "running"
+    pending = _orch(tmp_path, "wait", run_id, "--timeout", "0.3", "--state-dir", "s")
+    assert pending.returncode == 1
+    assert f"run {run_id} is still running" in pending.stderr
+    (tmp_path / "go").write_text("")
+    done = _orch(tmp_path, "wait", run_id, "--state-dir", "s")
+    assert done.returncode == 0, done.stderr
+    assert f"run {run_id} completed" in done.stderr
+    status = json.loads(_orch(tmp_path, "status", run_id, "--json", "--state-dir", "s").stdout)
+    assert status["status"] == "completed"
+    logs = _orch(tmp_path, "logs", run_id, "--json", "--state-dir", "s")
+    final = json.loads(logs.stdout.splitlines()[-1])
+    assert final["event"] == "workflow_completed"
+    assert final["data"]["outputs"] == {"said": "opened"}
+
+
+def test_wait_exits_1_for_a_failed_run(tmp_path):
+    run_id = _detach(
+        tmp_path,
+        "name: broken\nphases:\n  - {id: a, agent: fail, with: {message: no luck}}\n",
+    )
+    res = _orch(tmp_path, "wait", run_id, "--state-dir", "s")
+    assert res.returncode == 1
+    assert f"run {run_id} failed: phase 'a' failed: no luck" in res.stderr
+
+
+def test_a_detached_run_cancelled_from_another_shell_waits_out_as_143(tmp_path):
+    run_id = _detach(tmp_path, GATED)
+    cancel = _orch(tmp_path, "cancel", run_id, "--state-dir", "s")
+    assert cancel.returncode == 0, cancel.stderr
+    res = _orch(tmp_path, "wait", run_id, "--state-dir", "s")
+    assert res.returncode == 143, res.stderr
+    assert f"run {run_id} cancelled" in res.stderr
+
+
+def test_wait_for_an_unknown_run_is_a_usage_error(tmp_path):
+    (tmp_path / "s").mkdir()
+    res = _orch(tmp_path, "wait", "nope", "--state-dir", "s")
+    assert res.returncode == 2
+    assert "no run 'nope'" in res.stderr
+
+
+def test_detach_still_checks_the_workflow_in_the_foreground(tmp_path):
+    (tmp_path / "wf.yaml").write_text("name: x\nphases:\n  - {id: a, agent: ecko}\n")
+    res = _orch(tmp_path, "run", "wf.yaml", "--detach", "--state-dir", "s")
+    assert res.returncode == 2
+    assert "wf.yaml:3:" in res.stderr and res.stdout == ""

@@ -1,0 +1,143 @@
+"""The README's Python API example runs as written, and its runs are the CLI's runs."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import orchestrator
+from orchestrator.errors import UsageError
+
+ROOT = Path(__file__).resolve().parents[1]
+ORCH = [sys.executable, "-m", "orchestrator"]
+
+
+def _readme_example() -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    found = re.search(r"<!-- python-api-example -->\n```python\n(.*?)```", text, re.S)
+    assert found, "the README lost its Python API example"
+    return found.group(1)
+
+
+def test_the_readme_python_api_example_runs_and_its_runs_show_in_orch_runs(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    (tmp_path / "example.py").write_text(_readme_example())
+    out = subprocess.run(
+        [sys.executable, "example.py"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    started = next(line for line in lines if line.startswith("started "))
+    run_id = started.split()[1]
+    # followed live: every event, in order, ending with the run's end
+    end = lines.index("completed {'greeting': 'HELLO ORCH'}")
+    kinds = [line.split()[0] for line in lines[1:end]]
+    assert kinds[0] == "workflow_started" and kinds[-1] == "workflow_completed"
+    assert kinds.count("phase_completed") == 2
+    assert "nap cancelled" in lines
+    assert lines.count("deploy failed") == 1 and lines.count("deploy completed") == 1
+    # the same runs, through the real `orch` command
+    runs = subprocess.run(
+        [*ORCH, "runs", "--json", "--state-dir", ".orch"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert runs.returncode == 0, runs.stderr
+    recorded = {r["id"]: (r["workflow"], r["status"]) for r in json.loads(runs.stdout)}
+    assert recorded[run_id] == ("hello", "completed")
+    assert sorted(recorded.values()) == [
+        ("deploy", "completed"),
+        ("hello", "completed"),
+        ("nap", "cancelled"),
+    ]
+    listed = [line.split() for line in lines if re.match(r"^[0-9a-f]{12} ", line)]
+    assert {row[0] for row in listed} == set(recorded)
+    # the resumed deploy ran only what had not completed: build once, ship twice
+    deploy = next(rid for rid, (wf, _) in recorded.items() if wf == "deploy")
+    logs = subprocess.run(
+        [*ORCH, "logs", deploy, "--json", "--state-dir", ".orch"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    started_phases = [
+        e["phase"]
+        for e in map(json.loads, logs.stdout.splitlines())
+        if e["event"] == "phase_started"
+    ]
+    assert started_phases == ["build", "ship", "ship"]
+
+
+def test_a_workflow_from_a_mapping_gets_the_checks_of_a_file():
+    with pytest.raises(orchestrator.WorkflowInvalid) as caught:
+        orchestrator.load_workflow({"name": "x", "phases": [{"id": "a", "agent": "ecko"}]})
+    (problem,) = caught.value.problems
+    assert str(problem).startswith("<memory>:")
+    assert "unknown agent 'ecko'; did you mean 'echo'?" in str(problem)
+
+
+def test_a_workflow_from_yaml_text_gets_the_checks_of_a_file():
+    with pytest.raises(orchestrator.WorkflowInvalid) as caught:
+        orchestrator.load_workflow(
+            text="name: x\nphases:\n  - {id: a, agent: echo, timeout: soon}\n"
+        )
+    assert str(caught.value.problems[0]).startswith("<memory>:3:")
+
+
+def test_run_sync_inside_a_running_loop_says_what_to_do_instead():
+    import asyncio
+
+    plan = orchestrator.compile_plan(
+        orchestrator.load_workflow({"name": "x", "phases": [{"id": "a", "agent": "noop"}]})
+    )
+
+    async def inside():
+        orchestrator.run_sync(plan)
+
+    with pytest.raises(UsageError) as caught:
+        asyncio.run(inside())
+    assert "inside a running event loop" in str(caught.value)
+    assert "await" in (caught.value.hint or "")
+
+
+def test_start_honours_the_phase_cache(tmp_path):
+    import asyncio
+
+    ledger = tmp_path / "ledger"
+    flow = {
+        "name": "cached",
+        "phases": [
+            {
+                "id": "a",
+                "agent": "echo",
+                "cache": True,
+                "with": {"text": "x", "ledger": str(ledger)},
+            }
+        ],
+    }
+
+    async def twice():
+        for _ in range(2):
+            handle = await orchestrator.start(flow, state_dir=tmp_path / "s")
+            await handle.wait()
+        return handle
+
+    handle = asyncio.run(twice())
+    assert len(ledger.read_text().splitlines()) == 1  # the second run was served by the cache
+    phases = {p.id: p for p in handle.status().phases}
+    assert phases["a"].cached is True
