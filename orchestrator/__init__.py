@@ -15,8 +15,8 @@ if TYPE_CHECKING:
 
     from .agents import Agent, AgentContext, AgentFailure, AgentRegistry, AgentResult
     from .engine import PhaseOutcome, RunOptions, RunResult, execute, run, run_sync
-    from .events import Event
     from .errors import Location, OrchError, Problem, WorkflowInvalid
+    from .events import Event
     from .plan import Plan, compile_plan
     from .runs import (
         RunHandle,
