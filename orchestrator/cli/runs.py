@@ -353,6 +353,8 @@ def _resume(
         sys.stderr.write(f"run {decision.run.id} already completed; nothing to resume\n")
         return 0
     sys.stderr.write(decision.summary() + "\n")
+    if decision.compensation is not None:  # only the saga is left: no phase display
+        return _finish_compensation(prepared, state_dir)
     return _run(
         decision.plan,
         dict(decision.run.inputs),
@@ -363,6 +365,22 @@ def _resume(
         state_dir=state_dir,
         prepared=prepared,
     )
+
+
+def _finish_compensation(prepared: Any, state_dir: Path | None) -> int:
+    """Run what is left of a crashed run's saga; say how the run ended (130 cancelled, else 1)."""
+    import asyncio
+
+    from ..runs import go_on
+
+    async def go() -> str:
+        handle = await go_on(prepared, state_dir=state_dir)
+        assert handle is not None
+        return (await handle.wait()).status
+
+    final = asyncio.run(go())
+    sys.stderr.write(f"run {prepared.resume.run.id} {final}\n")
+    return 130 if final == "cancelled" else 1
 
 
 def _tell_leftovers(run_id: str) -> None:
