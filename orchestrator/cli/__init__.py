@@ -62,6 +62,12 @@ def main() -> None:
         app(prog_name="orch")
     except OrchError as exc:
         sys.exit(_report(exc))
+    except SystemExit as exc:
+        # typer turns a Ctrl-C that no command handled into a silent exit 130: say it
+        cause = getattr(exc.__context__, "__cause__", None)
+        if exc.code == 130 and isinstance(cause, KeyboardInterrupt):
+            sys.stderr.write("interrupted\n")
+        raise
 
 
 def _report(exc: OrchError) -> int:

@@ -88,3 +88,31 @@ def test_ctrl_c_while_orch_starts_exits_130_in_one_line(tmp_path, moment):
         timeout=60,
     )
     assert '"running"' not in status.stdout
+
+
+@pytest.mark.parametrize(
+    ("command", "moment"),
+    [
+        (["validate", "wf.yaml"], "ruamel.yaml"),
+        (["graph", "wf.yaml"], "orchestrator.plan"),
+        (["runs", "--state-dir", "st"], "sqlite3"),
+        (["agents"], "importlib.metadata"),
+    ],
+)
+def test_ctrl_c_in_any_command_says_interrupted_and_exits_130(tmp_path, command, moment):
+    (tmp_path / "wf.yaml").write_text(
+        "name: w\nphases:\n  - {id: a, agent: echo, with: {text: hi}}\n"
+    )
+    (tmp_path / "st").mkdir()
+    (tmp_path / "st" / "state.db").touch()  # `orch runs` opens the store (and imports sqlite3)
+    res = subprocess.run(
+        [sys.executable, "-c", LAUNCHER, moment, *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+    assert "Traceback" not in res.stderr, res.stderr
+    assert res.returncode == 130, res.stderr
+    assert res.stderr.strip().splitlines()[-1] == "interrupted", res.stderr
