@@ -164,13 +164,19 @@ def graph_ascii(plan: Plan) -> RenderableType:
 
 
 def phase_details(phase: Phase) -> list[str]:
-    """What every format shows beside a phase id: agent, foreach, when, compensate."""
+    """What every format shows beside a phase id: agent, foreach, when, approval, repeat,
+    compensate."""
     details = [_agent_label(phase) or "-"]
     if phase.foreach is not None:
         each = phase.foreach if isinstance(phase.foreach, str) else f"{len(phase.foreach)} items"
         details.append(f"foreach {_one_line(str(each))}")
     if phase.when is not None:
         details.append(f"when: {_one_line(phase.when)}")
+    if phase.approval is not None:
+        details.append("approval")
+    if phase.repeat is not None:
+        until = f" until {_one_line(phase.repeat.until)}" if phase.repeat.until else ""
+        details.append(f"repeat{until} (max {phase.repeat.max})")
     if phase.compensate is not None:
         details.append(f"compensate: {phase.compensate.agent}")
     return details

@@ -606,18 +606,25 @@ def _end_line(pid: str, status: str, data: dict[str, Any]) -> str:
     return f"phase {pid} failed{tries}{tolerated}: {data.get('error')}"
 
 
-def _completed_note(data: dict[str, Any], *, attempts: bool = True) -> str:
-    """``attempt 2, fallback, cached``: how a phase completed (``attempts``: name the attempt)."""
+def metadata_notes(metadata: Mapping[str, Any]) -> list[str]:
+    """What a phase's metadata says about how it ran: the agent chosen at run time
+    (``agent x``; a foreach phase: ``agents x x2, y x1``) and a loop's iterations."""
     notes = []
-    metadata = data.get("metadata")
-    metadata = metadata if isinstance(metadata, dict) else {}
     if isinstance(metadata.get("agent"), str):  # chosen at run time (capability, select)
         notes.append(f"agent {metadata['agent']}")
-    if isinstance(metadata.get("agents"), dict) and metadata["agents"]:  # foreach items
-        notes.append("agents " + ", ".join(f"{k} x{v}" for k, v in metadata["agents"].items()))
+    spread = metadata.get("agents")  # foreach items routed by capability or select
+    if isinstance(spread, Mapping) and spread:
+        notes.append("agents " + ", ".join(f"{k} x{v}" for k, v in spread.items()))
     if isinstance(metadata.get("iterations"), int):  # a repeat loop
         n = metadata["iterations"]
         notes.append(f"{n} iteration{'s' if n != 1 else ''}")
+    return notes
+
+
+def _completed_note(data: dict[str, Any], *, attempts: bool = True) -> str:
+    """``attempt 2, fallback, cached``: how a phase completed (``attempts``: name the attempt)."""
+    metadata = data.get("metadata")
+    notes = metadata_notes(metadata if isinstance(metadata, dict) else {})
     count = data.get("attempts")
     if attempts and isinstance(count, int) and count > 1:
         notes.append(f"attempt {count}")

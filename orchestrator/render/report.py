@@ -19,7 +19,7 @@ from ..plan import Plan
 from ..state.base import PhaseRecord
 from ..state.timeline import Bar, RunReport
 from .graph import phase_details
-from .progress import format_seconds, format_tokens
+from .progress import format_seconds, format_tokens, metadata_notes
 from .tables import cost_total, phase_cost, phase_tokens, token_total
 
 __all__ = ["report_html"]
@@ -286,7 +286,8 @@ def _phase_table(phases: Sequence[PhaseRecord]) -> str:
     for p in phases:
         tokens = phase_tokens(p)
         cost = phase_cost(p)
-        notes = ["cached"] if p.cached else []
+        notes = metadata_notes(p.metadata)
+        notes += ["cached"] if p.cached else []
         notes += ["fallback used"] if p.fallback_used else []
         if p.compensated is not None:
             notes.append(

@@ -17,7 +17,7 @@ from rich.text import Text
 
 from ..events import Event, format_cost, note, phase_state, run_status
 from ..state.base import PhaseRecord, PhaseState, RunRecord
-from .progress import format_seconds, format_tokens, retry_wait
+from .progress import format_seconds, format_tokens, metadata_notes, retry_wait
 
 __all__ = [
     "event_line",
@@ -119,16 +119,7 @@ def cost_total(phases: Sequence[PhaseRecord]) -> float | None:
 
 
 def _note(phase: PhaseRecord) -> str:
-    parts = []
-    chosen = phase.metadata.get("agent")  # capability routing or agent select
-    if isinstance(chosen, str):
-        parts.append(f"agent {chosen}")
-    spread = phase.metadata.get("agents")  # foreach items routed by capability or select
-    if isinstance(spread, dict) and spread:
-        parts.append("agents " + ", ".join(f"{k} x{v}" for k, v in spread.items()))
-    iterations = phase.metadata.get("iterations")  # a repeat loop
-    if isinstance(iterations, int):
-        parts.append(f"{iterations} iteration{'s' if iterations != 1 else ''}")
+    parts = metadata_notes(phase.metadata)
     tokens = phase_tokens(phase)
     if tokens:
         used = tokens.get("total") or sum(tokens.values())

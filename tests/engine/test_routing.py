@@ -63,6 +63,14 @@ phases:
     assert done["first"]["metadata"]["agent"] == "metered"
     assert done["second"]["metadata"]["agent"] == "spare"  # metered has no token for an hour
     assert "agent metered" in result.stderr and "agent spare" in result.stderr
+    # the agent chosen is in `orch status` and in `orch report`
+    run_id = events[0]["run_id"]
+    status = CliRunner().invoke(app, ["status", run_id])
+    assert "agent metered" in status.stdout and "agent spare" in status.stdout
+    page = tmp_path / "report.html"
+    assert CliRunner().invoke(app, ["report", run_id, "-o", str(page)]).exit_code == 0
+    html = page.read_text()
+    assert "agent metered" in html and "agent spare" in html
 
 
 def test_calls_fall_over_when_a_breaker_is_open_and_fail_when_every_one_is(tmp_path):
