@@ -32,7 +32,7 @@ def commands() -> dict[str, tuple[list[str], float | None]]:
         "orch --help": ([orch, "--help"], 5.0),
         "orch validate workflows/demo.yaml": ([orch, "validate", str(DEMO)], 10.0),
         "orch --version": ([orch, "--version"], None),
-        # "orch schema": ([orch, "schema"], None),
+        "orch schema": ([orch, "schema"], None),
     }
 
 

@@ -24,15 +24,20 @@ if TYPE_CHECKING:
     from jsonschema.exceptions import ValidationError
     from jsonschema.protocols import Validator
 
+    from ..agents.registry import AgentRegistry
+
 __all__ = [
+    "CHECKED_BY_BUILD",
     "MAX_SCHEMA_PROBLEMS",
     "SchemaReport",
     "check_agent_config",
     "check_agent_schema",
     "check_workflow",
     "describe",
+    "editor_schema",
     "json_path",
     "workflow_schema",
+    "workflow_schema_text",
 ]
 
 #: The schema check stops after this many problems (a file can hold a million bad values).
@@ -68,20 +73,24 @@ class SchemaReport:
 
 
 @lru_cache(maxsize=1)
-def workflow_schema() -> Mapping[str, Any]:
-    """The bundled workflow JSON Schema (2020-12), as a mapping.
+def workflow_schema_text() -> str:
+    """The bundled workflow JSON Schema (2020-12), as the file's text.
 
     Read from the installed package (``orchestrator/schemas``) or, in a source
     checkout, from ``schemas/`` at the repository root.
     """
     packaged = resources.files("orchestrator") / "schemas" / "workflow.schema.json"
     if packaged.is_file():
-        text = packaged.read_text(encoding="utf-8")
-    else:
-        text = (Path(__file__).parents[2] / "schemas" / "workflow.schema.json").read_text(
-            encoding="utf-8"
-        )
-    loaded: dict[str, Any] = json.loads(text)
+        return packaged.read_text(encoding="utf-8")
+    return (Path(__file__).parents[2] / "schemas" / "workflow.schema.json").read_text(
+        encoding="utf-8"
+    )
+
+
+@lru_cache(maxsize=1)
+def workflow_schema() -> Mapping[str, Any]:
+    """The bundled workflow JSON Schema (2020-12), as a mapping."""
+    loaded: dict[str, Any] = json.loads(workflow_schema_text())
     return loaded
 
 
@@ -132,7 +141,8 @@ def check_workflow(data: Any, smap: SourceMap) -> SchemaReport:
     fast = _workflow_fast()
     if fast is not None and fast(data):
         return report
-    for n, error in enumerate(_workflow_validator().iter_errors(data)):
+    explained = (e for e in _workflow_validator().iter_errors(data) if not _for_editors(e))
+    for n, error in enumerate(explained):
         if n == MAX_SCHEMA_PROBLEMS:
             where = smap.value(tuple(error.absolute_path))
             report.problems.append(
@@ -176,6 +186,12 @@ def check_agent_config(
         rel = tuple(leaf.absolute_path)
         _explain(leaf, rel, config, smap, report, AgentConfigError, lambda p, d: name(p), at=at)
     return report
+
+
+def _for_editors(error: ValidationError) -> bool:
+    """Whether the error comes from a rule stated for editors that the build explains."""
+    schema = _leaf(error).schema
+    return isinstance(schema, Mapping) and bool(schema.get(CHECKED_BY_BUILD))
 
 
 def _leaf(error: ValidationError) -> ValidationError:
@@ -438,8 +454,13 @@ def _plain(message: str) -> str:
 # A conservative compiled check for the keywords our schemas use. It may call a
 # valid document invalid (jsonschema then finds nothing), never the reverse; a
 # schema with any other keyword is not compiled (None: jsonschema always runs).
+# `not`, `oneOf` and `if` are left out on purpose: negating a conservative answer
+# would make it optimistic.
 
-_IGNORED = frozenset({"title", "description", "$schema", "$id", "$defs", "$comment", "default"})
+_IGNORED = frozenset(
+    {"title", "description", "$schema", "$id", "$defs", "$comment", "default", "examples"}
+    | {"errorMessage", "patternErrorMessage"}  # the YAML language server's messages
+)
 _PY_TYPES: dict[str, Callable[[Any], bool]] = {
     "string": lambda v: isinstance(v, str),
     "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
@@ -473,7 +494,7 @@ def _compile_node(
         raise _Unsupported
     checks: list[Callable[[Any], bool]] = []
     for key, arg in schema.items():
-        if key in _IGNORED:
+        if key in _IGNORED or key.startswith("x-"):  # x-...: annotations, no assertion
             continue
         if key == "additionalProperties":
             checks.append(_additional(arg, set(schema.get("properties", {})), defs, memo))
@@ -524,9 +545,21 @@ def _keyword(
         return lambda v: not isinstance(v, list) or len(v) >= arg
     if key == "uniqueItems":
         return lambda v: not isinstance(v, list) or not arg or _unique(v)
-    if key == "anyOf":
-        branches = [_compile_node(b, defs, memo) for b in arg]
+    if key in ("allOf", "anyOf"):  # monotone: a conservative branch keeps them conservative
+        branches = [_compile_node(sub, defs, memo) for sub in arg]
+        if key == "allOf":
+            return lambda v: all(b(v) for b in branches)
         return lambda v: any(b(v) for b in branches)
+    if key == "maximum":
+        return lambda v: not _PY_TYPES["number"](v) or v <= arg
+    if key == "exclusiveMinimum":
+        return lambda v: not _PY_TYPES["number"](v) or v > arg
+    if key == "exclusiveMaximum":
+        return lambda v: not _PY_TYPES["number"](v) or v < arg
+    if key == "maxLength":
+        return lambda v: not isinstance(v, str) or len(v) <= arg
+    if key == "maxItems":
+        return lambda v: not isinstance(v, list) or len(v) <= arg
     if key == "propertyNames":
         sub = _compile_node(arg, defs, memo)
         return lambda v: not isinstance(v, dict) or all(sub(k) for k in v)
@@ -551,3 +584,102 @@ def _unique(items: list[Any]) -> bool:
         return len(set(items)) == len(items)
     except TypeError:
         return False
+
+
+# -- the schema for editors -------------------------------------------------------
+
+#: Marks a subschema that states, for editors, a rule ``orch validate`` checks and
+#: explains in its own words (a zero timeout, a zero rate, a cron field out of range):
+#: the schema check reports nothing for it and leaves the message to the build.
+CHECKED_BY_BUILD = "x-checked-by-build"
+
+
+_SHAPE_KEYS = frozenset(
+    {"type", "properties", "additionalProperties", "patternProperties", "$defs", "description"}
+)
+
+
+def editor_schema(registry: AgentRegistry) -> dict[str, Any]:
+    """The workflow schema with each installed agent type's ``with:`` schema, for editors.
+
+    A phase, fallback or compensation whose ``agent`` is a type gets that type's schema
+    for its ``with`` through ``if``/``then`` (the YAML language server then completes and
+    checks keys inside ``with:``); an agent under ``agents:`` gets it by its ``type``,
+    without ``required`` (a phase's ``with`` may supply those). Any value may also be a
+    template, as ``orch validate`` reads it. An agent type that fails to load is left
+    out (``orch agents`` says why).
+    """
+    from ..errors import AgentError
+
+    schema: dict[str, Any] = json.loads(workflow_schema_text())
+    defs = schema.setdefault("$defs", {})
+    defs["template"] = {
+        "description": "A template, rendered at run time: {{ ... }}.",
+        "type": "string",
+        "pattern": r"\{\{|\{%",
+    }
+    types: list[str] = []
+    for name in registry.names():
+        try:
+            config = registry.resolve(name).config_schema
+        except AgentError:
+            continue
+        plain = json.loads(json.dumps(config, default=str))
+        full = _templated(_rebase(plain, f"#/$defs/with_{name}"))
+        defs[f"with_{name}"] = full
+        # shared by the phases that use the named agent: what a key may be, not which must be
+        defs[f"with_{name}_shared"] = {k: v for k, v in full.items() if k in _SHAPE_KEYS}
+        types.append(name)
+
+    def rules(key: str, suffix: str) -> list[dict[str, Any]]:
+        return [
+            {
+                "if": {"properties": {key: {"const": t}}, "required": [key]},
+                "then": {"properties": {"with": {"$ref": f"#/$defs/with_{t}{suffix}"}}},
+            }
+            for t in types
+        ]
+
+    for target, key, suffix in (
+        ("phase", "agent", ""),
+        ("agent_call", "agent", ""),
+        ("agent", "type", "_shared"),
+    ):
+        node = defs.get(target)
+        if isinstance(node, dict) and types:
+            node["allOf"] = [*node.get("allOf", []), *rules(key, suffix)]
+    return schema
+
+
+def _rebase(node: Any, base: str) -> Any:
+    """``node`` with its local ``$ref``s (``#/...``) pointing under ``base``."""
+    if isinstance(node, dict):
+        out = {k: _rebase(v, base) for k, v in node.items()}
+        ref = out.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#"):
+            out["$ref"] = base + ref[1:]
+        return out
+    if isinstance(node, list):
+        return [_rebase(v, base) for v in node]
+    return node
+
+
+def _templated(node: Any) -> Any:
+    """``node`` where each property's value may also be a template string."""
+    if not isinstance(node, dict):
+        return node
+    out = dict(node)
+    props = out.get("properties")
+    if isinstance(props, dict):
+        wrapped = {}
+        for key, sub in props.items():
+            inner = _templated(sub)
+            either: dict[str, Any] = {"anyOf": [inner, {"$ref": "#/$defs/template"}]}
+            if isinstance(sub, dict) and "description" in sub:
+                either["description"] = sub["description"]
+            wrapped[key] = either
+        out["properties"] = wrapped
+    for key in ("items", "additionalProperties"):
+        if isinstance(out.get(key), dict):
+            out[key] = _templated(out[key])
+    return out

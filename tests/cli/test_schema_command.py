@@ -1,0 +1,281 @@
+"""`orch schema [--agents]` checked by the real YAML language server (npm) and by jsonschema.
+
+The language server is what editors run: it must complete keys inside ``with:``
+from the agent type's schema and flag what ``orch validate`` refuses, and it must
+raise nothing on the workflows we ship. It is installed on demand with npm into
+``.venv/node`` (``.ci/run`` does the same); without node or npm those tests skip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from orchestrator.spec.values import check_cron
+
+ROOT = Path(__file__).resolve().parents[2]
+ORCH = str(Path(sys.executable).parent / "orch")
+YAMLLS_VERSION = "1.25.0"
+YAMLLS_HOME = ROOT / ".venv" / "node"
+
+
+def _orch_schema(*args: str) -> dict[str, Any]:
+    done = subprocess.run([ORCH, "schema", *args], capture_output=True, text=True, check=True)
+    loaded: dict[str, Any] = json.loads(done.stdout)
+    return loaded
+
+
+def test_orch_schema_prints_the_bundled_file_byte_for_byte():
+    done = subprocess.run([ORCH, "schema"], capture_output=True, check=True)
+    assert done.stdout == (ROOT / "schemas" / "workflow.schema.json").read_bytes()
+
+
+def test_the_agents_schema_is_a_valid_2020_12_schema_with_a_rule_per_agent_type():
+    schema = _orch_schema("--agents")
+    jsonschema.Draft202012Validator.check_schema(schema)
+    rules = schema["$defs"]["phase"]["allOf"]
+    types = {r["if"]["properties"]["agent"]["const"] for r in rules}
+    assert {"shell", "http", "llm", "echo", "python", "workflow"} <= types
+
+
+@pytest.mark.parametrize(
+    ("snippet", "valid"),
+    [
+        ({"timeout": 0}, False),
+        ({"timeout": "0ms"}, False),
+        ({"timeout": "0.5s"}, True),
+        ({"agents": {"a": {"type": "echo", "rate_limit": "0/m"}}}, False),
+        ({"agents": {"a": {"type": "echo", "rate_limit": "10/m"}}}, True),
+        ({"schedule": [{"cron": "0 24 * * *"}]}, False),
+        ({"schedule": [{"cron": "*/15 9-17 * * MON-fri"}]}, True),
+        ({"schedule": [{"cron": "@daily"}]}, True),
+    ],
+)
+def test_the_bundled_schema_refuses_what_validate_refuses(snippet, valid):
+    schema = json.loads((ROOT / "schemas" / "workflow.schema.json").read_text())
+    doc = {"name": "t", "phases": [{"id": "a", "agent": "echo"}], **snippet}
+    assert jsonschema.Draft202012Validator(schema).is_valid(doc) is valid
+
+
+_CRON_TEXT = st.lists(
+    st.sampled_from(
+        [
+            "*",
+            "*/5",
+            "0",
+            "7",
+            "07",
+            "59",
+            "60",
+            "23",
+            "24",
+            "31",
+            "32",
+            "1-5",
+            "5-1",
+            "mon",
+            "SUN",
+            "jan",
+            "dec",
+            "12",
+            "13",
+            "0/0",
+            "1,2",
+            ",",
+            "-",
+            "x",
+        ]
+    ),
+    min_size=3,
+    max_size=6,
+).map(" ".join)
+
+
+@given(_CRON_TEXT)
+def test_the_cron_pattern_accepts_what_validate_accepts(text):
+    schema = json.loads((ROOT / "schemas" / "workflow.schema.json").read_text())
+    cron = schema["properties"]["schedule"]["items"]["properties"]["cron"]
+    pattern = cron["allOf"][0]["pattern"]
+    if check_cron(text) is None:  # never a false error in an editor
+        assert re.search(pattern, text), text
+    elif re.search(pattern, text):  # what the pattern lets through, validate explains
+        assert "runs backwards" in str(check_cron(text)), text  # a pattern cannot order ranges
+
+
+# -- the real YAML language server -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def yamlls() -> list[str]:
+    """The argv that starts yaml-language-server on stdio; installed with npm if missing."""
+    script = YAMLLS_HOME / "node_modules" / "yaml-language-server" / "bin" / "yaml-language-server"
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None:
+        pytest.skip("node is not installed: the YAML language server cannot run")
+    if not script.is_file():
+        if npm is None:
+            pytest.skip("npm is not installed: cannot install yaml-language-server")
+        done = subprocess.run(
+            [npm, "install", "--prefix", str(YAMLLS_HOME), "--no-audit", "--no-fund",
+             f"yaml-language-server@{YAMLLS_VERSION}"],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        if done.returncode != 0 or not script.is_file():
+            pytest.skip(f"npm could not install yaml-language-server: {done.stderr[-500:]}")
+    return [node, str(script), "--stdio"]
+
+
+class _Client:
+    """Just enough of a language client: JSON-RPC over the server's stdin and stdout."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
+        self.inbox: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.next_id = 0
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        out = self.proc.stdout
+        assert out is not None
+        while True:
+            length = 0
+            while (line := out.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode().partition(":")
+                if name.lower() == "content-length":
+                    length = int(value)
+            if not line:
+                return
+            self.inbox.put(json.loads(out.read(length)))
+
+    def send(self, message: dict[str, Any]) -> None:
+        body = json.dumps({"jsonrpc": "2.0", **message}).encode()
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        self.proc.stdin.flush()
+
+    def request(self, method: str, params: dict[str, Any]) -> Any:
+        self.next_id += 1
+        wanted = self.next_id
+        self.send({"id": wanted, "method": method, "params": params})
+        return self.receive(lambda m: m.get("id") == wanted and "method" not in m)["result"]
+
+    def receive(self, match: Any, timeout: float = 60) -> dict[str, Any]:
+        end = time.monotonic() + timeout
+        while True:
+            message = self.inbox.get(timeout=max(0.01, end - time.monotonic()))
+            if "method" in message and "id" in message:  # the server asks us something
+                items = message.get("params", {}).get("items", [])
+                result = [{"validate": True, "completion": True}] * len(items) or None
+                self.send({"id": message["id"], "result": result})
+            elif match(message):
+                return message
+
+    def open(self, path: Path) -> list[dict[str, Any]]:
+        """Open a document; its diagnostics."""
+        doc = {"uri": path.as_uri(), "languageId": "yaml", "version": 1, "text": path.read_text()}
+        self.send({"method": "textDocument/didOpen", "params": {"textDocument": doc}})
+        found = self.receive(
+            lambda m: (
+                m.get("method") == "textDocument/publishDiagnostics"
+                and m["params"]["uri"] == path.as_uri()
+            )
+        )
+        return list(found["params"]["diagnostics"])
+
+    def complete(self, path: Path, line: int, col: int) -> list[str]:
+        result = self.request(
+            "textDocument/completion",
+            {"textDocument": {"uri": path.as_uri()}, "position": {"line": line, "character": col}},
+        )
+        items = result["items"] if isinstance(result, dict) else result
+        return sorted(item["label"] for item in items)
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.fixture
+def editor(yamlls, tmp_path):
+    schema = tmp_path / "orch.schema.json"
+    schema.write_text(json.dumps(_orch_schema("--agents")))
+    client = _Client(yamlls)
+    client.request(
+        "initialize",
+        {"processId": os.getpid(), "rootUri": tmp_path.as_uri(), "capabilities": {}},
+    )
+    client.send({"method": "initialized", "params": {}})
+    settings = {"yaml": {"validate": True, "completion": True, "hover": True}}
+    client.send({"method": "workspace/didChangeConfiguration", "params": {"settings": settings}})
+    yield client, schema
+    client.close()
+
+
+def _doc(folder: Path, schema: Path, body: str) -> Path:
+    path = folder / "wf.yaml"
+    path.write_text(f"# yaml-language-server: $schema={schema.as_uri()}\n{body}")
+    return path
+
+
+def test_the_editor_completes_keys_inside_with_from_the_agent_type(editor, tmp_path):
+    client, schema = editor
+    path = _doc(
+        tmp_path,
+        schema,
+        "name: t\nphases:\n  - id: a\n    agent: shell\n    with:\n"
+        '      command: "{{ inputs.x }}"\n      \n',
+    )
+    assert client.open(path) == []  # a template where a list is expected is fine
+    offered = client.complete(path, 7, 6)
+    assert {"cwd", "env", "stdin", "output"} <= set(offered)
+    assert "command" not in offered  # already there
+
+
+def test_the_editor_flags_what_orch_validate_refuses(editor, tmp_path):
+    client, schema = editor
+    path = _doc(
+        tmp_path,
+        schema,
+        "name: t\n"
+        "timeout: 0\n"
+        "agents:\n  crm: {type: http, rate_limit: 0/s, with: {bogus: 1}}\n"
+        "schedule:\n  - cron: '61 * * * *'\n"
+        "phases:\n  - id: a\n    agent: shell\n    with: {command: [ls], nope: 1}\n",
+    )
+    flagged = sorted({d["range"]["start"]["line"] for d in client.open(path)})
+    # lines (0-based, after the modeline): timeout, the agent (rate, bogus), cron, nope
+    assert flagged == [2, 4, 6, 10]
+    # and orch validate agrees on each of them
+    done = subprocess.run([ORCH, "validate", str(path)], capture_output=True, text=True)
+    prefix = f"{path}:"
+    lines = {int(line[len(prefix) :].split(":")[0]) - 1 for line in done.stdout.splitlines()
+             if line.startswith(prefix)}  # fmt: skip
+    assert lines == set(flagged)
+
+
+def test_the_shipped_workflows_raise_nothing_in_the_editor(editor, tmp_path):
+    client, schema = editor
+    for source in sorted((ROOT / "workflows").glob("*.yaml")):
+        body = source.read_text().split("\n", 1)[1]  # the modeline points at the repo schema
+        path = tmp_path / source.name
+        path.write_text(f"# yaml-language-server: $schema={schema.as_uri()}\n{body}")
+        assert client.open(path) == [], source.name
