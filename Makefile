@@ -6,14 +6,16 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test check lint bench validate-examples clean
+.PHONY: install demo test check lint bench validate-examples reference clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # Re-installs when pyproject.toml changes (new dependency, new entry point).
+# (The distribution was called `orch` before orch-workflows: a venv made then has both.)
 $(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip uninstall --quiet --yes orch 2>/dev/null || true
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
@@ -39,6 +41,10 @@ lint: $(STAMP)
 
 validate-examples: $(STAMP)
 	$(BIN)/orch validate workflows/*.yaml
+
+# docs/reference.md from schemas/workflow.schema.json (tests/test_reference.py checks it).
+reference:
+	$(PYTHON) docs/make_reference.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py

@@ -61,7 +61,7 @@ def wheel(tmp_path_factory) -> Path:
         text=True,
     )
     assert done.returncode == 0, done.stderr
-    (path,) = out.glob("orch-*.whl")
+    (path,) = out.glob("orch_workflows-*.whl")
     return path
 
 
@@ -121,3 +121,21 @@ def test_the_wheel_installed_in_a_fresh_venv_validates_a_workflow(wheel, tmp_pat
     bad = _run(bin_ / "orch", "validate", "bad.yaml", cwd=work)
     assert bad.returncode == 2 and "bad.yaml:5:" in bad.stdout + bad.stderr
     assert "Traceback" not in bad.stderr
+
+    # The example plugin depends on orch-workflows with a version range: pip resolves it
+    # against the wheel just installed (orch is not on the index), and `orch agents` lists it.
+    plugin = _run(
+        bin_ / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check",
+        ROOT / "examples" / "orch-plugin-shout", cwd=tmp_path,
+    )  # fmt: skip
+    assert plugin.returncode == 0, plugin.stdout + plugin.stderr
+    assert _run(bin_ / "python", "-m", "pip", "check", cwd=tmp_path).returncode == 0
+    requires = _run(
+        bin_ / "python", "-c",
+        "from importlib.metadata import requires; print(requires('orch-plugin-shout'))",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert "orch-workflows<0.2,>=0.1" in requires.stdout
+    listed = json.loads(_run(bin_ / "orch", "agents", "--json", cwd=work).stdout)
+    shout = next(r for r in listed if r["name"] == "shout")
+    assert (shout["distribution"], shout["error"]) == ("orch-plugin-shout", None)

@@ -85,7 +85,7 @@ def print_version(value: bool) -> None:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        text = version("orch")
+        text = version("orch-workflows")
     except PackageNotFoundError:  # running from a source tree that is not installed
         text = "unknown"
     typer.echo(f"orch {text}")

@@ -205,7 +205,7 @@ def test_every_builtin_is_an_entry_point_with_a_described_config():
     for name in BUILTINS:
         info = registry.info(name)
         assert info.error is None
-        assert info.dist == "orch"
+        assert info.dist == "orch-workflows"
         assert info.description
         assert info.source.startswith("orchestrator.agents.builtin.")
         assert info.config_schema is not None

@@ -36,7 +36,7 @@ def test_the_table_lists_every_builtin_with_its_origin_and_config():
     assert result.exit_code == 0, result.output
     for name in BUILTINS:
         assert f"│ {name} " in result.output
-    assert "orch 0.1.0" in result.output
+    assert "orch-workflows 0.1.0" in result.output
     assert "command*, env, inherit_env, cwd" in result.output  # shell's keys, required starred
 
 
@@ -46,7 +46,7 @@ def test_json_lists_name_distribution_version_description_and_schema():
     records = {r["name"]: r for r in json.loads(result.stdout)}
     assert BUILTINS <= set(records)
     shell = records["shell"]
-    assert shell["distribution"] == "orch" and shell["version"] == "0.1.0"
+    assert shell["distribution"] == "orch-workflows" and shell["version"] == "0.1.0"
     assert shell["source"] == "orchestrator.agents.builtin.shell:ShellAgent"
     assert shell["config_schema"]["required"] == ["command"]
     assert shell["error"] is None
