@@ -437,7 +437,7 @@ def _run(
         return 130
     if view.status is None:  # the engine ended without a final event (it should not)
         view.status = result.status
-    print_summary(err, view, plan)
+    print_summary(err, view, plan, str(state_dir) if state_dir is not None else None)
     _ci_reports(view, plan, junit)
     outputs = view.outputs if view.outputs is not None else result.outputs
     if output_file is not None:

@@ -8,6 +8,7 @@ the critical path measured with the real durations, and token totals.
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ from .progress import STATE_STYLES, PhaseView, RunView, format_seconds, format_t
 
 __all__ = [
     "measured_critical_path",
+    "next_commands",
     "print_summary",
     "render_plan_preview",
     "summary_lines",
@@ -54,14 +56,16 @@ def measured_critical_path(plan: Plan, view: RunView) -> tuple[list[str], float]
     return list(reversed(path)), total
 
 
-def print_summary(console: Console, view: RunView, plan: Plan | None = None) -> None:
+def print_summary(
+    console: Console, view: RunView, plan: Plan | None = None, state_dir: str | None = None
+) -> None:
     """Print the end-of-run summary: the phase table, then one unwrapped line per total."""
     console.print(summary_table(view))
     shown = len(_rows(view))
     if shown < len(view.phases):
         more = len(view.phases) - shown
         console.print(f"({more} more phase{'s' if more != 1 else ''} not shown)", soft_wrap=True)
-    for line in summary_lines(view, plan):
+    for line in summary_lines(view, plan, state_dir):
         console.print(line, soft_wrap=True)
 
 
@@ -109,8 +113,12 @@ def _note(phase: PhaseView) -> str:
     return phase.note
 
 
-def summary_lines(view: RunView, plan: Plan | None = None) -> list[str]:
-    """The totals under the table: status and time, success rate, critical path, tokens."""
+def summary_lines(
+    view: RunView, plan: Plan | None = None, state_dir: str | None = None
+) -> list[str]:
+    """The totals under the table: status and time, success rate, critical path, tokens;
+    after a failed or cancelled run, the commands that resume it and read its logs
+    (``state_dir``: the --state-dir the run used, repeated in them)."""
     if plan is not None:
         view.expect(plan.order)  # the rate counts the workflow's phases, not its handlers
     counts = {state: n for state, n in view.workflow_counts.items() if n > 0}
@@ -147,7 +155,20 @@ def summary_lines(view: RunView, plan: Plan | None = None) -> list[str]:
         lines.append("compensations: " + ", ".join(parts))
     if view.error and status != "completed":
         lines.append(f"error: {view.error}")
+    if status in ("failed", "cancelled") and view.run_id:
+        lines.extend(next_commands(view, state_dir))
     return lines
+
+
+def next_commands(view: RunView, state_dir: str | None = None) -> list[str]:
+    """What to type after a failed or cancelled run: resume it, read its (failed phase's) logs."""
+    where = f" --state-dir {shlex.quote(state_dir)}" if state_dir else ""
+    failed = [p.id for p in (view.phases[pid] for pid in view.order) if p.state == "failed"]
+    phase = f" --phase {failed[0]}" if failed else ""
+    return [
+        f"resume it: orch resume {view.run_id}{where}",
+        f"its logs:  orch logs {view.run_id}{phase}{where}",
+    ]
 
 
 def render_plan_preview(plan: Plan, resolve: Callable[[Any], Any] = lambda value: value) -> str:

@@ -151,6 +151,7 @@ def status_dict(run: RunRecord, phases: Sequence[PhaseRecord], *, now: float) ->
     members = set(run.phase_ids) or {p.id for p in phases}
     own = [p for p in phases if p.id in members]
     done = sum(1 for p in own if p.state in _DONE)
+    completed = sum(1 for p in own if p.state is PhaseState.COMPLETED)
     return {
         "id": run.id,
         "workflow": run.workflow,
@@ -162,7 +163,8 @@ def status_dict(run: RunRecord, phases: Sequence[PhaseRecord], *, now: float) ->
         "owner_pid": run.owner.pid if run.owner else None,
         "resumes": run.resumes,
         "error": run.error,
-        "progress": {"done": done, "total": max(len(members), len(own))},
+        # done: phases that ended in any state; completed: those that succeeded
+        "progress": {"done": done, "completed": completed, "total": max(len(members), len(own))},
         "current": [p.id for p in phases if p.state is PhaseState.RUNNING],
         "waiting": [p.id for p in phases if p.state is PhaseState.WAITING],
         "phases": [
@@ -193,6 +195,23 @@ def status_dict(run: RunRecord, phases: Sequence[PhaseRecord], *, now: float) ->
     }
 
 
+def _progress_text(
+    progress: Mapping[str, Any], phases: Sequence[PhaseRecord], members: set[str]
+) -> str:
+    """``3/4 phases completed (1 failed)``: a failed or skipped phase is not "done" work."""
+    text = f"{progress['completed']}/{progress['total']} phases completed"
+    others: dict[str, int] = {}
+    for p in phases:
+        if (not members or p.id in members) and p.state is not PhaseState.COMPLETED:
+            if p.state is not PhaseState.PENDING:
+                others[p.state.value] = others.get(p.state.value, 0) + 1
+    if others:
+        order = [state.value for state in PhaseState]
+        ordered = sorted(others.items(), key=lambda kv: order.index(kv[0]))
+        text += " (" + ", ".join(f"{n} {state}" for state, n in ordered) + ")"
+    return text
+
+
 def status_view(
     run: RunRecord, phases: Sequence[PhaseRecord], *, now: float, max_rows: int = 200
 ) -> RenderableType:
@@ -204,7 +223,7 @@ def status_view(
     header.append("status: ")
     header.append(run.status, style=_STYLES.get(run.status, ""))
     progress = info["progress"]
-    header.append(f"   progress: {progress['done']}/{progress['total']} phases done")
+    header.append(f"   progress: {_progress_text(progress, phases, set(run.phase_ids))}")
     header.append(f"\nstarted: {fmt_time(run.started)}")
     header.append(f"   duration: {_seconds(info['duration'])}")
     if run.resumes:

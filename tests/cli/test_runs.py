@@ -105,12 +105,15 @@ def test_status_shows_state_progress_and_each_phase(tmp_path):
     _history(tmp_path)
     res = orch("status", "run-1", state_dir=tmp_path)
     assert res.exit_code == 0, res.output
-    assert "status: failed" in res.output and "progress: 2/2 phases done" in res.output
+    # a failed phase is not "done" work: 2/2 phases done read as a success
+    assert "status: failed" in res.output
+    assert "progress: 1/2 phases completed (1 failed)" in res.output
     lines = {line.split()[0]: line for line in res.output.splitlines() if line.strip()}
     assert "completed" in lines["a"] and "1s" in lines["a"].split()
     assert "failed" in lines["b"] and "it broke" in lines["b"]
     info = json.loads(orch("status", "run", "--json", state_dir=tmp_path).output)  # prefix
-    assert info["status"] == "failed" and info["progress"] == {"done": 2, "total": 2}
+    assert info["status"] == "failed"
+    assert info["progress"] == {"done": 2, "completed": 1, "total": 2}
     assert [(p["id"], p["state"], p["attempts"]) for p in info["phases"]] == [
         ("a", "completed", 1),
         ("b", "failed", 1),
@@ -263,7 +266,8 @@ def test_status_logs_resume_and_cancel_against_a_live_run(tmp_path):
         run_id = open_store(state).list_runs()[0].id
         # orch status while it runs: running, 1 of 3 done, b running now
         info = json.loads(orch("status", run_id, "--json", state_dir=state).output)
-        assert info["status"] == "running" and info["progress"] == {"done": 1, "total": 3}
+        assert info["status"] == "running"
+        assert info["progress"] == {"done": 1, "completed": 1, "total": 3}
         assert info["current"] == ["b"] and info["owner_pid"] == proc.pid
         text = orch("status", run_id, state_dir=state).output
         assert "status: running" in text and "running now: b" in text

@@ -84,13 +84,13 @@ def test_the_success_rate_and_progress_count_only_the_workflows_phases(tmp_path)
     assert "handlers: notify completed, cleanup completed" in res.stderr
     run_id = json.loads(orch("runs", "--json").stdout)[0]["id"]
     info = json.loads(orch("status", run_id, "--json").stdout)
-    assert info["progress"] == {"done": 1, "total": 1}
+    assert info["progress"] == {"done": 1, "completed": 0, "total": 1}
     assert {p["id"]: p["handler"] for p in info["phases"]} == {
         "only": False,
         "notify": True,
         "cleanup": True,
     }
-    assert "progress: 1/1 phases done" in orch("status", run_id).stdout
+    assert "progress: 0/1 phases completed (1 failed)" in orch("status", run_id).stdout
 
 
 def test_the_live_display_counts_only_the_workflows_phases():
@@ -179,7 +179,7 @@ def test_max_parallel_says_what_a_bad_value_is(tmp_path, value, message):
 def test_version_prints_the_installed_version():
     res = orch("--version")
     assert res.exit_code == 0
-    assert res.stdout == f"orch {version('orch')}\n"
+    assert res.stdout == f"orch {version('orch-workflows')}\n"
 
 
 # -- 5. nouns and shapes of errors ------------------------------------------------------------
