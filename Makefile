@@ -42,9 +42,10 @@ lint: $(STAMP)
 validate-examples: $(STAMP)
 	$(BIN)/orch validate workflows/*.yaml
 
-# docs/reference.md from schemas/workflow.schema.json (tests/test_reference.py checks it).
-reference:
-	$(PYTHON) docs/make_reference.py
+# The generated files: docs/reference.md from schemas/workflow.schema.json, and
+# orchestrator/cli/help.txt (`orch --help` without typer). tests/test_reference.py checks them.
+reference: $(STAMP)
+	$(BIN)/python docs/make_reference.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py

@@ -1,16 +1,20 @@
-"""Write docs/reference.md: every workflow and phase key, generated from the workflow schema.
+"""Write the generated files: docs/reference.md (from the schema) and orchestrator/cli/help.txt.
 
-    python docs/make_reference.py          # rewrite docs/reference.md (`make reference`)
-    python docs/make_reference.py --check  # exit 1 when docs/reference.md is out of date
+    python docs/make_reference.py          # rewrite both (`make reference`)
+    python docs/make_reference.py --check  # exit 1 when either is out of date
 
-The schema (schemas/workflow.schema.json) is the source: each key's description,
-type, allowed values, bounds and default come from it. tests/test_reference.py
-fails when the page and the schema disagree.
+docs/reference.md lists every workflow and phase key: each key's description, type,
+allowed values, bounds and default come from schemas/workflow.schema.json.
+orchestrator/cli/help.txt is `orch --help` as typer renders it at 80 columns, with a
+checksum of the cli modules (orchestrator/__main__.py prints it without importing
+typer). tests/test_reference.py fails when either is out of date.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "schemas" / "workflow.schema.json"
 PAGE = ROOT / "docs" / "reference.md"
+HELP = ROOT / "orchestrator" / "cli" / "help.txt"
 
 HEADER = """\
 # Workflow reference
@@ -194,15 +199,32 @@ def _slug(title: str) -> str:
     return "".join(c for c in title.lower().replace(" ", "-") if c.isalnum() or c in "-_")
 
 
+def render_help() -> str:
+    """help.txt: a checksum line, then `orch --help` as typer prints it at 80 columns."""
+    sys.path.insert(0, str(ROOT))
+    from orchestrator.__main__ import cli_checksum
+
+    env = {**os.environ, "ORCH_NO_FAST_HELP": "1", "COLUMNS": "80", "NO_COLOR": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "--help"],
+        cwd=ROOT, env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return f"checksum {cli_checksum()}\n{done.stdout}"
+
+
 def main(argv: list[str]) -> int:
-    """Write the page, or with ``--check`` compare it; return the exit code."""
-    text = render(json.loads(SCHEMA.read_text(encoding="utf-8")))
+    """Write the files, or with ``--check`` compare them; return the exit code."""
+    wanted = {
+        PAGE: render(json.loads(SCHEMA.read_text(encoding="utf-8"))),
+        HELP: render_help(),
+    }
     if "--check" in argv:
-        if PAGE.read_text(encoding="utf-8") != text:
-            print("docs/reference.md is out of date with the schema: run `make reference`")
-            return 1
-        return 0
-    PAGE.write_text(text, encoding="utf-8")
+        stale = [p for p, text in wanted.items() if not p.exists() or p.read_text() != text]
+        for path in stale:
+            print(f"{path.relative_to(ROOT)} is out of date: run `make reference`")
+        return 1 if stale else 0
+    for path, text in wanted.items():
+        path.write_text(text, encoding="utf-8")
     return 0
 
 

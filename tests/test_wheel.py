@@ -70,6 +70,7 @@ def test_the_wheel_holds_the_schema_the_script_and_the_agent_entry_points(wheel)
         names = set(zf.namelist())
         assert "orchestrator/schemas/workflow.schema.json" in names
         assert "orchestrator/py.typed" in names
+        assert "orchestrator/cli/help.txt" in names  # `orch --help` without typer
         schema = json.loads(zf.read("orchestrator/schemas/workflow.schema.json"))
         assert schema == json.loads((ROOT / "schemas" / "workflow.schema.json").read_text())
         (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]

@@ -11,16 +11,21 @@ distributions registering one name is an error. There is no global registry.
 from __future__ import annotations
 
 import difflib
-import importlib.metadata
 import inspect
-from collections.abc import Iterable, Mapping
+import os
+import re
+import sys
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import AgentLoadError, AgentNotFound
 from .base import Agent
 
-__all__ = ["ENTRY_POINT_GROUP", "AgentInfo", "AgentRegistry"]
+if TYPE_CHECKING:
+    import importlib.metadata
+
+__all__ = ["ENTRY_POINT_GROUP", "AgentInfo", "AgentRegistry", "EntryPointLike", "read_entry_points"]
 
 ENTRY_POINT_GROUP = "orchestrator.agents"
 
@@ -38,13 +43,25 @@ class AgentInfo:
     error: str | None = None
 
 
+class EntryPointLike(Protocol):
+    """What the registry reads of an entry point (importlib.metadata's, or the fast reader's)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def value(self) -> str: ...
+    @property
+    def dist(self) -> Any: ...  # with .name and .version, or None
+    def load(self) -> Any: ...
+
+
 @dataclass(slots=True)
 class _Entry:
     name: str
     source: str
     dist: str | None
     version: str | None
-    entry_point: importlib.metadata.EntryPoint | None = None
+    entry_point: EntryPointLike | None = None
     loaded: type[Agent] | None = None
     conflict: str | None = None
 
@@ -59,19 +76,15 @@ class AgentRegistry:
     def from_entry_points(
         cls,
         group: str = ENTRY_POINT_GROUP,
-        entry_points: Iterable[importlib.metadata.EntryPoint] | None = None,
+        entry_points: Iterable[EntryPointLike | importlib.metadata.EntryPoint] | None = None,
     ) -> AgentRegistry:
         """A registry of every entry point in ``group``; nothing is imported yet.
 
-        ``entry_points`` replaces ``importlib.metadata.entry_points(group=group)``
-        (tests pass fakes).
+        ``entry_points`` replaces the installed ones (``read_entry_points(group)``; tests
+        pass importlib.metadata's or fakes).
         """
         registry = cls()
-        eps = (
-            entry_points
-            if entry_points is not None
-            else importlib.metadata.entry_points(group=group)
-        )
+        eps = entry_points if entry_points is not None else read_entry_points(group)
         for ep in eps:
             dist = ep.dist.name if ep.dist is not None else None
             version = ep.dist.version if ep.dist is not None else None
@@ -182,3 +195,109 @@ def _check(obj: Any, name: str, source: str, dist: str | None) -> None:
     problem = check_agent_schema(schema)
     if problem:
         raise fail(f"has an invalid config_schema: {problem}")
+
+
+# -- reading installed entry points without importlib.metadata ----------------------
+# importlib.metadata costs about as much as the rest of `orch validate` together
+# (email, zipfile, csv and a scan of every distribution). The registry needs one
+# group: read the entry_points.txt files of the distributions on sys.path directly,
+# with importlib.metadata's rules (the first distribution of a name on sys.path wins).
+
+
+@dataclass(frozen=True, slots=True)
+class _Dist:
+    name: str
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class _EntryPoint:
+    """An installed entry point, read from its distribution's entry_points.txt."""
+
+    name: str
+    value: str
+    dist: _Dist
+
+    def load(self) -> Any:
+        """Import the module and get the attribute, as importlib.metadata.EntryPoint.load."""
+        import importlib
+
+        module_name, _, attrs = self.value.partition(":")
+        obj: Any = importlib.import_module(module_name.strip())
+        for attr in filter(None, attrs.strip().split(".")):
+            obj = getattr(obj, attr)
+        return obj
+
+
+_SECTION = re.compile(r"^\s*\[\s*([^\]]+?)\s*\]\s*$")
+
+
+def read_entry_points(group: str, path: Iterable[str] | None = None) -> list[_EntryPoint]:
+    """The entry points of ``group`` installed on ``path`` (default ``sys.path``), in order.
+
+    Distributions are ``*.dist-info`` and ``*.egg-info`` folders; a name seen earlier
+    on the path hides later ones, as importlib.metadata does.
+    """
+    found: list[_EntryPoint] = []
+    seen: set[str] = set()
+    for folder, info in _distributions(sys.path if path is None else path):
+        base = info.rsplit(".", 1)[0]
+        name_part = base.split("-", 1)[0]
+        key = re.sub(r"[-_.]+", "_", name_part).lower()
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            with open(os.path.join(folder, info, "entry_points.txt"), encoding="utf-8") as fh:
+                text = fh.read()
+        except OSError:
+            continue
+        if f"[{group}]" not in text.replace(" ", ""):
+            continue
+        dist = _read_dist(os.path.join(folder, info), base)
+        found.extend(_EntryPoint(n, v, dist) for n, v in _section(text, group))
+    return found
+
+
+def _distributions(path: Iterable[str]) -> Iterator[tuple[str, str]]:
+    for folder in path:
+        try:
+            names = sorted(os.listdir(folder or "."))
+        except OSError:  # missing, a file, a zip: nothing to read here
+            continue
+        for name in names:
+            if name.endswith((".dist-info", ".egg-info")):
+                yield folder or ".", name
+
+
+def _section(text: str, group: str) -> Iterator[tuple[str, str]]:
+    current = None
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith(("#", ";")):
+            continue
+        header = _SECTION.match(line)
+        if header:
+            current = header.group(1)
+        elif current == group and "=" in stripped:
+            name, _, value = stripped.partition("=")
+            yield name.strip(), value.strip()
+
+
+def _read_dist(info: str, base: str) -> _Dist:
+    """Name and Version from the metadata headers (the folder name as a fallback)."""
+    fallback_name, _, fallback_version = base.partition("-")
+    fields = {"name": fallback_name, "version": fallback_version}
+    for file in ("METADATA", "PKG-INFO"):
+        try:
+            with open(os.path.join(info, file), encoding="utf-8") as fh:
+                for line in fh:
+                    if not line.strip():
+                        break  # the headers end at the first blank line
+                    key, sep, value = line.partition(":")
+                    if sep and key.strip().lower() in fields:
+                        fields[key.strip().lower()] = value.strip()
+            break
+        except OSError:
+            continue
+    return _Dist(fields["name"], fields["version"])

@@ -13,7 +13,6 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -79,12 +78,18 @@ def workflow_schema_text() -> str:
     Read from the installed package (``orchestrator/schemas``) or, in a source
     checkout, from ``schemas/`` at the repository root.
     """
+    # A plain file first (an installed wheel, a source checkout): importlib.resources
+    # (and the zipfile module it brings) only for a package imported from a zip.
+    for candidate in (
+        Path(__file__).parents[1] / "schemas" / "workflow.schema.json",  # the wheel
+        Path(__file__).parents[2] / "schemas" / "workflow.schema.json",  # a checkout
+    ):
+        if candidate.is_file():
+            return candidate.read_text(encoding="utf-8")
+    from importlib import resources
+
     packaged = resources.files("orchestrator") / "schemas" / "workflow.schema.json"
-    if packaged.is_file():
-        return packaged.read_text(encoding="utf-8")
-    return (Path(__file__).parents[2] / "schemas" / "workflow.schema.json").read_text(
-        encoding="utf-8"
-    )
+    return packaged.read_text(encoding="utf-8")
 
 
 @lru_cache(maxsize=1)
@@ -107,22 +112,45 @@ def _workflow_fast() -> Callable[[Any], bool] | None:
     return _compile(schema, schema.get("$defs", {}))
 
 
-_agent_checks: dict[int, tuple[Mapping[str, Any], Validator, Callable[[Any], bool] | None]] = {}
+class _AgentCheck:
+    """One agent schema's checks: the fast path now, the jsonschema validator when needed."""
+
+    __slots__ = ("schema", "plain", "fast", "_validator")
+
+    def __init__(self, schema: Mapping[str, Any]) -> None:
+        self.schema = schema
+        self.plain = json.loads(json.dumps(schema, default=str))
+        self.fast = _compile(self.plain, self.plain.get("$defs", {}))
+        self._validator: Validator | None = None
+
+    @property
+    def validator(self) -> Validator:
+        if self._validator is None:
+            from jsonschema import Draft202012Validator
+
+            self._validator = Draft202012Validator(self.plain)
+        return self._validator
 
 
-def _agent_validator(schema: Mapping[str, Any]) -> tuple[Validator, Callable[[Any], bool] | None]:
+_agent_checks: dict[int, _AgentCheck] = {}
+
+
+def _agent_check(schema: Mapping[str, Any]) -> _AgentCheck:
     known = _agent_checks.get(id(schema))
-    if known is None or known[0] is not schema:
-        from jsonschema import Draft202012Validator
-
-        plain = json.loads(json.dumps(schema, default=str))
-        known = (schema, Draft202012Validator(plain), _compile(plain, plain.get("$defs", {})))
-        _agent_checks[id(schema)] = known
-    return known[1], known[2]
+    if known is None or known.schema is not schema:
+        known = _agent_checks[id(schema)] = _AgentCheck(schema)
+    return known
 
 
 def check_agent_schema(schema: Mapping[str, Any]) -> str | None:
-    """The reason ``schema`` is not a valid JSON Schema (2020-12), or None."""
+    """The reason ``schema`` is not a valid JSON Schema (2020-12), or None.
+
+    A schema made only of the keywords the fast path knows, each with an argument of
+    the right shape, is valid without asking jsonschema (`orch validate` then does not
+    import it); anything else goes to jsonschema's meta-schema check.
+    """
+    if _well_formed(schema):
+        return None
     import jsonschema
 
     try:
@@ -175,9 +203,10 @@ def check_agent_config(
     is only known at run time.
     """
     report = SchemaReport()
-    validator, fast = _agent_validator(schema)
-    if fast is not None and fast(config):
+    check = _agent_check(schema)
+    if check.fast is not None and check.fast(config):
         return report
+    validator = check.validator
     name = owner if callable(owner) else (lambda p, o=owner: o)
     for error in validator.iter_errors(dict(config)):
         leaf = _leaf(error)
@@ -683,3 +712,60 @@ def _templated(node: Any) -> Any:
         if isinstance(out.get(key), dict):
             out[key] = _templated(out[key])
     return out
+
+
+# -- a meta-schema check for the fast path's keywords ------------------------------
+
+_NUMBER_ARGS = frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"})
+_COUNT_ARGS = frozenset({"minLength", "maxLength", "minItems", "maxItems"})
+_SCHEMA_ARGS = frozenset({"items", "additionalProperties", "propertyNames"})
+_TEXT_ARGS = frozenset({"title", "description", "$schema", "$id", "$comment", "$ref"})
+
+
+def _well_formed(node: Any) -> bool:
+    """Whether ``node`` is certainly a valid 2020-12 schema (False: do not know)."""
+    if isinstance(node, bool):
+        return True
+    if not isinstance(node, Mapping):
+        return False
+    for key, arg in node.items():
+        if not isinstance(key, str):
+            return False
+        if key.startswith("x-") or key in ("default", "examples", "const"):
+            continue
+        if key in _TEXT_ARGS or key in ("errorMessage", "patternErrorMessage"):
+            ok = isinstance(arg, str)
+        elif key in _NUMBER_ARGS:
+            ok = isinstance(arg, (int, float)) and not isinstance(arg, bool)
+        elif key in _COUNT_ARGS:
+            ok = isinstance(arg, int) and not isinstance(arg, bool) and arg >= 0
+        elif key in _SCHEMA_ARGS:
+            ok = _well_formed(arg)
+        elif key == "type":
+            names = [arg] if isinstance(arg, str) else arg
+            ok = isinstance(names, list) and bool(names) and all(n in _PY_TYPES for n in names)
+        elif key in ("properties", "$defs"):
+            ok = isinstance(arg, Mapping) and all(_well_formed(v) for v in arg.values())
+        elif key == "required":
+            ok = isinstance(arg, list) and all(isinstance(n, str) for n in arg)
+        elif key == "enum":
+            ok = isinstance(arg, list)
+        elif key == "uniqueItems":
+            ok = isinstance(arg, bool)
+        elif key in ("allOf", "anyOf", "oneOf"):
+            ok = isinstance(arg, list) and bool(arg) and all(_well_formed(v) for v in arg)
+        elif key == "pattern":
+            ok = isinstance(arg, str) and _compiles(arg)
+        else:
+            return False
+        if not ok:
+            return False
+    return True
+
+
+def _compiles(pattern: str) -> bool:
+    try:
+        re.compile(pattern)
+    except re.error:
+        return False
+    return True

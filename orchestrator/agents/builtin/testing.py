@@ -6,7 +6,6 @@ shortest examples of the agent SDK.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -85,6 +84,8 @@ class SleepAgent(Agent):
         seconds = float(input["seconds"])
         if "ledger" in input:
             _append_ledger(str(input["ledger"]), ctx)
+        import asyncio  # here: `orch validate` imports this module, and needs no event loop
+
         await asyncio.sleep(seconds)
         return AgentResult(output=input.get("output", seconds))
 
