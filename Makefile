@@ -1,10 +1,11 @@
 # The two commands a new user needs: `make demo` and `make test`.
 # Both create .venv when it is missing; nothing outside this folder is touched.
 
-PYTHON ?= python3
-VENV   := .venv
-BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+PYTHON  ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+RUNTIME := $(VENV)/.installed-runtime
 
 .PHONY: install demo test check lint bench validate-examples reference clean
 
@@ -17,14 +18,20 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip uninstall --quiet --yes orch 2>/dev/null || true
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	@touch $(STAMP)
+	@touch $(STAMP) $(RUNTIME)
+
+# What `make demo` needs: orch and its runtime dependencies, not the dev toolchain.
+$(RUNTIME): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip uninstall --quiet --yes orch 2>/dev/null || true
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $(RUNTIME)
 
 install: $(STAMP)
 
-demo: $(STAMP)
-	$(BIN)/orch validate workflows/demo.yaml
-	$(BIN)/orch graph workflows/demo.yaml
-	$(BIN)/orch run workflows/demo.yaml
+# A team of LLM agents (against a fake model server the demo starts) next to offline ones.
+demo: $(RUNTIME)
+	$(BIN)/python examples/run_demo.py
+	@echo "next: . $(BIN)/activate   (puts orch on your PATH), then orch --help"
 
 check: $(STAMP)
 	$(BIN)/ruff check .
