@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Literal
 
+from .jsontext import dumps
+
 __all__ = [
     "EVENT_TYPES",
     "EVENT_VERSION",
@@ -154,7 +156,7 @@ class Event:
 
     def to_json(self) -> str:
         """One line of ``--events jsonl``."""
-        return json.dumps(self.as_dict(), ensure_ascii=False, default=str, separators=(",", ":"))
+        return dumps(self.as_dict(), compact=True, what=f"the {self.event} event")
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Event:

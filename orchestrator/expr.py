@@ -26,7 +26,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
 
-from .errors import ExpressionError, Location
+from .errors import ExpressionError, Location, OrchError
 
 __all__ = [
     "check_expression",
@@ -45,6 +45,7 @@ _MAX_POW_BITS = 4096  # results of ** above this many bits are refused
 _MAX_SEQ_LEN = 1_000_000  # results of * on strings and lists above this length are refused
 _SINGLE = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.DOTALL)
 _UNKNOWN = Location("<expression>")
+_TOO_DEEP = "it is nested too deeply (parentheses, operators or blocks); split it up"
 
 
 class _Sandbox(ImmutableSandboxedEnvironment):
@@ -157,9 +158,9 @@ def _shell_word(value: Any) -> str:
 
 
 def _tojson(value: Any, indent: int | None = None) -> str:
-    import json
+    from .jsontext import dumps
 
-    return json.dumps(value, indent=indent, ensure_ascii=False, default=str)
+    return dumps(value, indent=indent, what="the value given to tojson")
 
 
 def has_template(value: Any) -> bool:
@@ -211,6 +212,10 @@ def _fail(
         msg = f"template syntax error in '{source}': {exc.message}"
     elif isinstance(exc, SecurityError):
         msg = f"not allowed in '{source}': {exc}"
+    elif isinstance(exc, RecursionError):
+        msg = f"cannot evaluate '{source}': {_TOO_DEEP}"
+    elif isinstance(exc, OrchError):
+        msg = f"cannot evaluate '{source}': {exc.message}"
     else:
         msg = f"cannot evaluate '{source}': {type(exc).__name__}: {exc}"
     return ExpressionError(msg, location=where or _UNKNOWN, hint=hint)
@@ -352,6 +357,8 @@ def check_template(text: str) -> str | None:
         _env().parse(text)
     except jinja2.TemplateSyntaxError as exc:
         return str(exc.message)
+    except RecursionError:
+        return _TOO_DEEP
     return None
 
 
@@ -362,6 +369,8 @@ def check_expression(text: str) -> str | None:
         _compile_expression(inner if inner is not None else text.strip())
     except jinja2.TemplateSyntaxError as exc:
         return str(exc.message)
+    except RecursionError:
+        return _TOO_DEEP
     return None
 
 
@@ -374,10 +383,9 @@ def template_references(text: str) -> set[tuple[str, ...]]:
     if not is_template(text):
         return set()
     try:
-        tree = _env().parse(text)
-    except jinja2.TemplateSyntaxError:
-        return set()
-    return _collect(tree)
+        return _collect(_env().parse(text))
+    except (jinja2.TemplateSyntaxError, RecursionError):
+        return set()  # check_template reports it
 
 
 # `._x`, `['_x']`, `attr(...)`: the only ways a template can name a `_` attribute
@@ -400,7 +408,7 @@ def private_access(text: str, *, condition: bool = False) -> str | None:
         return None
     try:
         tree = _env().parse(text)
-    except jinja2.TemplateSyntaxError:
+    except (jinja2.TemplateSyntaxError, RecursionError):
         return None
     found: list[tuple[int, str]] = []  # (depth in its access chain, name)
     for node in tree.find_all((nodes.Getattr, nodes.Getitem, nodes.Filter)):

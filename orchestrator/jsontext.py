@@ -1,22 +1,121 @@
-"""JSON text that other programs wrote (an HTTP body, a model's answer, a command's stdout).
+"""Strict JSON: the numbers orch can keep, the one writer of JSON text, and the
+reader of JSON that other programs wrote.
 
-``loads`` is ``json.loads`` without Python's extensions: ``NaN``, ``Infinity``
-and ``-Infinity`` are not JSON (RFC 8259) and would make every output orch
-writes afterwards non-JSON, so they are refused as invalid JSON. Stdlib only.
+JSON has no NaN or Infinity, and Python refuses to write an integer of more than
+4,300 digits as text (``sys.get_int_max_str_digits``: turning a huge integer into
+digits takes quadratic time). Every number orch reads (the workflow file, inputs,
+agent outputs) is checked with ``number_problem``; every JSON text orch writes
+(stdout, ``--output-file``, the state store, ``--events jsonl``, ``--json``
+views) goes through ``dumps``, which never writes ``NaN``/``Infinity`` and names
+the first value it cannot write. ``loads`` reads JSON text that other programs
+wrote (an HTTP body, a model's answer, a command's stdout) without Python's
+extensions: ``NaN``, ``Infinity``, a number too large for a float, are not JSON
+(RFC 8259) and are refused as invalid JSON.
+
+This module imports only the standard library (and ``errors``).
 """
 
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-__all__ = ["loads"]
+from .errors import ExecutionError
+
+__all__ = ["MAX_INT_DIGITS", "NotJson", "bad_number", "dumps", "loads", "number_problem"]
+
+#: Integers with more digits than this are refused (Python's own limit for int <-> str).
+MAX_INT_DIGITS = 4300
+_INT_LIMIT = 10**MAX_INT_DIGITS
+_INT_BITS = int(MAX_INT_DIGITS * math.log2(10))  # below this many bits an int always fits
+
+
+class NotJson(ExecutionError, ValueError):
+    """A value holds something JSON cannot carry (NaN, Infinity, a huge integer)."""
+
+
+def number_problem(value: Any) -> str | None:
+    """Why ``value`` (a number) cannot be stored as JSON, or None (also for non-numbers)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        if value.bit_length() > _INT_BITS and abs(value) >= _INT_LIMIT:
+            return f"an integer of more than {MAX_INT_DIGITS:,} digits"
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        shown = "NaN" if math.isnan(value) else ("-Infinity" if value < 0 else "Infinity")
+        return f"{shown} (JSON has no NaN or Infinity)"
+    return None
+
+
+def bad_number(value: Any) -> tuple[str, str] | None:
+    """The first number inside ``value`` (mappings and lists walked) that JSON cannot
+    carry: (its path such as ``$.a[2]``, the problem), or None."""
+    for path, item in _walk(value, "$", 0):
+        problem = number_problem(item)
+        if problem is not None:
+            return path, problem
+    return None
+
+
+def _walk(value: Any, path: str, depth: int) -> Iterator[tuple[str, Any]]:
+    if depth > 200:  # deeper data fails json.dumps with a RecursionError of its own
+        return
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _walk(v, f"{path}.{k}", depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            yield from _walk(v, f"{path}[{i}]", depth + 1)
+    else:
+        yield path, value
+
+
+def dumps(
+    value: Any,
+    *,
+    indent: int | None = None,
+    compact: bool = False,
+    what: str = "the value",
+) -> str:
+    """``value`` as strict JSON text (UTF-8 characters kept, unknown objects as ``str``).
+
+    Raises NotJson naming ``what`` and the path of the first NaN, Infinity or
+    too-large integer (or nesting too deep to write).
+    """
+    try:
+        return json.dumps(
+            value,
+            indent=indent,
+            ensure_ascii=False,
+            allow_nan=False,
+            default=str,
+            separators=(",", ":") if compact else None,
+        )
+    except RecursionError:
+        raise NotJson(f"{what} is nested too deeply to write as JSON") from None
+    except ValueError as exc:
+        found = bad_number(value)
+        if found is None:
+            raise NotJson(f"{what} cannot be written as JSON: {exc}") from None
+        path, problem = found
+        raise NotJson(f"{what} holds {problem} at {path}; JSON cannot carry it") from None
 
 
 def _refuse(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is too large for a JSON number")
+    return value
+
+
 def loads(text: str | bytes) -> Any:
-    """Parse strict JSON; raises ValueError (``json.JSONDecodeError`` or a NaN/Infinity)."""
-    return json.loads(text, parse_constant=_refuse)
+    """Parse strict JSON; raises ValueError (``json.JSONDecodeError``, NaN/Infinity, a
+    number that overflows a float, an integer of more than 4,300 digits)."""
+    return json.loads(text, parse_constant=_refuse, parse_float=_finite)

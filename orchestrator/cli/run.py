@@ -9,7 +9,6 @@ else (``--dry-run --events jsonl`` prints its text plan to stderr).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import sys
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TextIO
 import typer
 
 from ..errors import Location, OrchError, UsageError, WorkflowInvalid
+from ..jsontext import dumps
 from .usage import whole_number
 
 if TYPE_CHECKING:
@@ -441,10 +441,10 @@ def _run(
     _ci_reports(view, plan, junit)
     outputs = view.outputs if view.outputs is not None else result.outputs
     if output_file is not None:
-        text = json.dumps(outputs, indent=2, ensure_ascii=False, default=str) + "\n"
+        text = dumps(outputs, indent=2, what="the run's outputs") + "\n"
         write_file(output_file, text, "--output-file")
     if not events and result.status == "completed":
-        text = json.dumps(outputs, indent=2, ensure_ascii=False, default=str) + "\n"
+        text = dumps(outputs, indent=2, what="the run's outputs") + "\n"
         with contextlib.suppress(BrokenPipeError):  # `orch run wf.yaml | head -1`
             sys.stdout.write(text)
             sys.stdout.flush()

@@ -8,7 +8,6 @@ run did not stop within --wait), 2 bad usage, an unknown run, a refused operatio
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
+from ..jsontext import dumps
 from .usage import seconds, whole_number
 
 if TYPE_CHECKING:
@@ -132,7 +132,7 @@ def runs_command(
             }
             for r in runs
         ]
-        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        sys.stdout.write(dumps(rows, indent=2) + "\n")
         return
     _console().print(runs_table(runs, now=time.time()))
 
@@ -157,7 +157,7 @@ def status_command(
     now = time.time()
     if as_json:
         info = status_dict(run, phases, now=now)
-        sys.stdout.write(json.dumps(info, indent=2, ensure_ascii=False, default=str) + "\n")
+        sys.stdout.write(dumps(info, indent=2, what="the run's status") + "\n")
         return
     _console().print(status_view(run, phases, now=now))
 

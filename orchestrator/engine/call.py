@@ -30,6 +30,7 @@ from ..agents.base import AgentFailure, AgentResult
 from ..errors import Location, PhaseTimeout
 from ..events import StreamMasker, phase_stream
 from ..expr import has_template, render
+from ..jsontext import NotJson, bad_number
 from .context import RunContext
 from .executor import CallChannel, CallSpec
 from .result import PLAIN, json_data
@@ -222,11 +223,28 @@ async def call_agent(run: RunContext, spec: CallSpec) -> AgentResult:
             await stream.flush()
     if isinstance(result, AgentResult):
         spend.add(spec.phase_id, result.metadata)
-    if not isinstance(result, AgentResult):
-        return AgentResult(output=json_data(result))
-    output = result.output
-    if (output is not None and type(output) not in PLAIN) or result.metadata:
-        return AgentResult(json_data(output), json_data(result.metadata), result.handoff)
+    return _normalise(result)
+
+
+def _normalise(result: Any) -> AgentResult:
+    """The result as an AgentResult of JSON data; a number JSON cannot carry (NaN,
+    Infinity, a huge integer) fails the call (permanently), naming where it is."""
+    try:
+        if not isinstance(result, AgentResult):
+            return AgentResult(output=json_data(result))
+        output = result.output
+        kind = type(output)
+        if (output is not None and (kind not in PLAIN or kind is float or kind is int)) or (
+            result.metadata
+        ):
+            return AgentResult(json_data(output), json_data(result.metadata), result.handoff)
+    except NotJson as exc:
+        found = bad_number(result.output if isinstance(result, AgentResult) else result)
+        where = f" at {found[0]}" if found and found[0] != "$" else ""
+        raise AgentFailure(
+            f"the output {exc}{where}; outputs are JSON data (use null or a string instead)",
+            transient=False,
+        ) from None
     return result
 
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import UsageError
+from ..jsontext import MAX_INT_DIGITS, bad_number
 from ..spec.model import Workflow
 from ..spec.values import input_type_ok
 
@@ -29,7 +30,8 @@ def resolve_inputs(
     declared type (``--input k=v``): integer, number, boolean (true/false/yes/no/
     on/off/1/0), array and object as JSON; string stays as it is. Values that
     are not strings (from ``--inputs-file`` or the Python API) are checked as
-    they are. An optional input without a default is None.
+    they are. An optional input without a default is None; a None given for an
+    input counts as not given (its default applies; a required one is missing).
 
     Raises UsageError naming the input for an unknown input, a missing required
     input, or a value of the wrong type.
@@ -47,8 +49,18 @@ def resolve_inputs(
             else:
                 hint = "this workflow declares no inputs"
             raise UsageError(f"unknown input '{name}'", hint=hint)
+        if value is None:
+            continue  # null is "not given": the default applies, or it is null, or missing
         if strings and isinstance(value, str):
             value = _parse(name, spec.type, value)
+        found = bad_number(value)
+        if found is not None:
+            where = "" if found[0] == "$" else f" at {found[0]}"
+            raise UsageError(
+                f"input '{name}' holds {found[1]}{where}",
+                hint="inputs are JSON data: use a finite number of at most"
+                f" {MAX_INT_DIGITS:,} digits",
+            )
         out[name] = _check(name, spec.type, value)
     for name, spec in declared.items():
         if name in out:
@@ -77,19 +89,19 @@ def _parse(name: str, type_: str, text: str) -> Any:
         raise _wrong(name, type_, text, "use true or false")
     if type_ == "integer":
         try:
-            return int(text.strip())
+            return int(text.strip()) if len(text) <= MAX_INT_DIGITS + 8 else 10**MAX_INT_DIGITS
         except ValueError:
             raise _wrong(name, type_, text, "use a whole number such as 3") from None
     if type_ == "number":
         try:
             return json.loads(text) if text.strip() else float(text)
-        except (ValueError, json.JSONDecodeError):
+        except (ValueError, RecursionError):
             raise _wrong(name, type_, text, "use a number such as 2.5") from None
     if type_ in ("array", "object"):
         example = '["a", "b"]' if type_ == "array" else '{"key": "value"}'
         try:
             return json.loads(text)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # a huge integer or deep nesting too
             raise _wrong(name, type_, text, f"give it as JSON, e.g. {example}") from None
     return text
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..jsontext import NotJson, number_problem
+
 if TYPE_CHECKING:
     from ..agents.base import AgentResult
     from ..spec.model import Phase
@@ -175,10 +177,14 @@ def json_data(value: Any) -> Any:
     and times ISO 8601 strings; bytes their UTF-8 text, or base64 when not UTF-8;
     ``Decimal`` its exact text (``str``); an enum its value; mapping keys strings
     (as ``json.dumps`` writes them); anything else ``str(value)``. Plain values
-    come back as they are. Never raises for a value whose ``str`` does not.
+    come back as they are. Raises NotJson (naming the value) for NaN, Infinity
+    and integers of more than 4,300 digits, which JSON text cannot carry; never
+    raises otherwise for a value whose ``str`` does not.
     """
     kind = type(value)
     if kind in PLAIN:
+        if kind is float or kind is int:
+            _check_number(value)
         return value
     if kind is dict or isinstance(value, Mapping):
         return {_json_key(k): json_data(v) for k, v in value.items()}
@@ -194,10 +200,10 @@ def json_data(value: Any) -> Any:
         return json_data(value.value)
     if isinstance(value, bool):
         return bool(value)
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value)
+    if isinstance(value, (int, float)):
+        plain = int(value) if isinstance(value, int) else float(value)
+        _check_number(plain)
+        return plain
     if isinstance(value, str):
         return str.__str__(value)
     if isinstance(value, (list, tuple)):
@@ -215,10 +221,17 @@ def json_data(value: Any) -> Any:
     return str(value)
 
 
+def _check_number(value: Any) -> None:
+    problem = number_problem(value)
+    if problem is not None:
+        raise NotJson(f"holds {problem}")
+
+
 def _json_key(key: Any) -> str:
     if type(key) is str:
         return key
     if key is None or isinstance(key, (bool, int, float)) and not isinstance(key, enum.Enum):
+        _check_number(key)
         return json.dumps(key)  # None -> "null", True -> "true", 1.5 -> "1.5", as json writes
     converted = json_data(key)
     return converted if isinstance(converted, str) else str(converted)

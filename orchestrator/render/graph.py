@@ -9,7 +9,6 @@ escaped for each format, so any workflow name renders safely.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from typing import Any, TextIO
@@ -18,6 +17,7 @@ from rich.console import Console, Group, RenderableType
 from rich.text import Text
 from rich.tree import Tree
 
+from ..jsontext import dumps
 from ..plan import Plan
 from ..spec.model import Phase
 from .progress import format_seconds
@@ -63,7 +63,7 @@ def write_graph(plan: Plan, fmt: str, file: TextIO, *, color: bool | None = None
     elif fmt == "dot":
         file.write(graph_dot(plan))
     elif fmt == "json":
-        file.write(json.dumps(graph_json(plan), indent=2) + "\n")
+        file.write(dumps(graph_json(plan), indent=2, what="the graph") + "\n")
     else:
         raise ValueError(f"unknown graph format '{fmt}'; use one of {', '.join(FORMATS)}")
 

@@ -51,7 +51,7 @@ from .schema import SchemaReport, describe, json_path
 from .source import JsonPath, Source, SourceMap
 from .subflows import check_workflow_ref
 from .templates import check_template_text, check_templates, strings
-from .values import check_cron, input_type_ok, parse_duration
+from .values import MAX_TTL, check_cron, input_type_ok, parse_duration
 
 __all__ = ["PhaseCheck", "build_workflow", "check_cron", "parse_duration", "phase_checks"]
 
@@ -445,7 +445,7 @@ def _phase(
     cache_raw = get("cache")
     if isinstance(cache_raw, Mapping) and "ttl" in cache_raw:
         cache_path = path + ("cache",) if "cache" in raw else ("defaults", "cache")
-        duration(cx, cache_raw["ttl"], cache_path + ("ttl",), positive="a cache ttl")
+        duration(cx, cache_raw["ttl"], cache_path + ("ttl",), positive="a cache ttl", limit=MAX_TTL)
     if cache is not None and cache.key and "cache" in raw:
         refs(cache.key, ("cache", "key"))
     calls: dict[str, AgentCall | None] = {}
@@ -620,7 +620,7 @@ def _cache(raw: Any) -> CacheSpec | None:
         key = raw.get("key")
         ttl = raw.get("ttl")
         try:
-            seconds = parse_duration(ttl) if ttl is not None else None
+            seconds = parse_duration(ttl, limit=MAX_TTL) if ttl is not None else None
         except ValueError:
             seconds = None
         return CacheSpec(key=key if isinstance(key, str) else None, ttl=seconds)

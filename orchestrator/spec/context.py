@@ -111,7 +111,12 @@ _POSITIVE_HINTS = {
 
 
 def duration(
-    cx: Checker, value: Any, path: JsonPath, *, positive: str | None = None
+    cx: Checker,
+    value: Any,
+    path: JsonPath,
+    *,
+    positive: str | None = None,
+    limit: float | None = None,
 ) -> float | None:
     """Seconds of a duration value, or None (a problem is recorded when it is not one).
 
@@ -121,11 +126,14 @@ def duration(
     if value is None or not cx.ok(path):
         return None
     try:
-        seconds = parse_duration(value)
-    except ValueError:
+        seconds = parse_duration(value, limit=limit)
+    except ValueError as exc:
+        reason = str(exc)
         cx.add(
             SchemaViolation(
-                f"{json_path(path)}: {value!r} is not a duration;"
+                f"{json_path(path)}: {clip(str(value))} is {reason}"
+                if reason.startswith("too long")
+                else f"{json_path(path)}: {value!r} is not a duration;"
                 " use 500ms, 30s, 5m, 1h or a number of seconds",
                 location=cx.smap.value(path),
             )

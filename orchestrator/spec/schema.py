@@ -568,6 +568,8 @@ def _keyword(
         return lambda v: not _PY_TYPES["number"](v) or v >= arg
     if key == "exclusiveMinimum":
         return lambda v: not _PY_TYPES["number"](v) or v > arg
+    if key == "maximum":
+        return lambda v: not _PY_TYPES["number"](v) or v <= arg
     if key == "minLength":
         return lambda v: not isinstance(v, str) or len(v) >= arg
     if key == "minItems":

@@ -25,6 +25,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.reader import ReaderError
 
 from ..errors import Location, Problem, UnreadableWorkflow, WorkflowError, YAMLSyntaxError
+from ..jsontext import MAX_INT_DIGITS, number_problem
 
 __all__ = [
     "MAX_ALIAS_NODES",
@@ -61,6 +62,7 @@ _FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?\Z")
 _INF = re.compile(r"[-+]?\.(inf|Inf|INF)\Z")
 _MAYBE_NOT_TEXT = frozenset("-+.0123456789~nNtTfF")
 _NAN = re.compile(r"\.(nan|NaN|NAN)\Z")
+_INT_LIMIT = 10**MAX_INT_DIGITS  # stands for any decimal integer too long to read
 
 
 @dataclass(slots=True)
@@ -207,8 +209,19 @@ def _parse_json(text: str, name: str) -> Any:
             out[key] = value
         return out
 
+    def finite(text: str) -> float:
+        value = float(text)
+        if not math.isfinite(value):
+            raise ValueError(f"the number {_clip(text)} is too large (JSON numbers are finite)")
+        return value
+
+    def constant(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON (JSON has no NaN or Infinity)")
+
     try:
-        return json.loads(text, object_pairs_hook=no_duplicates)
+        return json.loads(
+            text, object_pairs_hook=no_duplicates, parse_float=finite, parse_constant=constant
+        )
     except json.JSONDecodeError as exc:
         raise YAMLSyntaxError(
             f"invalid JSON: {exc.msg}", location=Location(name, exc.lineno, exc.colno)
@@ -425,7 +438,10 @@ class _Composer:
                             top.skip_value = False
                             continue
                     elif not top.merge_key and not top.skip_value:
-                        container[key] = _resolve_plain(text) if event.implicit[0] else text
+                        value = _resolve_plain(text) if event.implicit[0] else text
+                        if type(value) is int or type(value) is float:
+                            self._check_number(value, text, (mark.line + 1, mark.column + 1))
+                        container[key] = value
                         path = top.path + (key,)
                         keys[path] = top.key_loc  # type: ignore[assignment]
                         values[path] = (mark.line + 1, mark.column + 1)
@@ -434,7 +450,10 @@ class _Composer:
                         continue
                 else:
                     values[top.path + (len(container),)] = (mark.line + 1, mark.column + 1)
-                    container.append(_resolve_plain(text) if event.implicit[0] else text)
+                    value = _resolve_plain(text) if event.implicit[0] else text
+                    if type(value) is int or type(value) is float:
+                        self._check_number(value, text, (mark.line + 1, mark.column + 1))
+                    container.append(value)
                     top.size += 1
                     continue
             if isinstance(event, ev.ScalarEvent):
@@ -626,6 +645,22 @@ class _Composer:
         raise YAMLSyntaxError(_tag_problem(tag), location=self.at(loc))
 
     def _resolve(self, event: Any, loc: tuple[int, int]) -> Any:
+        value = self._resolve_value(event, loc)
+        if type(value) is int or type(value) is float:
+            self._check_number(value, event.value, loc)
+        return value
+
+    def _check_number(self, value: float, text: str, loc: tuple[int, int]) -> None:
+        """Refuse a number that JSON cannot carry (every output orch writes is JSON)."""
+        problem = number_problem(value)
+        if problem is not None:
+            raise YAMLSyntaxError(
+                f"the number '{_clip(text)}' is {problem}",
+                location=self.at(loc),
+                hint="use a smaller, finite number, or quote it to keep it as text",
+            )
+
+    def _resolve_value(self, event: Any, loc: tuple[int, int]) -> Any:
         tag: str | None = event.tag
         text: str = event.value
         if tag is None and event.implicit[0]:
@@ -662,6 +697,10 @@ def _char_at(text: str, line: int, column: int) -> str:
     return ""
 
 
+def _clip(text: str) -> str:
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _tag_problem(tag: str) -> str:
     short = "!!" + tag[len(_CORE) :] if tag.startswith(_CORE) else tag
     if "python/" in tag:
@@ -680,6 +719,8 @@ def _resolve_plain(text: str) -> Any:
     if text in _FALSE:
         return False
     if _INT.match(text):
+        if len(text.lstrip("+-")) > MAX_INT_DIGITS:  # int() refuses it; the caller says why
+            return _INT_LIMIT
         return int(text, 10)
     if _OCT.match(text):
         return int(text[2:], 8)

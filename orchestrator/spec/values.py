@@ -11,32 +11,59 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["INPUT_TYPES", "check_cron", "input_type_ok", "parse_duration", "parse_rate_limit"]
+__all__ = [
+    "INPUT_TYPES",
+    "MAX_DURATION",
+    "MAX_TTL",
+    "check_cron",
+    "input_type_ok",
+    "parse_duration",
+    "parse_rate_limit",
+]
 
 #: The types an input may declare (``inputs: {x: {type: ...}}``).
 INPUT_TYPES = ("string", "integer", "number", "boolean", "array", "object")
 
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+#: The longest duration a workflow may give (timeouts, delays, ttl): 30 days. Longer
+#: values are refused, so that no wait is infinite or overflows a clock.
+MAX_DURATION = 30 * 24 * 3600.0
+#: A cache entry may live longer: ten years.
+MAX_TTL = 3650 * 24 * 3600.0
 _RATE = re.compile(r"^\s*([0-9]+)\s*/\s*(s|m|h)\s*$")
 
 
-def parse_duration(value: Any) -> float:
+def parse_duration(value: Any, *, limit: float | None = None) -> float:
     """Seconds in a duration (``500ms``, ``30s``, ``5m``, ``1h``, ``1h30m`` or a number).
 
-    Raises ValueError when ``value`` is not one.
+    Raises ValueError when ``value`` is not one, or is longer than ``limit``
+    (``MAX_DURATION`` when None; the message then starts with ``too long``).
     """
     if isinstance(value, bool):
         raise ValueError(f"not a duration: {value!r}")
     if isinstance(value, (int, float)):
         if not 0 <= value < math.inf:
             raise ValueError(f"not a duration: {value!r}")
-        return float(value)
-    text = str(value).replace(" ", "")
-    parts = _DURATION_PART.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"not a duration: {value!r}")
-    return sum(float(n) * _UNIT[u] for n, u in parts)
+        seconds = float(value)
+    else:
+        text = str(value).replace(" ", "")
+        parts = _DURATION_PART.findall(text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            raise ValueError(f"not a duration: {value!r}")
+        if any(len(n) > 20 for n, _ in parts):  # float() of 400 digits is infinity
+            seconds = math.inf
+        else:
+            seconds = sum(float(n) * _UNIT[u] for n, u in parts)
+    most = MAX_DURATION if limit is None else limit
+    if seconds > most:
+        raise ValueError(f"too long: more than {_days(most)}")
+    return seconds
+
+
+def _days(seconds: float) -> str:
+    days = seconds / 86400
+    return f"{days:g} days ({days * 24:g}h)"
 
 
 def parse_rate_limit(text: Any) -> tuple[int, float] | None:

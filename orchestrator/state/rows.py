@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .. import jsontext
 from ..errors import StateCorrupted
 from ..events import Event, note, phase_state, run_status
 from .base import Owner, PhaseRecord, PhaseState, RunRecord
@@ -35,8 +36,8 @@ _EXTRA = 1_000_000
 
 
 def dumps(value: Any) -> str:
-    """Compact JSON as stored (non-JSON values as their ``str``)."""
-    return json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
+    """Compact strict JSON as stored (non-JSON values as their ``str``); raises NotJson."""
+    return jsontext.dumps(value, compact=True, what="the stored value")
 
 
 def _abspath(path: str) -> str:

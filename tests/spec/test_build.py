@@ -283,4 +283,4 @@ def test_integral_floats_count_as_integers_and_infinity_is_no_duration(tmp_path,
     path = tmp_path / "inf.yaml"
     path.write_text("name: x\ntimeout: .inf\nphases: [{id: a, agent: echo}]\n")
     [p] = orchestrator.validate(path, registry=registry)
-    assert (p.location.line, p.location.col) == (2, 10) and "is not a duration" in p.message
+    assert (p.location.line, p.location.col) == (2, 10) and "is Infinity" in p.message

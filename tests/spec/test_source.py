@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import sys
 
@@ -22,15 +21,24 @@ def _problem(raw: bytes) -> WorkflowError:
 def test_scalars_follow_yaml_1_2_core_schema():
     src = parse_source(
         b"a: 0755\nb: no\nc: on\nd: 0x1f\ne: 0o17\nf: 1e3\ng: ~\nh: 2020-01-01\n"
-        b"i: '0755'\nj: !!str 12\nk: !!float 3\nl: -.inf\nm: True\nn: 1_000\no:\n",
+        b"i: '0755'\nj: !!str 12\nk: !!float 3\nl: '-.inf'\nm: True\nn: 1_000\no:\n",
         "w.yaml",
     )
     d = src.data
     assert d["a"] == 755 and d["b"] == "no" and d["c"] == "on"
     assert d["d"] == 31 and d["e"] == 15 and d["f"] == 1000.0 and d["g"] is None
     assert d["h"] == "2020-01-01" and d["i"] == "0755" and d["j"] == "12"
-    assert d["k"] == 3.0 and isinstance(d["k"], float) and d["l"] == -math.inf
+    assert d["k"] == 3.0 and isinstance(d["k"], float) and d["l"] == "-.inf"
     assert d["m"] is True and d["n"] == "1_000" and d["o"] is None
+
+
+@pytest.mark.parametrize("text", [b"-.inf", b".NaN", b"!!float .inf", b"1e999", b"9" * 4301])
+def test_numbers_json_cannot_carry_are_refused_where_they_are_written(text):
+    # YAML 1.2 reads these as numbers; JSON (every output orch writes) has no such number
+    with pytest.raises(YAMLSyntaxError) as info:
+        parse_source(b"name: x\nl: " + text + b"\n", "w.yaml")
+    where = info.value.location
+    assert where is not None and (where.line, where.col) == (2, 4)
 
 
 def test_source_map_is_one_based_for_keys_values_and_items():
