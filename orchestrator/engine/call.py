@@ -33,6 +33,7 @@ from ..expr import has_template, render
 from ..jsontext import NotJson, bad_number
 from .context import RunContext
 from .executor import CallChannel, CallSpec
+from .rendering import rendered
 from .result import PLAIN, json_data
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "call_agent",
     "make_spec",
     "render_input",
+    "seconds_left",
 ]
 
 #: The rest of the call path, as a middleware sees it.
@@ -50,17 +52,21 @@ CallNext = Callable[[CallSpec, CallChannel], Awaitable[Any]]
 CallMiddleware = Callable[[CallSpec, CallChannel, CallNext], Awaitable[Any]]
 
 
-def render_input(
+async def render_input(
     run: RunContext,
     agent: str | None,
     with_: Mapping[str, Any],
     ctx: Mapping[str, Any],
     where: Location | None,
+    *,
+    timeout: float | None = None,
 ) -> Mapping[str, Any]:
     """The input of one call: ``with_`` merged over ``agent``'s own ``with``, rendered.
 
     Keys the agent type lists in ``shell_fields`` are rendered with
-    ``expr.render_shell`` (every value shell-quoted). Raises ExpressionError.
+    ``expr.render_shell`` (every value shell-quoted). A costly template renders
+    off the event loop within ``timeout`` (the phase's) and the run's timeout
+    (engine/rendering.py). Raises ExpressionError.
     """
     key = (agent, id(with_))
     found = run.memo.get(key)
@@ -70,6 +76,26 @@ def render_input(
     merged, templated, _ = found
     if not templated:
         return merged
+    return await rendered(
+        merged,
+        lambda: _render(run, agent, merged, ctx, where),
+        timeout=timeout,
+        left=seconds_left(run),
+    )
+
+
+def seconds_left(run: RunContext) -> float | None:
+    """Seconds before the run's timeout (None: it has none)."""
+    return None if run.deadline is None else run.deadline - run.monotonic()
+
+
+def _render(
+    run: RunContext,
+    agent: str | None,
+    merged: Mapping[str, Any],
+    ctx: Mapping[str, Any],
+    where: Location | None,
+) -> Mapping[str, Any]:
     shell: tuple[str, ...] = getattr(run.pool.agents.get(agent or ""), "shell_fields", ())
     if not shell:
         value = render(merged, ctx, where=where)

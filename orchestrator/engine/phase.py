@@ -17,9 +17,10 @@ from ..agents.base import AgentFailure, AgentResult
 from ..errors import ExpressionError, OrchError, PhaseTimeout
 from ..expr import evaluate, render
 from ..spec.model import Phase
-from .call import bounded, call_agent, make_spec, render_input
+from .call import bounded, call_agent, make_spec, render_input, seconds_left
 from .context import RunContext
 from .limits import BreakerOpen
+from .rendering import rendered
 from .result import PhaseOutcome, Usage
 from .retry import call_with_retries
 from .routing import least_loaded, selected_agent
@@ -55,7 +56,12 @@ async def run_phase(phase: Phase, run: RunContext) -> PhaseOutcome:
             ctx = {**ctx, "previous": run.outcomes.get(phase.previous)}
         if phase.when is not None:
             try:
-                go = evaluate(phase.when, ctx, where=phase.location)
+                go = await rendered(
+                    "{{ " + phase.when + " }}",
+                    lambda: evaluate(phase.when or "", ctx, where=phase.location),
+                    timeout=phase.timeout,
+                    left=seconds_left(run),
+                )
             except ExpressionError as exc:
                 return await _failed(run, phase, started, f"when: {exc}", 0)
             if not go:
@@ -229,9 +235,13 @@ async def _attempts(
         inp: Mapping[str, Any] = {}
         if handoff is not None or routed:
             for a in handoff.agents if handoff is not None else phase.candidates:
-                rendered[a] = render_input(run, a, phase.with_, ctx, phase.location)
+                rendered[a] = await render_input(
+                    run, a, phase.with_, ctx, phase.location, timeout=phase.timeout
+                )
         else:
-            inp = render_input(run, name, phase.with_, ctx, phase.location)
+            inp = await render_input(
+                run, name, phase.with_, ctx, phase.location, timeout=phase.timeout
+            )
     except ExpressionError as exc:
         raise _Failed(str(exc), 0) from None
     cache = run.cache if phase.cache is not None and handoff is None and name else None
@@ -329,7 +339,9 @@ async def _attempts(
     n = tried[0] + 1
     try:
         where = fallback.location or phase.location
-        fb_input = render_input(run, fallback.agent, fallback.with_, ctx, where)
+        fb_input = await render_input(
+            run, fallback.agent, fallback.with_, ctx, where, timeout=timeout
+        )
         spec = make_spec(
             run,
             phase.id,
@@ -464,7 +476,12 @@ async def _run_foreach(
     """
     pid = phase.id
     try:
-        items = render(phase.foreach, ctx, where=phase.location)
+        items = await rendered(
+            phase.foreach,
+            lambda: render(phase.foreach, ctx, where=phase.location),
+            timeout=phase.timeout,
+            left=seconds_left(run),
+        )
     except ExpressionError as exc:
         return await _failed(run, phase, started, f"foreach: {exc}", 0)
     if isinstance(items, Mapping) or not isinstance(items, (list, tuple)):

@@ -10,6 +10,7 @@ run ends when nothing runs and nothing is ready. Phases themselves run through a
 from __future__ import annotations
 
 import asyncio
+import functools
 import graphlib
 import heapq
 import os
@@ -26,6 +27,7 @@ from ..spec.model import Phase
 from .context import RunContext, build_context
 from .handlers import epilogue, has_epilogue
 from .phase import run_phase
+from .rendering import rendered
 from .result import PhaseOutcome, RunOptions, RunResult, Usage
 
 __all__ = ["execute", "run", "run_sync"]
@@ -383,7 +385,11 @@ async def _finish(
     elif wf.outputs:
         for key, value in wf.outputs.items():
             try:
-                outputs[key] = render(value, state.context) if has_template(value) else value
+                outputs[key] = (
+                    await rendered(value, functools.partial(render, value, state.context))
+                    if has_template(value)
+                    else value
+                )
             except ExpressionError as exc:
                 if status == "completed":
                     status, error = "failed", f"output '{key}': {exc.message}"

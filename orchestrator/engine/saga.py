@@ -34,7 +34,8 @@ async def compensate_one(
     template, and PhaseTimeout.
     """
     context = {**run.context, **(extra or {})}
-    inp = render_input(run, call.agent, call.with_, context, call.location or phase.location)
+    where = call.location or phase.location
+    inp = await render_input(run, call.agent, call.with_, context, where, timeout=phase.timeout)
     deadline = None if phase.timeout is None else run.monotonic() + phase.timeout
     spec = make_spec(run, phase.id, call.agent, inp, deadline=deadline)
     await bounded(run, call_agent(run, spec), phase.timeout, phase.id, call.agent)
