@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Literal
 
-from .jsontext import dumps
-
 __all__ = [
     "EVENT_TYPES",
     "EVENT_VERSION",
@@ -156,7 +154,16 @@ class Event:
 
     def to_json(self) -> str:
         """One line of ``--events jsonl``."""
-        return dumps(self.as_dict(), compact=True, what=f"the {self.event} event")
+        try:  # strict JSON, as jsontext.dumps writes it (this module imports only the stdlib)
+            return json.dumps(
+                self.as_dict(),
+                ensure_ascii=False,
+                allow_nan=False,
+                default=str,
+                separators=(",", ":"),
+            )
+        except ValueError as exc:
+            raise ValueError(f"the {self.event} event is not strict JSON: {exc}") from None
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Event:
