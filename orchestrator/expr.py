@@ -48,6 +48,7 @@ __all__ = [
     "check_expression",
     "check_template",
     "evaluate",
+    "filter_names",
     "has_template",
     "is_template",
     "private_access",
@@ -55,6 +56,7 @@ __all__ = [
     "render",
     "render_shell",
     "template_references",
+    "unknown_names",
 ]
 
 _MAX_POW_BITS = 4096  # results of ** and of int * int above this many bits are refused
@@ -846,6 +848,36 @@ def _private_name(node: nodes.Node) -> str | None:
     return name if isinstance(name, str) and name.startswith("_") else None
 
 
+def filter_names() -> frozenset[str]:
+    """The names of the filters templates can use."""
+    return frozenset(_env().filters)
+
+
+def unknown_names(text: str, *, condition: bool = False) -> list[tuple[str, str, str | None]]:
+    """The filters and tests a template (or condition) uses that do not exist:
+    (``filter`` or ``test``, the name, the closest known name or None). Empty when
+    the text does not parse (check_template reports that)."""
+    if condition:
+        inner = _single_expression(text.strip())
+        text = "{{ " + (inner if inner is not None else text) + " }}"
+    elif not is_template(text):
+        return []
+    env = _env()
+    try:
+        tree = env.parse(text)
+        found = [("filter", n.name, env.filters) for n in tree.find_all(nodes.Filter)]
+        found += [("test", n.name, env.tests) for n in tree.find_all(nodes.Test)]
+    except (jinja2.TemplateSyntaxError, RecursionError):
+        return []
+    unknown: list[tuple[str, str, str | None]] = []
+    for kind, name, known in found:
+        if name in known or any(u[1] == name for u in unknown):
+            continue
+        near = difflib.get_close_matches(name, list(known), n=1)
+        unknown.append((kind, name, near[0] if near else None))
+    return unknown
+
+
 def references(expression: str) -> set[tuple[str, ...]]:
     """Dotted names a condition (no braces) reads; see template_references."""
     inner = _single_expression(expression.strip())
@@ -855,7 +887,11 @@ def references(expression: str) -> set[tuple[str, ...]]:
 def _collect(tree: nodes.Node) -> set[tuple[str, ...]]:
     found: set[tuple[str, ...]] = set()
     locals_: set[str] = set()
-    for target in tree.find_all((nodes.For, nodes.Assign, nodes.Macro)):
+    for target in tree.find_all(
+        (nodes.For, nodes.Assign, nodes.AssignBlock, nodes.With, nodes.Macro, nodes.CallBlock)
+    ):
+        if isinstance(target, nodes.Macro):
+            locals_.add(target.name)  # a macro may call itself (recursion)
         for name in target.find_all(nodes.Name):
             if name.ctx in ("store", "param"):
                 locals_.add(name.name)

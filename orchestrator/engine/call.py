@@ -60,11 +60,13 @@ async def render_input(
     where: Location | None,
     *,
     timeout: float | None = None,
+    locations: Mapping[str, Location] | None = None,
 ) -> Mapping[str, Any]:
     """The input of one call: ``with_`` merged over ``agent``'s own ``with``, rendered.
 
     Keys the agent type lists in ``shell_fields`` are rendered with
-    ``expr.render_shell`` (every value shell-quoted). A costly template renders
+    ``expr.render_shell`` (every value shell-quoted). A failing template is
+    located at its key (``locations["with.KEY"]``, else ``where``). A costly template renders
     off the event loop within ``timeout`` (the phase's) and the run's timeout
     (engine/rendering.py). Raises ExpressionError.
     """
@@ -78,7 +80,7 @@ async def render_input(
         return merged
     return await rendered(
         merged,
-        lambda: _render(run, agent, merged, ctx, where),
+        lambda: _render(run, agent, merged, ctx, where, locations or {}),
         timeout=timeout,
         left=seconds_left(run),
     )
@@ -95,17 +97,15 @@ def _render(
     merged: Mapping[str, Any],
     ctx: Mapping[str, Any],
     where: Location | None,
+    locations: Mapping[str, Location],
 ) -> Mapping[str, Any]:
     shell: tuple[str, ...] = getattr(run.pool.agents.get(agent or ""), "shell_fields", ())
-    if not shell:
-        value = render(merged, ctx, where=where)
-        return value if isinstance(value, Mapping) else {"value": value}
-    from ..expr import render_shell  # here: only agents with shell command lines need it
-
+    if shell:
+        from ..expr import render_shell  # here: only agents with shell command lines need it
     return {
-        k: render_shell(v, ctx, where=where)
+        k: render_shell(v, ctx, where=locations.get(f"with.{k}", where))
         if k in shell and isinstance(v, str)
-        else render(v, ctx, where=where)
+        else render(v, ctx, where=locations.get(f"with.{k}", where))
         for k, v in merged.items()
     }
 

@@ -117,6 +117,8 @@ async def epilogue(
         handlers = wf.on_success
     elif status == "failed":
         handlers = wf.on_failure
+    if handlers or wf.finally_:  # handlers read run.status and run.error
+        run.context["run"] = {**run.context["run"], "status": status, "error": error}
     for phase in (*handlers, *wf.finally_):
         run.outcomes[phase.id] = await run_phase(phase, run)
     return status, error, outputs

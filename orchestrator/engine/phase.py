@@ -58,7 +58,9 @@ async def run_phase(phase: Phase, run: RunContext) -> PhaseOutcome:
             try:
                 go = await rendered(
                     "{{ " + phase.when + " }}",
-                    lambda: evaluate(phase.when or "", ctx, where=phase.location),
+                    lambda: evaluate(
+                        phase.when or "", ctx, where=phase.locations.get("when", phase.location)
+                    ),
                     timeout=phase.timeout,
                     left=seconds_left(run),
                 )
@@ -236,11 +238,23 @@ async def _attempts(
         if handoff is not None or routed:
             for a in handoff.agents if handoff is not None else phase.candidates:
                 rendered[a] = await render_input(
-                    run, a, phase.with_, ctx, phase.location, timeout=phase.timeout
+                    run,
+                    a,
+                    phase.with_,
+                    ctx,
+                    phase.location,
+                    timeout=phase.timeout,
+                    locations=phase.locations,
                 )
         else:
             inp = await render_input(
-                run, name, phase.with_, ctx, phase.location, timeout=phase.timeout
+                run,
+                name,
+                phase.with_,
+                ctx,
+                phase.location,
+                timeout=phase.timeout,
+                locations=phase.locations,
             )
     except ExpressionError as exc:
         raise _Failed(str(exc), 0) from None
@@ -478,7 +492,9 @@ async def _run_foreach(
     try:
         items = await rendered(
             phase.foreach,
-            lambda: render(phase.foreach, ctx, where=phase.location),
+            lambda: render(
+                phase.foreach, ctx, where=phase.locations.get("foreach", phase.location)
+            ),
             timeout=phase.timeout,
             left=seconds_left(run),
         )

@@ -521,6 +521,7 @@ def _phase(
         approval=_approval(cx, raw.get("approval"), path + ("approval",)),
         repeat=repeat,
         location=location,
+        locations=_locations(cx, raw, with_raw, path),
     )
     for check in phase_checks():
         cx.problems.extend(check(phase, merged, cx.smap, path))
@@ -534,7 +535,9 @@ def _budget(raw: Any) -> Budget | None:
     tokens, cost = raw.get("tokens"), raw.get("cost")
     budget = Budget(
         tokens=tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else None,
-        cost=float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None,
+        cost=float(cost)
+        if isinstance(cost, (int, float)) and not isinstance(cost, bool) and abs(cost) <= 1e300
+        else None,  # (float() of a bigger int raises OverflowError)
     )
     return budget if budget.tokens is not None or budget.cost is not None else None
 
@@ -559,6 +562,16 @@ def _repeat(cx: Checker, raw: Any, path: JsonPath) -> RepeatSpec | None:
         until = "true" if until else "false"
     ok = isinstance(until, str) and cx.ok(path + ("until",))
     return RepeatSpec(max=max(as_int(raw.get("max"), 1), 1), until=until if ok else None)
+
+
+def _locations(
+    cx: Checker, raw: Mapping[str, Any], with_: Mapping[str, Any], path: JsonPath
+) -> dict[str, Location]:
+    """Where a phase's ``when``, ``foreach`` and each ``with`` key are written."""
+    found = {key: cx.smap.value(path + (key,)) for key in ("when", "foreach") if key in raw}
+    if "with" in raw:
+        found.update({f"with.{k}": cx.smap.value(path + ("with", k)) for k in with_})
+    return found
 
 
 def _retries(cx: Checker, raw: Any, path: JsonPath) -> RetrySpec:

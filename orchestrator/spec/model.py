@@ -232,6 +232,9 @@ class Phase:
     approval: ApprovalSpec | None = None
     repeat: RepeatSpec | None = None
     location: Location | None = None
+    #: where ``when``, ``foreach`` and each ``with.KEY`` are written (a failing template
+    #: is reported there, not at the phase's first line)
+    locations: Mapping[str, Location] = field(default_factory=dict)
 
     @property
     def all_deps(self) -> tuple[str, ...]:
@@ -269,7 +272,7 @@ class Phase:
     @property
     def fingerprint(self) -> str:
         """A stable hash of the phase definition (for resume: which phases changed)."""
-        return _fingerprint(self, exclude=("location",))
+        return _fingerprint(self, exclude=("location", "locations"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,14 @@ _PHASE_NAMES = {
     "iteration": "'iteration' is only defined in a phase with repeat",
     "output": "'output' is only defined in repeat.until (this iteration's output)",
 }
-_JINJA_GLOBALS = frozenset({"range", "dict", "lipsum", "cycler", "joiner", "namespace", "loop"})
+_JINJA_GLOBALS = frozenset(
+    {"range", "dict", "lipsum", "cycler", "joiner", "namespace", "loop", "caller", "varargs"}
+    | {"kwargs"}
+)
+#: what ``run.`` holds everywhere, and in on_success / on_failure / finally phases
+_RUN_FIELDS = ("id", "workflow")
+_HANDLER_RUN_FIELDS = ("status", "error")
+_HANDLERS = frozenset({"on_success", "on_failure", "finally"})
 
 
 def strings(value: Any, path: JsonPath) -> Iterator[tuple[JsonPath, str]]:
@@ -82,7 +89,7 @@ def check_template_text(
         return []
     where = cx.smap.value(path)
     shown = json_path(path)
-    error, private, chains = _parse_template(text, condition)
+    error, private, chains, unknown_names = _parse_template(text, condition)
     if error:
         error = error[:1].lower() + error[1:].rstrip(".")
         cx.add(
@@ -101,6 +108,15 @@ def check_template_text(
             )
         )
         return []
+    for kind, name, near in unknown_names:
+        cx.add(
+            ExpressionError(
+                f"{shown}: unknown {kind} '{name}' in '{clip(text)}'"
+                + (f"; did you mean '{near}'?" if near else ""),
+                location=where,
+                hint="orch templates have Jinja's built-in filters and tests",
+            )
+        )
     found: list[tuple[str, Location]] = []
     for chain in sorted(chains):
         head = chain[0]
@@ -132,6 +148,23 @@ def check_template_text(
         elif head == "secrets":
             if len(chain) >= 2:
                 cx.secrets.add(chain[1])
+        elif head == "run" and len(chain) >= 2:
+            handler = path[0] in _HANDLERS
+            known = _RUN_FIELDS + (_HANDLER_RUN_FIELDS if handler else ())
+            if chain[1] not in known:
+                close = difflib.get_close_matches(chain[1], known, n=1)
+                later = chain[1] in _HANDLER_RUN_FIELDS
+                cx.add(
+                    ExpressionError(
+                        f"{shown}: 'run.{chain[1]}' is not defined here"
+                        + (f"; did you mean 'run.{close[0]}'?" if close and not later else ""),
+                        location=where,
+                        hint="run.status and run.error are known in on_success, on_failure"
+                        " and finally phases"
+                        if later
+                        else "templates can read " + ", ".join(f"run.{f}" for f in known),
+                    )
+                )
         elif head == "previous" and not sequential:
             if cx.sequential and path[0] == "phases":
                 message = f"{shown}: 'previous' is not defined in the first phase"
@@ -171,20 +204,26 @@ def check_template_text(
 @lru_cache(maxsize=4096)
 def _parse_template(
     text: str, condition: bool
-) -> tuple[str | None, str | None, frozenset[tuple[str, ...]]]:
+) -> tuple[
+    str | None, str | None, frozenset[tuple[str, ...]], tuple[tuple[str, str, str | None], ...]
+]:
     """A template's syntax error (or None), the first ``_name`` it reads (or None: see
-    expr.private_access), and the names it reads."""
+    expr.private_access), the names it reads, and its unknown filters and tests."""
     if not condition:
         simple = _simple_references(text)
         if simple is not None:
             private = next((p for c in simple for p in c[1:] if p.startswith("_")), None)
-            return None, private, simple
+            known = expr.filter_names()
+            odd = any(f not in known for f in _FILTER.findall(text))
+            unknown = tuple(expr.unknown_names(text)) if odd else ()
+            return None, private, simple, unknown
     chains = expr.references(text) if condition else expr.template_references(text)
     error = None
     if not chains:
         error = expr.check_expression(text) if condition else expr.check_template(text)
     private = None if error else expr.private_access(text, condition=condition)
-    return error, private, frozenset(chains)
+    unknown = () if error else tuple(expr.unknown_names(text, condition=condition))
+    return error, private, frozenset(chains), unknown
 
 
 # The common template shape, `text {{ a.b.c }} text {{ x.y | tojson }}`, read without
@@ -196,6 +235,7 @@ _SIMPLE = re.compile(
     rf"{_PLAIN_TEXT}(?:\{{\{{\s*{_DOTTED}(?:\s*\|\s*[A-Za-z_][A-Za-z0-9_]*)?\s*\}}\}}{_PLAIN_TEXT})*\Z"
 )
 _EXPRESSION = re.compile(rf"\{{\{{\s*({_DOTTED})")
+_FILTER = re.compile(r"\|\s*([A-Za-z_][A-Za-z0-9_]*)")
 _KEYWORDS = frozenset(
     {"and", "or", "not", "in", "is", "if", "else", "true", "false", "none", "True", "False", "None"}
 )
