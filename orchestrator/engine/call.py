@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 from ..agents.base import AgentFailure, AgentResult
-from ..errors import Location, PhaseTimeout
+from ..errors import ExpressionError, Location, PhaseTimeout
 from ..events import StreamMasker, phase_stream
 from ..expr import has_template, render
 from ..jsontext import NotJson, bad_number
@@ -77,13 +77,42 @@ async def render_input(
         found = run.memo[key] = (merged, has_template(merged), with_)  # with_ kept alive
     merged, templated, _ = found
     if not templated:
-        return merged
-    return await rendered(
+        return merged  # checked against the agent's schema when the workflow loaded
+    value = await rendered(
         merged,
         lambda: _render(run, agent, merged, ctx, where, locations or {}),
         timeout=timeout,
         left=seconds_left(run),
     )
+    _check_rendered(run, agent, value, where, locations or {})
+    return value
+
+
+def _check_rendered(
+    run: RunContext,
+    agent: str | None,
+    value: Mapping[str, Any],
+    where: Location | None,
+    locations: Mapping[str, Location],
+) -> None:
+    """A rendered input that fails the agent type's config schema fails the call
+    before the agent sees it (ExpressionError: a template gave a wrong value)."""
+    instance = run.pool.agents.get(agent or "")
+    schema = getattr(instance, "config_schema", None)
+    if not schema:
+        return
+    from ..spec.schema import rendered_config_problems  # jsonschema: loaded by the spec
+
+    found = rendered_config_problems(value, schema)
+    if found:
+        type_name = run.pool.types.get(agent or "", agent)
+        first = found[0][0]
+        at = locations.get(f"with.{first[0]}") if first else None
+        raise ExpressionError(
+            f"the rendered input does not fit agent type '{type_name}': "
+            + "; ".join(message for _, message in found),
+            location=at or where or Location(run.workflow.path),
+        )
 
 
 def seconds_left(run: RunContext) -> float | None:

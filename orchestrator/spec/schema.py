@@ -37,6 +37,7 @@ __all__ = [
     "json_path",
     "workflow_schema",
     "workflow_schema_text",
+    "rendered_config_problems",
 ]
 
 #: The schema check stops after this many problems (a file can hold a million bad values).
@@ -210,8 +211,8 @@ def check_agent_config(
     name = owner if callable(owner) else (lambda p, o=owner: o)
     for error in validator.iter_errors(dict(config)):
         leaf = _leaf(error)
-        if _holds_template(leaf.instance):
-            continue
+        if _holds_template(leaf.instance) and leaf.validator not in _KEY_RULES:
+            continue  # the value is known at run time (keys are known now)
         rel = tuple(leaf.absolute_path)
         _explain(leaf, rel, config, smap, report, AgentConfigError, lambda p, d: name(p), at=at)
     return report
@@ -221,6 +222,37 @@ def _for_editors(error: ValidationError) -> bool:
     """Whether the error comes from a rule stated for editors that the build explains."""
     schema = _leaf(error).schema
     return isinstance(schema, Mapping) and bool(schema.get(CHECKED_BY_BUILD))
+
+
+#: rules about which keys a mapping has: they hold whatever its values are
+_KEY_RULES = frozenset(
+    {
+        "required",
+        "additionalProperties",
+        "propertyNames",
+        "dependentRequired",
+        "unevaluatedProperties",
+    }
+)
+
+
+def rendered_config_problems(
+    config: Mapping[str, Any], schema: Mapping[str, Any]
+) -> list[tuple[JsonPath, str]]:
+    """Why a rendered ``with:`` fails its agent type's config schema (empty when it
+    passes): (the path inside ``with``, ``with.KEY: message``) per problem. The
+    engine checks every templated input with it before the call, so an agent never
+    sees a bad input."""
+    check = _agent_check(schema)
+    if check.fast is not None and check.fast(config):
+        return []
+    out: list[tuple[JsonPath, str]] = []
+    for error in check.validator.iter_errors(dict(config)):
+        leaf = _leaf(error)
+        rel = tuple(leaf.absolute_path)
+        message = f"{json_path(('with', *rel))}: {leaf.message}"
+        out.append((rel, message if len(message) <= 300 else message[:297] + "..."))
+    return out
 
 
 def _leaf(error: ValidationError) -> ValidationError:

@@ -77,3 +77,71 @@ def test_a_required_input_given_as_null_is_still_missing(tmp_path):
     result = orch("run", str(wf), "--inputs-file", "in.json")
     assert result.exit_code == 2
     assert "missing required input 'region'" in result.output
+
+
+# -- 16. a typo in `with:` is caught although a value in it is a template --------------------
+
+
+@pytest.mark.parametrize(
+    ("with_", "expected"),
+    [
+        (
+            '      api_key: "{{ secrets.OPENAI_API_KEY }}"\n      model: m\n      promt: hi\n',
+            [
+                "unknown key 'promt' in the with of phase 'a' (agent type 'llm'); did you mean"
+                " 'prompt'?",
+                "missing the required key 'prompt'",
+            ],
+        ),
+        (
+            '      comand: "echo {{ inputs.who }}"\n',
+            [
+                "unknown key 'comand' in the with of phase 'a' (agent type 'shell'); did you mean"
+                " 'command'?",
+                "missing the required key 'command'",
+            ],
+        ),
+    ],
+)
+def test_unknown_and_missing_keys_do_not_depend_on_template_values(tmp_path, with_, expected):
+    agent = "llm" if "promt" in with_ else "shell"
+    wf = write(
+        tmp_path,
+        "version: 1\nname: typo\ninputs:\n  who: {type: string, default: x}\nphases:\n"
+        f"  - id: a\n    agent: {agent}\n    with:\n{with_}",
+    )
+    result = orch("validate", str(wf))
+    assert result.exit_code == 2, result.output
+    for message in expected:
+        assert message in result.output
+    run = orch("run", str(wf))
+    assert run.exit_code == 2  # refused before anything runs
+    assert "KeyError" not in run.output
+
+
+def test_a_rendered_value_of_the_wrong_type_fails_the_phase_before_the_agent_runs(tmp_path):
+    (tmp_path / "calls.py").write_text(
+        "from pathlib import Path\n"
+        "def count(n):\n"
+        "    Path('called').write_text(str(n))\n"
+        "    return n\n",
+        encoding="utf-8",
+    )
+    wf = write(
+        tmp_path,
+        "version: 1\nname: typed\ninputs:\n  n: {type: string, default: abc}\nphases:\n"
+        '  - id: wait\n    agent: sleep\n    with:\n      seconds: "{{ inputs.n }}"\n'
+        "  - id: call\n    agent: python\n    depends_on: []\n    with:\n"
+        '      function: calls:count\n      kwargs: "{{ inputs.n }}"\n',
+    )
+    assert orch("validate", str(wf)).exit_code == 0  # the values are known only at run time
+    result = orch("run", str(wf), "--events", "jsonl")
+    assert result.exit_code == 1
+    events = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    errors = {e["phase"]: e["data"]["error"] for e in events if e["event"] == "phase_failed"}
+    assert errors["wait"] == (
+        f"{wf}:9:16: the rendered input does not fit agent type 'sleep':"
+        " with.seconds: 'abc' is not of type 'number'"
+    )
+    assert "with.kwargs" in errors["call"] and "KeyError" not in errors["call"]
+    assert not (tmp_path / "called").exists()
