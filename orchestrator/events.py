@@ -22,6 +22,7 @@ from typing import Any, Literal
 __all__ = [
     "EVENT_TYPES",
     "EVENT_VERSION",
+    "MIN_SECRET_LENGTH",
     "PHASE_STATES",
     "Event",
     "EventSink",
@@ -44,6 +45,7 @@ __all__ = [
     "phase_turn",
     "phase_waiting",
     "run_status",
+    "too_short",
     "workflow_ended",
     "workflow_started",
 ]
@@ -99,6 +101,7 @@ MASK = "***"
 STRUCTURAL_FIELDS = frozenset(
     {
         "status",
+        "secret_masked",
         "phases",
         "fingerprints",
         "counts",
@@ -491,18 +494,29 @@ def note(event: Event) -> str | None:
     return None if value is None else str(value)
 
 
+#: Secrets shorter than this (spaces aside) are not masked: replacing every ``a`` or
+#: every space would rewrite ordinary text, JSON keys included (``too_short``).
+MIN_SECRET_LENGTH = 3
+
+
+def too_short(secrets: Mapping[str, str]) -> list[str]:
+    """The names of the secrets too short to mask safely (they are not masked)."""
+    return sorted(n for n, v in secrets.items() if len(v.strip()) < MIN_SECRET_LENGTH)
+
+
 class SecretMasker:
     """Replaces secret values, and their base64 and URL-encoded forms, with ``***``.
 
-    Longest values first; empty strings are never secrets. Streams that write a
-    secret in pieces are handled by ``stream()``, which holds back only a tail
-    that could begin a secret form, until the next piece or ``flush``.
+    Longest values first; values shorter than ``MIN_SECRET_LENGTH`` (spaces aside)
+    are not masked (``too_short``). Streams that write a secret in pieces are
+    handled by ``stream()``, which holds back only a tail that could begin a
+    secret form, until the next piece or ``flush``.
     """
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         forms: set[str] = set()
         for value in secrets:
-            if not value:
+            if len(value.strip()) < MIN_SECRET_LENGTH:
                 continue
             forms.add(value)
             raw = value.encode()
@@ -556,6 +570,12 @@ class SecretMasker:
         if not self._forms or not event.data:
             return event
         data = {k: v if k in STRUCTURAL_FIELDS else self.mask(v) for k, v in event.data.items()}
+        if event.event == "phase_completed" and (
+            data.get("output") != event.data.get("output")
+            or data.get("metadata") != event.data.get("metadata")
+        ):
+            # the stored output is not what later phases read: a resume runs it again
+            data["secret_masked"] = True
         return Event(event.event, event.run_id, event.ts, event.phase, event.attempt, data)
 
     def partial_tail(self, text: str) -> int:

@@ -10,10 +10,17 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import sqlite3
 import subprocess
 import sys
 import urllib.parse
+
+import pytest
+
+from orchestrator.engine import RunOptions, run_sync
+from orchestrator.plan import compile_plan
+from orchestrator.spec import load_workflow
 
 SECRETS = {
     "LONG_SECRET": "Sup3r-S3cret/Value+With=Chars&more?x=1",
@@ -213,36 +220,149 @@ def test_the_masker_covers_objects_sets_bytes_and_split_streams():
     assert SecretMasker(["", ""]).mask("anything") == "anything"  # empty is never a secret
 
 
-def test_a_one_letter_secret_is_masked_in_user_data_without_corrupting_the_record(tmp_path):
-    # 's' is in 'skipped', 'status', phase ids and event names: only user data is masked
+def orch_run(tmp_path, *args, env):
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "ORCH_STATE_DIR": str(tmp_path / "state"), **env},
+        cwd=tmp_path,
+    )
+
+
+@pytest.mark.parametrize("value", ["s", " ", "ab", " x "])
+def test_a_secret_too_short_to_mask_is_not_masked_and_the_run_says_so(tmp_path, value):
+    # 's' is in 'skipped', 'status', phase ids and JSON keys: masking it would rewrite them
     wf = tmp_path / "short.yaml"
     wf.write_text(
         "name: short\nphases:\n"
-        "  - {id: says, agent: echo, with: {text: 'x{{ secrets.S }}x'}}\n"
+        "  - {id: says, agent: echo, with: {text: {status: 'x{{ secrets.S }}x'}}}\n"
         "  - {id: skips, agent: noop, when: 'false'}\n"
     )
-    state = tmp_path / "state"
-    env = {"PATH": "/usr/bin:/bin", "S": "s", "ORCH_STATE_DIR": str(state)}
-    run = subprocess.run(
-        [sys.executable, "-m", "orchestrator", "run", str(wf), "--events", "jsonl"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-    )
+    run = orch_run(tmp_path, "run", str(wf), "--events", "jsonl", env={"S": value})
     assert run.returncode == 0, run.stderr
+    assert (
+        "warning: secret S: shorter than 3 characters, so not masked (masking them would"
+        " rewrite ordinary text); use longer secrets" in run.stderr.splitlines()[0]
+    )
     events = [json.loads(line) for line in run.stdout.splitlines()]
     by_kind = {(e["event"], e.get("phase")): e for e in events}
-    assert by_kind[("phase_completed", "says")]["data"]["output"] == "x***x"
+    assert by_kind[("phase_completed", "says")]["data"]["output"] == {"status": f"x{value}x"}
     assert by_kind[("phase_skipped", "skips")]["data"]["status"] == "skipped"
     assert events[-1]["data"]["status"] == "completed"
-    status = subprocess.run(
-        [sys.executable, "-m", "orchestrator", "status", events[0]["run_id"], "--json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-    )
-    info = json.loads(status.stdout)
-    states = {p["id"]: p["state"] for p in info["phases"]}
+    status = orch_run(tmp_path, "status", events[0]["run_id"], "--json", env={"S": value})
+    states = {p["id"]: p["state"] for p in json.loads(status.stdout)["phases"]}
     assert states == {"says": "completed", "skips": "skipped"}
+
+
+def test_a_three_letter_secret_is_still_masked_without_a_warning(tmp_path):
+    wf = tmp_path / "three.yaml"
+    wf.write_text("name: t\nphases:\n  - {id: a, agent: echo, with: {text: 'x{{ secrets.S }}'}}\n")
+    run = orch_run(tmp_path, "run", str(wf), env={"S": "q7Z"})
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == {} and "warning" not in run.stderr
+    assert "q7Z" not in run.stderr
+
+
+RESUME = """
+name: token
+phases:
+  - {id: make, agent: echo, with: {text: "token-{{ secrets.KEY }}"}}
+  - id: gate
+    agent: python
+    depends_on: [make]
+    with: {function: "gate:check"}
+  - id: compare
+    agent: echo
+    depends_on: [gate]
+    with:
+      text: "{{ phases.make.output == 'token-' ~ secrets.KEY }}"
+outputs:
+  same: "{{ phases.compare.output }}"
+"""
+
+
+def test_a_resumed_run_gives_the_result_of_an_uninterrupted_one_with_secret_outputs(tmp_path):
+    # a phase whose output held a secret is stored masked; a resume runs it again
+    (tmp_path / "gate.py").write_text(
+        "from pathlib import Path\n"
+        "def check():\n"
+        "    if not Path('open').exists():\n"
+        "        raise RuntimeError('the gate is shut')\n"
+        "    return 'open'\n"
+    )
+    wf = tmp_path / "token.yaml"
+    wf.write_text(RESUME)
+    env = {"KEY": "k3y-VALUE-123"}
+    (tmp_path / "open").touch()
+    whole = orch_run(tmp_path, "run", str(wf), env=env)
+    assert whole.returncode == 0, whole.stderr
+    assert json.loads(whole.stdout) == {"same": True}
+    (tmp_path / "open").unlink()
+    first = orch_run(tmp_path, "run", str(wf), "--events", "jsonl", env=env)
+    assert first.returncode == 1
+    events = [json.loads(line) for line in first.stdout.splitlines()]
+    made = next(e for e in events if e["event"] == "phase_completed" and e["phase"] == "make")
+    assert made["data"]["output"] == "token-***" and made["data"]["secret_masked"] is True
+    (tmp_path / "open").touch()
+    resumed = orch_run(tmp_path, "resume", events[0]["run_id"], env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "their output held a secret, so running again: make" in resumed.stderr
+    assert json.loads(resumed.stdout) == json.loads(whole.stdout) == {"same": True}
+    assert "k3y-VALUE-123" not in resumed.stdout + resumed.stderr
+
+
+def test_an_output_holding_a_secret_is_never_served_masked_from_the_cache(tmp_path):
+    wf = tmp_path / "cached.yaml"
+    wf.write_text(
+        "name: c\nphases:\n"
+        "  - {id: make, agent: echo, cache: true, with: {text: 'token-{{ secrets.KEY }}'}}\n"
+        "  - {id: plain, agent: echo, cache: true, with: {text: 'no secret'}}\n"
+        "  - id: compare\n    agent: echo\n    depends_on: [make]\n"
+        "    with: {text: \"{{ phases.make.output == 'token-' ~ secrets.KEY }}\"}\n"
+        "outputs:\n  same: '{{ phases.compare.output }}'\n"
+    )
+    env = {"KEY": "k3y-VALUE-123"}
+    for _ in range(2):
+        run = orch_run(tmp_path, "run", str(wf), "--events", "jsonl", env=env)
+        assert run.returncode == 0, run.stderr
+        events = [json.loads(line) for line in run.stdout.splitlines()]
+        assert events[-1]["data"]["outputs"] == {"same": True}
+    cached = {e["phase"]: e["data"]["cached"] for e in events if e["event"] == "phase_completed"}
+    assert cached == {"make": False, "plain": True, "compare": False}
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("{{ secrets[inputs.which] }}", "read a secret by its name (secrets.NAME"),
+        ("{{ secrets | tojson }}", "read a secret by its name"),
+        ("{{ env[inputs.which] }}", "read an environment variable by its name (env.NAME"),
+        ("{{ env | tojson }}", "read an environment variable by its name"),
+    ],
+)
+def test_secrets_and_env_are_read_by_name(tmp_path, template, expected):
+    wf = tmp_path / "dyn.yaml"
+    wf.write_text(
+        "name: d\ninputs:\n  which: {type: string, default: KEY}\nphases:\n"
+        f"  - {{id: a, agent: echo, with: {{text: '{template}'}}}}\n"
+    )
+    result = orch_run(tmp_path, "validate", str(wf), env={"KEY": "k3y-VALUE-123"})
+    assert result.returncode == 2
+    assert "dyn.yaml:5:" in result.stdout + result.stderr
+    assert expected in result.stdout + result.stderr
+
+
+def test_env_holds_only_the_variables_the_workflow_names(tmp_path):
+    wf = tmp_path / "env.yaml"
+    wf.write_text(
+        "name: e\nphases:\n"
+        "  - {id: a, agent: echo, with: {text: \"{{ env.SHOWN }} {{ env['ALSO'] }}\"}}\n"
+        "  - {id: b, agent: echo, with: {text: \"{{ env.HIDDEN | default('unset') }}\"}}\n"
+    )
+    plan = compile_plan(load_workflow(wf))
+    assert plan.workflow.env_names == {"SHOWN", "ALSO", "HIDDEN"}
+    env = {"SHOWN": "one", "ALSO": "two", "OTHER": "three"}
+    result = run_sync(plan, options=RunOptions(environ={**os.environ, **env}))
+    assert result.phases["a"].output == "one two"
+    assert result.phases["b"].output == "unset"

@@ -353,12 +353,21 @@ def _run(
     """
     import asyncio  # here, not at module level: `orch --help` does not need it
 
+    from ..events import MIN_SECRET_LENGTH, too_short
     from ..render.console import is_live, make_console
     from ..render.progress import JsonLines, LiveProgress, PlainLines, RunView
     from ..render.summary import print_summary
     from ..runs import go_on, start
 
     prior = prepared.resume.prior if prepared is not None else None
+    short = too_short({n: os.environ.get(n, "") for n in plan.workflow.secret_names})
+    if short:  # said before the run starts: these values will show in clear
+        names = ", ".join(short)
+        sys.stderr.write(
+            f"warning: secret{'s' if len(short) > 1 else ''} {names}: shorter than"
+            f" {MIN_SECRET_LENGTH} characters, so not masked (masking them would rewrite"
+            " ordinary text); use longer secrets\n"
+        )
     err = make_console(sys.stderr)
     view = RunView()
     if prior:  # a resumed run: the summary shows the phases completed before, as completed

@@ -85,13 +85,19 @@ class StoreCache:
     async def put(
         self, phase: Phase, agent_type: str, input: Mapping[str, Any], result: AgentResult
     ) -> None:
-        """Store a successful call's (masked) output for the phase's ttl (forever when none)."""
+        """Store a successful call's output for the phase's ttl (forever when none).
+
+        An output (or metadata) that holds a secret is not stored: masked, it would
+        not be the value the phase gave, and a hit would serve ``***``."""
         if phase.cache is None:
+            return
+        output, metadata = self.mask(result.output), self.mask(dict(result.metadata))
+        if output != result.output or metadata != dict(result.metadata):
             return
         await self.store.cache_put(
             self.key(phase, agent_type, input),
-            self.mask(result.output),
-            self.mask(dict(result.metadata)),
+            output,
+            metadata,
             now=self.clock(),
             ttl=phase.cache.ttl,
         )

@@ -196,7 +196,7 @@ class RunContext:
             "inputs": self.inputs,
             "phases": self.outcomes,
             "run": {"id": run_id, "workflow": wf.name},
-            "env": dict(environ),
+            "env": {n: environ[n] for n in wf.env_names if n in environ},
             "secrets": self.secrets,
         }
         self.retries_left = wf.error_handling.max_total_retries

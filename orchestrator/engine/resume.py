@@ -61,7 +61,8 @@ class Resume:
     downstream (``force``); ``attempts_at`` the attempt each interrupted phase
     goes on from; ``compensation`` is set when the run stopped while compensating;
     ``iterations_at`` the last checkpointed iteration (n, output) of each
-    unfinished ``repeat`` phase (the loop goes on after it).
+    unfinished ``repeat`` phase (the loop goes on after it); ``masked`` the
+    completed phases whose output held a secret (stored masked, so run again).
     """
 
     run: RunRecord
@@ -73,6 +74,7 @@ class Resume:
     attempts_at: Mapping[str, int] = field(default_factory=dict)
     compensation: CompensationLeft | None = None
     iterations_at: Mapping[str, tuple[int, Any]] = field(default_factory=dict)
+    masked: tuple[str, ...] = ()
 
     def summary(self) -> str:
         """One line saying what the resume does (the CLI prints it)."""
@@ -93,6 +95,8 @@ class Resume:
             message += f" (running when it stopped, so running again: {', '.join(self.again)})"
         if self.rerun:
             message += f"; changed, with their downstream: {', '.join(sorted(self.rerun))}"
+        if self.masked:
+            message += f"; their output held a secret, so running again: {', '.join(self.masked)}"
         if self.attempts_at:
             going_on = ", ".join(f"{p} at attempt {n}" for p, n in sorted(self.attempts_at.items()))
             message += f"; retries go on: {going_on}"
@@ -151,10 +155,20 @@ def prepare_resume(
         if claim:
             store.claim(run.id)
         return Resume(run, plan, compensation=_compensation_left(store, run, records))
+    # an output that held a secret is stored masked (not what later phases read): the
+    # phase runs again, so a resumed run gives an uninterrupted run's result (README)
+    masked = {
+        e.phase
+        for _, e in store.events(run.id)
+        if e.event == "phase_completed" and e.phase and e.data.get("secret_masked")
+    } & set(plan.phases)
     prior = {
         p.id: _outcome(p)
         for p in records
-        if p.state is PhaseState.COMPLETED and p.id in plan.phases and p.id not in rerun
+        if p.state is PhaseState.COMPLETED
+        and p.id in plan.phases
+        and p.id not in rerun
+        and p.id not in masked
     }
     again = tuple(p.id for p in records if p.state is PhaseState.RUNNING)
     # a phase stopped in the middle of its retries goes on from the attempt it was at
@@ -165,9 +179,18 @@ def prepare_resume(
     }
     iterations_at = _iterations(store, run.id, plan, records, rerun)
     if claim:
-        store.claim(run.id, rerun=sorted(rerun))
+        store.claim(run.id, rerun=sorted(rerun | masked))
     return Resume(
-        run, plan, False, prior, again, tuple(sorted(rerun)), attempts_at, None, iterations_at
+        run,
+        plan,
+        False,
+        prior,
+        again,
+        tuple(sorted(rerun)),
+        attempts_at,
+        None,
+        iterations_at,
+        tuple(sorted(masked)),
     )
 
 

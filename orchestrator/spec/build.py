@@ -128,6 +128,7 @@ def build_workflow(
         finally_=handlers["finally_"],
         schedule=schedule,
         secret_names=frozenset(cx.secrets),
+        env_names=frozenset(cx.env),
         source_hash=src.sha256,
     )
     return workflow, cx.problems

@@ -48,6 +48,7 @@ class Checker:
     unloadable: set[str] = field(default_factory=set)  # agent types already reported
     inputs: dict[str, InputSpec] = field(default_factory=dict)
     secrets: set[str] = field(default_factory=set)
+    env: set[str] = field(default_factory=set)
     sequential: bool = False
     extra_names: tuple[str, ...] = ()  # names a phase adds for its templates (iteration...)
     bad_ids: set[str] = field(default_factory=set)

@@ -297,6 +297,8 @@ class Workflow:
     finally_: tuple[Phase, ...] = ()
     schedule: tuple[Schedule, ...] = ()
     secret_names: frozenset[str] = frozenset()
+    #: the environment variables templates name (``env.NAME``): all that ``env`` holds
+    env_names: frozenset[str] = frozenset()
     source_hash: str = ""
 
     def call_input(self, agent: str | None, with_: Mapping[str, Any]) -> Mapping[str, Any]:

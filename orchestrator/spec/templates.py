@@ -145,9 +145,20 @@ def check_template_text(
         elif head == "inputs":
             if len(chain) >= 2 and chain[1] not in cx.inputs:
                 cx.add(unknown(cx, "input", chain[1], shown, cx.inputs, where))
-        elif head == "secrets":
+        elif head in ("secrets", "env"):
             if len(chain) >= 2:
-                cx.secrets.add(chain[1])
+                (cx.secrets if head == "secrets" else cx.env).add(chain[1])
+            else:
+                what = "a secret" if head == "secrets" else "an environment variable"
+                cx.add(
+                    ExpressionError(
+                        f"{shown}: read {what} by its name ({head}.NAME or {head}['NAME'])"
+                        f" in '{clip(text)}'",
+                        location=where,
+                        hint=f"orch gives templates only the {head} a workflow names, so that"
+                        " nothing else of the environment can reach an output",
+                    )
+                )
         elif head == "run" and len(chain) >= 2:
             handler = path[0] in _HANDLERS
             known = _RUN_FIELDS + (_HANDLER_RUN_FIELDS if handler else ())
