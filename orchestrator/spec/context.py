@@ -170,8 +170,8 @@ def as_int(value: Any, default: Any) -> Any:
 
 def number_or_none(value: Any) -> float | None:
     """A finite, non-negative number, or None."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < math.inf:
-        return float(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1e300:
+        return float(value)  # (float() of a bigger int raises OverflowError)
     return None
 
 

@@ -315,7 +315,7 @@ def _get(data: Any, path: Sequence[str | int]) -> Any:
 
 def _show(value: Any) -> str:
     if isinstance(value, str):
-        return f"'{value}'"
+        return f"'{value}'" if len(value) <= 60 else f"'{value[:57]}...'"
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:

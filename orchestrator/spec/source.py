@@ -675,8 +675,8 @@ class _Composer:
                 raise YAMLSyntaxError(
                     f"the value '{text}' is not a valid !!{want}", location=self.at(loc)
                 )
-            if want == "float":
-                value = float(value)
+            if want == "float":  # float() of a huge int raises: it is infinite, say so
+                value = float(value) if abs(value) <= 1e300 else math.inf
         else:
             raise YAMLSyntaxError(_tag_problem(tag), location=self.at(loc))
         return value

@@ -31,7 +31,7 @@ _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 MAX_DURATION = 30 * 24 * 3600.0
 #: A cache entry may live longer: ten years.
 MAX_TTL = 3650 * 24 * 3600.0
-_RATE = re.compile(r"^\s*([0-9]+)\s*/\s*(s|m|h)\s*$")
+_RATE = re.compile(r"^\s*([0-9]{1,9})\s*/\s*(s|m|h)\s*$")  # at most 999,999,999 calls
 
 
 def parse_duration(value: Any, *, limit: float | None = None) -> float:
@@ -45,7 +45,7 @@ def parse_duration(value: Any, *, limit: float | None = None) -> float:
     if isinstance(value, (int, float)):
         if not 0 <= value < math.inf:
             raise ValueError(f"not a duration: {value!r}")
-        seconds = float(value)
+        seconds = float(value) if value <= 1e300 else math.inf  # float() of a huge int raises
     else:
         text = str(value).replace(" ", "")
         parts = _DURATION_PART.findall(text)

@@ -60,6 +60,10 @@ ONE_PHASE = (
         (f"max_parallel: {HUGE}\n", "", "1", 3, "integer of more than 4,300 digits"),
         ("", "    estimated_duration: .inf\n", "1", 6, "is Infinity"),
         ("inputs:\n  x: {type: number, default: .nan}\n", "", "1", 4, "is NaN"),
+        ("", "", "!!float " + HUGE, 6, "is Infinity"),
+        ("agents:\n  x: {type: echo, rate_limit: '" + HUGE + "/s'}\n", "", "1", 4, "rate limit"),
+        ("", "    timeout: " + "9" * 4000 + "\n", "1", 6, "too long: more than 30 days"),
+        ("", "    estimated_duration: " + "9" * 400 + "\n", "1", 6, "at most 2592000"),
     ],
 )
 def test_a_number_json_cannot_carry_is_a_located_problem(
