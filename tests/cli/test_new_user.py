@@ -145,3 +145,39 @@ def test_a_rendered_value_of_the_wrong_type_fails_the_phase_before_the_agent_run
     )
     assert "with.kwargs" in errors["call"] and "KeyError" not in errors["call"]
     assert not (tmp_path / "called").exists()
+
+
+# -- 21. a completed phase whose output is null is not run again on resume -------------------
+
+
+def test_a_completed_null_output_is_not_run_again_on_resume(tmp_path):
+    ledger = tmp_path / "ledger"
+    (tmp_path / "gate.py").write_text(
+        "from pathlib import Path\n"
+        "def check():\n"
+        "    if not Path('open').exists():\n"
+        "        raise RuntimeError('shut')\n",
+        encoding="utf-8",
+    )
+    wf = write(
+        tmp_path,
+        "version: 1\nname: nulls\nphases:\n"
+        "  - {id: nothing, agent: noop}\n"
+        f"  - {{id: empty, agent: echo, with: {{text: null, ledger: '{ledger}'}}}}\n"
+        "  - {id: gate, agent: python, depends_on: [nothing, empty],"
+        " with: {function: 'gate:check'}}\n"
+        "outputs:\n  seen: '{{ [phases.nothing.output, phases.empty.output] }}'\n",
+    )
+    first = orch("run", str(wf), "--events", "jsonl")
+    assert first.exit_code == 1
+    run_id = json.loads(first.output.splitlines()[0])["run_id"]
+    (tmp_path / "open").touch()
+    resumed = orch("resume", run_id)
+    assert resumed.exit_code == 0, resumed.output
+    assert "2 of 3 phases completed, 1 to run" in resumed.output
+    assert len(ledger.read_text().splitlines()) == 1  # echo ran once, before the resume
+    logs = orch("logs", run_id, "--json")
+    started = [json.loads(line) for line in logs.output.splitlines()]
+    started = [e["phase"] for e in started if e["event"] == "phase_started"]
+    assert sorted(started) == ["empty", "gate", "gate", "nothing"]
+    assert json.loads(resumed.stdout) == {"seen": [None, None]}

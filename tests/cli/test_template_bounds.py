@@ -104,7 +104,7 @@ def test_the_phase_timeout_bounds_its_render_and_fails_the_phase_only(in_tmp: Pa
     wf.write_text(
         "version: 1\nname: bomb\nerror_handling: {continue_on_error: true}\nphases:\n"
         "  - id: slow\n    agent: echo\n    timeout: 300ms\n"
-        f"    with: {{text: \"{LOOPS}\"}}\n"
+        f'    with: {{text: "{LOOPS}"}}\n'
         "  - id: loops_in_when\n    agent: echo\n    timeout: 300ms\n"
         "    when: \"range(100000) | map('string') | list | length > 0 and "
         "range(100000) | map('string') | list | length > 0\"\n    with: {text: 1}\n"
@@ -116,7 +116,7 @@ def test_the_phase_timeout_bounds_its_render_and_fails_the_phase_only(in_tmp: Pa
     events = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
     failed = {e["phase"]: e["data"]["error"] for e in events if e["event"] == "phase_failed"}
     assert "rendering took longer than 300ms (the phase's timeout)" in failed["slow"]
-    assert "wf.yaml:5:" in failed["slow"]
+    assert "wf.yaml:8:18:" in failed["slow"]  # at the key (item 10)
     assert {e["phase"] for e in events if e["event"] == "phase_completed"} >= {"other"}
 
 
@@ -127,7 +127,7 @@ def test_sigterm_stops_a_runaway_render_and_cancels_the_run(tmp_path: Path):
         "version: 1\nname: bomb\nphases:\n"
         "  - id: first\n    agent: echo\n    with: {text: go}\n"
         f"  - id: runaway\n    agent: echo\n    depends_on: [first]\n"
-        f"    with: {{text: \"{LOOPS}\"}}\n",
+        f'    with: {{text: "{LOOPS}"}}\n',
         encoding="utf-8",
     )
     proc = subprocess.Popen(

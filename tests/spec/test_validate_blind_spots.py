@@ -96,9 +96,9 @@ def test_a_template_failing_at_run_time_is_located_at_its_key(tmp_path):
         "version: 1\nname: v\nerror_handling: {continue_on_error: true}\nphases:\n"
         "  - id: a\n    agent: echo\n    with: {text: {k: 1}}\n"
         "  - id: b\n    agent: echo\n    with:\n      first: fine\n"
-        "      text: \"{{ phases.a.output.nope }}\"\n"
-        "  - id: c\n    agent: echo\n    when: \"phases.a.output.nope > 1\"\n    with: {text: 1}\n"
-        "  - id: d\n    agent: echo\n    foreach: \"{{ phases.a.output.nope }}\"\n"
+        '      text: "{{ phases.a.output.nope }}"\n'
+        '  - id: c\n    agent: echo\n    when: "phases.a.output.nope > 1"\n    with: {text: 1}\n'
+        '  - id: d\n    agent: echo\n    foreach: "{{ phases.a.output.nope }}"\n'
         "    with: {text: 1}\n",
         encoding="utf-8",
     )
