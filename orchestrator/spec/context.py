@@ -7,7 +7,6 @@ refused (so one mistake gives one problem), and keeps "did you mean" cheap.
 from __future__ import annotations
 
 import difflib
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
