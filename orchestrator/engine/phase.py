@@ -512,6 +512,7 @@ async def _run_foreach(
     usage = Usage()
     agents: dict[str, int] = {}  # calls per agent, when the agent is chosen at run time
     fallback_any = [False]
+    hits = [0]  # items served from the cache
     done = [0]
     source = iter(enumerate(items))
 
@@ -520,7 +521,7 @@ async def _run_foreach(
             tried = [0]
             item_ctx = {**ctx, "item": item, "index": index}
             try:
-                result, fallback_used, _ = await _run_unit(phase, run, item_ctx, index, tried)
+                result, fallback_used, hit = await _run_unit(phase, run, item_ctx, index, tried)
             except _Failed as failure:
                 outputs[index] = {"error": failure.message}
                 errors.append((index, failure.message))
@@ -532,6 +533,7 @@ async def _run_foreach(
                 if isinstance(chosen, str):
                     agents[chosen] = agents.get(chosen, 0) + 1
                 fallback_any[0] = fallback_any[0] or fallback_used
+                hits[0] += hit
             finally:  # also when cancelled: the phase_failed event counts this item's attempts
                 most[0] = max(most[0], tried[0])
             done[0] += 1
@@ -554,8 +556,10 @@ async def _run_foreach(
     metadata = usage.as_metadata()
     if agents:
         metadata = {**metadata, "agents": dict(sorted(agents.items()))}
+    # every item from the cache: the phase is cached (and made no attempt), as a plain one
+    cached = total > 0 and hits[0] == total
     return await _completed(
-        run, phase, started, outputs, attempts, fallback_any[0], False, metadata
+        run, phase, started, outputs, attempts, fallback_any[0], cached, metadata
     )
 
 

@@ -181,3 +181,46 @@ def test_a_completed_null_output_is_not_run_again_on_resume(tmp_path):
     started = [e["phase"] for e in started if e["event"] == "phase_started"]
     assert sorted(started) == ["empty", "gate", "gate", "nothing"]
     assert json.loads(resumed.stdout) == {"seen": [None, None]}
+
+
+# -- 18. what the run reports ---------------------------------------------------------------
+
+
+def test_a_fully_cached_foreach_reports_cached_and_no_attempt(tmp_path):
+    wf = write(
+        tmp_path,
+        "version: 1\nname: fc\nphases:\n"
+        "  - id: each\n    agent: echo\n    cache: true\n    foreach: '{{ [1, 2, 3] }}'\n"
+        "    with: {text: '{{ item * 10 }}'}\n",
+    )
+    seen = []
+    for _ in range(2):
+        result = orch("run", str(wf), "--events", "jsonl")
+        assert result.exit_code == 0, result.output
+        lines = result.output.splitlines()
+        events = [json.loads(line) for line in lines if line.startswith("{")]
+        done = next(e for e in events if e["event"] == "phase_completed")
+        seen.append((done["data"]["cached"], done["data"]["attempts"], done["data"]["output"]))
+    assert seen == [(False, 1, [10, 20, 30]), (True, 0, [10, 20, 30])]
+
+
+@pytest.mark.parametrize(
+    ("command", "warned"),
+    [
+        ('echo "text {{ inputs.x }}"', True),
+        ("echo 'text {{ inputs.x }}'", True),
+        ("echo text {{ inputs.x }}", False),
+        ('echo "it\'s" {{ inputs.x }} "done"', False),
+    ],
+)
+def test_validate_warns_about_a_template_inside_quotes_in_a_command(tmp_path, command, warned):
+    wf = write(
+        tmp_path,
+        "version: 1\nname: q\ninputs:\n  x: {type: string, default: hi}\nphases:\n"
+        f"  - id: a\n    agent: shell\n    with:\n      command: {json.dumps(command)}\n",
+    )
+    result = orch("validate", str(wf))
+    assert result.exit_code == 0, result.output
+    assert ("is inside quotes in a command string" in result.output) is warned
+    if warned:
+        assert "wf.yaml:9:16: warning:" in result.output or "wf.yaml:9:16:" in result.output

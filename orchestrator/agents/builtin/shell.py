@@ -107,21 +107,36 @@ class ShellAgent(Agent):
         command = config.get("command")
         if not isinstance(command, str) or not is_template(command):
             return []
+        problems: list[ConfigProblem] = []
+        quoted = _quoted_template(command)
+        if quoted is not None:
+            problems.append(
+                ConfigProblem(
+                    ("command",),
+                    f"the template {quoted} is inside quotes in a command string: orch quotes"
+                    " every template value itself, so the quotes you wrote arrive as"
+                    " literal characters",
+                    severity="warning",
+                    hint="remove the quotes around {{ ... }} (echo text {{ x }}, not"
+                    ' echo "text {{ x }}")',
+                )
+            )
         refs = template_references(command)
         used = sorted(
             {".".join(ref[:2]) for ref in refs if ref[0] == "phases"}
             | {"previous" for ref in refs if ref[0] == "previous"}
         )
         if not used:
-            return []
+            return problems
         return [
+            *problems,
             ConfigProblem(
                 ("command",),
                 f"the output of {', '.join(used)} is spliced into a shell command string; "
                 "it is shell-quoted, but an argv list or env is safer",
                 severity="warning",
                 hint="use command: [prog, arg, ...] or pass the value through env",
-            )
+            ),
         ]
 
     async def run(self, input: Mapping[str, Any], ctx: AgentContext) -> AgentResult:
@@ -305,3 +320,25 @@ def _parse(stdout: bytes, mode: str) -> Any:
     if mode == "lines":
         return text.splitlines()
     return text[:-1] if text.endswith("\n") else text
+
+
+def _quoted_template(command: str) -> str | None:
+    """The first ``{{ ... }}`` written inside shell quotes ('...' or "..."), or None."""
+    quote = ""
+    i = 0
+    while i < len(command):
+        ch = command[i]
+        if command.startswith("{{", i):
+            end = command.find("}}", i)
+            if quote:
+                shown = command[i : end + 2] if end >= 0 else command[i : i + 20]
+                return shown if len(shown) <= 40 else shown[:37] + "..."
+            i = end + 2 if end >= 0 else len(command)
+            continue
+        if ch == "\\" and quote != "'":
+            i += 2
+            continue
+        if ch in "'\"" and quote in ("", ch):
+            quote = "" if quote else ch
+        i += 1
+    return None
