@@ -112,11 +112,15 @@ class AgentContext:
     _stream: StreamCallback = _no_stream
     run_workflow: SubRun | None = None
     turn: int = 1
+    key: str | None = None  # the engine's idempotency key for this call (CallSpec)
 
     @property
     def idempotency_key(self) -> str:
         """``run_id/phase_id/attempt`` (with ``[index]`` for a foreach item, and
-        ``#turn`` from the second turn of a handoff phase)."""
+        ``#turn`` from the second turn of a handoff phase; ``~N`` when a resume asks
+        again for a phase that failed): the engine's key, else made from the fields."""
+        if self.key is not None:
+            return self.key
         item = f"[{self.item_index}]" if self.item_index is not None else ""
         turn = f"#{self.turn}" if self.turn > 1 else ""
         return f"{self.run_id}/{self.phase_id}{item}/{self.attempt}{turn}"

@@ -157,6 +157,9 @@ def make_spec(
     """
     item_part = f"[{item}]" if item is not None else ""
     turn_part = f"#{turn}" if turn > 1 else ""
+    epoch = run.options.key_epochs.get(phase_id)
+    if epoch:  # the phase failed in an earlier launch: these attempts are new requests
+        turn_part += f"~{epoch}"
     return CallSpec(
         run_id=run.run_id,
         phase_id=phase_id,

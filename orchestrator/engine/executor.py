@@ -67,6 +67,7 @@ class CallSpec:
             channel.stream,
             channel.run_workflow,
             self.turn,
+            self.idempotency_key,
         )
 
 

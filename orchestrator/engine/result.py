@@ -147,7 +147,11 @@ class RunOptions:
     ``resume_iterations`` maps a ``repeat`` phase to its last checkpointed
     iteration (n, output): resumed, the loop goes on after it. ``replay``: agent
     calls are answered by a middleware (``--replay``), so secrets that are not set
-    are not needed.
+    are not needed. ``key_epochs`` maps a
+    phase that ended *failed* in an earlier launch to that launch's number: its
+    idempotency keys end in ``~N``, so a server that deduplicates answers the new
+    attempts instead of replaying the stored failure (an attempt cut by a crash
+    keeps its key: its request may have been served).
     """
 
     max_parallel: int | None = None
@@ -166,6 +170,7 @@ class RunOptions:
     approvals: ApprovalDesk | None = None
     resume_iterations: Mapping[str, tuple[int, Any]] = field(default_factory=dict)
     replay: bool = False
+    key_epochs: Mapping[str, int] = field(default_factory=dict)
 
 
 def json_data(value: Any) -> Any:

@@ -62,7 +62,9 @@ class Resume:
     goes on from; ``compensation`` is set when the run stopped while compensating;
     ``iterations_at`` the last checkpointed iteration (n, output) of each
     unfinished ``repeat`` phase (the loop goes on after it); ``masked`` the
-    completed phases whose output held a secret (stored masked, so run again).
+    completed phases whose output held a secret (stored masked, so run again);
+    ``key_epochs`` the phases that had failed, with the number of this launch: their
+    idempotency keys end in ``~N`` (``RunOptions.key_epochs``).
     """
 
     run: RunRecord
@@ -75,6 +77,7 @@ class Resume:
     compensation: CompensationLeft | None = None
     iterations_at: Mapping[str, tuple[int, Any]] = field(default_factory=dict)
     masked: tuple[str, ...] = ()
+    key_epochs: Mapping[str, int] = field(default_factory=dict)
 
     def summary(self) -> str:
         """One line saying what the resume does (the CLI prints it)."""
@@ -191,6 +194,8 @@ def prepare_resume(
         None,
         iterations_at,
         tuple(sorted(masked)),
+        # a phase that failed is asked again with new idempotency keys (not a replay)
+        {p.id: run.resumes + 1 for p in records if p.state is PhaseState.FAILED},
     )
 
 

@@ -224,3 +224,31 @@ def test_validate_warns_about_a_template_inside_quotes_in_a_command(tmp_path, co
     assert ("is inside quotes in a command string" in result.output) is warned
     if warned:
         assert "wf.yaml:9:16: warning:" in result.output or "wf.yaml:9:16:" in result.output
+
+
+def test_resume_after_a_failure_asks_again_with_new_idempotency_keys(tmp_path):
+    (tmp_path / "gate.py").write_text(
+        "from pathlib import Path\n"
+        "def check(ctx):\n"
+        "    with open('keys', 'a') as fh:\n"
+        "        fh.write(ctx.idempotency_key + '\\n')\n"
+        "    if not Path('open').exists():\n"
+        "        raise RuntimeError('shut')\n"
+        "    return 'open'\n",
+        encoding="utf-8",
+    )
+    wf = write(
+        tmp_path,
+        "version: 1\nname: keys\nphases:\n"
+        "  - id: gate\n    agent: python\n    retries: {attempts: 1, delay: 0}\n"
+        "    with: {function: 'gate:check'}\n",
+    )
+    first = orch("run", str(wf), "--events", "jsonl")
+    assert first.exit_code == 1
+    run_id = json.loads(first.output.splitlines()[0])["run_id"]
+    (tmp_path / "open").touch()
+    assert orch("resume", run_id).exit_code == 0
+    keys = (tmp_path / "keys").read_text().splitlines()
+    # a deduplicating server would have replayed the stored failure for a repeated key
+    assert keys == [f"{run_id}/gate/1", f"{run_id}/gate/2", f"{run_id}/gate/1~1"]
+    assert len(set(keys)) == 3
