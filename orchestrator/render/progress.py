@@ -429,12 +429,16 @@ class PlainLines:
         # phase -> (partial line, ts its first piece came, ts its last piece came)
         self._partial: dict[str, tuple[str, float, float]] = {}
         self._shown_progress: dict[str, int] = {}
+        self._last = float("-inf")  # the time of the last line written
 
     def __call__(self, event: Event) -> None:
         out = []
         for line in self.lines(event):
-            # a held streamed line is stamped with the time its text began
-            stamp = _clock(line.ts if isinstance(line, _HeldLine) else event.ts)
+            # a held streamed line is stamped with the time its text began, but never
+            # before a line already written: the log's times only go forward
+            ts = line.ts if isinstance(line, _HeldLine) else event.ts
+            self._last = ts = max(ts, self._last)
+            stamp = _clock(ts)
             first, *more = line.split("\n")  # multi-line errors: continuation lines indented
             out.append(f"{stamp} {first}\n")
             out.extend(f"{stamp}   {extra}\n" for extra in more)
@@ -520,9 +524,9 @@ class PlainLines:
             text, first = (held[0], held[1]) if held is not None else ("", ts)
             *complete, rest = (text + str(data["text"])).split("\n")
             if complete:
-                for other in [p for p in self._partial if p != pid]:
+                self._partial.pop(pid, None)  # its text goes out below, once
+                for other in list(self._partial):
                     yield from self._flush_partial(other)  # keep each phase's lines whole
-                self._partial.pop(pid, None)
                 yield _HeldLine(f"phase {pid} | {complete[0]}", first)
                 for line in complete[1:]:
                     yield f"phase {pid} | {line}"

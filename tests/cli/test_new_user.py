@@ -252,3 +252,36 @@ def test_resume_after_a_failure_asks_again_with_new_idempotency_keys(tmp_path):
     # a deduplicating server would have replayed the stored failure for a repeated key
     assert keys == [f"{run_id}/gate/1", f"{run_id}/gate/2", f"{run_id}/gate/1~1"]
     assert len(set(keys)) == 3
+
+
+def test_plain_lines_of_parallel_streams_never_repeat_text_and_their_times_only_go_forward():
+    import io
+    import re
+
+    from orchestrator.events import Event
+    from orchestrator.render.progress import PlainLines
+
+    t0 = 1_700_000_000.0
+    pieces = [  # two shell phases printing a partial line, then finishing it, interleaved
+        ("a", 0.00, "a-part-"),
+        ("b", 0.01, "b-part-"),
+        ("a", 0.20, "a1\n"),
+        ("b", 0.25, "b1\n"),
+        ("a", 0.50, "a-part-"),
+        ("b", 0.52, "b-part-"),
+        ("b", 0.70, "b2\n"),
+        ("a", 0.72, "a2\n"),
+    ]
+    buf = io.StringIO()
+    sink = PlainLines(buf)
+    for pid, dt, text in pieces:
+        sink(Event("phase_stream", "r", t0 + dt, pid, 1, {"text": text}))
+    lines = buf.getvalue().splitlines()
+    texts = [line.split(" | ", 1)[1] for line in lines]
+    joined = {
+        p: "".join(t for line, t in zip(lines, texts, strict=True) if f" phase {p} |" in line)
+        for p in "ab"
+    }
+    assert joined == {"a": "a-part-a1a-part-a2", "b": "b-part-b1b-part-b2"}  # nothing twice
+    stamps = [re.match(r"(\S+) ", line).group(1) for line in lines]
+    assert stamps == sorted(stamps)
