@@ -71,6 +71,7 @@ class PhaseView:
     note: str = ""
     tokens: dict[str, Any] = field(default_factory=dict)
     cost: float | None = None
+    waiting_until: float | None = None  # in a retry's backoff until then (event time)
 
 
 class RunView:
@@ -190,6 +191,7 @@ class RunView:
                 view.note = "compensating"
             elif "text" in data:
                 view.tail = (view.tail + str(data["text"]))[-_TAIL_CHARS:]
+                view.waiting_until = None  # the next attempt is under way
             elif isinstance(data.get("turn"), dict):
                 turn = data["turn"]
                 view.note = f"turn {turn.get('n')}: {turn.get('agent')}"
@@ -204,6 +206,8 @@ class RunView:
             view.error = _text(data.get("error"))
             view.note = f"attempt {failed} failed; attempt {nxt} in {retry_wait(data)}"
             view.attempt = nxt
+            wait = _number(data.get("delay"))
+            view.waiting_until = event.ts + wait if wait else None
         elif kind == "phase_compensated":
             self.compensated.append((view.id, bool(data.get("ok"))))
             view.note = (
@@ -357,7 +361,11 @@ class LiveProgress:
             )
             detail = bar
         state: RenderableType = Text(phase.state, style=STATE_STYLES.get(phase.state, ""))
-        if phase.state == "running":
+        waiting = phase.state == "running" and (phase.waiting_until or 0) > now
+        if waiting:  # a retry's backoff: nothing runs until the next attempt
+            state = Text("waiting", style=STATE_STYLES["waiting"])
+            self._spinners.pop(phase.id, None)
+        elif phase.state == "running":
             spinner = self._spinners.get(phase.id)
             if spinner is None:
                 spinner = self._spinners[phase.id] = Spinner(
@@ -369,7 +377,11 @@ class LiveProgress:
         table.add_row(
             state,
             Text(phase.id, style="bold" if phase.state == "running" else ""),
-            Text(f"attempt {phase.attempt}" if phase.attempt else ""),
+            Text(
+                f"attempt {phase.attempt} in {format_seconds((phase.waiting_until or now) - now)}"
+                if waiting
+                else (f"attempt {phase.attempt}" if phase.attempt else "")
+            ),
             Text(format_seconds(elapsed) if elapsed is not None else ""),
             detail,
         )
@@ -377,11 +389,11 @@ class LiveProgress:
     def _overall(self, now: float) -> RenderableType:
         view = self.view
         total, done = view.total, view.finished_count
-        counts = ", ".join(
-            f"{n} {state}"
-            for state, n in sorted(view.workflow_counts.items())
-            if n and state != "pending"
-        )
+        shown = {s: n for s, n in view.workflow_counts.items() if n and s != "pending"}
+        pending = total - sum(shown.values())
+        if pending > 0 and view.started:  # not started yet: waiting for their dependencies
+            shown["pending"] = pending
+        counts = ", ".join(f"{n} {state}" for state, n in sorted(shown.items()))
         elapsed = view.duration
         if elapsed is None:
             elapsed = max((view.ended or now) - view.started, 0.0) if view.started else 0.0

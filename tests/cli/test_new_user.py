@@ -285,3 +285,32 @@ def test_plain_lines_of_parallel_streams_never_repeat_text_and_their_times_only_
     assert joined == {"a": "a-part-a1a-part-a2", "b": "b-part-b1b-part-b2"}  # nothing twice
     stamps = [re.match(r"(\S+) ", line).group(1) for line in lines]
     assert stamps == sorted(stamps)
+
+
+def test_the_live_frame_shows_a_phase_in_its_retry_backoff_as_waiting():
+    import io
+    import re
+
+    from orchestrator.events import Event
+    from orchestrator.render.console import make_console
+    from orchestrator.render.progress import LiveProgress, RunView
+
+    t0 = 1_700_000_000.0
+    view = RunView()
+    view(Event("workflow_started", "r", t0, None, None, {"workflow": "w", "phases": ["p", "q"]}))
+    view(Event("phase_started", "r", t0, "p", 1, {"agent": "http"}))
+    view(
+        Event("phase_retry", "r", t0 + 1, "p", 1, {"error": "503", "delay": 4.0, "next_attempt": 2})
+    )
+
+    def frame(now: float) -> str:
+        console = make_console(io.StringIO(), force_terminal=False, width=100, environ={})
+        console.print(LiveProgress(view, console).render(now=now))
+        return console.file.getvalue()
+
+    during = frame(t0 + 2)
+    assert re.search(r"waiting\s+p\s+attempt 2 in 3s", during), during
+    assert "running" not in during.split("\n")[0]
+    after = frame(t0 + 6)  # the backoff is over: the next attempt runs
+    assert re.search(r"p\s+attempt 2\s", after) and "waiting" not in after
+    assert "1 pending" in during  # q has not started: it is counted, not invisible
