@@ -227,7 +227,8 @@ def test_validate_warns_about_a_template_inside_quotes_in_a_command(tmp_path, co
 
 
 def test_resume_after_a_failure_asks_again_with_new_idempotency_keys(tmp_path):
-    (tmp_path / "gate.py").write_text(
+    # (a module name of its own: the python agent's imports live as long as the process)
+    (tmp_path / "keygate.py").write_text(
         "from pathlib import Path\n"
         "def check(ctx):\n"
         "    with open('keys', 'a') as fh:\n"
@@ -241,7 +242,7 @@ def test_resume_after_a_failure_asks_again_with_new_idempotency_keys(tmp_path):
         tmp_path,
         "version: 1\nname: keys\nphases:\n"
         "  - id: gate\n    agent: python\n    retries: {attempts: 1, delay: 0}\n"
-        "    with: {function: 'gate:check'}\n",
+        "    with: {function: 'keygate:check'}\n",
     )
     first = orch("run", str(wf), "--events", "jsonl")
     assert first.exit_code == 1
