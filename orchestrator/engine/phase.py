@@ -232,30 +232,21 @@ async def _attempts(
     ``used[0]`` is set to the agent of the last call)."""
     handoff = phase.handoff
     routed = phase.capability is not None
-    rendered: dict[str, Mapping[str, Any]] = {}
+    inputs: dict[str, Mapping[str, Any]] = {}
+
+    async def input_of(agent: str) -> Mapping[str, Any]:
+        return await render_input(
+            run, agent, phase.with_, ctx, phase.location,
+            timeout=phase.timeout, locations=phase.locations,
+        )  # fmt: skip
+
     try:
         inp: Mapping[str, Any] = {}
         if handoff is not None or routed:
             for a in handoff.agents if handoff is not None else phase.candidates:
-                rendered[a] = await render_input(
-                    run,
-                    a,
-                    phase.with_,
-                    ctx,
-                    phase.location,
-                    timeout=phase.timeout,
-                    locations=phase.locations,
-                )
+                inputs[a] = await input_of(a)
         else:
-            inp = await render_input(
-                run,
-                name,
-                phase.with_,
-                ctx,
-                phase.location,
-                timeout=phase.timeout,
-                locations=phase.locations,
-            )
+            inp = await input_of(name)
     except ExpressionError as exc:
         raise _Failed(str(exc), 0) from None
     cache = run.cache if phase.cache is not None and handoff is None and name else None
@@ -285,9 +276,9 @@ async def _attempts(
         tried[0] = n
         deadline = _deadline(run, timeout)
         if handoff is not None:
-            coro = _handoff(run, phase, rendered, n, item, deadline)
+            coro = _handoff(run, phase, inputs, n, item, deadline)
         elif routed:
-            coro = _routed(run, phase, rendered, n, item, deadline, used)
+            coro = _routed(run, phase, inputs, n, item, deadline, used)
         else:
             spec = make_spec(run, phase.id, name, inp, attempt=n, item=item, deadline=deadline)
             coro = call_agent(run, spec)
