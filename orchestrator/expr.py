@@ -848,6 +848,7 @@ def _private_name(node: nodes.Node) -> str | None:
     return name if isinstance(name, str) and name.startswith("_") else None
 
 
+@lru_cache(maxsize=1)
 def filter_names() -> frozenset[str]:
     """The names of the filters templates can use."""
     return frozenset(_env().filters)
