@@ -9,6 +9,7 @@ cancellation gives a ``cancelled`` outcome.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -207,7 +208,12 @@ async def _run_unit(
     name = ""
     if phase.choice is not None:
         try:
-            name = selected_agent(phase, ctx)
+            name = await rendered(
+                phase.choice.select,
+                lambda: selected_agent(phase, ctx),
+                timeout=phase.timeout,
+                left=seconds_left(run),
+            )
         except ExpressionError as exc:
             raise _Failed(f"agent select: {exc}", 0) from None
         except AgentFailure as exc:
@@ -596,9 +602,15 @@ async def _run_repeat(
         if isinstance(chosen, str):
             agents.append(chosen)
         if spec.until is not None:
+            until, until_ctx = spec.until, {**it_ctx, "output": result.output}
             try:
                 finished = bool(
-                    evaluate(spec.until, {**it_ctx, "output": result.output}, where=phase.location)
+                    await rendered(
+                        "{{ " + until + " }}",
+                        functools.partial(evaluate, until, until_ctx, where=phase.location),
+                        timeout=phase.timeout,
+                        left=seconds_left(run),
+                    )
                 )
             except ExpressionError as exc:
                 return await _failed(run, phase, started, f"repeat.until: {exc}", tried[0])
