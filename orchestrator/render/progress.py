@@ -655,7 +655,9 @@ def _detail(phase: PhaseView, keep: int) -> str:
     if phase.state == "running":
         return phase.note if phase.note and not phase.tail else _last_line(phase.tail, keep)
     if phase.state in ("failed", "cancelled") and phase.error and phase.error != phase.state:
-        return phase.error.splitlines()[0] if phase.error.strip() else phase.error
+        first = phase.error.splitlines()[0] if phase.error.strip() else phase.error
+        # a tolerated failure says so at once, not only in the end summary
+        return f"(continue_on_error) {first}" if phase.note == "continue_on_error" else first
     return phase.note
 
 

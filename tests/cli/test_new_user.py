@@ -315,3 +315,25 @@ def test_the_live_frame_shows_a_phase_in_its_retry_backoff_as_waiting():
     after = frame(t0 + 6)  # the backoff is over: the next attempt runs
     assert re.search(r"p\s+attempt 2\s", after) and "waiting" not in after
     assert "1 pending" in during  # q has not started: it is counted, not invisible
+
+
+def test_the_live_frame_marks_a_tolerated_failure_at_once():
+    import io
+
+    from orchestrator.events import Event
+    from orchestrator.render.console import make_console
+    from orchestrator.render.progress import LiveProgress, RunView
+
+    t0 = 1_700_000_000.0
+    view = RunView()
+    view(Event("workflow_started", "r", t0, None, None, {"workflow": "w", "phases": ["p", "q"]}))
+    for pid, tolerated in (("p", True), ("q", False)):
+        view(Event("phase_started", "r", t0, pid, 1, {"agent": "fail"}))
+        data = {"status": "failed", "error": "boom", "duration": 1.0, "attempts": 1}
+        view(Event("phase_failed", "r", t0 + 1, pid, 1, {**data, "continue_on_error": tolerated}))
+    console = make_console(io.StringIO(), force_terminal=False, width=100, environ={})
+    console.print(LiveProgress(view, console).render(now=t0 + 2))
+    rows = console.file.getvalue().splitlines()
+    assert [r.split()[1] for r in rows[:2]] == ["p", "q"]
+    assert "(continue_on_error) boom" in rows[0]
+    assert "continue_on_error" not in rows[1] and "boom" in rows[1]
