@@ -29,7 +29,6 @@ def agents_command(
     ] = False,
 ) -> None:
     """List the installed agent types: name, distribution and version, description, config."""
-    import json
 
     from ..agents import AgentRegistry
     from ..errors import AgentLoadError, AgentNotFound
@@ -48,7 +47,9 @@ def agents_command(
             pass
         info = registry.info(name)
         if as_json:
-            sys.stdout.write(json.dumps(agent_record(info), indent=2, default=str) + "\n")
+            from ..jsontext import dumps
+
+            sys.stdout.write(dumps(agent_record(info), indent=2, what="the agent") + "\n")
         else:
             write_agent_detail(info, make_console(sys.stdout))
         return

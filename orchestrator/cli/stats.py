@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -57,7 +56,9 @@ def stats_command(
     except OrchError as exc:
         _fail(exc)
     if as_json:
-        sys.stdout.write(json.dumps(stats.as_dict(), indent=2) + "\n")
+        from ..jsontext import dumps
+
+        sys.stdout.write(dumps(stats.as_dict(), indent=2, what="the statistics") + "\n")
     elif openmetrics:
         from ..render.stats import openmetrics as to_openmetrics
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from ..agents.base import AgentFailure, AgentResult
 from ..errors import UsageError
 from ..events import SecretMasker
+from ..jsontext import dumps
 from .executor import CallChannel, CallSpec
 
 if TYPE_CHECKING:
@@ -228,7 +229,7 @@ def _write_json(path: Path, data: Any) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, ensure_ascii=False, indent=1, default=str)
+            fh.write(dumps(data, indent=1, what="the recording"))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

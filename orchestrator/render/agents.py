@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
@@ -10,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..agents.registry import AgentInfo
+from ..jsontext import dumps
 
 __all__ = ["agent_record", "write_agent_detail", "write_agents", "write_agents_json"]
 
@@ -29,7 +29,7 @@ def agent_record(info: AgentInfo) -> dict[str, Any]:
 
 def write_agents_json(infos: Sequence[AgentInfo], out: TextIO) -> None:
     """A JSON list of every agent type, sorted by name."""
-    out.write(json.dumps([agent_record(i) for i in infos], indent=2, default=str) + "\n")
+    out.write(dumps([agent_record(i) for i in infos], indent=2, what="the agents") + "\n")
 
 
 def write_agents(infos: Sequence[AgentInfo], console: Console) -> None:

@@ -6,11 +6,11 @@ else is plain text, one problem per line plus an optional ``  hint:`` line.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import TextIO
 
 from ..errors import Location, Problem
+from ..jsontext import dumps
 
 __all__ = ["FORMATS", "format_problems", "github_command", "write_problems"]
 
@@ -26,7 +26,7 @@ def format_problems(problems: Sequence[Problem], fmt: str = "text") -> str:
     if fmt == "text":
         return "\n".join(str(p) for p in problems)
     if fmt == "json":
-        return json.dumps([p.as_dict() for p in problems], indent=2, ensure_ascii=False)
+        return dumps([p.as_dict() for p in problems], indent=2, what="the problems")
     if fmt == "github":
         return "\n".join(_github(p) for p in problems)
     raise ValueError(f"unknown format '{fmt}'; use one of {', '.join(FORMATS)}")
