@@ -203,6 +203,7 @@ async def start(
     _prior: Mapping[str, PhaseOutcome] | None = None,
     _resume_attempts: Mapping[str, int] | None = None,
     _resume_iterations: Mapping[str, tuple[int, Any]] | None = None,
+    _resume_items: Mapping[str, Mapping[int, Any]] | None = None,
 ) -> RunHandle:
     """Start a run in this event loop, recorded in the state store; return its handle once
     its ``workflow_started`` is stored.
@@ -245,6 +246,7 @@ async def start(
             resumed_from=rid if _prior is not None else None,
             resume_attempts=dict(_resume_attempts or {}),
             resume_iterations=dict(_resume_iterations or {}),
+            resume_items=dict(_resume_items or {}),
             approvals=store,  # decisions of `orch approve`/`orch reject` land there
             replay=replay,
         )
@@ -362,6 +364,7 @@ async def go_on(
         _prior=decision.prior,
         _resume_attempts=decision.attempts_at,
         _resume_iterations=decision.iterations_at,
+        _resume_items=decision.items_at,
     )
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import typer
 
-from ..errors import Location, OrchError, UsageError, WorkflowInvalid
+from ..errors import ExecutionError, Location, OrchError, UsageError, WorkflowInvalid
 from .usage import whole_number
 
 if TYPE_CHECKING:
@@ -219,6 +219,9 @@ def run_command(
     except WorkflowInvalid as exc:
         _print_problems(exc)
         raise typer.Exit(2) from None
+    except ExecutionError as exc:  # the run itself broke (its store could not record it)
+        _print_error(exc)
+        raise typer.Exit(1) from None
     except OrchError as exc:  # bad inputs, a located WorkflowError, an agent that cannot load
         _print_error(exc)
         raise typer.Exit(2) from None

@@ -222,11 +222,18 @@ async def call_agent(run: RunContext, spec: CallSpec) -> AgentResult:
             await stream.flush()
     if isinstance(result, AgentResult):
         spend.add(spec.phase_id, result.metadata)
-    if not isinstance(result, AgentResult):
-        return AgentResult(output=json_data(result))
-    output = result.output
-    if (output is not None and type(output) not in PLAIN) or result.metadata:
-        return AgentResult(json_data(output), json_data(result.metadata), result.handoff)
+    try:
+        if not isinstance(result, AgentResult):
+            return AgentResult(output=json_data(result))
+        output = result.output
+        if (output is not None and type(output) not in PLAIN) or result.metadata:
+            return AgentResult(json_data(output), json_data(result.metadata), result.handoff)
+    except (RecursionError, ValueError, TypeError) as exc:  # a cycle, a value str() refuses
+        raise AgentFailure(
+            f"the output of agent '{spec.agent_name}' cannot be stored as JSON: "
+            f"{type(exc).__name__}: {exc}",
+            transient=False,
+        ) from None
     return result
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..agents.base import Agent, AgentFailure
 from ..agents.registry import AgentRegistry
-from ..errors import UsageError
+from ..errors import RecordFailed, UsageError
 from ..events import Event, EventSink, SecretMasker
 from ..plan import Plan
 from ..spec.model import Phase, Workflow
@@ -84,7 +84,12 @@ class EventBus:
         if self.masker:
             event = self.masker.mask_event(event)
         for sink in self.async_sinks:
-            await sink(event)  # type: ignore[misc]
+            try:
+                await sink(event)  # type: ignore[misc]
+            except (asyncio.CancelledError, RecordFailed):
+                raise
+            except Exception as exc:  # noqa: BLE001 - any failing record stops the run
+                raise RecordFailed(event.event, event.phase, exc) from exc
         for sink in self.sync_sinks:
             sink(event)
 

@@ -479,15 +479,22 @@ async def _run_foreach(
     usage = Usage()
     agents: dict[str, int] = {}  # calls per agent, when the agent is chosen at run time
     fallback_any = [False]
-    done = [0]
-    source = iter(enumerate(items))
+    # items completed before a crash (resume): their outputs are kept, they do not run again
+    kept = run.options.resume_items.get(pid, {})
+    for index, output in kept.items():
+        if 0 <= index < total:
+            outputs[index] = output
+    done = [sum(1 for index in kept if 0 <= index < total)]
+    source = iter([(i, item) for i, item in enumerate(items) if i not in kept])
 
     async def worker() -> None:
         for index, item in source:
             tried = [0]
             item_ctx = {**ctx, "item": item, "index": index}
+            completed = False
             try:
                 result, fallback_used, _ = await _run_unit(phase, run, item_ctx, index, tried)
+                completed = True
             except _Failed as failure:
                 outputs[index] = {"error": failure.message}
                 errors.append((index, failure.message))
@@ -502,7 +509,17 @@ async def _run_foreach(
             finally:  # also when cancelled: the phase_failed event counts this item's attempts
                 most[0] = max(most[0], tried[0])
             done[0] += 1
-            await run.bus.emit(ev.phase_progress(run.run_id, run.now(), pid, done[0], total))
+            await run.bus.emit(
+                ev.phase_progress(
+                    run.run_id,
+                    run.now(),
+                    pid,
+                    done[0],
+                    total,
+                    item=index if completed else None,
+                    output=outputs[index],
+                )
+            )
 
     width = min(phase.max_parallel or total, total)
     if width == 1:

@@ -289,6 +289,8 @@ class _Scheduler:
     async def _skip(self, pid: str, reason: str) -> None:
         state = self.state
         state.outcomes[pid] = PhaseOutcome(pid, "skipped", error=None)
+        if self.crash is not None:  # the run is stopping on an error: record nothing more
+            return
         await state.bus.emit(ev.phase_skipped(state.run_id, state.now(), pid, reason))
 
 
