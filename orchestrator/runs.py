@@ -345,8 +345,15 @@ async def go_on(
     max_parallel: int | None = None,
     no_cache: bool = False,
     sinks: Iterable[EventSink] = (),
+    executor: Executor | None = None,
+    call_middleware: Sequence[CallMiddleware] = (),
+    replay: bool = False,
 ) -> RunHandle | None:
-    """Run a prepared resume (None when the run had already completed)."""
+    """Run a prepared resume (None when the run had already completed).
+
+    ``executor``, ``call_middleware`` and ``replay`` are as for ``start``: a resume
+    runs where, and answered from what, its caller says (nothing is inherited).
+    """
     decision = prepared.resume
     if decision.finished:
         return None
@@ -361,6 +368,9 @@ async def go_on(
         no_cache=no_cache,
         registry=prepared.registry,
         sinks=sinks,
+        executor=executor,
+        call_middleware=call_middleware,
+        replay=replay,
         _prior=decision.prior,
         _resume_attempts=decision.attempts_at,
         _resume_iterations=decision.iterations_at,
@@ -387,6 +397,9 @@ async def resume(
     no_cache: bool = False,
     registry: AgentRegistry | None = None,
     sinks: Iterable[EventSink] = (),
+    executor: Executor | None = None,
+    call_middleware: Sequence[CallMiddleware] = (),
+    replay: bool = False,
 ) -> RunHandle | None:
     """Go on with a stopped run: completed phases keep their outputs, the rest run again.
 
@@ -397,7 +410,14 @@ async def resume(
         run_id, state_dir=state_dir, force=force, workflow=workflow, registry=registry
     )
     return await go_on(
-        prepared, state_dir=state_dir, max_parallel=max_parallel, no_cache=no_cache, sinks=sinks
+        prepared,
+        state_dir=state_dir,
+        max_parallel=max_parallel,
+        no_cache=no_cache,
+        sinks=sinks,
+        executor=executor,
+        call_middleware=call_middleware,
+        replay=replay,
     )
 
 

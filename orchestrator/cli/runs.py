@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
+from .run import ExecutorOption, RecordOption, ReplayOption
 from .usage import seconds, whole_number
 
 if TYPE_CHECKING:
@@ -312,18 +313,34 @@ def resume_command(
         False, "--no-cache", help="Neither read nor write cached phase results."
     ),
     state_dir: Path | None = _STATE_DIR,
+    record: RecordOption = None,
+    replay: ReplayOption = None,
+    executor: ExecutorOption = None,
 ) -> None:
     """Run again what did not complete in a stopped run, keeping the completed outputs.
 
     The run keeps its id; its new events are appended to its history. A run whose
     process is still alive is refused. A changed workflow is refused (naming the
     changed phases) unless --force: then those phases and their downstream run again.
+    --record, --replay and --executor are as for `orch run`, and are not inherited
+    from the stopped run: give them again (a run started with --replay DIR resumes
+    with --replay DIR, else its agents are called for real).
     """
+    from ..engine.dask_executor import parse_executor
     from ..errors import OrchError
+    from .run import call_log
 
     try:
+        where = parse_executor(executor)  # bad options: exit 2 before the run is touched
+        calls = call_log(record, replay)
         code = _resume(
-            run_id, force=force, state_dir=state_dir, max_parallel=max_parallel, no_cache=no_cache
+            run_id,
+            force=force,
+            state_dir=state_dir,
+            max_parallel=max_parallel,
+            no_cache=no_cache,
+            calls=calls,
+            executor=where,
         )
     except OrchError as exc:
         _fail(exc)
@@ -337,6 +354,8 @@ def _resume(
     state_dir: Path | None,
     max_parallel: int | None,
     no_cache: bool,
+    calls: Any = None,
+    executor: Any = None,
 ) -> int:
     from ..runs import prepare
     from .run import _run
@@ -364,6 +383,8 @@ def _resume(
         no_cache=no_cache,
         state_dir=state_dir,
         prepared=prepared,
+        calls=calls,
+        executor=executor,
     )
 
 
