@@ -3,7 +3,8 @@
 They read and act on the state store (``--state-dir``, ``$ORCH_STATE_DIR``,
 default ``.orch``). Exit codes: 0 done, 1 the resumed run failed (or a cancelled
 run did not stop within --wait), 2 bad usage, an unknown run, a refused operation
-(cancel of a run that is not running, resume of a live run) or an unreadable store.
+(cancel of a run that is not running, resume of a live run) or an unreadable store;
+`orch wait` exits with the run's code, or 124 when --timeout passed first.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ _STATE_DIR = typer.Option(
     None, "--state-dir", help="The state directory (default: $ORCH_STATE_DIR, else .orch)."
 )
 _FOLLOW_POLL = 0.2
+#: `orch wait --timeout` when the run is still going: 124, as timeout(1), not a failed run's 1.
+WAIT_TIMEOUT_EXIT = 124
 
 
 def register(app: typer.Typer) -> None:
@@ -253,11 +256,15 @@ def wait_command(
         "--timeout",
         parser=seconds,
         metavar="SECONDS",
-        help="Give up after this many seconds (exit 1; the run goes on).",
+        help=f"Give up after this many seconds (exit {WAIT_TIMEOUT_EXIT}, as timeout(1); "
+        "the run goes on).",
     ),
     state_dir: Path | None = _STATE_DIR,
 ) -> None:
-    """Wait for a run to end; exit with its outcome (0 completed, 1 failed, 130/143 cancelled)."""
+    """Wait for a run to end; exit with its outcome (0 completed, 1 failed, 130/143 cancelled).
+
+    124 (as timeout(1)) when --timeout passed and the run is still going.
+    """
     from ..errors import OrchError
     from ..runs import exit_code, wait_sync
 
@@ -269,7 +276,7 @@ def wait_command(
         raise typer.Exit(130) from None
     if final is None:
         sys.stderr.write(f"run {run_id} is still running after {timeout:g}s\n")
-        raise typer.Exit(1)
+        raise typer.Exit(WAIT_TIMEOUT_EXIT)
     run = final.run
     message = f"run {run.id} {run.status}"
     if run.status == "interrupted":

@@ -46,7 +46,7 @@ def test_detach_returns_while_the_run_goes_on_and_wait_exits_with_its_outcome(tm
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["status"] == "running"
     pending = _orch(tmp_path, "wait", run_id, "--timeout", "0.3", "--state-dir", "s")
-    assert pending.returncode == 1
+    assert pending.returncode == 124  # as timeout(1): not the 1 of a failed run
     assert f"run {run_id} is still running" in pending.stderr
     (tmp_path / "go").write_text("")
     done = _orch(tmp_path, "wait", run_id, "--state-dir", "s")
