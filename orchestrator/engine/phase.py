@@ -211,6 +211,16 @@ async def _run_unit(
     return result, fallback_used, cached
 
 
+def _cache_input(inp: Mapping[str, Any], ctx: Mapping[str, Any]) -> Mapping[str, Any]:
+    """What a cached call is keyed on: its rendered input, and in a ``repeat`` loop the
+    iteration number too (iteration 2 is never answered with iteration 1's output; a
+    re-run loop gets each iteration from the cache)."""
+    iteration = ctx.get("iteration")
+    if isinstance(iteration, Mapping) and isinstance(iteration.get("n"), int):
+        return {"input": inp, "repeat_iteration": iteration["n"]}
+    return inp
+
+
 async def _attempts(
     phase: Phase,
     run: RunContext,
@@ -252,8 +262,9 @@ async def _attempts(
             raise
         except Exception as exc:  # noqa: BLE001 - a failing agent is a failed phase
             raise _Failed(describe(exc), 1) from None
+    keyed = _cache_input(inp, ctx)
     if cache is not None:
-        hit = await cache.get(phase, run.pool.types[name], inp)
+        hit = await cache.get(phase, run.pool.types[name], keyed)
         if hit is not None:
             return hit, False, True
 
@@ -317,7 +328,7 @@ async def _attempts(
         error = exc
     else:
         if cache is not None:
-            await cache.put(phase, run.pool.types[name], inp, result)
+            await cache.put(phase, run.pool.types[name], keyed, result)
         return result, False, False
     message = describe(error)
     if budget_out[0]:
