@@ -17,7 +17,9 @@ The path of one call, in order (each step is one function below)::
 
 Extension points: a middleware sees every call before (it may change the spec,
 answer without calling, time it) and after (the result or the exception); an
-executor decides where the call runs.
+executor decides where the call runs. A phase's cache hit makes no call, so no
+middleware sees it: a middleware with a true ``needs_every_call`` attribute
+(``--record``) turns cache lookups off for the run (results are still stored).
 """
 
 from __future__ import annotations

@@ -194,6 +194,8 @@ class RunContext:
         self.cache: ResultCache | None = None if options.no_cache else options.cache
         self.executor: Executor = options.executor or LocalExecutor()
         self.middleware: tuple[CallMiddleware, ...] = tuple(options.call_middleware)
+        # a middleware that must see every call (``--record``) turns cache lookups off
+        self.cache_reads = not any(getattr(m, "needs_every_call", False) for m in self.middleware)
         self.pool = AgentPool(wf, registry, options.monotonic)
         self.workdir = str(Path(wf.path).parent) if wf.path != "<memory>" else options.workdir
         self.outcomes: dict[str, PhaseOutcome] = {}

@@ -263,7 +263,7 @@ async def _attempts(
         except Exception as exc:  # noqa: BLE001 - a failing agent is a failed phase
             raise _Failed(describe(exc), 1) from None
     keyed = _cache_input(inp, ctx)
-    if cache is not None:
+    if cache is not None and run.cache_reads:
         hit = await cache.get(phase, run.pool.types[name], keyed)
         if hit is not None:
             return hit, False, True
