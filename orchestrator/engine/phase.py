@@ -211,14 +211,28 @@ async def _run_unit(
     return result, fallback_used, cached
 
 
-def _cache_input(inp: Mapping[str, Any], ctx: Mapping[str, Any]) -> Mapping[str, Any]:
-    """What a cached call is keyed on: its rendered input, and in a ``repeat`` loop the
-    iteration number too (iteration 2 is never answered with iteration 1's output; a
-    re-run loop gets each iteration from the cache)."""
+def _cache_input(
+    run: RunContext,
+    phase: Phase,
+    name: str,
+    inp: Mapping[str, Any],
+    rendered: Mapping[str, Mapping[str, Any]],
+    ctx: Mapping[str, Any],
+) -> tuple[str, Mapping[str, Any]]:
+    """What a cached call is keyed on (agent type, input): the agent's type and its rendered
+    input; for a ``capability`` phase, the capability and each of its agents' type and
+    input (whichever takes the call); in a ``repeat`` loop the iteration number too
+    (iteration 2 is never answered with iteration 1's output; a re-run loop gets each
+    iteration from the cache)."""
+    if phase.capability is not None:
+        kind = f"capability:{phase.capability}"
+        inp = {a: {"type": run.pool.types[a], "input": rendered[a]} for a in sorted(rendered)}
+    else:
+        kind = run.pool.types[name]
     iteration = ctx.get("iteration")
     if isinstance(iteration, Mapping) and isinstance(iteration.get("n"), int):
-        return {"input": inp, "repeat_iteration": iteration["n"]}
-    return inp
+        return kind, {"input": inp, "repeat_iteration": iteration["n"]}
+    return kind, inp
 
 
 async def _attempts(
@@ -244,7 +258,7 @@ async def _attempts(
             inp = render_input(run, name, phase.with_, ctx, phase.location)
     except ExpressionError as exc:
         raise _Failed(str(exc), 0) from None
-    cache = run.cache if phase.cache is not None and handoff is None and name else None
+    cache = run.cache if phase.cache is not None and handoff is None and (name or routed) else None
     timeout = phase.timeout
     if (
         phase.retries.attempts == 0
@@ -262,10 +276,12 @@ async def _attempts(
             raise
         except Exception as exc:  # noqa: BLE001 - a failing agent is a failed phase
             raise _Failed(describe(exc), 1) from None
-    keyed = _cache_input(inp, ctx)
+    kind, keyed = (
+        _cache_input(run, phase, name, inp, rendered, ctx) if cache is not None else ("", inp)
+    )
     if cache is not None and run.cache_reads:
-        hit = await cache.get(phase, run.pool.types[name], keyed)
-        if hit is not None:
+        hit = await cache.get(phase, kind, keyed)
+        if hit is not None:  # a capability phase's hit names the agent that made the call
             return hit, False, True
 
     async def attempt(n: int) -> AgentResult:
@@ -328,7 +344,9 @@ async def _attempts(
         error = exc
     else:
         if cache is not None:
-            await cache.put(phase, run.pool.types[name], keyed, result)
+            chosen = {"agent": used[0]} if routed and used[0] is not None else {}
+            stored = AgentResult(result.output, {**result.metadata, **chosen}, result.handoff)
+            await cache.put(phase, kind, keyed, stored)
         return result, False, False
     message = describe(error)
     if budget_out[0]:
