@@ -191,8 +191,10 @@ def workflow_started(
     inputs: Mapping[str, Any],
     pid: int,
     resumed_from: str | None = None,
+    trigger: Mapping[str, Any] | None = None,
 ) -> Event:
-    """A run starts (or resumes: ``resumed_from`` is the run id then)."""
+    """A run starts (or resumes: ``resumed_from`` is the run id then); ``trigger``: what
+    started it in `orch serve` (``kind``: schedule, webhook, after, api)."""
     data: dict[str, Any] = {
         "workflow": workflow,
         "path": path,
@@ -204,6 +206,8 @@ def workflow_started(
     }
     if resumed_from:
         data["resumed_from"] = resumed_from
+    if trigger:
+        data["trigger"] = dict(trigger)
     return Event("workflow_started", run_id, ts, None, None, data)
 
 

@@ -205,6 +205,7 @@ class RunContext:
             "run": {"id": run_id, "workflow": wf.name},
             "env": dict(environ),
             "secrets": self.secrets,
+            "trigger": dict(options.trigger),  # what started the run (orch serve); {} otherwise
         }
         self.retries_left = wf.error_handling.max_total_retries
         self.spend = Spend(wf)  # tokens and cost the calls used, against `budget:`

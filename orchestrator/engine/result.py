@@ -147,7 +147,9 @@ class RunOptions:
     maps a ``foreach`` phase to its items completed before a crash (index ->
     output): resumed, only the other items run. ``replay``: agent
     calls are answered by a middleware (``--replay``), so secrets that are not set
-    are not needed.
+    are not needed. ``trigger`` tells what
+    started the run (``orch serve``: schedule, webhook, after, api): templates read
+    it as ``trigger.*`` and workflow_started records it.
     """
 
     max_parallel: int | None = None
@@ -167,6 +169,7 @@ class RunOptions:
     resume_iterations: Mapping[str, tuple[int, Any]] = field(default_factory=dict)
     resume_items: Mapping[str, Mapping[int, Any]] = field(default_factory=dict)
     replay: bool = False
+    trigger: Mapping[str, Any] = field(default_factory=dict)
 
 
 def json_data(value: Any) -> Any:

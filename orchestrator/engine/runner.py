@@ -340,6 +340,7 @@ async def execute(
             inputs=state.inputs,
             pid=os.getpid(),
             resumed_from=options.resumed_from,
+            trigger=options.trigger,
         )
     )
     interrupted: BaseException | None = None
