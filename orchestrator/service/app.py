@@ -447,6 +447,7 @@ def create_app(service: Service, *, ui: bool = True) -> Starlette:
                 "agents": [{"agent": a, "running": n} for a, n in data["agents"]],
                 "queued": service.runs.queue_length,
                 "fired": service.scheduler.fired,
+                "clock": service.scheduler.last_tick,
                 "notes": [{"ts": ts, "text": t} for ts, t in service.notes],
             }
         )

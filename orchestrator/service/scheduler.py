@@ -151,6 +151,7 @@ class Scheduler:
         self.clock = clock
         self.refresh = refresh  # called on every tick (reload edited files, triggers)
         self.fired = 0
+        self.last_tick = 0.0  # the clock's time at the last tick (tests wait for it)
 
     async def run_forever(self) -> None:
         """Tick until cancelled: wake at the next fire time, at least once a second."""
@@ -165,6 +166,7 @@ class Scheduler:
     def tick(self, now: float) -> float | None:
         """Fire every entry due at ``now``; return the soonest next fire time (None: none)."""
         soonest: float | None = None
+        self.last_tick = now
         for entry in self.catalog.served():
             wf = entry.workflow
             assert wf is not None
