@@ -12,7 +12,6 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -122,7 +121,7 @@ async def read_json(request: Request) -> Any:
 class Guard:
     """ASGI middleware: body size by Content-Length, token, cross-site checks."""
 
-    OPEN = ("/login",)
+    OPEN = ("/login", "/static/app.css")  # the login page and its look; nothing else
 
     def __init__(self, app: ASGIApp, service: Service) -> None:
         self.app = app
@@ -496,8 +495,3 @@ def create_app(service: Service, *, ui: bool = True) -> Starlette:
     )
     app.add_middleware(Guard, service=service)
     return app
-
-
-def parse_form(raw: bytes) -> dict[str, str]:
-    """An urlencoded form body (the login page) as a mapping of first values."""
-    return {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}

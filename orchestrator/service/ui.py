@@ -45,6 +45,13 @@ def _page(request: Request, name: str, **context: Any) -> Response:
     return response
 
 
+def parse_form(raw: bytes) -> dict[str, str]:
+    """An urlencoded form body (the login page) as a mapping of first values."""
+    from urllib.parse import parse_qs
+
+    return {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
+
+
 def routes(service: Service) -> list[Route]:
     """The UI routes: /, /runs/{id}, /workflows, /login."""
 
@@ -67,8 +74,6 @@ def routes(service: Service) -> list[Route]:
         return _page(request, "login.html", failed=False, needed=service.config.token is not None)
 
     async def login(request: Request) -> Response:
-        from .app import parse_form
-
         token = service.config.token
         raw = await request.body()
         given = parse_form(raw[:4096]).get("token", "")

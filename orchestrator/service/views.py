@@ -75,21 +75,32 @@ def event_json(seq: int, event: Event) -> dict[str, Any]:
 
 
 def attempts(events: list[tuple[int, Event]]) -> list[dict[str, Any]]:
-    """The Gantt bars: each attempt of each phase, from its start to its end (None: running)."""
+    """The Gantt bars: each attempt of each phase, from its start to its end (None: running).
+
+    An attempt starts at ``phase_started`` (the first) or when the backoff after a
+    ``phase_retry`` is over (the next ones); it ends at the retry, completion or failure.
+    """
     open_: dict[str, dict[str, Any]] = {}
     bars: list[dict[str, Any]] = []
+
+    def begin(phase: str, attempt: int, at: float) -> None:
+        bar = {"phase": phase, "attempt": attempt, "start": at, "end": None, "state": "running"}
+        open_[phase] = bar
+        bars.append(bar)
+
     for _, e in events:
         if e.phase is None:
             continue
         if e.event == "phase_started":
-            bar = {"phase": e.phase, "attempt": e.attempt or 1, "start": e.ts, "end": None}
-            bar["state"] = "running"
-            open_[e.phase] = bar
-            bars.append(bar)
+            begin(e.phase, e.attempt or 1, e.ts)
         elif e.event in ("phase_retry", "phase_completed", "phase_failed") and e.phase in open_:
             bar = open_.pop(e.phase)
             bar["end"] = e.ts
-            bar["state"] = {"phase_retry": "failed"}.get(e.event, e.data.get("status", "failed"))
+            bar["state"] = "failed" if e.event == "phase_retry" else e.data.get("status", "failed")
+            if e.event == "phase_retry":
+                delay = e.data.get("delay")
+                wait = float(delay) if isinstance(delay, (int, float)) else 0.0
+                begin(e.phase, int(e.data.get("next_attempt") or bar["attempt"] + 1), e.ts + wait)
     return bars
 
 

@@ -295,9 +295,8 @@ def _check_schedule_inputs(cx: Checker, i: int, inputs: Mapping[str, Any]) -> No
     A required input the entry does not give is a warning, not an error: the
     workflow still runs with ``orch run``, but each fire of the entry is refused.
     """
-    # imported here: the one input check lives with the engine, which imports spec
-    from ..engine.inputs import resolve_inputs
     from ..errors import UsageError
+    from .inputs import resolve_inputs
 
     path: JsonPath = ("schedule", i, "inputs")
     missing = [

@@ -310,14 +310,16 @@ async function runPage(runId) {
     source.addEventListener("end", () => { source.close(); $("live").classList.remove("on"); soon(); });
   }
 
+  // Events first, then the run: the run read is at least as new as the last event seen,
+  // and the stream goes on from that event (nothing falls between the two).
+  const events = await api(`/api/runs/${runId}/events`).catch(() => []);
+  for (const e of events) { addLog(e); state.lastSeq = Math.max(state.lastSeq, e.seq); }
   try {
     await refresh();
   } catch (e) {
     toast(e.message, true);
     return;
   }
-  const events = await api(`/api/runs/${runId}/events`).catch(() => []);
-  for (const e of events) { addLog(e); state.lastSeq = Math.max(state.lastSeq, e.seq); }
   listen();
 }
 
