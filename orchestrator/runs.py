@@ -574,7 +574,8 @@ async def wait(
 @dataclass(frozen=True, slots=True)
 class Cancelled:
     """What ``cancel`` did: ``how`` is ``in-process``, ``signalled`` (SIGTERM to the owner,
-    ``pid``) or ``recorded`` (its process was gone: recorded as cancelled)."""
+    ``pid``), ``requested`` (asked `orch serve`, process ``pid``, through the store) or
+    ``recorded`` (its process was gone: recorded as cancelled)."""
 
     run_id: str
     how: str
@@ -616,6 +617,10 @@ def cancel(run_id: str, *, state_dir: str | os.PathLike[str] | None = None) -> C
         owner = run.owner
         if owner is None or not owner.alive():
             raise UsageError(f"run {run.id} is no longer running")
+        first = store.events(run.id)[:1]
+        if first and "trigger" in first[0][1].data:  # `orch serve` runs it: never signal it
+            store.request_cancel(run.id, now=time.time())
+            return Cancelled(run.id, "requested", owner.pid)
         try:
             os.kill(owner.pid, signal.SIGTERM)
         except ProcessLookupError:

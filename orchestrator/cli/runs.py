@@ -236,7 +236,10 @@ def cancel_command(
     if done.how == "recorded":
         sys.stderr.write(f"run {done.run_id} had no live process; recorded as cancelled\n")
         return
-    sys.stderr.write(f"sent SIGTERM to process {done.pid} running {done.run_id}\n")
+    if done.how == "requested":
+        sys.stderr.write(f"asked `orch serve` (process {done.pid}) to cancel {done.run_id}\n")
+    else:
+        sys.stderr.write(f"sent SIGTERM to process {done.pid} running {done.run_id}\n")
     if not wait:
         return
     try:

@@ -46,7 +46,7 @@ __all__ = [
     "resolve_state_dir",
 ]
 
-SCHEMA_VERSION = 3  # 2: decisions (approvals); 3: schedule_fires (orch serve)
+SCHEMA_VERSION = 3  # 2: decisions (approvals); 3: schedule_fires, cancel_requests (serve)
 DEFAULT_STATE_DIR = ".orch"
 _BUSY_MS = 10_000
 _SCHEMA = """
@@ -104,6 +104,10 @@ CREATE TABLE IF NOT EXISTS schedule_fires (
     outcome TEXT NOT NULL,
     run_id TEXT,
     PRIMARY KEY (workflow, entry, fire_time)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS cancel_requests (
+    run_id TEXT PRIMARY KEY,
+    requested REAL NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS cache (
     key TEXT PRIMARY KEY,
@@ -721,6 +725,29 @@ class SqliteStore:
             "phases": [tuple(row) for row in phases],
             "agents": [(str(a), int(n)) for a, n in agents if a is not None],
         }
+
+    # -- cancel requests (runs of orch serve) -------------------------------------
+
+    def request_cancel(self, run_id: str, *, now: float) -> None:
+        """Ask the `orch serve` process that runs ``run_id`` to cancel it (it polls)."""
+        with self._writing(f"cannot record a cancel request in '{self.path}'") as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO cancel_requests(run_id, requested) VALUES (?, ?)",
+                (run_id, now),
+            )
+
+    def take_cancel_requests(self, run_ids: Iterable[str]) -> list[str]:
+        """The runs among ``run_ids`` someone asked to cancel; their requests are removed."""
+        wanted = list(run_ids)
+        if not wanted:
+            return []
+        marks = ",".join("?" * len(wanted))
+        with self._writing(f"cannot read cancel requests in '{self.path}'") as conn:
+            rows = conn.execute(
+                f"SELECT run_id FROM cancel_requests WHERE run_id IN ({marks})", wanted
+            ).fetchall()
+            conn.execute(f"DELETE FROM cancel_requests WHERE run_id IN ({marks})", wanted)
+        return [str(r[0]) for r in rows]
 
     # -- schedules (orch serve) --------------------------------------------------
 

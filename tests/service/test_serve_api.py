@@ -396,3 +396,16 @@ def test_sigterm_cancels_running_runs_and_a_crash_is_reported_at_the_next_start(
         (srv.folder / "go").write_text("")
         assert srv.http.post(f"/api/runs/{second}/resume").status_code == 202
         assert srv.run_when(second, "completed")["outputs"] == {"result": "opened then after"}
+
+
+def test_orch_cancel_from_a_shell_cancels_a_service_run_and_the_service_goes_on(tmp_path):
+    with Serve(tmp_path, {"gated": GATED, "greet": GREET}) as srv:
+        run_id = srv.http.post("/api/workflows/gated/runs", json={}).json()["id"]
+        phase_running(srv, run_id)
+        out = orch("cancel", run_id, state_dir=srv.state_dir)
+        assert out.returncode == 0, out.stderr
+        assert "asked `orch serve`" in out.stderr and f"run {run_id} cancelled" in out.stderr
+        assert srv.run_when(run_id, "cancelled")["status"] == "cancelled"
+        assert srv.proc is not None and srv.proc.poll() is None  # not signalled
+        r = srv.http.post("/api/workflows/greet/runs", json={"inputs": {"who": "still"}})
+        assert srv.run_when(r.json()["id"], "completed")["status"] == "completed"

@@ -190,14 +190,14 @@ function drawGantt(svg, bars, run) {
   const LABEL = 150, WIDTH = 760, ROWH = 26;
   const scale = (t) => LABEL + ((t - start) / (end - start)) * WIDTH;
   const height = phases.length * ROWH + 30;
-  svg.setAttribute("width", LABEL + WIDTH + 20);
+  svg.setAttribute("width", LABEL + WIDTH + 50);
   svg.setAttribute("height", height);
-  svg.setAttribute("viewBox", `0 0 ${LABEL + WIDTH + 20} ${height}`);
+  svg.setAttribute("viewBox", `0 0 ${LABEL + WIDTH + 50} ${height}`);
   for (let i = 0; i <= 4; i++) {
     const t = start + ((end - start) * i) / 4;
     const gx = scale(t);
     svg.append(el("line", { x1: gx, x2: gx, y1: 0, y2: height - 18, class: "grid" }));
-    svg.append(el("text", { x: gx, y: height - 4, class: "axis", text: `+${fmtDuration(t - start)}` }));
+    svg.append(el("text", { x: gx, y: height - 4, class: "axis", "text-anchor": "middle", text: `+${fmtDuration(t - start)}` }));
   }
   phases.forEach((p, i) => {
     svg.append(el("text", { x: 0, y: i * ROWH + 18, class: "label", text: short(p, 20) }));
