@@ -350,3 +350,14 @@ def test_run_at_fires_once_even_across_a_restart(tmp_path):
     outcomes = [f["outcome"] for f in store.schedule_fires("gated")]
     store.close()
     assert outcomes.count("started") == 1 and sched.fired + again.fired == 1
+
+
+def test_validate_says_where_a_schedule_takes_effect(tmp_path):
+    wf = tmp_path / "w.yaml"
+    wf.write_text(EVERY_MINUTE)
+    out = orch("validate", str(wf), state_dir=tmp_path / "st")
+    assert out.returncode == 0, out.stdout
+    assert out.stdout.splitlines()[1] == (
+        "  note: schedule: start runs only under `orch serve`"
+        " (`orch schedule` lists the next fire times)"
+    )
