@@ -333,7 +333,9 @@ def create_app(service: Service, *, ui: bool = True) -> Starlette:
         if "path" in body:
             events = await in_thread(store.events, run.id)
             body["phases"] = [views.phase_json(p) for p in await in_thread(store.phases, run.id)]
-            body["attempts"] = views.attempts(events)
+            body["attempts"] = views.attempts(
+                events, running=run.status == "running", now=time.time()
+            )
             body["graph"] = await in_thread(views.graph, store, run)
             body["trigger"] = events[0][1].data.get("trigger") if events else None
             body["last_seq"] = events[-1][0] if events else 0

@@ -74,34 +74,40 @@ def event_json(seq: int, event: Event) -> dict[str, Any]:
     return {"seq": seq, **event.as_dict()}
 
 
-def attempts(events: list[tuple[int, Event]]) -> list[dict[str, Any]]:
-    """The Gantt bars: each attempt of each phase, from its start to its end (None: running).
+#: A timeline bar's outcome as the UI's state classes show it.
+_BAR_STATE = {
+    "completed": "completed",
+    "cached": "completed",
+    "retried": "failed",
+    "failed": "failed",
+    "cancelled": "cancelled",
+    "unfinished": "running",
+    "ok": "completed",
+    "retry": "waiting",
+    "approval": "waiting",
+}
 
-    An attempt starts at ``phase_started`` (the first) or when the backoff after a
-    ``phase_retry`` is over (the next ones); it ends at the retry, completion or failure.
-    """
-    open_: dict[str, dict[str, Any]] = {}
-    bars: list[dict[str, Any]] = []
 
-    def begin(phase: str, attempt: int, at: float) -> None:
-        bar = {"phase": phase, "attempt": attempt, "start": at, "end": None, "state": "running"}
-        open_[phase] = bar
-        bars.append(bar)
+def attempts(events: list[tuple[int, Event]], *, running: bool, now: float) -> list[dict[str, Any]]:
+    """The Gantt bars (``state.timeline``, the same bars as `orch report`): each attempt,
+    each wait between attempts or for an approval, each compensation. A bar still open
+    ends ``now`` while the run runs; ``end`` is None for it."""
+    from ..state.timeline import timeline
 
-    for _, e in events:
-        if e.phase is None:
-            continue
-        if e.event == "phase_started":
-            begin(e.phase, e.attempt or 1, e.ts)
-        elif e.event in ("phase_retry", "phase_completed", "phase_failed") and e.phase in open_:
-            bar = open_.pop(e.phase)
-            bar["end"] = e.ts
-            bar["state"] = "failed" if e.event == "phase_retry" else e.data.get("status", "failed")
-            if e.event == "phase_retry":
-                delay = e.data.get("delay")
-                wait = float(delay) if isinstance(delay, (int, float)) else 0.0
-                begin(e.phase, int(e.data.get("next_attempt") or bar["attempt"] + 1), e.ts + wait)
-    return bars
+    bars = timeline((e for _, e in events), end=now if running else None)
+    return [
+        {
+            "phase": b.phase,
+            "kind": b.kind,
+            "attempt": b.attempt,
+            "start": b.start,
+            "end": None if running and b.outcome == "unfinished" else b.end,
+            "state": _BAR_STATE.get(b.outcome, "pending"),
+            "outcome": b.outcome,
+            "note": b.note,
+        }
+        for b in bars
+    ]
 
 
 def logs(events: list[tuple[int, Event]], phase: str | None = None) -> list[dict[str, Any]]:

@@ -93,13 +93,14 @@ def test_runs_page_lists_a_finished_run_and_its_page_shows_graph_and_timeline(
             "completed"
         }
         assert page.locator("#graph path.edge").count() == 5
-        # the Gantt timeline: one bar per attempt, the flaky phase twice (a failed try, then ok)
-        bars = page.locator("#gantt rect.bar")
-        assert bars.count() == 6
+        # the Gantt timeline: one bar per attempt, the flaky phase twice (a failed try, the
+        # wait before the retry, then ok)
+        assert page.locator("#gantt rect.bar.attempt").count() == 6
         flaky = page.locator("#gantt rect.bar[data-phase='flaky']")
-        assert [flaky.nth(i).get_attribute("class") for i in range(2)] == [
-            "bar state-failed",
-            "bar state-completed",
+        assert [flaky.nth(i).get_attribute("class") for i in range(3)] == [
+            "bar attempt state-failed",
+            "bar wait state-waiting",
+            "bar attempt state-completed",
         ]
         assert page.text_content("#run-status") == "completed"
         assert '"report": "published"' in page.text_content("#outputs")
@@ -128,7 +129,7 @@ def test_a_live_runs_states_change_without_a_reload(tmp_path, browser_page):
         page.locator("body[data-status='completed']").wait_for()
         assert node_state(page, "gate") == "completed"
         assert page.evaluate("window.orchLoadedAt") == loaded_at  # same page: no reload
-        assert page.locator("#gantt rect.bar[data-phase='publish']").count() == 1
+        assert page.locator("#gantt rect.bar.attempt[data-phase='publish']").count() == 1
 
 
 def test_the_cancel_button_cancels_a_running_run(tmp_path, browser_page):

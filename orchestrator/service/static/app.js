@@ -205,9 +205,9 @@ function drawGantt(svg, bars, run) {
   for (const b of bars) {
     const i = phases.indexOf(b.phase);
     const x1 = scale(b.start), x2 = scale(b.end || now);
-    svg.append(el("rect", { class: `bar state-${b.state}`, "data-phase": b.phase, "data-attempt": b.attempt,
+    svg.append(el("rect", { class: `bar ${b.kind} state-${b.state}`, "data-phase": b.phase, "data-attempt": b.attempt,
       x: x1, y: i * ROWH + 5, width: Math.max(2, x2 - x1), height: ROWH - 10, rx: 3 },
-      el("title", { text: `${b.phase} attempt ${b.attempt}: ${b.state}, ${fmtDuration((b.end || now) - b.start)}` })));
+      el("title", { text: `${b.phase} ${b.kind}${b.attempt ? ` ${b.attempt}` : ""}: ${b.outcome}, ${fmtDuration((b.end || now) - b.start)}${b.note ? ` (${b.note})` : ""}` })));
   }
 }
 
