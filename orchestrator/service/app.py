@@ -30,7 +30,7 @@ from ..errors import OrchError, RunNotFound, UsageError, WorkflowInvalid
 from . import security, views
 from .catalog import UnknownWorkflow
 from .metrics import openmetrics
-from .openapi import document
+from .openapi import ROUTES, document
 from .security import MAX_BODY, RateLimiter, check_request
 from .service import InputProblems, Refused
 
@@ -462,29 +462,30 @@ def create_app(service: Service, *, ui: bool = True) -> Starlette:
     async def crashed(request: Request, exc: Exception) -> Response:
         return _error(500, f"internal error: {type(exc).__name__}: {exc}")
 
+    handlers: dict[tuple[str, str], Handler] = {
+        ("get", "/healthz"): healthz,
+        ("get", "/metrics"): metrics,
+        ("get", "/api/openapi.json"): openapi,
+        ("get", "/api/workflows"): list_workflows,
+        ("get", "/api/workflows/{name}"): read_workflow,
+        ("post", "/api/workflows/{name}/validate"): validate_workflow,
+        ("post", "/api/workflows/{name}/runs"): webhook,
+        ("get", "/api/runs"): list_runs,
+        ("post", "/api/runs"): start_run,
+        ("get", "/api/runs/{id}"): read_run,
+        ("get", "/api/runs/{id}/outputs"): run_outputs,
+        ("get", "/api/runs/{id}/logs"): run_logs,
+        ("get", "/api/runs/{id}/events"): run_events,
+        ("get", "/api/runs/{id}/events/stream"): stream_events,
+        ("post", "/api/runs/{id}/cancel"): cancel_run,
+        ("post", "/api/runs/{id}/resume"): resume_run,
+        ("post", "/api/runs/{id}/phases/{phase}/{decision}"): decide,
+        ("get", "/api/stats"): stats,
+    }
+    # the OpenAPI document's table is the routing table: the two cannot drift apart
     routes: list[Any] = [
-        Route("/healthz", healthz),
-        Route("/metrics", metrics),
-        Route("/api/openapi.json", openapi),
-        Route("/api/workflows", list_workflows),
-        Route("/api/workflows/{name}", read_workflow),
-        Route("/api/workflows/{name}/validate", validate_workflow, methods=["POST"]),
-        Route("/api/workflows/{name}/runs", webhook, methods=["POST"]),
-        Route("/api/runs", list_runs),
-        Route("/api/runs", start_run, methods=["POST"]),
-        Route("/api/runs/{id}", read_run),
-        Route("/api/runs/{id}/outputs", run_outputs),
-        Route("/api/runs/{id}/logs", run_logs),
-        Route("/api/runs/{id}/events", run_events),
-        Route("/api/runs/{id}/events/stream", stream_events),
-        Route("/api/runs/{id}/cancel", cancel_run, methods=["POST"]),
-        Route("/api/runs/{id}/resume", resume_run, methods=["POST"]),
-        Route(
-            "/api/runs/{id}/phases/{phase}/{decision:str}",
-            decide,
-            methods=["POST"],
-        ),
-        Route("/api/stats", stats),
+        Route(path, handlers[(method, path)], methods=[method.upper()])
+        for method, path, *_ in ROUTES
     ]
     if ui:
         from . import ui as pages

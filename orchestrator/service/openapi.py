@@ -13,6 +13,7 @@ _ANY: dict[str, Any] = {}
 #: (method, path, summary, success status, response schema, request body schema or None)
 ROUTES: tuple[tuple[str, str, str, int, dict[str, Any], dict[str, Any] | None], ...] = (
     ("get", "/healthz", "Liveness: the service answers and its store is readable", 200, _ANY, None),
+    ("get", "/api/openapi.json", "This document", 200, _ANY, None),
     (
         "get",
         "/metrics",
