@@ -2,7 +2,7 @@
 
 Every error is JSON ``{"error": message, "hint": ..., "problems": [...]}`` with
 its status: 400 bad request, 401 token, 403 cross-site, 404 unknown, 409 state,
-413 body too large, 422 invalid inputs or workflow, 429 rate, 501 not available.
+413 body too large, 422 invalid inputs or workflow, 429 rate.
 """
 
 from __future__ import annotations
@@ -424,7 +424,7 @@ def create_app(service: Service, *, ui: bool = True) -> Starlette:
 
     @_api
     async def decide(request: Request) -> Response:
-        """Approve or reject a waiting approval (needs the approvals of the core)."""
+        """Approve or reject a phase waiting for approval."""
         run = await _run_or_404(request.path_params["id"])
         decision = request.path_params["decision"]
         body = await read_json(request) or {}

@@ -49,7 +49,11 @@ async def start_run(
 
     wf = plan.workflow
     masker = SecretMasker(os.environ.get(name, "") for name in wf.secret_names)
-    options = RunOptions(cache=StoreCache(store, wf, mask=masker.mask), trigger=dict(trigger))
+    options = RunOptions(
+        cache=StoreCache(store, wf, mask=masker.mask),
+        approvals=store,  # decisions from the API, the UI or `orch approve` land there
+        trigger=dict(trigger),
+    )
     return await execute(
         plan,
         inputs=dict(inputs),

@@ -306,11 +306,26 @@ class Service:
         return RunNotFound(f"no run '{run_id}'", hint="GET /api/runs lists the runs")
 
     def decide(self, run_id: str, phase: str, decision: str, comment: Any) -> str:
-        """Approve or reject a waiting approval of a run (contract: `approval:` phases)."""
+        """Approve or reject a phase waiting for approval (``approvals.decide``, as `orch
+        approve` does); the first decision wins. Raises Refused (409) when nothing waits."""
+        from ..approvals import decide
+
         if decision not in ("approve", "reject"):
             raise UsageError(f"'{decision}' is neither approve nor reject")
-        raise Refused(
-            "approvals are not available in this version of orch",
-            status=501,
-            hint="approval phases (`approval:`) come with `orch approve/reject`",
-        )
+        if comment is not None and not isinstance(comment, str):
+            raise UsageError("comment must be a string")
+        try:
+            made = decide(
+                self.store,
+                run_id,
+                phase,
+                approve=decision == "approve",
+                who="orch serve API",
+                comment=comment,
+            )
+        except RunNotFound:
+            raise
+        except UsageError as exc:
+            raise Refused(str(exc), hint=exc.hint) from None
+        verb = "approved" if made.approved else "rejected"
+        return f"phase {phase} of run {made.run_id} {verb}"

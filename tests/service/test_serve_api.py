@@ -409,3 +409,49 @@ def test_orch_cancel_from_a_shell_cancels_a_service_run_and_the_service_goes_on(
         assert srv.proc is not None and srv.proc.poll() is None  # not signalled
         r = srv.http.post("/api/workflows/greet/runs", json={"inputs": {"who": "still"}})
         assert srv.run_when(r.json()["id"], "completed")["status"] == "completed"
+
+
+APPROVAL = """name: release
+triggers:
+  - webhook: true
+phases:
+  - {id: build, agent: echo, with: {text: built}}
+  - id: ship
+    agent: echo
+    depends_on: [build]
+    approval: {message: "Ship it?"}
+    with: {text: shipped}
+outputs:
+  result: "{{ phases.ship.output }}"
+"""
+
+
+def test_approvals_are_decided_through_the_api(tmp_path):
+    with Serve(tmp_path, {"release": APPROVAL}) as srv:
+        first = srv.http.post("/api/workflows/release/runs", json={}).json()["id"]
+        wait_for(
+            lambda: any(
+                p["id"] == "ship" and p["state"] == "waiting"
+                for p in srv.http.get(f"/api/runs/{first}").json().get("phases", [])
+            ),
+            "the approval wait",
+        )
+        r = srv.http.post(f"/api/runs/{first}/phases/build/approve", json={})
+        assert r.status_code == 409 and "not waiting" in r.json()["error"]
+        r = srv.http.post(f"/api/runs/{first}/phases/ship/approve", json={"comment": "lgtm"})
+        assert r.status_code == 200, r.text
+        assert r.json()["message"] == f"phase ship of run {first} approved"
+        assert srv.run_when(first, "completed")["outputs"] == {"result": "shipped"}
+        r = srv.http.post(f"/api/runs/{first}/phases/ship/reject", json={})
+        assert r.status_code == 409 and "already approved by orch serve API" in r.json()["error"]
+        second = srv.http.post("/api/workflows/release/runs", json={}).json()["id"]
+        wait_for(
+            lambda: any(
+                p["state"] == "waiting"
+                for p in srv.http.get(f"/api/runs/{second}").json().get("phases", [])
+            ),
+            "the second wait",
+        )
+        assert srv.http.post(f"/api/runs/{second}/phases/ship/maybe").status_code == 400
+        assert srv.http.post(f"/api/runs/{second}/phases/ship/reject").status_code == 200
+        assert srv.run_when(second, "failed")["status"] == "failed"

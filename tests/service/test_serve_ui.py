@@ -186,3 +186,31 @@ def test_with_a_token_the_browser_signs_in_and_its_actions_pass_the_csrf_check(
         wait_state(page, "gate", "running")
         page.click("#btn-cancel")
         page.locator("body[data-status='cancelled']").wait_for()
+
+
+RELEASE = """name: release
+triggers:
+  - webhook: true
+phases:
+  - {id: build, agent: echo, with: {text: built}}
+  - id: ship
+    agent: echo
+    depends_on: [build]
+    approval: {message: "Ship it?"}
+    with: {text: shipped}
+"""
+
+
+def test_the_approve_and_reject_buttons_decide_a_waiting_phase(tmp_path, browser_page):
+    page = browser_page
+    with Serve(tmp_path, {"release": RELEASE}) as srv:
+        for decision, final in (("approve", "completed"), ("reject", "failed")):
+            run_id = srv.http.post("/api/workflows/release/runs", json={}).json()["id"]
+            page.goto(f"{srv.url}/runs/{run_id}")
+            wait_state(page, "ship", "waiting")
+            if decision == "approve":
+                shot(page, "run-waiting")
+            page.click(f".approval[data-phase='ship'] button.{decision}")
+            page.locator(f"body[data-status='{final}']").wait_for()
+            assert page.locator(".approval").count() == 0
+            assert node_state(page, "ship") == ("completed" if final == "completed" else "failed")
