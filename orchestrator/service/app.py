@@ -332,7 +332,11 @@ def create_app(service: Service, *, ui: bool = True) -> Starlette:
         body = views.run_json(run)
         if "path" in body:
             events = await in_thread(store.events, run.id)
-            body["phases"] = [views.phase_json(p) for p in await in_thread(store.phases, run.id)]
+            asks = {e.phase: e.data.get("message") for _, e in events if e.event == "phase_waiting"}
+            body["phases"] = [
+                views.phase_json(p) | {"approval": asks.get(p.id)}
+                for p in await in_thread(store.phases, run.id)
+            ]
             body["attempts"] = views.attempts(
                 events, running=run.status == "running", now=time.time()
             )

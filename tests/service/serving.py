@@ -23,7 +23,22 @@ from typing import Any
 
 import httpx
 
-__all__ = ["Serve", "orch", "wait_for"]
+__all__ = ["RELEASE", "Serve", "orch", "wait_for"]
+
+#: A workflow whose second phase waits for approval (state `waiting`).
+RELEASE = """name: release
+triggers:
+  - webhook: true
+phases:
+  - {id: build, agent: echo, with: {text: built}}
+  - id: ship
+    agent: echo
+    depends_on: [build]
+    approval: {message: "Ship it?"}
+    with: {text: shipped}
+outputs:
+  result: "{{ phases.ship.output }}"
+"""
 
 
 def wait_for(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:

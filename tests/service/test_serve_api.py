@@ -9,7 +9,7 @@ import sys
 import httpx
 import pytest
 
-from tests.service.serving import Serve, orch, wait_for
+from tests.service.serving import RELEASE, Serve, orch, wait_for
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -411,23 +411,8 @@ def test_orch_cancel_from_a_shell_cancels_a_service_run_and_the_service_goes_on(
         assert srv.run_when(r.json()["id"], "completed")["status"] == "completed"
 
 
-APPROVAL = """name: release
-triggers:
-  - webhook: true
-phases:
-  - {id: build, agent: echo, with: {text: built}}
-  - id: ship
-    agent: echo
-    depends_on: [build]
-    approval: {message: "Ship it?"}
-    with: {text: shipped}
-outputs:
-  result: "{{ phases.ship.output }}"
-"""
-
-
 def test_approvals_are_decided_through_the_api(tmp_path):
-    with Serve(tmp_path, {"release": APPROVAL}) as srv:
+    with Serve(tmp_path, {"release": RELEASE}) as srv:
         first = srv.http.post("/api/workflows/release/runs", json={}).json()["id"]
         wait_for(
             lambda: any(

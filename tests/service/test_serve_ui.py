@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.service.serving import Serve, orch
+from tests.service.serving import RELEASE, Serve, orch
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -188,19 +188,6 @@ def test_with_a_token_the_browser_signs_in_and_its_actions_pass_the_csrf_check(
         page.locator("body[data-status='cancelled']").wait_for()
 
 
-RELEASE = """name: release
-triggers:
-  - webhook: true
-phases:
-  - {id: build, agent: echo, with: {text: built}}
-  - id: ship
-    agent: echo
-    depends_on: [build]
-    approval: {message: "Ship it?"}
-    with: {text: shipped}
-"""
-
-
 def test_the_approve_and_reject_buttons_decide_a_waiting_phase(tmp_path, browser_page):
     page = browser_page
     with Serve(tmp_path, {"release": RELEASE}) as srv:
@@ -208,6 +195,8 @@ def test_the_approve_and_reject_buttons_decide_a_waiting_phase(tmp_path, browser
             run_id = srv.http.post("/api/workflows/release/runs", json={}).json()["id"]
             page.goto(f"{srv.url}/runs/{run_id}")
             wait_state(page, "ship", "waiting")
+            box = page.locator(".approval[data-phase='ship']")
+            assert "Phase ship waits for approval: Ship it?" in box.inner_text()
             if decision == "approve":
                 shot(page, "run-waiting")
             page.click(f".approval[data-phase='ship'] button.{decision}")

@@ -239,7 +239,7 @@ async function runPage(runId) {
     body.replaceChildren();
     const waiting = [];
     for (const p of run.phases || []) {
-      if (p.state === "waiting") waiting.push(p.id);
+      if (p.state === "waiting") waiting.push(p);
       body.append(el("tr", { "data-phase": p.id, "data-state": p.state },
         el("td", {}, el("code", { text: p.id })),
         el("td", {}, badge(p.state)),
@@ -250,9 +250,10 @@ async function runPage(runId) {
     }
     const box = $("approvals");
     box.replaceChildren();
-    for (const pid of waiting) {
+    for (const p of waiting) {
+      const pid = p.id;
       box.append(el("div", { class: "approval", "data-phase": pid },
-        el("span", { text: `Phase ${pid} waits for approval ` }),
+        el("span", { text: `Phase ${pid} waits for approval${p.approval ? `: ${p.approval}` : ""} ` }),
         el("button", { class: "approve", text: "Approve", onclick: () => decide(pid, "approve") }),
         el("button", { class: "reject danger", text: "Reject", onclick: () => decide(pid, "reject") })));
     }
