@@ -44,9 +44,14 @@ def _folder(option: Path | None) -> Path:
 
 
 def serve_command(
-    host: Annotated[str, typer.Option("--host", help="The address to listen on.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option("--host", help="The address to listen on.", metavar="HOST")
+    ] = "127.0.0.1",
     port: Annotated[
-        int, typer.Option("--port", help="The port (0: any free one).", min=0, max=65535)
+        int,
+        typer.Option(
+            "--port", help="The port (0: any free one).", min=0, max=65535, metavar="PORT"
+        ),
     ] = 8080,
     workflows: Annotated[Path | None, _WORKFLOWS] = None,
     max_runs: Annotated[
@@ -58,7 +63,9 @@ def serve_command(
     state_dir: Annotated[
         Path | None,
         typer.Option(
-            "--state-dir", help="Where runs are recorded (default: $ORCH_STATE_DIR, else .orch)."
+            "--state-dir",
+            help="Where runs are recorded (default: $ORCH_STATE_DIR, else .orch).",
+            metavar="DIR",
         ),
     ] = None,
 ) -> None:
