@@ -134,8 +134,6 @@ def _serve(
     try:
         for line in service.start_up():
             _say(line)
-        shown = f"[{host}]" if ":" in host else host
-        _say(f"listening on http://{shown}:{sock.getsockname()[1]}/ (max {max_runs} runs at once)")
         code = asyncio.run(run_service(service, sock, say=_say))
         _say("stopped")
         return code

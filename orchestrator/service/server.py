@@ -62,7 +62,10 @@ async def run_service(service: Service, sock: socket.socket, *, say: Callable[[s
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, int(sig))
-    await service.run_scheduler()
+    await service.run_scheduler()  # before the address is printed: time starts counting here
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    say(f"listening on http://{shown}:{port}/ (max {service.config.max_runs} runs at once)")
     try:
         await serve(create_app(service), config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
     finally:

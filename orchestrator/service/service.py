@@ -129,7 +129,9 @@ class Service:
         return False
 
     async def run_scheduler(self) -> None:
-        """Start the scheduler loop (cancelled by ``shut_down``)."""
+        """Tick once now (baselines of new entries, fire times missed while down), then start
+        the scheduler loop (cancelled by ``shut_down``)."""
+        self.scheduler.tick(self.clock.now())
         self._task = asyncio.get_running_loop().create_task(self.scheduler.run_forever())
 
     async def shut_down(self) -> None:
