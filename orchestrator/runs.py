@@ -200,6 +200,7 @@ async def start(
     sinks: Iterable[EventSink] = (),
     strings: bool = False,
     replay: bool = False,
+    trigger: Mapping[str, Any] | None = None,
     _prior: Mapping[str, PhaseOutcome] | None = None,
     _resume_attempts: Mapping[str, int] | None = None,
     _resume_iterations: Mapping[str, tuple[int, Any]] | None = None,
@@ -213,7 +214,8 @@ async def start(
     ``.orch``. ``cache:`` is honoured unless ``no_cache``. ``strings`` parses
     string inputs by their declared type (as ``--input`` does). ``sinks`` see every
     event after the store has it. ``replay``: a call middleware answers every
-    agent call (``--replay``), so unset secrets are not needed. Approvals are
+    agent call (``--replay``), so unset secrets are not needed. ``trigger`` says what
+    started the run (`orch serve`): templates read ``trigger.*``. Approvals are
     decided in the same store (``orch approve``). Raises WorkflowInvalid, UsageError (inputs, a
     missing secret), AgentError and StateError before anything runs.
     """
@@ -249,6 +251,7 @@ async def start(
             resume_items=dict(_resume_items or {}),
             approvals=store,  # decisions of `orch approve`/`orch reject` land there
             replay=replay,
+            trigger=dict(trigger or {}),
         )
         handle = RunHandle(rid, plan, resolve_state_dir(state_dir), store)
         task = asyncio.ensure_future(

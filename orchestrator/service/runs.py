@@ -40,29 +40,28 @@ async def start_run(
     cancel: asyncio.Event,
     trigger: Mapping[str, Any],
 ) -> RunResult:
-    """Run ``plan`` to its end, recorded in ``store`` exactly as `orch run` records it."""
-    import os
+    """Run ``plan`` to its end through the core's Python API (``orchestrator.runs.start``),
+    recorded in the service's store exactly as `orch run` records it; setting ``cancel``
+    cancels it."""
+    from ..runs import start
 
-    from ..engine import RunOptions, execute
-    from ..engine.cache import StoreCache
-    from ..engine.events import SecretMasker
-
-    wf = plan.workflow
-    masker = SecretMasker(os.environ.get(name, "") for name in wf.secret_names)
-    options = RunOptions(
-        cache=StoreCache(store, wf, mask=masker.mask),
-        approvals=store,  # decisions from the API, the UI or `orch approve` land there
-        trigger=dict(trigger),
-    )
-    return await execute(
+    handle = await start(
         plan,
-        inputs=dict(inputs),
-        registry=registry,
-        options=options,
-        sinks=[store.record],
-        cancel=cancel,
+        inputs=inputs,
+        state_dir=store.state_dir,
         run_id=run_id,
+        registry=registry,
+        trigger=trigger,
     )
+    stop = asyncio.ensure_future(cancel.wait())
+    done = asyncio.ensure_future(handle.wait())
+    try:
+        await asyncio.wait({stop, done}, return_when=asyncio.FIRST_COMPLETED)
+        if not done.done():
+            handle.cancel()
+        return await done
+    finally:
+        stop.cancel()
 
 
 @dataclass(eq=False)
