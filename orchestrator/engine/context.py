@@ -209,6 +209,9 @@ class RunContext:
         }
         self.retries_left = wf.error_handling.max_total_retries
         self.spend = Spend(wf)  # tokens and cost the calls used, against `budget:`
+        for done in self.prior.values():  # resumed: what the completed phases spent counts
+            if not done.cached:  # a cache hit made no call
+                self.spend.add(done.id, done.metadata)
         self.deadline: float | None = None  # monotonic end of the run (its timeout)
         self.memo: dict[Any, Any] = {}  # per-run memo of the call path (merged `with:`)
         self.in_flight: dict[str, int] = {}  # agent calls under way, per agent
