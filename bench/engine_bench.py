@@ -123,15 +123,35 @@ def _best(fn: Any, repeat: int) -> tuple[float, float]:
 
 
 def bench_overhead(
-    name: str, deps: dict[str, tuple[str, ...]], repeat: int, *, sink: bool = False
+    name: str,
+    deps: dict[str, tuple[str, ...]],
+    repeat: int,
+    *,
+    sink: bool = False,
+    store: bool = False,
 ) -> tuple[float, float]:
+    """Per-phase CPU of the engine and of the plain loop on the same DAG. ``store``: the
+    engine records every event in a real SQLite state store (a fresh temp folder)."""
     plan = compile_plan(_workflow(deps, "noop"))
     reg = _registry()
     agent = NoopAgent()
 
     async def run_engine() -> None:  # returns None like the plain loop: asyncio.run reprs results
         events: list[Any] = []
-        result = await execute(plan, registry=reg, sinks=[events.append] if sink else ())
+        sinks: list[Any] = [events.append] if sink else []
+        opened = None
+        if store:
+            import tempfile
+
+            from orchestrator.state.sqlite import open_store
+
+            opened = open_store(tempfile.mkdtemp(prefix="orch-bench-"))
+            sinks.insert(0, opened.record)
+        try:
+            result = await execute(plan, registry=reg, sinks=sinks)
+        finally:
+            if opened is not None:
+                await opened.aclose()
         assert result.status == "completed", result.error
 
     def engine() -> None:
@@ -205,6 +225,11 @@ def main(argv: list[str]) -> int:
     if t_engine > TARGET_RATIO * t_base:
         missed.append(f"noop ratio {t_engine / t_base:.1f}x > {TARGET_RATIO}x")
     bench_overhead("same, events to a list sink", independent(10_000), repeat, sink=True)
+    t_store, t_plain = bench_overhead(
+        "same, SQLite store attached", independent(10_000), repeat, store=True
+    )
+    if t_store > 4 * t_plain:
+        missed.append(f"noop ratio with the store {t_store / t_plain:.1f}x > 4x")
     bench_overhead("chain of 2,000", chain(2_000), repeat)
     bench_overhead("fan-out 1,000 + fan-in", fan(1_000), repeat)
     for label, took, bound in bench_makespan(seed=7):

@@ -21,6 +21,7 @@ The hierarchy (``x`` a category, ``+`` a leaf)::
         + PhaseFailed                a phase failed after its last attempt
         + PhaseTimeout               one attempt ran past its timeout
         + RunCancelled               the run was cancelled (Ctrl-C, SIGTERM, orch cancel)
+        + RecordFailed               the state store could not record an event: the run stops
       x StateError
         + RunNotFound                no run with that id in the state store
         + RunLocked                  another live process owns the run
@@ -47,6 +48,7 @@ __all__ = [
     "OrchError",
     "PhaseFailed",
     "PhaseTimeout",
+    "RecordFailed",
     "Problem",
     "RunCancelled",
     "RunLocked",
@@ -269,6 +271,21 @@ class PhaseTimeout(ExecutionError):
 
 class RunCancelled(ExecutionError):
     """The run was cancelled: Ctrl-C, SIGTERM or ``orch cancel``."""
+
+
+class RecordFailed(ExecutionError):
+    """The state store could not record an event (disk full, an output it cannot store):
+    the run stops, since nothing may be shown or built on that is not recorded."""
+
+    def __init__(self, kind: str, phase: str | None, cause: BaseException) -> None:
+        what = f"phase '{phase}': its {kind}" if phase else f"the run's {kind}"
+        super().__init__(
+            f"{what} could not be recorded in the state store, so the run stops: {cause}",
+            hint="free some space (or pick another --state-dir), then `orch resume` goes on "
+            "from what was recorded",
+        )
+        self.kind = kind
+        self.phase = phase
 
 
 class StateError(OrchError):

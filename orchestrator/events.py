@@ -30,6 +30,7 @@ __all__ = [
     "SecretMasker",
     "StreamMasker",
     "compensation_started",
+    "item_checkpoint",
     "format_cost",
     "note",
     "phase_completed",
@@ -202,8 +203,10 @@ def workflow_started(
     inputs: Mapping[str, Any],
     pid: int,
     resumed_from: str | None = None,
+    trigger: Mapping[str, Any] | None = None,
 ) -> Event:
-    """A run starts (or resumes: ``resumed_from`` is the run id then)."""
+    """A run starts (or resumes: ``resumed_from`` is the run id then); ``trigger``: what
+    started it in `orch serve` (``kind``: schedule, webhook, after, api)."""
     data: dict[str, Any] = {
         "workflow": workflow,
         "path": path,
@@ -215,6 +218,8 @@ def workflow_started(
     }
     if resumed_from:
         data["resumed_from"] = resumed_from
+    if trigger:
+        data["trigger"] = dict(trigger)
     return Event("workflow_started", run_id, ts, None, None, data)
 
 
@@ -251,11 +256,36 @@ def phase_stream(
     return Event("phase_stream", run_id, ts, phase, attempt, data)
 
 
-def phase_progress(run_id: str, ts: float, phase: str, done: int, total: int) -> Event:
-    """foreach progress: ``done`` of ``total`` items ended."""
-    return Event(
-        "phase_stream", run_id, ts, phase, None, {"progress": {"done": done, "total": total}}
-    )
+_NO_ITEM_OUTPUT: Any = object()
+
+
+def phase_progress(
+    run_id: str,
+    ts: float,
+    phase: str,
+    done: int,
+    total: int,
+    *,
+    item: int | None = None,
+    output: Any = _NO_ITEM_OUTPUT,
+) -> Event:
+    """foreach progress: ``done`` of ``total`` items ended. With ``item`` and ``output``,
+    the item that completed and its output: the item's checkpoint (a resumed run does
+    not run it again)."""
+    data: dict[str, Any] = {"progress": {"done": done, "total": total}}
+    if item is not None and output is not _NO_ITEM_OUTPUT:
+        data["item"] = item
+        data["output"] = output
+    return Event("phase_stream", run_id, ts, phase, None, data)
+
+
+def item_checkpoint(event: Event) -> tuple[int, Any] | None:
+    """(index, output) of a foreach item that completed, from its progress event, or None."""
+    data = event.data
+    if event.event != "phase_stream" or "progress" not in data or "output" not in data:
+        return None
+    index = data.get("item")
+    return (index, data["output"]) if isinstance(index, int) else None
 
 
 def phase_turn(

@@ -200,10 +200,12 @@ async def start(
     sinks: Iterable[EventSink] = (),
     strings: bool = False,
     replay: bool = False,
+    trigger: Mapping[str, Any] | None = None,
     _prior: Mapping[str, PhaseOutcome] | None = None,
     _resume_attempts: Mapping[str, int] | None = None,
     _resume_iterations: Mapping[str, tuple[int, Any]] | None = None,
     _key_epochs: Mapping[str, int] | None = None,
+    _resume_items: Mapping[str, Mapping[int, Any]] | None = None,
 ) -> RunHandle:
     """Start a run in this event loop, recorded in the state store; return its handle once
     its ``workflow_started`` is stored.
@@ -213,7 +215,8 @@ async def start(
     ``.orch``. ``cache:`` is honoured unless ``no_cache``. ``strings`` parses
     string inputs by their declared type (as ``--input`` does). ``sinks`` see every
     event after the store has it. ``replay``: a call middleware answers every
-    agent call (``--replay``), so unset secrets are not needed. Approvals are
+    agent call (``--replay``), so unset secrets are not needed. ``trigger`` says what
+    started the run (`orch serve`): templates read ``trigger.*``. Approvals are
     decided in the same store (``orch approve``). Raises WorkflowInvalid, UsageError (inputs, a
     missing secret), AgentError and StateError before anything runs.
     """
@@ -247,8 +250,10 @@ async def start(
             resume_attempts=dict(_resume_attempts or {}),
             resume_iterations=dict(_resume_iterations or {}),
             key_epochs=dict(_key_epochs or {}),
+            resume_items=dict(_resume_items or {}),
             approvals=store,  # decisions of `orch approve`/`orch reject` land there
             replay=replay,
+            trigger=dict(trigger or {}),
         )
         handle = RunHandle(rid, plan, resolve_state_dir(state_dir), store)
         task = asyncio.ensure_future(
@@ -345,8 +350,15 @@ async def go_on(
     max_parallel: int | None = None,
     no_cache: bool = False,
     sinks: Iterable[EventSink] = (),
+    executor: Executor | None = None,
+    call_middleware: Sequence[CallMiddleware] = (),
+    replay: bool = False,
 ) -> RunHandle | None:
-    """Run a prepared resume (None when the run had already completed)."""
+    """Run a prepared resume (None when the run had already completed).
+
+    ``executor``, ``call_middleware`` and ``replay`` are as for ``start``: a resume
+    runs where, and answered from what, its caller says (nothing is inherited).
+    """
     decision = prepared.resume
     if decision.finished:
         return None
@@ -361,10 +373,14 @@ async def go_on(
         no_cache=no_cache,
         registry=prepared.registry,
         sinks=sinks,
+        executor=executor,
+        call_middleware=call_middleware,
+        replay=replay,
         _prior=decision.prior,
         _resume_attempts=decision.attempts_at,
         _resume_iterations=decision.iterations_at,
         _key_epochs=decision.key_epochs,
+        _resume_items=decision.items_at,
     )
 
 
@@ -387,6 +403,9 @@ async def resume(
     no_cache: bool = False,
     registry: AgentRegistry | None = None,
     sinks: Iterable[EventSink] = (),
+    executor: Executor | None = None,
+    call_middleware: Sequence[CallMiddleware] = (),
+    replay: bool = False,
 ) -> RunHandle | None:
     """Go on with a stopped run: completed phases keep their outputs, the rest run again.
 
@@ -397,7 +416,14 @@ async def resume(
         run_id, state_dir=state_dir, force=force, workflow=workflow, registry=registry
     )
     return await go_on(
-        prepared, state_dir=state_dir, max_parallel=max_parallel, no_cache=no_cache, sinks=sinks
+        prepared,
+        state_dir=state_dir,
+        max_parallel=max_parallel,
+        no_cache=no_cache,
+        sinks=sinks,
+        executor=executor,
+        call_middleware=call_middleware,
+        replay=replay,
     )
 
 
@@ -554,7 +580,8 @@ async def wait(
 @dataclass(frozen=True, slots=True)
 class Cancelled:
     """What ``cancel`` did: ``how`` is ``in-process``, ``signalled`` (SIGTERM to the owner,
-    ``pid``) or ``recorded`` (its process was gone: recorded as cancelled)."""
+    ``pid``), ``requested`` (asked `orch serve`, process ``pid``, through the store) or
+    ``recorded`` (its process was gone: recorded as cancelled)."""
 
     run_id: str
     how: str
@@ -596,6 +623,10 @@ def cancel(run_id: str, *, state_dir: str | os.PathLike[str] | None = None) -> C
         owner = run.owner
         if owner is None or not owner.alive():
             raise UsageError(f"run {run.id} is no longer running")
+        first = store.events(run.id)[:1]
+        if first and "trigger" in first[0][1].data:  # `orch serve` runs it: never signal it
+            store.request_cancel(run.id, now=time.time())
+            return Cancelled(run.id, "requested", owner.pid)
         try:
             os.kill(owner.pid, signal.SIGTERM)
         except ProcessLookupError:

@@ -72,3 +72,21 @@ def test_orch_help_loads_only_typer_and_the_core():
     loaded = _modules_after(code)
     heavy = {"rich", "httpx", "jsonschema", "tenacity", "jinja2", "ruamel", "sqlite3"}
     assert sorted({m.split(".")[0] for m in loaded} & heavy) == []
+
+
+def test_the_service_is_imported_only_by_orch_serve():
+    # `orch serve` imports starlette and hypercorn inside itself; no other command may.
+    loaded = _modules_after(
+        "import orchestrator, orchestrator.cli, orchestrator.engine, orchestrator.spec"
+    )
+    assert sorted(m for m in loaded if m.startswith("orchestrator.service")) == []
+    assert sorted(m for m in loaded if m.split(".")[0] in {"starlette", "hypercorn"}) == []
+    # `orch schedule` reads the workflows folder without the web stack
+    loaded = _modules_after(
+        "from orchestrator.cli.serve import schedule_command\n"
+        "from orchestrator.service.catalog import Catalog\n"
+        "from orchestrator.service.scheduler import upcoming\n"
+    )
+    assert (
+        sorted(m for m in loaded if m.split(".")[0] in {"starlette", "hypercorn", "jinja2"}) == []
+    )

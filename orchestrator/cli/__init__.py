@@ -19,7 +19,7 @@ from ..errors import (
     RunCancelled,
     WorkflowInvalid,
 )
-from . import agents, approve, graph, report, run, runs, schema, stats, validate
+from . import agents, approve, graph, report, run, runs, schema, serve, stats, validate
 from .usage import print_version, use_orch_commands
 
 __all__ = ["app", "main"]
@@ -34,7 +34,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-for _module in (validate, graph, run, agents, runs, stats, report, approve, schema):
+for _module in (validate, graph, run, agents, runs, stats, report, approve, schema, serve):
     _module.register(app)
 use_orch_commands(app)  # usage lines read `FILE`, not typer's `{FILE}`
 

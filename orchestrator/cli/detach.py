@@ -1,7 +1,9 @@
 """`orch run --detach`: a background `orch` process owns the run; this one prints its id.
 
-The workflow and its inputs were checked before (a bad file still exits 2 here).
-The child runs ``python -m orchestrator run FILE --run-id ID ...`` in its own
+The workflow, its inputs and every option (--replay's folder, --executor) were
+checked before (a bad one still exits 2 here, and nothing runs). The child runs
+``python -m orchestrator run FILE --run-id ID ...`` with every option of this
+command line (``child_options``: one place, so none is forgotten) in its own
 session (a closed terminal does not stop it), with its progress lines in
 ``STATE_DIR/logs/ID.log``. The id is printed once the run is recorded, so
 ``orch status``, ``logs --follow``, ``cancel`` and ``wait`` find it at once.
@@ -16,23 +18,52 @@ import time
 import uuid
 from pathlib import Path
 
-__all__ = ["detach_run"]
+import typer
+
+__all__ = ["child_options", "detach_run"]
 
 _STARTUP = 60.0  # seconds the child has to record the run before we give up on it
 
 
-def detach_run(
-    file: Path,
-    pairs: list[str],
-    *,
-    inputs_file: Path | None,
-    max_parallel: int | None,
-    output_file: Path | None,
-    no_cache: bool,
-    state_dir: Path | None,
-    junit: Path | None = None,
-) -> int:
-    """Start the background run; print its id on stdout; return the exit code (0 started)."""
+#: Options of `orch run` the parent handles itself: never passed on to the child.
+_PARENT_ONLY = frozenset({"file", "detach", "run_id", "state_dir", "dry_run", "events"})
+
+
+def child_options(ctx: typer.Context) -> list[str]:
+    """Every option of the current `orch run` invocation, as the child's command line.
+
+    Read from the parsed command (``ctx``), so an option added to `orch run`
+    reaches a detached run without a change here; paths are made absolute (the child
+    runs in the same folder, but its log names them). The parent's own options
+    (the file, --detach, --run-id, --state-dir, and --dry-run/--events, which the
+    parent handled or refused) are left out.
+    """
+    import enum
+
+    argv: list[str] = []
+    for param in ctx.command.params:
+        name = param.name
+        if param.param_type_name != "option" or name in _PARENT_ONLY or name is None:
+            continue
+        value = ctx.params.get(name)
+        if value is None or value is False or (param.multiple and not value):
+            continue
+        flag = param.opts[0]
+        if value is True:
+            argv.append(flag)
+            continue
+        for item in value if param.multiple else [value]:
+            if isinstance(item, enum.Enum):
+                item = item.value
+            elif isinstance(item, Path):
+                item = item.absolute()
+            argv.append(f"{flag}={item}")  # one token: a value may start with '-'
+    return argv
+
+
+def detach_run(file: Path, options: list[str], *, state_dir: Path | None) -> int:
+    """Start the background run of ``file`` with ``options`` (``child_options``); print its
+    id on stdout; return the exit code (0 started)."""
     from ..errors import RunNotFound
     from ..runs import status
     from ..state.sqlite import resolve_state_dir
@@ -43,19 +74,7 @@ def detach_run(
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / f"{run_id}.log"
     argv = [sys.executable, "-m", "orchestrator", "run", str(file.absolute())]
-    argv += ["--run-id", run_id, "--state-dir", str(folder)]
-    for pair in pairs:
-        argv += ["--input", pair]
-    if inputs_file is not None:
-        argv += ["--inputs-file", str(inputs_file.absolute())]
-    if max_parallel is not None:
-        argv += ["--max-parallel", str(max_parallel)]
-    if output_file is not None:
-        argv += ["--output-file", str(output_file.absolute())]
-    if junit is not None:
-        argv += ["--junit", str(junit.absolute())]
-    if no_cache:
-        argv.append("--no-cache")
+    argv += ["--run-id", run_id, "--state-dir", str(folder), *options]
     with open(log, "ab") as out:
         child = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             argv,

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import typer
 
-from ..errors import Location, OrchError, UsageError, WorkflowInvalid
+from ..errors import ExecutionError, Location, OrchError, UsageError, WorkflowInvalid
 from ..jsontext import dumps
 from .usage import whole_number
 
@@ -30,7 +30,15 @@ if TYPE_CHECKING:
     from ..plan import Plan
     from ..spec.model import Workflow
 
-__all__ = ["EXIT_CODES", "register", "write_file"]
+__all__ = [
+    "EXIT_CODES",
+    "ExecutorOption",
+    "RecordOption",
+    "ReplayOption",
+    "call_log",
+    "register",
+    "write_file",
+]
 
 #: Exit code of each final run status; a cancelled run exits 143 when SIGTERM caused it.
 EXIT_CODES: Mapping[str, int] = {"completed": 0, "failed": 1, "cancelled": 130}
@@ -43,12 +51,43 @@ class EventsFormat(str, Enum):
     jsonl = "jsonl"
 
 
+#: ``--record``, ``--replay`` and ``--executor``, shared by `orch run` and `orch resume`.
+RecordOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--record",
+        help="Store every agent call (input hash, result, stream, tokens) in this folder.",
+        metavar="DIR",
+    ),
+]
+ReplayOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--replay",
+        help="Answer every agent call from a folder made by --record (offline).",
+        metavar="DIR",
+    ),
+]
+ExecutorOption = Annotated[
+    str | None,
+    typer.Option(
+        "--executor",
+        help=(
+            "Where agent calls run: local (default), dask (a local Dask cluster, or "
+            "$DASK_SCHEDULER_ADDRESS) or dask://HOST:PORT (an existing cluster)."
+        ),
+        metavar="WHERE",
+    ),
+]
+
+
 def register(app: typer.Typer) -> None:
     """Add ``orch run`` to ``app``."""
     app.command("run")(run_command)
 
 
 def run_command(
+    ctx: typer.Context,
     file: Annotated[
         Path,
         typer.Argument(
@@ -114,33 +153,9 @@ def run_command(
             "--junit", help="Write a JUnit XML report (one testcase per phase).", metavar="FILE"
         ),
     ] = None,
-    record: Annotated[
-        Path | None,
-        typer.Option(
-            "--record",
-            help="Store every agent call (input hash, result, stream, tokens) in this folder.",
-            metavar="DIR",
-        ),
-    ] = None,
-    replay: Annotated[
-        Path | None,
-        typer.Option(
-            "--replay",
-            help="Answer every agent call from a folder made by --record (offline).",
-            metavar="DIR",
-        ),
-    ] = None,
-    executor: Annotated[
-        str | None,
-        typer.Option(
-            "--executor",
-            help=(
-                "Where agent calls run: local (default), dask (a local Dask cluster, or "
-                "$DASK_SCHEDULER_ADDRESS) or dask://HOST:PORT (an existing cluster)."
-            ),
-            metavar="WHERE",
-        ),
-    ] = None,
+    record: RecordOption = None,
+    replay: ReplayOption = None,
+    executor: ExecutorOption = None,
     detach: Annotated[
         bool,
         typer.Option(
@@ -156,8 +171,6 @@ def run_command(
 ) -> None:
     """Run a workflow: live progress on a terminal, plain lines elsewhere; print the outputs."""
     try:
-        if record is not None and replay is not None:
-            raise UsageError("--record and --replay cannot be used together; choose one")
         from ..engine.dask_executor import parse_executor
         from ..spec.locate import find_workflow
 
@@ -183,26 +196,16 @@ def run_command(
                 out.write(line + "\n")
             out.flush()
             raise typer.Exit(0)
+        calls = call_log(record, replay)  # a missing --replay folder: exit 2, before detaching
         if detach:
             if events is not None:
                 raise UsageError(
                     "--detach and --events cannot go together: a detached run prints nothing",
                     hint="follow it with `orch logs RUN --follow --json`",
                 )
-            from .detach import detach_run
+            from .detach import child_options, detach_run
 
-            raise typer.Exit(
-                detach_run(
-                    found,
-                    input_ or [],
-                    junit=junit,
-                    inputs_file=inputs_file,
-                    max_parallel=max_parallel,
-                    output_file=output_file,
-                    no_cache=no_cache,
-                    state_dir=state_dir,
-                )
-            )
+            raise typer.Exit(detach_run(found, child_options(ctx), state_dir=state_dir))
         result_code = _run(
             plan,
             inputs,
@@ -212,13 +215,16 @@ def run_command(
             no_cache=no_cache,
             state_dir=state_dir,
             junit=junit,
-            calls=_call_log(record, replay),
+            calls=calls,
             executor=where,
             run_id=run_id,
         )
     except WorkflowInvalid as exc:
         _print_problems(exc)
         raise typer.Exit(2) from None
+    except ExecutionError as exc:  # the run itself broke (its store could not record it)
+        _print_error(exc)
+        raise typer.Exit(1) from None
     except OrchError as exc:  # bad inputs, a located WorkflowError, an agent that cannot load
         _print_error(exc)
         raise typer.Exit(2) from None
@@ -240,8 +246,14 @@ def _complete_name(incomplete: str) -> list[str]:
     return [n for n in workflow_names() if n.startswith(incomplete)]
 
 
-def _call_log(record: Path | None, replay: Path | None) -> Any:
-    """The CallLog of ``--record DIR`` or ``--replay DIR`` (None without either)."""
+def call_log(record: Path | None, replay: Path | None) -> Any:
+    """The CallLog of ``--record DIR`` or ``--replay DIR`` (None without either).
+
+    Raises UsageError (exit 2) for both at once, a missing --replay folder, an
+    unwritable --record one: before anything runs.
+    """
+    if record is not None and replay is not None:
+        raise UsageError("--record and --replay cannot be used together; choose one")
     if record is None and replay is None:
         return None
     from ..engine.recording import CallLog
@@ -411,6 +423,9 @@ def _run(
                 max_parallel=max_parallel,
                 no_cache=no_cache,
                 sinks=sinks,
+                call_middleware=(calls,) if calls is not None else (),
+                replay=calls is not None and calls.replay,
+                executor=where_to,
             )
         return await start(
             plan,

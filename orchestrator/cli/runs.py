@@ -3,7 +3,8 @@
 They read and act on the state store (``--state-dir``, ``$ORCH_STATE_DIR``,
 default ``.orch``). Exit codes: 0 done, 1 the resumed run failed (or a cancelled
 run did not stop within --wait), 2 bad usage, an unknown run, a refused operation
-(cancel of a run that is not running, resume of a live run) or an unreadable store.
+(cancel of a run that is not running, resume of a live run) or an unreadable store;
+`orch wait` exits with the run's code, or 124 when --timeout passed first.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import typer
 
 from ..jsontext import dumps
+from .run import ExecutorOption, RecordOption, ReplayOption
 from .usage import seconds, whole_number
 
 if TYPE_CHECKING:
@@ -28,6 +30,8 @@ _STATE_DIR = typer.Option(
     None, "--state-dir", help="The state directory (default: $ORCH_STATE_DIR, else .orch)."
 )
 _FOLLOW_POLL = 0.2
+#: `orch wait --timeout` when the run is still going: 124, as timeout(1), not a failed run's 1.
+WAIT_TIMEOUT_EXIT = 124
 
 
 def register(app: typer.Typer) -> None:
@@ -232,7 +236,10 @@ def cancel_command(
     if done.how == "recorded":
         sys.stderr.write(f"run {done.run_id} had no live process; recorded as cancelled\n")
         return
-    sys.stderr.write(f"sent SIGTERM to process {done.pid} running {done.run_id}\n")
+    if done.how == "requested":
+        sys.stderr.write(f"asked `orch serve` (process {done.pid}) to cancel {done.run_id}\n")
+    else:
+        sys.stderr.write(f"sent SIGTERM to process {done.pid} running {done.run_id}\n")
     if not wait:
         return
     try:
@@ -252,11 +259,15 @@ def wait_command(
         "--timeout",
         parser=seconds,
         metavar="SECONDS",
-        help="Give up after this many seconds (exit 1; the run goes on).",
+        help=f"Give up after this many seconds (exit {WAIT_TIMEOUT_EXIT}, as timeout(1); "
+        "the run goes on).",
     ),
     state_dir: Path | None = _STATE_DIR,
 ) -> None:
-    """Wait for a run to end; exit with its outcome (0 completed, 1 failed, 130/143 cancelled)."""
+    """Wait for a run to end; exit with its outcome (0 completed, 1 failed, 130/143 cancelled).
+
+    124 (as timeout(1)) when --timeout passed and the run is still going.
+    """
     from ..errors import OrchError
     from ..runs import exit_code, wait_sync
 
@@ -268,7 +279,7 @@ def wait_command(
         raise typer.Exit(130) from None
     if final is None:
         sys.stderr.write(f"run {run_id} is still running after {timeout:g}s\n")
-        raise typer.Exit(1)
+        raise typer.Exit(WAIT_TIMEOUT_EXIT)
     run = final.run
     message = f"run {run.id} {run.status}"
     if run.status == "interrupted":
@@ -312,18 +323,34 @@ def resume_command(
         False, "--no-cache", help="Neither read nor write cached phase results."
     ),
     state_dir: Path | None = _STATE_DIR,
+    record: RecordOption = None,
+    replay: ReplayOption = None,
+    executor: ExecutorOption = None,
 ) -> None:
     """Run again what did not complete in a stopped run, keeping the completed outputs.
 
     The run keeps its id; its new events are appended to its history. A run whose
     process is still alive is refused. A changed workflow is refused (naming the
     changed phases) unless --force: then those phases and their downstream run again.
+    --record, --replay and --executor are as for `orch run`, and are not inherited
+    from the stopped run: give them again (a run started with --replay DIR resumes
+    with --replay DIR, else its agents are called for real).
     """
+    from ..engine.dask_executor import parse_executor
     from ..errors import OrchError
+    from .run import call_log
 
     try:
+        where = parse_executor(executor)  # bad options: exit 2 before the run is touched
+        calls = call_log(record, replay)
         code = _resume(
-            run_id, force=force, state_dir=state_dir, max_parallel=max_parallel, no_cache=no_cache
+            run_id,
+            force=force,
+            state_dir=state_dir,
+            max_parallel=max_parallel,
+            no_cache=no_cache,
+            calls=calls,
+            executor=where,
         )
     except OrchError as exc:
         _fail(exc)
@@ -337,6 +364,8 @@ def _resume(
     state_dir: Path | None,
     max_parallel: int | None,
     no_cache: bool,
+    calls: Any = None,
+    executor: Any = None,
 ) -> int:
     from ..runs import prepare
     from .run import _run
@@ -364,6 +393,8 @@ def _resume(
         no_cache=no_cache,
         state_dir=state_dir,
         prepared=prepared,
+        calls=calls,
+        executor=executor,
     )
 
 

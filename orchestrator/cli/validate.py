@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -95,6 +95,11 @@ def validate_command(
             continue
         if fmt is ProblemFormat.text:
             sys.stdout.write(f"{file}: ok ({_counts(workflow, len(problems))})\n")
+            if workflow.schedule or workflow.triggers:  # they do nothing under `orch run`
+                sys.stdout.write(
+                    f"  note: {_service_note(workflow)} start runs only under `orch serve`"
+                    " (`orch schedule` lists the next fire times)\n"
+                )
     if fmt is ProblemFormat.json:
         sys.stdout.write(format_problems(everything, "json") + "\n")
     elif fmt is ProblemFormat.github and everything:
@@ -119,3 +124,8 @@ def _counts(workflow: Workflow, warnings: int) -> str:
 def register(app: typer.Typer) -> None:
     """Add `orch validate` to `app`."""
     app.command("validate")(validate_command)
+
+
+def _service_note(workflow: Any) -> str:
+    keys = [k for k, v in (("schedule:", workflow.schedule), ("triggers:", workflow.triggers)) if v]
+    return " and ".join(keys)

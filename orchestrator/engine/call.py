@@ -17,7 +17,9 @@ The path of one call, in order (each step is one function below)::
 
 Extension points: a middleware sees every call before (it may change the spec,
 answer without calling, time it) and after (the result or the exception); an
-executor decides where the call runs.
+executor decides where the call runs. A phase's cache hit makes no call, so no
+middleware sees it: a middleware with a true ``needs_every_call`` attribute
+(``--record``) turns cache lookups off for the run (results are still stored).
 """
 
 from __future__ import annotations
@@ -281,12 +283,8 @@ async def call_agent(run: RunContext, spec: CallSpec) -> AgentResult:
             await stream.flush()
     if isinstance(result, AgentResult):
         spend.add(spec.phase_id, result.metadata)
-    return _normalise(result)
-
-
-def _normalise(result: Any) -> AgentResult:
-    """The result as an AgentResult of JSON data; a number JSON cannot carry (NaN,
-    Infinity, a huge integer) fails the call (permanently), naming where it is."""
+    # The result as an AgentResult of JSON data; a number JSON cannot carry (NaN,
+    # Infinity, a huge integer) or a value that is no data fails the call (permanently).
     try:
         if not isinstance(result, AgentResult):
             return AgentResult(output=json_data(result))
@@ -301,6 +299,12 @@ def _normalise(result: Any) -> AgentResult:
         where = f" at {found[0]}" if found and found[0] != "$" else ""
         raise AgentFailure(
             f"the output {exc}{where}; outputs are JSON data (use null or a string instead)",
+            transient=False,
+        ) from None
+    except (RecursionError, ValueError, TypeError) as exc:  # a cycle, a value str() refuses
+        raise AgentFailure(
+            f"the output of agent '{spec.agent_name}' cannot be stored as JSON: "
+            f"{type(exc).__name__}: {exc}",
             transient=False,
         ) from None
     return result

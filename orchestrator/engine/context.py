@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..agents.base import Agent, AgentFailure
 from ..agents.registry import AgentRegistry
-from ..errors import UsageError
+from ..errors import RecordFailed, UsageError
 from ..events import Event, EventSink, SecretMasker
 from ..plan import Plan
 from ..spec.model import Phase, Workflow
@@ -84,7 +84,12 @@ class EventBus:
         if self.masker:
             event = self.masker.mask_event(event)
         for sink in self.async_sinks:
-            await sink(event)  # type: ignore[misc]
+            try:
+                await sink(event)  # type: ignore[misc]
+            except (asyncio.CancelledError, RecordFailed):
+                raise
+            except Exception as exc:  # noqa: BLE001 - any failing record stops the run
+                raise RecordFailed(event.event, event.phase, exc) from exc
         for sink in self.sync_sinks:
             sink(event)
 
@@ -189,6 +194,8 @@ class RunContext:
         self.cache: ResultCache | None = None if options.no_cache else options.cache
         self.executor: Executor = options.executor or LocalExecutor()
         self.middleware: tuple[CallMiddleware, ...] = tuple(options.call_middleware)
+        # a middleware that must see every call (``--record``) turns cache lookups off
+        self.cache_reads = not any(getattr(m, "needs_every_call", False) for m in self.middleware)
         self.pool = AgentPool(wf, registry, options.monotonic)
         self.workdir = str(Path(wf.path).parent) if wf.path != "<memory>" else options.workdir
         self.outcomes: dict[str, PhaseOutcome] = {}
@@ -198,9 +205,13 @@ class RunContext:
             "run": {"id": run_id, "workflow": wf.name},
             "env": {n: environ[n] for n in wf.env_names if n in environ},
             "secrets": self.secrets,
+            "trigger": dict(options.trigger),  # what started the run (orch serve); {} otherwise
         }
         self.retries_left = wf.error_handling.max_total_retries
         self.spend = Spend(wf)  # tokens and cost the calls used, against `budget:`
+        for done in self.prior.values():  # resumed: what the completed phases spent counts
+            if not done.cached:  # a cache hit made no call
+                self.spend.add(done.id, done.metadata)
         self.deadline: float | None = None  # monotonic end of the run (its timeout)
         self.memo: dict[Any, Any] = {}  # per-run memo of the call path (merged `with:`)
         self.in_flight: dict[str, int] = {}  # agent calls under way, per agent

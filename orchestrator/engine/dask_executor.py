@@ -334,7 +334,7 @@ class DaskExecutor:
                         f"the Dask worker {piece.address} died during the call", transient=True
                     )
                 await channel.stream(piece)
-            reply = self._reply(waiter)
+            reply = self._reply(waiter, spec.run_id)
             await self._drain(call, int(reply.get("streamed", 0)), channel)
             return _result(reply)
         finally:
@@ -344,19 +344,25 @@ class DaskExecutor:
             if future is not None and not future.done():
                 self._chore(client.cancel([future], reason="orch cancelled the call"))
 
-    def _reply(self, waiter: asyncio.Future[Any]) -> dict[str, Any]:
+    def _again(self) -> str:
+        """The ``--executor`` value that reaches this cluster again (``orch resume``)."""
+        if self.cluster is not None or self.choice.address is None:
+            return "dask"  # a local cluster: resuming starts a new one
+        return self.choice.address
+
+    def _reply(self, waiter: asyncio.Future[Any], run_id: str) -> dict[str, Any]:
         """The worker's plain reply, or the Dask failure mapped to an AgentFailure."""
         try:
             reply = waiter.result()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - Dask's failures, mapped below
-            raise self._failure(exc) from None
+            raise self._failure(exc, run_id) from None
         if not isinstance(reply, dict):
             raise AgentFailure(f"a Dask worker returned {type(reply).__name__}", transient=False)
         return reply
 
-    def _failure(self, exc: BaseException) -> AgentFailure:
+    def _failure(self, exc: BaseException, run_id: str) -> AgentFailure:
         """One of Dask's exceptions as the engine's failure (transient or not)."""
         name = type(exc).__name__
         if name == "KilledWorker":
@@ -367,7 +373,8 @@ class DaskExecutor:
         if name in ("FutureCancelledError", "CancelledError") or lost:
             return AgentFailure(
                 f"lost the connection to the Dask scheduler at {self.address}; "
-                "the run can be resumed (orch resume RUN_ID) once the cluster is back",
+                f"the run can be resumed (orch resume {run_id} --executor {self._again()}) "
+                "once the cluster is back",
                 transient=False,
             )
         if isinstance(exc, ImportError) and "orchestrator" in str(exc):

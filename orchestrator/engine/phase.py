@@ -225,6 +225,30 @@ async def _run_unit(
     return result, fallback_used, cached
 
 
+def _cache_input(
+    run: RunContext,
+    phase: Phase,
+    name: str,
+    inp: Mapping[str, Any],
+    rendered: Mapping[str, Mapping[str, Any]],
+    ctx: Mapping[str, Any],
+) -> tuple[str, Mapping[str, Any]]:
+    """What a cached call is keyed on (agent type, input): the agent's type and its rendered
+    input; for a ``capability`` phase, the capability and each of its agents' type and
+    input (whichever takes the call); in a ``repeat`` loop the iteration number too
+    (iteration 2 is never answered with iteration 1's output; a re-run loop gets each
+    iteration from the cache)."""
+    if phase.capability is not None:
+        kind = f"capability:{phase.capability}"
+        inp = {a: {"type": run.pool.types[a], "input": rendered[a]} for a in sorted(rendered)}
+    else:
+        kind = run.pool.types[name]
+    iteration = ctx.get("iteration")
+    if isinstance(iteration, Mapping) and isinstance(iteration.get("n"), int):
+        return kind, {"input": inp, "repeat_iteration": iteration["n"]}
+    return kind, inp
+
+
 async def _attempts(
     phase: Phase,
     run: RunContext,
@@ -255,7 +279,7 @@ async def _attempts(
             inp = await input_of(name)
     except ExpressionError as exc:
         raise _Failed(str(exc), 0) from None
-    cache = run.cache if phase.cache is not None and handoff is None and name else None
+    cache = run.cache if phase.cache is not None and handoff is None and (name or routed) else None
     timeout = phase.timeout
     if (
         phase.retries.attempts == 0
@@ -273,9 +297,12 @@ async def _attempts(
             raise
         except Exception as exc:  # noqa: BLE001 - a failing agent is a failed phase
             raise _Failed(describe(exc), 1) from None
-    if cache is not None:
-        hit = await cache.get(phase, run.pool.types[name], inp)
-        if hit is not None:
+    kind, keyed = (
+        _cache_input(run, phase, name, inp, rendered, ctx) if cache is not None else ("", inp)
+    )
+    if cache is not None and run.cache_reads:
+        hit = await cache.get(phase, kind, keyed)
+        if hit is not None:  # a capability phase's hit names the agent that made the call
             return hit, False, True
 
     async def attempt(n: int) -> AgentResult:
@@ -338,7 +365,9 @@ async def _attempts(
         error = exc
     else:
         if cache is not None:
-            await cache.put(phase, run.pool.types[name], inp, result)
+            chosen = {"agent": used[0]} if routed and used[0] is not None else {}
+            stored = AgentResult(result.output, {**result.metadata, **chosen}, result.handoff)
+            await cache.put(phase, kind, keyed, stored)
         return result, False, False
     message = describe(error)
     if budget_out[0]:
@@ -510,15 +539,22 @@ async def _run_foreach(
     agents: dict[str, int] = {}  # calls per agent, when the agent is chosen at run time
     fallback_any = [False]
     hits = [0]  # items served from the cache
-    done = [0]
-    source = iter(enumerate(items))
+    # items completed before a crash (resume): their outputs are kept, they do not run again
+    kept = run.options.resume_items.get(pid, {})
+    for index, output in kept.items():
+        if 0 <= index < total:
+            outputs[index] = output
+    done = [sum(1 for index in kept if 0 <= index < total)]
+    source = iter([(i, item) for i, item in enumerate(items) if i not in kept])
 
     async def worker() -> None:
         for index, item in source:
             tried = [0]
             item_ctx = {**ctx, "item": item, "index": index}
+            completed = False
             try:
                 result, fallback_used, hit = await _run_unit(phase, run, item_ctx, index, tried)
+                completed = True
             except _Failed as failure:
                 outputs[index] = {"error": failure.message}
                 errors.append((index, failure.message))
@@ -534,7 +570,17 @@ async def _run_foreach(
             finally:  # also when cancelled: the phase_failed event counts this item's attempts
                 most[0] = max(most[0], tried[0])
             done[0] += 1
-            await run.bus.emit(ev.phase_progress(run.run_id, run.now(), pid, done[0], total))
+            await run.bus.emit(
+                ev.phase_progress(
+                    run.run_id,
+                    run.now(),
+                    pid,
+                    done[0],
+                    total,
+                    item=index if completed else None,
+                    output=outputs[index],
+                )
+            )
 
     width = min(phase.max_parallel or total, total)
     if width == 1:

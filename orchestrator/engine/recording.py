@@ -46,6 +46,8 @@ class CallLog:
     def __init__(self, folder: str | os.PathLike[str], *, replay: bool) -> None:
         self.folder = Path(folder)
         self.replay = replay
+        # recording: no call may be answered from the result cache, or it is missing here
+        self.needs_every_call = not replay
         self._served: dict[str, int] = {}  # replay: calls answered so far, per key
         self._calls: dict[str, dict[str, Any]] = {}  # record: what each key's file holds
         self._maskers: dict[tuple[str, ...], SecretMasker] = {}

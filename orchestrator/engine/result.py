@@ -145,13 +145,17 @@ class RunOptions:
     there, with the retries (and backoff) that were left. ``approvals`` is where
     decisions on phases with ``approval:`` are read (the state store).
     ``resume_iterations`` maps a ``repeat`` phase to its last checkpointed
-    iteration (n, output): resumed, the loop goes on after it. ``replay``: agent
+    iteration (n, output): resumed, the loop goes on after it. ``resume_items``
+    maps a ``foreach`` phase to its items completed before a crash (index ->
+    output): resumed, only the other items run. ``replay``: agent
     calls are answered by a middleware (``--replay``), so secrets that are not set
     are not needed. ``key_epochs`` maps a
     phase that ended *failed* in an earlier launch to that launch's number: its
     idempotency keys end in ``~N``, so a server that deduplicates answers the new
     attempts instead of replaying the stored failure (an attempt cut by a crash
-    keeps its key: its request may have been served).
+    keeps its key: its request may have been served). ``trigger`` tells what
+    started the run (``orch serve``: schedule, webhook, after, api): templates read
+    it as ``trigger.*`` and workflow_started records it.
     """
 
     max_parallel: int | None = None
@@ -169,8 +173,10 @@ class RunOptions:
     resume_attempts: Mapping[str, int] = field(default_factory=dict)
     approvals: ApprovalDesk | None = None
     resume_iterations: Mapping[str, tuple[int, Any]] = field(default_factory=dict)
+    resume_items: Mapping[str, Mapping[int, Any]] = field(default_factory=dict)
     replay: bool = False
     key_epochs: Mapping[str, int] = field(default_factory=dict)
+    trigger: Mapping[str, Any] = field(default_factory=dict)
 
 
 def json_data(value: Any) -> Any:

@@ -17,7 +17,7 @@ from typing import Any
 from .. import events as ev
 from ..agents.registry import AgentRegistry
 from ..errors import RunLocked, UsageError
-from ..events import EventSink, PhaseState
+from ..events import EventSink, PhaseState, item_checkpoint
 from ..plan import Plan
 from ..state.base import PhaseRecord, RunRecord, StateStore
 from .context import build_context
@@ -64,7 +64,8 @@ class Resume:
     unfinished ``repeat`` phase (the loop goes on after it); ``masked`` the
     completed phases whose output held a secret (stored masked, so run again);
     ``key_epochs`` the phases that had failed, with the number of this launch: their
-    idempotency keys end in ``~N`` (``RunOptions.key_epochs``).
+    idempotency keys end in ``~N`` (``RunOptions.key_epochs``); ``items_at`` the
+    items of each unfinished ``foreach`` phase that completed (index -> output).
     """
 
     run: RunRecord
@@ -78,6 +79,7 @@ class Resume:
     iterations_at: Mapping[str, tuple[int, Any]] = field(default_factory=dict)
     masked: tuple[str, ...] = ()
     key_epochs: Mapping[str, int] = field(default_factory=dict)
+    items_at: Mapping[str, Mapping[int, Any]] = field(default_factory=dict)
 
     def summary(self) -> str:
         """One line saying what the resume does (the CLI prints it)."""
@@ -108,6 +110,12 @@ class Resume:
                 f"{pid} after iteration {n}" for pid, (n, _) in sorted(self.iterations_at.items())
             )
             message += f"; loops go on: {loops}"
+        if self.items_at:
+            kept = ", ".join(
+                f"{pid} ({len(items)} item{'s' if len(items) != 1 else ''} done)"
+                for pid, items in sorted(self.items_at.items())
+            )
+            message += f"; foreach goes on: {kept}"
         return message
 
 
@@ -181,6 +189,7 @@ def prepare_resume(
         if p.state is PhaseState.RUNNING and p.attempts > 1 and p.id not in rerun
     }
     iterations_at = _iterations(store, run.id, plan, records, rerun)
+    items_at = _items(store, run.id, plan, records, rerun)
     if claim:
         store.claim(run.id, rerun=sorted(rerun | masked))
     return Resume(
@@ -196,7 +205,29 @@ def prepare_resume(
         tuple(sorted(masked)),
         # a phase that failed is asked again with new idempotency keys (not a replay)
         {p.id: run.resumes + 1 for p in records if p.state is PhaseState.FAILED},
+        items_at,
     )
+
+
+def _items(
+    store: StateStore, run_id: str, plan: Plan, records: list[PhaseRecord], rerun: set[str]
+) -> dict[str, dict[int, Any]]:
+    """The completed items (index -> output) of each unfinished ``foreach`` phase."""
+    out: dict[str, dict[int, Any]] = {}
+    for p in records:
+        phase = plan.phases.get(p.id)
+        if phase is None or phase.foreach is None or p.id in rerun:
+            continue
+        if p.state is PhaseState.COMPLETED:
+            continue
+        done: dict[int, Any] = {}
+        for _, event in store.events(run_id, phase=p.id):
+            found = item_checkpoint(event)
+            if found is not None:
+                done[found[0]] = found[1]
+        if done:
+            out[p.id] = done
+    return out
 
 
 def _iterations(

@@ -291,6 +291,8 @@ class _Scheduler:
     async def _skip(self, pid: str, reason: str) -> None:
         state = self.state
         state.outcomes[pid] = PhaseOutcome(pid, "skipped", error=None)
+        if self.crash is not None:  # the run is stopping on an error: record nothing more
+            return
         await state.bus.emit(ev.phase_skipped(state.run_id, state.now(), pid, reason))
 
 
@@ -340,6 +342,7 @@ async def execute(
             inputs=state.inputs,
             pid=os.getpid(),
             resumed_from=options.resumed_from,
+            trigger=options.trigger,
         )
     )
     interrupted: BaseException | None = None

@@ -45,6 +45,7 @@ from .model import (
     RepeatSpec,
     RetrySpec,
     Schedule,
+    Trigger,
     Workflow,
 )
 from .schema import SchemaReport, describe, json_path
@@ -99,6 +100,7 @@ def build_workflow(
     for path, value in strings(data.get("agents"), ("agents",)):
         check_template_text(cx, value, path, main_ids, None, foreach=False, sequential=False)
     schedule = _schedule(cx, data.get("schedule"))
+    triggers = _triggers(cx, data.get("triggers"))
     eh = mapping(data.get("error_handling"))
     _fallback_workflow(cx, eh.get("fallback_workflow"))
     # also when every phase sets its own timeout (then no phase reads this one)
@@ -127,6 +129,7 @@ def build_workflow(
         on_failure=handlers["on_failure"],
         finally_=handlers["finally_"],
         schedule=schedule,
+        triggers=triggers,
         secret_names=frozenset(cx.secrets),
         env_names=frozenset(cx.env),
         source_hash=src.sha256,
@@ -214,18 +217,22 @@ def _schedule(cx: Checker, raw: Any) -> tuple[Schedule, ...]:
         return ()
     for i, item in enumerate(raw):
         path = ("schedule", i)
-        if not isinstance(item, Mapping) or not isinstance(item.get("cron"), str):
+        if not isinstance(item, Mapping) or not cx.ok(path):
             continue
-        problem = check_cron(item["cron"])
-        if problem and cx.ok(path + ("cron",)):
+        cron, run_at = item.get("cron"), item.get("run_at")
+        if (cron is None) == (run_at is None):
             cx.add(
                 SchemaViolation(
-                    f"schedule[{i}].cron: '{item['cron']}' is not a valid cron expression: "
-                    + problem,
-                    location=cx.smap.value(path + ("cron",)),
-                    hint="five fields: minute hour day-of-month month weekday, e.g. '0 2 * * *'",
+                    f"schedule[{i}] needs exactly one of cron and run_at",
+                    location=cx.smap.value(path),
+                    hint="e.g. cron: '0 2 * * *', or run_at: '2026-12-31T12:00:00Z'",
                 )
             )
+            continue
+        if isinstance(cron, str):
+            _check_cron_entry(cx, i, cron)
+        if isinstance(run_at, str):
+            _check_run_at(cx, i, run_at)
         tz = item.get("timezone", "UTC")
         if isinstance(tz, str) and not _known_timezone(tz):
             cx.add(
@@ -236,11 +243,112 @@ def _schedule(cx: Checker, raw: Any) -> tuple[Schedule, ...]:
                 )
             )
         inputs = mapping(item.get("inputs"))
+        _check_schedule_inputs(cx, i, inputs)
         out.append(
             Schedule(
-                cron=item["cron"],
+                cron=cron if isinstance(cron, str) else None,
+                run_at=run_at if isinstance(run_at, str) else None,
                 timezone=tz if isinstance(tz, str) else "UTC",
                 inputs=dict(inputs),
+                location=cx.smap.value(path),
+                overlap=str(item.get("overlap", "skip")),
+                catchup=item.get("catchup") is True,
+            )
+        )
+    return tuple(out)
+
+
+def _check_cron_entry(cx: Checker, i: int, cron: str) -> None:
+    path = ("schedule", i, "cron")
+    problem = check_cron(cron)
+    if problem is None:  # the cron library that fires it must accept it too
+        from ..schedule import cron_problem
+
+        problem = cron_problem(cron)
+    if problem and cx.ok(path):
+        cx.add(
+            SchemaViolation(
+                f"schedule[{i}].cron: '{cron}' is not a valid cron expression: " + problem,
+                location=cx.smap.value(path),
+                hint="five fields: minute hour day-of-month month weekday, e.g. '0 2 * * *'",
+            )
+        )
+
+
+def _check_run_at(cx: Checker, i: int, run_at: str) -> None:
+    from ..schedule import parse_run_at
+
+    try:
+        parse_run_at(run_at)
+    except ValueError as exc:
+        cx.add(
+            SchemaViolation(
+                f"schedule[{i}].run_at: {exc}",
+                location=cx.smap.value(("schedule", i, "run_at")),
+                hint="write e.g. run_at: '2026-12-31T12:00:00Z'",
+            )
+        )
+
+
+def _check_schedule_inputs(cx: Checker, i: int, inputs: Mapping[str, Any]) -> None:
+    """A scheduled run's inputs pass the same check as ``--input`` (engine.inputs).
+
+    A required input the entry does not give is a warning, not an error: the
+    workflow still runs with ``orch run``, but each fire of the entry is refused.
+    """
+    from ..errors import UsageError
+    from .inputs import resolve_inputs
+
+    path: JsonPath = ("schedule", i, "inputs")
+    missing = [
+        n
+        for n, spec in cx.inputs.items()
+        if spec.required and not spec.has_default
+        if n not in inputs
+    ]
+    for name in missing:
+        cx.problems.append(
+            Problem(
+                cx.smap.value(("schedule", i)),
+                f"schedule[{i}] gives no value for the required input '{name}':"
+                " `orch serve` will refuse each of its fires",
+                hint=f"add inputs: {{{name}: ...}} to the entry",
+                severity="warning",
+                code="schedule-inputs",
+            )
+        )
+    given = {n: spec for n, spec in cx.inputs.items() if n not in missing}
+    try:
+        resolve_inputs(Workflow(name="", phases=(), inputs=given), inputs)
+    except UsageError as exc:
+        bad = next((k for k in inputs if f"'{k}'" in str(exc)), None)
+        at = cx.smap.value(path + (bad,)) if bad is not None else cx.smap.value(path)
+        cx.add(SchemaViolation(f"schedule[{i}].inputs: {exc}", location=at, hint=exc.hint))
+
+
+def _triggers(cx: Checker, raw: Any) -> tuple[Trigger, ...]:
+    out: list[Trigger] = []
+    if not isinstance(raw, list):
+        return ()
+    for i, item in enumerate(raw):
+        path = ("triggers", i)
+        if not isinstance(item, Mapping) or not cx.ok(path):
+            continue
+        after = mapping(item.get("after"))
+        if ("webhook" in item) == ("after" in item):
+            cx.add(
+                SchemaViolation(
+                    f"triggers[{i}] needs exactly one of webhook and after",
+                    location=cx.smap.value(path),
+                    hint="e.g. - webhook: true, or - after: {workflow: nightly-import}",
+                )
+            )
+            continue
+        out.append(
+            Trigger(
+                webhook=item.get("webhook") is True,
+                after=str(after["workflow"]) if "workflow" in after else None,
+                status=str(after.get("status", "completed")),
                 location=cx.smap.value(path),
             )
         )

@@ -32,6 +32,7 @@ __all__ = [
     "RepeatSpec",
     "RetrySpec",
     "Schedule",
+    "Trigger",
     "Workflow",
 ]
 
@@ -182,11 +183,30 @@ class Budget:
 
 @dataclass(frozen=True, slots=True)
 class Schedule:
-    """A cron schedule for ``orch schedule``; ``cron`` has five fields."""
+    """One ``schedule:`` entry, fired by ``orch serve``: ``cron`` (five fields or a macro)
+    in ``timezone``, or the one-shot ``run_at`` (ISO 8601 with an offset).
 
-    cron: str
+    ``overlap``: skip | queue | allow | cancel_previous, when a run of the workflow is
+    still active; ``catchup``: after downtime, False fires at most the latest missed time.
+    """
+
+    cron: str | None = None
     timezone: str = "UTC"
     inputs: Mapping[str, Any] = field(default_factory=dict)
+    location: Location | None = None
+    run_at: str | None = None
+    overlap: str = "skip"
+    catchup: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """One ``triggers:`` entry: ``webhook`` opens POST /api/workflows/NAME/runs; ``after``
+    starts the workflow when a run of ``after`` ends with ``status`` (or any end: ``any``)."""
+
+    webhook: bool = False
+    after: str | None = None
+    status: str = "completed"
     location: Location | None = None
 
 
@@ -296,6 +316,7 @@ class Workflow:
     on_failure: tuple[Phase, ...] = ()
     finally_: tuple[Phase, ...] = ()
     schedule: tuple[Schedule, ...] = ()
+    triggers: tuple[Trigger, ...] = ()
     secret_names: frozenset[str] = frozenset()
     #: the environment variables templates name (``env.NAME``): all that ``env`` holds
     env_names: frozenset[str] = frozenset()

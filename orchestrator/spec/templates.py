@@ -21,7 +21,17 @@ from .source import JsonPath
 
 __all__ = ["check_template_text", "check_templates", "strings"]
 
-_TEMPLATE_NAMES = ("inputs", "phases", "previous", "item", "index", "run", "env", "secrets")
+_TEMPLATE_NAMES = (
+    "inputs",
+    "phases",
+    "previous",
+    "item",
+    "index",
+    "run",
+    "env",
+    "secrets",
+    "trigger",
+)
 # names that only some phases (or keys) define, and why the others do not
 _PHASE_NAMES = {
     "iteration": "'iteration' is only defined in a phase with repeat",

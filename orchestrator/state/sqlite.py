@@ -46,7 +46,7 @@ __all__ = [
     "resolve_state_dir",
 ]
 
-SCHEMA_VERSION = 2  # 2: decisions (approvals)
+SCHEMA_VERSION = 3  # 2: decisions (approvals); 3: schedule_fires, cancel_requests (serve)
 DEFAULT_STATE_DIR = ".orch"
 _BUSY_MS = 10_000
 _SCHEMA = """
@@ -96,6 +96,19 @@ CREATE TABLE IF NOT EXISTS events (
     data TEXT
 );
 CREATE INDEX IF NOT EXISTS events_run ON events(run_id, seq);
+CREATE TABLE IF NOT EXISTS schedule_fires (
+    workflow TEXT NOT NULL,
+    entry TEXT NOT NULL,
+    fire_time REAL NOT NULL,
+    decided REAL NOT NULL,
+    outcome TEXT NOT NULL,
+    run_id TEXT,
+    PRIMARY KEY (workflow, entry, fire_time)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS cancel_requests (
+    run_id TEXT PRIMARY KEY,
+    requested REAL NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS cache (
     key TEXT PRIMARY KEY,
     output TEXT NOT NULL,
@@ -675,6 +688,114 @@ class SqliteStore:
             (run_id, phase),
         )
         return float(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    def ended_after(self, seq: int) -> list[tuple[int, str, str]]:
+        """Runs that ended after sequence ``seq``: (seq of the final event, run id, status)."""
+        rows = self._read(
+            "SELECT seq, run_id, event FROM events WHERE seq>? AND event IN"
+            " ('workflow_completed', 'workflow_failed', 'workflow_cancelled') ORDER BY seq",
+            (seq,),
+        )
+        return [(int(q), str(r), str(e).removeprefix("workflow_")) for q, r, e in rows]
+
+    def metrics(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Aggregates for ``/metrics``: runs by status, phase durations and retries, agent load.
+
+        ``runs``: (workflow, status, count) with live owners checked; ``phases``:
+        (workflow, phase, count, seconds, retries) of ended phases; ``agents``:
+        (agent, running phases) from the phase_started of phases still running.
+        """
+        runs: dict[tuple[str, str], int] = {}
+        for run in self.list_runs():
+            runs[(run.workflow, run.status)] = runs.get((run.workflow, run.status), 0) + 1
+        phases = self._read(
+            "SELECT r.workflow, p.id, COUNT(*), SUM(p.ended - p.started),"
+            " SUM(MAX(p.attempts - 1, 0)) FROM phases p JOIN runs r ON r.id = p.run_id"
+            " WHERE p.started IS NOT NULL AND p.ended IS NOT NULL GROUP BY r.workflow, p.id"
+            " ORDER BY r.workflow, p.id"
+        )
+        agents = self._read(
+            "SELECT json_extract(e.data, '$.agent'), COUNT(DISTINCT p.run_id || '/' || p.id)"
+            " FROM phases p JOIN runs r ON r.id = p.run_id AND r.status = 'running'"
+            " JOIN events e ON e.run_id = p.run_id AND e.phase = p.id"
+            " AND e.event = 'phase_started' WHERE p.state = 'running' GROUP BY 1 ORDER BY 1"
+        )
+        return {
+            "runs": [(w, s, n) for (w, s), n in sorted(runs.items())],
+            "phases": [tuple(row) for row in phases],
+            "agents": [(str(a), int(n)) for a, n in agents if a is not None],
+        }
+
+    # -- cancel requests (runs of orch serve) -------------------------------------
+
+    def request_cancel(self, run_id: str, *, now: float) -> None:
+        """Ask the `orch serve` process that runs ``run_id`` to cancel it (it polls)."""
+        with self._writing(f"cannot record a cancel request in '{self.path}'") as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO cancel_requests(run_id, requested) VALUES (?, ?)",
+                (run_id, now),
+            )
+
+    def take_cancel_requests(self, run_ids: Iterable[str]) -> list[str]:
+        """The runs among ``run_ids`` someone asked to cancel; their requests are removed."""
+        wanted = list(run_ids)
+        if not wanted:
+            return []
+        marks = ",".join("?" * len(wanted))
+        with self._writing(f"cannot read cancel requests in '{self.path}'") as conn:
+            rows = conn.execute(
+                f"SELECT run_id FROM cancel_requests WHERE run_id IN ({marks})", wanted
+            ).fetchall()
+            conn.execute(f"DELETE FROM cancel_requests WHERE run_id IN ({marks})", wanted)
+        return [str(r[0]) for r in rows]
+
+    # -- schedules (orch serve) --------------------------------------------------
+
+    def schedule_claim(
+        self, workflow: str, entry: str, fire_time: float, outcome: str, *, now: float
+    ) -> bool:
+        """Record that ``fire_time`` of a schedule entry is handled; False when it already was.
+
+        One row per handled fire time, written in one IMMEDIATE transaction: a fire
+        time is handled once, across restarts and by two services on one store.
+        """
+        with self._writing(f"cannot record a schedule fire in '{self.path}'") as conn:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO schedule_fires(workflow, entry, fire_time, decided, outcome)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (workflow, entry, fire_time, now, outcome),
+            )
+            return cur.rowcount == 1
+
+    def schedule_note(
+        self, workflow: str, entry: str, fire_time: float, outcome: str, run_id: str | None
+    ) -> None:
+        """Update what a handled fire time did (the run it started, or why not)."""
+        with self._writing(f"cannot record a schedule fire in '{self.path}'") as conn:
+            conn.execute(
+                "UPDATE schedule_fires SET outcome=?, run_id=? WHERE workflow=? AND entry=?"
+                " AND fire_time=?",
+                (outcome, run_id, workflow, entry, fire_time),
+            )
+
+    def schedule_last(self, workflow: str, entry: str) -> float | None:
+        """The latest handled fire time of a schedule entry (None: never seen)."""
+        rows = self._read(
+            "SELECT MAX(fire_time) FROM schedule_fires WHERE workflow=? AND entry=?",
+            (workflow, entry),
+        )
+        return None if not rows or rows[0][0] is None else float(rows[0][0])
+
+    def schedule_fires(self, workflow: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Handled fire times, newest first (baseline rows included)."""
+        sql = "SELECT workflow, entry, fire_time, decided, outcome, run_id FROM schedule_fires"
+        args: list[Any] = []
+        if workflow is not None:
+            sql += " WHERE workflow=?"
+            args.append(workflow)
+        rows = self._read(sql + " ORDER BY fire_time DESC LIMIT ?", [*args, limit])
+        keys = ("workflow", "entry", "fire_time", "decided", "outcome", "run_id")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
 
     # -- cache -------------------------------------------------------------------
 

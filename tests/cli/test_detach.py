@@ -46,7 +46,7 @@ def test_detach_returns_while_the_run_goes_on_and_wait_exits_with_its_outcome(tm
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["status"] == "running"
     pending = _orch(tmp_path, "wait", run_id, "--timeout", "0.3", "--state-dir", "s")
-    assert pending.returncode == 1
+    assert pending.returncode == 124  # as timeout(1): not the 1 of a failed run
     assert f"run {run_id} is still running" in pending.stderr
     (tmp_path / "go").write_text("")
     done = _orch(tmp_path, "wait", run_id, "--state-dir", "s")
@@ -91,3 +91,61 @@ def test_detach_still_checks_the_workflow_in_the_foreground(tmp_path):
     res = _orch(tmp_path, "run", "wf.yaml", "--detach", "--state-dir", "s")
     assert res.returncode == 2
     assert "wf.yaml:3:" in res.stderr and res.stdout == ""
+
+
+READS = """
+name: reads
+phases:
+  - {id: read, agent: shell, with: {command: "cat answer.txt"}}
+outputs:
+  said: "{{ phases.read.output | trim }}"
+"""
+
+
+def _outputs(tmp_path, run_id):
+    done = _orch(tmp_path, "wait", run_id, "--state-dir", "s")
+    assert done.returncode == 0, done.stderr
+    logs = _orch(tmp_path, "logs", run_id, "--json", "--state-dir", "s")
+    final = json.loads(logs.stdout.splitlines()[-1])
+    assert final["event"] == "workflow_completed"
+    return final["data"]["outputs"]
+
+
+def test_a_detached_run_records_and_replays_its_agent_calls(tmp_path):
+    (tmp_path / "wf.yaml").write_text(READS)
+    (tmp_path / "answer.txt").write_text("recorded\n")
+    rec = _orch(tmp_path, "run", "wf.yaml", "--detach", "--state-dir", "s", "--record", "calls")
+    assert rec.returncode == 0, rec.stderr
+    assert _outputs(tmp_path, rec.stdout.strip()) == {"said": "recorded"}
+    assert list((tmp_path / "calls").glob("*.json"))  # the child recorded the call
+    (tmp_path / "answer.txt").write_text("live\n")
+    rep = _orch(tmp_path, "run", "wf.yaml", "--detach", "--state-dir", "s", "--replay", "calls")
+    assert rep.returncode == 0, rep.stderr
+    # answered from the recording: the shell command did not run again
+    assert _outputs(tmp_path, rep.stdout.strip()) == {"said": "recorded"}
+
+
+def test_detach_checks_replay_and_executor_before_starting_anything(tmp_path):
+    (tmp_path / "wf.yaml").write_text(READS)
+    (tmp_path / "answer.txt").write_text("live\n")
+    missing = _orch(tmp_path, "run", "wf.yaml", "--detach", "--state-dir", "s", "--replay", "no")
+    assert missing.returncode == 2
+    assert "--replay no: no such folder" in missing.stderr
+    assert missing.stdout == ""
+    bad = _orch(tmp_path, "run", "wf.yaml", "--detach", "--state-dir", "s", "--executor", "nope")
+    assert bad.returncode == 2
+    assert "unknown executor 'nope'" in bad.stderr
+    # nothing was started: no run is recorded
+    runs = _orch(tmp_path, "runs", "--json", "--state-dir", "s")
+    assert json.loads(runs.stdout) == []
+
+
+def test_a_detached_run_gets_the_executor_option(tmp_path):
+    (tmp_path / "wf.yaml").write_text(READS)
+    (tmp_path / "answer.txt").write_text("on dask\n")
+    res = _orch(tmp_path, "run", "wf.yaml", "--detach", "--state-dir", "s", "--executor", "dask")
+    assert res.returncode == 0, res.stderr
+    run_id = res.stdout.strip()
+    assert _outputs(tmp_path, run_id) == {"said": "on dask"}
+    log = (tmp_path / "s" / "logs" / f"{run_id}.log").read_text()
+    assert "agent calls run on a local Dask cluster" in log

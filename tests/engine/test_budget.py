@@ -119,3 +119,56 @@ def test_cost_per_phase_and_run_from_the_built_in_prices(tmp_path):
     stats = json.loads(CliRunner().invoke(app, ["stats", "--json"]).stdout)
     assert stats["workflows"][0]["cost"] == pytest.approx(10 * per_call)
     assert {a["agent"]: a["cost"] for a in stats["agents"]}["model"] == pytest.approx(10 * per_call)
+
+
+def test_a_resumed_run_counts_what_its_completed_phases_spent(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "paid.yaml"
+    path.write_text(
+        """name: paid
+agents:
+  model: {type: llm, with: {model: my-model, stream: false}}
+budget: {tokens: 3}
+phases:
+  - id: research
+    agent: model
+    with: {prompt: "research"}
+  - id: write
+    depends_on: [research]
+    agent: model
+    with: {prompt: "write"}
+""",
+        encoding="utf-8",
+    )
+    with FakeOpenAI(answer=lambda request: "some words back") as srv:
+        env = {
+            **os.environ,
+            "NO_COLOR": "1",
+            "OPENAI_BASE_URL": srv.base_url,
+            "ORCH_STATE_DIR": str(tmp_path / ".orch"),
+        }
+
+        def orch(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "orchestrator", *args],
+                capture_output=True,
+                text=True,
+                cwd=tmp_path,
+                env=env,
+                timeout=120,
+            )
+
+        first = orch("run", str(path))
+        assert first.returncode == 1
+        assert "the run's budget is used up" in first.stderr
+        assert len(srv.requests) == 1  # research spent the budget; write was refused
+        run_id = json.loads(orch("runs", "--json").stdout)[0]["id"]
+        resumed = orch("resume", run_id)
+        # research's tokens still count: write is refused again, no paid call is made
+        assert resumed.returncode == 1, resumed.stderr
+        assert "the run's budget is used up" in resumed.stderr
+        assert "used by research" in resumed.stderr
+        assert len(srv.requests) == 1

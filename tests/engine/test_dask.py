@@ -485,11 +485,12 @@ def test_lost_scheduler_fails_the_running_phase_clearly_and_the_run_can_be_resum
     assert proc.returncode == 1, err
     events = seen + events_of(rest)
     failed = next(e for e in events if e["event"] == "phase_failed")
+    run_id = events[0]["run_id"]
     assert failed["data"]["error"] == (
         f"lost the connection to the Dask scheduler at {own.address}; "
-        "the run can be resumed (orch resume RUN_ID) once the cluster is back"
+        f"the run can be resumed (orch resume {run_id} --executor {own.address}) "
+        "once the cluster is back"
     )
-    run_id = events[0]["run_id"]
     resumed = orch(tmp_path, "resume", run_id)  # here, without the cluster
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming run {run_id}: 0 of 1 phase completed, 1 to run" in resumed.stderr

@@ -169,3 +169,46 @@ def test_the_committed_recording_replays_the_llm_example_without_a_model(tmp_pat
     assert end["data"]["tokens"] == {"prompt": 73, "completion": 24, "total": 97}
     for path in calls.glob("*.json"):
         assert json.loads(path.read_text())["input"]["api_key"] == "***"
+
+
+def test_a_recording_made_with_a_warm_cache_replays_on_a_fresh_state_folder(tmp_path):
+    wf = tmp_path / "c.yaml"
+    wf.write_text(
+        """name: c
+phases:
+  - id: a
+    agent: shell
+    cache: true
+    with: {command: "echo ran >> ledger; echo hi"}
+  - id: b
+    agent: echo
+    with: {text: "{{ phases.a.output | trim }} there"}
+"""
+    )
+    warm = orch(tmp_path, "run", str(wf), env={})
+    assert warm.returncode == 0, warm.stderr
+    calls = tmp_path / "calls"
+    recorded = orch(tmp_path, "run", str(wf), "--record", str(calls), env={})
+    assert recorded.returncode == 0, recorded.stderr
+    # the cached phase called its agent again, so its call is in the recording
+    assert (tmp_path / "ledger").read_text().split() == ["ran", "ran"]
+    assert sorted(json.loads(f.read_text())["phase"] for f in calls.glob("*.json")) == ["a", "b"]
+    fresh = orch(
+        tmp_path,
+        "run",
+        str(wf),
+        "--replay",
+        str(calls),
+        "--events",
+        "jsonl",
+        env={"ORCH_STATE_DIR": str(tmp_path / "fresh")},
+    )
+    assert fresh.returncode == 0, fresh.stderr
+    assert events(fresh.stdout)[-1]["data"]["status"] == "completed"
+    assert (tmp_path / "ledger").read_text().split() == ["ran", "ran"]
+    done = {
+        e["phase"]: e["data"]["output"]
+        for e in events(fresh.stdout)
+        if e["event"] == "phase_completed"
+    }
+    assert done == {"a": "hi", "b": "hi there"}

@@ -140,3 +140,35 @@ phases:
     )
     phase = json.loads(logs.stdout)["phases"][0]
     assert phase["state"] == "completed" and phase["iterations"] == 3
+
+
+def test_a_cached_loop_runs_each_iteration_and_a_rerun_gets_them_from_the_cache(tmp_path):
+    ledger = tmp_path / "ledger.txt"
+    text = f"""name: rc
+phases:
+  - id: a
+    agent: shell
+    cache: true
+    repeat: {{until: "output | trim == '3'", max: 5}}
+    with: {{command: "echo x >> {ledger}; wc -l < {ledger}"}}
+"""
+    result, events = run(tmp_path, text)
+    assert result.exit_code == 0, result.output
+    # every iteration called the agent: iteration 2 was not answered with 1's output
+    assert ledger.read_text().split() == ["x", "x", "x"]
+    marks = [
+        (e["data"]["iteration"], e["data"]["output"].strip())
+        for e in events
+        if e["event"] == "phase_iteration"
+    ]
+    assert marks == [(1, "1"), (2, "2"), (3, "3")]
+    # the same loop again: each iteration from its own cached call, the agent not run
+    result, events = run(tmp_path, text)
+    assert result.exit_code == 0, result.output
+    assert ledger.read_text().split() == ["x", "x", "x"]
+    marks = [
+        (e["data"]["iteration"], e["data"]["output"].strip())
+        for e in events
+        if e["event"] == "phase_iteration"
+    ]
+    assert marks == [(1, "1"), (2, "2"), (3, "3")]

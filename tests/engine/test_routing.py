@@ -144,3 +144,24 @@ outputs:
         " in one_of ('cheap', 'premium')"
     ) in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_a_cached_capability_phase_is_answered_from_the_cache_the_second_time(tmp_path):
+    ledger = tmp_path / "ledger"
+    text = f"""name: cc
+agents:
+  e1: {{type: shell, capabilities: [say]}}
+phases:
+  - id: b
+    capability: say
+    cache: true
+    with: {{command: "echo ran >> {ledger}; echo x"}}
+"""
+    first, _ = run(tmp_path, text)
+    assert first.exit_code == 0, first.output
+    second, events = run(tmp_path, text)
+    assert second.exit_code == 0, second.output
+    assert ledger.read_text().split() == ["ran"]  # the agent ran once
+    done = completed(events)["b"]
+    assert done["cached"] is True
+    assert done["output"].strip() == "x" and done["metadata"]["agent"] == "e1"

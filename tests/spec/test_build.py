@@ -69,9 +69,16 @@ on_failure:                      # phases run when the run fails (notify, clean 
     with: {method: POST, url: "http://127.0.0.1:9000/alerts", json: {run: "{{ run.id }}"}}
 on_success: []
 finally: []                      # always, after everything else
-schedule:                        # used by the scheduler command
+schedule:                        # fired by `orch serve` (section 8)
   - cron: "0 2 * * *"
-    timezone: UTC
+    timezone: Europe/Paris       # IANA name; default UTC
+    inputs: {account_id: ACC-1}  # checked against `inputs:` at validate
+    overlap: skip                # skip (default) | queue | allow | cancel_previous
+    catchup: false               # after downtime: false = at most one missed run
+  - run_at: "2026-12-31T12:00:00Z"   # a one-shot run
+triggers:                        # other ways `orch serve` starts this workflow
+  - webhook: true                # POST /api/workflows/account-analysis/runs
+  - after: {workflow: nightly-import, status: completed}   # pub/sub between workflows
 """
 
 

@@ -1,0 +1,75 @@
+"""Running the service (the only hypercorn import): bind, serve, stop cleanly on a signal.
+
+hypercorn rather than uvicorn: uvicorn requires click, and httpx imports its own
+command line (click, rich, pygments) whenever click is installed, so installing
+uvicorn would make every http and llm agent load rich and click at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+
+from .app import create_app
+
+if TYPE_CHECKING:
+    from .service import Service
+
+__all__ = ["bind", "run_service"]
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (port 0: any free one); raises OSError."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+async def run_service(service: Service, sock: socket.socket, *, say: Callable[[str], None]) -> int:
+    """Serve until SIGINT or SIGTERM; then stop firing, cancel the runs, return 130 or 143."""
+    config = Config()
+    config.bind = [f"fd://{sock.fileno()}"]
+    config.accesslog = None
+    config.errorlog = None
+    config.graceful_timeout = 2.0
+    config.keep_alive_timeout = 5.0
+    stop = asyncio.Event()
+    received: list[int] = []
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        received.append(signum)
+        if len(received) > 1:
+            say("second signal: exiting now")
+            sys.exit(130 if signum == signal.SIGINT else 143)
+        say(f"{signal.Signals(signum).name}: stopping (running runs are cancelled, resumable)")
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, int(sig))
+    await service.run_scheduler()  # before the address is printed: time starts counting here
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    say(f"listening on http://{shown}:{port}/ (max {service.config.max_runs} runs at once)")
+    try:
+        await serve(create_app(service), config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+    finally:
+        await service.shut_down()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    return 130 if received and received[0] == signal.SIGINT else 143

@@ -1,0 +1,155 @@
+"""Runs, phases and events as the API shows them (plain JSON data, no HTTP here)."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import OrchError
+
+if TYPE_CHECKING:
+    from ..engine.events import Event
+    from ..state.base import PhaseRecord, RunRecord
+    from ..state.sqlite import SqliteStore
+    from .runs import ActiveRun
+
+__all__ = ["FINAL_EVENTS", "attempts", "event_json", "graph", "logs", "phase_json", "run_json"]
+
+FINAL_EVENTS = frozenset({"workflow_completed", "workflow_failed", "workflow_cancelled"})
+
+
+def run_json(run: RunRecord | ActiveRun) -> dict[str, Any]:
+    """A run's summary: id, workflow, status, times, error, outputs, counts."""
+    from .runs import ActiveRun
+
+    if isinstance(run, ActiveRun):
+        return {
+            "id": run.id,
+            "workflow": run.workflow,
+            "status": run.status,
+            "started": None,
+            "ended": None,
+            "duration": None,
+            "queued_at": run.queued_at,
+            "priority": run.priority,
+            "inputs": dict(run.inputs),
+            "trigger": dict(run.trigger),
+        }
+    return {
+        "id": run.id,
+        "workflow": run.workflow,
+        "path": run.path,
+        "status": run.status,
+        "started": run.started,
+        "ended": run.ended,
+        "duration": run.duration,
+        "error": run.error,
+        "outputs": run.outputs,
+        "inputs": dict(run.inputs),
+        "counts": dict(run.counts),
+        "resumes": run.resumes,
+    }
+
+
+def phase_json(phase: PhaseRecord) -> dict[str, Any]:
+    """One phase row: state, attempts, times, output, error, tokens (metadata)."""
+    return {
+        "id": phase.id,
+        "state": str(phase.state),
+        "attempts": phase.attempts,
+        "started": phase.started,
+        "ended": phase.ended,
+        "duration": phase.duration,
+        "output": phase.output,
+        "error": phase.error,
+        "cached": phase.cached,
+        "fallback_used": phase.fallback_used,
+        "metadata": dict(phase.metadata),
+    }
+
+
+def event_json(seq: int, event: Event) -> dict[str, Any]:
+    """An event with its sequence number in the store."""
+    return {"seq": seq, **event.as_dict()}
+
+
+#: A timeline bar's outcome as the UI's state classes show it.
+_BAR_STATE = {
+    "completed": "completed",
+    "cached": "completed",
+    "retried": "failed",
+    "failed": "failed",
+    "cancelled": "cancelled",
+    "unfinished": "running",
+    "ok": "completed",
+    "retry": "waiting",
+    "approval": "waiting",
+}
+
+
+def attempts(events: list[tuple[int, Event]], *, running: bool, now: float) -> list[dict[str, Any]]:
+    """The Gantt bars (``state.timeline``, the same bars as `orch report`): each attempt,
+    each wait between attempts or for an approval, each compensation. A bar still open
+    ends ``now`` while the run runs; ``end`` is None for it."""
+    from ..state.timeline import timeline
+
+    bars = timeline((e for _, e in events), end=now if running else None)
+    return [
+        {
+            "phase": b.phase,
+            "kind": b.kind,
+            "attempt": b.attempt,
+            "start": b.start,
+            "end": None if running and b.outcome == "unfinished" else b.end,
+            "state": _BAR_STATE.get(b.outcome, "pending"),
+            "outcome": b.outcome,
+            "note": b.note,
+        }
+        for b in bars
+    ]
+
+
+def logs(events: list[tuple[int, Event]], phase: str | None = None) -> list[dict[str, Any]]:
+    """Streamed text of the phases (``phase_stream`` with text), in order."""
+    out = []
+    for seq, e in events:
+        text = e.data.get("text")
+        if e.event == "phase_stream" and isinstance(text, str) and phase in (None, e.phase):
+            out.append(
+                {"seq": seq, "ts": e.ts, "phase": e.phase, "attempt": e.attempt, "text": text}
+            )
+    return out
+
+
+def graph(store: SqliteStore, run: RunRecord) -> dict[str, Any]:
+    """Nodes (id, level, row, state) and edges of a run's DAG, from its workflow file.
+
+    When the file is gone or no longer loads, the stored phases are shown in one
+    column each, without edges.
+    """
+    phases = {p.id: p for p in store.phases(run.id)}
+    preds: dict[str, list[str]] = {}
+    levels: dict[str, int] = {}
+    with contextlib.suppress(OrchError, OSError):
+        from ..plan import compile_plan
+        from ..spec import load_workflow
+
+        plan = compile_plan(load_workflow(Path(run.path)))
+        preds = {pid: list(plan.predecessors[pid]) for pid in plan.order}
+        levels = dict(plan.level_of)
+    order = list(run.phase_ids) or list(phases)
+    extra = [pid for pid in phases if pid not in order]  # handler phases: a last column
+    last = max(levels.values(), default=-1) + 1
+    nodes: list[dict[str, Any]] = []
+    rows: dict[int, int] = {}
+    for i, pid in enumerate(order + extra):
+        level = levels.get(pid, i if not levels else last)
+        row = rows.get(level, 0)
+        rows[level] = row + 1
+        p = phases.get(pid)
+        nodes.append(
+            {"id": pid, "level": level, "row": row, "state": str(p.state) if p else "pending"}
+        )
+    edges = [[d, pid] for pid, ds in preds.items() for d in ds]
+    return {"nodes": nodes, "edges": edges}

@@ -1,0 +1,65 @@
+"""`orch resume --replay/--record/--executor`, with the real `orch` command and a real store."""
+
+from __future__ import annotations
+
+import json
+
+from tests.cli.test_detach import _orch
+
+TWO = """
+name: two
+phases:
+  - {id: first, agent: shell, with: {command: "cat first.txt"}}
+  - id: second
+    agent: shell
+    depends_on: [first]
+    with: {command: "cat second.txt"}
+outputs:
+  said: "{{ phases.first.output | trim }} {{ phases.second.output | trim }}"
+"""
+
+
+def _failed_run(tmp_path):
+    """A recording of the whole workflow in `calls`, then a run whose `second` failed."""
+    (tmp_path / "wf.yaml").write_text(TWO)
+    (tmp_path / "first.txt").write_text("one\n")
+    (tmp_path / "second.txt").write_text("recorded\n")
+    rec = _orch(tmp_path, "run", "wf.yaml", "--state-dir", "s", "--record", "calls")
+    assert rec.returncode == 0, rec.stderr
+    (tmp_path / "second.txt").unlink()
+    failed = _orch(tmp_path, "run", "wf.yaml", "--state-dir", "s")
+    assert failed.returncode == 1
+    runs = json.loads(_orch(tmp_path, "runs", "--json", "--state-dir", "s").stdout)
+    return runs[0]["id"]
+
+
+def test_resume_replays_the_calls_it_is_told_to(tmp_path):
+    run_id = _failed_run(tmp_path)
+    missing = _orch(tmp_path, "resume", run_id, "--state-dir", "s", "--replay", "nowhere")
+    assert missing.returncode == 2
+    assert "--replay nowhere: no such folder" in missing.stderr
+    # second.txt is gone: only the recording can answer the `second` call
+    res = _orch(tmp_path, "resume", run_id, "--state-dir", "s", "--replay", "calls")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == {"said": "one recorded"}
+
+
+def test_resume_records_and_runs_on_the_executor_it_is_given(tmp_path):
+    run_id = _failed_run(tmp_path)
+    (tmp_path / "second.txt").write_text("live\n")
+    res = _orch(
+        tmp_path,
+        "resume",
+        run_id,
+        "--state-dir",
+        "s",
+        "--record",
+        "again",
+        "--executor",
+        "dask",
+    )
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == {"said": "one live"}
+    assert "agent calls run on a local Dask cluster" in res.stderr
+    recorded = [json.loads(p.read_text()) for p in (tmp_path / "again").glob("*.json")]
+    assert [c["phase"] for c in recorded] == ["second"]  # only what the resume ran

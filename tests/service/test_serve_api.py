@@ -1,0 +1,442 @@
+"""`orch serve` over real HTTP: runs it starts are ordinary runs, the API, its errors, security."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+
+import httpx
+import pytest
+
+from tests.service.serving import RELEASE, Serve, orch, wait_for
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+GREET = """name: greet
+inputs:
+  who: {type: string, required: true}
+  times: {type: integer, default: 1}
+triggers:
+  - webhook: true
+phases:
+  - id: hello
+    agent: shell
+    with: {command: "echo hello {{ inputs.who }} x{{ inputs.times }}"}
+  - id: shout
+    agent: echo
+    depends_on: [hello]
+    with: {text: "{{ phases.hello.output | upper }}"}
+outputs:
+  text: "{{ phases.shout.output }}"
+"""
+
+# A phase that runs until the test creates the file `go` beside the workflow file.
+GATED = """name: gated
+triggers:
+  - webhook: true
+phases:
+  - id: wait
+    agent: shell
+    with: {command: "while [ ! -f go ]; do sleep 0.05; done; echo opened"}
+  - id: after
+    agent: echo
+    depends_on: [wait]
+    with: {text: "{{ phases.wait.output }} then after"}
+outputs:
+  result: "{{ phases.after.output }}"
+"""
+
+NO_HOOK = """name: nohook
+phases:
+  - {id: a, agent: echo, with: {text: hi}}
+"""
+
+
+def phase_running(srv: Serve, run_id: str, phase: str = "wait") -> None:
+    def check():
+        run = srv.http.get(f"/api/runs/{run_id}").json()
+        return any(p["id"] == phase and p["state"] == "running" for p in run.get("phases", []))
+
+    wait_for(check, f"phase {phase} of {run_id} to run")
+
+
+def test_a_webhook_run_with_inputs_completes_and_shows_in_orch_runs(tmp_path):
+    with Serve(tmp_path, {"greet": GREET}) as srv:
+        r = srv.http.post(
+            "/api/workflows/greet/runs", json={"inputs": {"who": "ada", "times": "3"}}
+        )
+        assert r.status_code == 202, r.text
+        run_id = r.json()["id"]
+        run = srv.run_when(run_id, "completed", "failed")
+        assert run["status"] == "completed"
+        assert run["outputs"] == {"text": "HELLO ADA X3"}
+        assert run["inputs"] == {"who": "ada", "times": 3}  # "3" parsed as --input parses it
+        assert [p["state"] for p in run["phases"]] == ["completed", "completed"]
+        assert run["trigger"]["kind"] == "webhook"
+        listed = orch("runs", state_dir=srv.state_dir)
+        assert run_id in listed.stdout and "completed" in listed.stdout
+        status = orch("status", run_id, state_dir=srv.state_dir)
+        assert status.returncode == 0 and "shout" in status.stdout + status.stderr
+        logs = orch("logs", run_id, state_dir=srv.state_dir)
+        assert "workflow_completed" in logs.stdout + logs.stderr or "completed" in logs.stdout
+
+
+def test_bad_inputs_are_422_with_every_problem_located(tmp_path):
+    with Serve(tmp_path, {"greet": GREET}) as srv:
+        r = srv.http.post(
+            "/api/workflows/greet/runs", json={"inputs": {"whom": "x", "times": "many"}}
+        )
+        assert r.status_code == 422
+        body = r.json()
+        problems = {p["location"]: p for p in body["problems"]}
+        assert problems["inputs.whom"]["message"] == "unknown input 'whom'"
+        assert problems["inputs.whom"]["hint"] == "did you mean 'who'?"
+        assert "must be an integer" in problems["inputs.times"]["message"]
+        assert "missing required input 'who'" in problems["inputs.who"]["message"]
+        assert srv.runs() == []  # nothing started
+        # not JSON, not an object, unknown fields: 400 with a message
+        assert srv.http.post("/api/workflows/greet/runs", content=b"{nope").status_code == 400
+        r = srv.http.post("/api/workflows/greet/runs", json={"input": {}})
+        assert r.status_code == 400 and "unknown field" in r.json()["error"]
+
+
+def test_a_workflow_without_a_webhook_trigger_is_not_started_by_the_webhook(tmp_path):
+    with Serve(tmp_path, {"nohook": NO_HOOK}) as srv:
+        r = srv.http.post("/api/workflows/nohook/runs", json={})
+        assert r.status_code == 403
+        assert "has no webhook trigger" in r.json()["error"]
+        # the authenticated API may start it
+        r = srv.http.post("/api/runs", json={"workflow": "nohook"})
+        assert r.status_code == 202
+        assert srv.run_when(r.json()["id"], "completed")["trigger"]["kind"] == "api"
+
+
+def test_workflow_names_never_reach_outside_the_folder(tmp_path):
+    (tmp_path / "secret.yaml").write_text(NO_HOOK.replace("nohook", "secret"))
+    with Serve(tmp_path, {"greet": GREET}) as srv:
+        (srv.folder / "link.yaml").symlink_to(tmp_path / "secret.yaml")
+        for name in (
+            "..%2Fsecret",
+            "..",
+            "%2E%2E%2Fsecret",
+            "a..b",
+            "..%5Csecret",
+            "link",
+            "greet%00",
+            ".hidden",
+            "x%2Fy",
+        ):
+            for method, path in (
+                ("GET", f"/api/workflows/{name}"),
+                ("POST", f"/api/workflows/{name}/runs"),
+                ("POST", f"/api/workflows/{name}/validate"),
+            ):
+                r = srv.http.request(method, path, json={})
+                assert r.status_code in (400, 404), (name, method, r.status_code, r.text)
+                assert "error" in r.json()
+        names = [w["name"] for w in srv.http.get("/api/workflows").json()]
+        assert names == ["greet"]  # the symlink leading out of the folder is not served
+        assert srv.runs() == []
+
+
+def test_sse_delivers_a_runs_events_live(tmp_path):
+    with Serve(tmp_path, {"gated": GATED}) as srv:
+        run_id = srv.http.post("/api/workflows/gated/runs", json={}).json()["id"]
+        seen: list[dict] = []
+        with srv.http.stream("GET", f"/api/runs/{run_id}/events/stream") as stream:
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            kind = None
+            for line in stream.iter_lines():
+                if line.startswith("event: "):
+                    kind = line[len("event: ") :]
+                elif line.startswith("data: ") and kind != "end":
+                    event = json.loads(line[len("data: ") :])
+                    seen.append(event)
+                    if event["event"] == "phase_started" and event["phase"] == "wait":
+                        # the phase is still running: this event came live, then we open the gate
+                        assert srv.http.get(f"/api/runs/{run_id}").json()["status"] == "running"
+                        (srv.folder / "go").write_text("")
+                elif kind == "end":
+                    break
+        kinds = [e["event"] for e in seen]
+        assert kinds[0] == "workflow_started"
+        assert kinds.index("phase_started") < kinds.index("phase_completed")
+        assert kinds[-1] == "workflow_completed"
+        assert [e["seq"] for e in seen] == sorted(e["seq"] for e in seen)
+        # Last-Event-ID resumes after what the client saw
+        last = seen[-2]["seq"]
+        with srv.http.stream(
+            "GET", f"/api/runs/{run_id}/events/stream", headers={"Last-Event-ID": str(last)}
+        ) as stream:
+            text = "".join(stream.iter_text())
+        assert text.count('data: {"seq"') == 1 and "workflow_completed" in text
+
+
+def test_cancel_and_resume_through_the_api(tmp_path):
+    with Serve(tmp_path, {"gated": GATED}) as srv:
+        run_id = srv.http.post("/api/workflows/gated/runs", json={}).json()["id"]
+        phase_running(srv, run_id)
+        r = srv.http.post(f"/api/runs/{run_id}/cancel")
+        assert r.status_code == 202, r.text
+        assert srv.run_when(run_id, "cancelled")["phases"][0]["state"] == "cancelled"
+        assert srv.http.post(f"/api/runs/{run_id}/cancel").status_code == 409
+        (srv.folder / "go").write_text("")
+        r = srv.http.post(f"/api/runs/{run_id}/resume")
+        assert r.status_code == 202, r.text
+        done = srv.run_when(run_id, "completed")
+        assert done["outputs"] == {"result": "opened then after"}
+        r = srv.http.post(f"/api/runs/{run_id}/resume")
+        assert r.status_code == 409 and "nothing to resume" in r.json()["error"]
+        assert srv.http.get("/api/runs/nope").status_code == 404
+
+
+def test_max_runs_queues_the_rest_in_priority_order(tmp_path):
+    with Serve(tmp_path, {"gated": GATED, "greet": GREET}, args=("--max-runs", "1")) as srv:
+        first = srv.http.post("/api/workflows/gated/runs", json={}).json()["id"]
+        srv.run_when(first, "running")
+        low = srv.http.post(
+            "/api/runs", json={"workflow": "greet", "inputs": {"who": "low"}, "priority": "low"}
+        ).json()["id"]
+        high = srv.http.post(
+            "/api/runs", json={"workflow": "greet", "inputs": {"who": "high"}, "priority": "high"}
+        ).json()["id"]
+        assert srv.http.get(f"/api/runs/{low}").json()["status"] == "queued"
+        assert {r["id"] for r in srv.runs(status="queued")} == {low, high}
+        metrics = srv.http.get("/metrics").text
+        assert "orch_queue_length 2" in metrics
+        (srv.folder / "go").write_text("")
+        a = srv.run_when(high, "completed")
+        b = srv.run_when(low, "completed")
+        assert a["started"] < b["started"]  # high before low, though it came later
+
+
+def test_api_documents_itself_and_errors_are_json(tmp_path):
+    with Serve(tmp_path, {"greet": GREET}) as srv:
+        doc = srv.http.get("/api/openapi.json").json()
+        assert doc["openapi"].startswith("3.")
+        for path in ("/api/workflows/{name}/runs", "/api/runs/{id}/events/stream", "/metrics"):
+            assert path in doc["paths"]
+        r = srv.http.get("/api/nothing-here")
+        assert r.status_code == 404 and r.json()["error"].startswith("nothing at")
+        r = srv.http.delete("/api/runs")
+        assert r.status_code == 405 and "not allowed" in r.json()["error"]
+        assert srv.http.get("/api/runs", params={"limit": "x"}).status_code == 400
+        health = srv.http.get("/healthz").json()
+        assert health["status"] == "ok" and health["workflows"] == 1
+        wf = srv.http.get("/api/workflows/greet").json()
+        assert wf["inputs"]["who"] == {"type": "string", "required": True}
+        assert [p["id"] for p in wf["phases"]] == ["hello", "shout"]
+        v = srv.http.post("/api/workflows/greet/validate").json()
+        assert v["valid"] is True
+
+
+def test_metrics_are_openmetrics_text(tmp_path):
+    with Serve(tmp_path, {"greet": GREET}) as srv:
+        run_id = srv.http.post("/api/workflows/greet/runs", json={"inputs": {"who": "m"}}).json()[
+            "id"
+        ]
+        srv.run_when(run_id, "completed")
+        r = srv.http.get("/metrics")
+        assert r.headers["content-type"].startswith("application/openmetrics-text")
+        text = r.text
+        assert text.endswith("# EOF\n")
+        assert 'orch_runs{workflow="greet",status="completed"} 1' in text
+        assert 'orch_phase_duration_seconds_count{workflow="greet",phase="hello"} 1' in text
+        assert 'orch_phase_retries_total{workflow="greet",phase="hello"} 0' in text
+        assert "orch_queue_length 0" in text
+        stats = srv.http.get("/api/stats").json()
+        assert {"workflow": "greet", "status": "completed", "count": 1} in stats["runs"]
+
+
+def test_a_non_loopback_bind_without_a_token_refuses_to_start(tmp_path):
+    folder = tmp_path / "workflows"
+    folder.mkdir()
+    env = {"ORCH_API_TOKEN": ""}
+    import os
+    import subprocess
+
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "serve",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "0",
+            "--workflows",
+            str(folder),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "refusing to listen on 0.0.0.0 without a token" in out.stderr
+    assert "ORCH_API_TOKEN" in out.stderr and "Traceback" not in out.stderr
+
+
+ALL_ROUTES = [
+    ("GET", "/healthz"),
+    ("GET", "/metrics"),
+    ("GET", "/api/openapi.json"),
+    ("GET", "/api/workflows"),
+    ("GET", "/api/workflows/greet"),
+    ("POST", "/api/workflows/greet/validate"),
+    ("POST", "/api/workflows/greet/runs"),
+    ("GET", "/api/runs"),
+    ("POST", "/api/runs"),
+    ("GET", "/api/runs/RUN"),
+    ("GET", "/api/runs/RUN/outputs"),
+    ("GET", "/api/runs/RUN/logs"),
+    ("GET", "/api/runs/RUN/events"),
+    ("GET", "/api/runs/RUN/events/stream"),
+    ("POST", "/api/runs/RUN/cancel"),
+    ("POST", "/api/runs/RUN/resume"),
+    ("POST", "/api/runs/RUN/phases/hello/approve"),
+    ("GET", "/api/stats"),
+    ("GET", "/"),
+    ("GET", "/runs/RUN"),
+    ("GET", "/workflows"),
+    ("GET", "/static/app.js"),
+]
+
+
+def test_with_a_token_every_route_refuses_a_missing_or_wrong_token(tmp_path):
+    token = "s3cret-token-of-some-length"
+    with Serve(tmp_path, {"greet": GREET}, env={"ORCH_API_TOKEN": token}) as srv:
+        good = {"Authorization": f"Bearer {token}"}
+        run_id = srv.http.post(
+            "/api/workflows/greet/runs", json={"inputs": {"who": "t"}}, headers=good
+        ).json()["id"]
+        srv.http.headers.update(good)
+        srv.run_when(run_id, "completed")
+        srv.http.headers.pop("Authorization")
+        for method, path in ALL_ROUTES:
+            path = path.replace("RUN", run_id)
+            for headers in (
+                {},
+                {"Authorization": "Bearer wrong"},
+                {"Authorization": token},
+                {"Authorization": f"Bearer {token}x"},
+            ):
+                r = srv.http.request(method, path, headers=headers, json={})
+                assert r.status_code == 401, (method, path, headers, r.status_code)
+                assert "token" in r.json()["error"]
+        for method, path in ALL_ROUTES:
+            r = srv.http.request(method, path.replace("RUN", run_id), headers=good, json={})
+            assert r.status_code != 401, (method, path)
+        # a browser is sent to the login page, which sets the session cookie
+        r = srv.http.get("/", headers={"Accept": "text/html"})
+        assert r.status_code == 303 and r.headers["location"] == "/login"
+        assert srv.http.get("/login").status_code == 200
+        r = srv.http.post(
+            "/login",
+            content=b"token=wrong",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert "not right" in r.text and "orch_session" not in r.cookies
+        r = srv.http.post(
+            "/login",
+            content=f"token={token}".encode(),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert r.status_code == 303 and token not in r.headers["set-cookie"]
+        session = r.cookies["orch_session"]
+        cookies = {"orch_session": session, "orch_csrf": "abc"}
+        with httpx.Client(base_url=srv.url, cookies=cookies) as browser:
+            assert browser.get("/api/runs").status_code == 200
+            # a state change by cookie needs the double-submit header
+            r = browser.post(f"/api/runs/{run_id}/resume")
+            assert r.status_code == 403 and "X-Orch-CSRF" in r.json()["error"]
+            r = browser.post(f"/api/runs/{run_id}/resume", headers={"X-Orch-CSRF": "abc"})
+            assert r.status_code == 409  # past the checks: a completed run is not resumed
+
+
+def test_cross_site_requests_big_bodies_and_webhook_floods_are_refused(tmp_path):
+    with Serve(tmp_path, {"greet": GREET}) as srv:
+        r = srv.http.post(
+            "/api/workflows/greet/runs",
+            json={"inputs": {"who": "x"}},
+            headers={"Origin": "http://evil.example"},
+        )
+        assert r.status_code == 403 and "cross-site" in r.json()["error"]
+        r = srv.http.get("/api/runs", headers={"Host": "evil.example"})
+        assert r.status_code == 403  # DNS rebinding onto the loopback service
+        r = srv.http.post("/api/workflows/greet/runs", content=b"x" * (2 << 20))
+        assert r.status_code == 413
+        assert srv.runs() == []
+        codes = [
+            srv.http.post("/api/workflows/greet/runs", json={"inputs": {"who": str(i)}}).status_code
+            for i in range(14)
+        ]
+        assert codes[:10] == [202] * 10
+        assert 429 in codes[10:]
+        r = srv.http.post("/api/workflows/greet/runs", json={"inputs": {"who": "y"}})
+        assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
+
+
+def test_sigterm_cancels_running_runs_and_a_crash_is_reported_at_the_next_start(tmp_path):
+    srv = Serve(tmp_path, {"gated": GATED}).start()
+    run_id = srv.http.post("/api/workflows/gated/runs", json={}).json()["id"]
+    srv.run_when(run_id, "running")
+    assert srv.stop(signal.SIGTERM) == 143
+    assert "SIGTERM: stopping" in srv.log() and "Traceback" not in srv.log()
+    assert orch("status", run_id, state_dir=srv.state_dir).stdout.count("cancelled") >= 1
+    srv.start()
+    second = srv.http.post("/api/workflows/gated/runs", json={}).json()["id"]
+    phase_running(srv, second)
+    srv.stop(signal.SIGKILL)  # a crash
+    with srv:
+        wait_for(lambda: "was interrupted" in srv.log(), "the interrupted-run line")
+        assert f"run {second} (gated) was interrupted by a crash" in srv.log()
+        (srv.folder / "go").write_text("")
+        assert srv.http.post(f"/api/runs/{second}/resume").status_code == 202
+        assert srv.run_when(second, "completed")["outputs"] == {"result": "opened then after"}
+
+
+def test_orch_cancel_from_a_shell_cancels_a_service_run_and_the_service_goes_on(tmp_path):
+    with Serve(tmp_path, {"gated": GATED, "greet": GREET}) as srv:
+        run_id = srv.http.post("/api/workflows/gated/runs", json={}).json()["id"]
+        phase_running(srv, run_id)
+        out = orch("cancel", run_id, state_dir=srv.state_dir)
+        assert out.returncode == 0, out.stderr
+        assert "asked `orch serve`" in out.stderr and f"run {run_id} cancelled" in out.stderr
+        assert srv.run_when(run_id, "cancelled")["status"] == "cancelled"
+        assert srv.proc is not None and srv.proc.poll() is None  # not signalled
+        r = srv.http.post("/api/workflows/greet/runs", json={"inputs": {"who": "still"}})
+        assert srv.run_when(r.json()["id"], "completed")["status"] == "completed"
+
+
+def test_approvals_are_decided_through_the_api(tmp_path):
+    with Serve(tmp_path, {"release": RELEASE}) as srv:
+        first = srv.http.post("/api/workflows/release/runs", json={}).json()["id"]
+        wait_for(
+            lambda: any(
+                p["id"] == "ship" and p["state"] == "waiting"
+                for p in srv.http.get(f"/api/runs/{first}").json().get("phases", [])
+            ),
+            "the approval wait",
+        )
+        r = srv.http.post(f"/api/runs/{first}/phases/build/approve", json={})
+        assert r.status_code == 409 and "not waiting" in r.json()["error"]
+        r = srv.http.post(f"/api/runs/{first}/phases/ship/approve", json={"comment": "lgtm"})
+        assert r.status_code == 200, r.text
+        assert r.json()["message"] == f"phase ship of run {first} approved"
+        assert srv.run_when(first, "completed")["outputs"] == {"result": "shipped"}
+        r = srv.http.post(f"/api/runs/{first}/phases/ship/reject", json={})
+        assert r.status_code == 409 and "already approved by orch serve API" in r.json()["error"]
+        second = srv.http.post("/api/workflows/release/runs", json={}).json()["id"]
+        wait_for(
+            lambda: any(
+                p["state"] == "waiting"
+                for p in srv.http.get(f"/api/runs/{second}").json().get("phases", [])
+            ),
+            "the second wait",
+        )
+        assert srv.http.post(f"/api/runs/{second}/phases/ship/maybe").status_code == 400
+        assert srv.http.post(f"/api/runs/{second}/phases/ship/reject").status_code == 200
+        assert srv.run_when(second, "failed")["status"] == "failed"
