@@ -203,7 +203,7 @@ async def start(
     trigger: Mapping[str, Any] | None = None,
     _prior: Mapping[str, PhaseOutcome] | None = None,
     _resume_attempts: Mapping[str, int] | None = None,
-    _resume_iterations: Mapping[str, tuple[int, Any]] | None = None,
+    _resume_iterations: Mapping[str, tuple[int, Any, bool]] | None = None,
     _resume_items: Mapping[str, Mapping[int, Any]] | None = None,
 ) -> RunHandle:
     """Start a run in this event loop, recorded in the state store; return its handle once

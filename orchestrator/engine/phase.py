@@ -590,7 +590,8 @@ async def _run_repeat(
     spec = phase.repeat
     assert spec is not None
     pid = phase.id
-    done_n, previous = run.options.resume_iterations.get(pid, (0, None))
+    # resumed: go on after the last checkpointed iteration (finished: until was true there)
+    done_n, previous, finished = run.options.resume_iterations.get(pid, (0, None, False))
     await run.bus.emit(
         ev.phase_started(run.run_id, run.now(), pid, 1, agent=phase.agent_label, approval=approval)
     )
@@ -598,7 +599,6 @@ async def _run_repeat(
     agents: list[str] = []
     fallback_any = False
     n = done_n
-    finished = False
     while n < spec.max and not finished:
         n += 1
         iteration = {"n": n, "previous": previous, "max": spec.max}
