@@ -17,6 +17,7 @@ from ..agents.base import AgentFailure, AgentResult
 from ..errors import ExpressionError, OrchError, PhaseTimeout
 from ..expr import evaluate, render
 from ..spec.model import Phase
+from .cache import keyed_input
 from .call import bounded, call_agent, make_spec, render_input
 from .context import RunContext
 from .limits import BreakerOpen
@@ -230,9 +231,8 @@ def _cache_input(
     else:
         kind = run.pool.types[name]
     iteration = ctx.get("iteration")
-    if isinstance(iteration, Mapping) and isinstance(iteration.get("n"), int):
-        return kind, {"input": inp, "repeat_iteration": iteration["n"]}
-    return kind, inp
+    n = iteration.get("n") if isinstance(iteration, Mapping) else None
+    return kind, keyed_input(inp, n if isinstance(n, int) else None)
 
 
 async def _attempts(

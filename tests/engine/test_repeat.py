@@ -11,7 +11,9 @@ import sys
 import time
 
 import pytest
+from typer.testing import CliRunner
 
+from orchestrator.cli import app
 from tests.engine.test_routing import HEADER, run
 
 LOOP = """name: loop
@@ -162,6 +164,9 @@ phases:
         if e["event"] == "phase_iteration"
     ]
     assert marks == [(1, "1"), (2, "2"), (3, "3")]
+    wf = tmp_path / "wf.yaml"
+    preview = CliRunner().invoke(app, ["run", str(wf), "--dry-run"])
+    assert "cache: a would be served from the cache" in preview.output
     # the same loop again: each iteration from its own cached call, the agent not run
     result, events = run(tmp_path, text)
     assert result.exit_code == 0, result.output
