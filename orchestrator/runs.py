@@ -146,6 +146,22 @@ class RunHandle:
         as ``cancelled_by`` in workflow_cancelled."""
         self._cancel.request(signal.Signals(signum).name if signum else None)
 
+    @property
+    def cancelled_by(self) -> str | None:
+        """Who cancelled the run (``SIGINT``, ``SIGTERM``: a signal or ``orch cancel``), if any."""
+        return self._cancel.by if self._cancel.is_set() else None
+
+    async def _watch(self, poll: float) -> None:
+        """Cancel this run when ``orch cancel`` (any process) records a request for it.
+
+        A cancel reaches the run, never the process: the one hosting it (``orch run``,
+        a program using this API, ``orch serve``) may run many and handle no signal.
+        """
+        while not self._cancel.is_set():
+            await asyncio.sleep(poll)
+            if self._store.cancel_requested(self.run_id):  # one primary-key read
+                self._cancel.request(signal.SIGTERM.name)  # `orch cancel`: as SIGTERM
+
 
 def _open(state_dir: str | os.PathLike[str] | None) -> SqliteStore:
     from .state.sqlite import open_store
@@ -203,7 +219,7 @@ async def start(
     trigger: Mapping[str, Any] | None = None,
     _prior: Mapping[str, PhaseOutcome] | None = None,
     _resume_attempts: Mapping[str, int] | None = None,
-    _resume_iterations: Mapping[str, tuple[int, Any]] | None = None,
+    _resume_iterations: Mapping[str, tuple[int, Any, bool]] | None = None,
     _key_epochs: Mapping[str, int] | None = None,
     _resume_items: Mapping[str, Mapping[int, Any]] | None = None,
 ) -> RunHandle:
@@ -269,6 +285,7 @@ async def start(
                     cancel=handle._cancel,
                 ),
                 store,
+                handle,
             )
         )
     except BaseException:
@@ -384,12 +401,17 @@ async def go_on(
     )
 
 
-async def _closing(run: Any, store: SqliteStore) -> RunResult:
-    """Await the run, then release the store (its last writes are committed by then)."""
+async def _closing(run: Any, store: SqliteStore, handle: RunHandle | None = None) -> RunResult:
+    """Await the run (watching the store for a cancel request of ``handle``'s run),
+    then release the store (its last writes are committed by then)."""
+    watcher = None if handle is None else asyncio.ensure_future(handle._watch(POLL))
     try:
         result: RunResult = await run
         return result
     finally:
+        if watcher is not None:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
         await store.aclose()
 
 
@@ -579,9 +601,9 @@ async def wait(
 
 @dataclass(frozen=True, slots=True)
 class Cancelled:
-    """What ``cancel`` did: ``how`` is ``in-process``, ``signalled`` (SIGTERM to the owner,
-    ``pid``), ``requested`` (asked `orch serve`, process ``pid``, through the store) or
-    ``recorded`` (its process was gone: recorded as cancelled)."""
+    """What ``cancel`` did: ``how`` is ``in-process``, ``requested`` (a cancel request
+    stored for the run, which its owner ``pid`` picks up) or ``recorded`` (its process
+    was gone: recorded as cancelled)."""
 
     run_id: str
     how: str
@@ -589,9 +611,13 @@ class Cancelled:
 
 
 def cancel(run_id: str, *, state_dir: str | os.PathLike[str] | None = None) -> Cancelled:
-    """Stop a running run: directly when this process runs it, else SIGTERM to its owner.
+    """Stop a running run: directly when this process runs it, else through the store.
 
-    Raises RunNotFound, and UsageError when the run has ended or cannot be signalled.
+    Another process's run gets a cancel request in the state store; whoever runs it
+    (``orch run``, a detached run, a program using this API, ``orch serve``) polls
+    for it and cancels that run only, as SIGTERM would (``cancelled_by`` SIGTERM,
+    exit 143). No signal is sent: the owner may host other runs and handle none.
+    Raises RunNotFound, and UsageError when the run has ended.
     """
     from .events import workflow_ended
 
@@ -623,19 +649,7 @@ def cancel(run_id: str, *, state_dir: str | os.PathLike[str] | None = None) -> C
         owner = run.owner
         if owner is None or not owner.alive():
             raise UsageError(f"run {run.id} is no longer running")
-        first = store.events(run.id)[:1]
-        if first and "trigger" in first[0][1].data:  # `orch serve` runs it: never signal it
-            store.request_cancel(run.id, now=time.time())
-            return Cancelled(run.id, "requested", owner.pid)
-        try:
-            os.kill(owner.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            raise UsageError(f"run {run.id} is no longer running") from None
-        except PermissionError:
-            raise UsageError(
-                f"not allowed to signal process {owner.pid} running {run.id}"
-                " (another user's process?)"
-            ) from None
-        return Cancelled(run.id, "signalled", owner.pid)
+        store.request_cancel(run.id, now=time.time())
+        return Cancelled(run.id, "requested", owner.pid)
     finally:
         store.close()

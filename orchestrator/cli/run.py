@@ -518,6 +518,9 @@ async def _execute(
         if received:  # a signal arrived while the run was starting
             started.cancel(received[0])
         result: RunResult = await started.wait()
+        by = started.cancelled_by
+        if not received and by in signal.Signals.__members__:  # `orch cancel`: as SIGTERM
+            received.append(int(signal.Signals[by]))
         return result
     finally:
         for sig in installed:

@@ -223,7 +223,7 @@ def cancel_command(
     ),
     state_dir: Path | None = _STATE_DIR,
 ) -> None:
-    """Stop a run started by another `orch` process (it cancels cleanly, as on Ctrl-C)."""
+    """Stop a run started by another process (it cancels cleanly, as on SIGTERM)."""
     from ..errors import OrchError, UsageError
     from ..runs import cancel, wait_sync
 
@@ -236,10 +236,7 @@ def cancel_command(
     if done.how == "recorded":
         sys.stderr.write(f"run {done.run_id} had no live process; recorded as cancelled\n")
         return
-    if done.how == "requested":
-        sys.stderr.write(f"asked `orch serve` (process {done.pid}) to cancel {done.run_id}\n")
-    else:
-        sys.stderr.write(f"sent SIGTERM to process {done.pid} running {done.run_id}\n")
+    sys.stderr.write(f"asked process {done.pid} to cancel run {done.run_id}\n")
     if not wait:
         return
     try:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from ..spec.model import Phase, Workflow
     from ..state.base import StateStore
 
-__all__ = ["StoreCache", "cache_key", "cache_preview"]
+__all__ = ["StoreCache", "cache_key", "cache_preview", "keyed_input"]
 
 
 def cache_key(
@@ -39,6 +39,12 @@ def cache_key(
         separators=(",", ":"),
     )
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def keyed_input(input: Mapping[str, Any], iteration: int | None) -> Mapping[str, Any]:
+    """What a call is cached under: its input, and in a ``repeat`` loop the iteration
+    number too (iteration 2 is never answered with iteration 1's output)."""
+    return input if iteration is None else {"input": input, "repeat_iteration": iteration}
 
 
 class StoreCache:
@@ -137,15 +143,23 @@ def cache_preview(
     for phase in cached:
         spec = wf.agents.get(phase.agent or "")
         merged = wf.call_input(phase.agent, phase.with_)
+        first = None if phase.repeat is None else 1  # a loop: its first iteration's call
+        at = context if first is None else {**context, "iteration": _first_iteration(phase)}
         try:
-            rendered = render(merged, context) if has_template(merged) else merged
+            rendered = render(merged, at) if has_template(merged) else merged
         except OrchError:  # it reads other phases' results: known only at run time
             lines.append(f"cache: {phase.id} depends on run-time values; decided when it runs")
             continue
         agent_type = spec.type if spec else (phase.agent or "")
-        key = cache.key(phase, agent_type, rendered)
+        key = cache.key(phase, agent_type, keyed_input(rendered, first))
         if store.cache_get(key, now=clock()) is not None:
             lines.append(f"cache: {phase.id} would be served from the cache")
         else:
             lines.append(f"cache: {phase.id} is not cached yet; it will run")
     return lines
+
+
+def _first_iteration(phase: Phase) -> dict[str, Any]:
+    """``iteration`` in a ``repeat`` loop's first call (as engine/phase.py sets it)."""
+    assert phase.repeat is not None
+    return {"n": 1, "previous": None, "max": phase.repeat.max}

@@ -18,6 +18,7 @@ from ..agents.base import AgentFailure, AgentResult
 from ..errors import ExpressionError, OrchError, PhaseTimeout
 from ..expr import evaluate, render
 from ..spec.model import Phase
+from .cache import keyed_input
 from .call import bounded, call_agent, make_spec, render_input, seconds_left
 from .context import RunContext
 from .limits import BreakerOpen
@@ -230,7 +231,7 @@ def _cache_input(
     phase: Phase,
     name: str,
     inp: Mapping[str, Any],
-    rendered: Mapping[str, Mapping[str, Any]],
+    inputs: Mapping[str, Mapping[str, Any]],
     ctx: Mapping[str, Any],
 ) -> tuple[str, Mapping[str, Any]]:
     """What a cached call is keyed on (agent type, input): the agent's type and its rendered
@@ -240,13 +241,12 @@ def _cache_input(
     iteration from the cache)."""
     if phase.capability is not None:
         kind = f"capability:{phase.capability}"
-        inp = {a: {"type": run.pool.types[a], "input": rendered[a]} for a in sorted(rendered)}
+        inp = {a: {"type": run.pool.types[a], "input": inputs[a]} for a in sorted(inputs)}
     else:
         kind = run.pool.types[name]
     iteration = ctx.get("iteration")
-    if isinstance(iteration, Mapping) and isinstance(iteration.get("n"), int):
-        return kind, {"input": inp, "repeat_iteration": iteration["n"]}
-    return kind, inp
+    n = iteration.get("n") if isinstance(iteration, Mapping) else None
+    return kind, keyed_input(inp, n if isinstance(n, int) else None)
 
 
 async def _attempts(
@@ -298,7 +298,7 @@ async def _attempts(
         except Exception as exc:  # noqa: BLE001 - a failing agent is a failed phase
             raise _Failed(describe(exc), 1) from None
     kind, keyed = (
-        _cache_input(run, phase, name, inp, rendered, ctx) if cache is not None else ("", inp)
+        _cache_input(run, phase, name, inp, inputs, ctx) if cache is not None else ("", inp)
     )
     if cache is not None and run.cache_reads:
         hit = await cache.get(phase, kind, keyed)
@@ -624,7 +624,8 @@ async def _run_repeat(
     spec = phase.repeat
     assert spec is not None
     pid = phase.id
-    done_n, previous = run.options.resume_iterations.get(pid, (0, None))
+    # resumed: go on after the last checkpointed iteration (finished: until was true there)
+    done_n, previous, finished = run.options.resume_iterations.get(pid, (0, None, False))
     await run.bus.emit(
         ev.phase_started(run.run_id, run.now(), pid, 1, agent=phase.agent_label, approval=approval)
     )
@@ -632,7 +633,6 @@ async def _run_repeat(
     agents: list[str] = []
     fallback_any = False
     n = done_n
-    finished = False
     while n < spec.max and not finished:
         n += 1
         iteration = {"n": n, "previous": previous, "max": spec.max}

@@ -145,7 +145,8 @@ class RunOptions:
     there, with the retries (and backoff) that were left. ``approvals`` is where
     decisions on phases with ``approval:`` are read (the state store).
     ``resume_iterations`` maps a ``repeat`` phase to its last checkpointed
-    iteration (n, output): resumed, the loop goes on after it. ``resume_items``
+    iteration (n, output, done): resumed, the loop goes on after it (or, done,
+    completes with that output). ``resume_items``
     maps a ``foreach`` phase to its items completed before a crash (index ->
     output): resumed, only the other items run. ``replay``: agent
     calls are answered by a middleware (``--replay``), so secrets that are not set
@@ -172,7 +173,7 @@ class RunOptions:
     resumed_from: str | None = None
     resume_attempts: Mapping[str, int] = field(default_factory=dict)
     approvals: ApprovalDesk | None = None
-    resume_iterations: Mapping[str, tuple[int, Any]] = field(default_factory=dict)
+    resume_iterations: Mapping[str, tuple[int, Any, bool]] = field(default_factory=dict)
     resume_items: Mapping[str, Mapping[int, Any]] = field(default_factory=dict)
     replay: bool = False
     key_epochs: Mapping[str, int] = field(default_factory=dict)

@@ -60,8 +60,9 @@ class Resume:
     that were running when it stopped; ``rerun`` the changed phases and their
     downstream (``force``); ``attempts_at`` the attempt each interrupted phase
     goes on from; ``compensation`` is set when the run stopped while compensating;
-    ``iterations_at`` the last checkpointed iteration (n, output) of each
-    unfinished ``repeat`` phase (the loop goes on after it); ``masked`` the
+    ``iterations_at`` the last checkpointed iteration (n, output, done) of each
+    unfinished ``repeat`` phase (the loop goes on after it, or, ``done``: its
+    ``until`` was true there, the phase completes with that output); ``masked`` the
     completed phases whose output held a secret (stored masked, so run again);
     ``key_epochs`` the phases that had failed, with the number of this launch: their
     idempotency keys end in ``~N`` (``RunOptions.key_epochs``); ``items_at`` the
@@ -76,7 +77,7 @@ class Resume:
     rerun: tuple[str, ...] = ()
     attempts_at: Mapping[str, int] = field(default_factory=dict)
     compensation: CompensationLeft | None = None
-    iterations_at: Mapping[str, tuple[int, Any]] = field(default_factory=dict)
+    iterations_at: Mapping[str, tuple[int, Any, bool]] = field(default_factory=dict)
     masked: tuple[str, ...] = ()
     key_epochs: Mapping[str, int] = field(default_factory=dict)
     items_at: Mapping[str, Mapping[int, Any]] = field(default_factory=dict)
@@ -107,7 +108,8 @@ class Resume:
             message += f"; retries go on: {going_on}"
         if self.iterations_at:
             loops = ", ".join(
-                f"{pid} after iteration {n}" for pid, (n, _) in sorted(self.iterations_at.items())
+                f"{pid} {'ended at' if done else 'after'} iteration {n}"
+                for pid, (n, _, done) in sorted(self.iterations_at.items())
             )
             message += f"; loops go on: {loops}"
         if self.items_at:
@@ -232,9 +234,10 @@ def _items(
 
 def _iterations(
     store: StateStore, run_id: str, plan: Plan, records: list[PhaseRecord], rerun: set[str]
-) -> dict[str, tuple[int, Any]]:
-    """The last checkpointed iteration (n, output) of each unfinished ``repeat`` phase."""
-    out: dict[str, tuple[int, Any]] = {}
+) -> dict[str, tuple[int, Any, bool]]:
+    """The last checkpointed iteration (n, output, done) of each unfinished ``repeat``
+    phase; ``done``: its ``until`` was true (the run stopped before the phase completed)."""
+    out: dict[str, tuple[int, Any, bool]] = {}
     for p in records:
         phase = plan.phases.get(p.id)
         if phase is None or phase.repeat is None or p.id in rerun:
@@ -243,7 +246,8 @@ def _iterations(
             continue
         marks = [e for _, e in store.events(run_id, phase=p.id) if e.event == "phase_iteration"]
         if marks and isinstance(marks[-1].data.get("iteration"), int):
-            out[p.id] = (int(marks[-1].data["iteration"]), marks[-1].data.get("output"))
+            last = marks[-1].data
+            out[p.id] = (int(last["iteration"]), last.get("output"), last.get("done") is True)
     return out
 
 

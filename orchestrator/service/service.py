@@ -89,10 +89,6 @@ class Service:
             self.note(message)
         if self.after is not None:
             self.after.poll()
-        running = [r.id for r in self.runs.running() if r.status == "running"]
-        for run_id in self.store.take_cancel_requests(running):  # `orch cancel` from a shell
-            self.runs.cancel(run_id)
-            self.note(f"run {run_id}: cancelled on request (`orch cancel`)")
 
     def start_up(self) -> list[str]:
         """Load the folder and say what was found; returns the lines to print at start."""

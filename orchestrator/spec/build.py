@@ -583,6 +583,17 @@ def _phase(
                 location=cx.smap.key(path + ("handoff",)),
             )
         )
+    if handoff is not None and "cache" in raw:
+        cx.problems.append(
+            Problem(
+                cx.smap.key(path + ("cache",)),
+                f"phase '{pid}': cache does not apply to a handoff phase (each turn's input"
+                " comes from the turn before); it is ignored",
+                hint="remove cache from the phase",
+                severity="warning",
+                code="cache-ignored",
+            )
+        )
     for a, b in (("foreach", "repeat"), ("capability", "handoff")):
         if a in raw and b in raw:
             cx.add(

@@ -542,6 +542,8 @@ class SqliteStore:
                 " WHERE id=?",
                 (self.owner.pid, self.owner.start, full_id),
             )
+            # a cancel asked of the dead owner is not one for this resume
+            conn.execute("DELETE FROM cancel_requests WHERE run_id=?", (full_id,))
             conn.executemany(
                 "UPDATE phases SET state='pending', output=NULL, output_file=NULL,"
                 " completed_seq=NULL, compensated=NULL, compensation_error=NULL"
@@ -726,28 +728,21 @@ class SqliteStore:
             "agents": [(str(a), int(n)) for a, n in agents if a is not None],
         }
 
-    # -- cancel requests (runs of orch serve) -------------------------------------
+    # -- cancel requests (`orch cancel`) -------------------------------------------
 
     def request_cancel(self, run_id: str, *, now: float) -> None:
-        """Ask the `orch serve` process that runs ``run_id`` to cancel it (it polls)."""
+        """Ask the process that runs ``run_id`` to cancel it: every run started by
+        ``orchestrator.runs.start`` (``orch run``, the Python API, ``orch serve``) polls
+        ``cancel_requested``. A resume's claim clears the request."""
         with self._writing(f"cannot record a cancel request in '{self.path}'") as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO cancel_requests(run_id, requested) VALUES (?, ?)",
                 (run_id, now),
             )
 
-    def take_cancel_requests(self, run_ids: Iterable[str]) -> list[str]:
-        """The runs among ``run_ids`` someone asked to cancel; their requests are removed."""
-        wanted = list(run_ids)
-        if not wanted:
-            return []
-        marks = ",".join("?" * len(wanted))
-        with self._writing(f"cannot read cancel requests in '{self.path}'") as conn:
-            rows = conn.execute(
-                f"SELECT run_id FROM cancel_requests WHERE run_id IN ({marks})", wanted
-            ).fetchall()
-            conn.execute(f"DELETE FROM cancel_requests WHERE run_id IN ({marks})", wanted)
-        return [str(r[0]) for r in rows]
+    def cancel_requested(self, run_id: str) -> bool:
+        """Whether someone asked to cancel the run (``request_cancel``)."""
+        return bool(self._read("SELECT 1 FROM cancel_requests WHERE run_id=?", (run_id,)))
 
     # -- schedules (orch serve) --------------------------------------------------
 

@@ -181,3 +181,29 @@ def test_a_cancel_that_read_interrupted_does_not_end_a_run_a_resume_claimed(tmp_
             store.end_interrupted(cancelled)
     finally:
         store.close()
+
+
+def test_a_cancel_asked_of_a_dead_owner_does_not_cancel_the_resume(tmp_path):
+    run_id, state, ledger, release = interrupted_run(tmp_path)
+    from orchestrator.state.sqlite import open_store
+
+    store = open_store(state)
+    try:  # `orch cancel` recorded its request just as the owner died, before it looked
+        store.request_cancel(run_id, now=time.time())
+        assert store.cancel_requested(run_id)
+        resumed = start("resume", run_id, state=state)
+        try:
+            wait_for_lines(ledger, 2, resumed)  # claimed: the resume's own command runs
+            assert not store.cancel_requested(run_id)  # the claim cleared the request
+            release.touch()
+            out, err = resumed.communicate(timeout=60)
+        finally:
+            release.touch()
+            if resumed.poll() is None:
+                resumed.kill()
+                resumed.communicate()
+    finally:
+        store.close()
+    assert resumed.returncode == 0, err
+    status = json.loads(orch("status", run_id, "--json", state=state).stdout)
+    assert status["status"] == "completed"

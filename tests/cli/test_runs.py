@@ -283,10 +283,10 @@ def test_status_logs_resume_and_cancel_against_a_live_run(tmp_path):
         assert res.returncode == 2  # refused, as every refused operation on a run
         assert f"still running in process {proc.pid}" in res.stderr
         assert f"orch cancel {run_id}" in res.stderr
-        # orch cancel from this other process: the run stops cleanly (SIGTERM, exit 143)
+        # orch cancel from this other process: the run stops cleanly (as on SIGTERM, exit 143)
         res = _cli("cancel", run_id, state_dir=state)
         assert res.returncode == 0, res.stderr
-        assert f"sent SIGTERM to process {proc.pid}" in res.stderr
+        assert f"asked process {proc.pid} to cancel run {run_id}" in res.stderr
         assert f"run {run_id} cancelled" in res.stderr
         assert proc.wait(timeout=30) == 143
         out, _ = follower.communicate(timeout=30)  # --follow ends with the run

@@ -394,3 +394,25 @@ def test_a_plugin_shadowing_a_built_in_type_is_reported_once_per_file(tmp_path):
     assert out.count("registered by two distributions") == 1
     assert f"{flow}:3:" in out
     assert "Traceback" not in out
+
+
+def test_cache_on_a_handoff_phase_is_a_located_warning(tmp_path):
+    wf = tmp_path / "ho.yaml"
+    wf.write_text(
+        """name: ho
+agents:
+  a: {type: echo}
+  b: {type: echo}
+phases:
+  - id: talk
+    handoff: {start: a, agents: [a, b], max_turns: 2}
+    cache: true
+    with: {text: hi}
+"""
+    )
+    result = _run(wf)
+    assert result.exit_code == 0
+    assert (
+        f"{wf}:8:5: warning: phase 'talk': cache does not apply to a handoff phase" in result.output
+    )
+    assert "1 warning" in result.output

@@ -11,7 +11,9 @@ import sys
 import time
 
 import pytest
+from typer.testing import CliRunner
 
+from orchestrator.cli import app
 from tests.engine.test_routing import HEADER, run
 
 LOOP = """name: loop
@@ -162,6 +164,9 @@ phases:
         if e["event"] == "phase_iteration"
     ]
     assert marks == [(1, "1"), (2, "2"), (3, "3")]
+    wf = tmp_path / "wf.yaml"
+    preview = CliRunner().invoke(app, ["run", str(wf), "--dry-run"])
+    assert "cache: a would be served from the cache" in preview.output
     # the same loop again: each iteration from its own cached call, the agent not run
     result, events = run(tmp_path, text)
     assert result.exit_code == 0, result.output
@@ -172,3 +177,71 @@ phases:
         if e["event"] == "phase_iteration"
     ]
     assert marks == [(1, "1"), (2, "2"), (3, "3")]
+
+
+def test_a_loop_stopped_after_its_last_iteration_completes_on_resume_without_another(tmp_path):
+    import sqlite3
+
+    wf = tmp_path / "wf.yaml"
+    ledger = tmp_path / "ledger.txt"
+    wf.write_text(
+        HEADER
+        + f"""name: loop
+phases:
+  - id: draft
+    agent: shell
+    repeat: {{until: "output | trim == 'v2'", max: 5}}
+    with: {{command: "echo {{{{ iteration.n }}}} >> {ledger}; echo v{{{{ iteration.n }}}}"}}
+  - id: after
+    depends_on: [draft]
+    agent: echo
+    with: {{text: "{{{{ phases.draft.output | trim }}}}!"}}
+"""
+    )
+    env = {**os.environ, "NO_COLOR": "1", "ORCH_STATE_DIR": str(tmp_path / ".orch")}
+
+    def orch(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "orchestrator", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=60,
+        )
+
+    first = orch("run", str(wf))
+    assert first.returncode == 0, first.stderr
+    assert ledger.read_text().split() == ["1", "2"]
+    run_id = json.loads(orch("runs", "--json").stdout)[0]["id"]
+    # the state a crash leaves between the last checkpoint (iteration 2, done) and
+    # phase_completed: the process is gone, the run still running, the loop unfinished
+    db = sqlite3.connect(tmp_path / ".orch" / "state.db")
+    with db:
+        db.execute(
+            "UPDATE runs SET status='running', ended=NULL, outputs=NULL WHERE id=?", (run_id,)
+        )
+        db.execute(
+            "UPDATE phases SET state=?, ended=NULL, output=NULL WHERE run_id=? AND id=?",
+            ("running", run_id, "draft"),
+        )
+        db.execute(
+            "UPDATE phases SET state=?, started=NULL, ended=NULL, output=NULL, attempts=0"
+            " WHERE run_id=? AND id=?",
+            ("pending", run_id, "after"),
+        )
+        db.execute(
+            "DELETE FROM events WHERE run_id=?"
+            " AND (event IN ('workflow_completed', 'phase_completed') OR phase='after')",
+            (run_id,),
+        )
+    db.close()
+    resumed = orch("resume", run_id)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "loops go on: draft ended at iteration 2" in resumed.stderr
+    assert ledger.read_text().split() == ["1", "2"]  # no third iteration
+    status = json.loads(orch("status", run_id, "--json").stdout)
+    draft = next(p for p in status["phases"] if p["id"] == "draft")
+    assert draft["state"] == "completed" and draft["iterations"] == 2
+    after = next(p for p in status["phases"] if p["id"] == "after")
+    assert after["state"] == "completed"

@@ -404,7 +404,7 @@ def test_orch_cancel_from_a_shell_cancels_a_service_run_and_the_service_goes_on(
         phase_running(srv, run_id)
         out = orch("cancel", run_id, state_dir=srv.state_dir)
         assert out.returncode == 0, out.stderr
-        assert "asked `orch serve`" in out.stderr and f"run {run_id} cancelled" in out.stderr
+        assert f"to cancel run {run_id}" in out.stderr and f"run {run_id} cancelled" in out.stderr
         assert srv.run_when(run_id, "cancelled")["status"] == "cancelled"
         assert srv.proc is not None and srv.proc.poll() is None  # not signalled
         r = srv.http.post("/api/workflows/greet/runs", json={"inputs": {"who": "still"}})
