@@ -112,6 +112,9 @@ class AgentContext:
     _stream: StreamCallback = _no_stream
     run_workflow: SubRun | None = None
     turn: int = 1
+    #: the W3C ``traceparent`` of this call when tracing is on: http and llm agents send
+    #: it as a header, shell commands get it as ``TRACEPARENT``; plugins may pass it on
+    traceparent: str | None = None
 
     @property
     def idempotency_key(self) -> str:
