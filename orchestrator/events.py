@@ -139,6 +139,8 @@ class Event:
     phase: str | None = None
     attempt: int | None = None
     data: dict[str, Any] = field(default_factory=dict)
+    #: the OpenTelemetry trace id (32 hex digits) of the run, when tracing is on
+    trace_id: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The contract's JSON shape; keys that do not apply are left out."""
@@ -154,6 +156,8 @@ class Event:
             out["attempt"] = self.attempt
         if self.data:
             out["data"] = self.data
+        if self.trace_id is not None:
+            out["trace_id"] = self.trace_id
         return out
 
     def to_json(self) -> str:
@@ -180,6 +184,7 @@ class Event:
             phase=raw.get("phase"),
             attempt=raw.get("attempt"),
             data=dict(raw.get("data") or {}),
+            trace_id=raw.get("trace_id"),
         )
 
 
@@ -606,7 +611,9 @@ class SecretMasker:
         ):
             # the stored output is not what later phases read: a resume runs it again
             data["secret_masked"] = True
-        return Event(event.event, event.run_id, event.ts, event.phase, event.attempt, data)
+        return Event(
+            event.event, event.run_id, event.ts, event.phase, event.attempt, data, event.trace_id
+        )
 
     def partial_tail(self, text: str) -> int:
         """Length of the longest end of ``text`` that begins some secret form (0 if none)."""

@@ -217,6 +217,7 @@ async def start(
     strings: bool = False,
     replay: bool = False,
     trigger: Mapping[str, Any] | None = None,
+    trace_id: str | None = None,
     _prior: Mapping[str, PhaseOutcome] | None = None,
     _resume_attempts: Mapping[str, int] | None = None,
     _resume_iterations: Mapping[str, tuple[int, Any, bool]] | None = None,
@@ -232,7 +233,8 @@ async def start(
     string inputs by their declared type (as ``--input`` does). ``sinks`` see every
     event after the store has it. ``replay``: a call middleware answers every
     agent call (``--replay``), so unset secrets are not needed. ``trigger`` says what
-    started the run (`orch serve`): templates read ``trigger.*``. Approvals are
+    started the run (`orch serve`): templates read ``trigger.*``. ``trace_id`` (tracing
+    on, orchestrator/tracing.py) is stamped on every event. Approvals are
     decided in the same store (``orch approve``). Raises WorkflowInvalid, UsageError (inputs, a
     missing secret), AgentError and StateError before anything runs.
     """
@@ -270,6 +272,7 @@ async def start(
             approvals=store,  # decisions of `orch approve`/`orch reject` land there
             replay=replay,
             trigger=dict(trigger or {}),
+            trace_id=trace_id,
         )
         handle = RunHandle(rid, plan, resolve_state_dir(state_dir), store)
         task = asyncio.ensure_future(
@@ -370,6 +373,7 @@ async def go_on(
     executor: Executor | None = None,
     call_middleware: Sequence[CallMiddleware] = (),
     replay: bool = False,
+    trace_id: str | None = None,
 ) -> RunHandle | None:
     """Run a prepared resume (None when the run had already completed).
 
@@ -393,6 +397,7 @@ async def go_on(
         executor=executor,
         call_middleware=call_middleware,
         replay=replay,
+        trace_id=trace_id,
         _prior=decision.prior,
         _resume_attempts=decision.attempts_at,
         _resume_iterations=decision.iterations_at,

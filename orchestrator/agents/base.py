@@ -113,6 +113,9 @@ class AgentContext:
     run_workflow: SubRun | None = None
     turn: int = 1
     key: str | None = None  # the engine's idempotency key for this call (CallSpec)
+    #: the W3C ``traceparent`` of this call when tracing is on: http and llm agents send
+    #: it as a header, shell commands get it as ``TRACEPARENT``; plugins may pass it on
+    traceparent: str | None = None
 
     @property
     def idempotency_key(self) -> str:

@@ -397,6 +397,14 @@ def _run(
     )
     if live is None:
         sinks.append(PlainLines(sys.stderr, completed_before=len(prior or {})))
+    tracer = _tracer(plan)
+    if tracer is not None:
+        sinks.append(tracer.sink)
+    # outermost first: the trace spans a call that --record / --replay answers
+    middleware = tuple(
+        m for m in (tracer.middleware if tracer is not None else None, calls) if m is not None
+    )
+    trace_id = tracer.trace_id if tracer is not None else None
     received: list[int] = []
 
     def on_second_signal() -> None:
@@ -423,9 +431,10 @@ def _run(
                 max_parallel=max_parallel,
                 no_cache=no_cache,
                 sinks=sinks,
-                call_middleware=(calls,) if calls is not None else (),
+                call_middleware=middleware,  # tracing, --record / --replay
                 replay=calls is not None and calls.replay,
                 executor=where_to,
+                trace_id=trace_id,
             )
         return await start(
             plan,
@@ -435,9 +444,10 @@ def _run(
             max_parallel=max_parallel,
             no_cache=no_cache,
             sinks=sinks,
-            call_middleware=(calls,) if calls is not None else (),  # --record / --replay
+            call_middleware=middleware,  # tracing, --record / --replay
             replay=calls is not None and calls.replay,
             executor=where_to,
+            trace_id=trace_id,
         )
 
     async def main() -> RunResult:
@@ -459,6 +469,9 @@ def _run(
     except KeyboardInterrupt:  # a signal that arrived outside the loop's handlers
         sys.stderr.write("interrupted\n")
         return 130
+    finally:
+        if tracer is not None:
+            tracer.shutdown()
     if view.status is None:  # the engine ended without a final event (it should not)
         view.status = result.status
     print_summary(err, view, plan, str(state_dir) if state_dir is not None else None)
@@ -532,6 +545,27 @@ def _isatty(stream: Any) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError):
         return False
+
+
+def _tracer(plan: Plan) -> Any:
+    """A RunTracer with its run span begun when the OTEL_ variables ask for traces, else None.
+
+    Without the ``orch[otel]`` extra the run goes on untraced, after a warning saying
+    how to install it. An unsupported exporter or protocol is a UsageError (exit 2).
+    """
+    from ..tracing import TracingUnavailable, start_tracing, tracing_wanted
+
+    if not tracing_wanted(os.environ):
+        return None
+    try:
+        tracer = start_tracing(os.environ)
+    except TracingUnavailable as exc:
+        sys.stderr.write(f"warning: {exc}; the run is not traced\n  hint: {exc.hint}\n")
+        return None
+    import time
+
+    tracer.begin(plan.workflow.name, time.time())
+    return tracer
 
 
 def _ci_reports(view: Any, plan: Plan, junit: Path | None) -> None:

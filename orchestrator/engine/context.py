@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import inspect
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -63,7 +64,7 @@ class EventBus:
     iterator) see the event, so nothing is shown that a crash could lose.
     """
 
-    __slots__ = ("run_id", "now", "masker", "sync_sinks", "async_sinks")
+    __slots__ = ("run_id", "now", "masker", "sync_sinks", "async_sinks", "trace_id")
 
     def __init__(
         self,
@@ -71,8 +72,10 @@ class EventBus:
         now: Callable[[], float],
         masker: SecretMasker,
         sinks: Iterable[EventSink],
+        trace_id: str | None = None,
     ) -> None:
         self.run_id = run_id
+        self.trace_id = trace_id  # stamped on every event (tracing on: RunOptions.trace_id)
         self.now = now
         self.masker = masker
         sinks = tuple(sinks)
@@ -81,6 +84,8 @@ class EventBus:
 
     async def emit(self, event: Event) -> None:
         """Mask the event, await the async sinks in order, then call the sync sinks."""
+        if self.trace_id is not None and event.trace_id is None:
+            event = dataclasses.replace(event, trace_id=self.trace_id)
         if self.masker:
             event = self.masker.mask_event(event)
         for sink in self.async_sinks:
@@ -345,7 +350,7 @@ def build_context(
     secrets = read_secrets(wf.secret_names, environ, replay=options.replay)
     rid = run_id or uuid.uuid4().hex[:12]
     real = (v for n, v in secrets.items() if n in environ)  # a replay's stand-ins are not
-    bus = EventBus(rid, options.clock, SecretMasker(real), sinks)
+    bus = EventBus(rid, options.clock, SecretMasker(real), sinks, trace_id=options.trace_id)
     run = RunContext(
         plan,
         run_id=rid,

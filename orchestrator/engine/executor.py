@@ -48,6 +48,7 @@ class CallSpec:
     secrets: Mapping[str, str] = field(default_factory=dict)
     resources: Mapping[str, float] = field(default_factory=dict)
     depth: int = 0
+    traceparent: str | None = None  # W3C trace context of the call (tracing on)
 
     def deadline(self, monotonic: Any = time.monotonic) -> float | None:
         """The call's deadline on this process's monotonic clock (None: no deadline)."""
@@ -68,6 +69,7 @@ class CallSpec:
             channel.run_workflow,
             self.turn,
             self.idempotency_key,
+            self.traceparent,
         )
 
 

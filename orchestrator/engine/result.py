@@ -140,7 +140,8 @@ class RunOptions:
     one by default); ``call_middleware`` wraps every agent call (``engine/call.py``).
     ``cache`` defaults to none. ``depth`` counts nested sub-runs; more than
     ``max_depth`` fails the calling phase. ``resumed_from`` (a run id) is
-    recorded in workflow_started. ``resume_attempts`` maps a phase to the
+    recorded in workflow_started. ``trace_id`` (tracing on) is stamped on every event.
+    ``resume_attempts`` maps a phase to the
     attempt it was making when a crash stopped the run: resumed, it starts
     there, with the retries (and backoff) that were left. ``approvals`` is where
     decisions on phases with ``approval:`` are read (the state store).
@@ -178,6 +179,7 @@ class RunOptions:
     replay: bool = False
     key_epochs: Mapping[str, int] = field(default_factory=dict)
     trigger: Mapping[str, Any] = field(default_factory=dict)
+    trace_id: str | None = None
 
 
 def json_data(value: Any) -> Any:

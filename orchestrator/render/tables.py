@@ -163,6 +163,7 @@ def status_dict(run: RunRecord, phases: Sequence[PhaseRecord], *, now: float) ->
         "owner_pid": run.owner.pid if run.owner else None,
         "resumes": run.resumes,
         "error": run.error,
+        "trace_id": run.trace_id,
         # done: phases that ended in any state; completed: those that succeeded
         "progress": {"done": done, "completed": completed, "total": max(len(members), len(own))},
         "current": [p.id for p in phases if p.state is PhaseState.RUNNING],
@@ -243,6 +244,8 @@ def status_view(
         header.append(f"\ntokens: {format_tokens(tokens)}")
     if info["cost"] is not None:
         header.append(f"   cost: {format_cost(info['cost'])}")
+    if run.trace_id:
+        header.append(f"\ntrace: {run.trace_id}")
     if run.error:
         header.append(f"\nerror: {run.error}", style="red")
     table = Table(header_style="bold", show_edge=False, pad_edge=False)

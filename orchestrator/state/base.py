@@ -108,6 +108,7 @@ class RunRecord:
     fingerprints: Mapping[str, str] = field(default_factory=dict)
     inputs: Mapping[str, Any] = field(default_factory=dict)
     counts: Mapping[str, int] = field(default_factory=dict)
+    trace_id: str | None = None  # the OpenTelemetry trace of its last start (tracing on)
 
     @property
     def duration(self) -> float | None:

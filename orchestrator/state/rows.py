@@ -90,6 +90,8 @@ def apply_event(
             "fingerprints": dict(data.get("fingerprints") or {}),
             "inputs": data.get("inputs") or {},
         }
+        if event.trace_id:
+            info["trace_id"] = event.trace_id
         conn.execute(
             "INSERT INTO runs(id, workflow, path, source_hash, status, started, owner_pid,"
             " owner_start, info) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?)"
@@ -264,6 +266,7 @@ def run_record(row: Sequence[Any]) -> RunRecord:
             },
             inputs=dict(info_data.get("inputs") or {}),
             counts={_str(k, "counts"): _int(v, "counts") for k, v in counts_data.items()},
+            trace_id=info_data.get("trace_id"),
         )
     except (ValueError, TypeError, AttributeError) as exc:
         raise StateCorrupted(
@@ -325,8 +328,9 @@ def phase_record(run_id: str, row: Sequence[Any], state_dir: Path) -> PhaseRecor
         ) from exc
 
 
-def event_record(run_id: str, row: Sequence[Any]) -> Event:
-    """An ``events`` row (seq, ts, event, phase, attempt, data) as an Event.
+def event_record(run_id: str, row: Sequence[Any], trace_id: str | None = None) -> Event:
+    """An ``events`` row (seq, ts, event, phase, attempt, data) as an Event (stamped with
+    the run's ``trace_id`` when it was traced).
 
     Raises StateCorrupted naming the run, the phase and the row.
     """
@@ -342,6 +346,7 @@ def event_record(run_id: str, row: Sequence[Any]) -> Event:
             _str(ph, "phase") if ph is not None else None,
             _int(attempt, "attempt") if attempt is not None else None,
             payload,
+            trace_id,
         )
     except (ValueError, TypeError) as exc:
         where = f" phase '{_label(ph)}'" if ph else ""

@@ -611,7 +611,8 @@ class SqliteStore:
             sql += " AND phase=?"
             args.append(phase)
         rows = self._read(sql + " ORDER BY seq", args)
-        return [(int(row[0]), event_record(run_id, row)) for row in rows]
+        trace_id = self._trace_id(run_id)
+        return [(int(row[0]), event_record(run_id, row, trace_id)) for row in rows]
 
     def stats_rows(
         self, since: float | None = None, workflow: str | None = None
@@ -646,6 +647,12 @@ class SqliteStore:
             args,
         )
         return runs, phases
+
+    def _trace_id(self, run_id: str) -> str | None:
+        """The trace id recorded for a run (tracing on), stamped on its events when read."""
+        rows = self._read("SELECT json_extract(info, '$.trace_id') FROM runs WHERE id=?", (run_id,))
+        value = rows[0][0] if rows else None
+        return value if isinstance(value, str) else None
 
     def last_seq(self) -> int:
         """The highest event sequence number so far (0 for an empty store)."""

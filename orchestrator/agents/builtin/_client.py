@@ -212,6 +212,8 @@ class HTTPClient:
             end, own = ctx.deadline + _BACKSTOP, False
         seconds = max(0.0, end - time.monotonic())
         send_headers = {"Idempotency-Key": ctx.idempotency_key}
+        if ctx.traceparent:  # W3C trace context: the service joins the run's trace
+            send_headers["traceparent"] = ctx.traceparent
         for name, value in (headers or {}).items():
             if any(c in f"{name}{value}" for c in "\r\n\0"):
                 # header injection: the same value fails again, so it is never retried

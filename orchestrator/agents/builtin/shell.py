@@ -150,6 +150,8 @@ class ShellAgent(Agent):
         env = dict(os.environ) if input.get("inherit_env", True) else {}
         env.update({k: _word(v) for k, v in (input.get("env") or {}).items()})
         env[TAG_VARIABLE] = tag
+        if ctx.traceparent:  # W3C trace context for commands that trace (OpenTelemetry)
+            env["TRACEPARENT"] = ctx.traceparent
         cwd = Path(ctx.workdir, input["cwd"]) if input.get("cwd") else Path(ctx.workdir)
         if not cwd.is_dir():
             raise AgentFailure(f"working directory '{cwd}' does not exist", transient=False)

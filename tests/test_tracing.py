@@ -1,0 +1,184 @@
+"""OpenTelemetry traces of `orch run`, sent over OTLP/HTTP to a real receiver on 127.0.0.1
+whose protobuf is decoded with opentelemetry-proto; the http agent's traceparent header and a
+shell command's TRACEPARENT join the same trace."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from tests.servers import FakeOpenAI, HTTPServer, Reply
+
+ROOT = Path(__file__).resolve().parent.parent
+
+WORKFLOW = """\
+name: traced
+phases:
+  - id: fetch
+    agent: http
+    with: {{method: GET, url: "{api}/item"}}
+  - id: flaky
+    agent: fail
+    retries: {{attempts: 1, backoff: fixed, delay: 1ms}}
+    with: {{times: 1, output: ok}}
+  - id: show
+    agent: shell
+    depends_on: [fetch]
+    with: {{command: [sh, -c, 'echo "$TRACEPARENT"']}}
+  - id: ask
+    agent: llm
+    with: {{base_url: "{llm}", model: gpt-4o-mini, prompt: "say hi", stream: false}}
+  - id: nested
+    agent: workflow
+    with: {{path: sub.yaml}}
+outputs:
+  traceparent: "{{{{ phases.show.output }}}}"
+"""
+
+
+def _spans(receiver):
+    spans = []
+    for rec in receiver.requests:
+        request = ExportTraceServiceRequest()
+        request.ParseFromString(rec.body)
+        for resource in request.resource_spans:
+            service = {a.key: a.value.string_value for a in resource.resource.attributes}
+            for scope in resource.scope_spans:
+                for span in scope.spans:
+                    attrs = {}
+                    for a in span.attributes:
+                        v = a.value
+                        attrs[a.key] = v.WhichOneof("value") and getattr(v, v.WhichOneof("value"))
+                    spans.append(
+                        {
+                            "name": span.name,
+                            "trace": span.trace_id.hex(),
+                            "id": span.span_id.hex(),
+                            "parent": span.parent_span_id.hex(),
+                            "start": span.start_time_unix_nano / 1e9,
+                            "end": span.end_time_unix_nano / 1e9,
+                            "attrs": attrs,
+                            "status": span.status.code,
+                            "service": service.get("service.name"),
+                        }
+                    )
+    return spans
+
+
+def orch(*args, cwd, env):
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_run_phase_attempt_and_call_spans_reach_an_otlp_receiver_with_parent_links(tmp_path):
+    receiver = HTTPServer({("POST", "/v1/traces"): Reply(200, body=b"")})
+    api = HTTPServer({("GET", "/item"): Reply(200, json={"id": 7})})
+    with receiver, api, FakeOpenAI(["hello there"]) as llm:
+        (tmp_path / "wf.yaml").write_text(
+            WORKFLOW.format(api=api.url, llm=llm.base_url), encoding="utf-8"
+        )
+        (tmp_path / "sub.yaml").write_text(
+            "name: sub\nphases:\n  - {id: inner, agent: echo, with: {text: deep}}\n"
+        )
+        env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url}
+        result = orch("run", "wf.yaml", "--events", "jsonl", cwd=tmp_path, env=env)
+        sent = api.requests[0].headers.get("traceparent")
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    spans = _spans(receiver)
+    by_name = {s["name"]: s for s in spans}
+    run = by_name["run traced"]
+    trace = run["trace"]
+    # the trace id is in every event and in `orch status`
+    assert {e["trace_id"] for e in events} == {trace}
+    status = orch("status", events[0]["run_id"], "--json", cwd=tmp_path, env=dict(os.environ))
+    assert json.loads(status.stdout)["trace_id"] == trace
+    assert {s["trace"] for s in spans} == {trace}
+    assert run["parent"] == "" and run["service"] == "orch"
+    assert run["attrs"]["orch.run_id"] == events[0]["run_id"]
+    ids = {s["id"]: s for s in spans}
+    for pid in ("fetch", "flaky", "show", "ask", "nested"):
+        phase = by_name[f"phase {pid}"]
+        assert phase["parent"] == run["id"]
+        assert phase["attrs"]["orch.phase.id"] == pid
+        assert phase["attrs"]["orch.phase.status"] == "completed"
+    # flaky: two attempt spans under its phase, the first failed (status code 2 = ERROR)
+    flaky = by_name["phase flaky"]
+    attempts = sorted(
+        (s for s in spans if s["parent"] == flaky["id"]), key=lambda s: s["attrs"]["orch.attempt"]
+    )
+    assert [(a["name"], a["status"]) for a in attempts] == [("attempt 1", 2), ("attempt 2", 1)]
+    assert attempts[0]["end"] <= attempts[1]["start"]
+    # the http agent's call span is the traceparent it sent: service -> call -> attempt -> phase
+    assert sent is not None
+    version, sent_trace, sent_span, flags = sent.split("-")
+    assert (version, sent_trace) == ("00", trace)
+    assert int(flags, 16) & 1  # sampled
+    call = ids[sent_span]
+    attempt = ids[call["parent"]]
+    assert attempt["name"] == "attempt 1" and ids[attempt["parent"]]["name"] == "phase fetch"
+    # the shell command got TRACEPARENT in its environment: its own call span
+    shown = json.loads(result.stdout.splitlines()[-1])["data"]["outputs"]["traceparent"]
+    assert ids[shown.strip().split("-")[2]]["attrs"]["orch.phase.id"] == "show"
+    # the llm call follows the GenAI semantic conventions
+    chat = by_name["chat gpt-4o-mini"]
+    assert chat["attrs"]["gen_ai.operation.name"] == "chat"
+    assert chat["attrs"]["gen_ai.request.model"] == "gpt-4o-mini"
+    assert chat["attrs"]["gen_ai.usage.input_tokens"] == 2
+    assert chat["attrs"]["gen_ai.usage.output_tokens"] == 2
+    assert ids[ids[chat["parent"]]["parent"]]["name"] == "phase ask"
+    # the sub-run's call is a child of the workflow agent's call in phase `nested`
+    inner = next(s for s in spans if s["attrs"].get("orch.phase.id") == "inner")
+    outer = ids[inner["parent"]]
+    assert outer["attrs"]["orch.phase.id"] == "nested" and outer["name"] == "call workflow"
+
+
+def test_without_the_variables_nothing_of_opentelemetry_is_imported(tmp_path):
+    (tmp_path / "wf.yaml").write_text(
+        "name: plain\nphases:\n  - {id: a, agent: echo, with: {text: hi}}\n", encoding="utf-8"
+    )
+    code = (
+        "import sys\n"
+        "from orchestrator.cli import main\n"
+        "sys.argv = ['orch', 'run', 'wf.yaml']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stderr
+
+
+def test_a_missing_extra_is_a_warning_with_the_install_hint_and_the_run_goes_on(tmp_path):
+    (tmp_path / "wf.yaml").write_text(
+        "name: plain\nphases:\n  - {id: a, agent: echo, with: {text: hi}}\n", encoding="utf-8"
+    )
+    # a folder that shadows the opentelemetry package: import fails as without the extra
+    shadow = tmp_path / "shadow" / "opentelemetry"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('no opentelemetry here')\n")
+    env = {
+        **os.environ,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
+        "PYTHONPATH": os.pathsep.join([str(tmp_path / "shadow"), str(ROOT)]),
+    }
+    result = orch("run", "wf.yaml", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "warning: tracing is asked for" in result.stderr
+    assert "hint: pip install 'orch[otel]'" in result.stderr
+    bad = orch("run", "wf.yaml", cwd=tmp_path, env={**os.environ, "OTEL_TRACES_EXPORTER": "zipkin"})
+    assert bad.returncode == 2
+    assert "OTEL_TRACES_EXPORTER 'zipkin' is not supported" in bad.stderr
