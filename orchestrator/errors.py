@@ -68,13 +68,21 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True, order=True)
 class Location:
-    """A place in a file. ``line`` and ``col`` are 1-based; file-level problems use 1:1."""
+    """A place in a file. ``line`` and ``col`` are 1-based; file-level problems use 1:1.
+
+    ``at`` names the place by its path in the data (``phases[0].agent``) when the
+    lines mean nothing to the user (a workflow given as a mapping): it is shown
+    instead of them.
+    """
 
     path: str
     line: int = 1
     col: int = 1
+    at: str | None = None
 
     def __str__(self) -> str:
+        if self.at is not None:
+            return f"{self.path}: {self.at}" if self.at else self.path
         return f"{self.path}:{self.line}:{self.col}"
 
 
@@ -92,9 +100,13 @@ class Problem:
     code: str = "invalid"
 
     def __str__(self) -> str:
-        text = f"{self.location}: {self.message}"
+        message = self.message
+        at = self.location.at
+        if at and message.startswith(at + ": "):  # the place is said once
+            message = message[len(at) + 2 :]
+        text = f"{self.location}: {message}"
         if self.severity == "warning":
-            text = f"{self.location}: warning: {self.message}"
+            text = f"{self.location}: warning: {message}"
         if self.hint:
             text += f"\n  hint: {self.hint}"
         return text
@@ -105,6 +117,7 @@ class Problem:
             "file": self.location.path,
             "line": self.location.line,
             "col": self.location.col,
+            **({"at": self.location.at} if self.location.at is not None else {}),
             "severity": self.severity,
             "code": self.code,
             "message": self.message,

@@ -184,7 +184,9 @@ def _existing(state_dir: str | os.PathLike[str] | None, run_id: str | None) -> S
     return _open(state_dir)
 
 
-WorkflowLike = Any  # a file path, a mapping, a Workflow or a Plan
+#: A file path, YAML text (a str with a line break: a path never has one), a mapping,
+#: a Workflow or a Plan.
+WorkflowLike = Any
 
 
 def _plan_of(workflow: WorkflowLike, registry: Any) -> Plan:
@@ -196,6 +198,8 @@ def _plan_of(workflow: WorkflowLike, registry: Any) -> Plan:
         return workflow
     if isinstance(workflow, Workflow):
         return compile_plan(workflow)
+    if isinstance(workflow, str) and ("\n" in workflow or "\r" in workflow):
+        return compile_plan(load_workflow(text=workflow, registry=registry))  # YAML text
     if isinstance(workflow, os.PathLike):
         workflow = os.fspath(workflow)
     return compile_plan(load_workflow(workflow, registry=registry))
@@ -227,8 +231,9 @@ async def start(
     """Start a run in this event loop, recorded in the state store; return its handle once
     its ``workflow_started`` is stored.
 
-    ``workflow`` is a file path, a mapping, a Workflow or a Plan (a mapping gets
-    the same checks as a file). ``state_dir`` defaults to $ORCH_STATE_DIR, else
+    ``workflow`` is a file path, YAML text (a str with a line break in it), a
+    mapping, a Workflow or a Plan (text and a mapping get the same checks as a
+    file). ``state_dir`` defaults to $ORCH_STATE_DIR, else
     ``.orch``. ``cache:`` is honoured unless ``no_cache``. ``strings`` parses
     string inputs by their declared type (as ``--input`` does). ``sinks`` see every
     event after the store has it. ``replay``: a call middleware answers every

@@ -33,7 +33,9 @@ def check(
 
     The workflow is a file (``path``), a mapping (as ``yaml.safe_load`` would give),
     or YAML text (``text=``); a mapping or text is checked exactly as a file is,
-    with locations in ``<memory>`` (a mapping is laid out as indented JSON first).
+    with locations in ``<memory>``: lines of the text, and for a mapping its path
+    in the mapping (``<memory>: phases[0].agent: ...``; it is checked laid out as
+    indented JSON, whose lines the user never saw).
     Problems (errors and warnings) are sorted by line and column. Never raises
     for anything in the workflow; ``registry`` defaults to the installed agent types.
     ``stream`` gives a file's bytes (standard input): ``path`` then only names it.
@@ -57,6 +59,7 @@ def check(
             src = parse_source(text.encode("utf-8"), MEMORY, keep_going=True)
         elif isinstance(path, Mapping):
             src = parse_source(_mapping_text(path).encode("utf-8"), MEMORY, keep_going=True)
+            src.source_map.by_path = True  # located by path in the mapping, not by our lines
         elif isinstance(path, (str, Path)):
             src = read_source(path, keep_going=True)
         else:

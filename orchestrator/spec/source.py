@@ -65,6 +65,22 @@ _NAN = re.compile(r"\.(nan|NaN|NAN)\Z")
 _INT_LIMIT = 10**MAX_INT_DIGITS  # stands for any decimal integer too long to read
 
 
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
+
+
+def data_path(path: tuple[Any, ...]) -> str:
+    """A path in the data as Python-ish text: ``phases[0].with.text``, ``outputs["a b"]``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _NAME.match(str(part)):
+            out += f".{part}" if out else str(part)
+        else:
+            out += f"[{json.dumps(str(part), ensure_ascii=False)}]"
+    return out
+
+
 @dataclass(slots=True)
 class SourceMap:
     """Where each part of the document is: a JSON path -> Location (1-based).
@@ -77,6 +93,9 @@ class SourceMap:
     path: str
     keys: dict[JsonPath, tuple[int, int]] = field(default_factory=dict)
     values: dict[JsonPath, tuple[int, int]] = field(default_factory=dict)
+    #: Locations name their path in the data (``Location.at``), not only lines: the
+    #: text was laid out by orch from a mapping, the user never saw its lines.
+    by_path: bool = False
 
     def value(self, path: JsonPath) -> Location:
         """The location of the value at ``path``, or of its nearest recorded ancestor."""
@@ -84,14 +103,17 @@ class SourceMap:
         while p:
             lc = self.values.get(p)
             if lc is not None:
-                return Location(self.path, *lc)
+                return self._at(p, lc)
             p = p[:-1]
-        return Location(self.path, *self.values.get((), (1, 1)))
+        return self._at((), self.values.get((), (1, 1)))
 
     def key(self, path: JsonPath) -> Location:
         """The location of the key of ``path`` (the item itself for list items)."""
         lc = self.keys.get(tuple(path))
-        return Location(self.path, *lc) if lc is not None else self.value(path)
+        return self._at(tuple(path), lc) if lc is not None else self.value(path)
+
+    def _at(self, path: tuple[Any, ...], lc: tuple[int, int]) -> Location:
+        return Location(self.path, *lc, at=data_path(path) if self.by_path else None)
 
     def has(self, path: JsonPath) -> bool:
         """Whether ``path`` itself (not an ancestor) has a recorded location."""
