@@ -177,6 +177,9 @@ class ShellAgent(Agent):
             live = ctx.stream if input.get("stream") else None
             stdout, stderr = await _communicate(proc, tree, stdin, cap, ctx.deadline, live)
         except BaseException:  # cancelled, timed out or failed: no process may survive
+            # SIGTERM at once: a second cancel (run teardown) can cut the shielded wait
+            # below before its task ever runs, and the tree must be signalled all the same
+            tree.signal(signal.SIGTERM)
             await asyncio.shield(_end(proc, tree, grace))
             raise
         code = proc.returncode if proc.returncode is not None else -1
