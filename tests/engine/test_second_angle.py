@@ -1,6 +1,7 @@
 """Rules the suite guarded from one angle only (issue 9, item 21): each gets a second test,
 written against what a planted bug would break (falsy `when:`, null outputs on resume, a
-burst after an idle bucket, none_failed, implied cycles, foreach order)."""
+burst after an idle bucket, none_failed, implied cycles, foreach order, 404 not retried,
+`status --json` fields)."""
 
 from __future__ import annotations
 
@@ -116,3 +117,73 @@ def test_foreach_output_keeps_input_order_when_items_finish_in_reverse(tmp_path)
     )
     result = run_sync(plan)
     assert result.phases["each"].output == [0, 1, 2, 3]
+
+
+def _orch(tmp_path, *args: str):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ORCH_STATE_DIR": str(tmp_path / ".orch")}
+    env.pop("GITHUB_ACTIONS", None)
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=60,
+    )
+
+
+def test_a_404_is_asked_once_even_with_retries_left_and_the_run_fails(tmp_path):
+    """From the server's side: a 404 is permanent, so orch sends one request, not 4."""
+    import json
+
+    from tests.servers import HTTPServer, Reply
+
+    with HTTPServer({("GET", "/missing"): Reply(404, body="no such thing")}) as srv:
+        (tmp_path / "wf.yaml").write_text(
+            "name: nf\nphases:\n  - id: get\n    agent: http\n"
+            f"    retries: {{attempts: 3, delay: 10ms}}\n    with: {{url: '{srv.url}/missing'}}\n",
+            encoding="utf-8",
+        )
+        done = _orch(tmp_path, "run", "wf.yaml", "--events", "jsonl")
+        asked = [r for r in srv.requests if r.path == "/missing"]
+    assert done.returncode == 1, done.stderr
+    assert len(asked) == 1
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert not [e for e in events if e["event"] == "phase_retry"]
+    failed = [e for e in events if e["event"] == "phase_failed"]
+    assert failed[0]["data"]["attempts"] == 1
+    assert "HTTP 404" in failed[0]["data"]["error"]
+
+
+def test_status_json_names_each_phase_state_error_and_the_run_progress(tmp_path):
+    """`orch status --json` read by a script: the run's fields and one entry per phase."""
+    import json
+
+    (tmp_path / "wf.yaml").write_text(
+        "name: sj\nphases:\n"
+        "  - id: ok\n    agent: echo\n    with: {text: hello}\n"
+        "  - id: bad\n    agent: fail\n    continue_on_error: true\n"
+        "    with: {times: 5, message: boom}\n"
+        "  - id: off\n    agent: echo\n    when: 'false'\n    with: {text: x}\n",
+        encoding="utf-8",
+    )
+    assert _orch(tmp_path, "run", "wf.yaml").returncode == 0
+    listed = json.loads(_orch(tmp_path, "runs", "--json").stdout)
+    run_id = listed[0]["id"]
+    status = json.loads(_orch(tmp_path, "status", run_id, "--json").stdout)
+    assert (status["id"], status["workflow"], status["status"]) == (run_id, "sj", "completed")
+    assert status["error"] is None and status["duration"] >= 0
+    assert status["progress"]["total"] == 3 and status["progress"]["completed"] == 1
+    phases = {p["id"]: p for p in status["phases"]}
+    assert list(phases) == ["ok", "bad", "off"]
+    assert (phases["ok"]["state"], phases["ok"]["attempts"], phases["ok"]["error"]) == (
+        "completed",
+        1,
+        None,
+    )
+    assert (phases["bad"]["state"], phases["bad"]["error"]) == ("failed", "boom")
+    assert phases["off"]["state"] == "skipped"
