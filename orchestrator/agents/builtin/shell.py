@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from ... import jsontext
 from ...expr import is_template, template_references
 from ..base import Agent, AgentContext, AgentFailure, AgentResult, ConfigProblem
-from .process import TAG_VARIABLE, ProcessTree
+from .process import TAG_VARIABLE, ProcessTree, kill_tagged
 
 __all__ = ["ShellAgent"]
 
@@ -172,6 +172,9 @@ class ShellAgent(Agent):
             raise AgentFailure(
                 f"cannot start {argv[0]!r}: {exc.strerror or exc}", transient=False
             ) from exc
+        except BaseException:  # cancelled while starting: what already runs must not survive
+            kill_tagged(tag)  # asyncio kills only the leader; its children carry the tag
+            raise
         tree = ProcessTree(proc.pid, tag)
         try:
             live = ctx.stream if input.get("stream") else None
