@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from .. import events as ev
 from ..errors import ExpressionError, format_duration
 from ..expr import render
+from .result import ApprovalDesk
 
 if TYPE_CHECKING:
     from ..spec.model import Phase
@@ -25,18 +26,6 @@ __all__ = ["ApprovalDesk", "wait_for_approval"]
 
 #: Seconds between two looks at the desk while a phase waits.
 POLL = 0.2
-
-
-class ApprovalDesk(Protocol):
-    """Where decisions are recorded (``SqliteStore`` is one)."""
-
-    def decision(self, run_id: str, phase: str) -> Any:
-        """The decision for this phase (``.approved``, ``.who``, ``.at``, ``.comment``) or None."""
-        ...
-
-    def waiting_since(self, run_id: str, phase: str) -> float | None:
-        """When the phase first began waiting (its first stored phase_waiting), or None."""
-        ...
 
 
 async def wait_for_approval(

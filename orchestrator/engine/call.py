@@ -25,7 +25,7 @@ middleware sees it: a middleware with a true ``needs_every_call`` attribute
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from ..agents.base import AgentFailure, AgentResult
@@ -34,7 +34,7 @@ from ..events import StreamMasker, phase_stream
 from ..expr import has_template, render
 from ..jsontext import NotJson, bad_number
 from .context import RunContext
-from .executor import CallChannel, CallSpec
+from .executor import CallChannel, CallMiddleware, CallNext, CallSpec
 from .rendering import rendered
 from .result import PLAIN, json_data
 
@@ -47,11 +47,6 @@ __all__ = [
     "render_input",
     "seconds_left",
 ]
-
-#: The rest of the call path, as a middleware sees it.
-CallNext = Callable[[CallSpec, CallChannel], Awaitable[Any]]
-#: ``async def middleware(spec, channel, next) -> AgentResult | Any``: wraps every call.
-CallMiddleware = Callable[[CallSpec, CallChannel, CallNext], Awaitable[Any]]
 
 
 async def render_input(

@@ -12,13 +12,13 @@ instance) is in the ``CallChannel``, which stays in the run's process.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from ..agents.base import Agent, AgentContext, AgentResult, StreamCallback, SubRun
 
-__all__ = ["CallChannel", "CallSpec", "Executor", "LocalExecutor"]
+__all__ = ["CallChannel", "CallMiddleware", "CallNext", "CallSpec", "Executor", "LocalExecutor"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +87,12 @@ class CallChannel:
     stream: StreamCallback
     run_workflow: SubRun | None = None
     agent: Agent | Any = None
+
+
+#: The rest of the call path, as a middleware sees it (``engine/call.py``).
+CallNext = Callable[[CallSpec, CallChannel], Awaitable[Any]]
+#: ``async def middleware(spec, channel, next) -> AgentResult | Any``: wraps every call.
+CallMiddleware = Callable[[CallSpec, CallChannel, CallNext], Awaitable[Any]]
 
 
 @runtime_checkable

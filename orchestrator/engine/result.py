@@ -23,12 +23,11 @@ from ..jsontext import NotJson, number_problem
 if TYPE_CHECKING:
     from ..agents.base import AgentResult
     from ..spec.model import Phase
-    from .approval import ApprovalDesk
-    from .call import CallMiddleware
-    from .executor import Executor
+    from .executor import CallMiddleware, Executor
 
 __all__ = [
     "PLAIN",
+    "ApprovalDesk",
     "CancelRequest",
     "PhaseOutcome",
     "ResultCache",
@@ -41,6 +40,18 @@ __all__ = [
 
 #: the exact types ``json_data`` keeps as they are, without looking inside
 PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
+class ApprovalDesk(Protocol):
+    """Where decisions are recorded (``SqliteStore`` is one)."""
+
+    def decision(self, run_id: str, phase: str) -> Any:
+        """The decision for this phase (``.approved``, ``.who``, ``.at``, ``.comment``) or None."""
+        ...
+
+    def waiting_since(self, run_id: str, phase: str) -> float | None:
+        """When the phase first began waiting (its first stored phase_waiting), or None."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

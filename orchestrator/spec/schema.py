@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import AgentConfigError, Problem, SchemaViolation
 from .source import JsonPath, SourceMap
@@ -22,8 +22,6 @@ from .source import JsonPath, SourceMap
 if TYPE_CHECKING:
     from jsonschema.exceptions import ValidationError
     from jsonschema.protocols import Validator
-
-    from ..agents.registry import AgentRegistry
 
 __all__ = [
     "CHECKED_BY_BUILD",
@@ -662,7 +660,15 @@ _SHAPE_KEYS = frozenset(
 )
 
 
-def editor_schema(registry: AgentRegistry) -> dict[str, Any]:
+class _Types(Protocol):
+    """What ``editor_schema`` reads of an agent registry (``AgentRegistry`` is one)."""
+
+    def names(self) -> list[str]: ...
+
+    def resolve(self, name: str) -> Any: ...
+
+
+def editor_schema(registry: _Types) -> dict[str, Any]:
     """The workflow schema with each installed agent type's ``with:`` schema, for editors.
 
     A phase, fallback or compensation whose ``agent`` is a type gets that type's schema
