@@ -34,7 +34,7 @@ from .limits import AgentLimiter
 from .result import PhaseOutcome, ResultCache, RunOptions, RunResult
 
 if TYPE_CHECKING:
-    from .call import CallMiddleware
+    from .executor import CallMiddleware
 
 __all__ = ["AgentPool", "EventBus", "Launcher", "RunContext", "build_context"]
 
