@@ -241,7 +241,9 @@ def _follow(proc: subprocess.Popen[str], until) -> list[dict]:
     )
 
 
-def _popen(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def _popen(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None, session: bool = False
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "orchestrator", *args],
         stdout=subprocess.PIPE,
@@ -249,6 +251,7 @@ def _popen(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> sub
         text=True,
         cwd=tmp_path,
         env={**os.environ, "ORCH_STATE_DIR": str(tmp_path / ".orch"), **(env or {})},
+        start_new_session=session,
     )
 
 
@@ -464,7 +467,9 @@ def test_a_local_cluster_is_started_for_the_run_with_the_workers_asked_for(tmp_p
     assert json.loads(out.read_text()) == json.loads(local.read_text())
 
 
-def test_lost_scheduler_fails_the_running_phase_clearly_and_the_run_can_be_resumed(tmp_path):
+def test_lost_scheduler_fails_the_running_phase_clearly_and_the_run_can_be_resumed(
+    cluster, tmp_path
+):
     (tmp_path / "own").mkdir()
     own = Cluster(tmp_path / "own", {"only": []})
     gate = tmp_path / "gate"
@@ -491,9 +496,10 @@ def test_lost_scheduler_fails_the_running_phase_clearly_and_the_run_can_be_resum
         f"the run can be resumed (orch resume {run_id} --executor {own.address}) "
         "once the cluster is back"
     )
-    resumed = orch(tmp_path, "resume", run_id)  # here, without the cluster
+    resumed = orch(tmp_path, "resume", run_id, "--executor", cluster.url)  # on another cluster
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming run {run_id}: 0 of 1 phase completed, 1 to run" in resumed.stderr
+    assert f"agent calls run on the Dask cluster at {cluster.address}" in resumed.stderr
 
 
 def test_without_dask_installed_the_dask_executor_says_how_to_install_it(tmp_path):
@@ -562,3 +568,33 @@ def test_a_workflow_phase_runs_its_sub_run_from_the_orch_process_on_dask(cluster
     sub = completed(events_of(done.stdout), "sub")["data"]
     assert sub["output"] == {"greeting": "hello dask"}
     assert "worker" not in sub["metadata"]  # the sub-run itself ran in the orch process
+
+
+def test_ctrl_c_cancels_a_run_on_its_local_cluster_without_losing_workers(tmp_path):
+    # a terminal's Ctrl-C signals the whole process group: orch and its cluster's workers
+    wf = write(
+        tmp_path,
+        "name: stop\nphases:\n  - id: wait\n    agent: shell\n"
+        "    retries: {attempts: 2, delay: 100ms}\n    with:\n"
+        '      command: "echo begun; sleep 60"\n      stream: true\n',
+    )
+    proc = _popen(
+        tmp_path,
+        "run",
+        str(wf),
+        "--executor",
+        "dask",
+        "--events",
+        "jsonl",
+        env={"ORCH_DASK_WORKERS": "1", "DASK_SCHEDULER_ADDRESS": ""},
+        session=True,
+    )
+    seen = _follow(proc, lambda e: e["event"] == "phase_stream")
+    os.killpg(proc.pid, signal.SIGINT)
+    rest, err = proc.communicate(timeout=90)
+    assert proc.returncode == 130, err
+    events = seen + events_of(rest)
+    assert not any(e["event"] == "phase_retry" for e in events)
+    failed = next(e for e in events if e["event"] == "phase_failed")
+    assert (failed["data"]["status"], failed["data"]["error"]) == ("cancelled", "cancelled")
+    assert events[-1]["event"] == "workflow_cancelled"
