@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python bench/stats_bench.py [--runs N] [--repeat R] [--strict]``.
 Fills a fresh store with N runs of a 5-phase workflow (retries, a failure in
-one run of ten, cache hits, token counts and costs) through the store's own
+one run of ten, cache hits, token counts and costs, a breaker now and then) through the store's own
 writer, then times ``compute_stats`` (best of R) against a baseline in the same
 process: reading every run's row (``list_runs()``, what ``orch runs`` does
 without a limit). Prints both in ms and their ratio; the target is a ratio of at
@@ -50,6 +50,12 @@ def _run_events(i: int, rng: random.Random) -> list[ev.Event]:
         attempts = 1
         if rng.random() < 0.2:
             out.append(ev.phase_retry(run, t + 0.1, pid, 1, error="busy", delay=0.1))
+            if i % 50 == 0:  # now and then the failure opens the agent's circuit breaker
+                out.append(
+                    ev.breaker_opened(
+                        run, t + 0.1, pid, 1, agent="http", failures=1, reset_after=60, error="busy"
+                    )
+                )
             out.append(ev.phase_started(run, t + 0.2, pid, 2, agent="llm" if n % 2 else "http"))
             attempts = 2
         t += rng.uniform(0.05, 2.0)

@@ -29,6 +29,7 @@ __all__ = [
     "PhaseState",
     "SecretMasker",
     "StreamMasker",
+    "breaker_opened",
     "compensation_started",
     "item_checkpoint",
     "format_cost",
@@ -65,6 +66,7 @@ EventType = Literal[
     "phase_failed",
     "phase_skipped",
     "phase_compensated",
+    "breaker_opened",
     "workflow_completed",
     "workflow_failed",
     "workflow_cancelled",
@@ -121,6 +123,8 @@ STRUCTURAL_FIELDS = frozenset(
         "turn",
         "iteration",
         "cancelled_by",
+        "failures",
+        "reset_after",
     }
 )
 
@@ -445,6 +449,32 @@ def phase_compensated(run_id: str, ts: float, phase: str, *, error: str | None) 
     return Event(
         "phase_compensated", run_id, ts, phase, None, {"ok": error is None, "error": error}
     )
+
+
+def breaker_opened(
+    run_id: str,
+    ts: float,
+    phase: str,
+    attempt: int | None,
+    *,
+    agent: str,
+    failures: int,
+    reset_after: float,
+    error: str,
+    item: int | None = None,
+) -> Event:
+    """The circuit breaker of ``agent`` opened: a call made for ``phase`` failed and made
+    ``failures`` failures in a row. Calls of that agent fail at once for ``reset_after``
+    seconds, then one trial call goes through. ``error``: the failure that opened it."""
+    data: dict[str, Any] = {
+        "agent": agent,
+        "failures": failures,
+        "reset_after": reset_after,
+        "error": error,
+    }
+    if item is not None:
+        data["item"] = item
+    return Event("breaker_opened", run_id, ts, phase, attempt, data)
 
 
 def workflow_ended(

@@ -29,12 +29,13 @@ from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from ..agents.base import AgentFailure, AgentResult
-from ..errors import ExpressionError, Location, PhaseTimeout
-from ..events import StreamMasker, phase_stream
+from ..errors import ExpressionError, Location, OrchError, PhaseTimeout
+from ..events import StreamMasker, breaker_opened, phase_stream
 from ..expr import has_template, render
 from ..jsontext import NotJson, bad_number
 from .context import RunContext
 from .executor import CallChannel, CallMiddleware, CallNext, CallSpec
+from .limits import CircuitBreaker, OnOpen
 from .rendering import rendered
 from .result import PLAIN, json_data
 
@@ -43,6 +44,7 @@ __all__ = [
     "CallNext",
     "bounded",
     "call_agent",
+    "describe",
     "make_spec",
     "render_input",
     "seconds_left",
@@ -221,12 +223,63 @@ class _Stream:
                 await self._send(rest)
 
 
+def describe(exc: BaseException) -> str:
+    """A one-line description of an agent's exception for events and reports."""
+    if isinstance(exc, OrchError):
+        return str(exc)
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def on_breaker_open(
+    run: RunContext, phase_id: str, attempt: int | None, item: int | None = None
+) -> OnOpen:
+    """What a call made for ``phase_id`` does when its failure opens a circuit breaker:
+    a ``breaker_opened`` event (stored before the failure goes on)."""
+
+    async def opened(breaker: CircuitBreaker, error: BaseException) -> None:
+        await run.bus.emit(
+            breaker_opened(
+                run.run_id,
+                run.now(),
+                phase_id,
+                attempt,
+                agent=breaker.agent,
+                failures=breaker.consecutive,
+                reset_after=breaker.spec.reset_after,
+                error=describe(error),
+                item=item,
+            )
+        )
+
+    return opened
+
+
+async def breaker_failure(
+    run: RunContext,
+    agent: str | None,
+    error: BaseException,
+    phase_id: str,
+    attempt: int | None,
+    item: int | None = None,
+) -> None:
+    """A call of ``agent`` was cut (its timeout): its circuit breaker counts a failure."""
+    limiter = run.pool.limiters.get(agent or "")
+    if limiter is not None:
+        await limiter.failed(error, on_breaker_open(run, phase_id, attempt, item))
+
+
 async def _invoke(run: RunContext, spec: CallSpec, channel: CallChannel) -> Any:
     """The agent's limits around the executor's call."""
     limiter = run.pool.limiters.get(spec.agent_name)
     if limiter is None:
         return await run.executor.call(spec, channel)
-    return await limiter.call(lambda: run.executor.call(spec, channel))
+    on_open = (
+        None
+        if limiter.breaker is None
+        else on_breaker_open(run, spec.phase_id, spec.attempt, spec.item)
+    )
+    return await limiter.call(lambda: run.executor.call(spec, channel), on_open)
 
 
 def _chain(run: RunContext) -> CallNext:
@@ -311,6 +364,8 @@ async def bounded(
     timeout: float | None,
     phase_id: str,
     agent: str | None,
+    attempt: int | None = None,
+    item: int | None = None,
 ) -> AgentResult:
     """``call`` within ``timeout`` seconds; past it, PhaseTimeout (and a failure for the
     agent's circuit breaker: the call was cut before it could count itself)."""
@@ -319,7 +374,6 @@ async def bounded(
     try:
         return await asyncio.wait_for(call, timeout)
     except asyncio.TimeoutError:
-        limiter = run.pool.limiters.get(agent or "")
-        if limiter is not None and limiter.breaker is not None:
-            limiter.breaker.record(False)
-        raise PhaseTimeout(phase_id, timeout) from None
+        error = PhaseTimeout(phase_id, timeout)
+        await breaker_failure(run, agent, error, phase_id, attempt, item)
+        raise error from None

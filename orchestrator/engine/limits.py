@@ -16,9 +16,11 @@ from ..agents.base import AgentFailure
 from ..errors import format_duration
 from ..spec.model import AgentSpec, CircuitBreakerSpec, RateLimit
 
-__all__ = ["AgentLimiter", "BreakerOpen", "CircuitBreaker", "TokenBucket"]
+__all__ = ["AgentLimiter", "BreakerOpen", "CircuitBreaker", "OnOpen", "TokenBucket"]
 
 Clock = Callable[[], float]
+#: Told when a failed call opened the breaker: ``await on_open(breaker, error)``.
+OnOpen = Callable[["CircuitBreaker", BaseException], Awaitable[None]]
 
 
 class TokenBucket:
@@ -99,16 +101,22 @@ class CircuitBreaker:
             transient=False,
         )
 
-    def record(self, ok: bool) -> None:
-        """Count a finished call."""
+    def record(self, ok: bool) -> bool:
+        """Count a finished call; True when this failure opened the breaker (a failed
+        trial opens it again; a failure while it is already open does not count)."""
         self._trial = False
         if ok:
             self.consecutive = 0
             self.opened_at = None
-            return
+            return False
         self.consecutive += 1
-        if self.consecutive >= self.spec.failures:
-            self.opened_at = self._clock()
+        if self.consecutive < self.spec.failures:
+            return False
+        now = self._clock()
+        # it opens now when it was closed, or half-open (its wait was over: a trial failed)
+        opened = self.opened_at is None or now - self.opened_at >= self.spec.reset_after
+        self.opened_at = now  # a late failure of a call started earlier keeps it open longer
+        return opened
 
     def release_trial(self) -> None:
         """A trial call was cancelled: let the next call try again."""
@@ -133,15 +141,22 @@ class AgentLimiter:
         """Whether the agent declares any limit."""
         return bool(spec.max_concurrency or spec.rate_limit or spec.circuit_breaker)
 
-    async def call(self, start: Callable[[], Awaitable[Any]]) -> Any:
+    async def call(self, start: Callable[[], Awaitable[Any]], on_open: OnOpen | None = None) -> Any:
         """``await start()`` within the limits; raises what it raises, or AgentFailure
-        when the circuit breaker is open."""
+        when the circuit breaker is open. ``on_open`` is awaited when the call's failure
+        opens the breaker (before the failure is raised)."""
         if self.semaphore is None:
-            return await self._call(start)
+            return await self._call(start, on_open)
         async with self.semaphore:
-            return await self._call(start)
+            return await self._call(start, on_open)
 
-    async def _call(self, start: Callable[[], Awaitable[Any]]) -> Any:
+    async def failed(self, error: BaseException, on_open: OnOpen | None = None) -> None:
+        """Count a call that failed outside ``call`` (cut by its timeout) for the breaker."""
+        breaker = self.breaker
+        if breaker is not None and breaker.record(False) and on_open is not None:
+            await on_open(breaker, error)
+
+    async def _call(self, start: Callable[[], Awaitable[Any]], on_open: OnOpen | None) -> Any:
         if self.bucket is not None:
             await self.bucket.take()
         breaker = self.breaker
@@ -153,8 +168,9 @@ class AgentLimiter:
         except asyncio.CancelledError:
             breaker.release_trial()
             raise
-        except BaseException:
-            breaker.record(False)
+        except BaseException as exc:
+            if breaker.record(False) and on_open is not None:
+                await on_open(breaker, exc)
             raise
         breaker.record(True)
         return result

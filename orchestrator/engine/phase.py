@@ -19,7 +19,15 @@ from ..errors import ExpressionError, OrchError, PhaseTimeout
 from ..expr import evaluate, render
 from ..spec.model import Phase
 from .cache import keyed_input
-from .call import bounded, call_agent, make_spec, render_input, seconds_left
+from .call import (
+    bounded,
+    breaker_failure,
+    call_agent,
+    describe,
+    make_spec,
+    render_input,
+    seconds_left,
+)
 from .context import RunContext
 from .limits import BreakerOpen
 from .rendering import rendered
@@ -37,14 +45,6 @@ class _Failed(Exception):
         super().__init__(message)
         self.message = message
         self.attempts = attempts
-
-
-def describe(exc: BaseException) -> str:
-    """A one-line description of an agent's exception for events and reports."""
-    if isinstance(exc, OrchError):
-        return str(exc)
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 async def run_phase(phase: Phase, run: RunContext) -> PhaseOutcome:
@@ -316,10 +316,10 @@ async def _attempts(
             spec = make_spec(run, phase.id, name, inp, attempt=n, item=item, deadline=deadline)
             coro = call_agent(run, spec)
         try:
-            return await bounded(run, coro, timeout, phase.id, name)
-        except PhaseTimeout:
+            return await bounded(run, coro, timeout, phase.id, name, n, item)
+        except PhaseTimeout as exc:
             if routed:  # the agent the cut call went to counts the failure
-                _breaker_failure(run, used[0])
+                await breaker_failure(run, used[0], exc, phase.id, n, item)
             raise
 
     error: BaseException
@@ -391,7 +391,9 @@ async def _attempts(
             item=item,
             deadline=_deadline(run, timeout),
         )
-        result = await bounded(run, call_agent(run, spec), timeout, phase.id, fallback.agent)
+        result = await bounded(
+            run, call_agent(run, spec), timeout, phase.id, fallback.agent, n, item
+        )
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # noqa: BLE001 - see above
@@ -406,13 +408,6 @@ def _deadline(run: RunContext, timeout: float | None) -> float | None:
         end = run.monotonic() + timeout
         deadline = end if deadline is None else min(deadline, end)
     return deadline
-
-
-def _breaker_failure(run: RunContext, agent: str | None) -> None:
-    """A routed call timed out: its agent's circuit breaker counts a failure."""
-    limiter = run.pool.limiters.get(agent or "")
-    if limiter is not None and limiter.breaker is not None:
-        limiter.breaker.record(False)
 
 
 async def _routed(

@@ -28,6 +28,7 @@ from ..events import Event, note, phase_state, run_status
 
 __all__ = [
     "STATE_STYLES",
+    "breaker_note",
     "waiting_note",
     "JsonLines",
     "LiveProgress",
@@ -99,6 +100,9 @@ class RunView:
         self.tokens: dict[str, Any] = {}
         self.cost: float | None = None
         self.compensated: list[tuple[str, bool]] = []
+        #: agent -> (when its circuit breaker opened, until when calls fail at once), event times
+        self.breakers: dict[str, tuple[float, float]] = {}
+        self.breaker_opens: Counter[str] = Counter()  # agent -> times its breaker opened
         # The workflow's own phases (announced by workflow_started, or given with
         # expect()); handler phases (on_failure, finally...) are shown but not counted.
         self.members: set[str] = set()
@@ -155,6 +159,11 @@ class RunView:
         kind, data = event.event, event.data
         if event.phase is not None and kind.startswith("phase_"):
             self._apply_phase(event, self.phase(event.phase), data)
+        elif kind == "breaker_opened":
+            wait = _number(data.get("reset_after")) or 0.0
+            agent = str(data.get("agent"))
+            self.breakers[agent] = (event.ts, event.ts + wait)
+            self.breaker_opens[agent] += 1
         elif kind == "workflow_started":
             self.run_id, self.workflow, self.started = event.run_id, data.get("workflow"), event.ts
             self.expect(str(pid) for pid in data.get("phases") or ())
@@ -343,6 +352,15 @@ class LiveProgress:
         rows: list[RenderableType] = [table]
         if len(running) > shown:
             rows.append(Text(f"  ... and {len(running) - shown} more running"))
+        for agent, (_, until) in list(view.breakers.items()):
+            if until > now and view.status is None:  # open now: its agent's calls fail at once
+                rows.append(
+                    Text(
+                        f"  circuit breaker of agent '{agent}' open: calls fail at once"
+                        f" for {format_seconds(until - now)}",
+                        style=STATE_STYLES["failed"],
+                    )
+                )
         rows.append(self._overall(now))
         return Group(*rows)
 
@@ -496,6 +514,8 @@ class PlainLines:
         elif kind in ("phase_completed", "phase_failed", "phase_skipped"):
             yield from self._flush_partial(str(pid))
             yield _end_line(str(pid), str(phase_state(event)), data)
+        elif kind == "breaker_opened":
+            yield f"phase {pid} {breaker_note(data)}"
         elif kind == "phase_compensated":
             if data.get("ok", True):
                 yield f"phase {pid} compensated"
@@ -681,6 +701,19 @@ def waiting_note(event: Event) -> str:
     return (
         f"waiting for approval{message} (`orch approve {run} {phase}`"
         f" or `orch reject {run} {phase}`)"
+    )
+
+
+def breaker_note(data: Mapping[str, Any]) -> str:
+    """What a ``breaker_opened`` event says: ``circuit breaker of agent 'crm' opened after 3
+    failures in a row (last: HTTP 503); its calls fail at once for 1m``."""
+    failures = data.get("failures")
+    error = data.get("error")
+    last = f" (last: {str(error).splitlines()[0]})" if error else ""
+    return (
+        f"circuit breaker of agent '{data.get('agent')}' opened after {failures} "
+        f"failure{'s' if failures != 1 else ''} in a row{last}; its calls fail at once "
+        f"for {format_seconds(data.get('reset_after'))}"
     )
 
 

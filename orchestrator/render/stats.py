@@ -52,9 +52,12 @@ def stats_view(stats: Stats) -> RenderableType:
             str(w.tokens or "-"),
             format_cost(w.cost),
         )
+    # the phases table names breaker opens only when some phase opened a breaker (width)
+    breakers = any(p.breaker_opens for p in stats.phases)
     ph = _table(
         "phases",
-        ["phase", "runs", "calls", "failures", "retries", "cached", "p50", "p95", "busy", "cost"],
+        ["phase", "runs", "calls", "failures", "retries", "cached", "p50", "p95", "busy", "cost"]
+        + (["breaker opens"] if breakers else []),
     )
     many = len({p.workflow for p in stats.phases}) > 1
     for p in stats.phases:
@@ -69,9 +72,22 @@ def stats_view(stats: Stats) -> RenderableType:
             _secs(p.p95),
             _secs(p.busy),
             format_cost(p.cost),
+            *([str(p.breaker_opens)] if breakers else []),
         )
     ag = _table(
-        "agents", ["agent", "phases", "calls", "failures", "retries", "p50", "p95", "busy", "cost"]
+        "agents",
+        [
+            "agent",
+            "phases",
+            "calls",
+            "failures",
+            "retries",
+            "p50",
+            "p95",
+            "busy",
+            "cost",
+            "breaker opens",
+        ],
     )
     for a in stats.agents:
         ag.add_row(
@@ -84,6 +100,7 @@ def stats_view(stats: Stats) -> RenderableType:
             _secs(a.p95),
             _secs(a.busy),
             format_cost(a.cost),
+            str(a.breaker_opens),
         )
     return Group(wf, Text(""), ph, Text(""), ag)
 
@@ -138,6 +155,11 @@ def openmetrics(stats: Stats) -> str:
         ("orch_phase_failures", "Executions of the phase that failed.", "failures"),
         ("orch_phase_retries", "Attempts after the first.", "retries"),
         ("orch_phase_cache_hits", "Executions served from the cache.", "cached"),
+        (
+            "orch_phase_breaker_opens",
+            "Times a call of the phase opened its agent's circuit breaker.",
+            "breaker_opens",
+        ),
     )
     for name, help_text, attr in phase_metrics:
         family(name, "gauge", help_text)
@@ -157,6 +179,7 @@ def openmetrics(stats: Stats) -> str:
         ("orch_agent_busy_seconds", "Summed duration of the agent's phases.", "busy"),
         ("orch_agent_tokens", "LLM tokens the agent used.", "tokens"),
         ("orch_agent_cost", "What the agent's calls cost.", "cost"),
+        ("orch_agent_breaker_opens", "Times the agent's circuit breaker opened.", "breaker_opens"),
     )
     for name, help_text, attr in agent_metrics:
         family(name, "gauge", help_text, "seconds" if name.endswith("_seconds") else "")

@@ -147,6 +147,14 @@ def summary_lines(
     handlers = [p for p in view.handlers if p.state != "pending"]
     if handlers:
         lines.append("handlers: " + ", ".join(f"{p.id} {p.state}" for p in handlers))
+    if view.breaker_opens:
+        lines.append(
+            "circuit breakers opened: "
+            + ", ".join(
+                f"{agent} ({n} time{'s' if n != 1 else ''})"
+                for agent, n in sorted(view.breaker_opens.items())
+            )
+        )
     if view.compensated:
         ok = [pid for pid, good in view.compensated if good]
         failed = [pid for pid, good in view.compensated if not good]

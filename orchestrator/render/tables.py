@@ -17,7 +17,7 @@ from rich.text import Text
 
 from ..events import Event, format_cost, note, phase_state, run_status
 from ..state.base import PhaseRecord, PhaseState, RunRecord
-from .progress import format_seconds, format_tokens, metadata_notes, retry_wait
+from .progress import breaker_note, format_seconds, format_tokens, metadata_notes, retry_wait
 
 __all__ = [
     "event_line",
@@ -328,6 +328,8 @@ def event_line(event: Event) -> str:
         detail = f"iteration {data.get('iteration')}: {_short(data.get('output'))}"
     elif kind == "phase_compensated":
         detail = "ok" if data.get("ok") else f"failed: {_short(data.get('error'), 200)}"
+    elif kind == "breaker_opened":
+        detail = _short(breaker_note(data), 200)
     elif run_status(event) is not None:
         detail = str(run_status(event))
         if data.get("error"):

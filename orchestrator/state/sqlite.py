@@ -616,13 +616,14 @@ class SqliteStore:
 
     def stats_rows(
         self, since: float | None = None, workflow: str | None = None
-    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         """The raw rows ``orch stats`` folds (see state/stats.py), for runs started at or after
         ``since`` (all when None), of ``workflow`` (all when None):
 
         - runs: (workflow, status, started, ended, tokens total, cost), ``status`` as stored;
         - phases: (workflow, phase, state, attempts, started, ended, cached, agent,
-          tokens total, cost), the agent from the phase's first ``phase_started`` event.
+          tokens total, cost), the agent from the phase's first ``phase_started`` event;
+        - breakers: (workflow, phase, agent, times opened), from ``breaker_opened`` events.
         """
         where = "r.started >= ?"
         args: list[Any] = [since if since is not None else float("-inf")]
@@ -646,7 +647,13 @@ class SqliteStore:
             f" FROM runs r JOIN phases p ON p.run_id = r.id WHERE {where}",
             args,
         )
-        return runs, phases
+        breakers = self._read(
+            "SELECT r.workflow, e.phase, json_extract(e.data, '$.agent'), COUNT(*)"
+            " FROM runs r JOIN events e ON e.run_id = r.id"
+            f" WHERE {where} AND e.event = 'breaker_opened' GROUP BY 1, 2, 3",
+            args,
+        )
+        return runs, phases, breakers
 
     def _trace_id(self, run_id: str) -> str | None:
         """The trace id recorded for a run (tracing on), stamped on its events when read."""

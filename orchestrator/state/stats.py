@@ -1,7 +1,8 @@
 """``orch stats``: what recorded runs say across runs, per workflow, phase and agent.
 
 ``compute_stats(store, since=, workflow=)`` folds the store's rows (one query
-for runs, one for phases: ``SqliteStore.stats_rows``) into a ``Stats`` value;
+for runs, one for phases, one for the circuit breakers that opened:
+``SqliteStore.stats_rows``) into a ``Stats`` value;
 ``parse_since`` reads ``--since``. Rendering (table, JSON, OpenMetrics) is the
 edge's business (render/stats.py).
 
@@ -10,7 +11,9 @@ Definitions: a workflow's *success rate* is completed runs over finished runs
 finished runs, and of phases that ran (cache hits included, skipped phases
 not). A phase's *calls* are its attempts (agent calls; none for a cache hit), *retries* the attempts
 after the first, *failures* the executions that ended failed; *busy* is the
-summed duration of its executions. Percentiles are nearest-rank.
+summed duration of its executions; *breaker opens* the times a call of the
+phase (or of the agent) opened the agent's circuit breaker (``breaker_opened``
+events). Percentiles are nearest-rank.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ __all__ = [
 class _Rows(Protocol):
     def stats_rows(
         self, since: float | None = None, workflow: str | None = None
-    ) -> tuple[Sequence[tuple[Any, ...]], Sequence[tuple[Any, ...]]]: ...
+    ) -> tuple[Sequence[tuple[Any, ...]], Sequence[tuple[Any, ...]], Sequence[tuple[Any, ...]]]: ...
 
 
 _DAYS = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(d|w)\s*$")
@@ -118,6 +121,7 @@ class PhaseStats:
     busy: float
     tokens: int
     cost: float | None
+    breaker_opens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +138,7 @@ class AgentStats:
     busy: float
     tokens: int
     cost: float | None
+    breaker_opens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,13 +164,18 @@ def compute_stats(
 ) -> Stats:
     """Fold the store's runs (started at or after ``since``) into per-workflow, per-phase and
     per-agent statistics, each list sorted by name."""
-    run_rows, phase_rows = store.stats_rows(since, workflow)
+    run_rows, phase_rows, breaker_rows = store.stats_rows(since, workflow)
+    by_phase: dict[tuple[str, str], int] = {}
+    by_agent: dict[str, int] = {}
+    for wf, pid, agent, n in breaker_rows:
+        by_phase[(str(wf), str(pid))] = by_phase.get((str(wf), str(pid)), 0) + int(n)
+        by_agent[str(agent)] = by_agent.get(str(agent), 0) + int(n)
     return Stats(
         since=since,
         workflow=workflow,
         workflows=_workflows(run_rows),
-        phases=_phases(phase_rows),
-        agents=_agents(phase_rows),
+        phases=_phases(phase_rows, by_phase),
+        agents=_agents(phase_rows, by_agent),
     )
 
 
@@ -241,23 +251,32 @@ class _Acc:
         }
 
 
-def _phases(rows: Iterable[tuple[Any, ...]]) -> list[PhaseStats]:
+def _phases(rows: Iterable[tuple[Any, ...]], opens: dict[tuple[str, str], int]) -> list[PhaseStats]:
     accs: dict[tuple[str, str], _Acc] = {}
     for row in rows:
         accs.setdefault((str(row[0]), str(row[1])), _Acc()).add(row)
     return [
         PhaseStats(
-            workflow=wf, phase=pid, runs=a.runs, cached=a.cached, skipped=a.skipped, **a.figures()
+            workflow=wf,
+            phase=pid,
+            runs=a.runs,
+            cached=a.cached,
+            skipped=a.skipped,
+            breaker_opens=opens.get((wf, pid), 0),
+            **a.figures(),
         )
         for (wf, pid), a in sorted(accs.items())
     ]
 
 
-def _agents(rows: Iterable[tuple[Any, ...]]) -> list[AgentStats]:
+def _agents(rows: Iterable[tuple[Any, ...]], opens: dict[str, int]) -> list[AgentStats]:
     accs: dict[str, _Acc] = {}
     for row in rows:
         if row[7] is not None:  # phases that never started have no agent
             accs.setdefault(str(row[7]), _Acc()).add(row)
+    for name in opens:  # a breaker opened by a compensation or a chosen agent
+        accs.setdefault(name, _Acc())
     return [
-        AgentStats(agent=name, phases=a.runs, **a.figures()) for name, a in sorted(accs.items())
+        AgentStats(agent=name, phases=a.runs, breaker_opens=opens.get(name, 0), **a.figures())
+        for name, a in sorted(accs.items())
     ]

@@ -162,3 +162,98 @@ def test_stats_usage_errors_and_an_empty_store(tmp_path):
     assert "--since 'a week' is not a duration" in bad.output
     both = orch("stats", "--json", "--openmetrics", state=state)
     assert both.exit_code == 2
+
+
+BREAKER = """\
+name: breaker-demo
+agents:
+  crm:
+    type: fail
+    circuit_breaker: {failures: 2, reset_after: 1m}
+phases:
+  - id: sync
+    agent: crm
+    retries: {attempts: 3, backoff: fixed, delay: 1ms}
+    with: {message: "CRM down"}
+  - id: other
+    agent: echo
+    with: {text: fine}
+"""
+
+
+def test_stats_count_the_circuit_breakers_that_opened_per_agent_and_phase(tmp_path):
+    state = tmp_path / "state"
+    path = tmp_path / "breaker.yaml"
+    path.write_text(BREAKER, encoding="utf-8")
+    for _ in range(2):  # each run: two failures open the breaker; the third try is refused
+        run = orch("run", str(path), "--events", "jsonl", state=state)
+        assert run.exit_code == 1, run.output
+        events = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+        sync = [(e["event"], e.get("attempt")) for e in events if e.get("phase") == "sync"]
+        assert sync == [  # the second failure opened it, before its retry was announced
+            ("phase_started", 1),
+            ("phase_retry", 1),
+            ("breaker_opened", 2),
+            ("phase_retry", 2),
+            ("phase_failed", 3),
+        ]
+        (event,) = [e for e in events if e["event"] == "breaker_opened"]
+        assert event["data"] == {
+            "agent": "crm",
+            "failures": 2,
+            "reset_after": 60.0,
+            "error": "CRM down",
+        }
+        failed = next(e for e in events if e["event"] == "phase_failed")
+        assert "circuit breaker of agent 'crm' is open after 2 consecutive failures" in (
+            failed["data"]["error"]
+        )
+    stats = json.loads(orch("stats", "--json", state=state).stdout)
+    agents = {a["agent"]: a for a in stats["agents"]}
+    assert agents["crm"]["breaker_opens"] == 2
+    assert agents["echo"]["breaker_opens"] == 0
+    phases = {p["phase"]: p for p in stats["phases"]}
+    assert (phases["sync"]["breaker_opens"], phases["other"]["breaker_opens"]) == (2, 0)
+    assert phases["sync"]["calls"] == 6  # three attempts a run: the refused one counts too
+    table = orch("stats", state=state).stdout
+    assert "breaker opens" in table
+    assert re.search(r"crm\s+│(\s+\S+\s+│){8}\s+2\s+│", table), table
+    metrics = orch("stats", "--openmetrics", state=state).stdout
+    assert 'orch_agent_breaker_opens{agent="crm"} 2' in metrics
+    assert 'orch_agent_breaker_opens{agent="echo"} 0' in metrics
+    assert 'orch_phase_breaker_opens{workflow="breaker-demo",phase="sync"} 2' in metrics
+    # the run's log says it too, stored with the other events
+    run_id = json.loads(orch("runs", "--json", state=state).stdout)[0]["id"]
+    logs = orch("logs", run_id, state=state)
+    assert re.search(
+        r"breaker_opened\s+sync #2\s+circuit breaker of agent 'crm' opened after 2 failures in"
+        r" a row \(last: CRM down\); its calls fail at once for 1m",
+        logs.stdout,
+    ), logs.stdout
+
+
+def test_an_open_breaker_shows_in_the_live_display_and_the_summary(tmp_path):
+    import io
+
+    from orchestrator.events import Event
+    from orchestrator.render.console import make_console
+    from orchestrator.render.progress import LiveProgress, RunView
+
+    path = tmp_path / "breaker.yaml"
+    path.write_text(BREAKER, encoding="utf-8")
+    run = orch("run", str(path), "--events", "jsonl", state=tmp_path / "state")
+    events = [Event.from_dict(json.loads(x)) for x in run.stdout.splitlines() if x[:1] == "{"]
+    opened = next(e for e in events if e.event == "breaker_opened")
+    view = RunView()
+    for event in events[: events.index(opened) + 1]:  # the run goes on; the breaker is open
+        view(event)
+    console = make_console(io.StringIO(), force_terminal=False, width=120, environ={})
+    console.print(LiveProgress(view, console).render(now=opened.ts + 15))
+    frame = console.file.getvalue()
+    assert "circuit breaker of agent 'crm' open: calls fail at once for 45s" in frame, frame
+    console = make_console(io.StringIO(), force_terminal=False, width=120, environ={})
+    console.print(LiveProgress(view, console).render(now=opened.ts + 61))
+    assert "circuit breaker" not in console.file.getvalue()  # a minute later: a trial may go
+    # the end-of-run summary (plain output of the same run) counts it
+    plain = orch("run", str(path), state=tmp_path / "state")
+    assert "circuit breakers opened: crm (1 time)" in plain.output

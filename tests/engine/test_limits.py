@@ -74,6 +74,8 @@ def test_a_failed_half_open_trial_opens_the_breaker_again(go):
     assert [pid for pid, _ in Probe.calls] == ["f1", "trial"]
     assert "circuit breaker of agent 'crm' is open" in result.phases["refused"].error
     assert rec.of("phase_retry", "refused") == []  # an open breaker fails at once
+    # it opened twice (each time said so); the refused call did not count as a failure
+    assert [e.phase for e in rec.of("breaker_opened")] == ["f1", "trial"]
 
 
 def _handoff_plan(routes, max_turns=10, agents=("a", "b", "c")):
@@ -156,3 +158,37 @@ def test_an_open_breaker_says_when_calls_resume_in_a_rounded_duration():
     assert str(info.value) == (
         "circuit breaker of agent 'api' is open after 2 consecutive failures; calls resume after 2s"
     )
+
+
+def test_a_timeout_that_opens_the_breaker_is_recorded_with_its_phase_and_attempt(go):
+    plan = make_plan(
+        [
+            {
+                "id": "slow",
+                "agent": "crm",
+                "with": {"seconds": 30},
+                "timeout": 0.05,
+                "retries": {"attempts": 2, "backoff": "fixed", "delay": 0.001},
+            },
+        ],
+        agents={"crm": {"type": "probe", "circuit_breaker": (2, 60)}},
+    )
+    result, rec = go(plan)
+    assert result.status == "failed"
+    opened = rec.one("breaker_opened", "slow")  # once: the third attempt is refused
+    assert opened.attempt == 2
+    assert opened.data == {
+        "agent": "crm",
+        "failures": 2,
+        "reset_after": 60,
+        "error": "timed out after 50ms",
+    }
+    assert rec.kinds("slow") == [
+        "phase_started",
+        "phase_retry",
+        "breaker_opened",
+        "phase_retry",
+        "phase_failed",
+    ]
+    assert "circuit breaker of agent 'crm' is open" in result.phases["slow"].error
+
