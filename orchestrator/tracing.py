@@ -14,8 +14,13 @@ call path (a call middleware):
     └── phase X  (phase_started .. phase_completed / failed / skipped)
         └── attempt N  (an attempt, ended by phase_retry or the phase's end)
             └── call  (one agent call; llm calls follow the GenAI conventions)
-                └── call  (a sub-run's calls, under the workflow agent's call)
+                └── run Y  (a sub-run the call started: the workflow agent)
+                    └── phase, attempt, call ...  (the sub-run's own, as above)
     └── compensate X
+
+The sink follows sub-runs (``sees_sub_runs``: the engine gives it their events,
+each with the sub-run's run id), so a sub-run has its own run, phase and
+attempt spans, in the same trace, under the call of the phase that started it.
 
 The call span's W3C ``traceparent`` goes to the agent (``CallSpec.traceparent``:
 an http/llm header, ``TRACEPARENT`` for shell commands). A ``TRACEPARENT`` in
@@ -27,7 +32,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .errors import UsageError
@@ -95,18 +100,47 @@ def start_tracing(environ: Mapping[str, str]) -> RunTracer:
     return RunTracer(provider, environ)
 
 
-#: The call span an agent call runs under: a sub-run's calls (the workflow agent) nest in it.
-_CALL: contextvars.ContextVar[Any] = contextvars.ContextVar("orch_call_span", default=None)
+#: The call an agent call runs under (its span, run id and phase id): a sub-run started by
+#: that call (the ``workflow`` agent) nests its run span in it.
+_CALL: contextvars.ContextVar[tuple[Any, str, str] | None] = contextvars.ContextVar(
+    "orch_call_span", default=None
+)
 
 
 def _ns(ts: float) -> int:
     return int(ts * 1e9)
 
 
+class _RunSpans:
+    """The open spans of one run (the traced run, or one of its sub-runs)."""
+
+    __slots__ = ("span", "phases", "attempts", "compensations")
+
+    def __init__(self, span: Any) -> None:
+        self.span = span
+        self.phases: dict[str, Any] = {}
+        self.attempts: dict[str, Any] = {}
+        self.compensations: dict[str, Any] = {}
+
+
+class _Sink:
+    """The tracer's event sink; it sees the events of sub-runs too (``sees_sub_runs``)."""
+
+    __slots__ = ("fold",)
+    sees_sub_runs = True  # the engine passes this sink on to every sub-run
+
+    def __init__(self, fold: Callable[[Event], None]) -> None:
+        self.fold = fold
+
+    def __call__(self, event: Event) -> None:
+        self.fold(event)
+
+
 class RunTracer:
-    """The spans of one run. Call ``begin`` before the run (its trace id goes into
-    RunOptions.trace_id), pass ``sink`` and ``middleware`` to the engine, ``shutdown``
-    at the end (flushes the exporter)."""
+    """The spans of one run and its sub-runs. Call ``begin`` before the run (its trace id
+    goes into RunOptions.trace_id), pass ``sink`` to the engine (it follows sub-runs
+    too) and ``middleware`` as a call middleware, ``shutdown`` at the end (flushes
+    the exporter)."""
 
     def __init__(self, provider: Any, environ: Mapping[str, str]) -> None:
         from opentelemetry import trace
@@ -118,22 +152,22 @@ class RunTracer:
         self._propagator = TraceContextTextMapPropagator()
         parent = environ.get("TRACEPARENT")
         self._parent = self._propagator.extract({"traceparent": parent}) if parent else None
-        self._run: Any = None
+        self._top: _RunSpans | None = None
         self._run_id: str | None = None
+        self._runs: dict[str, _RunSpans] = {}  # run id -> its open spans (sub-runs included)
         self.trace_id: str | None = None
-        self._phases: dict[str, Any] = {}
-        self._attempts: dict[str, Any] = {}
-        self._compensations: dict[str, Any] = {}
+        self.sink = _Sink(self._fold)
 
     def begin(self, workflow: str, start: float) -> str:
         """Start the run span now; return its trace id (32 hex digits)."""
-        self._run = self._tracer.start_span(
+        span = self._tracer.start_span(
             f"run {workflow}",
             context=self._parent,
             start_time=_ns(start),
             attributes={"orch.workflow": workflow},
         )
-        self.trace_id = format(self._run.get_span_context().trace_id, "032x")
+        self._top = _RunSpans(span)
+        self.trace_id = format(span.get_span_context().trace_id, "032x")
         return self.trace_id
 
     def _in(self, span: Any) -> Any:
@@ -152,92 +186,129 @@ class RunTracer:
 
     # -- the event sink ---------------------------------------------------------------
 
-    def sink(self, event: Event) -> None:
-        """Fold one event into spans (a sync engine sink)."""
-        if self._run is None:
-            return
+    def _fold(self, event: Event) -> None:
+        """Fold one event, of the run or of one of its sub-runs, into spans."""
+        run = self._runs.get(event.run_id)
+        if run is None:
+            run = self._open_run(event)
+            if run is None:
+                return
         pid, data, kind = event.phase, event.data, event.event
         if pid is None:
-            if kind == "workflow_started":
-                self._run_id = event.run_id
-                self._run.set_attribute("orch.run_id", event.run_id)
-            elif kind.startswith("workflow_"):
-                self._end_run(event)
+            if kind.startswith("workflow_") and kind != "workflow_started":
+                self._end_run(run, event)
+                if event.run_id != self._run_id:
+                    del self._runs[event.run_id]  # a sub-run ended
             return
         if kind == "phase_started":
             phase = self._start(
                 f"phase {pid}",
-                self._run,
+                run.span,
                 event.ts,
                 {"orch.phase.id": pid, "orch.agent": str(data.get("agent", ""))},
             )
-            self._phases[pid] = phase
-            self._open_attempt(pid, event.attempt or 1, event.ts)
+            run.phases[pid] = phase
+            self._open_attempt(run, pid, event.attempt or 1, event.ts)
         elif kind == "phase_retry" and "item" not in data:
-            attempt = self._attempts.pop(pid, None)
+            attempt = run.attempts.pop(pid, None)
             if attempt is not None:
                 self._end(attempt, event.ts, False, str(data.get("error", "")))
             delay = data.get("delay")
             wait = float(delay) if isinstance(delay, (int, float)) else 0.0
-            self._open_attempt(pid, int(data.get("next_attempt") or 2), event.ts + wait)
+            self._open_attempt(run, pid, int(data.get("next_attempt") or 2), event.ts + wait)
         elif kind in ("phase_completed", "phase_failed", "phase_skipped"):
-            self._end_phase(pid, event)
+            self._end_phase(run, pid, event)
+        elif kind == "breaker_opened":
+            span = run.attempts.get(pid) or run.phases.get(pid) or run.span
+            span.add_event(
+                "circuit breaker opened",
+                {
+                    "orch.agent": str(data.get("agent", "")),
+                    "orch.breaker.failures": int(data.get("failures") or 0),
+                    "orch.breaker.reset_after": float(data.get("reset_after") or 0),
+                },
+                timestamp=_ns(event.ts),
+            )
         elif kind == "phase_stream" and data.get("compensation") == "started":
-            self._compensations[pid] = self._start(
-                f"compensate {pid}", self._run, event.ts, {"orch.phase.id": pid}
+            run.compensations[pid] = self._start(
+                f"compensate {pid}", run.span, event.ts, {"orch.phase.id": pid}
             )
         elif kind == "phase_compensated":
-            span = self._compensations.pop(pid, None)
+            span = run.compensations.pop(pid, None)
             if span is not None:
                 self._end(span, event.ts, bool(data.get("ok")), str(data.get("error") or ""))
 
-    def _open_attempt(self, pid: str, n: int, ts: float) -> None:
-        phase = self._phases.get(pid)
+    def _open_run(self, event: Event) -> _RunSpans | None:
+        """The spans of the run an event of a run not seen yet starts: the traced run's
+        first event, or a sub-run's workflow_started (its span nests in the call that
+        started it); None for anything else."""
+        if self._top is None:
+            return None
+        if self._run_id is None:  # the traced run's first event
+            self._run_id = event.run_id
+            self._top.span.set_attribute("orch.run_id", event.run_id)
+            self._runs[event.run_id] = self._top
+            return self._top
+        if event.event != "workflow_started":
+            return None
+        caller = _CALL.get()
+        workflow = str(event.data.get("workflow", ""))
+        attributes: dict[str, Any] = {"orch.workflow": workflow, "orch.run_id": event.run_id}
+        if caller is not None:
+            attributes |= {"orch.parent.run_id": caller[1], "orch.parent.phase.id": caller[2]}
+        parent = caller[0] if caller is not None else self._top.span
+        run = self._runs[event.run_id] = _RunSpans(
+            self._start(f"run {workflow}", parent, event.ts, attributes)
+        )
+        return run
+
+    def _open_attempt(self, run: _RunSpans, pid: str, n: int, ts: float) -> None:
+        phase = run.phases.get(pid)
         if phase is not None:
-            self._attempts[pid] = self._start(
+            run.attempts[pid] = self._start(
                 f"attempt {n}", phase, ts, {"orch.phase.id": pid, "orch.attempt": n}
             )
 
-    def _end_phase(self, pid: str, event: Event) -> None:
+    def _end_phase(self, run: _RunSpans, pid: str, event: Event) -> None:
         data = event.data
         status = str(data.get("status", ""))
         ok = status in ("completed", "skipped")
         message = str(data.get("error") or "")
-        phase = self._phases.pop(pid, None)
+        phase = run.phases.pop(pid, None)
         if phase is None:  # skipped before it started: a point in time
-            phase = self._start(f"phase {pid}", self._run, event.ts, {"orch.phase.id": pid})
+            phase = self._start(f"phase {pid}", run.span, event.ts, {"orch.phase.id": pid})
         phase.set_attribute("orch.phase.status", status)
         phase.set_attribute("orch.cache_hit", bool(data.get("cached")))
         if isinstance(data.get("attempts"), int):
             phase.set_attribute("orch.attempts", data["attempts"])
         if data.get("reason"):
             phase.set_attribute("orch.skip_reason", str(data["reason"]))
-        attempt = self._attempts.pop(pid, None)
+        attempt = run.attempts.pop(pid, None)
         if attempt is not None:
             attempt.set_attribute("orch.cache_hit", bool(data.get("cached")))
             self._end(attempt, event.ts, ok, message)
         self._end(phase, event.ts, ok, message)
 
-    def _end_run(self, event: Event) -> None:
-        for pid in list(self._phases):  # phases still open: the run ended under them
-            self._end_phase(pid, dataclasses.replace(event, data={"status": "cancelled"}))
+    def _end_run(self, run: _RunSpans, event: Event) -> None:
+        for pid in list(run.phases):  # phases still open: the run ended under them
+            self._end_phase(run, pid, dataclasses.replace(event, data={"status": "cancelled"}))
         status = str(event.data.get("status", ""))
-        self._run.set_attribute("orch.run.status", status)
-        self._end(self._run, event.ts, status == "completed", str(event.data.get("error") or ""))
+        run.span.set_attribute("orch.run.status", status)
+        self._end(run.span, event.ts, status == "completed", str(event.data.get("error") or ""))
 
     # -- the call middleware ------------------------------------------------------------
 
     async def middleware(self, spec: Any, channel: Any, call_next: Any) -> Any:
         """A span per agent call (child of its attempt), its traceparent passed to the agent.
 
-        A sub-run's calls (another run id) nest in the call span of the phase that
-        started the sub-run (the ``workflow`` agent's call)."""
-        if spec.run_id != self._run_id and _CALL.get() is not None:
-            parent = _CALL.get()
-        else:
-            parent = (
-                self._attempts.get(spec.phase_id) or self._phases.get(spec.phase_id) or self._run
-            )
+        The call's span is the parent of any sub-run the call starts (the ``workflow``
+        agent's): the sub-run's run, phase and attempt spans nest under it."""
+        run = self._runs.get(spec.run_id)
+        if run is not None:
+            parent = run.attempts.get(spec.phase_id) or run.phases.get(spec.phase_id) or run.span
+        else:  # a run the sink does not follow: under the call that started it, if any
+            caller = _CALL.get()
+            parent = caller[0] if caller is not None else None
         if parent is None:
             return await call_next(spec, channel)
         llm = spec.agent_type == "llm"
@@ -263,7 +334,7 @@ class RunTracer:
         spec = dataclasses.replace(spec, traceparent=carrier.get("traceparent"))
         from opentelemetry.trace import Status, StatusCode
 
-        token = _CALL.set(span)
+        token = _CALL.set((span, spec.run_id, spec.phase_id))
         try:
             result = await call_next(spec, channel)
         except BaseException as exc:

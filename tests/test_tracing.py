@@ -138,10 +138,89 @@ def test_run_phase_attempt_and_call_spans_reach_an_otlp_receiver_with_parent_lin
     assert chat["attrs"]["gen_ai.usage.input_tokens"] == 2
     assert chat["attrs"]["gen_ai.usage.output_tokens"] == 2
     assert ids[ids[chat["parent"]]["parent"]]["name"] == "phase ask"
-    # the sub-run's call is a child of the workflow agent's call in phase `nested`
-    inner = next(s for s in spans if s["attrs"].get("orch.phase.id") == "inner")
-    outer = ids[inner["parent"]]
+    # the sub-run is a child of the workflow agent's call in phase `nested`, with its own spans
+    sub = by_name["run sub"]
+    outer = ids[sub["parent"]]
     assert outer["attrs"]["orch.phase.id"] == "nested" and outer["name"] == "call workflow"
+    inner = by_name["phase inner"]
+    assert inner["parent"] == sub["id"]
+    assert ids[by_name["call echo"]["parent"]]["parent"] == inner["id"]
+
+
+SUB = """\
+name: child
+phases:
+  - id: shaky
+    agent: fail
+    retries: {attempts: 1, backoff: fixed, delay: 1ms}
+    with: {times: 1, output: ok}
+  - id: deeper
+    agent: workflow
+    with: {path: grandchild.yaml}
+"""
+
+
+def test_a_sub_run_has_its_own_run_phase_and_attempt_spans_under_its_phase(tmp_path):
+    receiver = HTTPServer({("POST", "/v1/traces"): Reply(200, body=b"")})
+    (tmp_path / "wf.yaml").write_text(
+        "name: parent\nphases:\n"
+        "  - {id: first, agent: echo, with: {text: one}}\n"
+        "  - {id: nested, agent: workflow, depends_on: [first], with: {path: child.yaml}}\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "child.yaml").write_text(SUB, encoding="utf-8")
+    (tmp_path / "grandchild.yaml").write_text(
+        "name: grandchild\nphases:\n  - {id: leaf, agent: echo, with: {text: deep}}\n",
+        encoding="utf-8",
+    )
+    with receiver:
+        env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url}
+        result = orch("run", "wf.yaml", "--events", "jsonl", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    spans = _spans(receiver)
+    ids = {s["id"]: s for s in spans}
+    by_name = {s["name"]: s for s in spans}
+    top = by_name["run parent"]
+    assert {s["trace"] for s in spans} == {top["trace"]} == {e["trace_id"] for e in events}
+
+    def children(span, name=None):
+        return [s for s in spans if s["parent"] == span["id"] and name in (None, s["name"])]
+
+    def phase_attempt(run_span, pid, n=1):
+        (phase,) = children(run_span, f"phase {pid}")
+        (attempt,) = children(phase, f"attempt {n}")
+        return phase, attempt
+
+    # parent -> phase nested -> attempt 1 -> call workflow -> run child
+    _, attempt = phase_attempt(top, "nested")
+    (call,) = children(attempt, "call workflow")
+    (child,) = children(call)
+    assert child["name"] == "run child"
+    assert child["attrs"]["orch.workflow"] == "child"
+    assert child["attrs"]["orch.parent.run_id"] == events[0]["run_id"]
+    assert child["attrs"]["orch.parent.phase.id"] == "nested"
+    assert child["attrs"]["orch.run_id"] != events[0]["run_id"]  # its own run
+    assert child["attrs"]["orch.run.status"] == "completed"
+    assert attempt["start"] <= child["start"] <= child["end"] <= attempt["end"]
+    # the sub-run's own phases and attempts: shaky failed once, then its attempt 2 worked
+    shaky, first_try = phase_attempt(child, "shaky")
+    (second_try,) = children(shaky, "attempt 2")
+    assert (first_try["status"], second_try["status"]) == (2, 1)  # ERROR, then OK
+    assert first_try["end"] <= second_try["start"]
+    assert [c["name"] for c in children(first_try)] == ["call fail"]
+    # and one level deeper: child -> deeper -> attempt 1 -> call workflow -> run grandchild
+    _, deeper_attempt = phase_attempt(child, "deeper")
+    (deeper_call,) = children(deeper_attempt, "call workflow")
+    (grandchild,) = children(deeper_call)
+    assert grandchild["name"] == "run grandchild"
+    _, leaf_attempt = phase_attempt(grandchild, "leaf")
+    assert [c["name"] for c in children(leaf_attempt)] == ["call echo"]
+    # every span of the three runs hangs, link by link, from the top run span
+    for span in spans:
+        while span["parent"]:
+            span = ids[span["parent"]]
+        assert span is top
 
 
 def test_without_the_variables_nothing_of_opentelemetry_is_imported(tmp_path):

@@ -33,7 +33,7 @@ from ..errors import ExpressionError, Location, OrchError, PhaseTimeout
 from ..events import StreamMasker, breaker_opened, phase_stream
 from ..expr import has_template, render
 from ..jsontext import NotJson, bad_number
-from .context import RunContext
+from .context import RunContext, SubRuns
 from .executor import CallChannel, CallMiddleware, CallNext, CallSpec
 from .limits import CircuitBreaker, OnOpen
 from .rendering import rendered
@@ -314,7 +314,8 @@ async def call_agent(run: RunContext, spec: CallSpec) -> AgentResult:
     spend = run.spend
     spend.check(spec.phase_id)  # BudgetExceeded once a budget is used up
     stream = _Stream(run, spec)
-    channel = CallChannel(stream, run.run_workflow, run.pool.agent(spec.agent_name))
+    sub_runs = SubRuns(run, spec.phase_id)  # what the call's sub-runs spend counts here
+    channel = CallChannel(stream, sub_runs, run.pool.agent(spec.agent_name))
     in_flight = run.in_flight  # calls under way per agent (capability routing reads it)
     in_flight[spec.agent_name] = in_flight.get(spec.agent_name, 0) + 1
     try:
@@ -331,6 +332,8 @@ async def call_agent(run: RunContext, spec: CallSpec) -> AgentResult:
             await stream.flush()
     if isinstance(result, AgentResult):
         spend.add(spec.phase_id, result.metadata)
+    if sub_runs.used is not None:  # counted as its sub-runs spent it; reported as the call's
+        result = sub_runs.reported(result)
     # The result as an AgentResult of JSON data; a number JSON cannot carry (NaN,
     # Infinity, a huge integer) or a value that is no data fails the call (permanently).
     try:

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..agents.base import Agent, AgentFailure
+from ..agents.base import Agent, AgentFailure, AgentResult
 from ..agents.registry import AgentRegistry
 from ..errors import RecordFailed, UsageError
 from ..events import Event, EventSink, SecretMasker
@@ -31,12 +31,12 @@ from .budget import Spend
 from .executor import Executor, LocalExecutor
 from .inputs import resolve_inputs
 from .limits import AgentLimiter
-from .result import PhaseOutcome, ResultCache, RunOptions, RunResult
+from .result import PhaseOutcome, ResultCache, RunOptions, RunResult, Usage
 
 if TYPE_CHECKING:
     from .executor import CallMiddleware
 
-__all__ = ["AgentPool", "EventBus", "Launcher", "RunContext", "build_context"]
+__all__ = ["AgentPool", "EventBus", "Launcher", "RunContext", "SubRuns", "build_context"]
 
 #: Starts a sub-run: ``launch(plan, inputs=..., registry=..., options=...)`` -> RunResult.
 #: ``runner.execute`` is passed in (the context does not import the scheduler).
@@ -213,7 +213,8 @@ class RunContext:
             "trigger": dict(options.trigger),  # what started the run (orch serve); {} otherwise
         }
         self.retries_left = wf.error_handling.max_total_retries
-        self.spend = Spend(wf)  # tokens and cost the calls used, against `budget:`
+        # tokens and cost the calls used, against `budget:` (and a sub-run's caller's)
+        self.spend = Spend(wf, options.budget_parent)
         for done in self.prior.values():  # resumed: what the completed phases spent counts
             if not done.cached:  # a cache hit made no call
                 self.spend.add(done.id, done.metadata)
@@ -235,10 +236,14 @@ class RunContext:
         self.retries_left -= 1
         return True
 
-    async def run_workflow(self, path: str, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+    async def run_workflow(
+        self, path: str, inputs: Mapping[str, Any], *, caller: SubRuns | None = None
+    ) -> Mapping[str, Any]:
         """Run another workflow file as a sub-run; return its outputs (AgentContext.run_workflow).
 
-        Raises AgentFailure (permanent) when it cannot load, nests too deep, or fails.
+        ``caller`` (the agent call that starts it) is where the sub-run's spending
+        counts and whose budgets it obeys. Raises AgentFailure (permanent) when it
+        cannot load, nests too deep, or fails.
         """
         import importlib
 
@@ -274,11 +279,15 @@ class RunContext:
             depth=depth,
             max_depth=options.max_depth,
             replay=options.replay,
+            trace_id=options.trace_id,
+            budget_parent=caller,
         )
+        bus = self.bus  # sinks that follow sub-runs too (the tracer) get their events
+        sinks = [s for s in (*bus.async_sinks, *bus.sync_sinks) if getattr(s, "sees_sub_runs", 0)]
         token = _SUB_RUNS.set(chain)
         try:
             result = await self._launch(
-                sub_plan, inputs=inputs, registry=self.registry, options=sub_options
+                sub_plan, inputs=inputs, registry=self.registry, options=sub_options, sinks=sinks
             )
         except UsageError as exc:
             raise AgentFailure(f"sub-workflow '{path}': {exc}", transient=False) from exc
@@ -293,6 +302,48 @@ class RunContext:
                 f"sub-workflow '{path}' {result.status}: {result.error}", transient=False
             )
         return dict(result.outputs)
+
+
+class SubRuns:
+    """The sub-runs one agent call starts (its ``CallChannel.run_workflow``).
+
+    What they spend counts, as they spend it, for the calling phase of this run
+    (``spent``: its budgets and the run's see it at once), and before each of
+    their calls this run's budgets are checked (``check``). ``used`` sums it, so
+    the call reports it as its own ``tokens``/``cost`` (``reported``): the phase,
+    the run's totals and ``orch stats`` include what its sub-runs used.
+    """
+
+    __slots__ = ("run", "phase_id", "used")
+
+    def __init__(self, run: RunContext, phase_id: str) -> None:
+        self.run = run
+        self.phase_id = phase_id
+        self.used: Usage | None = None
+
+    async def __call__(self, path: str, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+        return await self.run.run_workflow(path, inputs, caller=self)
+
+    def spent(self, metadata: Mapping[str, Any]) -> None:
+        """A call of a sub-run reported usage: it counts for the calling phase now."""
+        if self.used is None:
+            self.used = Usage()
+        self.used.add(metadata)
+        self.run.spend.add(self.phase_id, metadata)
+
+    def check(self) -> None:
+        """BudgetExceeded when a budget of this run (or of the runs above) is used up."""
+        self.run.spend.check(self.phase_id, sub_run=True)
+
+    def reported(self, result: Any) -> AgentResult:
+        """The call's result with what its sub-runs used added to its own usage."""
+        if not isinstance(result, AgentResult):
+            result = AgentResult(output=result)
+        usage = Usage()
+        usage.add(result.metadata)
+        usage.add(self.used.as_metadata() if self.used is not None else None)
+        metadata = {**result.metadata, **usage.as_metadata()}
+        return AgentResult(result.output, metadata, result.handoff)
 
 
 def _too_deep(chain: tuple[str, ...], limit: int) -> str:

@@ -32,6 +32,7 @@ __all__ = [
     "PhaseOutcome",
     "ResultCache",
     "RunOptions",
+    "SpendParent",
     "RunResult",
     "Usage",
     "add_tokens",
@@ -51,6 +52,19 @@ class ApprovalDesk(Protocol):
 
     def waiting_since(self, run_id: str, phase: str) -> float | None:
         """When the phase first began waiting (its first stored phase_waiting), or None."""
+        ...
+
+
+class SpendParent(Protocol):
+    """Where a sub-run's spending also counts: the agent call that started it
+    (``context.SubRuns``), for the calling phase of the run above (``budget.Spend``)."""
+
+    def spent(self, metadata: Mapping[str, Any]) -> None:
+        """Count one call's reported usage (``tokens``, ``cost``) for the calling phase."""
+        ...
+
+    def check(self) -> None:
+        """Raise BudgetExceeded when a budget of the runs above is used up."""
         ...
 
 
@@ -152,6 +166,8 @@ class RunOptions:
     ``cache`` defaults to none. ``depth`` counts nested sub-runs; more than
     ``max_depth`` fails the calling phase. ``resumed_from`` (a run id) is
     recorded in workflow_started. ``trace_id`` (tracing on) is stamped on every event.
+    ``budget_parent`` is set for a sub-run: what it spends counts for the calling
+    phase of the run that started it, whose budgets it also obeys (``budget.py``).
     ``resume_attempts`` maps a phase to the
     attempt it was making when a crash stopped the run: resumed, it starts
     there, with the retries (and backoff) that were left. ``approvals`` is where
@@ -191,6 +207,7 @@ class RunOptions:
     key_epochs: Mapping[str, int] = field(default_factory=dict)
     trigger: Mapping[str, Any] = field(default_factory=dict)
     trace_id: str | None = None
+    budget_parent: SpendParent | None = None
 
 
 def json_data(value: Any) -> Any:

@@ -49,8 +49,12 @@ finally:
 
 
 def run(tmp_path, srv, *, budget="", price="", model="my-model", slow=30):
-    path = tmp_path / "loop.yaml"
     text = LOOP.format(budget=budget, price=price, model=model, slow=slow)
+    return run_text(tmp_path / "loop.yaml", text, srv)
+
+
+def run_text(path, text, srv):
+    """`orch run` of ``text`` written at ``path``, against the fake server: (result, events)."""
     path.write_text(text, encoding="utf-8")
     result = CliRunner().invoke(
         app,
@@ -172,3 +176,104 @@ phases:
         assert "the run's budget is used up" in resumed.stderr
         assert "used by research" in resumed.stderr
         assert len(srv.requests) == 1
+
+
+PARENT = """\
+name: parent
+agents:
+  model: {{type: llm, with: {{model: my-model, stream: false}}}}
+{budget}
+phases:
+  - id: ask
+    agent: model
+    with: {{prompt: "first question"}}
+  - id: sub
+    depends_on: [ask]
+    agent: workflow
+    with: {{path: child.yaml}}
+    {phase_budget}
+  - id: slow
+    depends_on: [ask]
+    agent: sleep
+    with: {{seconds: {slow}}}
+"""
+
+CHILD = """\
+name: child
+agents:
+  model: {type: llm, with: {model: my-model, stream: false}}
+phases:
+  - id: book
+    agent: echo
+    with: {text: booked}
+    compensate: {agent: echo, with: {text: unbook}}
+  - id: loop
+    depends_on: [book]
+    foreach: "{{ range(10) | list }}"
+    max_parallel: 1
+    agent: model
+    with: {prompt: "item {{ item }}"}
+"""
+
+
+def run_parent(tmp_path, srv, *, budget="", phase_budget="", slow=30, child=CHILD):
+    (tmp_path / "child.yaml").write_text(child, encoding="utf-8")
+    text = PARENT.format(budget=budget, phase_budget=phase_budget, slow=slow)
+    return run_text(tmp_path / "parent.yaml", text, srv)
+
+
+def test_a_sub_run_spends_from_its_parents_budget_and_stops_when_it_is_used_up(tmp_path):
+    # ask: "first question" + "ok then" = 4 tokens; each call of the sub-run: 4 tokens
+    with FakeOpenAI(["ok then"]) as srv:
+        result, events = run_parent(tmp_path, srv, budget="budget: {tokens: 10}")
+        prompts = [r.json()["messages"][-1]["content"] for r in srv.requests]
+    assert result.exit_code == 1, result.output
+    # 4 (ask) + 4 = 8 < 10 lets the sub-run's second call go; 12 >= 10 refuses its third
+    assert prompts == ["first question", "item 0", "item 1"]
+    failed = next(e for e in events if e["event"] == "phase_failed" and e["phase"] == "sub")
+    error = failed["data"]["error"]
+    assert error.startswith("sub-workflow '") and "failed: phase 'loop' failed: " in error
+    assert (
+        "8 of 10 items failed; item 3 of 10 (index 2): the budget of workflow 'parent' (the run"
+        " that started this sub-run) is used up: 12 of 10 tokens spent (budget.tokens) (used by"
+        " sub 8 tokens, ask 4 tokens); no more agent calls"
+    ) in error
+    # a clean stop: the parent's other running phase is cancelled, the message names the budget
+    slow = next(e for e in events if e.get("phase") == "slow" and e["event"] == "phase_failed")
+    assert slow["data"]["status"] == "cancelled"
+    end = events[-1]
+    assert end["event"] == "workflow_failed" and "budget.tokens" in end["data"]["error"]
+    assert "budget.tokens" in result.stderr
+
+
+def test_the_calling_phases_budget_bounds_its_sub_run_and_its_usage_is_reported(tmp_path):
+    with FakeOpenAI(["ok then"]) as srv:
+        result, events = run_parent(tmp_path, srv, phase_budget="budget: {tokens: 6}", slow=0.01)
+        calls = len(srv.requests)
+    assert result.exit_code == 1, result.output
+    assert calls == 3  # ask (4 tokens, not the phase's), then 0 + 4 < 6, 8 >= 6 refuses
+    failed = next(e for e in events if e["event"] == "phase_failed" and e["phase"] == "sub")
+    assert (
+        "the budget of phase 'sub' (the phase that started this sub-run) is used up: 8 of 6"
+        " tokens spent (budget.tokens); no more agent calls"
+    ) in failed["data"]["error"]
+
+
+def test_what_a_sub_run_spent_is_the_calling_phases_usage_in_events_status_and_stats(tmp_path):
+    price = {"input_per_1m": 1000, "output_per_1m": 2000}  # $0.006 a call of 2 + 2 tokens
+    child = CHILD.replace("stream: false}", f"stream: false, price: {json.dumps(price)}}}")
+    with FakeOpenAI(["ok then"]) as srv:
+        result, events = run_parent(
+            tmp_path, srv, budget="budget: {tokens: 1000}", slow=0.01, child=child
+        )
+    assert result.exit_code == 0, result.output
+    sub = next(e for e in events if e["event"] == "phase_completed" and e["phase"] == "sub")
+    assert sub["data"]["metadata"]["tokens"] == {"prompt": 20, "completion": 20, "total": 40}
+    assert sub["data"]["metadata"]["cost"] == pytest.approx(10 * 0.006)
+    end = events[-1]
+    assert end["data"]["tokens"]["total"] == 44  # ask's 4 and the sub-run's 40
+    assert end["data"]["cost"] == pytest.approx(0.06)
+    status = json.loads(CliRunner().invoke(app, ["status", end["run_id"], "--json"]).stdout)
+    assert {p["id"]: p["cost"] for p in status["phases"]}["sub"] == pytest.approx(0.06)
+    stats = json.loads(CliRunner().invoke(app, ["stats", "--json"]).stdout)
+    assert stats["workflows"][0]["tokens"] == 44
