@@ -46,6 +46,7 @@ __all__ = [
     "resume",
     "start",
     "status",
+    "status_exit_code",
     "wait",
     "wait_sync",
 ]
@@ -534,17 +535,26 @@ async def follow(
     state_dir: str | os.PathLike[str] | None = None,
     phase: str | None = None,
     poll: float = POLL,
+    live: bool = True,
 ) -> AsyncIterator[Event]:
-    """The events of any recorded run, oldest first, then live until the run ends."""
+    """The events of any recorded run (or of its ``phase``), oldest first, then live until
+    the run ends (``live=False``: only those stored now).
+
+    Raises RunNotFound, and UsageError for a phase the run does not have.
+    """
     store = _existing(state_dir, run_id)
     assert store is not None
     try:
         run = store.get_run(run_id)
+        if phase is not None:
+            _check_phase(store, run, phase)
         last = 0
         while True:
             for seq, event in store.events(run.id, phase=phase, after=last):
                 last = seq
                 yield event
+            if not live:
+                return
             if store.get_run(run.id).status != "running":
                 for seq, event in store.events(run.id, phase=phase, after=last):
                     last = seq
@@ -553,6 +563,19 @@ async def follow(
             await asyncio.sleep(poll)
     finally:
         store.close()
+
+
+def _check_phase(store: SqliteStore, run: RunRecord, phase: str) -> None:
+    """UsageError (with the closest name) when ``run`` has no phase ``phase``."""
+    if not run.phase_ids or phase in run.phase_ids:
+        return
+    known = {p.id for p in store.phases(run.id)}  # handler phases are not in phase_ids
+    if phase not in known:
+        import difflib
+
+        close = difflib.get_close_matches(phase, sorted(known), n=1)
+        hint = f"did you mean '{close[0]}'?" if close else None
+        raise UsageError(f"run '{run.id}' has no phase '{phase}'", hint=hint)
 
 
 def _final(run_id: str, state_dir: Any, timeout: float | None, poll: float) -> RunStatus | None:
@@ -571,12 +594,20 @@ def _final(run_id: str, state_dir: Any, timeout: float | None, poll: float) -> R
 EXIT_CODES: Mapping[str, int] = {"completed": 0, "failed": 1, "cancelled": 130}
 
 
+def status_exit_code(status: str, cancelled_by: str | None = None) -> int:
+    """The exit code of a run that ended with ``status``: 0, 1, 130, or 143 when it was
+    cancelled by SIGTERM (``cancelled_by``: a signal name; `orch cancel` counts as SIGTERM).
+
+    Any other status (``interrupted``: its process died) is a failed run: 1.
+    """
+    if status == "cancelled" and cancelled_by == signal.SIGTERM.name:
+        return 143
+    return EXIT_CODES.get(status, 1)
+
+
 def exit_code(found: RunStatus) -> int:
     """The exit code ``orch`` gives for a run that ended: 0, 1, 130 or 143 (SIGTERM)."""
-    run = found.run
-    if run.status == "cancelled":
-        return 143 if found.cancelled_by == "SIGTERM" else 130
-    return EXIT_CODES.get(run.status, 1)  # an interrupted run (its process died) failed
+    return status_exit_code(found.run.status, found.cancelled_by)
 
 
 def wait_sync(

@@ -177,3 +177,29 @@ def test_start_honours_the_phase_cache(tmp_path):
     assert len(ledger.read_text().splitlines()) == 1  # the second run was served by the cache
     phases = {p.id: p for p in handle.status().phases}
     assert phases["a"].cached is True
+
+
+def test_follow_of_one_phase_gives_its_events_and_names_a_phase_the_run_lacks(tmp_path):
+    import asyncio
+
+    flow = {
+        "name": "two",
+        "phases": [
+            {"id": "build", "agent": "echo", "with": {"text": "b"}},
+            {"id": "ship", "agent": "echo", "depends_on": ["build"], "with": {"text": "s"}},
+        ],
+    }
+
+    async def go(phase):
+        handle = await orchestrator.start(flow, state_dir=tmp_path)
+        await handle.wait(timeout=60)
+        return [
+            (e.event, e.phase)
+            async for e in orchestrator.follow(handle.run_id, state_dir=tmp_path, phase=phase)
+        ]
+
+    assert asyncio.run(go("ship")) == [("phase_started", "ship"), ("phase_completed", "ship")]
+    with pytest.raises(UsageError) as caught:  # as `orch logs RUN --phase shp` says
+        asyncio.run(go("shp"))
+    assert "has no phase 'shp'" in str(caught.value)
+    assert caught.value.hint == "did you mean 'ship'?"

@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from ..spec.model import Workflow
 
 __all__ = [
-    "EXIT_CODES",
     "ExecutorOption",
     "RecordOption",
     "ReplayOption",
@@ -39,10 +38,6 @@ __all__ = [
     "register",
     "write_file",
 ]
-
-#: Exit code of each final run status; a cancelled run exits 143 when SIGTERM caused it.
-EXIT_CODES: Mapping[str, int] = {"completed": 0, "failed": 1, "cancelled": 130}
-_SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 class EventsFormat(str, Enum):
@@ -369,7 +364,7 @@ def _run(
     from ..render.console import is_live, make_console
     from ..render.progress import JsonLines, LiveProgress, PlainLines, RunView
     from ..render.summary import print_summary
-    from ..runs import go_on, start
+    from ..runs import go_on, start, status_exit_code
 
     prior = prepared.resume.prior if prepared is not None else None
     short = too_short({n: os.environ.get(n, "") for n in plan.workflow.secret_names})
@@ -412,7 +407,7 @@ def _run(
             live.stop()
         sys.stderr.write("forced exit: phases may still be running\n")
         sys.stderr.flush()
-        os._exit(_SIGNAL_EXIT.get(signal.Signals(received[-1]), 130))
+        os._exit(status_exit_code("cancelled", signal.Signals(received[-1]).name))
 
     def notify(text: str) -> None:
         if live is not None:
@@ -485,9 +480,7 @@ def _run(
         with contextlib.suppress(BrokenPipeError):  # `orch run wf.yaml | head -1`
             sys.stdout.write(text)
             sys.stdout.flush()
-    if result.status == "cancelled" and received:
-        return _SIGNAL_EXIT.get(signal.Signals(received[0]), 130)
-    return EXIT_CODES.get(result.status, 1)
+    return status_exit_code(result.status, signal.Signals(received[0]).name if received else None)
 
 
 async def _execute(

@@ -29,7 +29,6 @@ __all__ = ["register"]
 _STATE_DIR = typer.Option(
     None, "--state-dir", help="The state directory (default: $ORCH_STATE_DIR, else .orch)."
 )
-_FOLLOW_POLL = 0.2
 #: `orch wait --timeout` when the run is still going: 124, as timeout(1), not a failed run's 1.
 WAIT_TIMEOUT_EXIT = 124
 
@@ -174,38 +173,19 @@ def logs_command(
     state_dir: Path | None = _STATE_DIR,
 ) -> None:
     """Print a run's events (all, or one phase's), oldest first; --follow waits for more."""
-    from ..errors import OrchError, UsageError
+    import asyncio
+
+    from ..errors import OrchError
     from ..render.tables import event_line
+    from ..runs import follow as follow_run
 
-    store = _store(state_dir, run_id)
-    last = 0
-    try:
-        run = store.get_run(run_id)
-        if phase is not None and run.phase_ids and phase not in run.phase_ids:
-            known = {p.id for p in store.phases(run.id)}
-            if phase not in known:
-                import difflib
-
-                close = difflib.get_close_matches(phase, sorted(known), n=1)
-                hint = f"did you mean '{close[0]}'?" if close else None
-                raise UsageError(f"run '{run.id}' has no phase '{phase}'", hint=hint)
-        while True:
-            for seq, event in store.events(run.id, phase=phase, after=last):
-                last = seq
-                line = event.to_json() if as_json else event_line(event)
-                sys.stdout.write(line + "\n")
+    async def show() -> None:
+        async for event in follow_run(run_id, state_dir=state_dir, phase=phase, live=follow):
+            sys.stdout.write((event.to_json() if as_json else event_line(event)) + "\n")
             sys.stdout.flush()
-            if not follow:
-                return
-            current = store.get_run(run.id)
-            if current.status != "running":
-                # one last look: the final events may have landed with the status
-                for seq, event in store.events(run.id, phase=phase, after=last):
-                    last = seq
-                    sys.stdout.write((event.to_json() if as_json else event_line(event)) + "\n")
-                sys.stdout.flush()
-                return
-            time.sleep(_FOLLOW_POLL)
+
+    try:
+        asyncio.run(show())
     except OrchError as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -399,7 +379,7 @@ def _finish_compensation(prepared: Any, state_dir: Path | None) -> int:
     """Run what is left of a crashed run's saga; say how the run ended (130 cancelled, else 1)."""
     import asyncio
 
-    from ..runs import go_on
+    from ..runs import go_on, status_exit_code
 
     async def go() -> str:
         handle = await go_on(prepared, state_dir=state_dir)
@@ -408,7 +388,7 @@ def _finish_compensation(prepared: Any, state_dir: Path | None) -> int:
 
     final = asyncio.run(go())
     sys.stderr.write(f"run {prepared.resume.run.id} {final}\n")
-    return 130 if final == "cancelled" else 1
+    return status_exit_code(final)
 
 
 def _tell_leftovers(run_id: str) -> None:
