@@ -123,19 +123,9 @@ def runs_command(
         except OrchError as exc:
             _fail(exc)
     if as_json:
-        rows = [
-            {
-                "id": r.id,
-                "workflow": r.workflow,
-                "path": r.path,
-                "status": r.status,
-                "started": r.started,
-                "ended": r.ended,
-                "duration": r.duration,
-            }
-            for r in runs
-        ]
-        sys.stdout.write(dumps(rows, indent=2) + "\n")
+        from ..state.views import run_row
+
+        sys.stdout.write(dumps([run_row(r) for r in runs], indent=2) + "\n")
         return
     _console().print(runs_table(runs, now=time.time()))
 
@@ -147,7 +137,8 @@ def status_command(
 ) -> None:
     """Show a run: its state, progress, the phases running now, and each phase."""
     from ..errors import OrchError
-    from ..render.tables import status_dict, status_view
+    from ..render.tables import status_view
+    from ..state.views import status_json
 
     store = _store(state_dir, run_id)
     try:
@@ -159,7 +150,7 @@ def status_command(
         _tell_leftovers(run.id)
     now = time.time()
     if as_json:
-        info = status_dict(run, phases, now=now)
+        info = status_json(run, phases, now=now)
         sys.stdout.write(dumps(info, indent=2, what="the run's status") + "\n")
         return
     _console().print(status_view(run, phases, now=now))

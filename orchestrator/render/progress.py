@@ -25,6 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..events import Event, note, phase_state, run_status
+from ..usage import Usage
 
 __all__ = [
     "STATE_STYLES",
@@ -231,11 +232,10 @@ class RunView:
             if kind == "phase_completed":
                 view.error = None
                 view.note = _completed_note(data, attempts=False)  # attempts has its column
-                metadata = data.get("metadata") or {}
-                tokens = metadata.get("tokens") if isinstance(metadata, dict) else None
-                view.tokens = dict(tokens) if isinstance(tokens, dict) else {}
-                cost = metadata.get("cost") if isinstance(metadata, dict) else None
-                view.cost = float(cost) if isinstance(cost, (int, float)) else None
+                metadata = data.get("metadata")
+                usage = Usage()
+                usage.add(metadata if isinstance(metadata, Mapping) else None)
+                view.tokens, view.cost = dict(usage.tokens), usage.cost
             elif kind == "phase_failed":
                 view.error = note(event)
                 view.note = "continue_on_error" if data.get("continue_on_error") else ""
@@ -260,19 +260,19 @@ class RunView:
         """What the run cost (from the final event, else summed from phases); None: unknown."""
         if self.cost is not None:
             return self.cost
-        costs = [v.cost for v in self.phases.values() if v.cost is not None]
-        return sum(costs) if costs else None
+        return self._usage().cost
 
     def token_totals(self) -> dict[str, int]:
         """Token counts of the run (from the final event, else summed from phases)."""
         if self.tokens and any(self.tokens.values()):
             return {k: int(v) for k, v in self.tokens.items() if isinstance(v, (int, float))}
-        totals: Counter[str] = Counter()
+        return dict(self._usage().tokens)
+
+    def _usage(self) -> Usage:
+        total = Usage()
         for view in self.phases.values():
-            for key, value in view.tokens.items():
-                if isinstance(value, (int, float)):
-                    totals[key] += int(value)
-        return dict(totals)
+            total.add({"tokens": view.tokens, "cost": view.cost})
+        return total
 
 
 class LiveProgress:

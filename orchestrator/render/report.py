@@ -18,9 +18,9 @@ from ..events import format_cost
 from ..plan import Plan
 from ..state.base import PhaseRecord
 from ..state.timeline import Bar, RunReport
+from ..state.views import cost_total, phase_cost, phase_tokens, token_total
 from .graph import phase_details
 from .progress import format_seconds, format_tokens, metadata_notes
-from .tables import cost_total, phase_cost, phase_tokens, token_total
 
 __all__ = ["report_html"]
 

@@ -17,13 +17,13 @@ from rich.text import Text
 
 from ..events import Event, format_cost, note, phase_state, run_status
 from ..state.base import PhaseRecord, PhaseState, RunRecord
+from ..state.views import phase_cost, phase_time, phase_tokens, run_time, status_json, token_total
 from .progress import breaker_note, format_seconds, format_tokens, metadata_notes, retry_wait
 
 __all__ = [
     "event_line",
     "fmt_time",
     "runs_table",
-    "status_dict",
     "status_view",
 ]
 
@@ -38,7 +38,6 @@ _STYLES = {
     "skipped": "dim",
     "pending": "dim",
 }
-_DONE = {PhaseState.COMPLETED, PhaseState.FAILED, PhaseState.SKIPPED, PhaseState.CANCELLED}
 _NOTE_MAX = 80
 
 
@@ -47,12 +46,6 @@ def fmt_time(ts: float | None) -> str:
     if ts is None:
         return "-"
     return _dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _run_duration(run: RunRecord, now: float) -> float | None:
-    if run.ended is not None:
-        return run.duration
-    return max(0.0, now - run.started) if run.status == "running" else None
 
 
 def runs_table(runs: Sequence[RunRecord], *, now: float) -> RenderableType:
@@ -68,7 +61,7 @@ def runs_table(runs: Sequence[RunRecord], *, now: float) -> RenderableType:
             run.workflow,
             Text(run.status, style=_STYLES.get(run.status, "")),
             fmt_time(run.started),
-            _seconds(_run_duration(run, now)),
+            _seconds(run_time(run, now)),
         )
     return table
 
@@ -76,46 +69,6 @@ def runs_table(runs: Sequence[RunRecord], *, now: float) -> RenderableType:
 def _seconds(value: float | None) -> str:
     """A duration for a table cell; ``-`` when there is none (a phase not started)."""
     return "-" if value is None else format_seconds(value)
-
-
-def _phase_time(phase: PhaseRecord, now: float, running: bool) -> float | None:
-    if phase.state is PhaseState.RUNNING and running and phase.started is not None:
-        return max(0.0, now - phase.started)
-    return phase.duration
-
-
-def phase_tokens(phase: PhaseRecord) -> dict[str, int] | None:
-    """The tokens a phase used (its metadata ``tokens``: prompt, completion, total), or None."""
-    tokens = phase.metadata.get("tokens")
-    if not isinstance(tokens, Mapping):
-        return None
-    counts = {
-        str(k): int(v)
-        for k, v in tokens.items()
-        if isinstance(v, (int, float)) and not isinstance(v, bool)
-    }
-    return counts if any(counts.values()) else None
-
-
-def token_total(phases: Sequence[PhaseRecord]) -> dict[str, int]:
-    """The tokens all the phases used, key by key (``prompt``, ``completion``, ``total``)."""
-    total: dict[str, int] = {"prompt": 0, "completion": 0, "total": 0}
-    for phase in phases:
-        for key, value in (phase_tokens(phase) or {}).items():
-            total[key] = total.get(key, 0) + value
-    return total
-
-
-def phase_cost(phase: PhaseRecord) -> float | None:
-    """What a phase's calls cost (its metadata ``cost``), or None when not reported."""
-    cost = phase.metadata.get("cost")
-    return float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None
-
-
-def cost_total(phases: Sequence[PhaseRecord]) -> float | None:
-    """What all the phases cost; None when none reported a cost."""
-    costs = [c for c in map(phase_cost, phases) if c is not None]
-    return sum(costs) if costs else None
 
 
 def _note(phase: PhaseRecord) -> str:
@@ -141,61 +94,6 @@ def _note(phase: PhaseRecord) -> str:
     return text if len(text) <= _NOTE_MAX else text[: _NOTE_MAX - 3] + "..."
 
 
-def status_dict(run: RunRecord, phases: Sequence[PhaseRecord], *, now: float) -> dict[str, Any]:
-    """``orch status --json``: the run, its progress, the phases running now and each phase.
-
-    Progress counts the workflow's own phases; handler phases (on_failure,
-    finally, the fallback workflow) are listed with ``"handler": true``.
-    """
-    running = run.status == "running"
-    members = set(run.phase_ids) or {p.id for p in phases}
-    own = [p for p in phases if p.id in members]
-    done = sum(1 for p in own if p.state in _DONE)
-    completed = sum(1 for p in own if p.state is PhaseState.COMPLETED)
-    return {
-        "id": run.id,
-        "workflow": run.workflow,
-        "path": run.path,
-        "status": run.status,
-        "started": run.started,
-        "ended": run.ended,
-        "duration": _run_duration(run, now),
-        "owner_pid": run.owner.pid if run.owner else None,
-        "resumes": run.resumes,
-        "error": run.error,
-        "trace_id": run.trace_id,
-        # done: phases that ended in any state; completed: those that succeeded
-        "progress": {"done": done, "completed": completed, "total": max(len(members), len(own))},
-        "current": [p.id for p in phases if p.state is PhaseState.RUNNING],
-        "waiting": [p.id for p in phases if p.state is PhaseState.WAITING],
-        "phases": [
-            {
-                "id": p.id,
-                "state": p.state.value,
-                "attempts": p.attempts,
-                "started": p.started,
-                "ended": p.ended,
-                "duration": _phase_time(p, now, running),
-                "cached": p.cached,
-                "fallback_used": p.fallback_used,
-                "error": p.error,
-                "compensated": p.compensated,
-                "compensation_error": p.compensation_error,
-                "handler": p.id not in members,
-                "tokens": phase_tokens(p),
-                "cost": phase_cost(p),
-                "agent": p.metadata.get("agent"),
-                "agents": p.metadata.get("agents"),
-                "iterations": p.metadata.get("iterations"),
-            }
-            for p in phases
-        ],
-        "tokens": token_total(phases),
-        "cost": cost_total(phases),
-        "outputs": run.outputs,
-    }
-
-
 def _progress_text(
     progress: Mapping[str, Any], phases: Sequence[PhaseRecord], members: set[str]
 ) -> str:
@@ -217,7 +115,7 @@ def status_view(
     run: RunRecord, phases: Sequence[PhaseRecord], *, now: float, max_rows: int = 200
 ) -> RenderableType:
     """``orch status``: a header (state, progress, running phases) and a table of phases."""
-    info = status_dict(run, phases, now=now)
+    info = status_json(run, phases, now=now)
     header = Text()
     header.append(f"run {run.id}", style="bold")
     header.append(f"  workflow {run.workflow} ({run.path})\n")
@@ -259,7 +157,7 @@ def status_view(
             phase.id,
             Text(phase.state.value, style=_STYLES.get(phase.state.value, "")),
             str(phase.attempts),
-            _seconds(_phase_time(phase, now, running)),
+            _seconds(phase_time(phase, now, running)),
             _note(phase),
         )
     parts: list[RenderableType] = [header, table]

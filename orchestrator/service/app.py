@@ -27,10 +27,12 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import OrchError, RunNotFound, UsageError, WorkflowInvalid
+from ..state.views import status_json
 from . import security, views
 from .catalog import UnknownWorkflow
 from .metrics import openmetrics
 from .openapi import ROUTES, document
+from .runs import ActiveRun
 from .security import MAX_BODY, RateLimiter, check_request
 from .service import InputProblems, Refused
 
@@ -329,20 +331,19 @@ def create_app(service: Service, *, ui: bool = True) -> Starlette:
     async def read_run(request: Request) -> Response:
         """A run's status with its phases, Gantt bars and graph."""
         run = await _run_or_404(request.path_params["id"])
-        body = views.run_json(run)
-        if "path" in body:
-            events = await in_thread(store.events, run.id)
-            asks = {e.phase: e.data.get("message") for _, e in events if e.event == "phase_waiting"}
-            body["phases"] = [
-                views.phase_json(p) | {"approval": asks.get(p.id)}
-                for p in await in_thread(store.phases, run.id)
-            ]
-            body["attempts"] = views.attempts(
-                events, running=run.status == "running", now=time.time()
-            )
-            body["graph"] = await in_thread(views.graph, store, run)
-            body["trigger"] = events[0][1].data.get("trigger") if events else None
-            body["last_seq"] = events[-1][0] if events else 0
+        if isinstance(run, ActiveRun):  # queued: not in the store yet
+            return JSONResponse(views.run_json(run))
+        events = await in_thread(store.events, run.id)
+        phases = await in_thread(store.phases, run.id)
+        # `orch status --json`, plus what the run's page shows
+        body = status_json(run, phases, now=time.time())
+        asks = {e.phase: e.data.get("message") for _, e in events if e.event == "phase_waiting"}
+        for phase in body["phases"]:
+            phase["approval"] = asks.get(phase["id"])
+        body["attempts"] = views.attempts(events, running=run.status == "running", now=time.time())
+        body["graph"] = await in_thread(views.graph, store, run)
+        body["trigger"] = events[0][1].data.get("trigger") if events else None
+        body["last_seq"] = events[-1][0] if events else 0
         return JSONResponse(body)
 
     @_api

@@ -7,20 +7,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import OrchError
+from ..state import views
 
 if TYPE_CHECKING:
     from ..engine.events import Event
-    from ..state.base import PhaseRecord, RunRecord
+    from ..state.base import RunRecord
     from ..state.sqlite import SqliteStore
     from .runs import ActiveRun
 
-__all__ = ["FINAL_EVENTS", "attempts", "event_json", "graph", "logs", "phase_json", "run_json"]
+__all__ = ["FINAL_EVENTS", "attempts", "event_json", "graph", "logs", "run_json"]
 
 FINAL_EVENTS = frozenset({"workflow_completed", "workflow_failed", "workflow_cancelled"})
 
 
 def run_json(run: RunRecord | ActiveRun) -> dict[str, Any]:
-    """A run's summary: id, workflow, status, times, error, outputs, counts."""
+    """A run's summary (``state.views.run_json``); a queued run: what it will run with."""
     from .runs import ActiveRun
 
     if isinstance(run, ActiveRun):
@@ -36,37 +37,7 @@ def run_json(run: RunRecord | ActiveRun) -> dict[str, Any]:
             "inputs": dict(run.inputs),
             "trigger": dict(run.trigger),
         }
-    return {
-        "id": run.id,
-        "workflow": run.workflow,
-        "path": run.path,
-        "status": run.status,
-        "started": run.started,
-        "ended": run.ended,
-        "duration": run.duration,
-        "error": run.error,
-        "outputs": run.outputs,
-        "inputs": dict(run.inputs),
-        "counts": dict(run.counts),
-        "resumes": run.resumes,
-    }
-
-
-def phase_json(phase: PhaseRecord) -> dict[str, Any]:
-    """One phase row: state, attempts, times, output, error, tokens (metadata)."""
-    return {
-        "id": phase.id,
-        "state": str(phase.state),
-        "attempts": phase.attempts,
-        "started": phase.started,
-        "ended": phase.ended,
-        "duration": phase.duration,
-        "output": phase.output,
-        "error": phase.error,
-        "cached": phase.cached,
-        "fallback_used": phase.fallback_used,
-        "metadata": dict(phase.metadata),
-    }
+    return views.run_json(run)
 
 
 def event_json(seq: int, event: Event) -> dict[str, Any]:

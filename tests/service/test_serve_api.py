@@ -440,3 +440,24 @@ def test_approvals_are_decided_through_the_api(tmp_path):
         assert srv.http.post(f"/api/runs/{second}/phases/ship/maybe").status_code == 400
         assert srv.http.post(f"/api/runs/{second}/phases/ship/reject").status_code == 200
         assert srv.run_when(second, "failed")["status"] == "failed"
+
+
+def test_the_api_shows_a_run_as_orch_status_json_does_with_more_keys(tmp_path):
+    with Serve(tmp_path, {"greet": GREET}) as srv:
+        r = srv.http.post("/api/workflows/greet/runs", json={"inputs": {"who": "ada"}})
+        run_id = r.json()["id"]
+        api = srv.run_when(run_id, "completed", "failed")
+        shown = orch("status", run_id, "--json", state_dir=srv.state_dir)
+        assert shown.returncode == 0, shown.stderr
+        status = json.loads(shown.stdout)
+    # one builder: every key of `orch status --json` is in the API's answer, equal
+    assert {k: api[k] for k in status if k != "phases"} == {
+        k: v for k, v in status.items() if k != "phases"
+    }
+    phases = zip(api["phases"], status["phases"], strict=True)
+    assert [{k: p[k] for k in s} for p, s in phases] == status["phases"]
+    assert status["inputs"] == {"who": "ada", "times": 1}
+    assert status["counts"] == {"completed": 2}
+    assert [p["output"] for p in status["phases"]] == ["hello ada x1", "HELLO ADA X1"]
+    assert {"attempts", "graph", "trigger", "last_seq"} <= set(api) - set(status)
+    assert all(p["approval"] is None for p in api["phases"])
