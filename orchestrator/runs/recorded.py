@@ -1,0 +1,283 @@
+"""Any recorded run, by its id, from any process: ``status``, ``list_runs``, ``follow``,
+``wait``, ``cancel`` and the exit code of a run that ended.
+
+A run of this process (``live_runs``) is waited for and cancelled directly; any
+other through the state store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import RunNotFound, UsageError
+from .live import live_runs
+
+if TYPE_CHECKING:
+    from ..events import Event
+    from ..state.base import PhaseRecord, RunRecord
+    from ..state.sqlite import SqliteStore
+
+__all__ = [
+    "EXIT_CODES",
+    "POLL",
+    "Cancelled",
+    "RunStatus",
+    "cancel",
+    "exit_code",
+    "existing_store",
+    "follow",
+    "list_runs",
+    "open_store",
+    "status",
+    "status_exit_code",
+    "wait",
+    "wait_sync",
+]
+
+#: Seconds between two looks at the store while following or waiting for a run
+#: owned by another process.
+POLL = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class RunStatus:
+    """A recorded run and its phases, as the store has them now."""
+
+    run: RunRecord
+    phases: tuple[PhaseRecord, ...]
+    cancelled_by: str | None = None  # a signal name (`orch cancel`: SIGTERM), if cancelled
+
+    @property
+    def id(self) -> str:
+        """The run id."""
+        return self.run.id
+
+    @property
+    def status(self) -> str:
+        """running, completed, failed, cancelled or interrupted (its process died)."""
+        return self.run.status
+
+
+def open_store(state_dir: str | os.PathLike[str] | None) -> SqliteStore:
+    """The state store of ``state_dir`` ($ORCH_STATE_DIR, else ``.orch``), created if missing."""
+    from ..state.sqlite import open_store as open_
+
+    return open_(state_dir)
+
+
+def existing_store(
+    state_dir: str | os.PathLike[str] | None, run_id: str | None
+) -> SqliteStore | None:
+    """The store if one exists (reading never creates one); RunNotFound names ``run_id``."""
+    from ..state.sqlite import resolve_state_dir
+
+    folder = resolve_state_dir(state_dir)
+    if not (folder / "state.db").exists():
+        if run_id is None:
+            return None
+        raise RunNotFound(
+            f"no run '{run_id}': nothing is recorded in {folder}",
+            hint="`orch run` records runs there; --state-dir or ORCH_STATE_DIR look elsewhere",
+        )
+    return open_store(state_dir)
+
+
+def status(run_id: str, *, state_dir: str | os.PathLike[str] | None = None) -> RunStatus:
+    """A recorded run and its phases. Raises RunNotFound, StateCorrupted."""
+    store = existing_store(state_dir, run_id)
+    assert store is not None
+    try:
+        run = store.get_run(run_id)
+        by = None
+        if run.status == "cancelled":
+            for _, event in store.events(run.id, after=0)[-1:]:
+                by = event.data.get("cancelled_by")
+        return RunStatus(run, tuple(store.phases(run.id)), by)
+    finally:
+        store.close()
+
+
+def list_runs(
+    *, state_dir: str | os.PathLike[str] | None = None, limit: int | None = None
+) -> list[RunRecord]:
+    """Recorded runs, newest first (empty when nothing is recorded)."""
+    store = existing_store(state_dir, None)
+    if store is None:
+        return []
+    try:
+        return list(store.list_runs(limit))
+    finally:
+        store.close()
+
+
+async def follow(
+    run_id: str,
+    *,
+    state_dir: str | os.PathLike[str] | None = None,
+    phase: str | None = None,
+    poll: float = POLL,
+    live: bool = True,
+) -> AsyncIterator[Event]:
+    """The events of any recorded run (or of its ``phase``), oldest first, then live until
+    the run ends (``live=False``: only those stored now).
+
+    Raises RunNotFound, and UsageError for a phase the run does not have.
+    """
+    store = existing_store(state_dir, run_id)
+    assert store is not None
+    try:
+        run = store.get_run(run_id)
+        if phase is not None:
+            _check_phase(store, run, phase)
+        last = 0
+        while True:
+            for seq, event in store.events(run.id, phase=phase, after=last):
+                last = seq
+                yield event
+            if not live:
+                return
+            if store.get_run(run.id).status != "running":
+                for seq, event in store.events(run.id, phase=phase, after=last):
+                    last = seq
+                    yield event  # the final events may have landed with the status
+                return
+            await asyncio.sleep(poll)
+    finally:
+        store.close()
+
+
+def _check_phase(store: SqliteStore, run: RunRecord, phase: str) -> None:
+    """UsageError (with the closest name) when ``run`` has no phase ``phase``."""
+    if not run.phase_ids or phase in run.phase_ids:
+        return
+    known = {p.id for p in store.phases(run.id)}  # handler phases are not in phase_ids
+    if phase not in known:
+        import difflib
+
+        close = difflib.get_close_matches(phase, sorted(known), n=1)
+        hint = f"did you mean '{close[0]}'?" if close else None
+        raise UsageError(f"run '{run.id}' has no phase '{phase}'", hint=hint)
+
+
+def _final(run_id: str, state_dir: Any, timeout: float | None, poll: float) -> RunStatus | None:
+    """Poll until the run is no longer running: its status, or None after ``timeout``."""
+    end = None if timeout is None else time.monotonic() + timeout
+    while True:
+        found = status(run_id, state_dir=state_dir)
+        if found.status != "running":
+            return found
+        if end is not None and time.monotonic() >= end:
+            return None
+        time.sleep(poll if end is None else max(0.0, min(poll, end - time.monotonic())))
+
+
+#: The exit code of a run's final status (contract section 6); 143 when SIGTERM cancelled it.
+EXIT_CODES: Mapping[str, int] = {"completed": 0, "failed": 1, "cancelled": 130}
+
+
+def status_exit_code(status: str, cancelled_by: str | None = None) -> int:
+    """The exit code of a run that ended with ``status``: 0, 1, 130, or 143 when it was
+    cancelled by SIGTERM (``cancelled_by``: a signal name; `orch cancel` counts as SIGTERM).
+
+    Any other status (``interrupted``: its process died) is a failed run: 1.
+    """
+    if status == "cancelled" and cancelled_by == signal.SIGTERM.name:
+        return 143
+    return EXIT_CODES.get(status, 1)
+
+
+def exit_code(found: RunStatus) -> int:
+    """The exit code ``orch`` gives for a run that ended: 0, 1, 130 or 143 (SIGTERM)."""
+    return status_exit_code(found.run.status, found.cancelled_by)
+
+
+def wait_sync(
+    run_id: str,
+    *,
+    state_dir: str | os.PathLike[str] | None = None,
+    timeout: float | None = None,
+    poll: float = POLL,
+) -> RunStatus | None:
+    """Block until a recorded run ends (any process); its final status, or None when
+    ``timeout`` seconds passed first. ``interrupted`` means its process died."""
+    return _final(run_id, state_dir, timeout, poll)
+
+
+async def wait(
+    run_id: str,
+    *,
+    state_dir: str | os.PathLike[str] | None = None,
+    timeout: float | None = None,
+    poll: float = POLL,
+) -> RunStatus | None:
+    """``wait_sync`` without blocking the event loop."""
+    live = live_runs.get(run_id)
+    if live is not None:
+        try:
+            await live.wait(timeout)
+        except asyncio.TimeoutError:
+            return None
+        return status(run_id, state_dir=state_dir)
+    return await asyncio.to_thread(_final, run_id, state_dir, timeout, poll)
+
+
+@dataclass(frozen=True, slots=True)
+class Cancelled:
+    """What ``cancel`` did: ``how`` is ``in-process``, ``requested`` (a cancel request
+    stored for the run, which its owner ``pid`` picks up) or ``recorded`` (its process
+    was gone: recorded as cancelled)."""
+
+    run_id: str
+    how: str
+    pid: int | None = None
+
+
+def cancel(run_id: str, *, state_dir: str | os.PathLike[str] | None = None) -> Cancelled:
+    """Stop a running run: directly when this process runs it, else through the store.
+
+    Another process's run gets a cancel request in the state store; whoever runs it
+    (``orch run``, a detached run, a program using this API, ``orch serve``) polls
+    for it and cancels that run only, as SIGTERM would (``cancelled_by`` SIGTERM,
+    exit 143). No signal is sent: the owner may host other runs and handle none.
+    Raises RunNotFound, and UsageError when the run has ended.
+    """
+    from ..events import workflow_ended
+
+    store = existing_store(state_dir, run_id)
+    assert store is not None
+    try:
+        run = store.get_run(run_id)
+        live = live_runs.get(run.id)
+        if live is not None:
+            live.cancel(signal.SIGTERM)
+            return Cancelled(run.id, "in-process", os.getpid())
+        if run.finished:
+            raise UsageError(f"run {run.id} has already ended ({run.status}); nothing to cancel")
+        if run.status == "interrupted":
+            error = "cancelled by `orch cancel` after its process had died"
+            # one transaction: a resume that claimed the run meanwhile wins (RunLocked)
+            store.end_interrupted(
+                workflow_ended(
+                    run.id,
+                    time.time(),
+                    "cancelled",
+                    outputs={},
+                    duration=None,
+                    error=error,
+                    counts={},
+                )
+            )
+            return Cancelled(run.id, "recorded")
+        owner = run.owner
+        if owner is None or not owner.alive():
+            raise UsageError(f"run {run.id} is no longer running")
+        store.request_cancel(run.id, now=time.time())
+        return Cancelled(run.id, "requested", owner.pid)
+    finally:
+        store.close()
