@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import jsonschema
 import pytest
 
 from orchestrator.events import Event
+from tests.processes import Processes
 
 EVENT_SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "event.schema.json"
 _validator: jsonschema.Draft202012Validator | None = None
@@ -75,6 +77,16 @@ def check_events(folder: Path) -> list[str]:
 
 # `browser_page`: a real headless chromium (tests/browser.py), for any test that asks for it.
 pytest_plugins = ["tests.browser"]
+
+
+@pytest.fixture
+def processes() -> Iterator[Processes]:
+    """Start processes (and adopt detached runs) that end with the test, whatever its outcome."""
+    started = Processes()
+    try:
+        yield started
+    finally:
+        started.close()
 
 
 @pytest.fixture(autouse=True)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import Processes, Spawned
+
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX processes")
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,15 +55,12 @@ def orch(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def start(tmp_path: Path, workflow: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+def start(processes: Processes, tmp_path: Path, workflow: Path) -> Spawned:
+    """`orch run --events jsonl` in its own session, ended at teardown if still going."""
+    return processes.start(
         [sys.executable, "-m", "orchestrator", "run", str(workflow), "--events", "jsonl"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
         cwd=tmp_path,
         env=env(tmp_path),
-        start_new_session=True,
     )
 
 
@@ -71,14 +70,14 @@ def gate(tmp_path: Path, approval: str = "") -> Path:
     return path
 
 
-def read_until(proc: subprocess.Popen[str], event: str, phase: str) -> list[dict]:
-    """The run's events up to and including ``event`` of ``phase``."""
-    assert proc.stdout is not None
+def read_until(proc: Spawned, event: str, phase: str) -> list[dict]:
+    """The run's events up to and including ``event`` of ``phase`` (each line within a bound)."""
     seen: list[dict] = []
     while True:
-        line = proc.stdout.readline()
-        if not line:
-            raise AssertionError(f"orch ended early: {proc.wait()} {proc.stderr.read()}")
+        line = proc.line()
+        if line is None:
+            code, _, err = proc.finish()
+            raise AssertionError(f"orch ended early: {code} {err}")
         seen.append(json.loads(line))
         if seen[-1]["event"] == event and seen[-1].get("phase") == phase:
             return seen
@@ -95,17 +94,13 @@ def stored_waiting(tmp_path: Path, run_id: str, phase: str) -> None:
         time.sleep(0.1)
 
 
-def finish(proc: subprocess.Popen[str], before: list[dict]) -> tuple[int, list[dict], str]:
-    try:
-        out, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise
-    return proc.returncode, before + [json.loads(x) for x in out.splitlines()], err
+def finish(proc: Spawned, before: list[dict]) -> tuple[int, list[dict], str]:
+    code, rest, err = proc.finish()
+    return code, before + [json.loads(x) for x in rest], err
 
 
-def test_a_run_waits_until_another_shell_approves(tmp_path):
-    proc = start(tmp_path, gate(tmp_path))
+def test_a_run_waits_until_another_shell_approves(tmp_path, processes):
+    proc = start(processes, tmp_path, gate(tmp_path))
     seen = read_until(proc, "phase_waiting", "deploy")
     run_id = seen[-1]["run_id"]
     assert seen[-1]["data"]["message"] == "Ship built?"
@@ -140,8 +135,8 @@ def test_a_run_waits_until_another_shell_approves(tmp_path):
     assert f"run {run_id} has already ended (completed)" in ended.stderr
 
 
-def test_a_rejection_fails_the_phase_and_the_run(tmp_path):
-    proc = start(tmp_path, gate(tmp_path))
+def test_a_rejection_fails_the_phase_and_the_run(tmp_path, processes):
+    proc = start(processes, tmp_path, gate(tmp_path))
     seen = read_until(proc, "phase_waiting", "deploy")
     run_id = seen[-1]["run_id"]
     decided = orch(tmp_path, "reject", run_id, "deploy", "-m", "freeze until Monday")
@@ -159,8 +154,8 @@ def test_a_rejection_fails_the_phase_and_the_run(tmp_path):
     assert skipped == ["after"]
 
 
-def test_independent_phases_keep_running_while_one_waits(tmp_path):
-    proc = start(tmp_path, RELEASE)
+def test_independent_phases_keep_running_while_one_waits(tmp_path, processes):
+    proc = start(processes, tmp_path, RELEASE)
     seen = read_until(proc, "phase_completed", "release_notes")
     kinds = [(e["event"], e.get("phase")) for e in seen]
     # the notes (0.2s of work) completed while deploy was waiting
@@ -175,13 +170,13 @@ def test_independent_phases_keep_running_while_one_waits(tmp_path):
     assert outputs == {"deployed": "deployed artifact-1.4.0.tar.gz", "notes": "notes for 1.4.0"}
 
 
-def test_the_wait_survives_a_kill_and_resume_honours_a_decision_made_meanwhile(tmp_path):
-    proc = start(tmp_path, gate(tmp_path))
+def test_the_wait_survives_a_kill_and_resume_honours_a_decision_made_meanwhile(tmp_path, processes):
+    proc = start(processes, tmp_path, gate(tmp_path))
     seen = read_until(proc, "phase_waiting", "deploy")
     run_id = seen[-1]["run_id"]
     stored_waiting(tmp_path, run_id, "deploy")
     os.killpg(proc.pid, signal.SIGKILL)
-    proc.communicate()
+    proc.finish()
     runs = json.loads(orch(tmp_path, "runs", "--json").stdout)
     assert runs[0]["status"] == "interrupted"
     # nobody runs it now: the decision is recorded and waits for the resume
@@ -200,32 +195,22 @@ def test_the_wait_survives_a_kill_and_resume_honours_a_decision_made_meanwhile(t
     }
 
 
-def test_a_resumed_run_goes_on_waiting(tmp_path):
-    proc = start(tmp_path, gate(tmp_path))
+def test_a_resumed_run_goes_on_waiting(tmp_path, processes):
+    proc = start(processes, tmp_path, gate(tmp_path))
     seen = read_until(proc, "phase_waiting", "deploy")
     run_id = seen[-1]["run_id"]
     stored_waiting(tmp_path, run_id, "deploy")
     os.killpg(proc.pid, signal.SIGKILL)
-    proc.communicate()
-    resumed = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", "resume", run_id],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-        env=env(tmp_path),
-        start_new_session=True,
+    proc.finish()
+    resumed = processes.start(
+        [sys.executable, "-m", "orchestrator", "resume", run_id], cwd=tmp_path, env=env(tmp_path)
     )
-    try:
-        stored_waiting(tmp_path, run_id, "deploy")
-        status = json.loads(orch(tmp_path, "status", run_id, "--json").stdout)
-        assert status["status"] == "running" and status["waiting"] == ["deploy"]
-        assert orch(tmp_path, "approve", run_id, "deploy").returncode == 0
-        _, err = resumed.communicate(timeout=60)
-    finally:
-        if resumed.poll() is None:
-            os.killpg(resumed.pid, signal.SIGKILL)
-    assert resumed.returncode == 0, err
+    stored_waiting(tmp_path, run_id, "deploy")
+    status = json.loads(orch(tmp_path, "status", run_id, "--json").stdout)
+    assert status["status"] == "running" and status["waiting"] == ["deploy"]
+    assert orch(tmp_path, "approve", run_id, "deploy").returncode == 0
+    code, _, err = resumed.finish()
+    assert code == 0, err
     assert "phase after completed" in err
 
 
@@ -233,9 +218,9 @@ def test_a_resumed_run_goes_on_waiting(tmp_path):
     ("on_timeout", "code", "phase_end"),
     [("reject", 1, "phase_failed"), ("approve", 0, "phase_completed")],
 )
-def test_a_timeout_decides_as_configured(tmp_path, on_timeout, code, phase_end):
+def test_a_timeout_decides_as_configured(tmp_path, on_timeout, code, phase_end, processes):
     wf = gate(tmp_path, f", timeout: 300ms, on_timeout: {on_timeout}")
-    proc = start(tmp_path, wf)
+    proc = start(processes, tmp_path, wf)
     returncode, events, err = finish(proc, [])
     assert returncode == code, err
     end = next(e for e in events if e.get("phase") == "deploy" and e["event"] == phase_end)
@@ -250,24 +235,20 @@ def test_a_timeout_decides_as_configured(tmp_path, on_timeout, code, phase_end):
         assert started["data"]["approval"]["decision"] == "timed out (approve)"
 
 
-def test_deciding_what_does_not_wait_is_refused(tmp_path):
+def test_deciding_what_does_not_wait_is_refused(tmp_path, processes):
     wf = gate(tmp_path)
-    proc = start(tmp_path, wf)
+    proc = start(processes, tmp_path, wf)
     seen = read_until(proc, "phase_waiting", "deploy")
     run_id = seen[-1]["run_id"]
-    try:
-        not_waiting = orch(tmp_path, "approve", run_id, "after")
-        assert not_waiting.returncode == 2
-        assert not_waiting.stderr.startswith(
-            f"error: phase 'after' of run {run_id} is not waiting for approval (it is pending)"
-        )
-        unknown = orch(tmp_path, "approve", run_id, "deplyo")
-        assert unknown.returncode == 2
-        assert f"run {run_id} has no phase 'deplyo'" in unknown.stderr
-        no_run = orch(tmp_path, "reject", "nosuchrun", "deploy")
-        assert no_run.returncode == 2
-        assert "no run 'nosuchrun'" in no_run.stderr
-        assert "Traceback" not in not_waiting.stderr + unknown.stderr + no_run.stderr
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
+    not_waiting = orch(tmp_path, "approve", run_id, "after")
+    assert not_waiting.returncode == 2
+    assert not_waiting.stderr.startswith(
+        f"error: phase 'after' of run {run_id} is not waiting for approval (it is pending)"
+    )
+    unknown = orch(tmp_path, "approve", run_id, "deplyo")
+    assert unknown.returncode == 2
+    assert f"run {run_id} has no phase 'deplyo'" in unknown.stderr
+    no_run = orch(tmp_path, "reject", "nosuchrun", "deploy")
+    assert no_run.returncode == 2
+    assert "no run 'nosuchrun'" in no_run.stderr
+    assert "Traceback" not in not_waiting.stderr + unknown.stderr + no_run.stderr

@@ -30,17 +30,19 @@ def _orch(tmp_path, *args, timeout=60):
     )
 
 
-def _detach(tmp_path, text):
+def _detach(tmp_path, text, processes, *options):
+    """Start ``text`` detached; the run is ended at teardown if the test stops before it."""
     (tmp_path / "wf.yaml").write_text(text)
-    res = _orch(tmp_path, "run", "wf.yaml", "--detach", "--state-dir", "s")
+    res = _orch(tmp_path, "run", "wf.yaml", "--detach", "--state-dir", "s", *options)
     assert res.returncode == 0, res.stderr
     run_id = res.stdout.strip()
+    processes.adopt(tmp_path / "s", run_id)
     assert len(run_id) == 12 and res.stdout == run_id + "\n"
     return run_id
 
 
-def test_detach_returns_while_the_run_goes_on_and_wait_exits_with_its_outcome(tmp_path):
-    run_id = _detach(tmp_path, GATED)
+def test_detach_returns_while_the_run_goes_on_and_wait_exits_with_its_outcome(tmp_path, processes):
+    run_id = _detach(tmp_path, GATED, processes)
     # the run is recorded and still running: its gate is closed until the file exists
     status = _orch(tmp_path, "status", run_id, "--json", "--state-dir", "s")
     assert status.returncode == 0, status.stderr
@@ -60,18 +62,19 @@ def test_detach_returns_while_the_run_goes_on_and_wait_exits_with_its_outcome(tm
     assert final["data"]["outputs"] == {"said": "opened"}
 
 
-def test_wait_exits_1_for_a_failed_run(tmp_path):
+def test_wait_exits_1_for_a_failed_run(tmp_path, processes):
     run_id = _detach(
         tmp_path,
         "name: broken\nphases:\n  - {id: a, agent: fail, with: {message: no luck}}\n",
+        processes,
     )
     res = _orch(tmp_path, "wait", run_id, "--state-dir", "s")
     assert res.returncode == 1
     assert f"run {run_id} failed: phase 'a' failed: no luck" in res.stderr
 
 
-def test_a_detached_run_cancelled_from_another_shell_waits_out_as_143(tmp_path):
-    run_id = _detach(tmp_path, GATED)
+def test_a_detached_run_cancelled_from_another_shell_waits_out_as_143(tmp_path, processes):
+    run_id = _detach(tmp_path, GATED, processes)
     cancel = _orch(tmp_path, "cancel", run_id, "--state-dir", "s")
     assert cancel.returncode == 0, cancel.stderr
     res = _orch(tmp_path, "wait", run_id, "--state-dir", "s")
@@ -111,18 +114,15 @@ def _outputs(tmp_path, run_id):
     return final["data"]["outputs"]
 
 
-def test_a_detached_run_records_and_replays_its_agent_calls(tmp_path):
-    (tmp_path / "wf.yaml").write_text(READS)
+def test_a_detached_run_records_and_replays_its_agent_calls(tmp_path, processes):
     (tmp_path / "answer.txt").write_text("recorded\n")
-    rec = _orch(tmp_path, "run", "wf.yaml", "--detach", "--state-dir", "s", "--record", "calls")
-    assert rec.returncode == 0, rec.stderr
-    assert _outputs(tmp_path, rec.stdout.strip()) == {"said": "recorded"}
+    recorded = _detach(tmp_path, READS, processes, "--record", "calls")
+    assert _outputs(tmp_path, recorded) == {"said": "recorded"}
     assert list((tmp_path / "calls").glob("*.json"))  # the child recorded the call
     (tmp_path / "answer.txt").write_text("live\n")
-    rep = _orch(tmp_path, "run", "wf.yaml", "--detach", "--state-dir", "s", "--replay", "calls")
-    assert rep.returncode == 0, rep.stderr
+    replayed = _detach(tmp_path, READS, processes, "--replay", "calls")
     # answered from the recording: the shell command did not run again
-    assert _outputs(tmp_path, rep.stdout.strip()) == {"said": "recorded"}
+    assert _outputs(tmp_path, replayed) == {"said": "recorded"}
 
 
 def test_detach_checks_replay_and_executor_before_starting_anything(tmp_path):
@@ -140,12 +140,9 @@ def test_detach_checks_replay_and_executor_before_starting_anything(tmp_path):
     assert json.loads(runs.stdout) == []
 
 
-def test_a_detached_run_gets_the_executor_option(tmp_path):
-    (tmp_path / "wf.yaml").write_text(READS)
+def test_a_detached_run_gets_the_executor_option(tmp_path, processes):
     (tmp_path / "answer.txt").write_text("on dask\n")
-    res = _orch(tmp_path, "run", "wf.yaml", "--detach", "--state-dir", "s", "--executor", "dask")
-    assert res.returncode == 0, res.stderr
-    run_id = res.stdout.strip()
+    run_id = _detach(tmp_path, READS, processes, "--executor", "dask")
     assert _outputs(tmp_path, run_id) == {"said": "on dask"}
     log = (tmp_path / "s" / "logs" / f"{run_id}.log").read_text()
     assert "agent calls run on a local Dask cluster" in log

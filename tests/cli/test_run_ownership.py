@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import Processes, Spawned
+
 pytestmark = pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc")
 
 ORCH = [sys.executable, "-m", "orchestrator"]
@@ -33,23 +35,21 @@ def orch(*args: str, state: Path, timeout: float = 60) -> subprocess.CompletedPr
     )
 
 
-def start(*args: str, state: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [*ORCH, *args, "--state-dir", str(state)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "NO_COLOR": "1"},
+def start(processes: Processes, *args: str, state: Path) -> Spawned:
+    """`orch ARGS` in its own session, ended at teardown if still going."""
+    return processes.start(
+        [*ORCH, *args, "--state-dir", str(state)], env={**os.environ, "NO_COLOR": "1"}
     )
 
 
-def wait_for_lines(path: Path, count: int, proc: subprocess.Popen[str]) -> list[str]:
+def wait_for_lines(path: Path, count: int, proc: Spawned) -> list[str]:
+    """The lines of ``path`` once it has ``count`` (a bound on a hang: 30 s)."""
     for _ in range(600):
         lines = path.read_text().splitlines() if path.exists() else []
         if len(lines) >= count:
             return lines
-        if proc.poll() is not None:
-            raise AssertionError(f"orch ended early ({proc.returncode}): {proc.stderr.read()}")
+        if proc.proc.poll() is not None:
+            raise AssertionError(f"orch ended early ({proc.proc.returncode}): {proc.stderr}")
         time.sleep(0.05)
     raise AssertionError(f"{path} never had {count} lines")
 
@@ -59,10 +59,11 @@ def only_run(state: Path) -> str:
     return str(json.loads(listed.stdout)[0]["id"])
 
 
-def interrupted_run(tmp_path: Path) -> tuple[str, Path, Path, Path]:
+def interrupted_run(tmp_path: Path, processes: Processes) -> tuple[str, Path, Path, Path]:
     """A run killed (-9) while its command waits for ``release``: (id, state, ledger, release).
 
-    The command writes its pid to ``ledger`` when it starts, and is left running.
+    The command writes its pid to ``ledger`` when it starts, and is left running (until
+    ``release`` exists, a resume stops it, or the test ends: the fixture stops it then).
     """
     ledger = tmp_path / "ledger"
     release = tmp_path / "release"
@@ -73,39 +74,35 @@ def interrupted_run(tmp_path: Path) -> tuple[str, Path, Path, Path]:
         f" while [ ! -f '{release}' ]; do sleep 0.05; done\"\n"
     )
     state = tmp_path / "state"
-    first = start("run", str(wf), state=state)
+    first = start(processes, "run", str(wf), state=state)
     wait_for_lines(ledger, 1, first)
-    first.kill()  # kill -9: its command is left running
-    first.communicate()
-    return only_run(state), state, ledger, release
+    first.proc.kill()  # kill -9: its command is left running
+    first.finish()
+    run_id = only_run(state)
+    processes.adopt(state, run_id)
+    return run_id, state, ledger, release
 
 
-def test_a_refused_resume_stops_nothing_of_the_winner(tmp_path):
-    run_id, state, ledger, release = interrupted_run(tmp_path)
-    winner = start("resume", run_id, state=state)
-    try:
-        lines = wait_for_lines(ledger, 2, winner)  # the winner's own command runs now
-        winner_command = int(lines[1])
-        loser = orch("resume", run_id, state=state)
-        assert loser.returncode == 2, loser.stderr
-        assert f"run '{run_id}' is still running in process {winner.pid}" in loser.stderr
-        assert "stopped" not in loser.stderr and "Traceback" not in loser.stderr
-        os.kill(winner_command, 0)  # still alive: the loser stopped nothing
-        release.touch()
-        out, err = winner.communicate(timeout=60)
-    finally:
-        release.touch()
-        if winner.poll() is None:
-            winner.kill()
-            winner.communicate()
-    assert winner.returncode == 0, err
+def test_a_refused_resume_stops_nothing_of_the_winner(tmp_path, processes):
+    run_id, state, ledger, release = interrupted_run(tmp_path, processes)
+    winner = start(processes, "resume", run_id, state=state)
+    lines = wait_for_lines(ledger, 2, winner)  # the winner's own command runs now
+    winner_command = int(lines[1])
+    loser = orch("resume", run_id, state=state)
+    assert loser.returncode == 2, loser.stderr
+    assert f"run '{run_id}' is still running in process {winner.pid}" in loser.stderr
+    assert "stopped" not in loser.stderr and "Traceback" not in loser.stderr
+    os.kill(winner_command, 0)  # still alive: the loser stopped nothing
+    release.touch()
+    code, _, err = winner.finish()
+    assert code == 0, err
     assert "leftover process" in err  # the winner stopped the dead owner's command
     assert len(ledger.read_text().splitlines()) == 2  # the phase ran once per owner
     status = json.loads(orch("status", run_id, "--json", state=state).stdout)
     assert status["status"] == "completed"
 
 
-def test_a_forced_exit_during_compensation_resumes_as_cancelled(tmp_path):
+def test_a_forced_exit_during_compensation_resumes_as_cancelled(tmp_path, processes):
     ledger = tmp_path / "ledger"
     quick = tmp_path / "quick"
     wf = tmp_path / "wf.yaml"
@@ -128,20 +125,16 @@ phases:
 """
     )
     state = tmp_path / "state"
-    proc = start("run", str(wf), state=state)
-    try:
-        wait_for_lines(ledger, 1, proc)  # 'wait' runs
-        proc.send_signal(signal.SIGINT)  # cancel: 'book' is compensated (slowly)
-        wait_for_lines(ledger, 2, proc)
-        proc.send_signal(signal.SIGINT)  # again: forced exit in the middle of compensating
-        _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 130, err
-    assert "forced exit" in err and "Traceback" not in err
+    proc = start(processes, "run", str(wf), state=state)
+    wait_for_lines(ledger, 1, proc)  # 'wait' runs
+    proc.proc.send_signal(signal.SIGINT)  # cancel: 'book' is compensated (slowly)
+    wait_for_lines(ledger, 2, proc)
+    proc.proc.send_signal(signal.SIGINT)  # again: forced exit in the middle of compensating
+    code, _, err = proc.finish()
     run_id = only_run(state)
+    processes.adopt(state, run_id)  # the forced exit left the compensation's command
+    assert code == 130, err
+    assert "forced exit" in err and "Traceback" not in err
     quick.touch()
     resumed = orch("resume", run_id, state=state)
     assert "resuming the compensation" in resumed.stderr
@@ -152,30 +145,26 @@ phases:
     assert ledger.read_text().splitlines() == ["waiting", "undo", "undo"]
 
 
-def test_a_cancel_that_read_interrupted_does_not_end_a_run_a_resume_claimed(tmp_path):
+def test_a_cancel_that_read_interrupted_does_not_end_a_run_a_resume_claimed(tmp_path, processes):
     # `orch cancel` reads the run as interrupted, then a resume claims it before the
     # cancel writes: the write checks again, in its transaction, and is refused.
     from orchestrator.errors import RunLocked
     from orchestrator.events import Event
     from orchestrator.state.sqlite import open_store
 
-    run_id, state, ledger, release = interrupted_run(tmp_path)
+    run_id, state, ledger, release = interrupted_run(tmp_path, processes)
     store = open_store(state)
     try:
         assert store.get_run(run_id).status == "interrupted"  # what cancel read
-        resumer = start("resume", run_id, state=state)
-        try:
-            wait_for_lines(ledger, 2, resumer)  # the resume owns the run now
-            cancelled = Event(
-                "workflow_cancelled", run_id, time.time(), data={"status": "cancelled"}
-            )
-            with pytest.raises(RunLocked, match="is no longer interrupted"):
-                store.end_interrupted(cancelled)
-            assert store.get_run(run_id).status == "running"
-        finally:
-            release.touch()
-            resumer.communicate(timeout=60)
-        assert resumer.returncode == 0
+        resumer = start(processes, "resume", run_id, state=state)
+        wait_for_lines(ledger, 2, resumer)  # the resume owns the run now
+        cancelled = Event("workflow_cancelled", run_id, time.time(), data={"status": "cancelled"})
+        with pytest.raises(RunLocked, match="is no longer interrupted"):
+            store.end_interrupted(cancelled)
+        assert store.get_run(run_id).status == "running"
+        release.touch()
+        code, _, err = resumer.finish()
+        assert code == 0, err
         assert store.get_run(run_id).status == "completed"
         with pytest.raises(RunLocked):  # an ended run is not ended again either
             store.end_interrupted(cancelled)
@@ -183,27 +172,21 @@ def test_a_cancel_that_read_interrupted_does_not_end_a_run_a_resume_claimed(tmp_
         store.close()
 
 
-def test_a_cancel_asked_of_a_dead_owner_does_not_cancel_the_resume(tmp_path):
-    run_id, state, ledger, release = interrupted_run(tmp_path)
+def test_a_cancel_asked_of_a_dead_owner_does_not_cancel_the_resume(tmp_path, processes):
+    run_id, state, ledger, release = interrupted_run(tmp_path, processes)
     from orchestrator.state.sqlite import open_store
 
     store = open_store(state)
     try:  # `orch cancel` recorded its request just as the owner died, before it looked
         store.request_cancel(run_id, now=time.time())
         assert store.cancel_requested(run_id)
-        resumed = start("resume", run_id, state=state)
-        try:
-            wait_for_lines(ledger, 2, resumed)  # claimed: the resume's own command runs
-            assert not store.cancel_requested(run_id)  # the claim cleared the request
-            release.touch()
-            out, err = resumed.communicate(timeout=60)
-        finally:
-            release.touch()
-            if resumed.poll() is None:
-                resumed.kill()
-                resumed.communicate()
+        resumed = start(processes, "resume", run_id, state=state)
+        wait_for_lines(ledger, 2, resumed)  # claimed: the resume's own command runs
+        assert not store.cancel_requested(run_id)  # the claim cleared the request
+        release.touch()
+        code, _, err = resumed.finish()
     finally:
         store.close()
-    assert resumed.returncode == 0, err
+    assert code == 0, err
     status = json.loads(orch("status", run_id, "--json", state=state).stdout)
     assert status["status"] == "completed"
