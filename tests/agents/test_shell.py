@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -124,6 +126,32 @@ def _wait_for_pids(pids: Path, n: int) -> list[int]:
     return [int(x) for x in pids.read_text().split()]
 
 
+#: Seconds a test waits for a command's processes to exist: a bound on a hang, not a timing.
+BOUND = 60.0
+
+
+async def _tree_ready(pids: Path, n: int, task: asyncio.Future) -> list[int]:
+    """The pids once the command wrote ``n`` of them; fails (never hangs) when the command
+    ended first or did not get there within BOUND seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + BOUND
+    while len(found := pids.read_text().split()) < n:
+        if task.done():
+            raise AssertionError(f"the command ended with {len(found)} of {n} pids: {task!r}")
+        assert loop.time() < deadline, f"{len(found)} of {n} pids after {BOUND:g}s"
+        await asyncio.sleep(0.02)
+    return [int(x) for x in found]
+
+
+def _kill_leftovers(pids: Path) -> None:
+    """SIGKILL whatever the command wrote a pid for and still runs (a failed test leaves
+    no `sleep 300` behind)."""
+    for pid in [int(x) for x in pids.read_text().split()]:
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+
 def test_timeout_kills_the_whole_tree_setsid_included(tmp_path):
     """Reliability T1: after the deadline, no process of the command tree survives."""
     pids = tmp_path / "pids"
@@ -138,9 +166,7 @@ def test_timeout_kills_the_whole_tree_setsid_included(tmp_path):
             )
         )
         # wait until the whole tree exists, then move the deadline by cancelling
-        while len(pids.read_text().split()) < 4:
-            await asyncio.sleep(0.02)
-        assert all(_alive(p) for p in map(int, pids.read_text().split()))
+        assert all(_alive(p) for p in await _tree_ready(pids, 4, task))
         return task
 
     async def main():
@@ -149,10 +175,13 @@ def test_timeout_kills_the_whole_tree_setsid_included(tmp_path):
         with pytest.raises(asyncio.CancelledError):
             await task
 
-    asyncio.run(main())
-    recorded = _wait_for_pids(pids, 4)
-    assert len(recorded) == 4
-    assert [p for p in recorded if _alive(p)] == []
+    try:
+        asyncio.run(main())
+        recorded = _wait_for_pids(pids, 4)
+        assert len(recorded) == 4
+        assert [p for p in recorded if _alive(p)] == []
+    finally:
+        _kill_leftovers(pids)  # after the checks: a no-op when the agent did its job
 
 
 def test_cancel_kills_a_child_that_left_the_group_and_cleared_its_environment(tmp_path):
@@ -169,16 +198,18 @@ def test_cancel_kills_a_child_that_left_the_group_and_cleared_its_environment(tm
         task = asyncio.ensure_future(
             ShellAgent().run({"command": command, "kill_grace": 1}, ctx(tmp_path))
         )
-        while len(pids.read_text().split()) < 2:
-            await asyncio.sleep(0.02)
+        await _tree_ready(pids, 2, task)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
 
-    asyncio.run(main())
-    recorded = _wait_for_pids(pids, 2)
-    assert len(recorded) == 2
-    assert [p for p in recorded if _alive(p)] == []
+    try:
+        asyncio.run(main())
+        recorded = _wait_for_pids(pids, 2)
+        assert len(recorded) == 2
+        assert [p for p in recorded if _alive(p)] == []
+    finally:
+        _kill_leftovers(pids)  # after the checks: a no-op when the agent did its job
 
 
 def test_deadline_stops_the_command_and_its_tree(tmp_path):

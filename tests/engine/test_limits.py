@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
+from orchestrator.engine import RunOptions, RunResult, execute
+
 from .conftest import Probe, make_plan
+
+#: Seconds a test waits for something before failing: a bound on a hang, not a timing.
+BOUND = 60.0
 
 
 def test_max_concurrency_bounds_calls_on_one_agent(go):
@@ -18,18 +25,42 @@ def test_max_concurrency_bounds_calls_on_one_agent(go):
     assert rec.index("phase_completed", "other") < rec.index("phase_completed", "p5")
 
 
-def test_rate_limit_spaces_calls_beyond_the_burst_in_arrival_order(go):
+def test_rate_limit_spaces_calls_beyond_the_burst_in_arrival_order(registry):
+    # The run's monotonic clock (RunOptions.monotonic, what the token bucket reads) is the
+    # test's: it moves only when the test moves it, so each call the bucket lets through
+    # is counted against time the test controls, never against the machine's load.
+    now = [0.0]
     plan = make_plan(
         [{"id": f"p{i}", "agent": "api", "with": {"seconds": 0}} for i in range(6)],
-        agents={"api": {"type": "probe", "rate_limit": (2, 0.1)}},  # 2 per 0.1 s: 20/s
+        agents={"api": {"type": "probe", "rate_limit": (2, 0.5)}},  # a token every 0.25 s
     )
-    result, _ = go(plan)
+
+    async def main() -> tuple[RunResult, list[int]]:
+        options = RunOptions(monotonic=lambda: now[0])
+        run = asyncio.ensure_future(execute(plan, registry=registry, options=options))
+        counts = [await _calls_reach(2, run)]  # the bucket starts full: two at once
+        await asyncio.sleep(0.5)  # two tokens' worth of wall-clock time: it does not count
+        counts.append(len(Probe.calls))
+        for _ in range(4):
+            now[0] += 0.25  # one more token, so exactly one more call
+            counts.append(await _calls_reach(counts[-1] + 1, run))
+        return await asyncio.wait_for(run, BOUND), counts
+
+    result, counts = asyncio.run(main())
     assert result.status == "completed"
+    assert counts == [2, 2, 3, 4, 5, 6]
     assert [pid for pid, _ in Probe.calls] == [f"p{i}" for i in range(6)]
-    since = [t - Probe.times[0] for t in Probe.times]
-    # the first two go at once (the bucket starts full); then one token every 0.05 s, so
-    # call i (i >= 2) cannot happen before (i - 1) * 0.05 s after the first
-    assert all(since[i] >= (i - 1) * 0.05 - 0.002 for i in range(2, 6)), since
+
+
+async def _calls_reach(count: int, run: asyncio.Future[RunResult]) -> int:
+    """How many calls were made once there are ``count`` (a bound on a hang, not a timing)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + BOUND
+    while len(Probe.calls) < count:
+        assert not run.done(), f"the run ended after {len(Probe.calls)} calls: {run.result()}"
+        assert loop.time() < deadline, f"{len(Probe.calls)} calls, never {count}"
+        await asyncio.sleep(0.01)
+    return len(Probe.calls)
 
 
 def test_circuit_breaker_opens_after_consecutive_failures_then_half_opens(go):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 from crash_trials import ledger_lines, reference_outputs, run_trial
@@ -54,12 +56,30 @@ def _start(args, env_extra=None):
     return pid
 
 
+#: Seconds a child may take before the test fails: a bound on a hang, not a timing.
+BOUND = 120.0
+
+
 def _exit_code(child) -> int:
-    """Wait for a child from _start; its exit code (137 when it crashed)."""
+    """Wait for a child from _start; its exit code (137 when it crashed). A child still
+    running after BOUND seconds is killed and the test fails (it never hangs)."""
     if isinstance(child, subprocess.Popen):
-        return child.wait()
-    _, status = os.waitpid(child, 0)
-    return os.waitstatus_to_exitcode(status)
+        try:
+            return child.wait(timeout=BOUND)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+            raise AssertionError(f"orch (pid {child.pid}) still ran after {BOUND:g}s") from None
+    deadline = time.monotonic() + BOUND
+    while True:
+        pid, status = os.waitpid(child, os.WNOHANG)
+        if pid:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
+            raise AssertionError(f"orch (pid {child}) still ran after {BOUND:g}s")
+        time.sleep(0.01)
 
 
 def _orch(args, env_extra=None) -> int:
