@@ -29,6 +29,7 @@ __all__ = [
     "Cancelled",
     "RunStatus",
     "cancel",
+    "check_phase",
     "exit_code",
     "existing_store",
     "follow",
@@ -134,7 +135,7 @@ async def follow(
     try:
         run = store.get_run(run_id)
         if phase is not None:
-            _check_phase(store, run, phase)
+            check_phase(store, run, phase)
         last = 0
         while True:
             for seq, event in store.events(run.id, phase=phase, after=last):
@@ -152,7 +153,7 @@ async def follow(
         store.close()
 
 
-def _check_phase(store: SqliteStore, run: RunRecord, phase: str) -> None:
+def check_phase(store: SqliteStore, run: RunRecord, phase: str) -> None:
     """UsageError (with the closest name) when ``run`` has no phase ``phase``."""
     if not run.phase_ids or phase in run.phase_ids:
         return

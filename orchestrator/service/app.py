@@ -27,6 +27,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import OrchError, RunNotFound, UsageError, WorkflowInvalid
+from ..runs.recorded import check_phase
 from ..state.views import status_json
 from . import security, views
 from .catalog import UnknownWorkflow
@@ -356,10 +357,24 @@ def create_app(service: Service, *, ui: bool = True) -> Starlette:
 
     @_api
     async def run_logs(request: Request) -> Response:
-        """What the phases streamed; ``?phase=`` for one."""
+        """The run's log as `orch logs` prints it (each event's line); ``?phase=`` for one
+        phase's, ``?after=SEQ`` for what came after an event."""
+        from ..render.tables import event_line  # the lines of `orch logs`: one renderer
+
         run = await _run_or_404(request.path_params["id"])
-        events = await in_thread(store.events, run.id) if hasattr(run, "path") else []
-        return JSONResponse(views.logs(events, request.query_params.get("phase")))
+        phase = request.query_params.get("phase") or None
+        after = request.query_params.get("after", "0")
+        if not after.isdigit():
+            raise HTTPError(400, "after must be a sequence number")
+        if isinstance(run, ActiveRun):  # queued: nothing logged yet
+            return JSONResponse([])
+        if phase is not None:
+            try:
+                await in_thread(check_phase, store, run, phase)
+            except UsageError as exc:
+                raise HTTPError(404, str(exc), hint=exc.hint) from None
+        events = await in_thread(store.events, run.id, phase=phase, after=int(after))
+        return JSONResponse(views.logs(events, event_line))
 
     @_api
     async def run_events(request: Request) -> Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,15 +82,24 @@ def attempts(events: list[tuple[int, Event]], *, running: bool, now: float) -> l
     ]
 
 
-def logs(events: list[tuple[int, Event]], phase: str | None = None) -> list[dict[str, Any]]:
-    """Streamed text of the phases (``phase_stream`` with text), in order."""
+def logs(events: list[tuple[int, Event]], line: Callable[[Event], str]) -> list[dict[str, Any]]:
+    """A run's (or a phase's) log as `orch logs` prints it: one entry per event, in order,
+    with its ``line`` (``line(event)``: the CLI's own renderer) and, for streamed output,
+    its ``text``."""
     out = []
     for seq, e in events:
+        entry = {
+            "seq": seq,
+            "ts": e.ts,
+            "event": e.event,
+            "phase": e.phase,
+            "attempt": e.attempt,
+            "line": line(e),
+        }
         text = e.data.get("text")
-        if e.event == "phase_stream" and isinstance(text, str) and phase in (None, e.phase):
-            out.append(
-                {"seq": seq, "ts": e.ts, "phase": e.phase, "attempt": e.attempt, "text": text}
-            )
+        if e.event == "phase_stream" and isinstance(text, str):
+            entry["text"] = text
+        out.append(entry)
     return out
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.service.serving import RELEASE, Serve, orch
+from tests.service.serving import RELEASE, Serve, orch, wait_for
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -26,7 +26,7 @@ schedule:
 phases:
   - id: fetch
     agent: shell
-    with: {command: "echo fetched 3 accounts"}
+    with: {command: "echo fetched 3 accounts", stream: true}
   - id: flaky
     agent: fail
     depends_on: [fetch]
@@ -203,3 +203,46 @@ def test_the_approve_and_reject_buttons_decide_a_waiting_phase(tmp_path, browser
             page.locator(f"body[data-status='{final}']").wait_for()
             assert page.locator(".approval").count() == 0
             assert node_state(page, "ship") == ("completed" if final == "completed" else "failed")
+
+
+def test_the_logs_box_shows_a_phases_log_as_orch_logs_prints_it(tmp_path, browser_page):
+    page = browser_page
+    with Serve(tmp_path, {"pipeline": PIPELINE}) as srv:
+        run_id = start(srv)
+        page.goto(f"{srv.url}/runs/{run_id}")
+        wait_state(page, "gate", "running")
+
+        def shows(*phase: str) -> str:
+            """What `orch logs RUN [--phase P]` prints, once the Logs box shows exactly that."""
+            args = ("--phase", *phase) if phase else ()
+
+            def same() -> str | None:
+                printed = orch("logs", run_id, *args, state_dir=srv.state_dir).stdout
+                return printed if page.text_content("#logs") == printed else None
+
+            return wait_for(same, f"the Logs box to show `orch logs {' '.join(args)}`")
+
+        page.select_option("#log-phase", "fetch")  # a phase that streamed its output
+        fetch = shows("fetch")
+        assert "phase_stream" in fetch and "fetched 3 accounts" in fetch
+        assert "phase_completed" in fetch and "score" not in fetch
+        page.select_option("#log-phase", "flaky")  # an attempt failed, then a retry
+        assert "phase_retry" in shows("flaky")
+        page.select_option("#log-phase", "gate")  # live: the box grows with the run
+        assert "phase_completed" not in shows("gate")
+        (srv.folder / "go").write_text("")
+        page.locator("body[data-status='completed']").wait_for()
+        gate = shows("gate")
+        assert "opened" in gate and "phase_completed" in gate
+        page.select_option("#log-phase", "")  # all phases: the whole `orch logs RUN`
+        everything = shows()
+        assert everything.splitlines()[-1].split()[1] == "workflow_completed"
+        shot(page, "run-logs")
+    # the API gives the same lines, one entry per event, with the phase's streamed text
+    with Serve(tmp_path / "again", {"pipeline": PIPELINE}, state_dir=srv.state_dir) as again:
+        entries = again.http.get(f"/api/runs/{run_id}/logs", params={"phase": "fetch"}).json()
+        assert "".join(e["line"] + "\n" for e in entries) == fetch
+        assert [e["text"] for e in entries if "text" in e] == ["fetched 3 accounts\n"]
+        missing = again.http.get(f"/api/runs/{run_id}/logs", params={"phase": "fecth"})
+        assert missing.status_code == 404
+        assert missing.json()["hint"] == "did you mean 'fetch'?"

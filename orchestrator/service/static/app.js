@@ -219,7 +219,7 @@ function tokens(meta) {
 }
 
 async function runPage(runId) {
-  const state = { run: null, logs: [], lastSeq: 0, source: null };
+  const state = { run: null, lastSeq: 0, logSeq: 0, logPhase: "", source: null };
   const $ = (id) => document.getElementById(id);
 
   function render(run) {
@@ -258,7 +258,45 @@ async function runPage(runId) {
         el("button", { class: "reject danger", text: "Reject", onclick: () => decide(pid, "reject") })));
     }
     $("outputs").textContent = run.outputs === null || run.outputs === undefined ? "—" : JSON.stringify(run.outputs, null, 2);
+    const choice = $("log-phase");
+    const listed = new Set([...choice.options].map((o) => o.value));
+    for (const p of run.phases || []) {
+      if (!listed.has(p.id)) choice.append(el("option", { value: p.id, text: p.id }));
+    }
   }
+
+  // The Logs box: the lines `orch logs RUN [--phase P]` prints, appended as events arrive.
+  let logsBusy = null, logsAgain = false;
+  function loadLogs() {
+    if (logsBusy) { logsAgain = true; return logsBusy; } // one load at a time, then once more
+    logsBusy = (async () => {
+      do {
+        logsAgain = false;
+        const phase = state.logPhase;
+        const query = new URLSearchParams({ after: String(state.logSeq) });
+        if (phase) query.set("phase", phase);
+        const entries = await api(`/api/runs/${runId}/logs?${query}`);
+        if (phase !== state.logPhase) { logsAgain = true; continue; } // the choice changed
+        const box = $("logs");
+        for (const entry of entries) {
+          box.textContent += `${entry.line}\n`;
+          state.logSeq = Math.max(state.logSeq, entry.seq);
+        }
+      } while (logsAgain);
+    })().finally(() => { logsBusy = null; });
+    return logsBusy;
+  }
+  let logsPending = null;
+  function logsSoon() {
+    if (logsPending) return;
+    logsPending = setTimeout(() => { logsPending = null; loadLogs().catch((e) => toast(e.message, true)); }, 150);
+  }
+  $("log-phase").addEventListener("change", (e) => {
+    state.logPhase = e.target.value;
+    state.logSeq = 0;
+    $("logs").textContent = "";
+    loadLogs().catch((err) => toast(err.message, true));
+  });
 
   async function refresh() {
     const run = await api(`/api/runs/${runId}`);
@@ -288,12 +326,6 @@ async function runPage(runId) {
     catch (e) { toast(e.message, true); }
   });
 
-  function addLog(e) {
-    if (e.event !== "phase_stream" || !e.data || typeof e.data.text !== "string") return;
-    const logs = $("logs");
-    logs.textContent += `[${e.phase}] ${e.data.text}${e.data.text.endsWith("\n") ? "" : "\n"}`;
-  }
-
   function listen() {
     if (state.source) state.source.close();
     const source = new EventSource(`/api/runs/${runId}/events/stream?after=${state.lastSeq}`);
@@ -302,25 +334,26 @@ async function runPage(runId) {
     const handle = (msg) => {
       const e = JSON.parse(msg.data);
       state.lastSeq = Math.max(state.lastSeq, e.seq || 0);
-      addLog(e);
+      if (!state.logPhase || e.phase === state.logPhase) logsSoon();
       soon();
     };
     for (const kind of ["workflow_started", "phase_started", "phase_stream", "phase_retry", "phase_completed",
       "phase_failed", "phase_skipped", "phase_compensated", "phase_waiting", "phase_iteration",
       "workflow_completed", "workflow_failed", "workflow_cancelled"]) source.addEventListener(kind, handle);
-    source.addEventListener("end", () => { source.close(); $("live").classList.remove("on"); soon(); });
+    source.addEventListener("end", () => { source.close(); $("live").classList.remove("on"); soon(); logsSoon(); });
   }
 
   // Events first, then the run: the run read is at least as new as the last event seen,
   // and the stream goes on from that event (nothing falls between the two).
   const events = await api(`/api/runs/${runId}/events`).catch(() => []);
-  for (const e of events) { addLog(e); state.lastSeq = Math.max(state.lastSeq, e.seq); }
+  for (const e of events) state.lastSeq = Math.max(state.lastSeq, e.seq);
   try {
     await refresh();
   } catch (e) {
     toast(e.message, true);
     return;
   }
+  loadLogs().catch((e) => toast(e.message, true));
   listen();
 }
 
