@@ -11,11 +11,16 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from .run import ExecutorOption
+from .runs import _fail
 from .usage import whole_number
+
+if TYPE_CHECKING:
+    from ..engine.dask_executor import ExecutorChoice
 
 __all__ = ["register"]
 
@@ -68,13 +73,25 @@ def serve_command(
             metavar="DIR",
         ),
     ] = None,
+    executor: ExecutorOption = None,
 ) -> None:
-    """The service: scheduler, triggers, HTTP API and web UI over the recorded runs."""
+    """The service: scheduler, triggers, HTTP API and web UI over the recorded runs.
+
+    With --executor dask (or dask://HOST:PORT) the agent calls of every run it starts
+    go to one Dask cluster, started (or reached) once and kept while it serves.
+    """
+    from ..engine.dask_executor import parse_executor
+    from ..errors import OrchError
+
     token = os.environ.get("ORCH_API_TOKEN") or None
     folder = _folder(workflows)
     if max_runs < 1:
         sys.stderr.write("error: --max-runs must be at least 1\n")
         raise typer.Exit(2)
+    try:
+        where = parse_executor(executor)
+    except OrchError as exc:
+        _fail(exc)
     try:
         from ..service.security import is_loopback
     except ImportError as exc:  # the extra is not installed
@@ -90,7 +107,7 @@ def serve_command(
             "  hint: set ORCH_API_TOKEN to a long random secret, or keep --host 127.0.0.1\n"
         )
         raise typer.Exit(2)
-    raise typer.Exit(_serve(host, port, folder, max_runs, token, state_dir))
+    raise typer.Exit(_serve(host, port, folder, max_runs, token, state_dir, where))
 
 
 def _say(text: str) -> None:
@@ -99,7 +116,13 @@ def _say(text: str) -> None:
 
 
 def _serve(
-    host: str, port: int, folder: Path, max_runs: int, token: str | None, state_dir: Path | None
+    host: str,
+    port: int,
+    folder: Path,
+    max_runs: int,
+    token: str | None,
+    state_dir: Path | None,
+    executor: ExecutorChoice | None = None,
 ) -> int:
     import asyncio
     import logging
@@ -123,7 +146,7 @@ def _serve(
     except OrchError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
-    config = ServeConfig(host, port, folder, max_runs, token, state_dir)
+    config = ServeConfig(host, port, folder, max_runs, token, state_dir, executor=executor)
     try:
         sock = bind(host, port)
     except OSError as exc:
@@ -134,7 +157,10 @@ def _serve(
     try:
         for line in service.start_up():
             _say(line)
-        code = asyncio.run(run_service(service, sock, say=_say))
+        try:
+            code = asyncio.run(run_service(service, sock, say=_say))
+        except OrchError as exc:  # the Dask scheduler of --executor cannot be reached
+            _fail(exc)
         _say("stopped")
         return code
     finally:

@@ -26,21 +26,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import itertools
 import os
+import pickle
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, replace
-from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..agents.base import AgentFailure, AgentResult
+from ..agents.base import Agent, AgentFailure, AgentResult
 from ..errors import OrchError, UsageError
 from .executor import CallChannel, CallSpec
 from .result import json_data
-
-if TYPE_CHECKING:
-    from ..agents.registry import AgentRegistry
 
 __all__ = [
     "DEFAULT_RESOURCE_WAIT",
@@ -197,6 +195,14 @@ class DaskExecutor:
         self.topic = f"orch-stream-{uuid.uuid4().hex[:12]}"
         self._calls: dict[str, _Call] = {}
         self._chores: set[asyncio.Task[Any]] = set()
+        self._keys = itertools.count()
+        self._prefix = uuid.uuid4().hex[:8]
+        # calls made in one turn of the event loop are submitted together (one graph),
+        # and results finished together are gathered together (one round trip)
+        self._outbox: list[tuple[str, tuple[Any, ...], tuple[tuple[str, float], ...]]] = []
+        self._submitted: dict[str, asyncio.Future[Any]] = {}
+        self._fetching: list[tuple[Any, asyncio.Future[Any]]] = []
+        self._refs: dict[type, _AgentRef] = {}
 
     @property
     def address(self) -> str:
@@ -309,21 +315,17 @@ class DaskExecutor:
             await self._wait_for_resources(spec.resources)
         # secrets reach a worker only inside the rendered input that needs them
         wire = replace(spec, input=dict(spec.input), secrets={}, resources=dict(spec.resources))
-        key = f"orch-{spec.phase_id}-{uuid.uuid4().hex}"
+        key = f"orch-{spec.phase_id}-{self._prefix}-{next(self._keys)}"
         call = self._calls[key] = _Call()
         future: Any = None
         waiter: asyncio.Future[Any] | None = None
         try:
-            future = client.submit(
-                run_on_worker,
-                wire,
-                self.topic,
-                key=key,
-                pure=False,
-                retries=0,
-                resources=dict(spec.resources) or None,
+            future = await self._submit(
+                key,
+                (wire, self.topic, key, self._ref(channel.agent)),
+                tuple(sorted(spec.resources.items())),
             )
-            waiter = asyncio.ensure_future(future.result())
+            waiter = asyncio.ensure_future(self._outcome(future))
             waiter.add_done_callback(lambda _: call.queue.put_nowait(_DONE))
             while True:
                 piece = await call.queue.get()
@@ -344,6 +346,103 @@ class DaskExecutor:
             if future is not None and not future.done():
                 self._chore(client.cancel([future], reason="orch cancelled the call"))
 
+    def _ref(self, agent: Any) -> _AgentRef:
+        """How a worker finds the class of the run's agent ``agent`` (made once per class)."""
+        cls = type(agent)
+        ref = self._refs.get(cls)
+        if ref is None:
+            ref = self._refs[cls] = _AgentRef.of(cls)
+        return ref
+
+    async def _submit(
+        self, key: str, args: tuple[Any, ...], resources: tuple[tuple[str, float], ...]
+    ) -> Any:
+        """The Dask future of ``run_on_worker(*args)``; submitted with the other calls
+        made in this turn of the event loop, as one graph per set of resources."""
+        submitted = asyncio.get_running_loop().create_future()
+        if not self._outbox:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._outbox.append((key, args, resources))
+        self._submitted[key] = submitted
+        try:
+            return await submitted
+        except asyncio.CancelledError:
+            if submitted.done() and not submitted.cancelled():  # submitted, then cancelled
+                self._chore(self.client.cancel([submitted.result()], reason="orch cancelled"))
+            raise
+        finally:
+            self._submitted.pop(key, None)
+
+    def _flush(self) -> None:
+        outbox, self._outbox = self._outbox, []
+        groups: dict[tuple[tuple[str, float], ...], list[tuple[str, tuple[Any, ...]]]] = {}
+        for key, args, resources in outbox:
+            if key in self._submitted:  # not cancelled meanwhile
+                groups.setdefault(resources, []).append((key, args))
+        for resources, calls in groups.items():
+            keys = [key for key, _ in calls]
+            try:
+                futures = self.client.map(
+                    run_on_worker,
+                    *zip(*(args for _, args in calls), strict=True),
+                    key=keys,
+                    pure=False,
+                    retries=0,
+                    resources=dict(resources) or None,
+                )
+            except Exception as exc:  # noqa: BLE001 - a closed client: each call fails
+                for key in keys:
+                    self._settle(self._submitted.get(key), exception=exc)
+                continue
+            for key, future in zip(keys, futures, strict=True):
+                self._settle(self._submitted.get(key), future)
+
+    async def _outcome(self, future: Any) -> Any:
+        """The task's result once it finished, fetched with the others finished meanwhile."""
+        import distributed
+
+        wait: Any = distributed.wait
+        try:
+            await wait([future])
+        except Exception:  # noqa: BLE001 - cancelled: the result below says how
+            pass
+        if future.status != "finished":
+            return await future.result()  # raises the task's error (or its cancellation)
+        fetched = asyncio.get_running_loop().create_future()
+        if not self._fetching:
+            self._chore(self._fetch())
+        self._fetching.append((future, fetched))
+        return await fetched
+
+    async def _fetch(self) -> None:
+        """Gather every finished result asked for, in one round trip (one each on failure)."""
+        await asyncio.sleep(0)  # let the results finished in this turn join
+        batch, self._fetching = self._fetching, []
+        try:
+            values = await self.client.gather([future for future, _ in batch], direct=True)
+        except Exception:  # noqa: BLE001 - one lost result: ask for each on its own
+            for future, fetched in batch:
+                try:
+                    self._settle(fetched, await future.result())
+                except Exception as exc:  # noqa: BLE001 - handed to the call
+                    self._settle(fetched, exception=exc)
+            return
+        for (_, fetched), value in zip(batch, values, strict=True):
+            self._settle(fetched, value)
+
+    @staticmethod
+    def _settle(
+        waiter: asyncio.Future[Any] | None,
+        value: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        if waiter is None or waiter.done():
+            return
+        if exception is not None:
+            waiter.set_exception(exception)
+        else:
+            waiter.set_result(value)
+
     def _again(self) -> str:
         """The ``--executor`` value that reaches this cluster again (``orch resume``)."""
         if self.cluster is not None or self.choice.address is None:
@@ -358,8 +457,12 @@ class DaskExecutor:
             raise
         except Exception as exc:  # noqa: BLE001 - Dask's failures, mapped below
             raise self._failure(exc, run_id) from None
+        if isinstance(reply, bytes):
+            reply = pickle.loads(reply)  # noqa: S301 - our own workers' reply
         if not isinstance(reply, dict):
             raise AgentFailure(f"a Dask worker returned {type(reply).__name__}", transient=False)
+        if reply.get("missing"):
+            reply["error"] = f"{reply.get('error')}; {_what_to_install(str(reply['missing']))}"
         return reply
 
     def _failure(self, exc: BaseException, run_id: str) -> AgentFailure:
@@ -436,6 +539,28 @@ class DaskExecutor:
             task.exception()  # retrieved: a lost scheduler makes cancel fail, which is fine
 
 
+def _what_to_install(module: str) -> str:
+    """What makes ``module`` importable on a worker: the distribution that provides it
+    here (an agent plugin's entry point, else any installed distribution), looked up
+    only when a worker lacks it; else the module itself."""
+    import importlib.metadata
+
+    from ..agents.registry import ENTRY_POINT_GROUP, read_entry_points
+
+    top = module.split(".", 1)[0]
+    dists = {
+        ep.dist.name
+        for ep in read_entry_points(ENTRY_POINT_GROUP)
+        if ep.dist is not None and ep.value.split(":", 1)[0].split(".", 1)[0] == top
+    } or set(importlib.metadata.packages_distributions().get(top) or ())
+    if dists:
+        return f"install {' and '.join(sorted(dists))} where that worker runs (as here)"
+    return (
+        f"make the module '{module}' importable where that worker runs (install the "
+        "package that provides it, or put its folder on the worker's PYTHONPATH)"
+    )
+
+
 def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
@@ -457,28 +582,92 @@ def _result(reply: Mapping[str, Any]) -> AgentResult:
 # -- the worker side ----------------------------------------------------------------------
 
 
-@lru_cache(maxsize=1)
-def _worker_registry() -> AgentRegistry:
-    """The worker process's registry of agent types (entry points read once per process)."""
-    from ..agents.registry import AgentRegistry
+@dataclass(frozen=True, slots=True)
+class _AgentRef:
+    """How a worker finds the class of an agent type the run resolved (from its entry
+    points or a registry given to the run): ``module:qualname``, imported there as an
+    entry point is, or the pickled class itself when no worker could import it by
+    name (a class defined in ``__main__`` or inside a function)."""
 
-    return AgentRegistry.from_entry_points()
+    type_name: str
+    module: str
+    qualname: str
+    pickled: bytes | None = None
+
+    @classmethod
+    def of(cls, agent_cls: type) -> _AgentRef:
+        module, qualname = agent_cls.__module__, agent_cls.__qualname__
+        pickled = None
+        if module == "__main__" or "<locals>" in qualname:
+            from distributed.protocol import pickle
+
+            dumps: Any = pickle.dumps
+            pickled = bytes(dumps(agent_cls))  # by value (cloudpickle)
+        return cls(str(getattr(agent_cls, "name", "") or qualname), module, qualname, pickled)
+
+    def load(self) -> type[Agent]:
+        """The class, imported (or unpickled) in this process; raises what that raises."""
+        if self.pickled is not None:
+            from distributed.protocol import pickle
+
+            loads: Any = pickle.loads
+            loaded: Any = loads(self.pickled)
+        else:
+            loaded = importlib.import_module(self.module)
+            for part in self.qualname.split("."):
+                loaded = getattr(loaded, part)
+        if not isinstance(loaded, type) or not issubclass(loaded, Agent):
+            raise TypeError(f"{self.module}:{self.qualname} is not an agent class here")
+        return loaded
 
 
-def run_on_worker(spec: CallSpec, topic: str) -> dict[str, Any]:
-    """Run one agent call on this Dask worker; the reply is a plain dict.
+# the agent instances of this worker process, by class and instance name: made on the
+# first call and kept, so their pooled connections serve the calls that follow
+_WORKER_AGENTS: dict[tuple[_AgentRef, str], Agent] = {}
+
+
+def _worker_agent(ref: _AgentRef, name: str, address: str) -> Agent | dict[str, Any]:
+    """This worker's instance of agent ``name`` of ``ref``, or the failed reply saying
+    why the type cannot be used here (and what to install)."""
+    agent = _WORKER_AGENTS.get((ref, name))
+    if agent is not None:
+        return agent
+    try:
+        agent = _WORKER_AGENTS[(ref, name)] = ref.load()(name)
+    except ImportError as exc:
+        missing = exc.name or ref.module
+        return {
+            "ok": False,
+            "transient": False,
+            "missing": missing,
+            "error": f"agent type '{ref.type_name}' ({ref.module}:{ref.qualname}) cannot be "
+            f"used on the Dask worker {address}: {type(exc).__name__}: {exc}",
+        }
+    except Exception as exc:  # noqa: BLE001 - a plugin's import or constructor may raise anything
+        return {
+            "ok": False,
+            "transient": False,
+            "error": f"agent type '{ref.type_name}' ({ref.module}:{ref.qualname}) cannot be "
+            f"used on the Dask worker {address}: {type(exc).__name__}: {exc}",
+        }
+    return agent
+
+
+async def run_on_worker(spec: CallSpec, topic: str, key: str, ref: _AgentRef) -> bytes:
+    """Run one agent call on this Dask worker, in its event loop; the reply is a plain
+    dict, pickled (Dask sizes and serializes bytes at once, a dict item by item).
 
     Never raises for a failing agent: ``ok`` false with ``error``, ``transient``
     and ``retry_after``, as the orch process turns them back into an AgentFailure.
     """
     from distributed import get_worker
 
-    worker = get_worker()
-    key = worker.get_current_task()
-    return asyncio.run(_run_on_worker(spec, topic, worker, key))
+    return pickle.dumps(await _call_on_worker(spec, topic, key, ref, get_worker()), protocol=5)
 
 
-async def _run_on_worker(spec: CallSpec, topic: str, worker: Any, key: Any) -> dict[str, Any]:
+async def _call_on_worker(
+    spec: CallSpec, topic: str, key: str, ref: _AgentRef, worker: Any
+) -> dict[str, Any]:
     address = str(worker.address)
     streamed = 0
     reply: dict[str, Any] = {"worker": address}
@@ -488,15 +677,9 @@ async def _run_on_worker(spec: CallSpec, topic: str, worker: Any, key: Any) -> d
         streamed += 1
         worker.log_event(topic, {"k": key, "t": text})
 
-    try:
-        agent = _worker_registry().create(spec.agent_type, spec.agent_name)
-    except OrchError as exc:
-        reply.update(
-            ok=False,
-            transient=False,
-            error=f"agent type '{spec.agent_type}' cannot be used on the Dask worker "
-            f"{address}: {exc}",
-        )
+    agent = _worker_agent(ref, spec.agent_name, address)
+    if isinstance(agent, dict):
+        reply.update(agent)
         return reply
     # sub-runs stay in the orch process (the workflow agent runs there)
     ctx = spec.context(CallChannel(send, None, agent))
@@ -535,10 +718,6 @@ async def _run_on_worker(spec: CallSpec, topic: str, worker: Any, key: Any) -> d
             reply.update(ok=True, output=json_data(result))
     finally:
         watch.cancel()
-        try:
-            await agent.aclose()
-        except Exception:  # noqa: BLE001 - a plugin's cleanup may raise anything
-            pass
     reply["streamed"] = streamed
     return reply
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ..agents.registry import AgentRegistry
     from ..engine import RunResult
+    from ..engine.executor import Executor
     from ..plan import Plan
     from ..state.sqlite import SqliteStore
 
@@ -39,10 +40,11 @@ async def start_run(
     run_id: str,
     cancel: asyncio.Event,
     trigger: Mapping[str, Any],
+    executor: Executor | None = None,
 ) -> RunResult:
     """Run ``plan`` to its end through the core's Python API (``orchestrator.runs.start``),
     recorded in the service's store exactly as `orch run` records it; setting ``cancel``
-    cancels it."""
+    cancels it. ``executor``: where its agent calls run (the service's Dask cluster)."""
     from ..runs import start
 
     handle = await start(
@@ -52,6 +54,7 @@ async def start_run(
         run_id=run_id,
         registry=registry,
         trigger=trigger,
+        executor=executor,
     )
     stop = asyncio.ensure_future(cancel.wait())
     done = asyncio.ensure_future(handle.wait())
@@ -105,6 +108,8 @@ class RunManager:
         self._running = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self.started_total = 0
+        #: where the agent calls of every run go (``orch serve --executor``); None: here
+        self.executor: Executor | None = None
 
     def submit(
         self,
@@ -169,6 +174,7 @@ class RunManager:
                 run_id=run.id,
                 cancel=run.cancel,
                 trigger=run.trigger,
+                executor=self.executor,
             )
             run.status, run.error = result.status, result.error
         except asyncio.CancelledError:

@@ -60,6 +60,9 @@ async def run_service(service: Service, sock: socket.socket, *, say: Callable[[s
         say(f"{signal.Signals(signum).name}: stopping (running runs are cancelled, resumable)")
         stop.set()
 
+    where = await service.open_executor()  # UsageError: the scheduler cannot be reached
+    if where is not None:
+        say(where)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, int(sig))
     await service.run_scheduler()  # before the address is printed: time starts counting here

@@ -22,6 +22,7 @@ from .triggers import AfterTriggers
 
 if TYPE_CHECKING:
     from ..agents.registry import AgentRegistry
+    from ..engine.dask_executor import DaskExecutor, ExecutorChoice
     from ..state.base import RunRecord
     from ..state.sqlite import SqliteStore
 
@@ -57,6 +58,7 @@ class ServeConfig:
     token: str | None = None
     state_dir: Path | None = None
     webhook_rate: tuple[float, float] = (10.0, 60.0)  # burst, per seconds
+    executor: ExecutorChoice | None = None  # --executor: the Dask cluster runs' calls go to
 
 
 class Service:
@@ -74,6 +76,7 @@ class Service:
         self.after: AfterTriggers | None = None
         self.notes: collections.deque[tuple[float, str]] = collections.deque(maxlen=200)
         self._task: asyncio.Task[None] | None = None
+        self._dask: DaskExecutor | None = None
         self.started_at = time.time()
 
     # -- life cycle ---------------------------------------------------------------
@@ -124,6 +127,18 @@ class Service:
             return bool(first and "trigger" in first[0][1].data)
         return False
 
+    async def open_executor(self) -> str | None:
+        """Start (or reach) the Dask cluster of ``--executor``, shared by every run the
+        service starts until it stops; returns the line saying where calls run.
+        Raises UsageError when the scheduler cannot be reached."""
+        if self.config.executor is None:
+            return None
+        from ..engine.dask_executor import open_executor
+
+        self._dask = await open_executor(self.config.executor)
+        self.runs.executor = self._dask
+        return await self._dask.describe()
+
     async def run_scheduler(self) -> None:
         """Tick once now (baselines of new entries, fire times missed while down), then start
         the scheduler loop (cancelled by ``shut_down``)."""
@@ -137,6 +152,9 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self.runs.shutdown()
+        if self._dask is not None:  # after the runs: they cancel their calls on it first
+            await self._dask.aclose()
+            self._dask = None
 
     # -- workflows ----------------------------------------------------------------
 
@@ -281,6 +299,8 @@ class Service:
         argv = [sys.executable, "-m", "orchestrator", "resume", run.id]
         if self.config.state_dir is not None:
             argv += ["--state-dir", str(self.config.state_dir)]
+        if self._dask is not None:  # on the service's cluster (its local one included)
+            argv += ["--executor", self._dask.address]
         with tempfile.TemporaryFile() as err:
             proc = subprocess.Popen(
                 argv,

@@ -420,7 +420,9 @@ def test_an_agent_type_installed_only_where_orch_runs_fails_naming_the_worker(cl
     workers = cluster.workers().values()
     assert any(
         failed["data"]["error"]
-        == f"agent type 'shout' cannot be used on the Dask worker {w}: unknown agent type 'shout'"
+        == f"agent type 'shout' (shout_plugin:Shout) cannot be used on the Dask worker {w}: "
+        "ModuleNotFoundError: No module named 'shout_plugin'; "
+        "install shout-plugin where that worker runs (as here)"
         for w in workers
     ), failed["data"]["error"]
     assert failed["data"]["attempts"] == 1  # not retried: it will not heal by itself
@@ -598,3 +600,155 @@ def test_ctrl_c_cancels_a_run_on_its_local_cluster_without_losing_workers(tmp_pa
     failed = next(e for e in events if e["event"] == "phase_failed")
     assert (failed["data"]["status"], failed["data"]["error"]) == ("cancelled", "cancelled")
     assert events[-1]["event"] == "workflow_cancelled"
+
+
+# A program using the Python API with agent types of its own: one defined in the program
+# (its __main__), one in a module next to it, both registered on the registry given to
+# the run. WHERE is the --executor value; the script prints each phase's outcome.
+_OWN_TYPES = """\
+import asyncio, json, sys
+
+import orchestrator
+from orchestrator import Agent, AgentRegistry
+from orchestrator.engine.dask_executor import opened, parse_executor
+
+from nearby import Nearby
+
+
+class Shout(Agent):
+    name = "shout"
+
+    async def run(self, input, ctx):
+        return str(input["text"]).upper() + "!"
+
+
+async def main(where):
+    registry = AgentRegistry.from_entry_points()
+    registry.register(Shout)
+    registry.register(Nearby)
+    async with opened(parse_executor(where)) as calls:
+        handle = await orchestrator.start("wf.yaml", registry=registry, executor=calls)
+        result = await handle.wait()
+    print(json.dumps({
+        pid: {"status": p.status, "output": p.output, "error": p.error,
+              "worker": p.metadata.get("worker")}
+        for pid, p in result.phases.items()
+    }))
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1]))
+"""
+
+
+def _own_types(tmp_path: Path, where: str, env: dict[str, str] | None = None) -> dict:
+    (tmp_path / "nearby.py").write_text(
+        "from orchestrator import Agent\n"
+        "class Nearby(Agent):\n    name = 'nearby'\n"
+        "    async def run(self, input, ctx):\n        return {'near': input['n'] * 2}\n"
+    )
+    (tmp_path / "program.py").write_text(_OWN_TYPES)
+    write(
+        tmp_path,
+        "name: own\nphases:\n"
+        "  - id: loud\n    agent: shout\n    with: {text: hello}\n"
+        "  - id: near\n    agent: nearby\n    with: {n: 21}\n",
+    )
+    done = subprocess.run(
+        [sys.executable, "program.py", where],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+        env={**os.environ, "ORCH_STATE_DIR": str(tmp_path / ".orch"), **(env or {})},
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def test_agent_types_registered_through_the_python_api_run_on_a_local_cluster(tmp_path):
+    phases = _own_types(tmp_path, "dask", {"ORCH_DASK_WORKERS": "2", "DASK_SCHEDULER_ADDRESS": ""})
+    assert (phases["loud"]["status"], phases["loud"]["output"]) == ("completed", "HELLO!")
+    assert (phases["near"]["status"], phases["near"]["output"]) == ("completed", {"near": 42})
+    for phase in phases.values():  # each ran on a worker process of the local cluster
+        assert phase["worker"].startswith("tcp://127.0.0.1:")
+
+
+def test_a_registered_agent_type_a_worker_cannot_import_fails_naming_worker_and_module(
+    cluster, tmp_path
+):
+    # the cluster's workers run elsewhere: nearby.py (next to the program) is not on their path
+    phases = _own_types(tmp_path, cluster.url)
+    assert (phases["loud"]["status"], phases["loud"]["output"]) == ("completed", "HELLO!")
+    near = phases["near"]
+    assert near["status"] == "failed"
+    assert any(
+        near["error"]
+        == f"agent type 'nearby' (nearby:Nearby) cannot be used on the Dask worker {w}: "
+        "ModuleNotFoundError: No module named 'nearby'; make the module 'nearby' importable "
+        "where that worker runs (install the package that provides it, or put its folder "
+        "on the worker's PYTHONPATH)"
+        for w in cluster.workers().values()
+    ), near["error"]
+
+
+_SERVED = """name: served
+triggers:
+  - webhook: true
+phases:
+  - {id: hello, agent: echo, with: {text: "hi {{ inputs.who }}"}}
+  - id: loud
+    agent: shell
+    depends_on: [hello]
+    with: {command: "echo {{ phases.hello.output | upper }}"}
+inputs:
+  who: {type: string, required: true}
+"""
+
+
+def _serve_two_runs(srv) -> list[dict]:
+    ids = [
+        srv.http.post("/api/workflows/served/runs", json={"inputs": {"who": who}}).json()["id"]
+        for who in ("ada", "bob")
+    ]
+    return [srv.run_when(run_id, "completed", "failed", timeout=120) for run_id in ids]
+
+
+def test_orch_serve_runs_the_calls_of_its_runs_on_a_dask_cluster(cluster, tmp_path):
+    from tests.service.serving import Serve
+
+    with Serve(tmp_path, {"served": _SERVED}, args=("--executor", cluster.url)) as srv:
+        runs = _serve_two_runs(srv)
+        log = srv.log()
+    assert f"agent calls run on the Dask cluster at {cluster.address}: 2 workers" in log
+    workers = set(cluster.workers().values())
+    for run, who in zip(runs, ("ADA", "BOB"), strict=True):
+        assert run["status"] == "completed", run
+        assert [p["output"] for p in run["phases"]] == [f"hi {who.lower()}", f"HI {who}"]
+        assert {p["metadata"]["worker"] for p in run["phases"]} <= workers
+
+
+def test_orch_serve_keeps_one_local_cluster_for_all_its_runs(tmp_path):
+    from tests.service.serving import Serve
+
+    env = {"ORCH_DASK_WORKERS": "1", "DASK_SCHEDULER_ADDRESS": ""}
+    with Serve(tmp_path, {"served": _SERVED}, args=("--executor", "dask"), env=env) as srv:
+        runs = _serve_two_runs(srv)
+        log = srv.log()
+    assert "agent calls run on a local Dask cluster at tcp://127.0.0.1:" in log
+    workers = {p["metadata"]["worker"] for run in runs for p in run["phases"]}
+    assert [run["status"] for run in runs] == ["completed", "completed"]
+    assert len(workers) == 1  # the one worker of the service's cluster served both runs
+    assert next(iter(workers)).startswith("tcp://127.0.0.1:")
+
+
+def test_orch_serve_with_an_unreachable_scheduler_says_so_and_exits_2(tmp_path):
+    (tmp_path / "workflows").mkdir()
+    done = orch(tmp_path, "serve", "--port", "0", "--executor", "dask://127.0.0.1:9")
+    assert done.returncode == 2
+    assert "\nerror: cannot reach the Dask scheduler at tcp://127.0.0.1:9: " in done.stderr
+    assert "listening on" not in done.stderr
+    assert "hint: start one with `dask scheduler`" in done.stderr
+    bad = orch(tmp_path, "serve", "--port", "0", "--executor", "spark")
+    assert bad.returncode == 2
+    assert "error: unknown executor 'spark'" in bad.stderr
