@@ -11,8 +11,8 @@ points to. Stdlib only.
 from __future__ import annotations
 
 import os
+import secrets
 import stat
-import tempfile
 from pathlib import Path
 
 from .errors import UsageError
@@ -70,7 +70,7 @@ def write_output_atomic(path: Path, text: str, option: str) -> None:
     target = path.absolute()
     tmp = ""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        fd, tmp = _new_file(target)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
@@ -80,6 +80,26 @@ def write_output_atomic(path: Path, text: str, option: str) -> None:
         if tmp:
             Path(tmp).unlink(missing_ok=True)
         raise UsageError(f"cannot write {option} '{path}': {exc.strerror or exc}") from exc
+
+
+def _new_file(target: Path) -> tuple[int, str]:
+    """A new temporary file beside ``target``: (fd, path). Its mode is the one a plain
+    ``open`` gives (0666 less the umask: a CI artifact others may read), or the mode of
+    the regular file it replaces; never a link followed (``O_EXCL``)."""
+    try:
+        mode: int | None = stat.S_IMODE(os.lstat(target).st_mode)
+    except FileNotFoundError:
+        mode = None
+    for _ in range(100):
+        name = str(target.parent / f".{target.name}.{secrets.token_hex(4)}")
+        try:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        if mode is not None:
+            os.chmod(name, mode)
+        return fd, name
+    raise FileExistsError(f"no free temporary name beside '{target}'")  # pragma: no cover
 
 
 def _kind(mode: int) -> str:

@@ -34,7 +34,8 @@ def _table(title: str, columns: Iterable[str]) -> Table:
 def stats_view(stats: Stats) -> RenderableType:
     """Workflows, phases and agents as tables (or one line when there is nothing)."""
     if not stats.workflows:
-        return Text("no runs recorded" + (" in that window" if stats.since else ""))
+        of = f" of workflow '{stats.workflow}'" if stats.workflow else ""
+        return Text(f"no runs{of} recorded" + (" in that window" if stats.since else ""))
     wf = _table(
         "workflows",
         ["workflow", "runs", "completed", "failed", "success", "p50", "p95", "tokens", "cost"],

@@ -137,3 +137,28 @@ def test_every_file_option_is_checked_the_same_way(tmp_path):
     assert res.exit_code == 2, res.output
     assert f"error: --junit '{link}' is a symbolic link, not a regular file" in res.stderr
     assert target.read_text() == "keep me\n" and not ledger.exists()
+
+
+def test_written_files_get_the_mode_a_plain_open_gives_or_keep_the_one_they_replace(tmp_path):
+    # a CI artifact (report, JUnit XML, outputs) another user or a web server reads
+    wf, _ = _workflow(tmp_path)
+    old = os.umask(0o022)
+    try:
+        junit = tmp_path / "junit.xml"
+        outputs = tmp_path / "out.json"
+        outputs.write_text("{}")
+        outputs.chmod(0o640)  # replaced: keeps its mode
+        res = runner.invoke(
+            app, ["run", str(wf), "--junit", str(junit), "--output-file", str(outputs)]
+        )
+        assert res.exit_code == 0, res.output
+        run_id = json.loads(runner.invoke(app, ["runs", "--json"]).stdout)[0]["id"]
+        report = tmp_path / "report.html"
+        assert runner.invoke(app, ["report", run_id, "-o", str(report)]).exit_code == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(junit.stat().st_mode) == 0o644
+    assert stat.S_IMODE(report.stat().st_mode) == 0o644
+    assert stat.S_IMODE(outputs.stat().st_mode) == 0o640
+    assert json.loads(outputs.read_text()) == {}  # the run's outputs (it has none)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [".orch"]

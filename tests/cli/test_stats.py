@@ -156,6 +156,8 @@ def test_stats_usage_errors_and_an_empty_store(tmp_path):
     state = tmp_path / "nothing"
     empty = orch("stats", state=state)
     assert empty.exit_code == 0 and "no runs recorded" in empty.stdout
+    named = orch("stats", "nightly", state=state)
+    assert named.exit_code == 0 and "no runs of workflow 'nightly' recorded" in named.stdout
     assert not state.exists()  # a reading command creates no store
     bad = orch("stats", "--since", "a week", state=state)
     assert bad.exit_code == 2
