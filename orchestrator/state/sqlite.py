@@ -620,9 +620,10 @@ class SqliteStore:
         """The raw rows ``orch stats`` folds (see state/stats.py), for runs started at or after
         ``since`` (all when None), of ``workflow`` (all when None):
 
-        - runs: (workflow, status, started, ended, tokens total, cost), ``status`` as stored;
+        - runs: (workflow, status, started, ended), ``status`` as stored;
         - phases: (workflow, phase, state, attempts, started, ended, cached, agent,
-          tokens total, cost), the agent from the phase's first ``phase_started`` event;
+          tokens, cost), the agent from the phase's first ``phase_started`` event, ``tokens``
+          and ``cost`` as its metadata has them (``tokens`` a JSON text when an object);
         - breakers: (workflow, phase, agent, times opened), from ``breaker_opened`` events.
         """
         where = "r.started >= ?"
@@ -631,19 +632,14 @@ class SqliteStore:
             where += " AND r.workflow = ?"
             args.append(workflow)
         runs = self._read(
-            "SELECT r.workflow, r.status, r.started, r.ended,"
-            " (SELECT SUM(json_extract(p.metadata, '$.tokens.total')) FROM phases p"
-            "  WHERE p.run_id = r.id),"
-            " (SELECT SUM(json_extract(p.metadata, '$.cost')) FROM phases p"
-            "  WHERE p.run_id = r.id)"
-            f" FROM runs r WHERE {where}",
+            f"SELECT r.workflow, r.status, r.started, r.ended FROM runs r WHERE {where}",
             args,
         )
         phases = self._read(
             "SELECT r.workflow, p.id, p.state, p.attempts, p.started, p.ended, p.cached,"
             " (SELECT json_extract(e.data, '$.agent') FROM events e WHERE e.run_id = p.run_id"
             "  AND e.event = 'phase_started' AND e.phase = p.id ORDER BY e.seq LIMIT 1),"
-            " json_extract(p.metadata, '$.tokens.total'), json_extract(p.metadata, '$.cost')"
+            " json_extract(p.metadata, '$.tokens'), json_extract(p.metadata, '$.cost')"
             f" FROM runs r JOIN phases p ON p.run_id = r.id WHERE {where}",
             args,
         )

@@ -13,11 +13,14 @@ not). A phase's *calls* are its attempts (agent calls; none for a cache hit), *r
 after the first, *failures* the executions that ended failed; *busy* is the
 summed duration of its executions; *breaker opens* the times a call of the
 phase (or of the agent) opened the agent's circuit breaker (``breaker_opened``
-events). Percentiles are nearest-rank.
+events). Percentiles are nearest-rank. Tokens and cost are read as the engine reads them
+(``orchestrator.usage``: a phase's tokens are its ``total``, else prompt + completion, as
+``budget:`` counts them; a cost only when it is a finite, non-negative number).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import time
@@ -27,6 +30,7 @@ from typing import Any, Protocol
 
 from ..errors import UsageError
 from ..spec.values import parse_duration
+from ..usage import Usage
 
 __all__ = [
     "AgentStats",
@@ -78,16 +82,16 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[rank - 1]
 
 
-@dataclass(slots=True)
-class _Usage:
-    tokens: int = 0
-    cost: float | None = None
-
-    def add(self, tokens: Any, cost: Any) -> None:
-        if isinstance(tokens, (int, float)) and not isinstance(tokens, bool):
-            self.tokens += int(tokens)
-        if isinstance(cost, (int, float)) and not isinstance(cost, bool) and math.isfinite(cost):
-            self.cost = (self.cost or 0.0) + float(cost)
+def _usage(tokens: Any, cost: Any) -> Usage:
+    """A phase row's tokens and cost, read as the engine reads a call's (``Usage``)."""
+    if isinstance(tokens, str):  # an object comes out of SQLite as its JSON text
+        try:
+            tokens = json.loads(tokens)
+        except ValueError:
+            tokens = None
+    usage = Usage()
+    usage.add({"tokens": tokens, "cost": cost})
+    return usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,27 +177,31 @@ def compute_stats(
     return Stats(
         since=since,
         workflow=workflow,
-        workflows=_workflows(run_rows),
+        workflows=_workflows(run_rows, phase_rows),
         phases=_phases(phase_rows, by_phase),
         agents=_agents(phase_rows, by_agent),
     )
 
 
-def _workflows(rows: Iterable[tuple[Any, ...]]) -> list[WorkflowStats]:
+def _workflows(
+    rows: Iterable[tuple[Any, ...]], phase_rows: Sequence[tuple[Any, ...]]
+) -> list[WorkflowStats]:
     groups: dict[str, list[tuple[Any, ...]]] = {}
     for row in rows:
         groups.setdefault(str(row[0]), []).append(row)
+    used: dict[str, _Spent] = {}
+    for row in phase_rows:
+        used.setdefault(str(row[0]), _Spent()).add(row[8], row[9])
     out = []
     for name in sorted(groups):
         statuses: dict[str, int] = {}
         durations: list[float] = []
-        usage = _Usage()
-        for _, status, started, ended, tokens, cost in groups[name]:
+        for _, status, started, ended in groups[name]:
             statuses[status] = statuses.get(status, 0) + 1
             if status in _FINISHED and ended is not None and started is not None:
                 durations.append(max(0.0, float(ended) - float(started)))
-            usage.add(tokens, cost)
         finished = sum(statuses.get(s, 0) for s in _FINISHED)
+        spent = used.get(name, _Spent())
         out.append(
             WorkflowStats(
                 workflow=name,
@@ -202,11 +210,25 @@ def _workflows(rows: Iterable[tuple[Any, ...]]) -> list[WorkflowStats]:
                 success_rate=statuses.get("completed", 0) / finished if finished else None,
                 p50=percentile(durations, 50),
                 p95=percentile(durations, 95),
-                tokens=usage.tokens,
-                cost=usage.cost,
+                tokens=spent.tokens,
+                cost=spent.cost,
             )
         )
     return out
+
+
+@dataclass(slots=True)
+class _Spent:
+    """Tokens (each phase's total, as ``Usage.total_tokens`` counts it) and cost summed."""
+
+    tokens: int = 0
+    cost: float | None = None
+
+    def add(self, tokens: Any, cost: Any) -> None:
+        usage = _usage(tokens, cost)
+        self.tokens += usage.total_tokens
+        if usage.cost is not None:
+            self.cost = (self.cost or 0.0) + usage.cost
 
 
 @dataclass(slots=True)
@@ -218,7 +240,7 @@ class _Acc:
     cached: int = 0
     skipped: int = 0
     durations: list[float] = field(default_factory=list)
-    usage: _Usage = field(default_factory=_Usage)
+    usage: _Spent = field(default_factory=_Spent)
 
     def add(self, row: tuple[Any, ...]) -> None:
         _, _, state, attempts, started, ended, cached, _, tokens, cost = row

@@ -207,8 +207,9 @@ def test_stats_count_the_circuit_breakers_that_opened_per_agent_and_phase(tmp_pa
             "error": "CRM down",
         }
         failed = next(e for e in events if e["event"] == "phase_failed")
-        assert "circuit breaker of agent 'crm' is open after 2 consecutive failures" in (
-            failed["data"]["error"]
+        assert (
+            "circuit breaker of agent 'crm' is open after 2 consecutive failures"
+            in (failed["data"]["error"])
         )
     stats = json.loads(orch("stats", "--json", state=state).stdout)
     agents = {a["agent"]: a for a in stats["agents"]}
@@ -259,3 +260,47 @@ def test_an_open_breaker_shows_in_the_live_display_and_the_summary(tmp_path):
     # the end-of-run summary (plain output of the same run) counts it
     plain = orch("run", str(path), state=tmp_path / "state")
     assert "circuit breakers opened: crm (1 time)" in plain.output
+
+
+SPENDER = """\
+from orchestrator.agents import AgentResult
+
+
+def spend(prompt, completion, cost):
+    tokens = {"prompt": prompt, "completion": completion}
+    return AgentResult(output="ok", metadata={"tokens": tokens, "cost": cost})
+"""
+
+SPENDING = """\
+name: spending
+budget: {tokens: 12}
+phases:
+  - id: ask
+    agent: python
+    with: {function: "spender:spend", kwargs: {prompt: 7, completion: 5, cost: 0.25}}
+  - id: again
+    agent: python
+    depends_on: [ask]
+    with: {function: "spender:spend", kwargs: {prompt: 2, completion: 1, cost: 0.5}}
+"""
+
+
+def test_stats_count_tokens_as_the_runs_budget_counts_them(tmp_path):
+    # tokens reported without a total count prompt + completion: `budget:` stops the run
+    # after 7 + 5 = 12, and orch stats says 12 (it counted only a reported total: 0)
+    (tmp_path / "spender.py").write_text(SPENDER, encoding="utf-8")
+    path = tmp_path / "spending.yaml"
+    path.write_text(SPENDING, encoding="utf-8")
+    state = tmp_path / "state"
+    ran = orch("run", str(path), state=state)
+    assert ran.exit_code == 1 and "12 of 12 tokens spent (budget.tokens)" in ran.output
+    run_id = json.loads(orch("runs", "--json", state=state).stdout)[0]["id"]
+    status = json.loads(orch("status", run_id, "--json", state=state).stdout)
+    assert status["tokens"] == {"prompt": 7, "completion": 5, "total": 0}
+    assert status["cost"] == 0.25
+    stats = json.loads(orch("stats", "--json", state=state).stdout)
+    (wf,) = stats["workflows"]
+    assert (wf["tokens"], wf["cost"]) == (12, 0.25)
+    phases = {p["phase"]: (p["tokens"], p["cost"]) for p in stats["phases"]}
+    assert phases == {"ask": (12, 0.25), "again": (0, None)}
+    assert [(a["agent"], a["tokens"]) for a in stats["agents"]] == [("python", 12)]
