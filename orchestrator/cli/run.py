@@ -419,31 +419,19 @@ def _run(
     where_to: Any = None  # the opened Dask executor, with --executor dask
 
     async def launch() -> Any:
+        how: dict[str, Any] = {  # the same for a new run and a resumed one
+            "state_dir": state_dir,
+            "max_parallel": max_parallel,
+            "no_cache": no_cache,
+            "sinks": sinks,
+            "call_middleware": middleware,  # tracing, --record / --replay
+            "replay": calls is not None and calls.replay,
+            "executor": where_to,
+            "trace_id": trace_id,
+        }
         if prepared is not None:
-            return await go_on(
-                prepared,
-                state_dir=state_dir,
-                max_parallel=max_parallel,
-                no_cache=no_cache,
-                sinks=sinks,
-                call_middleware=middleware,  # tracing, --record / --replay
-                replay=calls is not None and calls.replay,
-                executor=where_to,
-                trace_id=trace_id,
-            )
-        return await start(
-            plan,
-            inputs=inputs,
-            state_dir=state_dir,
-            run_id=run_id,
-            max_parallel=max_parallel,
-            no_cache=no_cache,
-            sinks=sinks,
-            call_middleware=middleware,  # tracing, --record / --replay
-            replay=calls is not None and calls.replay,
-            executor=where_to,
-            trace_id=trace_id,
-        )
+            return await go_on(prepared, **how)
+        return await start(plan, inputs=inputs, run_id=run_id, **how)
 
     async def main() -> RunResult:
         nonlocal where_to
