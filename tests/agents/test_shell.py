@@ -143,6 +143,18 @@ async def _tree_ready(pids: Path, n: int, task: asyncio.Future) -> list[int]:
     return [int(x) for x in found]
 
 
+def _run_then_none_alive(main, pids: Path, n: int) -> None:
+    """Run ``main()``; then the ``n`` processes the command wrote pids for are all gone.
+    Whatever still runs after the checks is SIGKILLed: a failed test leaves nothing."""
+    try:
+        asyncio.run(main())
+        recorded = _wait_for_pids(pids, n)
+        assert len(recorded) == n
+        assert [p for p in recorded if _alive(p)] == []
+    finally:
+        _kill_leftovers(pids)  # after the checks: a no-op when the agent did its job
+
+
 def _kill_leftovers(pids: Path) -> None:
     """SIGKILL whatever the command wrote a pid for and still runs (a failed test leaves
     no `sleep 300` behind)."""
@@ -175,13 +187,7 @@ def test_timeout_kills_the_whole_tree_setsid_included(tmp_path):
         with pytest.raises(asyncio.CancelledError):
             await task
 
-    try:
-        asyncio.run(main())
-        recorded = _wait_for_pids(pids, 4)
-        assert len(recorded) == 4
-        assert [p for p in recorded if _alive(p)] == []
-    finally:
-        _kill_leftovers(pids)  # after the checks: a no-op when the agent did its job
+    _run_then_none_alive(main, pids, 4)
 
 
 def test_cancel_kills_a_child_that_left_the_group_and_cleared_its_environment(tmp_path):
@@ -203,13 +209,7 @@ def test_cancel_kills_a_child_that_left_the_group_and_cleared_its_environment(tm
         with pytest.raises(asyncio.CancelledError):
             await task
 
-    try:
-        asyncio.run(main())
-        recorded = _wait_for_pids(pids, 2)
-        assert len(recorded) == 2
-        assert [p for p in recorded if _alive(p)] == []
-    finally:
-        _kill_leftovers(pids)  # after the checks: a no-op when the agent did its job
+    _run_then_none_alive(main, pids, 2)
 
 
 def test_deadline_stops_the_command_and_its_tree(tmp_path):
