@@ -276,32 +276,30 @@ phases:
 
 def test_t1_a_phase_timeout_through_orch_run_leaves_no_process_alive(tmp_path):
     """Reliability T1 through the engine: the phase times out; the tree, setsid included, dies."""
-    from tests.agents.test_shell import _alive, _tree_command, _wait_for_pids
+    from tests.agents.test_shell import _tree_command, until_the_whole_tree_timed_out
 
-    pids = tmp_path / "pids"
-    pids.touch()
-    flow = write(
-        tmp_path,
-        "tree.yaml",
-        f"""
+    def trial(pids: Path, seconds: float) -> None:
+        flow = write(
+            tmp_path,
+            "tree.yaml",
+            f"""
 name: tree
 phases:
   - id: spawn
     agent: shell
-    timeout: 1500ms
+    timeout: {int(seconds * 1000)}ms
     with:
       kill_grace: 1
       command: |
         {_tree_command(pids)}
 """,
-    )
-    result = orch("run", str(flow), "--events", "jsonl")
-    assert result.exit_code == 1
-    failed = next(e for e in events(result.stdout) if e["event"] == "phase_failed")
-    assert "timed out" in failed["data"]["error"]
-    recorded = _wait_for_pids(pids, 4)
-    assert len(recorded) == 4
-    assert [p for p in recorded if _alive(p)] == []
+        )
+        result = orch("run", str(flow), "--events", "jsonl")
+        assert result.exit_code == 1
+        failed = next(e for e in events(result.stdout) if e["event"] == "phase_failed")
+        assert "timed out" in failed["data"]["error"]
+
+    until_the_whole_tree_timed_out(tmp_path, trial)
 
 
 def test_compensation_shell_commands_are_shell_quoted_too(tmp_path):
@@ -355,14 +353,12 @@ def test_a_failing_sub_workflow_fails_the_phase_and_templated_recursion_stops(tm
     assert "Traceback" not in result.output
 
 
-def test_sigterm_to_orch_run_stops_a_running_command_tree(tmp_path):
+def test_sigterm_to_orch_run_stops_a_running_command_tree(tmp_path, processes):
     """A terminated run (exit 143) leaves no process of its shell phases behind."""
-    import os
     import signal
-    import subprocess
     import sys
 
-    from tests.agents.test_shell import _alive, _tree_command, _wait_for_pids
+    from tests.agents.test_shell import _alive, _kill_leftovers, _tree_command, _wait_for_pids
 
     pids = tmp_path / "pids"
     pids.touch()
@@ -381,20 +377,16 @@ phases:
 """,
     )
     orch_bin = str(Path(sys.executable).parent / "orch")
-    proc = subprocess.Popen(
-        [orch_bin, "run", str(flow)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    proc = processes.start([orch_bin, "run", str(flow)])
     try:
         recorded = _wait_for_pids(pids, 4)
         assert len(recorded) == 4
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
+        proc.proc.send_signal(signal.SIGTERM)
+        code, _, err = proc.finish()
+        assert code == 143, err
+        assert [p for p in _wait_for_pids(pids, 4) if _alive(p)] == []
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 143, err.decode()
-    assert [p for p in _wait_for_pids(pids, 4) if _alive(p)] == []
+        _kill_leftovers(pids)  # after the checks: a no-op when orch did its job
 
 
 def test_an_http_phase_timeout_reads_like_any_other_phase_timeout(tmp_path):
