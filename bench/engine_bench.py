@@ -146,7 +146,7 @@ def bench_overhead(
             from orchestrator.state.sqlite import open_store
 
             opened = open_store(tempfile.mkdtemp(prefix="orch-bench-"))
-            sinks.insert(0, opened.record)
+            sinks.insert(0, opened.submit)  # the sink orch run uses (runs.py)
         try:
             result = await execute(plan, registry=reg, sinks=sinks)
         finally:

@@ -12,12 +12,13 @@ module imports only the standard library: engine, state and render all read it.
 from __future__ import annotations
 
 import base64
+import inspect
 import json
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 __all__ = [
     "EVENT_TYPES",
@@ -31,6 +32,8 @@ __all__ = [
     "StreamMasker",
     "breaker_opened",
     "compensation_started",
+    "durable",
+    "is_durable",
     "item_checkpoint",
     "format_cost",
     "note",
@@ -194,7 +197,29 @@ class Event:
 
 #: A sink receives every event, already masked. It may be sync or async; an
 #: async sink is awaited before the engine goes on (the durable store relies on it).
+#: A plain function marked ``durable`` counts as async: it returns an awaitable
+#: (a future the store settles at commit) without a coroutine of its own.
 EventSink = Callable[[Event], "Awaitable[None] | None"]
+
+_Sink = TypeVar("_Sink", bound=Callable[..., Any])
+
+
+def durable(sink: _Sink) -> _Sink:
+    """Mark an event sink that returns an awaitable settled once the event is stored
+    (``SqliteStore.submit``): the engine awaits it, like an async sink, before any
+    other sink sees the event."""
+    sink.durable = True  # type: ignore[attr-defined]
+    return sink
+
+
+def is_durable(sink: EventSink) -> bool:
+    """Whether the engine awaits ``sink`` before showing an event: an async function (or
+    a callable object with an async ``__call__``), or a sink marked ``durable``."""
+    return (
+        getattr(sink, "durable", False) is True
+        or inspect.iscoroutinefunction(sink)
+        or inspect.iscoroutinefunction(getattr(sink, "__call__", None))  # noqa: B004
+    )
 
 
 # -- typed constructors: the only places event data is written -------------------------
@@ -396,7 +421,7 @@ def phase_completed(
 ) -> Event:
     """A phase completed with ``output`` (``attempt`` None: served from the cache)."""
     data = {
-        "status": PhaseState.COMPLETED.value,
+        "status": "completed",  # PhaseState.COMPLETED (a literal: the hot path)
         "output": output,
         "duration": duration,
         "attempts": attempts,

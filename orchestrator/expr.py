@@ -517,8 +517,18 @@ def _tojson(value: Any, indent: int | None = None) -> str:
     return dumps(value, indent=indent, what="the value given to tojson")
 
 
+_PLAIN_SCALARS = frozenset({int, float, bool, type(None)})
+
+
 def has_template(value: Any) -> bool:
     """Whether any string inside ``value`` (dicts and lists are walked) holds template syntax."""
+    kind = type(value)
+    if kind is str:
+        return "{{" in value or "{%" in value or "{#" in value
+    if kind is dict:
+        return any(has_template(v) for v in value.values()) if value else False
+    if kind in _PLAIN_SCALARS:
+        return False
     if isinstance(value, str):
         return is_template(value)
     if isinstance(value, Mapping):

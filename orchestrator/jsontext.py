@@ -86,6 +86,8 @@ def dumps(
     too-large integer (or nesting too deep to write).
     """
     try:
+        if indent is None:  # one encoder each, made once (json.dumps makes one per call)
+            return (_COMPACT if compact else _PLAIN).encode(value)
         return json.dumps(
             value,
             indent=indent,
@@ -102,6 +104,10 @@ def dumps(
             raise NotJson(f"{what} cannot be written as JSON: {exc}") from None
         path, problem = found
         raise NotJson(f"{what} holds {problem} at {path}; JSON cannot carry it") from None
+
+
+_COMPACT = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=str, separators=(",", ":"))
+_PLAIN = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=str)
 
 
 def _refuse(name: str) -> Any:

@@ -11,8 +11,9 @@ import difflib
 import graphlib
 import heapq
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 from .errors import (
     DependencyCycle,
@@ -54,6 +55,16 @@ class Plan:
     critical_length: float
     remaining: Mapping[str, float]
     level_of: Mapping[str, int]
+    # what the plan works out on first use (fingerprints), kept for the plan's later runs
+    _memo: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def fingerprints(self) -> Mapping[str, str]:
+        """``Workflow.fingerprints()``, worked out once per plan: every run of a plan
+        records them (workflow_started) and resume compares them with the stored ones."""
+        found: Mapping[str, str] | None = self._memo.get("fingerprints")
+        if found is None:
+            found = self._memo["fingerprints"] = MappingProxyType(self.workflow.fingerprints())
+        return found
 
     def downstream(self, roots: Iterable[str]) -> list[str]:
         """``roots`` and every phase that depends on them, directly or not, in plan order.

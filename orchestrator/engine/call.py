@@ -25,7 +25,7 @@ middleware sees it: a middleware with a true ``needs_every_call`` attribute
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Mapping
+from collections.abc import Awaitable, Coroutine, Mapping
 from typing import Any
 
 from ..agents.base import AgentFailure, AgentResult
@@ -46,6 +46,7 @@ __all__ = [
     "call_agent",
     "describe",
     "make_spec",
+    "merged_input",
     "render_input",
     "seconds_left",
 ]
@@ -69,12 +70,7 @@ async def render_input(
     off the event loop within ``timeout`` (the phase's) and the run's timeout
     (engine/rendering.py). Raises ExpressionError.
     """
-    key = (agent, id(with_))
-    found = run.memo.get(key)
-    if found is None:
-        merged = run.workflow.call_input(agent, with_)
-        found = run.memo[key] = (merged, has_template(merged), with_)  # with_ kept alive
-    merged, templated, _ = found
+    merged, templated = merged_input(run, agent, with_)
     if not templated:
         return merged  # checked against the agent's schema when the workflow loaded
     value = await rendered(
@@ -85,6 +81,20 @@ async def render_input(
     )
     _check_rendered(run, agent, value, where, locations or {})
     return value
+
+
+def merged_input(
+    run: RunContext, agent: str | None, with_: Mapping[str, Any]
+) -> tuple[Mapping[str, Any], bool]:
+    """``with_`` merged over ``agent``'s own ``with`` and whether it holds a template,
+    memoised per run (``render_input`` without the rendering: a caller that finds no
+    template uses the merged input as it is, without awaiting anything)."""
+    key = (agent, id(with_) if with_ else 0)  # every empty `with:` is the same
+    found = run.memo.get(key)
+    if found is None:
+        merged = run.workflow.call_input(agent, with_)
+        found = run.memo[key] = (merged, has_template(merged), with_)  # with_ kept alive
+    return found[0], found[1]
 
 
 def _check_rendered(
@@ -269,17 +279,18 @@ async def breaker_failure(
         await limiter.failed(error, on_breaker_open(run, phase_id, attempt, item))
 
 
-async def _invoke(run: RunContext, spec: CallSpec, channel: CallChannel) -> Any:
-    """The agent's limits around the executor's call."""
+def _invoke(run: RunContext, spec: CallSpec, channel: CallChannel) -> Awaitable[Any]:
+    """The agent's limits around the executor's call (an agent without limits: the
+    executor's call itself, with no step in between)."""
     limiter = run.pool.limiters.get(spec.agent_name)
     if limiter is None:
-        return await run.executor.call(spec, channel)
+        return run.executor.call(spec, channel)
     on_open = (
         None
         if limiter.breaker is None
         else on_breaker_open(run, spec.phase_id, spec.attempt, spec.item)
     )
-    return await limiter.call(lambda: run.executor.call(spec, channel), on_open)
+    return limiter.call(lambda: run.executor.call(spec, channel), on_open)
 
 
 def _chain(run: RunContext) -> CallNext:

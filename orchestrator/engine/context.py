@@ -15,18 +15,17 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
-import inspect
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..agents.base import Agent, AgentFailure, AgentResult
 from ..agents.registry import AgentRegistry
 from ..errors import RecordFailed, UsageError
-from ..events import Event, EventSink, SecretMasker
+from ..events import Event, EventSink, SecretMasker, is_durable
 from ..plan import Plan
-from ..spec.model import Phase, Workflow
+from ..spec.model import Workflow
 from .budget import Spend
 from .executor import Executor, LocalExecutor
 from .inputs import resolve_inputs
@@ -48,12 +47,6 @@ _SUB_RUNS: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
     "orch_sub_runs", default=()
 )
 TOO_DEEP = ("sub-workflow recursion: ", "sub-workflows nest deeper than ")
-
-
-def _is_async_sink(sink: EventSink) -> bool:
-    return inspect.iscoroutinefunction(sink) or inspect.iscoroutinefunction(
-        getattr(sink, "__call__", None)  # noqa: B004 - a callable object's async __call__
-    )
 
 
 class EventBus:
@@ -79,15 +72,26 @@ class EventBus:
         self.now = now
         self.masker = masker
         sinks = tuple(sinks)
-        self.sync_sinks = tuple(s for s in sinks if not _is_async_sink(s))
-        self.async_sinks = tuple(s for s in sinks if _is_async_sink(s))
+        self.sync_sinks = tuple(s for s in sinks if not is_durable(s))
+        self.async_sinks = tuple(s for s in sinks if is_durable(s))
 
-    async def emit(self, event: Event) -> None:
-        """Mask the event, await the async sinks in order, then call the sync sinks."""
+    def emit(self, event: Event) -> Awaitable[None]:
+        """Mask the event, await the async sinks in order, then call the sync sinks.
+
+        Without async sinks the event is delivered before this returns (the awaitable
+        is already done): no task, no suspension, so no cancel can land in between.
+        """
         if self.trace_id is not None and event.trace_id is None:
             event = dataclasses.replace(event, trace_id=self.trace_id)
         if self.masker:
             event = self.masker.mask_event(event)
+        if self.async_sinks:
+            return self._deliver(event)
+        for sink in self.sync_sinks:
+            sink(event)
+        return _DELIVERED
+
+    async def _deliver(self, event: Event) -> None:
         for sink in self.async_sinks:
             try:
                 await sink(event)  # type: ignore[misc]
@@ -98,18 +102,17 @@ class EventBus:
         for sink in self.sync_sinks:
             sink(event)
 
-    async def emit_through(self, event: Event) -> None:
-        """``emit`` that a cancel does not interrupt: the event reaches every sink
-        (a phase's completion stays a completion when a failure elsewhere cancels it)."""
-        delivery = asyncio.ensure_future(self.emit(event))
-        while True:
-            try:
-                await asyncio.shield(delivery)
-                return
-            except asyncio.CancelledError:
-                if delivery.done():
-                    delivery.result()
-                    return
+
+class _Delivered:
+    """An awaitable that is already done (``EventBus.emit`` without async sinks)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return iter(())  # type: ignore[return-value]
+
+
+_DELIVERED = _Delivered()
 
 
 class AgentPool:
@@ -133,9 +136,11 @@ class AgentPool:
         Raises AgentError (unknown type, a plugin that cannot load).
         """
         wf = self.workflow
+        made = self.agents
         for p in (*wf.phases, *wf.on_success, *wf.on_failure, *wf.finally_):
-            for name in agents_of(p):
-                self.agent(name)
+            for name in p.agent_names:
+                if name not in made:
+                    self.agent(name)
 
     def agent(self, name: str) -> Agent:
         """The run's instance of a named agent or bare type, made on first use."""
@@ -158,11 +163,6 @@ class AgentPool:
                     await close()
                 except Exception:  # noqa: BLE001 - a plugin's cleanup may raise anything
                     pass
-
-
-def agents_of(phase: Phase) -> list[str]:
-    """Every agent a phase may call (``Phase.agent_names``)."""
-    return list(phase.agent_names)
 
 
 class RunContext:
@@ -189,6 +189,8 @@ class RunContext:
         self.registry = registry
         self.run_id = run_id
         self.clock = options.clock
+        #: the run clock (seconds since the epoch): every event's ``ts``
+        self.now: Callable[[], float] = options.clock
         self.monotonic = options.monotonic
         self.inputs = dict(inputs)
         self.secrets = dict(secrets)
@@ -221,11 +223,10 @@ class RunContext:
         self.deadline: float | None = None  # monotonic end of the run (its timeout)
         self.memo: dict[Any, Any] = {}  # per-run memo of the call path (merged `with:`)
         self.in_flight: dict[str, int] = {}  # agent calls under way, per agent
+        # phase tasks recording their completion: the scheduler cancels none of them (a
+        # failure elsewhere, Ctrl-C), so a completion stays one, and the agent's work counts
+        self.completing: set[asyncio.Task[Any]] = set()
         self._launch = launch
-
-    def now(self) -> float:
-        """The run clock (seconds since the epoch): every event's ``ts``."""
-        return self.clock()
 
     def take_retry(self) -> bool:
         """Reserve one retry from the run's ``max_total_retries``; False when none is left."""

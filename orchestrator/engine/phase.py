@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 from .. import events as ev
@@ -25,6 +25,7 @@ from .call import (
     call_agent,
     describe,
     make_spec,
+    merged_input,
     render_input,
     seconds_left,
 )
@@ -58,14 +59,7 @@ async def run_phase(phase: Phase, run: RunContext) -> PhaseOutcome:
             ctx = {**ctx, "previous": run.outcomes.get(phase.previous)}
         if phase.when is not None:
             try:
-                go = await rendered(
-                    "{{ " + phase.when + " }}",
-                    lambda: evaluate(
-                        phase.when or "", ctx, where=phase.locations.get("when", phase.location)
-                    ),
-                    timeout=phase.timeout,
-                    left=seconds_left(run),
-                )
+                go = await _when(phase, run, ctx)
             except ExpressionError as exc:
                 return await _failed(run, phase, started, f"when: {exc}", 0)
             if not go:
@@ -115,6 +109,18 @@ async def run_phase(phase: Phase, run: RunContext) -> PhaseOutcome:
         return PhaseOutcome(pid, "cancelled", None, "cancelled", attempts, started, ended)
 
 
+def _when(phase: Phase, run: RunContext, ctx: Mapping[str, Any]) -> Awaitable[Any]:
+    """The value of the phase's ``when`` (a function of its own: a lambda in ``run_phase``
+    would make cells of its variables for every phase)."""
+    when = phase.when or ""
+    return rendered(
+        "{{ " + when + " }}",
+        lambda: evaluate(when, ctx, where=phase.locations.get("when", phase.location)),
+        timeout=phase.timeout,
+        left=seconds_left(run),
+    )
+
+
 def _first_attempt(run: RunContext, phase: Phase, item: int | None) -> int:
     """The attempt a phase resumes at after a crash (1 otherwise), within its retry budget."""
     resume = run.options.resume_attempts
@@ -134,22 +140,30 @@ async def _completed(
     metadata: Mapping[str, Any],
 ) -> PhaseOutcome:
     """Record a completed phase. A cancel arriving while its event is delivered (another
-    phase failed) does not undo the completion: the agent's work is done."""
+    phase failed) does not undo the completion: the agent's work is done (the scheduler
+    cancels no task in ``run.completing``)."""
     ended = run.now()
-    await run.bus.emit_through(
-        ev.phase_completed(
-            run.run_id,
-            run.now(),
-            phase.id,
-            attempts or None,  # a cache hit made no attempt (as phase_failed)
-            output=output,
-            duration=ended - started,
-            attempts=attempts,
-            fallback_used=fallback_used,
-            cached=cached,
-            metadata=metadata,
+    task = asyncio.current_task()
+    completing = run.completing
+    if task is not None:
+        completing.add(task)
+    try:
+        await run.bus.emit(
+            ev.phase_completed(
+                run.run_id,
+                run.now(),
+                phase.id,
+                attempts or None,  # a cache hit made no attempt (as phase_failed)
+                output=output,
+                duration=ended - started,
+                attempts=attempts,
+                fallback_used=fallback_used,
+                cached=cached,
+                metadata=metadata,
+            )
         )
-    )
+    finally:
+        completing.discard(task)
     return PhaseOutcome(
         phase.id,
         "completed",
@@ -205,6 +219,14 @@ async def _run_unit(
     agent is chosen at run time (capability, select), the result's metadata names it.
     """
     if phase.choice is None and phase.capability is None:
+        if (
+            phase.retries.attempts == 0
+            and phase.timeout is None
+            and phase.fallback is None
+            and phase.handoff is None
+            and (phase.cache is None or run.cache is None)
+        ):  # the hot path: one call, no retry, timeout, fallback or cache machinery
+            return await _one_call(phase, run, ctx, item, tried), False, False
         return await _attempts(phase, run, ctx, item, tried, phase.agent or "", [None])
     name = ""
     if phase.choice is not None:
@@ -224,6 +246,30 @@ async def _run_unit(
     if used[0] is not None and not fallback_used:
         result = AgentResult(result.output, {**result.metadata, "agent": used[0]}, result.handoff)
     return result, fallback_used, cached
+
+
+async def _one_call(
+    phase: Phase, run: RunContext, ctx: Mapping[str, Any], item: int | None, tried: list[int]
+) -> AgentResult:
+    """``_run_unit`` of a phase with one agent and nothing around its one call."""
+    name = phase.agent or ""
+    inp, templated = merged_input(run, name, phase.with_)
+    if templated:
+        try:
+            inp = await render_input(
+                run, name, phase.with_, ctx, phase.location, locations=phase.locations
+            )
+        except ExpressionError as exc:
+            raise _Failed(str(exc), 0) from None
+    tried[0] = 1
+    try:
+        return await call_agent(
+            run, make_spec(run, phase.id, name, inp, item=item, deadline=run.deadline)
+        )
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a failing agent is a failed phase
+        raise _Failed(describe(exc), 1) from None
 
 
 def _cache_input(
@@ -281,22 +327,6 @@ async def _attempts(
         raise _Failed(str(exc), 0) from None
     cache = run.cache if phase.cache is not None and handoff is None and (name or routed) else None
     timeout = phase.timeout
-    if (
-        phase.retries.attempts == 0
-        and timeout is None
-        and phase.fallback is None
-        and handoff is None
-        and not routed
-        and cache is None
-    ):  # the hot path: one call, no retry or timeout machinery
-        tried[0] = 1
-        try:
-            spec = make_spec(run, phase.id, name, inp, item=item, deadline=run.deadline)
-            return await call_agent(run, spec), False, False
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a failing agent is a failed phase
-            raise _Failed(describe(exc), 1) from None
     kind, keyed = (
         _cache_input(run, phase, name, inp, inputs, ctx) if cache is not None else ("", inp)
     )

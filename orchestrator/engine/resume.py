@@ -125,7 +125,7 @@ def changed_phases(run: RunRecord, plan: Plan) -> list[str]:
     """Phases whose definition differs from the one the run recorded (new ones included)."""
     if not run.fingerprints:
         return []
-    current = plan.workflow.fingerprints()
+    current = plan.fingerprints()
     changed = [pid for pid in plan.order if run.fingerprints.get(pid) != current[pid]]
     removed = [pid for pid in run.fingerprints if pid not in current]
     return changed + removed

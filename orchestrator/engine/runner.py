@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import graphlib
 import heapq
 import os
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -82,15 +81,26 @@ class _Scheduler:
         """Run every phase that can run; returns when nothing runs and nothing is ready."""
         plan = self.plan
         phases = plan.phases
-        rank = {
-            pid: (p.priority_rank, -plan.remaining[pid], i)
-            for i, (pid, p) in enumerate(phases.items())
-        }
-        sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
-        for pid in plan.order:
-            sorter.add(pid, *plan.predecessors[pid])
-        sorter.prepare()
-        heap: list[tuple[tuple[int, float, int], str]] = []
+        index = {pid: i for i, pid in enumerate(phases)}
+        # the start order of ready phases, as one int per phase (cheap to compare)
+        by_rank = sorted(
+            phases,
+            key=lambda pid: (phases[pid].priority_rank, -plan.remaining[pid], index[pid]),
+        )
+        rank = {pid: n for n, pid in enumerate(by_rank)}
+        # unfinished direct upstream phases per phase; a phase is ready at 0
+        unfinished = {pid: len(deps) for pid, deps in plan.predecessors.items()}
+        successors = plan.successors
+        released = [pid for pid in plan.order if not unfinished[pid]]
+
+        def finished(pid: str) -> None:
+            for nxt in successors[pid]:
+                left = unfinished[nxt] - 1
+                unfinished[nxt] = left
+                if not left:
+                    released.append(nxt)
+
+        heap: list[int] = []
         # phases of an agent with max_concurrency wait here, not in a max_parallel slot
         bounds = {
             name: spec.max_concurrency
@@ -99,6 +109,7 @@ class _Scheduler:
         }
         agent_busy: dict[str, int] = {}
         loop = asyncio.get_running_loop()
+        on_done = self._on_task_done  # one bound method for every task
         state = self.state
         outcomes = state.outcomes
         prior = state.prior
@@ -124,8 +135,9 @@ class _Scheduler:
                 progressed = True
                 while progressed:
                     progressed = False
-                    for pid in sorter.get_ready():
-                        heapq.heappush(heap, (rank[pid], pid))
+                    for pid in released:
+                        heapq.heappush(heap, rank[pid])
+                    released.clear()
                     deferred = []
                     while heap:
                         stopping = self.stopping
@@ -136,23 +148,23 @@ class _Scheduler:
                         if self.limit is not None and len(running) >= self.limit:
                             break
                         entry = heapq.heappop(heap)
-                        pid = entry[1]
+                        pid = by_rank[entry]
                         old = prior.get(pid)
                         if old is not None and old.status == "completed":
                             outcomes[pid] = old
                             self.completion_order.append(pid)
-                            sorter.done(pid)
+                            finished(pid)
                             progressed = True
                             continue
                         if stopping is not None and phases[pid].trigger not in _TOLERANT:
                             await self._skip(pid, _NOT_STARTED["failed"])
-                            sorter.done(pid)
+                            finished(pid)
                             progressed = True
                             continue
                         reason = self._blocked(phases[pid])
                         if reason is not None:
                             await self._skip(pid, reason)
-                            sorter.done(pid)
+                            finished(pid)
                             progressed = True
                             continue
                         agent = phases[pid].agent
@@ -164,7 +176,7 @@ class _Scheduler:
                             agent_busy[agent] = busy + 1
                         task = loop.create_task(run_phase(phases[pid], state))
                         running[task] = pid
-                        task.add_done_callback(self._on_task_done)
+                        task.add_done_callback(on_done)
                     for entry in deferred:
                         heapq.heappush(heap, entry)
                 if not running:
@@ -184,10 +196,10 @@ class _Scheduler:
                     self._finish(pid, task)
                     if pid not in outcomes:  # cancelled before its first step
                         await self._skip(pid, _NOT_STARTED.get(self.stopping or "", "not started"))
-                    sorter.done(pid)
+                    finished(pid)
         except asyncio.CancelledError:
             self._stop("cancelled")
-            await self._drain(sorter)
+            await self._drain()
             raise
         finally:
             if timer is not None:
@@ -199,7 +211,7 @@ class _Scheduler:
             if pid not in outcomes:
                 await self._skip(pid, reason)
 
-    async def _drain(self, sorter: graphlib.TopologicalSorter[str]) -> None:
+    async def _drain(self) -> None:
         """After the run's own task was cancelled: cancel phases, wait for their outcomes."""
         self._stop("cancelled")
         self._cancel_running()
@@ -208,7 +220,6 @@ class _Scheduler:
             for task in [t for t in self.running if t.done()]:
                 pid = self.running.pop(task)
                 self._finish(pid, task)
-                sorter.done(pid)
         self._done = []
         for pid in self.plan.order:
             if pid not in self.state.outcomes:
@@ -228,8 +239,9 @@ class _Scheduler:
         self._cancel_running(spare=self.spared if why == "failed" else frozenset())
 
     def _cancel_running(self, spare: frozenset[str] = frozenset()) -> None:
+        completing = self.state.completing  # their completion is being recorded: let it
         for task, pid in self.running.items():
-            if task not in self._cancelled and pid not in spare:
+            if task not in self._cancelled and pid not in spare and task not in completing:
                 self._cancelled.add(task)
                 task.cancel()
         self._wakeup()
@@ -338,7 +350,7 @@ async def execute(
             path=wf.path,
             source_hash=wf.source_hash,
             phases=plan.order,
-            fingerprints=wf.fingerprints(),
+            fingerprints=plan.fingerprints(),
             inputs=state.inputs,
             pid=os.getpid(),
             resumed_from=options.resumed_from,

@@ -9,6 +9,7 @@ that nothing may mutate: the engine renders copies.
 from __future__ import annotations
 
 import hashlib
+import operator
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
@@ -380,22 +381,34 @@ def _fingerprint(obj: Any, *, exclude: tuple[str, ...] = ()) -> str:
     return hashlib.sha256(repr(_canonical(obj, exclude)).encode()).hexdigest()[:16]
 
 
-def _field_defaults(cls: type) -> tuple[tuple[str, Any], ...]:
-    found = _DEFAULTS.get(cls)
-    if found is None:
-        out = []
+class _Layout:
+    """The fields of one dataclass minus some names: a getter of their values (one tuple
+    per call), their names and defaults, in field order."""
+
+    __slots__ = ("get", "names", "defaults")
+
+    def __init__(self, cls: type, exclude: tuple[str, ...]) -> None:
+        names: list[str] = []
+        defaults: list[Any] = []
         for f in fields(cls):
+            if f.name in exclude:
+                continue
+            names.append(f.name)
             if f.default is not MISSING:
-                out.append((f.name, f.default))
+                defaults.append(f.default)
             elif f.default_factory is not MISSING:
-                out.append((f.name, f.default_factory()))
+                defaults.append(f.default_factory())
             else:
-                out.append((f.name, _NO_DEFAULT))
-        found = _DEFAULTS[cls] = tuple(out)
-    return found
+                defaults.append(_NO_DEFAULT)
+        self.names = tuple(names)
+        self.defaults = tuple(defaults)
+        if len(names) > 1:
+            self.get: Any = operator.attrgetter(*names)
+        else:  # attrgetter of one name gives the value itself, not a tuple
+            self.get = lambda obj: tuple(getattr(obj, n) for n in names)
 
 
-_DEFAULTS: dict[type, tuple[tuple[str, Any], ...]] = {}
+_LAYOUTS: dict[tuple[type, tuple[str, ...]], _Layout] = {}
 _NO_DEFAULT = object()
 
 
@@ -404,11 +417,11 @@ def _canonical(value: Any, exclude: tuple[str, ...]) -> Any:
     if kind in _SCALARS:
         return value
     if hasattr(kind, "__dataclass_fields__"):
+        layout = _LAYOUTS.get((kind, exclude))
+        if layout is None:
+            layout = _LAYOUTS[(kind, exclude)] = _Layout(kind, exclude)
         out = []
-        for name, default in _field_defaults(kind):
-            if name in exclude:
-                continue
-            v = getattr(value, name)
+        for name, default, v in zip(layout.names, layout.defaults, layout.get(value), strict=True):
             if v is default or (type(v) is type(default) and v == default):
                 continue
             out.append((name, v if type(v) in _SCALARS else _canonical(v, exclude)))

@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ..errors import RunLocked, RunNotFound, StateCorrupted, StateError, UsageError
-from ..events import Event
+from ..events import Event, durable
 from .base import CachedResult, Decision, Owner, PhaseRecord, RunRecord, current_owner
 from .rows import (
     OUTPUT_CAP,
@@ -359,7 +359,19 @@ class SqliteStore:
         commit in the writer thread). Raises StateError when the write failed
         (disk full, an output that cannot be stored, database unusable).
         """
-        await self._submit("event", event)
+        await self.submit(event)
+
+    @durable
+    def submit(self, event: Event) -> asyncio.Future[None]:
+        """``record`` without a coroutine of its own (the engine's sink): queue ``event``,
+        return a future that is settled once its transaction is committed (StateError
+        when the write failed)."""
+        if self._lost is not None:
+            raise self._lost
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._ensure_writer()
+        self._queue.put(_Item("event", event, future))
+        return future
 
     async def cache_put(
         self, key: str, output: Any, metadata: Mapping[str, Any], *, now: float, ttl: float | None
@@ -376,15 +388,6 @@ class SqliteStore:
             raise self._lost
         self._ensure_writer()
         self._queue.put(_Item(kind, payload, None))
-
-    async def _submit(self, kind: str, payload: Any) -> None:
-        if self._lost is not None:
-            raise self._lost
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        self._ensure_writer()
-        self._queue.put(_Item(kind, payload, future))
-        await future
 
     def append(self, events: Iterable[Event]) -> None:
         """Store events synchronously, in one transaction (for the CLI's own records)."""
