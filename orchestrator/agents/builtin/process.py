@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["TAG_VARIABLE", "ProcessTree", "kill_tagged", "leftovers", "stop_leftovers"]
+__all__ = ["TAG_VARIABLE", "ProcessTree", "leftovers", "stop_leftovers"]
 
 #: The environment variable that marks every process of one command.
 TAG_VARIABLE = "ORCH_PROCESS_TAG"
@@ -130,28 +130,6 @@ def leftovers(run_id: str) -> list[int]:
     """
     prefix = f"{TAG_VARIABLE}={run_id}/".encode()
     return _carrying(lambda item: item.startswith(prefix))
-
-
-def kill_tagged(tag: str) -> list[int]:
-    """SIGKILL every process that carries exactly ``tag``; returns their pids. Never raises.
-
-    For a command cancelled while it was starting: its processes may already run
-    (and have children) before the leader's pid is known to the agent.
-    """
-    needle = f"{TAG_VARIABLE}={tag}".encode()
-    found: set[int] = set()
-    for _ in range(2):  # once more: a child forked while the first pass was scanning
-        pids = _carrying(needle.__eq__)
-        for pid in pids:  # a tagged group leader: its whole group, forks under way included
-            stat = _stat(_PROC / str(pid))
-            if stat is not None and stat[2] == pid:
-                try:
-                    os.killpg(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-        _send(pids, signal.SIGKILL)
-        found.update(pids)
-    return sorted(found)
 
 
 def _carrying(match: Callable[[bytes], bool]) -> list[int]:

@@ -12,6 +12,7 @@ import codecs
 import json
 import os
 import signal
+import subprocess
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -21,7 +22,7 @@ from typing import Any, ClassVar
 from ... import jsontext
 from ...expr import is_template, template_references
 from ..base import Agent, AgentContext, AgentFailure, AgentResult, ConfigProblem
-from .process import TAG_VARIABLE, ProcessTree, kill_tagged
+from .process import TAG_VARIABLE, ProcessTree
 
 __all__ = ["ShellAgent"]
 
@@ -158,25 +159,25 @@ class ShellAgent(Agent):
         stdin = input.get("stdin")
         grace = float(input.get("kill_grace", 3))
         cap = int(input.get("max_output", _DEFAULT_MAX_OUTPUT))
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                cwd=cwd,
-                env=env,
-                start_new_session=True,
+        try:  # synchronously (as asyncio does): the pid is known before anything is awaited
+            proc = _Command(
+                subprocess.Popen(
+                    argv,
+                    stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    cwd=cwd,
+                    env=env,
+                    start_new_session=True,
+                )
             )
         except OSError as exc:
             raise AgentFailure(
                 f"cannot start {argv[0]!r}: {exc.strerror or exc}", transient=False
             ) from exc
-        except BaseException:  # cancelled while starting: what already runs must not survive
-            kill_tagged(tag)  # asyncio kills only the leader; its children carry the tag
-            raise
         tree = ProcessTree(proc.pid, tag)
         try:
+            await proc.connect()
             live = ctx.stream if input.get("stream") else None
             stdout, stderr = await _communicate(proc, tree, stdin, cap, ctx.deadline, live)
         except BaseException:  # cancelled, timed out or failed: no process may survive
@@ -203,6 +204,72 @@ class ShellAgent(Agent):
         return AgentResult(output=_parse(stdout, input.get("output", "text")), metadata=metadata)
 
 
+class _Command:
+    """A started command: its ``Popen`` and asyncio streams over its pipes.
+
+    Not ``asyncio.create_subprocess_exec``: a task cancelled while that is starting the
+    command waits for the command's pipes to connect, which never happens when the
+    event loop is shutting down (``asyncio.run`` returning right after a program left a
+    run at ``phase_started`` cancels every task): the program hung, the command lived on.
+    Here the process starts synchronously (asyncio's transport does too), so the pid is
+    known, and the process tree guarded, before anything is awaited.
+    """
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self.popen = popen
+        self.pid = popen.pid
+        self.stdin: asyncio.StreamWriter | None = None
+        self.stdout: asyncio.StreamReader | None = None
+        self.stderr: asyncio.StreamReader | None = None
+
+    async def connect(self) -> None:
+        """Read stdout and stderr (and write stdin) through the event loop."""
+        loop = asyncio.get_running_loop()
+        popen = self.popen
+        self.stdout = await _reader(loop, popen.stdout)
+        self.stderr = await _reader(loop, popen.stderr)
+        if popen.stdin is not None:
+            transport, protocol = await loop.connect_write_pipe(
+                lambda: _WriteProtocol(loop=loop), popen.stdin
+            )
+            self.stdin = asyncio.StreamWriter(transport, protocol, None, loop)
+
+    def release(self) -> None:
+        """Close what is left of the pipes on this side: stdin, and a pipe a cancel kept
+        from being connected (a connected read pipe closes at its end of file)."""
+        if self.stdin is not None:
+            self.stdin.close()
+        for stream, pipe in ((self.stdout, self.popen.stdout), (self.stderr, self.popen.stderr)):
+            if stream is None and pipe is not None:
+                pipe.close()
+        if self.stdin is None and self.popen.stdin is not None:
+            self.popen.stdin.close()
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status once the command has ended (reaped), else None."""
+        return self.popen.poll()
+
+    async def wait(self) -> int:
+        """Wait for the command to end (polled: no child watcher is involved)."""
+        delay = 0.001
+        while (code := self.popen.poll()) is None:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        return code
+
+
+async def _reader(loop: asyncio.AbstractEventLoop, pipe: Any) -> asyncio.StreamReader:
+    """A stream over a pipe the command writes to."""
+    reader = asyncio.StreamReader(limit=_CHUNK, loop=loop)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop), pipe)
+    return reader
+
+
+class _WriteProtocol(asyncio.streams.FlowControlMixin):
+    """The protocol of the stdin pipe (flow control for ``StreamWriter.drain``)."""
+
+
 def _word(value: Any) -> str:
     """An argv item or env value from any rendered value: text as it is, data as JSON."""
     if isinstance(value, str):
@@ -213,7 +280,7 @@ def _word(value: Any) -> str:
 
 
 async def _communicate(
-    proc: asyncio.subprocess.Process,
+    proc: _Command,
     tree: ProcessTree,
     stdin: str | None,
     cap: int,
@@ -258,16 +325,8 @@ async def _communicate(
     async def pipes() -> None:
         await asyncio.gather(feed(), read_out(), read_err())
 
-    async def exited() -> None:
-        # Not proc.wait(): on Python < 3.12 it also waits for the pipes, which a
-        # left-behind grandchild may hold open forever.
-        delay = 0.001
-        while proc.returncode is None:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.05)
-
     reader = asyncio.ensure_future(pipes())
-    waiter = asyncio.ensure_future(exited())
+    waiter = asyncio.ensure_future(proc.wait())  # the exit only: a grandchild may hold the pipes
     try:
         while not waiter.done():
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -285,7 +344,6 @@ async def _communicate(
         if not finished:
             await tree.terminate(0.5)
         await reader
-        await proc.wait()  # the pipes are closed: this reaps the transport
     finally:
         for task in (reader, waiter):
             if not task.done():
@@ -294,8 +352,9 @@ async def _communicate(
     return bytes(out), bytes(err)
 
 
-async def _end(proc: asyncio.subprocess.Process, tree: ProcessTree, grace: float) -> None:
+async def _end(proc: _Command, tree: ProcessTree, grace: float) -> None:
     await tree.terminate(grace)
+    proc.release()
     # Read the pipes to their end (the writers are dead): a pipe left unread stays
     # paused and its transport is never closed.
     for stream in (proc.stdout, proc.stderr):
@@ -304,7 +363,7 @@ async def _end(proc: asyncio.subprocess.Process, tree: ProcessTree, grace: float
                 await asyncio.wait_for(_drain(stream), 2)
             except (asyncio.TimeoutError, OSError):  # pragma: no cover - a survivor holds it
                 pass
-    try:  # reaps the process and lets its pipe transports close
+    try:  # reaps the process
         await asyncio.wait_for(proc.wait(), 5)
     except asyncio.TimeoutError:  # pragma: no cover - SIGKILL was sent; give up waiting
         pass
