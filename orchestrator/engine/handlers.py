@@ -1,4 +1,6 @@
-"""What runs after the phases: fallback workflow, saga compensation, and the handler phases.
+"""What runs after the phases: the run's end (``conclude``: its status, the fallback
+workflow, saga compensation, the handler phases, its outputs, ``workflow_ended``, the
+RunResult).
 
 Order, once no phase of the plan runs any more:
 
@@ -14,19 +16,23 @@ Order, once no phase of the plan runs any more:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import events as ev
+from ..errors import ExpressionError, format_duration
+from ..expr import has_template, render
 from .context import RunContext
 from .phase import describe, run_phase
-from .result import PhaseOutcome
+from .rendering import rendered
+from .result import PhaseOutcome, RunResult, Usage
 from .saga import compensate
 
 if TYPE_CHECKING:
     from ..spec.model import Phase, Workflow
 
-__all__ = ["FALLBACK_PHASE", "epilogue", "has_epilogue"]
+__all__ = ["FALLBACK_PHASE", "conclude", "epilogue", "has_epilogue"]
 
 #: The phase id under which a fallback workflow's sub-run is recorded.
 FALLBACK_PHASE = "fallback_workflow"
@@ -122,3 +128,88 @@ async def epilogue(
     for phase in (*handlers, *wf.finally_):
         run.outcomes[phase.id] = await run_phase(phase, run)
     return status, error, outputs
+
+
+async def conclude(
+    run: RunContext,
+    *,
+    stopping: str | None,
+    failed: Sequence[str],
+    completion_order: Sequence[str],
+    started: float,
+    cancelled_by: str | None,
+) -> RunResult:
+    """The run's end, once the scheduler starts no phase any more: its status, what runs
+    after the phases (``epilogue``), the workflow's outputs, ``workflow_ended``, the result.
+
+    ``stopping`` is why the scheduler stopped starting phases (cancelled, timeout, failed
+    or None), ``failed`` the phases whose failure fails the run, in the order they
+    failed, ``completion_order`` the completed phases in order (compensation undoes them
+    backwards), ``started`` the run clock at the start, ``cancelled_by`` who cancelled
+    (``workflow_cancelled``'s ``cancelled_by``).
+    """
+    wf = run.workflow
+    outcomes = run.outcomes
+    error: str | None = None
+    if stopping == "cancelled":
+        status = "cancelled"
+        error = "the run was cancelled"
+    elif stopping == "timeout":
+        status = "failed"
+        error = f"the run timed out after {format_duration(wf.timeout or 0)}"
+    elif failed:
+        status = "failed"
+        first = failed[0]
+        error = f"phase '{first}' failed: {outcomes[first].error}"
+        if len(failed) > 1:
+            error += f" (and {len(failed) - 1} more)"
+    else:
+        status = "completed"
+    replaced: Mapping[str, Any] | None = None
+    if has_epilogue(wf):  # fallback workflow, compensation, on_success/on_failure/finally
+        status, error, replaced = await epilogue(run, status, error, completion_order)
+    outputs: dict[str, Any] = {}
+    if replaced is not None:
+        outputs = dict(replaced)
+    elif wf.outputs:
+        for key, value in wf.outputs.items():
+            try:
+                outputs[key] = (
+                    await rendered(value, functools.partial(render, value, run.context))
+                    if has_template(value)
+                    else value
+                )
+            except ExpressionError as exc:
+                if status == "completed":
+                    status, error = "failed", f"output '{key}': {exc.message}"
+    counts: dict[str, int] = {}
+    usage = Usage({"prompt": 0, "completion": 0, "total": 0})
+    for outcome in outcomes.values():
+        counts[outcome.status] = counts.get(outcome.status, 0) + 1
+        usage.add(outcome.metadata)
+    ended = run.now()
+    await run.bus.emit(
+        ev.workflow_ended(
+            run.run_id,
+            run.now(),
+            status,
+            outputs=outputs,
+            duration=ended - started,
+            error=error,
+            counts=counts,
+            tokens=usage.tokens,
+            cost=usage.cost,
+            cancelled_by=cancelled_by if status == "cancelled" else None,
+        )
+    )
+    masker = run.masker
+    return RunResult(
+        run_id=run.run_id,
+        status=status,
+        phases=dict(outcomes),
+        outputs=masker.mask(outputs) if masker else outputs,
+        error=masker.mask_text(error) if (error and masker) else error,
+        started=started,
+        ended=ended,
+        completion_order=tuple(completion_order),
+    )

@@ -3,14 +3,15 @@
 Ready phases wait in a heap ordered by priority, then by the longest remaining
 critical path (``Plan.remaining``), then by YAML order; at most ``max_parallel``
 run at once. Trigger rules decide whether a ready phase runs or is skipped. The
-run ends when nothing runs and nothing is ready. Phases themselves run through a
-``PhaseExecutor`` (``phase.LocalExecutor`` by default).
+run ends when nothing runs and nothing is ready. A phase's own logic is
+``phase.run_phase``; the run's end (its status, what runs after the phases,
+``workflow_ended``, the RunResult) is ``handlers.conclude``. ``execute``, ``run`` and
+``run_sync`` are the engine's entry points.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import heapq
 import os
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -18,16 +19,13 @@ from typing import Any
 
 from .. import events as ev
 from ..agents.registry import AgentRegistry
-from ..errors import ExpressionError, format_duration
 from ..events import Event, EventSink
-from ..expr import has_template, render
 from ..plan import Plan
 from ..spec.model import Phase
 from .context import RunContext, build_context
-from .handlers import epilogue, has_epilogue
+from .handlers import conclude
 from .phase import run_phase
-from .rendering import rendered
-from .result import PhaseOutcome, RunOptions, RunResult, Usage
+from .result import PhaseOutcome, RunOptions, RunResult
 
 __all__ = ["execute", "run", "run_sync"]
 
@@ -366,81 +364,19 @@ async def execute(
         if scheduler.crash is not None:
             raise scheduler.crash
         # the epilogue (compensations, handlers) still uses the agents: close them after
-        return await _finish(state, scheduler, started, interrupted)
+        result = await conclude(
+            state,
+            stopping="cancelled" if interrupted is not None else scheduler.stopping,
+            failed=scheduler.failed,
+            completion_order=scheduler.completion_order,
+            started=started,
+            cancelled_by=getattr(scheduler.cancel, "by", None),
+        )
+        if interrupted is not None:
+            raise interrupted
+        return result
     finally:
         await state.pool.aclose()
-
-
-async def _finish(
-    state: RunContext, scheduler: _Scheduler, started: float, interrupted: BaseException | None
-) -> RunResult:
-    wf = state.workflow
-    outcomes = state.outcomes
-    error: str | None = None
-    if interrupted is not None or scheduler.stopping == "cancelled":
-        status = "cancelled"
-        error = "the run was cancelled"
-    elif scheduler.stopping == "timeout":
-        status = "failed"
-        error = f"the run timed out after {format_duration(wf.timeout or 0)}"
-    elif scheduler.failed:
-        status = "failed"
-        first = scheduler.failed[0]
-        error = f"phase '{first}' failed: {outcomes[first].error}"
-        if len(scheduler.failed) > 1:
-            error += f" (and {len(scheduler.failed) - 1} more)"
-    else:
-        status = "completed"
-    replaced: Mapping[str, Any] | None = None
-    if has_epilogue(wf):  # fallback workflow, compensation, on_success/on_failure/finally
-        status, error, replaced = await epilogue(state, status, error, scheduler.completion_order)
-    outputs: dict[str, Any] = {}
-    if replaced is not None:
-        outputs = dict(replaced)
-    elif wf.outputs:
-        for key, value in wf.outputs.items():
-            try:
-                outputs[key] = (
-                    await rendered(value, functools.partial(render, value, state.context))
-                    if has_template(value)
-                    else value
-                )
-            except ExpressionError as exc:
-                if status == "completed":
-                    status, error = "failed", f"output '{key}': {exc.message}"
-    counts: dict[str, int] = {}
-    usage = Usage({"prompt": 0, "completion": 0, "total": 0})
-    for outcome in outcomes.values():
-        counts[outcome.status] = counts.get(outcome.status, 0) + 1
-        usage.add(outcome.metadata)
-    ended = state.now()
-    await state.bus.emit(
-        ev.workflow_ended(
-            state.run_id,
-            state.now(),
-            status,
-            outputs=outputs,
-            duration=ended - started,
-            error=error,
-            counts=counts,
-            tokens=usage.tokens,
-            cost=usage.cost,
-            cancelled_by=getattr(scheduler.cancel, "by", None) if status == "cancelled" else None,
-        )
-    )
-    result = RunResult(
-        run_id=state.run_id,
-        status=status,
-        phases=dict(outcomes),
-        outputs=state.masker.mask(outputs) if state.masker else outputs,
-        error=state.masker.mask_text(error) if (error and state.masker) else error,
-        started=started,
-        ended=ended,
-        completion_order=tuple(scheduler.completion_order),
-    )
-    if interrupted is not None:
-        raise interrupted
-    return result
 
 
 async def run(
