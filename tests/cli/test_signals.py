@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -11,6 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from tests.processes import BOUND, Processes, Spawned
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -35,30 +38,27 @@ phases:
 """
 
 
-def start_run(tmp_path: Path, *extra: str) -> subprocess.Popen[str]:
+def start_run(processes: Processes, tmp_path: Path, text: str = LONG_WORKFLOW) -> Spawned:
+    """`orch run --events jsonl` in its own session (its process group is where leftovers
+    would be), ended at teardown if the test stops before it does."""
     wf = tmp_path / "long.yaml"
-    wf.write_text(LONG_WORKFLOW)
-    return subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", "run", str(wf), "--events", "jsonl", *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    wf.write_text(text)
+    return processes.start(
+        [sys.executable, "-m", "orchestrator", "run", str(wf), "--events", "jsonl"],
         cwd=tmp_path,
-        start_new_session=True,  # its own process group: we can look for leftovers in it
         env={**os.environ, "NO_COLOR": "1", "ORCH_STATE_DIR": str(tmp_path / ".orch")},
     )
 
 
-def wait_for_running(proc: subprocess.Popen[str], phases: set[str]) -> list[dict]:
+def wait_for_running(proc: Spawned, phases: set[str]) -> list[dict]:
     """Read events until every phase in ``phases`` has started; return them."""
-    assert proc.stdout is not None
     seen: list[dict] = []
     started: set[str] = set()
     while not phases <= started:
-        line = proc.stdout.readline()
-        if not line:
-            proc.kill()
-            raise AssertionError(f"orch ended early: {proc.wait()} {proc.stderr.read()}")
+        line = proc.line()
+        if line is None:
+            code, _, err = proc.finish()
+            raise AssertionError(f"orch ended early: {code} {err}")
         event = json.loads(line)
         seen.append(event)
         if event["event"] == "phase_started":
@@ -66,31 +66,40 @@ def wait_for_running(proc: subprocess.Popen[str], phases: set[str]) -> list[dict
     return seen
 
 
-def finish(proc: subprocess.Popen[str]) -> tuple[int, list[dict], str]:
-    try:
-        out, err = proc.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise
-    return proc.returncode, [json.loads(line) for line in out.splitlines()], err
+def finish(proc: Spawned) -> tuple[int, list[dict], str]:
+    code, rest, err = proc.finish()
+    return code, [json.loads(line) for line in rest], err
+
+
+def eventually(check, bound: float = BOUND) -> bool:
+    """Whether ``check()`` became true within ``bound`` seconds (a bound on a hang: the
+    kernel reaps and the agent's grace runs at their own pace on a loaded machine)."""
+    end = time.monotonic() + bound
+    while not check():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def group_is_gone(pgid: int) -> bool:
-    """Whether no process is left in the process group (retries briefly: reaping is async)."""
-    for _ in range(50):
+    """Whether no process is left in the process group (reaping is asynchronous)."""
+
+    def gone() -> bool:
         try:
             os.killpg(pgid, 0)
         except ProcessLookupError:
             return True
-        time.sleep(0.05)
-    return False
+        return False
+
+    return eventually(gone)
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_signal_cancels_the_run_cleanly(tmp_path, sig, code):
-    proc = start_run(tmp_path)
+def test_a_signal_cancels_the_run_cleanly(tmp_path, sig, code, processes):
+    proc = start_run(processes, tmp_path)
     before = wait_for_running(proc, {"long_a", "long_b"})
-    proc.send_signal(sig)
+    proc.proc.send_signal(sig)
     rc, after, err = finish(proc)
     events = before + after
     assert rc == code, err
@@ -106,11 +115,11 @@ def test_a_signal_cancels_the_run_cleanly(tmp_path, sig, code):
     assert group_is_gone(proc.pid)
 
 
-def test_a_second_ctrl_c_still_exits_130_without_a_traceback(tmp_path):
-    proc = start_run(tmp_path)
+def test_a_second_ctrl_c_still_exits_130_without_a_traceback(tmp_path, processes):
+    proc = start_run(processes, tmp_path)
     wait_for_running(proc, {"long_a"})
-    proc.send_signal(signal.SIGINT)
-    proc.send_signal(signal.SIGINT)
+    proc.proc.send_signal(signal.SIGINT)
+    proc.proc.send_signal(signal.SIGINT)
     rc, _, err = finish(proc)
     assert rc == 130, err
     assert "Traceback" not in err
@@ -187,38 +196,30 @@ def _processes_with(marker: str) -> list[int]:
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find processes")
 @pytest.mark.skipif(not _shell_agent_installed(), reason="the shell agent is not installed")
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_signal_leaves_no_agent_process_behind(tmp_path, sig, code):
+def test_a_signal_leaves_no_agent_process_behind(tmp_path, sig, code, processes):
     marker = f"{os.getpid() % 1000}.{time.time_ns() % 10**9}"  # a unique `sleep` argument
-    wf = tmp_path / "shell.yaml"
-    wf.write_text(
+    proc = start_run(
+        processes,
+        tmp_path,
         LONG_WORKFLOW.replace(
             "agent: sleep\n    depends_on: [quick]\n    with: {seconds: 60}",
             "agent: shell\n    depends_on: [quick]\n"
             f"    with: {{command: 'sleep {marker} & sleep {marker}; wait'}}",
             1,
-        )
+        ),
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", "run", str(wf), "--events", "jsonl"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-        env={**os.environ, "ORCH_STATE_DIR": str(tmp_path / ".orch")},
-    )
-    wait_for_running(proc, {"long_a", "long_b"})
-    for _ in range(100):  # the shell has started both sleeps
-        if len(_processes_with(marker)) >= 2:
-            break
-        time.sleep(0.05)
-    assert len(_processes_with(marker)) >= 2
-    proc.send_signal(sig)
-    rc, events, err = finish(proc)
-    assert rc == code, err
-    assert "Traceback" not in err
-    assert events[-1]["event"] == "workflow_cancelled"
-    for _ in range(100):  # the agent's process tree is killed (TERM, then KILL after a grace)
-        if not _processes_with(marker):
-            break
-        time.sleep(0.05)
-    assert _processes_with(marker) == []
+    try:
+        wait_for_running(proc, {"long_a", "long_b"})
+        # the shell has started both sleeps
+        assert eventually(lambda: len(_processes_with(marker)) >= 2)
+        proc.proc.send_signal(sig)
+        rc, events, err = finish(proc)
+        assert rc == code, err
+        assert "Traceback" not in err
+        assert events[-1]["event"] == "workflow_cancelled"
+        # the agent's process tree is killed (TERM, then KILL after a grace)
+        assert eventually(lambda: not _processes_with(marker)), _processes_with(marker)
+    finally:  # after the checks: nothing to do when orch did its job
+        for pid in _processes_with(marker):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)

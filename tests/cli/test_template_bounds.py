@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -121,7 +120,7 @@ def test_the_phase_timeout_bounds_its_render_and_fails_the_phase_only(in_tmp: Pa
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_sigterm_stops_a_runaway_render_and_cancels_the_run(tmp_path: Path):
+def test_sigterm_stops_a_runaway_render_and_cancels_the_run(tmp_path: Path, processes):
     wf = tmp_path / "wf.yaml"
     wf.write_text(
         "version: 1\nname: bomb\nphases:\n"
@@ -130,31 +129,22 @@ def test_sigterm_stops_a_runaway_render_and_cancels_the_run(tmp_path: Path):
         f'    with: {{text: "{LOOPS}"}}\n',
         encoding="utf-8",
     )
-    proc = subprocess.Popen(
+    proc = processes.start(
         [sys.executable, "-m", "orchestrator", "run", str(wf), "--events", "jsonl"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
         cwd=tmp_path,
-        start_new_session=True,
         env={**os.environ, "NO_COLOR": "1", "ORCH_STATE_DIR": str(tmp_path / ".orch")},
     )
-    assert proc.stdout is not None
     events = []
     while True:  # the render starts right after phase_started
-        line = proc.stdout.readline()
-        assert line, proc.stderr.read() if proc.stderr else ""
+        line = proc.line()
+        assert line, proc.stderr
         events.append(json.loads(line))
         if events[-1]["event"] == "phase_started" and events[-1]["phase"] == "runaway":
             break
-    proc.send_signal(signal.SIGTERM)
-    try:
-        out, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise
-    events += [json.loads(line) for line in out.splitlines()]
-    assert proc.returncode == 143, err
+    proc.proc.send_signal(signal.SIGTERM)
+    code, rest, err = proc.finish()
+    events += [json.loads(line) for line in rest]
+    assert code == 143, err
     assert "Traceback" not in err
     assert events[-1]["event"] == "workflow_cancelled"
     ended = {e["phase"]: e["data"] for e in events if e["event"] == "phase_failed"}
