@@ -38,7 +38,13 @@ from typing import Any
 from .errors import UsageError
 from .events import Event
 
-__all__ = ["RunTracer", "TracingUnavailable", "start_tracing", "tracing_wanted"]
+__all__ = [
+    "RunTracer",
+    "TracingUnavailable",
+    "start_tracing",
+    "tracing_provider",
+    "tracing_wanted",
+]
 
 
 class TracingUnavailable(UsageError):
@@ -56,12 +62,22 @@ def tracing_wanted(environ: Mapping[str, str]) -> bool:
     )
 
 
-def start_tracing(environ: Mapping[str, str]) -> RunTracer:
+def start_tracing(environ: Mapping[str, str], provider: Any = None) -> RunTracer:
     """A RunTracer exporting as the environment says (OTLP over HTTP, or ``console``).
 
-    Raises TracingUnavailable when the extra is not installed, UsageError for an
-    exporter other than ``otlp`` or ``console``.
+    With ``provider`` (``tracing_provider``'s, shared by the runs of `orch serve`)
+    the tracer uses it and leaves it open at ``shutdown``. Raises TracingUnavailable
+    when the extra is not installed, UsageError for an exporter other than ``otlp``
+    or ``console``.
     """
+    if provider is not None:
+        return RunTracer(provider, environ, owns_provider=False)
+    return RunTracer(tracing_provider(environ), environ)
+
+
+def tracing_provider(environ: Mapping[str, str]) -> Any:
+    """The OpenTelemetry TracerProvider the environment asks for (its exporter, a batch
+    processor); ``shutdown()`` flushes it. Raises as ``start_tracing``."""
     try:
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
@@ -69,7 +85,8 @@ def start_tracing(environ: Mapping[str, str]) -> RunTracer:
     except ImportError as exc:
         raise TracingUnavailable(
             "tracing is asked for (OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_TRACES_EXPORTER), "
-            f"but OpenTelemetry is not installed ({exc.name} is missing)",
+            "but OpenTelemetry is not installed "
+            + (f"({exc.name} is missing)" if exc.name else f"({exc})"),
             hint="pip install 'orch[otel]', or unset the OTEL_ variables",
         ) from None
     kind = environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() or "otlp"
@@ -97,7 +114,7 @@ def start_tracing(environ: Mapping[str, str]) -> RunTracer:
         )
     provider = TracerProvider(resource=Resource.create({"service.name": "orch"}))
     provider.add_span_processor(BatchSpanProcessor(exporter))
-    return RunTracer(provider, environ)
+    return provider
 
 
 #: The call an agent call runs under (its span, run id and phase id): a sub-run started by
@@ -142,12 +159,15 @@ class RunTracer:
     too) and ``middleware`` as a call middleware, ``shutdown`` at the end (flushes
     the exporter)."""
 
-    def __init__(self, provider: Any, environ: Mapping[str, str]) -> None:
+    def __init__(
+        self, provider: Any, environ: Mapping[str, str], *, owns_provider: bool = True
+    ) -> None:
         from opentelemetry import trace
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
         self._trace = trace
         self._provider = provider
+        self._owns_provider = owns_provider
         self._tracer = provider.get_tracer("orch")
         self._propagator = TraceContextTextMapPropagator()
         parent = environ.get("TRACEPARENT")
@@ -357,5 +377,7 @@ class RunTracer:
         return result
 
     def shutdown(self) -> None:
-        """End what is still open and flush every span to the exporter."""
-        self._provider.shutdown()
+        """Flush every span to the exporter and close it (a shared provider stays open:
+        its owner shuts it down; its batch processor sends the run's spans meanwhile)."""
+        if self._owns_provider:
+            self._provider.shutdown()

@@ -261,3 +261,52 @@ def test_a_missing_extra_is_a_warning_with_the_install_hint_and_the_run_goes_on(
     bad = orch("run", "wf.yaml", cwd=tmp_path, env={**os.environ, "OTEL_TRACES_EXPORTER": "zipkin"})
     assert bad.returncode == 2
     assert "OTEL_TRACES_EXPORTER 'zipkin' is not supported" in bad.stderr
+
+
+SERVED = """\
+name: served
+triggers:
+  - webhook: true
+phases:
+  - {id: hello, agent: echo, with: {text: hi}}
+  - {id: nested, agent: workflow, depends_on: [hello], with: {path: leaf.yaml}}
+"""
+
+
+def test_the_runs_of_orch_serve_are_traced_each_in_a_trace_of_its_own(tmp_path):
+    from tests.service.serving import Serve
+    from tests.service.serving import orch as orch_at
+
+    receiver = HTTPServer({("POST", "/v1/traces"): Reply(200, body=b"")})
+    with receiver:
+        srv = Serve(
+            tmp_path,
+            {"served": SERVED},
+            env={"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url},
+        )
+        (srv.folder / "leaf.yaml").write_text(
+            "name: leaf\nphases:\n  - {id: leaf, agent: echo, with: {text: deep}}\n",
+            encoding="utf-8",
+        )
+        with srv:
+            run_ids = []
+            for _ in range(2):
+                r = srv.http.post("/api/workflows/served/runs", json={})
+                assert r.status_code == 202, r.text
+                run_ids.append(r.json()["id"])
+                assert srv.run_when(run_ids[-1], "completed", "failed")["status"] == "completed"
+            stopped = srv.stop()  # the service's spans still batched go out as it stops
+        assert stopped == 143, "\n".join(srv.lines)  # SIGTERM, as always for orch serve
+    spans = _spans(receiver)
+    runs = {s["attrs"]["orch.run_id"]: s for s in spans if s["name"] == "run served"}
+    assert set(runs) == set(run_ids)
+    assert len({s["trace"] for s in runs.values()}) == 2  # each run a trace of its own
+    for run_id, run in runs.items():
+        assert run["parent"] == ""
+        (phase,) = [s for s in spans if s["name"] == "phase nested" and s["trace"] == run["trace"]]
+        assert phase["parent"] == run["id"]
+        (leaf,) = [s for s in spans if s["name"] == "run leaf" and s["trace"] == run["trace"]]
+        assert leaf["attrs"]["orch.parent.run_id"] == run_id
+        # the trace id is the run's, in `orch status` as for `orch run`
+        status = orch_at("status", run_id, "--json", state_dir=srv.state_dir)
+        assert json.loads(status.stdout)["trace_id"] == run["trace"]

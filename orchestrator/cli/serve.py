@@ -11,7 +11,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -141,6 +141,7 @@ def _serve(
     logger.setLevel(logging.INFO)
     clock_file = os.environ.get("ORCH_SERVE_CLOCK_FILE")
     clock = FileClock(Path(clock_file)) if clock_file else SystemClock()
+    tracing = _tracing()
     try:
         store = open_store(state_dir)
     except OrchError as exc:
@@ -154,6 +155,7 @@ def _serve(
         sys.stderr.write(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}\n")
         return 2
     service = Service(config, store, AgentRegistry.from_entry_points(), clock)
+    service.runs.tracing = tracing
     try:
         for line in service.start_up():
             _say(line)
@@ -167,6 +169,26 @@ def _serve(
         with contextlib.suppress(OSError):  # hypercorn closed it already
             sock.close()
         store.close()
+        if tracing is not None:
+            tracing.shutdown()  # the spans still batched go out
+
+
+def _tracing() -> Any:
+    """The OpenTelemetry provider every run of the service exports to when the OTEL_
+    variables ask for traces (as for `orch run`); without the extra, a warning and None.
+    An exporter or protocol orch does not support exits 2."""
+    from ..errors import OrchError
+    from ..tracing import TracingUnavailable, tracing_provider, tracing_wanted
+
+    if not tracing_wanted(os.environ):
+        return None
+    try:
+        return tracing_provider(os.environ)
+    except TracingUnavailable as exc:
+        _say(f"warning: {exc}; runs are not traced (hint: {exc.hint})")
+        return None
+    except OrchError as exc:
+        _fail(exc)
 
 
 def schedule_command(

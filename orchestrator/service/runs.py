@@ -41,12 +41,23 @@ async def start_run(
     cancel: asyncio.Event,
     trigger: Mapping[str, Any],
     executor: Executor | None = None,
+    tracing: Any = None,
 ) -> RunResult:
     """Run ``plan`` to its end through the core's Python API (``orchestrator.runs.start``),
     recorded in the service's store exactly as `orch run` records it; setting ``cancel``
-    cancels it. ``executor``: where its agent calls run (the service's Dask cluster)."""
+    cancels it. ``executor``: where its agent calls run (the service's Dask cluster).
+    ``tracing``: the service's OpenTelemetry provider (tracing on): the run is a trace
+    of its own, with the spans `orch run` gives."""
     from ..runs import start
 
+    tracer = None
+    if tracing is not None:
+        import time
+
+        from ..tracing import start_tracing
+
+        tracer = start_tracing({}, tracing)  # no TRACEPARENT: each run its own trace
+        tracer.begin(plan.workflow.name, time.time())
     handle = await start(
         plan,
         inputs=inputs,
@@ -55,6 +66,9 @@ async def start_run(
         registry=registry,
         trigger=trigger,
         executor=executor,
+        sinks=() if tracer is None else (tracer.sink,),
+        call_middleware=() if tracer is None else (tracer.middleware,),
+        trace_id=None if tracer is None else tracer.trace_id,
     )
     stop = asyncio.ensure_future(cancel.wait())
     done = asyncio.ensure_future(handle.wait())
@@ -110,6 +124,8 @@ class RunManager:
         self.started_total = 0
         #: where the agent calls of every run go (``orch serve --executor``); None: here
         self.executor: Executor | None = None
+        #: the OpenTelemetry provider every run exports its spans to (tracing on), or None
+        self.tracing: Any = None
 
     def submit(
         self,
@@ -175,6 +191,7 @@ class RunManager:
                 cancel=run.cancel,
                 trigger=run.trigger,
                 executor=self.executor,
+                tracing=self.tracing,
             )
             run.status, run.error = result.status, result.error
         except asyncio.CancelledError:
