@@ -92,13 +92,17 @@ class EventBus:
         return _DELIVERED
 
     async def _deliver(self, event: Event) -> None:
-        for sink in self.async_sinks:
-            try:
-                await sink(event)  # type: ignore[misc]
-            except (asyncio.CancelledError, RecordFailed):
-                raise
-            except Exception as exc:  # noqa: BLE001 - any failing record stops the run
-                raise RecordFailed(event.event, event.phase, exc) from exc
+        sinks = self.async_sinks
+        try:
+            if len(sinks) == 1:  # the store alone (the usual case): no loop to keep alive
+                await sinks[0](event)  # type: ignore[misc]
+            else:
+                for sink in sinks:
+                    await sink(event)  # type: ignore[misc]
+        except (asyncio.CancelledError, RecordFailed):
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failing record stops the run
+            raise RecordFailed(event.event, event.phase, exc) from exc
         for sink in self.sync_sinks:
             sink(event)
 

@@ -12,6 +12,7 @@ run ends when nothing runs and nothing is ready. A phase's own logic is
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import heapq
 import os
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -108,6 +109,7 @@ class _Scheduler:
         agent_busy: dict[str, int] = {}
         loop = asyncio.get_running_loop()
         on_done = self._on_task_done  # one bound method for every task
+        bare = contextvars.Context()  # on_done reads no context variable: no copy per task
         state = self.state
         outcomes = state.outcomes
         prior = state.prior
@@ -174,7 +176,7 @@ class _Scheduler:
                             agent_busy[agent] = busy + 1
                         task = loop.create_task(run_phase(phases[pid], state))
                         running[task] = pid
-                        task.add_done_callback(on_done)
+                        task.add_done_callback(on_done, context=bare)
                     for entry in deferred:
                         heapq.heappush(heap, entry)
                 if not running:
