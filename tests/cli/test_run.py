@@ -400,6 +400,7 @@ def test_help_lists_every_option():
 @pytest.mark.parametrize("no_color", [False, True])
 def test_a_terminal_gets_the_live_display(tmp_path, no_color):
     import pty
+    import select
 
     wf = write(tmp_path, OK_WORKFLOW)
     master, slave = pty.openpty()
@@ -417,18 +418,28 @@ def test_a_terminal_gets_the_live_display(tmp_path, no_color):
     )
     os.close(slave)
     screen = b""
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # EIO: the other side is closed
-            break
-        if not chunk:
-            break
-        screen += chunk
-    os.close(master)
-    with proc.stdout:
-        out = proc.stdout.read()
-    assert proc.wait(timeout=30) == 0, screen.decode(errors="replace")
+    deadline = time.monotonic() + 60  # a bound on a hang, not a timing
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the other side is closed
+                break
+            if not chunk:
+                break
+            screen += chunk
+        else:
+            raise AssertionError("orch kept the terminal open: " + screen.decode(errors="replace"))
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, screen.decode(errors="replace")
     text = screen.decode(errors="replace")
     assert json.loads(out)["greeting"] == "hello world"  # outputs still on stdout
     assert "\x1b[2K" in text or "\x1b[1A" in text  # the live display redraws in place
