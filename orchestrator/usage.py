@@ -9,19 +9,26 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
-__all__ = ["Usage", "add_tokens", "reported_cost"]
+__all__ = ["Usage", "add_tokens", "checked_usage", "reported_cost"]
+
+_COUNTS = ("prompt", "completion", "total")
 
 
 def add_tokens(total: dict[str, int], metadata: Mapping[str, Any]) -> None:
     """Add a call's ``metadata.tokens`` ({prompt, completion, total}) to ``total``."""
     used = metadata.get("tokens") if metadata else None
     if isinstance(used, Mapping):
-        for key in ("prompt", "completion", "total"):
+        for key in _COUNTS:
             value = used.get(key)
-            if isinstance(value, int) and not isinstance(value, bool):
+            if _count(value):
                 total[key] = total.get(key, 0) + value
+
+
+def _count(value: Any) -> TypeGuard[int]:
+    """A token count: a non-negative integer (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def reported_cost(metadata: Mapping[str, Any] | None) -> float | None:
@@ -30,6 +37,32 @@ def reported_cost(metadata: Mapping[str, Any] | None) -> float | None:
     if isinstance(cost, (int, float)) and not isinstance(cost, bool) and 0 <= cost < float("inf"):
         return float(cost)
     return None
+
+
+def checked_usage(metadata: dict[str, Any]) -> dict[str, Any]:
+    """A call's metadata with ``cost`` and ``tokens`` as the event contract has them.
+
+    An agent (a plugin, say) may report a negative, infinite or non-numeric cost, or
+    token counts that are not non-negative integers: those values are left out (they
+    never counted anyway), so that a stored event always matches the published schema.
+    """
+    cost = metadata.get("cost")
+    tokens = metadata.get("tokens")
+    cost_ok = cost is None or reported_cost(metadata) is not None
+    tokens_ok = tokens is None or (
+        isinstance(tokens, Mapping) and all(_count(tokens[k]) for k in _COUNTS if k in tokens)
+    )
+    if cost_ok and tokens_ok:
+        return metadata
+    checked = dict(metadata)
+    if not cost_ok:
+        del checked["cost"]
+    if not tokens_ok:
+        if isinstance(tokens, Mapping):
+            checked["tokens"] = {k: v for k, v in tokens.items() if k not in _COUNTS or _count(v)}
+        else:
+            del checked["tokens"]
+    return checked
 
 
 @dataclass(slots=True)

@@ -33,6 +33,7 @@ from ..errors import ExpressionError, Location, OrchError, PhaseTimeout
 from ..events import StreamMasker, breaker_opened, phase_stream
 from ..expr import has_template, render
 from ..jsontext import NotJson, bad_number
+from ..usage import checked_usage
 from .context import RunContext, SubRuns
 from .executor import CallChannel, CallMiddleware, CallNext, CallSpec
 from .limits import CircuitBreaker, OnOpen
@@ -355,7 +356,8 @@ async def call_agent(run: RunContext, spec: CallSpec) -> AgentResult:
         if (output is not None and (kind not in PLAIN or kind is float or kind is int)) or (
             result.metadata
         ):
-            return AgentResult(json_data(output), json_data(result.metadata), result.handoff)
+            metadata = checked_usage(json_data(result.metadata))
+            return AgentResult(json_data(output), metadata, result.handoff)
     except NotJson as exc:
         found = bad_number(result.output if isinstance(result, AgentResult) else result)
         where = f" at {found[0]}" if found and found[0] != "$" else ""

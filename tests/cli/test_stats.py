@@ -304,3 +304,41 @@ def test_stats_count_tokens_as_the_runs_budget_counts_them(tmp_path):
     phases = {p["phase"]: (p["tokens"], p["cost"]) for p in stats["phases"]}
     assert phases == {"ask": (12, 0.25), "again": (0, None)}
     assert [(a["agent"], a["tokens"]) for a in stats["agents"]] == [("python", 12)]
+
+
+NONSENSE = """\
+name: nonsense
+phases:
+  - id: ask
+    agent: python
+    with: {function: "spender:spend", kwargs: {prompt: -7, completion: 5, cost: -1}}
+  - id: again
+    agent: python
+    depends_on: [ask]
+    with: {function: "spender:spend", kwargs: {prompt: 2, completion: 1, cost: free}}
+"""
+
+
+def test_a_negative_or_non_numeric_usage_an_agent_reports_is_left_out_of_its_events(tmp_path):
+    # a plugin reporting cost -1, cost "free" or -7 prompt tokens: the run goes on, the
+    # stored events keep to the published schema (conftest validates every stored event),
+    # the rest of what it reported stays, and nothing counts the nonsense
+    (tmp_path / "spender.py").write_text(SPENDER, encoding="utf-8")
+    path = tmp_path / "nonsense.yaml"
+    path.write_text(NONSENSE, encoding="utf-8")
+    state = tmp_path / "state"
+    ran = orch("run", str(path), "--events", "jsonl", state=state)
+    assert ran.exit_code == 0, ran.output
+    done = {
+        e["phase"]: e["data"]["metadata"]
+        for e in map(json.loads, ran.stdout.splitlines())
+        if e["event"] == "phase_completed"
+    }
+    assert done == {
+        "ask": {"tokens": {"completion": 5}},
+        "again": {"tokens": {"prompt": 2, "completion": 1}},
+    }
+    run_id = json.loads(orch("runs", "--json", state=state).stdout)[0]["id"]
+    status = json.loads(orch("status", run_id, "--json", state=state).stdout)
+    assert status["tokens"]["prompt"] == 2 and status["tokens"]["completion"] == 6
+    assert status.get("cost") is None
