@@ -56,6 +56,8 @@ _INSTALL_HINT = "install the extra: pip install 'orch[dask]'"
 _CANCEL_POLL = 0.1
 # how long the orch process waits for stream pieces still in flight after a result
 _STREAM_GRACE = 10.0
+# calls submitted in one graph at most (the rest follow in the next turn of the loop)
+_SUBMIT_BATCH = int(os.environ.get("ORCH_DASK_BATCH", "256"))
 # a call whose task is no longer in one of these states on its worker was cancelled
 _RUNNING = frozenset({"executing", "long-running"})
 
@@ -237,7 +239,17 @@ class DaskExecutor:
                 workers = choice.workers or max(1, os.cpu_count() or 1)
                 # A worker that dies during a call fails that attempt (the phase's retries
                 # decide), instead of Dask silently running the call again elsewhere.
-                with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+                # Calls go to the workers when submitted, not when a thread frees up:
+                # the scheduler shares this process's event loop with the run, and its
+                # queuing of root tasks left workers idle (2x the makespan of 10,000
+                # noops). Calls hold no data for other tasks, so queuing saves nothing;
+                # work stealing still evens out the workers.
+                with dask.config.set(
+                    {
+                        "distributed.scheduler.allowed-failures": 0,
+                        "distributed.scheduler.worker-saturation": float("inf"),
+                    }
+                ):
                     self.cluster = await LocalCluster(
                         n_workers=workers,
                         threads_per_worker=choice.threads or 4,
@@ -374,7 +386,12 @@ class DaskExecutor:
             self._submitted.pop(key, None)
 
     def _flush(self) -> None:
-        outbox, self._outbox = self._outbox, []
+        # a few hundred at a time: the scheduler starts the first calls while this
+        # process makes the next graph (one graph of 10,000 kept every worker idle
+        # for seconds while the scheduler took it in)
+        outbox, self._outbox = self._outbox[:_SUBMIT_BATCH], self._outbox[_SUBMIT_BATCH:]
+        if self._outbox:
+            asyncio.get_running_loop().call_soon(self._flush)
         groups: dict[tuple[tuple[str, float], ...], list[tuple[str, tuple[Any, ...]]]] = {}
         for key, args, resources in outbox:
             if key in self._submitted:  # not cancelled meanwhile
