@@ -56,6 +56,18 @@ class HTTPError(Exception):
         self.extra = extra
 
 
+#: The largest sequence number (SQLite's INTEGER); a bigger one cannot be asked of the store.
+MAX_SEQ = 2**63 - 1
+
+
+def whole_number(text: str, *, what: str, most: int = MAX_SEQ, least: int = 0) -> int:
+    """``text`` (a query parameter or header) as a whole number from ``least`` to ``most``;
+    400 otherwise. ASCII digits only: ``"²"`` passes ``str.isdigit`` but is no number."""
+    if text.isascii() and text.isdigit() and least <= int(text) <= most:
+        return int(text)
+    raise HTTPError(400, f"{what} must be a whole number from {least} to {most}, not {text!r}")
+
+
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:
     body = {"error": message, **{k: v for k, v in extra.items() if v is not None}}
     headers = {"Retry-After": str(extra["retry_after"])} if "retry_after" in extra else None
@@ -136,7 +148,8 @@ class Guard:
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         length = headers.get("content-length", "0")
-        if length.isdigit() and int(length) > _DISCARD:  # not worth reading to answer politely
+        # not worth reading to answer politely (ASCII digits: "²" is a digit to isdigit)
+        if length.isascii() and length.isdigit() and int(length) > _DISCARD:
             await _error(413, f"request body over {MAX_BODY} bytes")(scope, receive, send)
             return
         cookies = Request(scope).cookies
@@ -301,9 +314,7 @@ def create_app(service: Service, *, ui: bool = True) -> Starlette:
     async def list_runs(request: Request) -> Response:
         """Runs, newest first; ``?workflow=`` ``?status=`` ``?limit=`` filter them."""
         q = request.query_params
-        limit = q.get("limit", "100")
-        if not limit.isdigit() or not 0 < int(limit) <= 1000:
-            raise HTTPError(400, "limit must be a whole number from 1 to 1000")
+        limit = whole_number(q.get("limit", "100"), what="limit", least=1, most=1000)
         workflow, status = q.get("workflow"), q.get("status")
         queued = [
             views.run_json(r)
@@ -318,7 +329,7 @@ def create_app(service: Service, *, ui: bool = True) -> Starlette:
             for r in stored
             if workflow in (None, "", r.workflow) and status in (None, "", r.status)
         ]
-        return JSONResponse((queued + rows)[: int(limit)])
+        return JSONResponse((queued + rows)[:limit])
 
     async def _run_or_404(run_id: str) -> Any:
         try:
@@ -363,9 +374,7 @@ def create_app(service: Service, *, ui: bool = True) -> Starlette:
 
         run = await _run_or_404(request.path_params["id"])
         phase = request.query_params.get("phase") or None
-        after = request.query_params.get("after", "0")
-        if not after.isdigit():
-            raise HTTPError(400, "after must be a sequence number")
+        after = whole_number(request.query_params.get("after", "0"), what="after")
         if isinstance(run, ActiveRun):  # queued: nothing logged yet
             return JSONResponse([])
         if phase is not None:
@@ -373,19 +382,15 @@ def create_app(service: Service, *, ui: bool = True) -> Starlette:
                 await in_thread(check_phase, store, run, phase)
             except UsageError as exc:
                 raise HTTPError(404, str(exc), hint=exc.hint) from None
-        events = await in_thread(store.events, run.id, phase=phase, after=int(after))
+        events = await in_thread(store.events, run.id, phase=phase, after=after)
         return JSONResponse(views.logs(events, event_line))
 
     @_api
     async def run_events(request: Request) -> Response:
         """The run's events after ``?after=SEQ``."""
         run = await _run_or_404(request.path_params["id"])
-        after = request.query_params.get("after", "0")
-        if not after.isdigit():
-            raise HTTPError(400, "after must be a sequence number")
-        events = (
-            await in_thread(store.events, run.id, after=int(after)) if hasattr(run, "path") else []
-        )
+        after = whole_number(request.query_params.get("after", "0"), what="after")
+        events = await in_thread(store.events, run.id, after=after) if hasattr(run, "path") else []
         return JSONResponse([views.event_json(s, e) for s, e in events])
 
     @_api
@@ -393,8 +398,12 @@ def create_app(service: Service, *, ui: bool = True) -> Starlette:
         """Server-sent events: stored events after Last-Event-ID (or ?after=), then live ones."""
         run_id = request.path_params["id"]
         await _run_or_404(run_id)
-        start = request.headers.get("last-event-id") or request.query_params.get("after", "0")
-        after = int(start) if start.isdigit() else 0
+        last_id = request.headers.get("last-event-id")
+        after = (
+            whole_number(last_id, what="Last-Event-ID")
+            if last_id
+            else whole_number(request.query_params.get("after", "0"), what="after")
+        )
 
         async def body() -> AsyncIterator[str]:
             nonlocal after

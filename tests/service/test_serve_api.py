@@ -82,6 +82,31 @@ def test_a_webhook_run_with_inputs_completes_and_shows_in_orch_runs(tmp_path):
         assert "workflow_completed" in logs.stdout + logs.stderr or "completed" in logs.stdout
 
 
+def test_a_bad_sequence_number_or_limit_is_a_400_naming_it(tmp_path):
+    # "²" passes str.isdigit but is no number; 10**23 is past SQLite's integers: both were 500s
+    with Serve(tmp_path, {"greet": GREET}) as srv:
+        run_id = srv.http.post("/api/workflows/greet/runs", json={"inputs": {"who": "x"}})
+        run_id = run_id.json()["id"]
+        srv.run_when(run_id, "completed")
+        for bad in ("\u00b2", "1\u00b2", str(10**23), str(2**63), "-1", "x", ""):
+            for route in ("logs", "events", "events/stream"):
+                r = srv.http.get(f"/api/runs/{run_id}/{route}", params={"after": bad})
+                assert r.status_code == 400, (route, bad, r.text)
+                assert r.json()["error"].startswith("after must be a whole number from 0 to")
+            r = srv.http.get("/api/runs", params={"limit": bad})
+            assert r.status_code == 400 and r.json()["error"].startswith("limit must be"), bad
+        for bad in ("\u00b2".encode("latin-1"), str(10**23).encode(), b"x"):
+            r = srv.http.get(f"/api/runs/{run_id}/events/stream", headers={"Last-Event-ID": bad})
+            assert r.status_code == 400, (bad, r.text)
+            assert r.json()["error"].startswith("Last-Event-ID must be a whole number")
+        # the largest sequence number SQLite holds is asked as any other: nothing after it
+        for route in ("logs", "events"):
+            r = srv.http.get(f"/api/runs/{run_id}/{route}", params={"after": str(2**63 - 1)})
+            assert r.status_code == 200 and r.json() == [], r.text
+        events = srv.http.get(f"/api/runs/{run_id}/events", params={"after": "0"}).json()
+        assert events[0]["event"] == "workflow_started"
+
+
 def test_bad_inputs_are_422_with_every_problem_located(tmp_path):
     with Serve(tmp_path, {"greet": GREET}) as srv:
         r = srv.http.post(
