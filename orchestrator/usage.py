@@ -17,13 +17,25 @@ _COUNTS = ("prompt", "completion", "total")
 
 
 def add_tokens(total: dict[str, int], metadata: Mapping[str, Any]) -> None:
-    """Add a call's ``metadata.tokens`` ({prompt, completion, total}) to ``total``."""
+    """Add a call's ``metadata.tokens`` ({prompt, completion, total}) to ``total``.
+
+    The one token rule: a call's total is the total it reported, or prompt + completion
+    when it reported none (or less: a server that omits ``total_tokens``). Totals are
+    made per call, so a sum over calls that report differently (one only a total,
+    another only prompt and completion) still counts every token.
+    """
     used = metadata.get("tokens") if metadata else None
-    if isinstance(used, Mapping):
-        for key in _COUNTS:
-            value = used.get(key)
-            if _count(value):
-                total[key] = total.get(key, 0) + value
+    if not isinstance(used, Mapping):
+        return
+    prompt, completion, reported = (used.get(key) for key in _COUNTS)
+    parts = 0
+    for key, value in (("prompt", prompt), ("completion", completion)):
+        if _count(value):
+            total[key] = total.get(key, 0) + value
+            parts += value
+    whole = max(reported if _count(reported) else 0, parts)
+    if whole or _count(reported):
+        total["total"] = total.get("total", 0) + whole
 
 
 def _count(value: Any) -> TypeGuard[int]:
@@ -87,10 +99,8 @@ class Usage:
 
     @property
     def total_tokens(self) -> int:
-        """``tokens.total``, else prompt + completion (0 when nothing was reported)."""
-        return self.tokens.get("total") or (
-            self.tokens.get("prompt", 0) + self.tokens.get("completion", 0)
-        )
+        """Every token the calls used (each call's total, see ``add_tokens``)."""
+        return self.tokens.get("total", 0)
 
     def as_metadata(self) -> dict[str, Any]:
         """``{"tokens": ..., "cost": ...}`` with only what was reported."""

@@ -75,7 +75,7 @@ def _note(phase: PhaseRecord) -> str:
     parts = metadata_notes(phase.metadata)
     tokens = phase_tokens(phase)
     if tokens:
-        used = tokens.get("total") or sum(tokens.values())
+        used = tokens.get("total", 0)
         parts.append(f"{used} token{'s' if used != 1 else ''}")
     cost = phase_cost(phase)
     if cost is not None:

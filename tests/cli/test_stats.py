@@ -296,7 +296,7 @@ def test_stats_count_tokens_as_the_runs_budget_counts_them(tmp_path):
     assert ran.exit_code == 1 and "12 of 12 tokens spent (budget.tokens)" in ran.output
     run_id = json.loads(orch("runs", "--json", state=state).stdout)[0]["id"]
     status = json.loads(orch("status", run_id, "--json", state=state).stdout)
-    assert status["tokens"] == {"prompt": 7, "completion": 5, "total": 0}
+    assert status["tokens"] == {"prompt": 7, "completion": 5, "total": 12}
     assert status["cost"] == 0.25
     stats = json.loads(orch("stats", "--json", state=state).stdout)
     (wf,) = stats["workflows"]
@@ -342,3 +342,52 @@ def test_a_negative_or_non_numeric_usage_an_agent_reports_is_left_out_of_its_eve
     status = json.loads(orch("status", run_id, "--json", state=state).stdout)
     assert status["tokens"]["prompt"] == 2 and status["tokens"]["completion"] == 6
     assert status.get("cost") is None
+
+
+MIXED = """\
+name: mixed
+budget: {tokens: 50}
+phases:
+  - id: a
+    agent: python
+    with: {function: "mixed_spender:total_only", kwargs: {total: 10}}
+  - id: b
+    agent: python
+    depends_on: [a]
+    with: {function: "spender:spend", kwargs: {prompt: 30, completion: 30, cost: 0}}
+  - id: c
+    agent: python
+    depends_on: [b]
+    with: {function: "spender:spend", kwargs: {prompt: 30, completion: 30, cost: 0}}
+"""
+
+TOTAL_ONLY = """\
+from orchestrator.agents import AgentResult
+
+
+def total_only(total):
+    return AgentResult(output="ok", metadata={"tokens": {"total": total}})
+"""
+
+
+def test_calls_reporting_tokens_differently_all_count_toward_the_budget_and_totals(tmp_path):
+    # a reports only a total (10), b only prompt and completion (60): 70 tokens are spent
+    # before c, over the budget of 50, so c never runs; the run's totals say 70 (the sum
+    # of the reported totals alone, 10, let c run and the run end "completed")
+    (tmp_path / "spender.py").write_text(SPENDER, encoding="utf-8")
+    (tmp_path / "mixed_spender.py").write_text(TOTAL_ONLY, encoding="utf-8")
+    path = tmp_path / "mixed.yaml"
+    path.write_text(MIXED, encoding="utf-8")
+    state = tmp_path / "state"
+    ran = orch("run", str(path), "--events", "jsonl", state=state)
+    assert ran.exit_code == 1, ran.output
+    assert "70 of 50 tokens spent (budget.tokens)" in ran.output
+    lines = [json.loads(x) for x in ran.stdout.splitlines() if x.startswith("{")]
+    assert [e["phase"] for e in lines if e["event"] == "phase_completed"] == ["a", "b"]
+    (end,) = [e for e in lines if e["event"].startswith("workflow_")][-1:]
+    assert end["data"]["tokens"] == {"prompt": 30, "completion": 30, "total": 70}
+    run_id = json.loads(orch("runs", "--json", state=state).stdout)[0]["id"]
+    status = json.loads(orch("status", run_id, "--json", state=state).stdout)
+    assert status["tokens"] == {"prompt": 30, "completion": 30, "total": 70}
+    stats = json.loads(orch("stats", "--json", state=state).stdout)
+    assert stats["workflows"][0]["tokens"] == 70
