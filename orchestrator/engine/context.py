@@ -264,6 +264,7 @@ class RunContext:
         target = Path(path)
         if not target.is_absolute():
             target = Path(self.workdir) / target
+        path = _shown(target, self.workdir)  # messages name it as the workflow does
         top = str(Path(self.workflow.path).resolve()) if self.workflow.path else "workflow"
         chain = (*(_SUB_RUNS.get() or (top,)), str(target.resolve()))
         if depth > options.max_depth:
@@ -349,6 +350,15 @@ class SubRuns:
         usage.add(self.used.as_metadata() if self.used is not None else None)
         metadata = {**result.metadata, **usage.as_metadata()}
         return AgentResult(result.output, metadata, result.handoff)
+
+
+def _shown(target: Path, workdir: str) -> str:
+    """A sub-workflow's file as messages name it: relative to the calling workflow's folder
+    when it is inside it (the workflow agent passes an absolute path), else as it is."""
+    try:
+        return str(target.absolute().relative_to(Path(workdir).absolute()))
+    except ValueError:
+        return str(target)
 
 
 def _too_deep(chain: tuple[str, ...], limit: int) -> str:

@@ -232,7 +232,7 @@ def test_a_sub_run_spends_from_its_parents_budget_and_stops_when_it_is_used_up(t
     assert prompts == ["first question", "item 0", "item 1"]
     failed = next(e for e in events if e["event"] == "phase_failed" and e["phase"] == "sub")
     error = failed["data"]["error"]
-    assert error.startswith("sub-workflow '") and "failed: phase 'loop' failed: " in error
+    assert error.startswith("sub-workflow 'child.yaml' failed: phase 'loop' failed: ")
     assert (
         "8 of 10 items failed; item 3 of 10 (index 2): the budget of workflow 'parent' (the run"
         " that started this sub-run) is used up: 12 of 10 tokens spent (budget.tokens) (used by"
