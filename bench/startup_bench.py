@@ -3,8 +3,10 @@
     python bench/startup_bench.py [--runs N] [--strict]
 
 Runs each command ``N`` times, interleaved (so a busy moment of a shared machine
-hits every command alike), keeps the best time of each and prints it with its
-ratio to the baseline, the same interpreter starting and doing nothing. Targets
+hits every command alike), and prints for each its best and median time with their
+ratios to the baseline, the same interpreter starting and doing nothing, and the
+spread of the per-round ratios (10th-90th percentile; each round's time divided by
+that round's baseline). The verdict is on the median ratio. Targets
 (issue 13): ``orch --help`` at most 5x, ``orch validate workflows/demo.yaml`` at
 most 10x (a pre-commit hook runs it on every commit). Exit 1 on a miss only with
 ``--strict``.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -37,15 +40,15 @@ def commands() -> dict[str, tuple[list[str], float | None]]:
     }
 
 
-def measure(argvs: dict[str, list[str]], runs: int) -> dict[str, float]:
-    """Best wall time (seconds) of each argv over ``runs`` interleaved rounds.
+def measure(argvs: dict[str, list[str]], runs: int) -> dict[str, list[float]]:
+    """Wall times (seconds) of each argv over ``runs`` interleaved rounds, in round order.
 
     Byte-code caching is on, as for a user (pip compiles an installed package; a
     checkout writes __pycache__ on its first run): PYTHONDONTWRITEBYTECODE is dropped
     and a first, unmeasured round warms the cache.
     """
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    best = dict.fromkeys(argvs, float("inf"))
+    times: dict[str, list[float]] = {label: [] for label in argvs}
     for argv in argvs.values():
         subprocess.run(argv, capture_output=True, cwd=ROOT, env=env)
     for _ in range(runs):
@@ -57,30 +60,49 @@ def measure(argvs: dict[str, list[str]], runs: int) -> dict[str, float]:
                 raise SystemExit(
                     f"{label} exited {done.returncode}:\n{done.stderr.decode()[-2000:]}"
                 )
-            best[label] = min(best[label], took)
-    return best
+            times[label].append(took)
+    return times
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``values``, linearly interpolated."""
+    ordered = sorted(values)
+    at = q * (len(ordered) - 1)
+    low = int(at)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (at - low)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Measure, print one line per command with its ratio and verdict; return the exit code."""
+    """Measure, print one line per command with its ratios and verdict; return the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=15, help="rounds (the best time is kept)")
+    parser.add_argument("--runs", type=int, default=15, help="interleaved rounds")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
 
     table = commands()
-    best = measure({label: a for label, (a, _) in table.items()}, max(1, args.runs))
-    base = best["python -c pass"]
+    times = measure({label: a for label, (a, _) in table.items()}, max(1, args.runs))
+    base = times["python -c pass"]
     missed = 0
-    print(f"{'command':<36} {'best':>8} {'ratio':>7}  target")
+    print(
+        f"{'command':<36} {'best':>8} {'ratio':>6} {'median':>8} {'ratio':>6}"
+        f"  {'spread (p10-p90)':<16}  target"
+    )
     for label, (_, target) in table.items():
-        ratio = best[label] / base
+        mine = times[label]
+        rounds = [t / b for t, b in zip(mine, base, strict=True)]
+        best = min(mine) / min(base)
+        median = statistics.median(mine) / statistics.median(base)
+        spread = f"{_percentile(rounds, 0.1):.1f}-{_percentile(rounds, 0.9):.1f}x"
         verdict = ""
         if target is not None:
-            ok = ratio <= target
+            ok = median <= target
             missed += not ok
             verdict = f"{'ok' if ok else 'MISSED'} (<= {target:g}x)"
-        print(f"{label:<36} {best[label] * 1000:6.1f}ms {ratio:6.1f}x  {verdict}")
+        print(
+            f"{label:<36} {min(mine) * 1000:6.1f}ms {best:5.1f}x"
+            f" {statistics.median(mine) * 1000:6.1f}ms {median:5.1f}x  {spread:<16}  {verdict}"
+        )
     return 1 if (missed and args.strict) else 0
 
 

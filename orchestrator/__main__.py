@@ -8,6 +8,9 @@ be what typer would print: its first line holds a checksum of the command-line
 modules it was rendered from, and the terminal is at least 80 columns wide (typer
 wraps at 78 then); otherwise, and for everything else, typer answers.
 
+``orch validate`` with plain arguments is answered without typer too
+(``cli/fast.py``): a pre-commit hook runs it on every commit.
+
 ``main`` imports the command line inside a guard: a Ctrl-C while Python is still
 loading orch (the first tenth of a second) exits 130 with one line, never a
 KeyboardInterrupt traceback.
@@ -64,13 +67,21 @@ def fast_help() -> str | None:
 
 def main() -> None:
     """Run the ``orch`` command (see ``orchestrator.cli.main``)."""
-    if sys.argv[1:] in (["--help"], ["-h"]):
+    args = sys.argv[1:]
+    if args in (["--help"], ["-h"]):
         text = fast_help()
         if text is not None:
             sys.stdout.write(text)
             sys.stdout.flush()
             return
     try:
+        if args[:1] == ["validate"]:
+            from .cli.fast import validate_fast
+
+            code = validate_fast(args[1:])
+            if code is not None:
+                sys.stdout.flush()
+                sys.exit(code)
         from .cli import main as cli_main
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")

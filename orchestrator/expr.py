@@ -39,6 +39,7 @@ from jinja2.utils import missing
 from jinja2.visitor import NodeTransformer
 
 from .errors import ExpressionError, Location, OrchError
+from .template_syntax import has_template, is_template
 
 __all__ = [
     "DEFAULT_RENDER_SECONDS",
@@ -515,32 +516,6 @@ def _tojson(value: Any, indent: int | None = None) -> str:
     _check_width(indent, "tojson indent")
 
     return dumps(value, indent=indent, what="the value given to tojson")
-
-
-_PLAIN_SCALARS = frozenset({int, float, bool, type(None)})
-
-
-def has_template(value: Any) -> bool:
-    """Whether any string inside ``value`` (dicts and lists are walked) holds template syntax."""
-    kind = type(value)
-    if kind is str:
-        return "{{" in value or "{%" in value or "{#" in value
-    if kind is dict:
-        return any(has_template(v) for v in value.values()) if value else False
-    if kind in _PLAIN_SCALARS:
-        return False
-    if isinstance(value, str):
-        return is_template(value)
-    if isinstance(value, Mapping):
-        return any(has_template(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(has_template(v) for v in value)
-    return False
-
-
-def is_template(text: str) -> bool:
-    """Whether a string holds template syntax (``{{``, ``{%`` or ``{#``)."""
-    return "{{" in text or "{%" in text or "{#" in text
 
 
 @lru_cache(maxsize=4096)

@@ -60,6 +60,15 @@ PIECES = st.one_of(
     st.text(alphabet="ab {}%#|.", max_size=6),
     st.builds(lambda p: "{{ " + ".".join(p) + " }}", st.lists(NAMES, min_size=1, max_size=3)),
     st.builds(lambda p: "{{" + p + "|tojson}}", NAMES),
+    # arithmetic with a number (`{{ index + 1 }}`), and near misses the reader must refuse
+    st.builds(
+        lambda p, space, op, n, end: "{{ " + ".".join(p) + space + op + space + n + end,
+        st.lists(NAMES, min_size=1, max_size=2),
+        st.sampled_from(["", " "]),
+        st.sampled_from(["+", "-", "*", "**", "//", "/", "%", "--", "+-"]),
+        st.sampled_from(["0", "1", "12", "01", "1_0", "1.5", "x", ""]),
+        st.sampled_from([" }}", "}}", " -}}", "|tojson }}", " | tojson }}"]),
+    ),
 )
 
 

@@ -78,3 +78,18 @@ def test_validating_a_good_file_imports_neither_jsonschema_nor_importlib_metadat
 def test_jsonschema_explains_a_bad_file(tmp_path):
     (tmp_path / "bad.yaml").write_text("name: x\nphases:\n  - {id: a, agent: echo, tmeout: 1}\n")
     assert "jsonschema" in _modules("validate", "bad.yaml", cwd=tmp_path)
+
+
+def test_validating_a_plain_file_needs_neither_typer_nor_jinja2():
+    # a pre-commit hook runs it on every commit: cli/fast.py answers without typer, and
+    # templates of the plain shapes ({{ a.b }}, {{ index + 1 }}) are read without Jinja
+    loaded = _modules("validate", "workflows/demo.yaml", "--format", "text")
+    assert "orchestrator.spec" in loaded
+    assert not loaded & {"typer", "click", "jinja2", "orchestrator.cli.root"}
+
+
+def test_a_template_that_needs_jinja_still_gets_it(tmp_path):
+    (tmp_path / "w.yaml").write_text(
+        "name: x\nphases:\n  - {id: a, agent: echo, with: {text: \"{{ 'x' ~ 1 }}\"}}\n"
+    )
+    assert "jinja2" in _modules("validate", "w.yaml", cwd=tmp_path)

@@ -1,7 +1,8 @@
 """`orch validate FILE... [--format text|json|github]`, and load_or_exit for the other commands.
 
 Exit 0 when every file is valid (one short line each), 2 when any has an error;
-every problem of every file is printed, never a traceback.
+every problem of every file is printed, never a traceback. The body is
+``fast.validate_files``: plain ``orch validate`` arguments reach it without typer.
 """
 
 from __future__ import annotations
@@ -9,17 +10,16 @@ from __future__ import annotations
 import enum
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from .fast import validate_files
 
 if TYPE_CHECKING:
     from ..spec.model import Workflow
 
 __all__ = ["load_or_exit", "register"]
-
-#: The file name that means standard input (``orch validate -``), and how problems name it.
-STDIN = Path("-")
 
 
 class ProblemFormat(str, enum.Enum):
@@ -68,64 +68,9 @@ def validate_command(
     ] = ProblemFormat.text,
 ) -> None:
     """Check workflow files: every problem of every file, each as FILE:LINE:COL: message."""
-    from ..agents.registry import AgentRegistry
-    from ..render.problems import format_problems, write_problems
-    from ..spec import check
-    from ..spec.locate import expand_paths
-
-    registry = AgentRegistry.from_entry_points()
-    everything = []
-    targets, missing = expand_paths(files)
-    everything.extend(missing)
-    failed = bool(missing)
-    if fmt is ProblemFormat.text:
-        write_problems(missing, "text", sys.stdout)
-    for file in targets:
-        if file == STDIN:
-            file = Path("<stdin>")  # how problems and the ok line name it
-            workflow, problems = check(file, registry=registry, stream=sys.stdin.buffer)
-        else:
-            workflow, problems = check(file, registry=registry)
-        everything.extend(problems)
-        errors = [p for p in problems if p.severity == "error"]
-        if fmt is ProblemFormat.text:
-            write_problems(problems, "text", sys.stdout)
-        if errors or workflow is None:
-            failed = True
-            continue
-        if fmt is ProblemFormat.text:
-            sys.stdout.write(f"{file}: ok ({_counts(workflow, len(problems))})\n")
-            if workflow.schedule or workflow.triggers:  # they do nothing under `orch run`
-                sys.stdout.write(
-                    f"  note: {_service_note(workflow)} start runs only under `orch serve`"
-                    " (`orch schedule` lists the next fire times)\n"
-                )
-    if fmt is ProblemFormat.json:
-        sys.stdout.write(format_problems(everything, "json") + "\n")
-    elif fmt is ProblemFormat.github and everything:
-        sys.stdout.write(format_problems(everything, "github") + "\n")
-    raise typer.Exit(2 if failed else 0)
-
-
-def _counts(workflow: Workflow, warnings: int) -> str:
-    """``5 phases, 3 agent types: echo, fail, sleep``, the named agents and warnings too."""
-
-    def count(n: int, noun: str) -> str:
-        return f"{n} {noun}{'s' if n != 1 else ''}"
-
-    types = workflow.agent_types()
-    parts = [count(len(workflow.phases), "phase")]
-    if workflow.agents:
-        parts.append(count(len(workflow.agents), "named agent"))
-    parts.append(count(len(types), "agent type") + (f": {', '.join(types)}" if types else ""))
-    return ", ".join(parts) + (f"; {count(warnings, 'warning')}" if warnings else "")
+    raise typer.Exit(validate_files(files, fmt.value))
 
 
 def register(app: typer.Typer) -> None:
     """Add `orch validate` to `app`."""
     app.command("validate")(validate_command)
-
-
-def _service_note(workflow: Any) -> str:
-    keys = [k for k, v in (("schedule:", workflow.schedule), ("triggers:", workflow.triggers)) if v]
-    return " and ".join(keys)

@@ -8,7 +8,6 @@ that nothing may mutate: the engine renders copies.
 
 from __future__ import annotations
 
-import hashlib
 import operator
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
@@ -378,6 +377,8 @@ def _fingerprint(obj: Any, *, exclude: tuple[str, ...] = ()) -> str:
     # ``exclude`` dropped at every level, and fields still at their default left out (so a
     # field added later with a default does not change earlier fingerprints). Cheap on
     # purpose: every run fingerprints every phase.
+    import hashlib  # not at import: `orch validate` never needs it
+
     return hashlib.sha256(repr(_canonical(obj, exclude)).encode()).hexdigest()[:16]
 
 

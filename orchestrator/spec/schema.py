@@ -166,7 +166,7 @@ def check_workflow(data: Any, smap: SourceMap) -> SchemaReport:
     """Check raw workflow data against the bundled schema; every error, located."""
     report = SchemaReport()
     fast = _workflow_fast()
-    if fast is not None and fast(data):
+    if _passes(fast, data):
         return report
     explained = (e for e in _workflow_validator().iter_errors(data) if not _for_editors(e))
     for n, error in enumerate(explained):
@@ -203,7 +203,7 @@ def check_agent_config(
     """
     report = SchemaReport()
     check = _agent_check(schema)
-    if check.fast is not None and check.fast(config):
+    if _passes(check.fast, config):
         return report
     validator = check.validator
     name = owner if callable(owner) else (lambda p, o=owner: o)
@@ -242,7 +242,7 @@ def rendered_config_problems(
     engine checks every templated input with it before the call, so an agent never
     sees a bad input."""
     check = _agent_check(schema)
-    if check.fast is not None and check.fast(config):
+    if _passes(check.fast, config):
         return []
     out: list[tuple[JsonPath, str]] = []
     for error in check.validator.iter_errors(dict(config)):
@@ -592,8 +592,7 @@ def _keyword(
     if key == "const":
         return lambda v: _same(v, arg)
     if key == "pattern":
-        rx = re.compile(arg)
-        return lambda v: not isinstance(v, str) or rx.search(v) is not None
+        return _pattern(arg)
     if key == "minimum":
         return lambda v: not _PY_TYPES["number"](v) or v >= arg
     if key == "exclusiveMinimum":
@@ -625,6 +624,30 @@ def _keyword(
         sub = _compile_node(arg, defs, memo)
         return lambda v: not isinstance(v, dict) or all(sub(k) for k in v)
     raise _Unsupported(key)
+
+
+def _pattern(text: str) -> Callable[[Any], bool]:
+    """The ``pattern`` check, compiled when a string first meets it (the cron pattern
+    alone costs milliseconds, and most files have no schedule). A pattern that does
+    not compile raises re.error there: ``_passes`` then says "ask jsonschema"."""
+    compiled: list[re.Pattern[str]] = []
+
+    def check(value: Any) -> bool:
+        if not isinstance(value, str):
+            return True
+        if not compiled:
+            compiled.append(re.compile(text))
+        return compiled[0].search(value) is not None
+
+    return check
+
+
+def _passes(fast: Callable[[Any], bool] | None, value: Any) -> bool:
+    """Whether the fast path finds ``value`` valid (False: jsonschema decides and explains)."""
+    try:
+        return fast is not None and fast(value)
+    except re.error:  # a pattern that does not compile: as if the fast path had none
+        return False
 
 
 def _additional(

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import OrchError, WorkflowInvalid
-from ..expr import has_template, is_template
+from ..template_syntax import has_template, is_template
 
 __all__ = ["RefProblem", "check_workflow_ref"]
 

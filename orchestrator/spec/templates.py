@@ -11,13 +11,16 @@ import difflib
 import re
 from collections.abc import Iterator, Mapping
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .. import expr
 from ..errors import ExpressionError, Location, UnknownReference
+from ..template_syntax import is_template
 from .context import Checker, clip, unknown
 from .schema import json_path
 from .source import JsonPath
+
+if TYPE_CHECKING:
+    from types import ModuleType
 
 __all__ = ["check_template_text", "check_templates", "strings"]
 
@@ -95,7 +98,7 @@ def check_template_text(
     condition: bool = False,
 ) -> list[tuple[str, Location]]:
     """Check one template (or a condition); record its problems, return the phases it reads."""
-    if not condition and not expr.is_template(text):
+    if not condition and not is_template(text):
         return []
     where = cx.smap.value(path)
     shown = json_path(path)
@@ -229,15 +232,24 @@ def _parse_template(
     str | None, str | None, frozenset[tuple[str, ...]], tuple[tuple[str, str, str | None], ...]
 ]:
     """A template's syntax error (or None), the first ``_name`` it reads (or None: see
-    expr.private_access), the names it reads, and its unknown filters and tests."""
+    expr.private_access), the names it reads, and its unknown filters and tests.
+
+    A template of the common shape is read without Jinja (see _simple_references),
+    and one without filters without importing jinja2 at all (``orch validate``'s
+    start-up); everything else goes to expr's parser.
+    """
     if not condition:
         simple = _simple_references(text)
         if simple is not None:
             private = next((p for c in simple for p in c[1:] if p.startswith("_")), None)
-            known = expr.filter_names()
-            odd = any(f not in known for f in _FILTER.findall(text))
-            unknown = tuple(expr.unknown_names(text)) if odd else ()
+            filters = _FILTER.findall(text)
+            unknown: tuple[tuple[str, str, str | None], ...] = ()
+            if filters:
+                known = _expr().filter_names()
+                if any(f not in known for f in filters):
+                    unknown = tuple(_expr().unknown_names(text))
             return None, private, simple, unknown
+    expr = _expr()
     chains = expr.references(text) if condition else expr.template_references(text)
     error = None
     if not chains:
@@ -247,13 +259,22 @@ def _parse_template(
     return error, private, frozenset(chains), unknown
 
 
-# The common template shape, `text {{ a.b.c }} text {{ x.y | tojson }}`, read without
-# building a Jinja AST (a 10,000-phase file has thousands of these). Anything else,
-# or a Jinja keyword as a name, goes to the real parser in expr.
+def _expr() -> ModuleType:
+    """The jinja2 module (orchestrator.expr), imported when a template needs it."""
+    from .. import expr
+
+    return expr
+
+
+# The common template shapes, `text {{ a.b.c }} text {{ x.y | tojson }} {{ index + 1 }}`,
+# read without building a Jinja AST (a 10,000-phase file has thousands of these): a
+# dotted name, then at most one arithmetic operator with a whole number, then at most
+# one filter. Anything else, or a Jinja keyword as a name, goes to the real parser in expr.
 _DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
+_ARITHMETIC = r"(?:\s*[-+*]\s*(?:0|[1-9][0-9]*))?"
 _PLAIN_TEXT = r"(?:[^{]|\{(?![{%#]))*"
 _SIMPLE = re.compile(
-    rf"{_PLAIN_TEXT}(?:\{{\{{\s*{_DOTTED}(?:\s*\|\s*[A-Za-z_][A-Za-z0-9_]*)?\s*\}}\}}{_PLAIN_TEXT})*\Z"
+    rf"{_PLAIN_TEXT}(?:\{{\{{\s*{_DOTTED}{_ARITHMETIC}(?:\s*\|\s*[A-Za-z_][A-Za-z0-9_]*)?\s*\}}\}}{_PLAIN_TEXT})*\Z"
 )
 _EXPRESSION = re.compile(rf"\{{\{{\s*({_DOTTED})")
 _FILTER = re.compile(r"\|\s*([A-Za-z_][A-Za-z0-9_]*)")

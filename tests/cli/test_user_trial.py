@@ -347,7 +347,7 @@ def test_agents_hide_the_internal_ledger_key():
 
 
 def test_the_last_net_prints_located_errors_as_problems_too(capsys):
-    from orchestrator.cli import _report
+    from orchestrator.cli.fast import report_error as _report
     from orchestrator.errors import Location, StateError, UsageError
 
     assert _report(UsageError("bad value", location=Location("in.yaml", 3, 5))) == 2

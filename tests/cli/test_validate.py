@@ -416,3 +416,48 @@ phases:
         f"{wf}:8:5: warning: phase 'talk': cache does not apply to a handoff phase" in result.output
     )
     assert "1 warning" in result.output
+
+
+# -- the fast path (cli/fast.py: no typer) prints what typer's command prints ---------------
+
+TYPER = "import sys\nfrom orchestrator.cli import main\nsys.argv = ['orch', *sys.argv[1:]]\nmain()"
+
+
+def _both(cwd: Path, *args: str, stdin: str = "") -> tuple[tuple[int, str, str], ...]:
+    """(exit code, stdout, stderr) of the real `orch validate ARGS` and of typer's command."""
+    orch = str(Path(sys.executable).parent / "orch")
+    runs = []
+    for argv in ([orch, "validate", *args], [sys.executable, "-c", TYPER, "validate", *args]):
+        done = subprocess.run(argv, cwd=cwd, input=stdin, capture_output=True, text=True)
+        runs.append((done.returncode, done.stdout, done.stderr))
+    return tuple(runs)
+
+
+def test_the_fast_path_answers_exactly_as_typer_in_every_form(tmp_path):
+    (tmp_path / "good.yaml").write_text(GOOD)
+    (tmp_path / "bad.yaml").write_text(BAD)
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "a.yml").write_text(GOOD)
+    (tmp_path / "-odd.yaml").write_text(GOOD)
+    forms = [
+        ["good.yaml"],
+        ["good.yaml", "bad.yaml", "missing.yaml", "flows"],
+        ["--format", "json", "bad.yaml"],
+        ["--format=JSON", "good.yaml", "bad.yaml"],
+        ["-f", "github", "bad.yaml"],
+        ["-fgithub", "good.yaml"],
+        ["bad.yaml", "-f", "text"],
+        ["--", "-odd.yaml"],
+        ["-f", "xml", "good.yaml"],  # typer's usage errors from here on
+        ["--bogus", "good.yaml"],
+        ["-f", "json", "-f", "text", "good.yaml"],
+        ["-f"],
+        [],
+    ]
+    for form in forms:
+        fast, typer_ = _both(tmp_path, *form)
+        assert fast == typer_, form
+        assert "Traceback" not in fast[2], form
+    fast, typer_ = _both(tmp_path, "-", "good.yaml", stdin=BAD)
+    assert fast == typer_
+    assert fast[0] == 2 and "<stdin>:4:" in fast[1] and "good.yaml: ok" in fast[1]

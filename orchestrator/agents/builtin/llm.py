@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from ... import jsontext
-from ...expr import is_template
+from ...template_syntax import is_template
 from ..base import Agent, AgentContext, AgentFailure, AgentResult, ConfigProblem
 from ._client import (
     DURATION_SCHEMA,

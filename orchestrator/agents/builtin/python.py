@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ...expr import is_template
+from ...template_syntax import is_template
 from ..base import Agent, AgentContext, AgentFailure, AgentResult, ConfigProblem
 
 __all__ = ["PythonAgent"]
