@@ -10,7 +10,8 @@ the time that was left, and honours a decision made while no orch process ran.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .. import events as ev
@@ -19,13 +20,64 @@ from ..expr import render
 from .result import ApprovalDesk
 
 if TYPE_CHECKING:
+    from ..events import Event
     from ..spec.model import Phase
     from .context import RunContext
 
-__all__ = ["ApprovalDesk", "wait_for_approval"]
+__all__ = ["ApprovalDesk", "SubRunDesk", "wait_for_approval"]
 
 #: Seconds between two looks at the desk while a phase waits.
 POLL = 0.2
+
+
+class SubRunDesk:
+    """The approvals of a sub-run: its phases are decided on the top run, at an address.
+
+    ``desk`` is the top run's (the state store), ``run_id`` the top run's id,
+    ``prefix`` the address of the sub-run (``write/``), ``emit`` the top run's event
+    bus. ``forward`` is the sub-run's event sink: the events of its phases with
+    ``approval:`` go to the top run as ``<prefix><phase>``.
+    """
+
+    __slots__ = ("desk", "run_id", "prefix", "emit", "phases")
+
+    def __init__(
+        self,
+        desk: ApprovalDesk,
+        run_id: str,
+        prefix: str,
+        emit: Callable[[Event], Awaitable[None]],
+        phases: frozenset[str] = frozenset(),
+    ) -> None:
+        self.desk = desk
+        self.run_id = run_id
+        self.prefix = prefix
+        self.emit = emit
+        self.phases = phases
+
+    @classmethod
+    def below(cls, run: RunContext, at: str, phases: frozenset[str]) -> SubRunDesk | None:
+        """The desk of a sub-run started by ``run`` at address ``at`` (None: no desk)."""
+        desk = run.options.approvals
+        if desk is None:
+            return None
+        if isinstance(desk, SubRunDesk):  # a sub-run's sub-run: still the top run's desk
+            return cls(desk.desk, desk.run_id, f"{desk.prefix}{at}/", desk.emit, phases)
+        return cls(desk, run.run_id, f"{at}/", run.bus.emit, phases)
+
+    def decision(self, run_id: str, phase: str) -> Any:
+        """The top run's decision for this sub-run's ``phase``."""
+        return self.desk.decision(self.run_id, self.prefix + phase)
+
+    def waiting_since(self, run_id: str, phase: str) -> float | None:
+        """When the top run first recorded this sub-run's ``phase`` waiting."""
+        return self.desk.waiting_since(self.run_id, self.prefix + phase)
+
+    async def forward(self, event: Event) -> None:
+        """Record an event of a phase with ``approval:`` in the top run, at its address."""
+        if event.phase in self.phases:
+            moved = dataclasses.replace(event, run_id=self.run_id, phase=self.prefix + event.phase)
+            await self.emit(moved)
 
 
 async def wait_for_approval(

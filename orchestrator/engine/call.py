@@ -326,7 +326,7 @@ async def call_agent(run: RunContext, spec: CallSpec) -> AgentResult:
     spend = run.spend
     spend.check(spec.phase_id)  # BudgetExceeded once a budget is used up
     stream = _Stream(run, spec)
-    sub_runs = SubRuns(run, spec.phase_id)  # what the call's sub-runs spend counts here
+    sub_runs = SubRuns(run, spec.phase_id, spec.item)  # their spending counts here
     channel = CallChannel(stream, sub_runs, run.pool.agent(spec.agent_name))
     in_flight = run.in_flight  # calls under way per agent (capability routing reads it)
     in_flight[spec.agent_name] = in_flight.get(spec.agent_name, 0) + 1

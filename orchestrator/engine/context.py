@@ -47,6 +47,11 @@ _SUB_RUNS: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
     "orch_sub_runs", default=()
 )
 TOO_DEEP = ("sub-workflow recursion: ", "sub-workflows nest deeper than ")
+# The repeat iteration under way: (run id, phase id, n), set by the phase logic, so a
+# sub-run started in iteration n is addressed `phase#n` (engine/approval.py).
+ITERATION: contextvars.ContextVar[tuple[str, str, int] | None] = contextvars.ContextVar(
+    "orch_iteration", default=None
+)
 
 
 class EventBus:
@@ -242,13 +247,21 @@ class RunContext:
         return True
 
     async def run_workflow(
-        self, path: str, inputs: Mapping[str, Any], *, caller: SubRuns | None = None
+        self,
+        path: str,
+        inputs: Mapping[str, Any],
+        *,
+        caller: SubRuns | None = None,
+        at: str | None = None,
     ) -> Mapping[str, Any]:
         """Run another workflow file as a sub-run; return its outputs (AgentContext.run_workflow).
 
         ``caller`` (the agent call that starts it) is where the sub-run's spending
-        counts and whose budgets it obeys. Raises AgentFailure (permanent) when it
-        cannot load, nests too deep, or fails.
+        counts and whose budgets it obeys. ``at`` (default: the caller's ``at``)
+        addresses the sub-run in this run: phases with ``approval:`` in it wait for
+        a decision on the top run at ``<at>/<phase>`` (engine/approval.py); without
+        an address they fail as in a run without a store. Raises AgentFailure
+        (permanent) when it cannot load, nests too deep, or fails.
         """
         import importlib
 
@@ -273,6 +286,14 @@ class RunContext:
             sub_plan = compile_plan(load_workflow(str(target), registry=self.registry))
         except OrchError as exc:
             raise AgentFailure(f"sub-workflow '{path}': {exc}", transient=False) from exc
+        from .approval import SubRunDesk
+
+        sub = sub_plan.workflow
+        every = (*sub.phases, *sub.on_success, *sub.on_failure, *sub.finally_)
+        asking = frozenset(p.id for p in every if p.approval is not None)
+        if at is None and caller is not None:
+            at = caller.at
+        desk = SubRunDesk.below(self, at, asking) if at is not None and asking else None
         sub_options = RunOptions(
             max_parallel=options.max_parallel,
             no_cache=options.no_cache,
@@ -287,13 +308,18 @@ class RunContext:
             replay=options.replay,
             trace_id=options.trace_id,
             budget_parent=caller,
+            approvals=desk,
         )
         bus = self.bus  # sinks that follow sub-runs too (the tracer) get their events
         sinks = [s for s in (*bus.async_sinks, *bus.sync_sinks) if getattr(s, "sees_sub_runs", 0)]
         token = _SUB_RUNS.set(chain)
         try:
             result = await self._launch(
-                sub_plan, inputs=inputs, registry=self.registry, options=sub_options, sinks=sinks
+                sub_plan,
+                inputs=inputs,
+                registry=self.registry,
+                options=sub_options,
+                sinks=[*sinks, desk.forward] if desk is not None else sinks,
             )
         except UsageError as exc:
             raise AgentFailure(f"sub-workflow '{path}': {exc}", transient=False) from exc
@@ -311,7 +337,8 @@ class RunContext:
 
 
 class SubRuns:
-    """The sub-runs one agent call starts (its ``CallChannel.run_workflow``).
+    """The sub-runs one agent call starts (its ``CallChannel.run_workflow``), and their
+    address ``at`` in this run.
 
     What they spend counts, as they spend it, for the calling phase of this run
     (``spent``: its budgets and the run's see it at once), and before each of
@@ -320,12 +347,19 @@ class SubRuns:
     the run's totals and ``orch stats`` include what its sub-runs used.
     """
 
-    __slots__ = ("run", "phase_id", "used")
+    __slots__ = ("run", "phase_id", "used", "at")
 
-    def __init__(self, run: RunContext, phase_id: str) -> None:
+    def __init__(self, run: RunContext, phase_id: str, item: int | None = None) -> None:
         self.run = run
         self.phase_id = phase_id
         self.used: Usage | None = None
+        # the sub-runs' address in this run: the phase, `[item]` of a foreach item,
+        # `#n` of a repeat iteration (engine/approval.py: approvals inside sub-runs)
+        at = phase_id + (f"[{item}]" if item is not None else "")
+        iteration = ITERATION.get()
+        if iteration is not None and iteration[:2] == (run.run_id, phase_id):
+            at += f"#{iteration[2]}"
+        self.at = at
 
     async def __call__(self, path: str, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
         return await self.run.run_workflow(path, inputs, caller=self)

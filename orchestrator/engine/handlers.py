@@ -58,7 +58,7 @@ async def _fallback_workflow(
         ev.phase_started(run.run_id, run.now(), FALLBACK_PHASE, 1, agent="workflow", path=path)
     )
     try:
-        outputs = await run.run_workflow(path, run.inputs)
+        outputs = await run.run_workflow(path, run.inputs, at=FALLBACK_PHASE)
     except Exception as exc:  # noqa: BLE001 - a failing fallback is recorded, not raised
         message = describe(exc)
         ended = run.now()

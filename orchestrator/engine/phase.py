@@ -29,7 +29,7 @@ from .call import (
     render_input,
     seconds_left,
 )
-from .context import RunContext
+from .context import ITERATION, RunContext
 from .limits import BreakerOpen
 from .rendering import rendered
 from .result import PhaseOutcome, Usage
@@ -662,11 +662,14 @@ async def _run_repeat(
         n += 1
         iteration = {"n": n, "previous": previous, "max": spec.max}
         it_ctx = {**ctx, "iteration": iteration}
+        token = ITERATION.set((run.run_id, pid, n))  # sub-runs are addressed `pid#n`
         try:
             result, fallback_used, _ = await _run_unit(phase, run, it_ctx, None, tried)
         except _Failed as failure:
             message = f"iteration {n}: {failure.message}"
             return await _failed(run, phase, started, message, failure.attempts)
+        finally:
+            ITERATION.reset(token)
         fallback_any = fallback_any or fallback_used
         usage.add(result.metadata)
         chosen = result.metadata.get("agent")

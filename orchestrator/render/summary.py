@@ -144,9 +144,14 @@ def summary_lines(
     cost = view.cost_total()
     if cost is not None:
         lines.append("cost: " + format_cost(cost))
-    handlers = [p for p in view.handlers if p.state != "pending"]
+    ended = [p for p in view.handlers if p.state != "pending"]
+    # `write/approve`: a sub-run's phase with approval, recorded in this run (ids have no /)
+    handlers = [p for p in ended if "/" not in p.id]
     if handlers:
         lines.append("handlers: " + ", ".join(f"{p.id} {p.state}" for p in handlers))
+    nested = [p for p in ended if "/" in p.id]
+    if nested:
+        lines.append("sub-run approvals: " + ", ".join(f"{p.id} {p.state}" for p in nested))
     if view.breaker_opens:
         lines.append(
             "circuit breakers opened: "

@@ -512,8 +512,13 @@ def create_app(service: Service, *, ui: bool = True) -> Starlette:
         ("get", "/api/stats"): stats,
     }
     # the OpenAPI document's table is the routing table: the two cannot drift apart
+    # a phase of a sub-run is addressed `write/approve`: {phase} may hold a /
     routes: list[Any] = [
-        Route(path, handlers[(method, path)], methods=[method.upper()])
+        Route(
+            path.replace("{phase}", "{phase:path}"),
+            handlers[(method, path)],
+            methods=[method.upper()],
+        )
         for method, path, *_ in ROUTES
     ]
     if ui:

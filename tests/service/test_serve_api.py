@@ -423,6 +423,29 @@ def test_sigterm_cancels_running_runs_and_a_crash_is_reported_at_the_next_start(
         assert srv.run_when(second, "completed")["outputs"] == {"result": "opened then after"}
 
 
+def test_a_sub_workflows_approval_is_decided_through_the_api_at_its_address(tmp_path):
+    outer = (
+        "name: outer\ntriggers:\n  - webhook: true\nphases:\n"
+        "  - {id: go, agent: workflow, with: {path: release.yaml}}\n"
+    )
+    with Serve(tmp_path, {"release": RELEASE, "outer": outer}) as srv:
+        run_id = srv.http.post("/api/workflows/outer/runs", json={}).json()["id"]
+        wait_for(
+            lambda: any(
+                p["id"] == "go/ship" and p["state"] == "waiting"
+                for p in srv.http.get(f"/api/runs/{run_id}").json().get("phases", [])
+            ),
+            "the sub-run's approval wait",
+        )
+        # as the UI sends it (encodeURIComponent), and as a person types it
+        r = srv.http.post(f"/api/runs/{run_id}/phases/go%2Fship/approve", json={})
+        assert r.status_code == 200, r.text
+        assert r.json()["message"] == f"phase go/ship of run {run_id} approved"
+        assert srv.run_when(run_id, "completed")["status"] == "completed"
+        r = srv.http.post(f"/api/runs/{run_id}/phases/go/ship/reject", json={})
+        assert r.status_code == 409 and "already approved by orch serve API" in r.json()["error"]
+
+
 def test_orch_cancel_from_a_shell_cancels_a_service_run_and_the_service_goes_on(tmp_path):
     with Serve(tmp_path, {"gated": GATED, "greet": GREET}) as srv:
         run_id = srv.http.post("/api/workflows/gated/runs", json={}).json()["id"]
