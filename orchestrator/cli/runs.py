@@ -117,11 +117,11 @@ def runs_command(
 
     runs: list[RunRecord] = []
     if _has_store(state_dir):
-        store = _store(state_dir)
-        try:
-            runs = store.list_runs(limit)
-        except OrchError as exc:
-            _fail(exc)
+        with _store(state_dir) as store:
+            try:
+                runs = store.list_runs(limit)
+            except OrchError as exc:
+                _fail(exc)
     if as_json:
         from ..state.views import run_row
 
@@ -140,12 +140,12 @@ def status_command(
     from ..render.tables import status_view
     from ..state.views import status_json
 
-    store = _store(state_dir, run_id)
-    try:
-        run = store.get_run(run_id)
-        phases = store.phases(run.id)
-    except OrchError as exc:
-        _fail(exc)
+    with _store(state_dir, run_id) as store:
+        try:
+            run = store.get_run(run_id)
+            phases = store.phases(run.id)
+        except OrchError as exc:
+            _fail(exc)
     if run.status == "interrupted":
         _tell_leftovers(run.id)
     now = time.time()
@@ -267,11 +267,11 @@ def cache_clear_command(
     if not _has_store(state_dir):
         sys.stderr.write("cleared 0 cached results\n")
         return
-    store = _store(state_dir)
-    try:
-        count = store.cache_clear()
-    except OrchError as exc:
-        _fail(exc)
+    with _store(state_dir) as store:
+        try:
+            count = store.cache_clear()
+        except OrchError as exc:
+            _fail(exc)
     sys.stderr.write(f"cleared {count} cached result{'s' if count != 1 else ''}\n")
 
 

@@ -186,7 +186,8 @@ class SqliteStore:
     """The durable store of runs, phases, events and cached results in ``state_dir/state.db``.
 
     ``record`` is the engine's async event sink. Readers may be called from any
-    thread. Call ``close`` (or ``aclose``) when done: it waits for queued writes.
+    thread. Call ``close`` (or ``aclose``) when done: it waits for queued writes;
+    ``with open_store(...) as store:`` closes it however the block ends.
     """
 
     def __init__(self, state_dir: Path) -> None:
@@ -439,6 +440,12 @@ class SqliteStore:
     async def aclose(self) -> None:
         """``close`` without blocking the event loop."""
         await asyncio.to_thread(self.close)
+
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _boundary(self) -> None:
         self._boundaries += 1
