@@ -7,13 +7,12 @@ import getpass
 import json
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.cli.test_approve import env, finish, orch, read_until, start, stored_waiting
+from tests.cli.test_approve import finish, orch, read_until, resume, start, stored_waiting
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX processes")
 
@@ -144,15 +143,7 @@ def test_a_resumed_run_goes_on_waiting_for_the_time_that_was_left(tmp_path):
     stored_waiting(tmp_path, run_id, "release/publish")
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate()
-    resumed = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", "resume", run_id],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-        env=env(tmp_path),
-        start_new_session=True,
-    )
+    resumed = resume(tmp_path, run_id)
     try:
         stored_waiting(tmp_path, run_id, "release/publish")
         status = json.loads(orch(tmp_path, "status", run_id, "--json").stdout)
