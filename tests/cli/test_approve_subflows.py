@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import getpass
 import json
-import os
-import signal
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.cli.test_approve import finish, orch, read_until, resume, start, stored_waiting
+from tests.cli.test_approve import (
+    finish,
+    kill_while_waiting,
+    orch,
+    read_until,
+    resume_waits_until_approved,
+    start,
+    stored_waiting,
+)
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX processes")
 
@@ -110,12 +116,8 @@ def test_a_rejection_inside_the_sub_workflow_fails_the_calling_phase(tmp_path):
 
 
 def test_the_wait_survives_a_kill_and_resume_honours_the_decision(tmp_path):
-    proc = start(tmp_path, files(tmp_path))
-    seen = read_until(proc, "phase_waiting", "release/publish")
+    seen = kill_while_waiting(tmp_path, start(tmp_path, files(tmp_path)), "release/publish")
     run_id = seen[-1]["run_id"]
-    stored_waiting(tmp_path, run_id, "release/publish")
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.communicate()
     status = json.loads(orch(tmp_path, "status", run_id, "--json").stdout)
     assert status["status"] == "interrupted" and status["waiting"] == ["release/publish"]
     decided = orch(tmp_path, "approve", run_id, "release/publish")
@@ -135,30 +137,17 @@ def test_the_wait_survives_a_kill_and_resume_honours_the_decision(tmp_path):
     }
 
 
-def test_a_resumed_run_goes_on_waiting_for_the_time_that_was_left(tmp_path):
+def test_a_resumed_run_goes_on_waiting_from_the_first_wait(tmp_path):
     proc = start(tmp_path, files(tmp_path, ", timeout: 1h"))
-    seen = read_until(proc, "phase_waiting", "release/publish")
-    run_id = seen[-1]["run_id"]
-    first_wait = seen[-1]["ts"]
-    stored_waiting(tmp_path, run_id, "release/publish")
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.communicate()
-    resumed = resume(tmp_path, run_id)
-    try:
-        stored_waiting(tmp_path, run_id, "release/publish")
-        status = json.loads(orch(tmp_path, "status", run_id, "--json").stdout)
-        assert status["status"] == "running" and status["waiting"] == ["release/publish"]
-        assert orch(tmp_path, "approve", run_id, "release/publish").returncode == 0
-        _, err = resumed.communicate(timeout=60)
-    finally:
-        if resumed.poll() is None:
-            os.killpg(resumed.pid, signal.SIGKILL)
-    assert resumed.returncode == 0, err
+    seen = kill_while_waiting(tmp_path, proc, "release/publish")
+    run_id, first_wait = seen[-1]["run_id"], seen[-1]["ts"]
+    err = resume_waits_until_approved(tmp_path, run_id, "release/publish")
     assert "phase after completed" in err
     logs = orch(tmp_path, "logs", run_id, "--phase", "release/publish", "--json")
     waits = [json.loads(x) for x in logs.stdout.splitlines()]
     waits = [e for e in waits if e["event"] == "phase_waiting"]
-    assert len(waits) == 2 and waits[0]["ts"] == first_wait  # the wait began at the first
+    # the resumed sub-run waited again at the same address; the timeout counts from here
+    assert len(waits) == 2 and waits[0]["ts"] == first_wait
 
 
 def test_foreach_items_and_repeat_iterations_have_their_own_address(tmp_path):
@@ -191,7 +180,5 @@ phases:
     assert orch(tmp_path, "approve", run_id, "loop#2/publish").returncode == 0
     code, events, err = finish(proc, seen + more)
     assert code == 0, err
-    started = {
-        e["phase"] for e in events if e["event"] == "phase_started" and "/" in e["phase"]
-    }
+    started = {e["phase"] for e in events if e["event"] == "phase_started" and "/" in e["phase"]}
     assert started == wanted | {"loop#2/publish"}
