@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 RUNTIME := $(VENV)/.installed-runtime
 
-.PHONY: install demo test check lint bench validate-examples reference clean
+.PHONY: install demo test test-pythons check lint bench validate-examples reference clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,23 @@ test: check
 	$(BIN)/coverage run -m pytest -q
 	$(BIN)/coverage report --format=total | sed "s/^/coverage: /; s/$$/%/"
 
+# The whole suite on every supported Python, each in its own venv (.venvs/pyXY, made
+# on first use). PYTHONS names the interpreters (pyenv's python3.X shims work); one not
+# found is skipped with a note. CI runs `make test` on one Python only (time budget).
+PYTHONS ?= python3.10 python3.11 python3.12 python3.13
+PYTEST_ARGS ?= -q -p no:cacheprovider
+test-pythons:
+	@failed=""; \
+	for py in $(PYTHONS); do \
+	  if ! $$py -c pass 2>/dev/null; then echo "== $$py: not found, skipped"; continue; fi; \
+	  env=.venvs/$$($$py -c 'import sys; print("py%d%d" % sys.version_info[:2])'); \
+	  [ -x $$env/bin/python ] || $$py -m venv $$env || { failed="$$failed $$py"; continue; }; \
+	  $$env/bin/python -m pip install --quiet -e '.[dev]' || { failed="$$failed $$py"; continue; }; \
+	  echo "== $$($$env/bin/python --version)"; \
+	  $$env/bin/python -m pytest $(PYTEST_ARGS) || failed="$$failed $$py"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "failed on:$$failed"; exit 1; fi
+
 lint: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format orchestrator tests bench
@@ -58,5 +75,5 @@ bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) .orch .pytest_cache .ruff_cache .mypy_cache .coverage dist build *.egg-info
+	rm -rf $(VENV) .venvs .orch .pytest_cache .ruff_cache .mypy_cache .coverage dist build *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
