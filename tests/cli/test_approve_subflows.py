@@ -5,20 +5,15 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.cli.test_approve import (
-    finish,
-    kill_while_waiting,
-    orch,
-    read_until,
-    resume_waits_until_approved,
-    start,
-    stored_waiting,
-)
+from tests.cli.test_approve import env, finish, orch, read_until, start, stored_waiting
+from tests.processes import Spawned
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX processes")
 
@@ -59,8 +54,19 @@ def files(tmp_path: Path, approval: str = "", parent: str = PARENT) -> Path:
     return path
 
 
-def test_a_sub_workflows_phase_waits_in_the_parent_run_and_another_shell_approves(tmp_path):
-    proc = start(tmp_path, files(tmp_path))
+def kill_while_waiting(tmp_path: Path, proc: Spawned, phase: str) -> list[dict]:
+    """Read the run's events until ``phase`` waits (stored), then kill -9 it; the events."""
+    seen = read_until(proc, "phase_waiting", phase)
+    stored_waiting(tmp_path, seen[-1]["run_id"], phase)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.finish()
+    return seen
+
+
+def test_a_sub_workflows_phase_waits_in_the_parent_run_and_another_shell_approves(
+    tmp_path, processes
+):
+    proc = start(processes, tmp_path, files(tmp_path))
     seen = read_until(proc, "phase_waiting", "release/publish")
     run_id = seen[-1]["run_id"]
     assert seen[0]["event"] == "workflow_started" and seen[0]["run_id"] == run_id
@@ -102,8 +108,8 @@ def test_a_sub_workflows_phase_waits_in_the_parent_run_and_another_shell_approve
     ]
 
 
-def test_a_rejection_inside_the_sub_workflow_fails_the_calling_phase(tmp_path):
-    proc = start(tmp_path, files(tmp_path))
+def test_a_rejection_inside_the_sub_workflow_fails_the_calling_phase(tmp_path, processes):
+    proc = start(processes, tmp_path, files(tmp_path))
     seen = read_until(proc, "phase_waiting", "release/publish")
     run_id = seen[-1]["run_id"]
     stored_waiting(tmp_path, run_id, "release/publish")
@@ -115,8 +121,10 @@ def test_a_rejection_inside_the_sub_workflow_fails_the_calling_phase(tmp_path):
     assert "rejected by" in failed["release"] and "not yet" in failed["release"]
 
 
-def test_the_wait_survives_a_kill_and_resume_honours_the_decision(tmp_path):
-    seen = kill_while_waiting(tmp_path, start(tmp_path, files(tmp_path)), "release/publish")
+def test_the_wait_survives_a_kill_and_resume_honours_the_decision(tmp_path, processes):
+    seen = kill_while_waiting(
+        tmp_path, start(processes, tmp_path, files(tmp_path)), "release/publish"
+    )
     run_id = seen[-1]["run_id"]
     status = json.loads(orch(tmp_path, "status", run_id, "--json").stdout)
     assert status["status"] == "interrupted" and status["waiting"] == ["release/publish"]
@@ -137,11 +145,19 @@ def test_the_wait_survives_a_kill_and_resume_honours_the_decision(tmp_path):
     }
 
 
-def test_a_resumed_run_goes_on_waiting_from_the_first_wait(tmp_path):
-    proc = start(tmp_path, files(tmp_path, ", timeout: 1h"))
+def test_a_resumed_run_goes_on_waiting_from_the_first_wait(tmp_path, processes):
+    proc = start(processes, tmp_path, files(tmp_path, ", timeout: 1h"))
     seen = kill_while_waiting(tmp_path, proc, "release/publish")
     run_id, first_wait = seen[-1]["run_id"], seen[-1]["ts"]
-    err = resume_waits_until_approved(tmp_path, run_id, "release/publish")
+    resumed = processes.start(
+        [sys.executable, "-m", "orchestrator", "resume", run_id], cwd=tmp_path, env=env(tmp_path)
+    )
+    stored_waiting(tmp_path, run_id, "release/publish")
+    status = json.loads(orch(tmp_path, "status", run_id, "--json").stdout)
+    assert status["status"] == "running" and status["waiting"] == ["release/publish"]
+    assert orch(tmp_path, "approve", run_id, "release/publish").returncode == 0
+    code, _, err = resumed.finish()
+    assert code == 0, err
     assert "phase after completed" in err
     logs = orch(tmp_path, "logs", run_id, "--phase", "release/publish", "--json")
     waits = [json.loads(x) for x in logs.stdout.splitlines()]
@@ -150,7 +166,7 @@ def test_a_resumed_run_goes_on_waiting_from_the_first_wait(tmp_path):
     assert len(waits) == 2 and waits[0]["ts"] == first_wait
 
 
-def test_foreach_items_and_repeat_iterations_have_their_own_address(tmp_path):
+def test_foreach_items_and_repeat_iterations_have_their_own_address(tmp_path, processes):
     parent = """name: parent
 phases:
   - id: each
@@ -162,14 +178,13 @@ phases:
     repeat: {until: "false", max: 2}
     with: {path: child.yaml, inputs: {draft: "round"}}
 """
-    proc = start(tmp_path, files(tmp_path, parent=parent))
+    proc = start(processes, tmp_path, files(tmp_path, parent=parent))
     wanted = {"each[0]/publish", "each[1]/publish", "loop#1/publish"}
     seen: list[dict] = []
     run_id = ""
     while wanted - {e.get("phase") for e in seen if e["event"] == "phase_waiting"}:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line, proc.stderr.read() if proc.stderr else ""
+        line = proc.line()
+        assert line is not None, proc.finish()[2]
         seen.append(json.loads(line))
         run_id = seen[0]["run_id"]
     for address in sorted(wanted):
