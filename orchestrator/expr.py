@@ -26,6 +26,7 @@ import functools
 import operator
 import re
 import string
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import lru_cache
@@ -746,12 +747,32 @@ def evaluate(
             _BUDGET.reset(token)
 
 
+@contextlib.contextmanager
+def _quiet_unwinding() -> Iterator[None]:
+    """Around a parse or walk of a user's template (validate's checks).
+
+    Jinja recurses: a template nested too deeply raises RecursionError, which the
+    caller reports ("nested too deeply"). On Python 3.13 every generator closed while
+    that error unwinds is also reported, as "Exception ignored ... RecursionError", by
+    ``sys.unraisablehook``, called at the depth limit where no Python function can run.
+    Meanwhile the hook is the builtin ``id``, which drops the report; the previous
+    hook is back afterwards.
+    """
+    previous = sys.unraisablehook
+    sys.unraisablehook = id
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
+
+
 def check_template(text: str) -> str | None:
     """The syntax error message of a template string, or None when it parses."""
     if not is_template(text):
         return None
     try:
-        _env().parse(text)
+        with _quiet_unwinding():
+            _env().parse(text)
     except jinja2.TemplateSyntaxError as exc:
         return str(exc.message)
     except RecursionError:
@@ -763,7 +784,8 @@ def check_expression(text: str) -> str | None:
     """The syntax error message of a condition, or None when it parses."""
     inner = _single_expression(text.strip())
     try:
-        _compile_expression(inner if inner is not None else text.strip())
+        with _quiet_unwinding():
+            _compile_expression(inner if inner is not None else text.strip())
     except jinja2.TemplateSyntaxError as exc:
         return str(exc.message)
     except RecursionError:
@@ -780,7 +802,8 @@ def template_references(text: str) -> set[tuple[str, ...]]:
     if not is_template(text):
         return set()
     try:
-        return _collect(_env().parse(text))
+        with _quiet_unwinding():
+            return _collect(_env().parse(text))
     except (jinja2.TemplateSyntaxError, RecursionError):
         return set()  # check_template reports it
 
@@ -803,18 +826,19 @@ def private_access(text: str, *, condition: bool = False) -> str | None:
         text = "{{ " + (inner if inner is not None else text) + " }}"
     elif not is_template(text):
         return None
+    found: list[tuple[int, str]] = []  # (depth in its access chain, name)
     try:
-        tree = _env().parse(text)
+        with _quiet_unwinding():
+            tree = _env().parse(text)
+            for node in tree.find_all((nodes.Getattr, nodes.Getitem, nodes.Filter)):
+                name = _private_name(node)
+                if name is not None:
+                    depth, inner = 0, getattr(node, "node", None)
+                    while isinstance(inner, (nodes.Getattr, nodes.Getitem, nodes.Filter)):
+                        depth, inner = depth + 1, getattr(inner, "node", None)
+                    found.append((depth, name))
     except (jinja2.TemplateSyntaxError, RecursionError):
         return None
-    found: list[tuple[int, str]] = []  # (depth in its access chain, name)
-    for node in tree.find_all((nodes.Getattr, nodes.Getitem, nodes.Filter)):
-        name = _private_name(node)
-        if name is not None:
-            depth, inner = 0, getattr(node, "node", None)
-            while isinstance(inner, (nodes.Getattr, nodes.Getitem, nodes.Filter)):
-                depth, inner = depth + 1, getattr(inner, "node", None)
-            found.append((depth, name))
     if not found:
         return None
     # ``''.__class__.__mro__``: name the first access written, the innermost one
@@ -850,9 +874,10 @@ def unknown_names(text: str, *, condition: bool = False) -> list[tuple[str, str,
         return []
     env = _env()
     try:
-        tree = env.parse(text)
-        found = [("filter", n.name, env.filters) for n in tree.find_all(nodes.Filter)]
-        found += [("test", n.name, env.tests) for n in tree.find_all(nodes.Test)]
+        with _quiet_unwinding():
+            tree = env.parse(text)
+            found = [("filter", n.name, env.filters) for n in tree.find_all(nodes.Filter)]
+            found += [("test", n.name, env.tests) for n in tree.find_all(nodes.Test)]
     except (jinja2.TemplateSyntaxError, RecursionError):
         return []
     unknown: list[tuple[str, str, str | None]] = []
