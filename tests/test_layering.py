@@ -90,3 +90,47 @@ def test_the_service_is_imported_only_by_orch_serve():
     assert (
         sorted(m for m in loaded if m.split(".")[0] in {"starlette", "hypercorn", "jinja2"}) == []
     )
+
+
+def test_the_service_loads_no_rich_and_no_render_module():
+    # The service's log lines are `orch logs` lines (orchestrator.eventlines): plain text.
+    loaded = _modules_after("import orchestrator.service.app, orchestrator.service.server")
+    assert "orchestrator.service.app" in loaded and "orchestrator.eventlines" in loaded
+    assert sorted(m for m in loaded if m.split(".")[0] in {"rich", "typer", "click"}) == []
+    assert (
+        sorted(m for m in loaded if m.startswith(("orchestrator.render", "orchestrator.cli"))) == []
+    )
+
+
+def test_no_core_module_imports_rendering_even_inside_a_function():
+    # The import-time checks above miss an import inside a function (the service's /logs
+    # route once imported orchestrator.render.tables, so serving a log loaded rich).
+    import ast
+    from pathlib import Path
+
+    import orchestrator
+
+    root = Path(orchestrator.__file__).parent
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        if parts[1] in ("cli", "render", "__main__"):
+            continue
+        package = parts[:-1]  # a module's package; an __init__'s is its own
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom):
+                base = package[: len(package) - node.level + 1] if node.level else ()
+                module = (*base, *(node.module.split(".") if node.module else ()))
+                names = [".".join((*module, alias.name)) for alias in node.names]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")
+                if top[0] in ("rich", "typer", "click") or top[:2] in (
+                    ["orchestrator", "render"],
+                    ["orchestrator", "cli"],
+                ):
+                    found.append(f"{'/'.join(parts)}.py:{node.lineno} imports {name}")
+    assert found == []

@@ -167,7 +167,7 @@ def logs_command(
     import asyncio
 
     from ..errors import OrchError
-    from ..render.tables import event_line
+    from ..eventlines import event_line
     from ..runs import follow as follow_run
 
     async def show() -> None:

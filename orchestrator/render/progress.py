@@ -24,6 +24,8 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
+from ..eventlines import breaker_note, format_seconds, retry_wait
+from ..eventlines import number as _number
 from ..events import Event, note, phase_state, run_status
 from ..usage import Usage
 
@@ -704,54 +706,11 @@ def waiting_note(event: Event) -> str:
     )
 
 
-def breaker_note(data: Mapping[str, Any]) -> str:
-    """What a ``breaker_opened`` event says: ``circuit breaker of agent 'crm' opened after 3
-    failures in a row (last: HTTP 503); its calls fail at once for 1m``."""
-    failures = data.get("failures")
-    error = data.get("error")
-    last = f" (last: {str(error).splitlines()[0]})" if error else ""
-    return (
-        f"circuit breaker of agent '{data.get('agent')}' opened after {failures} "
-        f"failure{'s' if failures != 1 else ''} in a row{last}; its calls fail at once "
-        f"for {format_seconds(data.get('reset_after'))}"
-    )
-
-
-def retry_wait(data: Mapping[str, Any]) -> str:
-    """The wait of a ``phase_retry`` event: ``2s``, or ``1m (asked to wait 11d; bounded by …)``."""
-    bound = data.get("bound")
-    return format_seconds(data.get("delay")) + (f" ({bound})" if bound else "")
-
-
-def format_seconds(value: Any) -> str:
-    """Seconds for people: `50ms`, `1.2s`, `42s`, `3m07s`, `1h05m`; `?` when not a number."""
-    seconds = _number(value)
-    if seconds is None:
-        return "?"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f}ms"
-    if seconds < 10:
-        return f"{seconds:.1f}".removesuffix(".0") + "s"
-    if seconds < 60:
-        return f"{seconds:.0f}s"
-    minutes, rest = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{rest:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
-
-
 def format_tokens(tokens: Mapping[str, Any]) -> str:
     """Token counts for people: ``prompt 3, completion 4, total 7`` (other keys after, sorted)."""
     order = ("prompt", "completion", "total")
     keys = [k for k in order if k in tokens] + sorted(k for k in tokens if k not in order)
     return ", ".join(f"{k} {tokens[k]}" for k in keys)
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value)
 
 
 def _whole(value: Any) -> int | None:

@@ -1,13 +1,12 @@
-"""Tables and lines for stored runs: ``orch runs``, ``orch status`` and ``orch logs``.
+"""Tables for stored runs: ``orch runs`` and ``orch status``.
 
-Pure functions from state records to rich renderables, plain text or JSON-ready
-dicts; the CLI prints them.
+Pure functions from state records to rich renderables; the CLI prints them. The lines
+of ``orch logs`` are plain text, shared with the service: orchestrator/eventlines.py.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,13 +14,12 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from ..events import Event, format_cost, note, phase_state, run_status
+from ..events import format_cost
 from ..state.base import PhaseRecord, PhaseState, RunRecord
 from ..state.views import phase_cost, phase_time, phase_tokens, run_time, status_json, token_total
-from .progress import breaker_note, format_seconds, format_tokens, metadata_notes, retry_wait
+from .progress import format_seconds, format_tokens, metadata_notes
 
 __all__ = [
-    "event_line",
     "fmt_time",
     "runs_table",
     "status_view",
@@ -167,69 +165,3 @@ def status_view(
             Text(f"... {more} more phase{'s' if more != 1 else ''} (--json lists them all)")
         )
     return Group(*parts)
-
-
-def _short(value: Any, limit: int = 100) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-    text = text.replace("\n", "\\n")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def event_line(event: Event) -> str:
-    """One ``orch logs`` line: local time, event, phase and attempt, and what it says."""
-    stamp = _dt.datetime.fromtimestamp(event.ts).strftime("%H:%M:%S.%f")[:-3]
-    data = event.data
-    who = event.phase or ""
-    if event.attempt is not None and event.event not in ("phase_completed", "phase_failed"):
-        who += f" #{event.attempt}"
-    kind = event.event
-    detail = ""
-    if kind == "workflow_started":
-        count = len(data.get("phases") or ())
-        detail = f"{data.get('workflow', '')} ({count} phase{'s' if count != 1 else ''})"
-        if data.get("resumed_from"):
-            detail += " resumed"
-    elif kind == "phase_started":
-        detail = f"agent {data.get('agent', '?')}"
-    elif kind == "phase_stream":
-        if "text" in data:
-            detail = _short(data["text"])
-        elif "progress" in data:
-            detail = f"{data['progress'].get('done')}/{data['progress'].get('total')}"
-        else:
-            detail = _short(data.get("turn", data))
-    elif kind == "phase_retry":
-        failed = event.attempt or 1
-        nxt = data.get("next_attempt") or failed + 1
-        wait = retry_wait(data)
-        detail = f"attempt {failed} failed: {_short(data.get('error'))}; attempt {nxt} in {wait}"
-    elif kind == "phase_completed":
-        flags = [f for f in ("cached", "fallback_used") if data.get(f)]
-        tries = data.get("attempts", 1)
-        detail = (
-            f"in {format_seconds(data.get('duration'))}, {tries} attempt{'s' if tries != 1 else ''}"
-        )
-        detail += "".join(f", {f.replace('_', ' ')}" for f in flags)
-        detail += f": {_short(data.get('output'))}"
-    elif kind == "phase_failed":
-        status, error = str(phase_state(event)), note(event)
-        detail = (
-            status
-            if not error or str(error).strip() == status
-            else (f"{status}: {_short(error, 200)}")
-        )
-    elif kind == "phase_skipped":
-        detail = note(event) or ""
-    elif kind == "phase_waiting":  # an approval's message says more than its reason
-        detail = str(data.get("message") or note(event) or "")
-    elif kind == "phase_iteration":
-        detail = f"iteration {data.get('iteration')}: {_short(data.get('output'))}"
-    elif kind == "phase_compensated":
-        detail = "ok" if data.get("ok") else f"failed: {_short(data.get('error'), 200)}"
-    elif kind == "breaker_opened":
-        detail = _short(breaker_note(data), 200)
-    elif run_status(event) is not None:
-        detail = str(run_status(event))
-        if data.get("error"):
-            detail += f": {_short(data['error'], 200)}"
-    return f"{stamp}  {kind:<19} {who:<16} {detail}".rstrip()

@@ -27,6 +27,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import OrchError, RunNotFound, UsageError, WorkflowInvalid
+from ..eventlines import event_line  # the lines of `orch logs`: one renderer, no rich
 from ..runs.recorded import check_phase
 from ..state.views import status_json
 from . import security, views
@@ -370,8 +371,6 @@ def create_app(service: Service, *, ui: bool = True) -> Starlette:
     async def run_logs(request: Request) -> Response:
         """The run's log as `orch logs` prints it (each event's line); ``?phase=`` for one
         phase's, ``?after=SEQ`` for what came after an event."""
-        from ..render.tables import event_line  # the lines of `orch logs`: one renderer
-
         run = await _run_or_404(request.path_params["id"])
         phase = request.query_params.get("phase") or None
         after = whole_number(request.query_params.get("after", "0"), what="after")

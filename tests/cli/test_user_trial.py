@@ -13,11 +13,12 @@ import pytest
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
+from orchestrator.eventlines import event_line
 from orchestrator.events import Event
 from orchestrator.render.console import make_console
 from orchestrator.render.progress import LiveProgress, PlainLines, RunView
 from orchestrator.render.summary import print_summary
-from orchestrator.render.tables import event_line, status_view
+from orchestrator.render.tables import status_view
 from orchestrator.state.base import PhaseRecord, PhaseState, RunRecord
 
 runner = CliRunner()
