@@ -96,6 +96,25 @@ class EventBus:
             sink(event)
         return _DELIVERED
 
+    async def emit_through(self, event: Event) -> None:
+        """``emit`` that a cancel does not interrupt: the event reaches every sink, and
+        a cancel arriving meanwhile is absorbed (a phase run outside the scheduler, a
+        handler phase in the run's own task, stays completed once its completion is
+        being recorded: no ``phase_failed`` follows its stored ``phase_completed``).
+        Without async sinks nothing can interrupt ``emit``: no task is made."""
+        if not self.async_sinks:
+            await self.emit(event)
+            return
+        delivery = asyncio.ensure_future(self.emit(event))
+        while True:
+            try:
+                await asyncio.shield(delivery)
+                return
+            except asyncio.CancelledError:
+                if delivery.done():  # cancelled while the result was handed over
+                    delivery.result()
+                    return
+
     async def _deliver(self, event: Event) -> None:
         sinks = self.async_sinks
         try:
@@ -235,6 +254,9 @@ class RunContext:
         # phase tasks recording their completion: the scheduler cancels none of them (a
         # failure elsewhere, Ctrl-C), so a completion stays one, and the agent's work counts
         self.completing: set[asyncio.Task[Any]] = set()
+        # the scheduler's phase tasks (its ``running``); a phase run in another task (the
+        # handler phases, in the run's own task) shields its completion instead
+        self.phase_tasks: Mapping[asyncio.Task[Any], str] = {}
         self._launch = launch
 
     def take_retry(self) -> bool:

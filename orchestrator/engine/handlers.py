@@ -81,7 +81,7 @@ async def _fallback_workflow(
     run.outcomes[FALLBACK_PHASE] = PhaseOutcome(
         FALLBACK_PHASE, "completed", dict(outputs), None, 1, started, ended
     )
-    await run.bus.emit(
+    await run.bus.emit_through(  # in the run's own task: a cancel must not undo it
         ev.phase_completed(
             run.run_id,
             run.now(),

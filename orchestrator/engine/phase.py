@@ -140,30 +140,33 @@ async def _completed(
     metadata: Mapping[str, Any],
 ) -> PhaseOutcome:
     """Record a completed phase. A cancel arriving while its event is delivered (another
-    phase failed) does not undo the completion: the agent's work is done (the scheduler
-    cancels no task in ``run.completing``)."""
+    phase failed, Ctrl-C) does not undo the completion: the agent's work is done. The
+    scheduler cancels no task in ``run.completing``; a phase run in another task (a
+    handler phase, in the run's own task, which a second cancel can reach) has its
+    delivery shielded (``EventBus.emit_through``)."""
     ended = run.now()
+    event = ev.phase_completed(
+        run.run_id,
+        run.now(),
+        phase.id,
+        attempts or None,  # a cache hit made no attempt (as phase_failed)
+        output=output,
+        duration=ended - started,
+        attempts=attempts,
+        fallback_used=fallback_used,
+        cached=cached,
+        metadata=metadata,
+    )
     task = asyncio.current_task()
-    completing = run.completing
-    if task is not None:
+    if task is None or task not in run.phase_tasks:
+        await run.bus.emit_through(event)
+    else:
+        completing = run.completing
         completing.add(task)
-    try:
-        await run.bus.emit(
-            ev.phase_completed(
-                run.run_id,
-                run.now(),
-                phase.id,
-                attempts or None,  # a cache hit made no attempt (as phase_failed)
-                output=output,
-                duration=ended - started,
-                attempts=attempts,
-                fallback_used=fallback_used,
-                cached=cached,
-                metadata=metadata,
-            )
-        )
-    finally:
-        completing.discard(task)
+        try:
+            await run.bus.emit(event)
+        finally:
+            completing.discard(task)
     return PhaseOutcome(
         phase.id,
         "completed",

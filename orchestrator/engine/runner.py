@@ -51,6 +51,7 @@ class _Scheduler:
         self.limit: int | None = limit if limit and limit > 0 else None
         self.keep_going = wf.error_handling.continue_on_error
         self.running: dict[asyncio.Task[PhaseOutcome], str] = {}
+        state.phase_tasks = self.running  # phases not in it shield their completion
         self._done: list[asyncio.Task[PhaseOutcome]] = []
         self._wake: asyncio.Future[None] | None = None
         self.stopping: str | None = None  # why no new phase starts: failed, cancelled, timeout
