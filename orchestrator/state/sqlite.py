@@ -852,7 +852,9 @@ def _writable(folder: Path, db: Path) -> bool:
     if not os.access(folder, os.W_OK | os.X_OK):
         return False
     files = (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"))
-    return all(os.access(f, os.W_OK) for f in files if f.exists())
+    # A file that does not exist (any more) is no obstacle: SQLite deletes the -wal and
+    # -shm files when another process closes its last connection, between our looks.
+    return all(os.access(f, os.W_OK) or not f.exists() for f in files)
 
 
 @contextlib.contextmanager

@@ -343,3 +343,31 @@ def test_processes_opening_a_new_state_directory_at_once_all_succeed(tmp_path):
             if p.returncode != 0:
                 failures.append(err.strip().splitlines()[-1])
     assert failures == []
+
+
+def test_a_wal_file_that_vanishes_meanwhile_does_not_make_the_folder_read_only(tmp_path):
+    # Another process closing its last connection deletes the -wal and -shm files; a
+    # store opening at that moment saw the file, then could not access it, and said
+    # "the state folder ... is read-only" (seen with two orch runs sharing a new folder).
+    import threading
+
+    from orchestrator.state.sqlite import _writable
+
+    db = tmp_path / "orch.db"
+    db.write_bytes(b"")
+    wal = tmp_path / "orch.db-wal"
+    stop = threading.Event()
+
+    def churn() -> None:
+        while not stop.is_set():
+            wal.write_bytes(b"")
+            wal.unlink()
+
+    thread = threading.Thread(target=churn)
+    thread.start()
+    try:
+        seen = [_writable(tmp_path, db) for _ in range(10_000)]
+    finally:
+        stop.set()
+        thread.join()
+    assert all(seen), f"read-only {seen.count(False)} times in {len(seen)}"
