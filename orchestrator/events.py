@@ -600,11 +600,12 @@ class SecretMasker:
     Longest values first; values shorter than ``MIN_SECRET_LENGTH`` (spaces aside)
     are not masked (``too_short``). Streams that write a secret in pieces are
     handled by ``stream()``, which holds back only a tail that could begin a
-    secret form, until the next piece or ``flush``.
+    secret form, until the next piece or ``flush``. ``also``: another masker whose
+    forms this one masks too (a sub-run's masks its parent run's secrets).
     """
 
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        forms: set[str] = set()
+    def __init__(self, secrets: Iterable[str] = (), *, also: SecretMasker | None = None) -> None:
+        forms: set[str] = set(also._forms) if also is not None else set()
         for value in secrets:
             if len(value.strip()) < MIN_SECRET_LENGTH:
                 continue
@@ -616,7 +617,7 @@ class SecretMasker:
             forms.add(urllib.parse.quote(value, safe=""))
             forms.add(urllib.parse.quote_plus(value))
             forms.add(json.dumps(value)[1:-1])  # as it appears inside JSON text
-        self._forms = sorted((f for f in forms if len(f) >= 1), key=len, reverse=True)
+        self._forms: list[str] = sorted((f for f in forms if len(f) >= 1), key=len, reverse=True)
 
     def __bool__(self) -> bool:
         return bool(self._forms)

@@ -22,6 +22,11 @@ The sink follows sub-runs (``sees_sub_runs``: the engine gives it their events,
 each with the sub-run's run id), so a sub-run has its own run, phase and
 attempt spans, in the same trace, under the call of the phase that started it.
 
+No secret reaches a span: what the sink folds comes from events the engine has
+masked (a sub-run's masker masks its parent's secrets too), and what the call
+middleware writes (attributes, an error status) is masked with the run's masker
+(``CallChannel.masker``).
+
 The call span's W3C ``traceparent`` goes to the agent (``CallSpec.traceparent``:
 an http/llm header, ``TRACEPARENT`` for shell commands). A ``TRACEPARENT`` in
 orch's own environment (a CI job's trace) becomes the run span's parent.
@@ -36,7 +41,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .errors import UsageError
-from .events import Event
+from .events import Event, SecretMasker
 
 __all__ = [
     "RunTracer",
@@ -122,6 +127,11 @@ def tracing_provider(environ: Mapping[str, str]) -> Any:
 _CALL: contextvars.ContextVar[tuple[Any, str, str] | None] = contextvars.ContextVar(
     "orch_call_span", default=None
 )
+
+
+def _masked(masker: SecretMasker | None, value: Any) -> Any:
+    """A string with the secrets of ``masker`` masked; anything else as it is."""
+    return masker.mask_text(value) if masker and isinstance(value, str) else value
 
 
 def _ns(ts: float) -> int:
@@ -347,7 +357,10 @@ class RunTracer:
                 "gen_ai.system": "openai",
                 "gen_ai.request.model": model,
             }
-        name = f"chat {model}" if llm else f"call {spec.agent_name}"
+        masker = channel.masker
+        if masker:  # what a call writes into its span is masked with the run's masker
+            attributes = {k: _masked(masker, v) for k, v in attributes.items()}
+        name = _masked(masker, f"chat {model}" if llm else f"call {spec.agent_name}")
         span = self._tracer.start_span(name, context=self._in(parent), attributes=attributes)
         carrier: dict[str, str] = {}
         self._propagator.inject(carrier, context=self._in(span))
@@ -358,7 +371,7 @@ class RunTracer:
         try:
             result = await call_next(spec, channel)
         except BaseException as exc:
-            span.set_status(Status(StatusCode.ERROR, str(exc)))
+            span.set_status(Status(StatusCode.ERROR, _masked(masker, str(exc))))
             span.end()
             raise
         finally:
@@ -369,7 +382,7 @@ class RunTracer:
             span.set_attribute("gen_ai.usage.input_tokens", int(tokens.get("prompt") or 0))
             span.set_attribute("gen_ai.usage.output_tokens", int(tokens.get("completion") or 0))
             if metadata.get("model"):
-                span.set_attribute("gen_ai.response.model", str(metadata["model"]))
+                span.set_attribute("gen_ai.response.model", _masked(masker, str(metadata["model"])))
         if isinstance(metadata, Mapping) and isinstance(metadata.get("cost"), (int, float)):
             span.set_attribute("orch.cost", float(metadata["cost"]))
         span.set_status(Status(StatusCode.OK))

@@ -310,3 +310,50 @@ def test_the_runs_of_orch_serve_are_traced_each_in_a_trace_of_its_own(tmp_path):
         # the trace id is the run's, in `orch status` as for `orch run`
         status = orch_at("status", run_id, "--json", state_dir=srv.state_dir)
         assert json.loads(status.stdout)["trace_id"] == run["trace"]
+
+
+def test_no_secret_reaches_any_span_of_a_failed_call_or_of_a_sub_run_given_it(tmp_path):
+    # a shell command fails with the token in its stderr: directly, and in a sub-run
+    # that gets the token as an input (its own masker must mask the parent's secrets)
+    secret = "s3cr3t-TOKEN-value-123456"
+    fails = 'echo "auth failed for $T" >&2; exit 1'
+    (tmp_path / "direct.yaml").write_text(
+        "name: direct\nphases:\n  - id: call\n    agent: shell\n"
+        f"    with: {{command: '{fails}', env: {{T: '{{{{ secrets.API_TOKEN }}}}'}}}}\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "parent.yaml").write_text(
+        "name: parent\nphases:\n  - id: sub\n    agent: workflow\n"
+        "    with: {path: child.yaml, inputs: {token: '{{ secrets.API_TOKEN }}'}}\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "child.yaml").write_text(
+        "name: child\ninputs:\n  token: {type: string, required: true}\nphases:\n"
+        "  - id: call\n    agent: shell\n"
+        f"    with: {{command: '{fails}', env: {{T: '{{{{ inputs.token }}}}'}}}}\n",
+        encoding="utf-8",
+    )
+    for workflow, failed in (
+        ("direct.yaml", {"call shell", "attempt 1", "phase call", "run direct"}),
+        ("parent.yaml", {"call shell", "run child", "call workflow", "phase sub", "run parent"}),
+    ):
+        receiver = HTTPServer({("POST", "/v1/traces"): Reply(200, body=b"")})
+        with receiver:
+            env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "API_TOKEN": secret}
+            result = orch("run", workflow, "--events", "jsonl", cwd=tmp_path, env=env)
+        assert result.returncode == 1, result.stderr
+        assert secret not in result.stdout + result.stderr
+        # nowhere in what was exported: names, attributes, statuses, span events
+        assert receiver.requests
+        assert not [r for r in receiver.requests if secret.encode() in r.body]
+        request = ExportTraceServiceRequest()
+        messages = {}
+        for rec in receiver.requests:
+            request.ParseFromString(rec.body)
+            for resource in request.resource_spans:
+                for scope in resource.scope_spans:
+                    for span in scope.spans:
+                        messages.setdefault(span.name, []).append(span.status.message)
+        # the spans of the failure say what failed, with the token masked
+        for name in failed:
+            assert any("auth failed for ***" in m for m in messages[name]), (name, messages)

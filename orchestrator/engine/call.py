@@ -327,7 +327,7 @@ async def call_agent(run: RunContext, spec: CallSpec) -> AgentResult:
     spend.check(spec.phase_id)  # BudgetExceeded once a budget is used up
     stream = _Stream(run, spec)
     sub_runs = SubRuns(run, spec.phase_id, spec.item)  # their spending counts here
-    channel = CallChannel(stream, sub_runs, run.pool.agent(spec.agent_name))
+    channel = CallChannel(stream, sub_runs, run.pool.agent(spec.agent_name), run.masker)
     in_flight = run.in_flight  # calls under way per agent (capability routing reads it)
     in_flight[spec.agent_name] = in_flight.get(spec.agent_name, 0) + 1
     try:

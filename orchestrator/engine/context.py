@@ -331,6 +331,7 @@ class RunContext:
             trace_id=options.trace_id,
             budget_parent=caller,
             approvals=desk,
+            masker_above=self.masker,  # its inputs may hold this run's secrets
         )
         bus = self.bus  # sinks that follow sub-runs too (the tracer) get their events
         sinks = [s for s in (*bus.async_sinks, *bus.sync_sinks) if getattr(s, "sees_sub_runs", 0)]
@@ -472,7 +473,8 @@ def build_context(
     secrets = read_secrets(wf.secret_names, environ, replay=options.replay)
     rid = run_id or uuid.uuid4().hex[:12]
     real = (v for n, v in secrets.items() if n in environ)  # a replay's stand-ins are not
-    bus = EventBus(rid, options.clock, SecretMasker(real), sinks, trace_id=options.trace_id)
+    masker = SecretMasker(real, also=options.masker_above)  # a sub-run's: its parent's too
+    bus = EventBus(rid, options.clock, masker, sinks, trace_id=options.trace_id)
     run = RunContext(
         plan,
         run_id=rid,

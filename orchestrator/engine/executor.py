@@ -14,9 +14,12 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..agents.base import Agent, AgentContext, AgentResult, StreamCallback, SubRun
+
+if TYPE_CHECKING:
+    from ..events import SecretMasker
 
 __all__ = ["CallChannel", "CallMiddleware", "CallNext", "CallSpec", "Executor", "LocalExecutor"]
 
@@ -81,12 +84,14 @@ class CallChannel:
     ``phase_stream`` event); ``run_workflow`` starts a sub-run (the ``workflow``
     agent needs it, so a remote executor runs that agent type locally);
     ``agent`` is the run's own instance of the agent (made at run start with its
-    connection pool), for executors that call in this process.
+    connection pool), for executors that call in this process; ``masker`` is the
+    run's SecretMasker (a middleware masks what it writes elsewhere with it: spans).
     """
 
     stream: StreamCallback
     run_workflow: SubRun | None = None
     agent: Agent | Any = None
+    masker: SecretMasker | None = None
 
 
 #: The rest of the call path, as a middleware sees it (``engine/call.py``).

@@ -82,7 +82,7 @@ class CallLog:
             pieces.append(text)
             await stream(text)
 
-        teed = CallChannel(tee, channel.run_workflow, channel.agent)
+        teed = CallChannel(tee, channel.run_workflow, channel.agent, channel.masker)
         entry: dict[str, Any] = {"stream": pieces}
         try:
             result = await call_next(spec, teed)

@@ -23,6 +23,7 @@ from ..usage import Usage, add_tokens
 
 if TYPE_CHECKING:
     from ..agents.base import AgentResult
+    from ..events import SecretMasker
     from ..spec.model import Phase
     from .executor import CallMiddleware, Executor
 
@@ -168,7 +169,9 @@ class RunOptions:
     ``max_depth`` fails the calling phase. ``resumed_from`` (a run id) is
     recorded in workflow_started. ``trace_id`` (tracing on) is stamped on every event.
     ``budget_parent`` is set for a sub-run: what it spends counts for the calling
-    phase of the run that started it, whose budgets it also obeys (``budget.py``).
+    phase of the run that started it, whose budgets it also obeys (``budget.py``);
+    ``masker_above`` too: the masker of the run that started it, whose secrets (an
+    input of the sub-run may hold one) the sub-run masks as well as its own.
     ``resume_attempts`` maps a phase to the
     attempt it was making when a crash stopped the run: resumed, it starts
     there, with the retries (and backoff) that were left. ``approvals`` is where
@@ -209,6 +212,7 @@ class RunOptions:
     trigger: Mapping[str, Any] = field(default_factory=dict)
     trace_id: str | None = None
     budget_parent: SpendParent | None = None
+    masker_above: SecretMasker | None = None
 
 
 def json_data(value: Any) -> Any:
