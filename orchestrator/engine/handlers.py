@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from .. import events as ev
 from ..errors import ExpressionError, format_duration
 from ..expr import has_template, render
-from .context import RunContext
+from .context import RunContext, SubRuns
 from .phase import describe, run_phase
 from .rendering import rendered
 from .result import PhaseOutcome, RunResult, Usage
@@ -57,13 +57,16 @@ async def _fallback_workflow(
     await run.bus.emit(
         ev.phase_started(run.run_id, run.now(), FALLBACK_PHASE, 1, agent="workflow", path=path)
     )
+    # what the sub-run's calls use counts as this phase's, as any sub-run's for its caller:
+    # in the run's spending and totals, the phase's metadata, `orch stats`
+    caller = SubRuns(run, FALLBACK_PHASE)  # its address: FALLBACK_PHASE (approvals)
     try:
-        outputs = await run.run_workflow(path, run.inputs, at=FALLBACK_PHASE)
+        outputs = await run.run_workflow(path, run.inputs, caller=caller)
     except Exception as exc:  # noqa: BLE001 - a failing fallback is recorded, not raised
         message = describe(exc)
         ended = run.now()
         run.outcomes[FALLBACK_PHASE] = PhaseOutcome(
-            FALLBACK_PHASE, "failed", None, message, 1, started, ended
+            FALLBACK_PHASE, "failed", None, message, 1, started, ended, metadata=_used(caller)
         )
         await run.bus.emit(
             ev.phase_failed(
@@ -78,8 +81,9 @@ async def _fallback_workflow(
         )
         return None, message
     ended = run.now()
+    metadata = _used(caller)
     run.outcomes[FALLBACK_PHASE] = PhaseOutcome(
-        FALLBACK_PHASE, "completed", dict(outputs), None, 1, started, ended
+        FALLBACK_PHASE, "completed", dict(outputs), None, 1, started, ended, metadata=metadata
     )
     await run.bus.emit_through(  # in the run's own task: a cancel must not undo it
         ev.phase_completed(
@@ -91,9 +95,15 @@ async def _fallback_workflow(
             duration=ended - started,
             attempts=1,
             fallback_used=True,
+            metadata=metadata,
         )
     )
     return outputs, None
+
+
+def _used(caller: SubRuns) -> dict[str, Any]:
+    """What the fallback workflow's calls used (``tokens``, ``cost``), as phase metadata."""
+    return caller.used.as_metadata() if caller.used is not None else {}
 
 
 async def epilogue(

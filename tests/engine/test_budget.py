@@ -277,3 +277,47 @@ def test_what_a_sub_run_spent_is_the_calling_phases_usage_in_events_status_and_s
     assert {p["id"]: p["cost"] for p in status["phases"]}["sub"] == pytest.approx(0.06)
     stats = json.loads(CliRunner().invoke(app, ["stats", "--json"]).stdout)
     assert stats["workflows"][0]["tokens"] == 44
+
+
+FAILING_WITH_FALLBACK = """\
+name: main
+agents:
+  model: {type: llm, with: {model: my-model, stream: false}}
+error_handling: {fallback_workflow: plan-b.yaml}
+phases:
+  - id: ask
+    agent: model
+    with: {prompt: "first question"}
+  - id: boom
+    depends_on: [ask]
+    agent: shell
+    with: {command: "exit 3"}
+"""
+
+PLAN_B = """\
+name: plan-b
+agents:
+  model: {type: llm, with: {model: my-model, stream: false}}
+phases:
+  - id: retry
+    agent: model
+    with: {prompt: "plan b"}
+outputs: {answer: "{{ phases.retry.output }}"}
+"""
+
+
+def test_what_a_fallback_workflow_used_counts_as_its_phases_and_the_runs_tokens(tmp_path):
+    # ask: "first question" + "ok then" = 4 tokens; plan-b's call: "plan b" + "ok then" = 4
+    (tmp_path / "plan-b.yaml").write_text(PLAN_B, encoding="utf-8")
+    with FakeOpenAI(["ok then"]) as srv:
+        result, events = run_text(tmp_path / "main.yaml", FAILING_WITH_FALLBACK, srv)
+        calls = len(srv.requests)
+    assert result.exit_code == 0, result.output
+    assert calls == 2
+    fallback = next(
+        e for e in events if e["event"] == "phase_completed" and e["phase"] == "fallback_workflow"
+    )
+    assert fallback["data"]["metadata"]["tokens"] == {"prompt": 2, "completion": 2, "total": 4}
+    end = events[-1]
+    assert end["event"] == "workflow_completed"
+    assert end["data"]["tokens"] == {"prompt": 4, "completion": 4, "total": 8}
