@@ -50,7 +50,7 @@ class CallLog:
         self.needs_every_call = not replay
         self._served: dict[str, int] = {}  # replay: calls answered so far, per key
         self._calls: dict[str, dict[str, Any]] = {}  # record: what each key's file holds
-        self._maskers: dict[tuple[str, ...], SecretMasker] = {}
+        self._maskers: dict[tuple[tuple[str, ...], SecretMasker | None], SecretMasker] = {}
         if replay:
             if not self.folder.is_dir():
                 raise UsageError(
@@ -70,7 +70,7 @@ class CallLog:
 
     async def __call__(self, spec: CallSpec, channel: CallChannel, call_next: CallNext) -> Any:
         """The call middleware: answer from the folder (replay), or call and store (record)."""
-        masker = self._masker(spec.secrets)
+        masker = self._masker(spec.secrets, channel.masker)
         shown = masker.mask(dict(spec.input)) if masker else dict(spec.input)
         key = _key(spec.agent_type, shown)
         if self.replay:
@@ -101,13 +101,14 @@ class CallLog:
         self._store(spec, masker, shown, key, entry)
         return result
 
-    def _masker(self, secrets: Mapping[str, str]) -> SecretMasker:
+    def _masker(self, secrets: Mapping[str, str], run: SecretMasker | None) -> SecretMasker:
         """Masks every secret of the run, a replay's stand-ins for unset ones included, so
-        that keys match whatever the secret's value (or absence) when replaying."""
-        key = tuple(sorted(secrets.values()))
+        that keys match whatever the secret's value (or absence) when replaying; and what
+        the run's masker masks (``run``: a sub-run's masks its caller's secrets too)."""
+        key = (tuple(sorted(secrets.values())), run)
         found = self._maskers.get(key)
         if found is None:
-            found = self._maskers[key] = SecretMasker(secrets.values())
+            found = self._maskers[key] = SecretMasker(secrets.values(), also=run)
         return found
 
     def _store(

@@ -212,3 +212,36 @@ phases:
         if e["event"] == "phase_completed"
     }
     assert done == {"a": "hi", "b": "hi there"}
+
+
+def test_a_secret_passed_to_a_sub_workflow_is_not_written_by_record_and_replays(tmp_path):
+    # the parent passes its secret in as an input: the sub-run's call must not store it
+    (tmp_path / "parent.yaml").write_text(
+        "name: parent\nphases:\n  - id: sub\n    agent: workflow\n"
+        "    with: {path: child.yaml, inputs: {token: '{{ secrets.API_TOKEN }}'}}\n"
+        "outputs:\n  said: '{{ phases.sub.output.said }}'\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "child.yaml").write_text(
+        "name: child\ninputs:\n  token: {type: string, required: true}\nphases:\n"
+        "  - id: say\n    agent: shell\n"
+        "    with: {command: 'echo \"token $T\"', env: {T: '{{ inputs.token }}'}}\n"
+        "outputs:\n  said: '{{ phases.say.output }}'\n",
+        encoding="utf-8",
+    )
+    calls = tmp_path / "calls"
+    args = ["run", "parent.yaml", "--events", "jsonl"]
+    recorded = orch(tmp_path, *args, "--record", str(calls), env={"API_TOKEN": KEY})
+    assert recorded.returncode == 0, recorded.stderr
+    files = sorted(calls.glob("*.json"))
+    stored = [json.loads(f.read_text()) for f in files]
+    assert sorted(r["phase"] for r in stored) == ["say", "sub"]
+    say = next(r for r in stored if r["phase"] == "say")
+    assert say["input"]["env"] == {"T": "***"}
+    assert say["calls"][0]["output"] == "token ***"
+    for f in files:  # the secret is never written, not even by the sub-run's call
+        assert KEY not in f.read_text()
+    # replayed: every call, the sub-run's too, is found in the folder (a miss fails the run)
+    replayed = orch(tmp_path, *args, "--replay", str(calls), env={"API_TOKEN": KEY})
+    assert replayed.returncode == 0, replayed.stderr
+    assert events(replayed.stdout)[-1]["data"]["outputs"] == {"said": "token ***"}
