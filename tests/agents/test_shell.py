@@ -374,3 +374,46 @@ def test_a_command_that_closes_its_output_and_keeps_running_is_waited_for(tmp_pa
     result = run({"command": "exec >&- 2>&-; sleep 0.5; exit 0"}, ctx(tmp_path))
     assert result.output == ""
     assert time.process_time() - start < 0.4  # CPU time, not wall time: no busy loop
+
+
+_HAS_PIDFD = hasattr(os, "pidfd_open")
+
+
+def _pidfd_works() -> bool:
+    try:
+        os.close(os.pidfd_open(os.getpid()))  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _pidfd_works(), reason="no pidfd here (not Linux >= 5.3)")
+def test_the_exit_is_watched_through_the_commands_pidfd_not_polled(tmp_path, monkeypatch):
+    # the command closes its pipes first, so only its exit is left to wait for
+    opened: list[int] = []
+    real = os.pidfd_open  # type: ignore[attr-defined]
+
+    def spy(pid: int, *args: int) -> int:
+        opened.append(pid)
+        return real(pid, *args)
+
+    monkeypatch.setattr(os, "pidfd_open", spy)
+    marker = tmp_path / "pid"
+    command = f"echo $$ > {marker}; exec >&- 2>&-; sleep 0.2; exit 7"
+    with pytest.raises(AgentFailure) as failure:
+        run({"command": command}, ctx(tmp_path))
+    assert "exit" in str(failure.value) and "7" in str(failure.value)
+    assert opened == [int(marker.read_text())]  # the command's own pid, watched once
+
+
+def test_without_pidfd_the_exit_is_polled_with_the_same_result(tmp_path, monkeypatch):
+    def refused(pid: int, *args: int) -> int:  # a kernel before 5.3, or a sandbox
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(os, "pidfd_open", refused, raising=False)
+    result = run({"command": "exec >&- 2>&-; sleep 0.2; exit 0"}, ctx(tmp_path))
+    assert result.metadata["exit_code"] == 0
+    with pytest.raises(AgentFailure, match="3"):
+        run({"command": "sleep 0.1; exit 3"}, ctx(tmp_path))
+    monkeypatch.delattr(os, "pidfd_open")  # not Linux: no such function
+    assert run({"command": ["echo", "polled"]}, ctx(tmp_path)).output == "polled"

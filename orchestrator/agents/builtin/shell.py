@@ -251,12 +251,59 @@ class _Command:
         return self.popen.poll()
 
     async def wait(self) -> int:
-        """Wait for the command to end (polled: no child watcher is involved)."""
+        """Wait for the command to end, without a child watcher: its pidfd becomes
+        readable at the exit (Linux >= 5.3), where the event loop can watch one;
+        elsewhere the exit is polled (a backoff up to 50 ms)."""
+        code = self.popen.poll()
+        if code is not None:
+            return code
+        # nothing reaps the command between that poll and this (no await): the pidfd is
+        # the command's, even if it has just exited
+        fd = _pidfd(self.pid)
+        if fd is not None:
+            try:
+                if await _readable(fd):
+                    return self.popen.wait()  # it exited: reaping does not block
+            finally:
+                os.close(fd)
         delay = 0.001
         while (code := self.popen.poll()) is None:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
         return code
+
+
+def _pidfd(pid: int) -> int | None:
+    """A file descriptor that becomes readable when process ``pid`` exits, or None where
+    there is none (not Linux, a kernel before 5.3, a sandbox refusing the call)."""
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is None:
+        return None
+    try:
+        fd: int = pidfd_open(pid)
+    except OSError:
+        return None
+    return fd
+
+
+async def _readable(fd: int) -> bool:
+    """Wait until ``fd`` is readable; False at once when the event loop cannot watch it."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+    try:
+        loop.add_reader(fd, _settle, ready)
+    except (NotImplementedError, OSError, ValueError):  # e.g. a loop without add_reader
+        return False
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
+    return True
+
+
+def _settle(ready: asyncio.Future[None]) -> None:
+    if not ready.done():
+        ready.set_result(None)
 
 
 async def _reader(loop: asyncio.AbstractEventLoop, pipe: Any) -> asyncio.StreamReader:
