@@ -332,6 +332,31 @@ def test_an_output_holding_a_secret_is_never_served_masked_from_the_cache(tmp_pa
     assert cached == {"make": False, "plain": True, "compare": False}
 
 
+def test_a_sub_runs_own_secret_is_not_stored_in_the_cache_nor_served_masked(tmp_path):
+    # the sub-workflow reads a secret its caller does not: the store's cache masks only
+    # the caller's, so the sub-run must keep its result out of the cache itself
+    (tmp_path / "parent.yaml").write_text(
+        "name: parent\nphases:\n  - {id: sub, agent: workflow, with: {path: child.yaml}}\n"
+        "outputs:\n  same: '{{ phases.sub.output.same }}'\n"
+    )
+    (tmp_path / "child.yaml").write_text(
+        "name: child\nphases:\n"
+        "  - {id: make, agent: echo, cache: true, with: {text: 'token-{{ secrets.KEY }}'}}\n"
+        "  - id: compare\n    agent: echo\n    depends_on: [make]\n"
+        "    with: {text: \"{{ phases.make.output == 'token-' ~ secrets.KEY }}\"}\n"
+        "outputs:\n  same: '{{ phases.compare.output }}'\n"
+    )
+    env = {"KEY": "k3y-VALUE-123"}
+    for _ in range(2):  # the second run: a cache hit would give 'token-***'
+        run = orch_run(tmp_path, "run", "parent.yaml", "--events", "jsonl", env=env)
+        assert run.returncode == 0, run.stderr
+        events = [json.loads(line) for line in run.stdout.splitlines()]
+        assert events[-1]["data"]["outputs"] == {"same": True}
+    files = [f for f in (tmp_path / "state").rglob("*") if f.is_file()]
+    assert files
+    assert not [f for f in files if env["KEY"].encode() in f.read_bytes()]
+
+
 @pytest.mark.parametrize(
     ("template", "expected"),
     [

@@ -397,7 +397,7 @@ async def _attempts(
     except Exception as exc:  # noqa: BLE001 - a failing agent is a failed phase, never a crash
         error = exc
     else:
-        if cache is not None:
+        if cache is not None and not _holds_secret(run, result):
             chosen = {"agent": used[0]} if routed and used[0] is not None else {}
             stored = AgentResult(result.output, {**result.metadata, **chosen}, result.handoff)
             await cache.put(phase, kind, keyed, stored)
@@ -432,6 +432,15 @@ async def _attempts(
     except Exception as exc:  # noqa: BLE001 - see above
         raise _Failed(f"{message}; fallback failed: {describe(exc)}", tried[0]) from None
     return result, True, False
+
+
+def _holds_secret(run: RunContext, result: AgentResult) -> bool:
+    """Whether a result holds a secret of the run (a sub-run's own ones too, which the
+    store's cache does not know): it is not cached (masked, a hit would serve ``***``)."""
+    if not run.masker:
+        return False
+    shown = [result.output, result.metadata]
+    return bool(run.masker.mask(shown) != shown)
 
 
 def _deadline(run: RunContext, timeout: float | None) -> float | None:
