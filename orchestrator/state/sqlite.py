@@ -851,9 +851,15 @@ def _writable(folder: Path, db: Path) -> bool:
     """Whether this process may write the state folder and its database files."""
     if not os.access(folder, os.W_OK | os.X_OK):
         return False
+    # SQLite deletes the -wal and -shm files when a process closes its last connection
+    # and makes them again on the next one: a file seen, then gone (or gone, then back)
+    # between two looks is no obstacle. A file this process cannot write fails every
+    # look; one that comes and goes passes one of three.
+    return any(_files_writable(db) for _ in range(3))
+
+
+def _files_writable(db: Path) -> bool:
     files = (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"))
-    # A file that does not exist (any more) is no obstacle: SQLite deletes the -wal and
-    # -shm files when another process closes its last connection, between our looks.
     return all(os.access(f, os.W_OK) or not f.exists() for f in files)
 
 
