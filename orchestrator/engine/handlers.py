@@ -68,7 +68,7 @@ async def _fallback_workflow(
         run.outcomes[FALLBACK_PHASE] = PhaseOutcome(
             FALLBACK_PHASE, "failed", None, message, 1, started, ended, metadata=_used(caller)
         )
-        await run.bus.emit(
+        await run.bus.emit_through(  # in the run's own task: a cancel must not undo it
             ev.phase_failed(
                 run.run_id,
                 run.now(),

@@ -139,34 +139,23 @@ async def _completed(
     cached: bool,
     metadata: Mapping[str, Any],
 ) -> PhaseOutcome:
-    """Record a completed phase. A cancel arriving while its event is delivered (another
-    phase failed, Ctrl-C) does not undo the completion: the agent's work is done. The
-    scheduler cancels no task in ``run.completing``; a phase run in another task (a
-    handler phase, in the run's own task, which a second cancel can reach) has its
-    delivery shielded (``EventBus.emit_through``)."""
+    """Record a completed phase (its end is delivered by ``_record``)."""
     ended = run.now()
-    event = ev.phase_completed(
-        run.run_id,
-        run.now(),
-        phase.id,
-        attempts or None,  # a cache hit made no attempt (as phase_failed)
-        output=output,
-        duration=ended - started,
-        attempts=attempts,
-        fallback_used=fallback_used,
-        cached=cached,
-        metadata=metadata,
+    await _record(
+        run,
+        ev.phase_completed(
+            run.run_id,
+            run.now(),
+            phase.id,
+            attempts or None,  # a cache hit made no attempt (as phase_failed)
+            output=output,
+            duration=ended - started,
+            attempts=attempts,
+            fallback_used=fallback_used,
+            cached=cached,
+            metadata=metadata,
+        ),
     )
-    task = asyncio.current_task()
-    if task is None or task not in run.phase_tasks:
-        await run.bus.emit_through(event)
-    else:
-        completing = run.completing
-        completing.add(task)
-        try:
-            await run.bus.emit(event)
-        finally:
-            completing.discard(task)
     return PhaseOutcome(
         phase.id,
         "completed",
@@ -181,6 +170,35 @@ async def _completed(
     )
 
 
+def _record(run: RunContext, event: ev.Event) -> Awaitable[None]:
+    """Deliver a phase's end (``phase_completed``, ``phase_failed``) so that a cancel
+    arriving meanwhile (another phase failed, Ctrl-C) does not undo it: the store never
+    holds that end followed by a ``phase_failed`` (cancelled) of the same phase.
+
+    Without a durable sink ``emit`` delivers at once: nothing can interrupt it. The
+    scheduler cancels no task in ``run.completing``; a phase run in another task (a
+    handler phase, in the run's own task, which a second cancel or ``asyncio.run``'s
+    teardown can reach) has its delivery shielded (``EventBus.emit_through``).
+    """
+    bus = run.bus
+    if not bus.async_sinks:
+        return bus.emit(event)
+    task = asyncio.current_task()
+    if task is None or task not in run.phase_tasks:
+        return bus.emit_through(event)
+    return _sparing(run, task, event)
+
+
+async def _sparing(run: RunContext, task: asyncio.Task[Any], event: ev.Event) -> None:
+    """``emit`` while the scheduler leaves ``task`` alone (``run.completing``)."""
+    completing = run.completing
+    completing.add(task)
+    try:
+        await run.bus.emit(event)
+    finally:
+        completing.discard(task)
+
+
 async def _failed(
     run: RunContext,
     phase: Phase,
@@ -190,7 +208,8 @@ async def _failed(
     output: Any = ev._NO_OUTPUT,
 ) -> PhaseOutcome:
     ended = run.now()
-    await run.bus.emit(
+    await _record(
+        run,
         ev.phase_failed(
             run.run_id,
             run.now(),
@@ -201,7 +220,7 @@ async def _failed(
             attempts=attempts,
             continue_on_error=phase.continue_on_error,
             output=output,
-        )
+        ),
     )
     kept = None if output is ev._NO_OUTPUT else output
     return PhaseOutcome(phase.id, "failed", kept, error, attempts, started, ended)
