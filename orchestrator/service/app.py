@@ -57,6 +57,8 @@ class HTTPError(Exception):
         self.extra = extra
 
 
+#: Lines of a run's log per answer of /logs by default, and at most (?limit=).
+LOG_PAGE, LOG_PAGE_MAX = 1000, 10000
 #: The largest sequence number (SQLite's INTEGER); a bigger one cannot be asked of the store.
 MAX_SEQ = 2**63 - 1
 
@@ -370,10 +372,15 @@ def create_app(service: Service, *, ui: bool = True) -> Starlette:
     @_api
     async def run_logs(request: Request) -> Response:
         """The run's log as `orch logs` prints it (each event's line); ``?phase=`` for one
-        phase's, ``?after=SEQ`` for what came after an event."""
+        phase's, ``?after=SEQ`` for what came after an event; at most ``?limit=`` lines
+        (LOG_PAGE): a full page means more may follow (ask again after its last ``seq``)."""
         run = await _run_or_404(request.path_params["id"])
-        phase = request.query_params.get("phase") or None
-        after = whole_number(request.query_params.get("after", "0"), what="after")
+        q = request.query_params
+        phase = q.get("phase") or None
+        after = whole_number(q.get("after", "0"), what="after")
+        limit = whole_number(
+            q.get("limit", str(LOG_PAGE)), what="limit", least=1, most=LOG_PAGE_MAX
+        )
         if isinstance(run, ActiveRun):  # queued: nothing logged yet
             return JSONResponse([])
         if phase is not None:
@@ -381,7 +388,7 @@ def create_app(service: Service, *, ui: bool = True) -> Starlette:
                 await in_thread(check_phase, store, run, phase)
             except UsageError as exc:
                 raise HTTPError(404, str(exc), hint=exc.hint) from None
-        events = await in_thread(store.events, run.id, phase=phase, after=after)
+        events = await in_thread(store.events, run.id, phase=phase, after=after, limit=limit)
         return JSONResponse(views.logs(events, event_line))
 
     @_api

@@ -80,7 +80,7 @@ ROUTES: tuple[tuple[str, str, str, int, dict[str, Any], dict[str, Any] | None], 
     (
         "get",
         "/api/runs/{id}/logs",
-        "Its log, as `orch logs` (?phase=, ?after=)",
+        "Its log, as `orch logs` (?phase=, ?after=SEQ, ?limit= lines: 1000 by default)",
         200,
         _ANY,
         None,

@@ -209,9 +209,9 @@ class StateStore(Protocol):
         ...
 
     def events(
-        self, run_id: str, *, phase: str | None = None, after: int = 0
+        self, run_id: str, *, phase: str | None = None, after: int = 0, limit: int | None = None
     ) -> Sequence[tuple[int, Event]]:
-        """The run's events with their sequence numbers, oldest first."""
+        """The run's events with their sequence numbers, oldest first (the first ``limit``)."""
         ...
 
     def cache_get(self, key: str, *, now: float) -> CachedResult | None:

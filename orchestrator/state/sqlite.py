@@ -612,15 +612,20 @@ class SqliteStore:
         return [phase_record(run_id, row, self.state_dir) for row in rows]
 
     def events(
-        self, run_id: str, *, phase: str | None = None, after: int = 0
+        self, run_id: str, *, phase: str | None = None, after: int = 0, limit: int | None = None
     ) -> list[tuple[int, Event]]:
-        """The run's events after sequence number ``after``, oldest first. Raises StateCorrupted."""
+        """The run's events after sequence number ``after``, oldest first, the first ``limit``
+        of them when given. Raises StateCorrupted."""
         sql = "SELECT seq, ts, event, phase, attempt, data FROM events WHERE run_id=? AND seq>?"
         args: list[Any] = [run_id, after]
         if phase is not None:
             sql += " AND phase=?"
             args.append(phase)
-        rows = self._read(sql + " ORDER BY seq", args)
+        sql += " ORDER BY seq"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        rows = self._read(sql, args)
         trace_id = self._trace_id(run_id)
         return [(int(row[0]), event_record(run_id, row, trace_id)) for row in rows]
 

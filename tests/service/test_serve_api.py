@@ -107,6 +107,49 @@ def test_a_bad_sequence_number_or_limit_is_a_400_naming_it(tmp_path):
         assert events[0]["event"] == "workflow_started"
 
 
+# A phase over 1,010 items: one phase_stream event each, a log longer than a page (1,000)
+MANY = """name: many
+triggers:
+  - webhook: true
+phases:
+  - id: each
+    agent: echo
+    foreach: "{{ range(1010) | list }}"
+    with: {text: "item {{ item }}"}
+"""
+
+
+def test_a_long_log_comes_in_pages_that_add_up_to_orch_logs(tmp_path):
+    with Serve(tmp_path, {"many": MANY}) as srv:
+        run_id = srv.http.post("/api/workflows/many/runs", json={}).json()["id"]
+        srv.run_when(run_id, "completed")
+        printed = orch("logs", run_id, state_dir=srv.state_dir).stdout
+        assert len(printed.splitlines()) > 1010
+
+        def pages(**params: str) -> list[list[dict]]:
+            got, after = [], 0
+            while True:
+                r = srv.http.get(f"/api/runs/{run_id}/logs", params={**params, "after": after})
+                assert r.status_code == 200, r.text
+                got.append(r.json())
+                size = int(params.get("limit", 1000))
+                if len(got[-1]) < size:
+                    return got
+                after = got[-1][-1]["seq"]
+
+        default = pages()
+        assert [len(p) for p in default[:1]] == [1000] and len(default) == 2
+        small = pages(limit="300")
+        assert [len(p) for p in small[:-1]] == [300] * 3
+        for got in (default, small):
+            assert "".join(e["line"] + "\n" for page in got for e in page) == printed
+        one = srv.http.get(f"/api/runs/{run_id}/logs", params={"phase": "each", "limit": 2})
+        assert [e["event"] for e in one.json()] == ["phase_started", "phase_stream"]
+        for bad in ("0", "10001", "\u00b2"):
+            r = srv.http.get(f"/api/runs/{run_id}/logs", params={"limit": bad})
+            assert r.status_code == 400 and r.json()["error"].startswith("limit must be"), bad
+
+
 def test_bad_inputs_are_422_with_every_problem_located(tmp_path):
     with Serve(tmp_path, {"greet": GREET}) as srv:
         r = srv.http.post(

@@ -246,3 +246,23 @@ def test_the_logs_box_shows_a_phases_log_as_orch_logs_prints_it(tmp_path, browse
         missing = again.http.get(f"/api/runs/{run_id}/logs", params={"phase": "fecth"})
         assert missing.status_code == 404
         assert missing.json()["hint"] == "did you mean 'fetch'?"
+
+
+def test_the_logs_box_shows_a_log_longer_than_a_page_whole(tmp_path, browser_page):
+    # 1,500 items: one line each, so the box reads the log in pages (1,000 lines a page)
+    long = (
+        "name: long\ntriggers:\n  - webhook: true\nphases:\n  - id: each\n    agent: echo\n"
+        '    foreach: "{{ range(1500) | list }}"\n    with: {text: "item {{ item }}"}\n'
+    )
+    page = browser_page
+    with Serve(tmp_path, {"long": long}) as srv:
+        run_id = srv.http.post("/api/workflows/long/runs", json={}).json()["id"]
+        srv.run_when(run_id, "completed")
+        page.goto(f"{srv.url}/runs/{run_id}")
+        page.locator("body[data-status='completed']").wait_for()
+        printed = orch("logs", run_id, state_dir=srv.state_dir).stdout
+        assert len(printed.splitlines()) > 1500
+        wait_for(lambda: page.text_content("#logs") == printed, "the whole log in the Logs box")
+        page.select_option("#log-phase", "each")
+        each = orch("logs", run_id, "--phase", "each", state_dir=srv.state_dir).stdout
+        wait_for(lambda: page.text_content("#logs") == each, "the phase's log in the Logs box")

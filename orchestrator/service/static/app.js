@@ -265,7 +265,10 @@ async function runPage(runId) {
     }
   }
 
-  // The Logs box: the lines `orch logs RUN [--phase P]` prints, appended as events arrive.
+  // The Logs box: the lines `orch logs RUN [--phase P]` prints, appended as events arrive,
+  // a page of at most LOG_PAGE lines per request (a full page: ask for the next one), each
+  // page one text node (appending to textContent would copy the whole log every time).
+  const LOG_PAGE = 1000;
   let logsBusy = null, logsAgain = false;
   function loadLogs() {
     if (logsBusy) { logsAgain = true; return logsBusy; } // one load at a time, then once more
@@ -273,15 +276,15 @@ async function runPage(runId) {
       do {
         logsAgain = false;
         const phase = state.logPhase;
-        const query = new URLSearchParams({ after: String(state.logSeq) });
+        const query = new URLSearchParams({ after: String(state.logSeq), limit: String(LOG_PAGE) });
         if (phase) query.set("phase", phase);
         const entries = await api(`/api/runs/${runId}/logs?${query}`);
         if (phase !== state.logPhase) { logsAgain = true; continue; } // the choice changed
-        const box = $("logs");
-        for (const entry of entries) {
-          box.textContent += `${entry.line}\n`;
-          state.logSeq = Math.max(state.logSeq, entry.seq);
+        if (entries.length) {
+          $("logs").append(document.createTextNode(entries.map((e) => `${e.line}\n`).join("")));
+          state.logSeq = Math.max(state.logSeq, entries[entries.length - 1].seq); // in seq order
         }
+        if (entries.length >= LOG_PAGE) logsAgain = true; // a full page: more may follow
       } while (logsAgain);
     })().finally(() => { logsBusy = null; });
     return logsBusy;
