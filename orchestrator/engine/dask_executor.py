@@ -57,7 +57,7 @@ _CANCEL_POLL = 0.1
 # how long the orch process waits for stream pieces still in flight after a result
 _STREAM_GRACE = 10.0
 # calls submitted in one graph at most (the rest follow in the next turn of the loop)
-_SUBMIT_BATCH = int(os.environ.get("ORCH_DASK_BATCH", "256"))
+_SUBMIT_BATCH = 256
 # a call whose task is no longer in one of these states on its worker was cancelled
 _RUNNING = frozenset({"executing", "long-running"})
 
