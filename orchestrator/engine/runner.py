@@ -25,6 +25,7 @@ from ..plan import Plan
 from ..spec.model import Phase
 from .context import RunContext, build_context
 from .handlers import conclude
+from .heap import frozen_heap
 from .phase import run_phase
 from .result import PhaseOutcome, RunOptions, RunResult
 
@@ -328,6 +329,20 @@ async def execute(
     exception. Setting ``cancel`` or cancelling the calling task ends the run as
     cancelled (the latter re-raises CancelledError after the last event).
     """
+    with frozen_heap():
+        return await _execute(plan, inputs, registry, run_id, options, sinks, prior, cancel)
+
+
+async def _execute(
+    plan: Plan,
+    inputs: Mapping[str, Any] | None,
+    registry: AgentRegistry | None,
+    run_id: str | None,
+    options: RunOptions | None,
+    sinks: Iterable[EventSink],
+    prior: Mapping[str, PhaseOutcome] | None,
+    cancel: asyncio.Event | None,
+) -> RunResult:
     options = options if options is not None else RunOptions()
     registry = registry if registry is not None else AgentRegistry.from_entry_points()
     state = build_context(

@@ -1,0 +1,89 @@
+"""While runs go on, what existed before the first one started stays out of Python's
+cyclic GC, and the last run to end gives it back (engine/heap.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from typing import Any, ClassVar
+
+from orchestrator.agents import Agent, AgentContext, AgentResult
+from orchestrator.engine import execute
+
+from .conftest import make_plan
+
+
+class GateAgent(Agent):
+    """Says it has started, then waits until the test opens the gate."""
+
+    name = "gate"
+    config_schema: ClassVar[dict[str, Any]] = {"type": "object"}
+    started: ClassVar[asyncio.Event]
+    gate: ClassVar[asyncio.Event]
+
+    async def run(self, input: Any, ctx: AgentContext) -> AgentResult:
+        GateAgent.started.set()
+        await GateAgent.gate.wait()
+        return AgentResult(output="through")
+
+
+def _run(registry: Any) -> tuple[str, list[int]]:
+    """A two-phase run; the freeze count seen by its sink at every event."""
+    seen: list[int] = []
+    plan = make_plan(
+        [{"id": "a", "agent": "noop"}, {"id": "b", "agent": "noop", "depends_on": ["a"]}]
+    )
+    sink = lambda event: seen.append(gc.get_freeze_count())  # noqa: E731
+    result = asyncio.run(execute(plan, registry=registry, sinks=[sink]))
+    return result.status, seen
+
+
+def test_a_run_freezes_what_existed_before_it_and_gives_it_back(registry):
+    assert gc.get_freeze_count() == 0
+    status, seen = _run(registry)
+    assert status == "completed"
+    assert len(seen) >= 5 and all(n > 0 for n in seen)  # every event, start to end
+    assert gc.get_freeze_count() == 0
+
+
+def test_a_process_that_froze_objects_itself_is_left_alone(registry):
+    gc.freeze()
+    frozen = gc.get_freeze_count()
+    try:
+        status, seen = _run(registry)
+        assert status == "completed"
+        assert set(seen) == {frozen}  # nothing more frozen by the run
+        assert gc.get_freeze_count() == frozen  # nor given back when it ended
+    finally:
+        gc.unfreeze()
+
+
+def test_a_process_without_gc_is_left_alone(registry):
+    gc.disable()
+    try:
+        status, seen = _run(registry)
+    finally:
+        gc.enable()
+    assert status == "completed"
+    assert set(seen) == {0}
+
+
+def test_the_freeze_lasts_until_the_last_of_overlapping_runs_ends(registry):
+    registry.register(GateAgent)
+    waiting = make_plan([{"id": "w", "agent": "gate"}])
+    quick = make_plan([{"id": "q", "agent": "noop"}])
+
+    async def main() -> tuple[int, int]:
+        GateAgent.started, GateAgent.gate = asyncio.Event(), asyncio.Event()
+        first = asyncio.create_task(execute(waiting, registry=registry))
+        await GateAgent.started.wait()
+        second = await execute(quick, registry=registry)  # starts after, ends before
+        during = gc.get_freeze_count()
+        GateAgent.gate.set()
+        result = await first
+        assert second.status == result.status == "completed"
+        return during, gc.get_freeze_count()
+
+    during, after = asyncio.run(main())
+    assert during > 0  # the first run still goes on: still frozen
+    assert after == 0
