@@ -436,7 +436,11 @@ class DaskExecutor:
         await asyncio.sleep(0)  # let the results finished in this turn join
         batch, self._fetching = self._fetching, []
         try:
-            values = await self.client.gather([future for future, _ in batch], direct=True)
+            # Straight from the workers only on the cluster orch started here: workers of
+            # another cluster may be reachable only through its scheduler (dask-gateway,
+            # Kubernetes), where a direct fetch waits for the connect timeout first.
+            direct = True if self.cluster is not None else None
+            values = await self.client.gather([future for future, _ in batch], direct=direct)
         except Exception:  # noqa: BLE001 - one lost result: ask for each on its own
             for future, fetched in batch:
                 try:
