@@ -265,6 +265,7 @@ class SqliteStore:
     def _connect(self) -> sqlite3.Connection:
         if self.readonly:
             return self._connect_readonly()
+        conn: sqlite3.Connection | None = None
         try:
             conn = sqlite3.connect(
                 self.path, timeout=_BUSY_MS / 1000, isolation_level=None, check_same_thread=False
@@ -272,6 +273,8 @@ class SqliteStore:
             conn.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
             conn.execute("PRAGMA synchronous=FULL")
         except sqlite3.DatabaseError as exc:
+            if conn is not None:  # a file that is no database: closed, not left to the GC
+                conn.close()
             raise StateCorrupted(
                 f"the state database '{self.path}' cannot be opened: {exc}",
                 hint="move the file away to start a fresh history",

@@ -25,6 +25,12 @@ def orch(*args, state_dir):
     return runner.invoke(app, [*args, "--state-dir", str(state_dir)])
 
 
+def stored(state_dir, read):
+    """What ``read(store)`` finds in the state folder; the store is closed after."""
+    with open_store(state_dir) as store:
+        return read(store)
+
+
 def _record(state_dir, events):
     store = open_store(state_dir)
 
@@ -192,7 +198,7 @@ def test_cache_clear_says_how_many(tmp_path):
     store.close()
     res = orch("cache", "clear", state_dir=tmp_path)
     assert res.exit_code == 0 and "cleared 1 cached result" in res.output
-    assert open_store(tmp_path).cache_get("k") is None
+    assert stored(tmp_path, lambda s: s.cache_get("k")) is None
 
 
 @pytest.mark.handmade_events  # _history() writes hand-made events
@@ -263,7 +269,7 @@ def test_status_logs_resume_and_cancel_against_a_live_run(tmp_path):
     follower = None
     try:
         _wait_for(lambda: _ledger(ledger) == ["a", "b"], "phase b to start")
-        run_id = open_store(state).list_runs()[0].id
+        run_id = stored(state, lambda s: s.list_runs())[0].id
         # orch status while it runs: running, 1 of 3 done, b running now
         info = json.loads(orch("status", run_id, "--json", state_dir=state).output)
         assert info["status"] == "running"
@@ -325,7 +331,7 @@ def test_resume_reruns_only_what_did_not_complete(tmp_path):
     wf = tmp_path / "chain.yaml"
     wf.write_text(CHAIN.replace("LEDGER", str(ledger)))
     assert runner.invoke(app, ["run", str(wf), "--state-dir", str(tmp_path)]).exit_code == 1
-    run_id = open_store(tmp_path).list_runs()[0].id
+    run_id = stored(tmp_path, lambda s: s.list_runs())[0].id
     res = orch("resume", run_id, state_dir=tmp_path)
     assert res.exit_code == 1  # c fails again
     assert f"resuming run {run_id}: 3 of 4 phases completed, 1 to run" in res.output
@@ -343,7 +349,7 @@ def test_resume_reruns_only_what_did_not_complete(tmp_path):
     assert res.exit_code == 0, res.output
     assert sorted(_ledger(ledger)) == ["a", "b", "c", "side"]
     assert json.loads(res.stdout) == {"c": "C"}
-    run = open_store(tmp_path).get_run(run_id)
+    run = stored(tmp_path, lambda s: s.get_run(run_id))
     assert (run.status, run.outputs, run.resumes) == ("completed", {"c": "C"}, 2)
     res = orch("resume", run_id, state_dir=tmp_path)
     assert res.exit_code == 0 and "already completed; nothing to resume" in res.output
@@ -354,7 +360,7 @@ def test_forced_resume_reruns_a_changed_phase_and_its_downstream(tmp_path):
     wf = tmp_path / "chain.yaml"
     wf.write_text(CHAIN.replace("LEDGER", str(ledger)))
     assert runner.invoke(app, ["run", str(wf), "--state-dir", str(tmp_path)]).exit_code == 1
-    run_id = open_store(tmp_path).list_runs()[0].id
+    run_id = stored(tmp_path, lambda s: s.list_runs())[0].id
     # D5: edit a completed phase (b); c still fails, so the resumed run fails again
     wf.write_text(CHAIN.replace("LEDGER", str(ledger)).replace("text: B", "text: B2"))
     res = orch("resume", run_id, state_dir=tmp_path)
@@ -363,7 +369,7 @@ def test_forced_resume_reruns_a_changed_phase_and_its_downstream(tmp_path):
     res = orch("resume", run_id, "--force", state_dir=tmp_path)
     assert "changed, with their downstream: b, c" in res.output
     assert sorted(_ledger(ledger)) == ["a", "b", "b", "side"]  # b again; a and side not
-    phases = {p.id: p for p in open_store(tmp_path).phases(run_id)}
+    phases = {p.id: p for p in stored(tmp_path, lambda s: s.phases(run_id))}
     assert phases["b"].output == "B2" and phases["c"].state == "failed"
 
 
@@ -387,14 +393,14 @@ def test_two_runs_sharing_one_state_directory_both_record_correctly(tmp_path):
     for p in procs:
         _, err = p.communicate(timeout=60)
         assert p.returncode == 0, err
-    store = open_store(tmp_path / "s")
-    runs = store.list_runs()
-    assert len(runs) == 2 and {r.status for r in runs} == {"completed"}
-    for run in runs:
-        phases = store.phases(run.id)
-        assert [p.output for p in phases] == list(range(40))
+    with open_store(tmp_path / "s") as store:
+        runs = store.list_runs()
+        assert len(runs) == 2 and {r.status for r in runs} == {"completed"}
+        for run in runs:
+            phases = store.phases(run.id)
+            assert [p.output for p in phases] == list(range(40))
         assert len(store.events(run.id)) == 2 + 2 * 40
-    assert store.integrity_check() == "ok"
+        assert store.integrity_check() == "ok"
 
 
 CACHED = """
@@ -433,7 +439,7 @@ def test_cache_hits_show_in_progress_status_and_dry_run(tmp_path):
     assert res.exit_code == 0
     assert "phase hello completed" in res.output and "(cached)" in res.output
     assert _ledger(ledger) == ["hello", "later"]  # the second run executed nothing
-    run_id = open_store(tmp_path / "s").list_runs()[0].id
+    run_id = stored(tmp_path / "s", lambda s: s.list_runs())[0].id
     assert "cached" in orch("status", run_id, state_dir=tmp_path / "s").output
     assert run("--no-cache").exit_code == 0
     assert _ledger(ledger) == ["hello", "later", "hello", "later"]
@@ -504,12 +510,12 @@ def test_retry_attempts_and_backoff_survive_a_crash(tmp_path):
     finally:
         proc.kill()
         proc.wait()
-    run_id = open_store(state).list_runs()[0].id
+    run_id = stored(state, lambda s: s.list_runs())[0].id
     at = attempt_recorded()
     res = orch("resume", run_id, state_dir=state)
     assert res.exit_code == 1
     assert f"retries go on: flaky at attempt {at}" in res.output
-    events = [e for _, e in open_store(state).events(run_id)]
+    events = [e for _, e in stored(state, lambda s: s.events(run_id))]
     resumed = events[[e.event for e in events].index("workflow_started", 1) :]
     started = [e.attempt for e in resumed if e.event == "phase_started"]
     retries = [(e.attempt, e.data["delay"]) for e in resumed if e.event == "phase_retry"]
@@ -532,7 +538,7 @@ phases:
     wf = tmp_path / "named.yaml"
     wf.write_text(text)
     assert runner.invoke(app, ["run", str(wf), "--state-dir", str(tmp_path)]).exit_code == 1
-    run_id = open_store(tmp_path).list_runs()[0].id
+    run_id = stored(tmp_path, lambda s: s.list_runs())[0].id
     wf.write_text(text.replace("text: HELLO", "text: BONJOUR"))
     res = orch("resume", run_id, state_dir=tmp_path)
     assert res.exit_code == 2
