@@ -7,6 +7,7 @@ run's rows breaks only that run: the others stay listed and readable.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -36,6 +37,14 @@ def invoke(*args: str) -> object:
     return runner.invoke(app, list(args))
 
 
+
+@contextlib.contextmanager
+def _database(state: Path) -> Iterator[sqlite3.Connection]:
+    """The state database, committed and closed after (sqlite3's own ``with`` commits but
+    leaves the connection open: Python 3.13 reports it as a ResourceWarning)."""
+    with contextlib.closing(sqlite3.connect(state / "state.db")) as db, db:
+        yield db
+
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory) -> tuple[Path, list[str]]:
     """A state folder with two completed runs (oldest first)."""
@@ -45,7 +54,7 @@ def recorded(tmp_path_factory) -> tuple[Path, list[str]]:
     for _ in range(2):
         res = invoke("run", str(root / "wf.yaml"), "--state-dir", str(state))
         assert res.exit_code == 0, res.output
-    with sqlite3.connect(state / "state.db") as db:
+    with _database(state) as db:
         ids = [r[0] for r in db.execute("SELECT id FROM runs ORDER BY started")]
     return state, ids
 
@@ -104,7 +113,7 @@ def test_a_corrupt_value_in_any_column_gives_one_clear_line(
     source, (victim, other) = recorded
     state = tmp_path / "state"
     shutil.copytree(source, state)
-    with sqlite3.connect(state / "state.db") as db:
+    with _database(state) as db:
         key = "id" if table == "runs" else "run_id"
         try:
             db.execute(f"UPDATE {table} SET {column}=? WHERE {key}=?", (value, victim))
@@ -147,7 +156,7 @@ def test_orch_runs_lists_a_run_with_an_unreadable_start_as_corrupt(recorded, tmp
     source, (victim, other) = recorded
     state = tmp_path / "state"
     shutil.copytree(source, state)
-    with sqlite3.connect(state / "state.db") as db:
+    with _database(state) as db:
         db.execute("UPDATE runs SET started='abc' WHERE id=?", (victim,))
     res = invoke("runs", "--json", "--state-dir", str(state))
     assert res.exit_code == 0, res.output
