@@ -17,9 +17,18 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from hypothesis import HealthCheck, settings
 
 from orchestrator.events import Event
 from tests.processes import Processes
+
+# Property tests judge answers, never speed: no per-example deadline and no "input
+# generation is slow" check (both are wall-clock thresholds, and failed on a loaded
+# machine). A test's own @settings adds to this.
+settings.register_profile(
+    "orch", deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+settings.load_profile("orch")
 
 EVENT_SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "event.schema.json"
 _validator: jsonschema.Draft202012Validator | None = None
