@@ -34,7 +34,7 @@ from ..events import StreamMasker, breaker_opened, phase_stream
 from ..expr import has_template, render
 from ..jsontext import NotJson, bad_number
 from ..usage import checked_usage
-from .context import RunContext, SubRuns
+from .context import ITERATION, RunContext, SubRuns
 from .executor import CallChannel, CallMiddleware, CallNext, CallSpec
 from .limits import CircuitBreaker, OnOpen
 from .rendering import rendered
@@ -166,6 +166,9 @@ def make_spec(
     the phase's (``resources:``), for every call made for it.
     """
     item_part = f"[{item}]" if item is not None else ""
+    iteration = ITERATION.get()  # a repeat loop's iteration n: from the second, "@n"
+    if iteration is not None and iteration[2] > 1 and iteration[:2] == (run.run_id, phase_id):
+        item_part = f"@{iteration[2]}{item_part}"
     turn_part = f"#{turn}" if turn > 1 else ""
     epoch = run.options.key_epochs.get(phase_id)
     if epoch:  # the phase failed in an earlier launch: these attempts are new requests

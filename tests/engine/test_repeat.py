@@ -245,3 +245,22 @@ phases:
     assert draft["state"] == "completed" and draft["iterations"] == 2
     after = next(p for p in status["phases"] if p["id"] == "after")
     assert after["state"] == "completed"
+
+
+def test_each_iteration_sends_its_own_idempotency_key(tmp_path):
+    # a server that deduplicates by Idempotency-Key must not answer iteration 2 with
+    # iteration 1's reply: from the second iteration the key carries "@n"
+    from tests.servers import HTTPServer, Reply
+
+    with HTTPServer({("POST", "/review"): Reply(200, json={"ok": False})}) as srv:
+        wf = (
+            "name: keys\nphases:\n  - id: review\n    agent: http\n"
+            '    repeat: {until: "false", max: 3}\n'
+            f"    with: {{url: '{srv.url}/review', method: POST,"
+            " json: {n: '{{ iteration.n }}'}}\n"
+        )
+        result, events = run(tmp_path, wf)
+        keys = [r.headers["idempotency-key"] for r in srv.requests]
+    assert result.exit_code == 0, result.output
+    run_id = events[0]["run_id"]
+    assert keys == [f"{run_id}/review/1", f"{run_id}/review@2/1", f"{run_id}/review@3/1"]
