@@ -416,7 +416,7 @@ def create_app(service: Service, *, ui: bool = True) -> Starlette:
             full_id = None
             last_ping = time.monotonic()
             yield "retry: 1000\n\n"
-            while True:
+            while not service.stopping:  # the service stops: the stream ends (see server.py)
                 if full_id is None:
                     try:
                         full_id = (await in_thread(store.get_run, run_id)).id

@@ -58,6 +58,7 @@ async def run_service(service: Service, sock: socket.socket, *, say: Callable[[s
             say("second signal: exiting now")
             sys.exit(130 if signum == signal.SIGINT else 143)
         say(f"{signal.Signals(signum).name}: stopping (running runs are cancelled, resumable)")
+        service.stopping = True  # the event streams end: the server waits for them to close
         stop.set()
 
     where = await service.open_executor()  # UsageError: the scheduler cannot be reached

@@ -69,6 +69,9 @@ class Service:
     ) -> None:
         self.config = config
         self.store = store
+        #: Set on SIGINT/SIGTERM: open event streams end, so the HTTP server can close
+        #: (from Python 3.12 it waits for every open connection before it stops).
+        self.stopping = False
         self.clock = clock
         self.catalog = Catalog(config.folder, registry)
         self.runs = RunManager(store, registry, config.max_runs, clock=clock.now)

@@ -241,6 +241,26 @@ def test_sse_delivers_a_runs_events_live(tmp_path):
         assert text.count('data: {"seq"') == 1 and "workflow_completed" in text
 
 
+def test_sigterm_stops_the_service_while_a_client_follows_a_running_runs_events(tmp_path):
+    # from Python 3.12 the HTTP server waits for every open connection before it stops: an
+    # event stream following a run that only ends after the server stopped kept it up for ever
+    srv = Serve(tmp_path, {"gated": GATED}).start()
+    run_id = srv.http.post("/api/workflows/gated/runs", json={}).json()["id"]
+    with (
+        httpx.Client(base_url=srv.url, timeout=30) as follower,
+        follower.stream("GET", f"/api/runs/{run_id}/events/stream") as stream,
+    ):
+        lines = stream.iter_lines()
+        for line in lines:
+            if line.startswith("data: ") and '"phase_started"' in line and '"wait"' in line:
+                break  # the run waits for its gate, the stream is live
+        assert srv.stop(signal.SIGTERM) == 143
+        rest = list(lines)  # the stream ended when the service stopped
+    assert "event: end" not in rest
+    assert "SIGTERM: stopping" in srv.log() and "Traceback" not in srv.log()
+    assert orch("status", run_id, state_dir=srv.state_dir).stdout.count("cancelled") >= 1
+
+
 def test_cancel_and_resume_through_the_api(tmp_path):
     with Serve(tmp_path, {"gated": GATED}) as srv:
         run_id = srv.http.post("/api/workflows/gated/runs", json={}).json()["id"]
