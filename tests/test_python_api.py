@@ -179,6 +179,41 @@ def test_start_honours_the_phase_cache(tmp_path):
     assert phases["a"].cached is True
 
 
+def _open_files_under(folder: Path) -> list[str]:
+    fds = Path("/proc/self/fd")
+    names = []
+    for fd in fds.iterdir():
+        try:
+            names.append(str(fd.readlink()))
+        except OSError:  # closed meanwhile (the listing's own descriptor)
+            continue
+    return sorted(n for n in names if n.startswith(str(folder)))
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="lists open files through /proc")
+def test_follow_keeps_nothing_of_the_store_open_while_the_caller_holds_an_event(tmp_path):
+    # a caller that stops at any event leaves the generator to be closed whenever: at garbage
+    # collection if nobody closes it (Python 3.13 reports a connection collected open)
+    import asyncio
+
+    flow = {"name": "one", "phases": [{"id": "a", "agent": "echo", "with": {"text": "x"}}]}
+
+    async def go():
+        handle = await orchestrator.start(flow, state_dir=tmp_path)
+        await handle.wait(timeout=60)
+        before = _open_files_under(tmp_path)
+        held = []
+        async for event in orchestrator.follow(handle.run_id, state_dir=tmp_path):
+            held.append((event.event, _open_files_under(tmp_path)))
+            if event.event == "phase_started":
+                break  # stops early, as a caller looking for one event does
+        return before, held
+
+    before, held = asyncio.run(go())
+    assert [kind for kind, _ in held] == ["workflow_started", "phase_started"]
+    assert all(files == before for _, files in held), (before, held)
+
+
 def test_follow_of_one_phase_gives_its_events_and_names_a_phase_the_run_lacks(tmp_path):
     import asyncio
 

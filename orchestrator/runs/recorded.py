@@ -138,15 +138,17 @@ async def follow(
             check_phase(store, run, phase)
         last = 0
         while True:
-            for seq, event in store.events(run.id, phase=phase, after=last):
+            # the status first: once it is final, the events read next include the last ones
+            running = live and store.get_run(run.id).status == "running"
+            batch = store.events(run.id, phase=phase, after=last)
+            # Nothing stays open while the caller holds an event: a caller that stops early
+            # leaves this generator's finally to whenever it is closed (at garbage collection
+            # if nobody closes it). The next read opens a new connection.
+            store.close()
+            for seq, event in batch:
                 last = seq
                 yield event
-            if not live:
-                return
-            if store.get_run(run.id).status != "running":
-                for seq, event in store.events(run.id, phase=phase, after=last):
-                    last = seq
-                    yield event  # the final events may have landed with the status
+            if not running:
                 return
             await asyncio.sleep(poll)
     finally:
