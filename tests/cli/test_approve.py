@@ -83,14 +83,18 @@ def read_until(proc: Spawned, event: str, phase: str) -> list[dict]:
             return seen
 
 
-def stored_waiting(tmp_path: Path, run_id: str, phase: str) -> None:
-    """Until the store says ``phase`` waits (printed events may be ahead of the store)."""
+def stored_waiting(tmp_path: Path, run_id: str, phase: str, status: str | None = None) -> None:
+    """Until the store says ``phase`` waits (printed events may be ahead of the store),
+    and, given ``status``, that the run has that status (a resumed run's process has
+    taken the run over: before, the killed run's wait is still what the store holds)."""
     deadline = time.monotonic() + 30
     while True:
-        status = orch(tmp_path, "status", run_id, "--json")
-        if status.returncode == 0 and phase in json.loads(status.stdout).get("waiting", ()):
-            return
-        assert time.monotonic() < deadline, f"{phase} never waited: {status.stdout}"
+        shown = orch(tmp_path, "status", run_id, "--json")
+        if shown.returncode == 0:
+            data = json.loads(shown.stdout)
+            if phase in data.get("waiting", ()) and status in (None, data["status"]):
+                return
+        assert time.monotonic() < deadline, f"{phase} never waited: {shown.stdout}"
         time.sleep(0.1)
 
 
@@ -205,7 +209,7 @@ def test_a_resumed_run_goes_on_waiting(tmp_path, processes):
     resumed = processes.start(
         [sys.executable, "-m", "orchestrator", "resume", run_id], cwd=tmp_path, env=env(tmp_path)
     )
-    stored_waiting(tmp_path, run_id, "deploy")
+    stored_waiting(tmp_path, run_id, "deploy", status="running")  # the resumed run waits
     status = json.loads(orch(tmp_path, "status", run_id, "--json").stdout)
     assert status["status"] == "running" and status["waiting"] == ["deploy"]
     assert orch(tmp_path, "approve", run_id, "deploy").returncode == 0

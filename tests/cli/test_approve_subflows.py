@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,18 @@ def kill_while_waiting(tmp_path: Path, proc: Spawned, phase: str) -> list[dict]:
     os.killpg(proc.pid, signal.SIGKILL)
     proc.finish()
     return seen
+
+
+def stored_waits(tmp_path: Path, run_id: str, phase: str, count: int) -> None:
+    """Until the store holds ``count`` phase_waiting events of ``phase`` (bounded)."""
+    deadline = time.monotonic() + 30
+    while True:
+        logs = orch(tmp_path, "logs", run_id, "--phase", phase, "--json")
+        events = [json.loads(x) for x in logs.stdout.splitlines()] if logs.returncode == 0 else []
+        if sum(e["event"] == "phase_waiting" for e in events) >= count:
+            return
+        assert time.monotonic() < deadline, f"{phase} did not wait {count} times: {logs.stdout}"
+        time.sleep(0.1)
 
 
 def test_a_sub_workflows_phase_waits_in_the_parent_run_and_another_shell_approves(
@@ -152,7 +165,9 @@ def test_a_resumed_run_goes_on_waiting_from_the_first_wait(tmp_path, processes):
     resumed = processes.start(
         [sys.executable, "-m", "orchestrator", "resume", run_id], cwd=tmp_path, env=env(tmp_path)
     )
-    stored_waiting(tmp_path, run_id, "release/publish")
+    # the resumed run has taken over and its sub-run waits again (stored): until then the
+    # store holds the killed run's wait, and an approval could come before the second wait
+    stored_waits(tmp_path, run_id, "release/publish", 2)
     status = json.loads(orch(tmp_path, "status", run_id, "--json").stdout)
     assert status["status"] == "running" and status["waiting"] == ["release/publish"]
     assert orch(tmp_path, "approve", run_id, "release/publish").returncode == 0
