@@ -196,7 +196,12 @@ def test_the_approve_and_reject_buttons_decide_a_waiting_phase(tmp_path, browser
             page.goto(f"{srv.url}/runs/{run_id}")
             wait_state(page, "ship", "waiting")
             box = page.locator(".approval[data-phase='ship']")
-            assert "Phase ship waits for approval: Ship it?" in box.inner_text()
+            message = "Phase ship waits for approval: Ship it?"  # it may follow the state
+            wait_for(
+                lambda box=box: "Ship it?" in box.inner_text(),
+                "the approval box to show its message",
+            )
+            assert message in box.inner_text()
             if decision == "approve":
                 shot(page, "run-waiting")
             page.click(f".approval[data-phase='ship'] button.{decision}")
