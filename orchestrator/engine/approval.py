@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import events as ev
 from ..errors import ExpressionError, format_duration
@@ -22,12 +22,33 @@ from .result import ApprovalDesk
 if TYPE_CHECKING:
     from ..events import Event
     from ..spec.model import Phase
-    from .context import RunContext
+    from .result import RunOptions
 
-__all__ = ["ApprovalDesk", "SubRunDesk", "wait_for_approval"]
+__all__ = ["ApprovalDesk", "ApprovingRun", "SubRunDesk", "wait_for_approval"]
 
 #: Seconds between two looks at the desk while a phase waits.
 POLL = 0.2
+
+
+class _Emitter(Protocol):
+    def emit(self, event: Event) -> Awaitable[None]: ...
+
+
+class ApprovingRun(Protocol):
+    """What an approval needs of the run it belongs to (``context.RunContext`` is one):
+    its id, its options (``approvals``: the desk), its event bus and its clock."""
+
+    @property
+    def run_id(self) -> str: ...
+
+    @property
+    def options(self) -> RunOptions: ...
+
+    @property
+    def bus(self) -> _Emitter: ...
+
+    @property
+    def now(self) -> Callable[[], float]: ...
 
 
 class SubRunDesk:
@@ -56,7 +77,7 @@ class SubRunDesk:
         self.phases = phases
 
     @classmethod
-    def below(cls, run: RunContext, at: str, phases: frozenset[str]) -> SubRunDesk | None:
+    def below(cls, run: ApprovingRun, at: str, phases: frozenset[str]) -> SubRunDesk | None:
         """The desk of a sub-run started by ``run`` at address ``at`` (None: no desk)."""
         desk = run.options.approvals
         if desk is None:
@@ -81,7 +102,7 @@ class SubRunDesk:
 
 
 async def wait_for_approval(
-    run: RunContext, phase: Phase, ctx: Mapping[str, Any]
+    run: ApprovingRun, phase: Phase, ctx: Mapping[str, Any]
 ) -> tuple[str | None, dict[str, Any]]:
     """Wait for the phase's decision. Returns (error, record): error is None when the phase
     may run, else why it fails (rejected, timed out); record describes the decision

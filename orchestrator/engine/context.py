@@ -26,6 +26,7 @@ from ..errors import RecordFailed, UsageError
 from ..events import Event, EventSink, SecretMasker, is_durable
 from ..plan import Plan
 from ..spec.model import Workflow
+from .approval import SubRunDesk
 from .budget import Spend
 from .executor import Executor, LocalExecutor
 from .inputs import resolve_inputs
@@ -308,8 +309,6 @@ class RunContext:
             sub_plan = compile_plan(load_workflow(str(target), registry=self.registry))
         except OrchError as exc:
             raise AgentFailure(f"sub-workflow '{path}': {exc}", transient=False) from exc
-        from .approval import SubRunDesk
-
         sub = sub_plan.workflow
         every = (*sub.phases, *sub.on_success, *sub.on_failure, *sub.finally_)
         asking = frozenset(p.id for p in every if p.approval is not None)
