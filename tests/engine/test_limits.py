@@ -222,4 +222,3 @@ def test_a_timeout_that_opens_the_breaker_is_recorded_with_its_phase_and_attempt
         "phase_failed",
     ]
     assert "circuit breaker of agent 'crm' is open" in result.phases["slow"].error
-

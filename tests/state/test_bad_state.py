@@ -37,13 +37,13 @@ def invoke(*args: str) -> object:
     return runner.invoke(app, list(args))
 
 
-
 @contextlib.contextmanager
 def _database(state: Path) -> Iterator[sqlite3.Connection]:
     """The state database, committed and closed after (sqlite3's own ``with`` commits but
     leaves the connection open: Python 3.13 reports it as a ResourceWarning)."""
     with contextlib.closing(sqlite3.connect(state / "state.db")) as db, db:
         yield db
+
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory) -> tuple[Path, list[str]]:
