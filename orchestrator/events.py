@@ -447,8 +447,10 @@ def phase_failed(
     cancelled: bool = False,
     continue_on_error: bool | None = None,
     output: Any = _NO_OUTPUT,
+    metadata: Mapping[str, Any] | None = None,
 ) -> Event:
-    """A phase failed (or was cancelled: ``cancelled``); a foreach adds its ``output``."""
+    """A phase failed (or was cancelled: ``cancelled``); a foreach adds its ``output``;
+    ``metadata``: the tokens and cost its calls used before the failure (when any)."""
     status = PhaseState.CANCELLED if cancelled else PhaseState.FAILED
     data: dict[str, Any] = {
         "status": status.value,
@@ -460,6 +462,8 @@ def phase_failed(
         data["continue_on_error"] = continue_on_error
     if output is not _NO_OUTPUT:
         data["output"] = output
+    if metadata:
+        data["metadata"] = dict(metadata)
     return Event("phase_failed", run_id, ts, phase, attempt, data)
 
 

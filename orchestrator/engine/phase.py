@@ -93,6 +93,7 @@ async def run_phase(phase: Phase, run: RunContext) -> PhaseOutcome:
     except asyncio.CancelledError:
         ended = run.now()
         attempts = tried[0]
+        used = _spent(run, pid)
         await run.bus.emit(
             ev.phase_failed(
                 run.run_id,
@@ -104,9 +105,12 @@ async def run_phase(phase: Phase, run: RunContext) -> PhaseOutcome:
                 attempts=attempts,
                 cancelled=True,
                 continue_on_error=phase.continue_on_error,
+                metadata=used,
             )
         )
-        return PhaseOutcome(pid, "cancelled", None, "cancelled", attempts, started, ended)
+        return PhaseOutcome(
+            pid, "cancelled", None, "cancelled", attempts, started, ended, metadata=used
+        )
 
 
 def _when(phase: Phase, run: RunContext, ctx: Mapping[str, Any]) -> Awaitable[Any]:
@@ -208,6 +212,7 @@ async def _failed(
     output: Any = ev._NO_OUTPUT,
 ) -> PhaseOutcome:
     ended = run.now()
+    used = _spent(run, phase.id)
     await _record(
         run,
         ev.phase_failed(
@@ -220,10 +225,19 @@ async def _failed(
             attempts=attempts,
             continue_on_error=phase.continue_on_error,
             output=output,
+            metadata=used,
         ),
     )
     kept = None if output is ev._NO_OUTPUT else output
-    return PhaseOutcome(phase.id, "failed", kept, error, attempts, started, ended)
+    return PhaseOutcome(phase.id, "failed", kept, error, attempts, started, ended, metadata=used)
+
+
+def _spent(run: RunContext, phase_id: str) -> dict[str, Any]:
+    """The tokens and cost a phase that did not complete used (its failed calls, a failed
+    fallback, the items done before a foreach failed): its metadata, as a completed
+    phase's, so the run's totals, ``orch status``, stats and reports count them."""
+    used = run.spend.by_phase.get(phase_id)
+    return used.as_metadata() if used is not None else {}
 
 
 async def _run_unit(

@@ -196,12 +196,13 @@ def apply_event(
         )
     elif kind in ("phase_failed", "phase_skipped"):
         state = str(phase_state(event))
+        metadata = data.get("metadata")  # what a failed phase's calls used, as completed's
         conn.execute(
-            "INSERT INTO phases(run_id, id, idx, state, attempts, ended, error)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO phases(run_id, id, idx, state, attempts, ended, error, metadata)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT(run_id, id) DO UPDATE SET state=excluded.state,"
             " attempts=MAX(attempts, excluded.attempts), ended=excluded.ended,"
-            " error=excluded.error",
+            " error=excluded.error, metadata=COALESCE(excluded.metadata, phases.metadata)",
             (
                 run,
                 phase,
@@ -210,6 +211,7 @@ def apply_event(
                 int(data.get("attempts") or event.attempt or 0),
                 ts,
                 note(event),
+                dumps(metadata) if metadata else None,
             ),
         )
     elif kind == "phase_retry":

@@ -321,3 +321,42 @@ def test_what_a_fallback_workflow_used_counts_as_its_phases_and_the_runs_tokens(
     end = events[-1]
     assert end["event"] == "workflow_completed"
     assert end["data"]["tokens"] == {"prompt": 4, "completion": 4, "total": 8}
+
+
+FALLBACK_FAILS = """\
+name: fallback-fails
+agents:
+  model:
+    type: llm
+    with: {model: my-model, stream: false, price: {input_per_1m: 1000, output_per_1m: 2000}}
+phases:
+  - id: ask
+    agent: shell
+    with: {command: "exit 3"}
+    fallback:
+      agent: model
+      with: {prompt: "plan b", response_format: json}
+"""
+
+
+def test_what_a_failed_fallback_used_is_its_phases_usage_in_events_status_and_stats(tmp_path):
+    # the fallback's answer "not json" is no JSON: the call fails after using 2 + 2 tokens
+    with FakeOpenAI(["not json"]) as srv:
+        result, events = run_text(tmp_path / "fallback.yaml", FALLBACK_FAILS, srv)
+        calls = len(srv.requests)
+    assert result.exit_code == 1, result.output
+    assert calls == 1
+    failed = next(e for e in events if e["event"] == "phase_failed" and e["phase"] == "ask")
+    assert "fallback failed: the model's answer is not valid JSON" in failed["data"]["error"]
+    used = {"prompt": 2, "completion": 2, "total": 4}
+    assert failed["data"]["metadata"]["tokens"] == used
+    assert failed["data"]["metadata"]["cost"] == pytest.approx(0.006)
+    end = events[-1]
+    assert end["event"] == "workflow_failed"
+    assert end["data"]["tokens"] == used and end["data"]["cost"] == pytest.approx(0.006)
+    status = json.loads(CliRunner().invoke(app, ["status", end["run_id"], "--json"]).stdout)
+    assert status["tokens"] == used
+    assert {p["id"]: p["cost"] for p in status["phases"]}["ask"] == pytest.approx(0.006)
+    stats = json.loads(CliRunner().invoke(app, ["stats", "--json"]).stdout)
+    assert stats["workflows"][0]["tokens"] == 4
+    assert stats["workflows"][0]["cost"] == pytest.approx(0.006)
