@@ -2,8 +2,8 @@
 
 A phase with ``cache: true`` (or ``{key, ttl}``) reuses the output of an earlier
 identical call: same agent type, same agent config, same rendered input (and the
-same ``key`` when one is given). Outputs are masked before they are stored, so a
-secret never reaches the database through the cache.
+same ``key`` when one is given). A result holding a secret of the run never reaches
+it: the engine keeps it out of every ``ResultCache`` (``phase._holds_secret``).
 """
 
 from __future__ import annotations
@@ -50,9 +50,8 @@ def keyed_input(input: Mapping[str, Any], iteration: int | None) -> Mapping[str,
 class StoreCache:
     """A ResultCache (engine/result.py) backed by a StateStore's cache table.
 
-    Only phases with a ``cache`` setting are looked up or stored. ``mask`` is
-    applied to outputs and metadata before they are stored (SecretMasker.mask).
-    ``hits`` lists the phases served from the cache in this run.
+    Only phases with a ``cache`` setting are looked up or stored. ``hits`` lists the
+    phases served from the cache in this run.
     """
 
     def __init__(
@@ -60,12 +59,10 @@ class StoreCache:
         store: StateStore,
         workflow: Workflow,
         *,
-        mask: Callable[[Any], Any] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.workflow = workflow
-        self.mask = mask or (lambda value: value)
         self.clock = clock
         self.hits: list[str] = []
 
@@ -91,19 +88,13 @@ class StoreCache:
     async def put(
         self, phase: Phase, agent_type: str, input: Mapping[str, Any], result: AgentResult
     ) -> None:
-        """Store a successful call's output for the phase's ttl (forever when none).
-
-        An output (or metadata) that holds a secret is not stored: masked, it would
-        not be the value the phase gave, and a hit would serve ``***``."""
+        """Store a successful call's output for the phase's ttl (forever when none)."""
         if phase.cache is None:
-            return
-        output, metadata = self.mask(result.output), self.mask(dict(result.metadata))
-        if output != result.output or metadata != dict(result.metadata):
             return
         await self.store.cache_put(
             self.key(phase, agent_type, input),
-            output,
-            metadata,
+            result.output,
+            dict(result.metadata),
             now=self.clock(),
             ttl=phase.cache.ttl,
         )

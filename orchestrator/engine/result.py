@@ -150,7 +150,8 @@ class ResultCache(Protocol):
     async def put(
         self, phase: Phase, agent_type: str, input: Mapping[str, Any], result: AgentResult
     ) -> None:
-        """Remember a successful call."""
+        """Remember a successful call (never one whose result holds a secret of the run:
+        the engine keeps those out, ``phase._holds_secret``)."""
         ...
 
 

@@ -88,7 +88,6 @@ async def start(
     from ..engine import RunOptions, execute
     from ..engine.cache import StoreCache
     from ..engine.inputs import resolve_inputs
-    from ..events import SecretMasker
     from ..state.sqlite import resolve_state_dir
 
     registry = registry if registry is not None else AgentRegistry.from_entry_points()
@@ -102,14 +101,13 @@ async def start(
 
         rid = run_id or uuid.uuid4().hex[:12]
         wf = plan.workflow
-        masker = SecretMasker(env.get(name, "") for name in wf.secret_names)
         options = RunOptions(
             max_parallel=max_parallel,
             no_cache=no_cache,
             environ=env,
             executor=executor,
             call_middleware=tuple(call_middleware),
-            cache=None if no_cache else StoreCache(store, wf, mask=masker.mask),
+            cache=None if no_cache else StoreCache(store, wf),
             resumed_from=rid if _prior is not None else None,
             resume_attempts=dict(_resume_attempts or {}),
             resume_iterations=dict(_resume_iterations or {}),
