@@ -56,6 +56,8 @@ _INSTALL_HINT = "install the extra: pip install 'orch[dask]'"
 _CANCEL_POLL = 0.1
 # how long the orch process waits for stream pieces still in flight after a result
 _STREAM_GRACE = 10.0
+# seconds the workers are given to close the agents of an executor that closes
+_CLOSE_WAIT = 10.0
 # calls submitted in one graph at most (the rest follow in the next turn of the loop)
 _SUBMIT_BATCH = 256
 # a call whose task is no longer in one of these states on its worker was cancelled
@@ -272,12 +274,23 @@ class DaskExecutor:
             ) from None
         self.client.subscribe_topic(self.topic, self._on_piece)
         self.client.subscribe_topic("all", self._on_cluster_event)
+        await self.client.register_plugin(_agent_closer())
 
     async def aclose(self) -> None:
         """Disconnect; a LocalCluster started for the run is shut down."""
         client, cluster = self.client, self.cluster
         self.client = self.cluster = None
         if client is not None:
+            try:
+                # the agents its calls made on the workers release what they hold (an http
+                # agent's connections), as a local run's agents do at its end; a lost
+                # scheduler or worker is not waited for (the plugin closes them there)
+                if client.status == "running":
+                    await asyncio.wait_for(
+                        client.run(_close_worker_agents, self.topic), _CLOSE_WAIT
+                    )
+            except Exception:  # noqa: BLE001 - a lost scheduler must not hide the run's result
+                pass
             try:
                 for topic in (self.topic, "all"):  # nothing is sent to a closed client
                     client.unsubscribe_topic(topic)
@@ -642,19 +655,50 @@ class _AgentRef:
         return loaded
 
 
-# the agent instances of this worker process, by class and instance name: made on the
-# first call and kept, so their pooled connections serve the calls that follow
-_WORKER_AGENTS: dict[tuple[_AgentRef, str], Agent] = {}
+# the agent instances of this worker process, by executor (its stream topic), class and
+# instance name: made on the first call and kept, so their pooled connections serve the
+# calls that follow; closed (``aclose``) when their executor closes, or the worker does
+_WORKER_AGENTS: dict[tuple[str, _AgentRef, str], Agent] = {}
 
 
-def _worker_agent(ref: _AgentRef, name: str, address: str) -> Agent | dict[str, Any]:
-    """This worker's instance of agent ``name`` of ``ref``, or the failed reply saying
-    why the type cannot be used here (and what to install)."""
-    agent = _WORKER_AGENTS.get((ref, name))
+async def _close_worker_agents(owner: str | None = None) -> int:
+    """Close this worker's agents made for the executor ``owner`` (every one: None), as a
+    local run closes its agents at its end; returns how many. An agent's failing
+    ``aclose`` does not keep the others open."""
+    keys = [key for key in _WORKER_AGENTS if owner is None or key[0] == owner]
+    for key in keys:
+        agent = _WORKER_AGENTS.pop(key)
+        with contextlib.suppress(Exception):
+            await agent.aclose()
+    return len(keys)
+
+
+def _agent_closer() -> Any:
+    """The worker plugin that closes a worker's agents when the worker shuts down (the orch
+    process that made them may be gone: killed, or its scheduler connection lost). It is
+    ``idempotent``: an executor registering it again does not replace (tear down) the one
+    in place, which would close agents another executor's calls are using. Made here, as
+    Dask is imported only once it is used (a class of a function: pickled by value)."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class AgentCloser(WorkerPlugin):
+        idempotent = True
+        name = "orch-agents"
+
+        async def teardown(self, worker: Any) -> None:
+            await _close_worker_agents()
+
+    return AgentCloser()
+
+
+def _worker_agent(owner: str, ref: _AgentRef, name: str, address: str) -> Agent | dict[str, Any]:
+    """This worker's instance of agent ``name`` of ``ref`` for the executor ``owner``, or
+    the failed reply saying why the type cannot be used here (and what to install)."""
+    agent = _WORKER_AGENTS.get((owner, ref, name))
     if agent is not None:
         return agent
     try:
-        agent = _WORKER_AGENTS[(ref, name)] = ref.load()(name)
+        agent = _WORKER_AGENTS[(owner, ref, name)] = ref.load()(name)
     except ImportError as exc:
         missing = exc.name or ref.module
         return {
@@ -698,7 +742,7 @@ async def _call_on_worker(
         streamed += 1
         worker.log_event(topic, {"k": key, "t": text})
 
-    agent = _worker_agent(ref, spec.agent_name, address)
+    agent = _worker_agent(topic, ref, spec.agent_name, address)
     if isinstance(agent, dict):
         reply.update(agent)
         return reply

@@ -752,3 +752,119 @@ def test_orch_serve_with_an_unreachable_scheduler_says_so_and_exits_2(tmp_path):
     bad = orch(tmp_path, "serve", "--port", "0", "--executor", "spark")
     assert bad.returncode == 2
     assert "error: unknown executor 'spark'" in bad.stderr
+
+
+# A program whose agent type holds something to release: each instance notes, in the
+# folder given, the process it was made in (made-PID-N) and, when closed, that it was
+# (closed-PID-N). --keep leaves without closing the executor (as a killed process). The
+# program's own instances (the run checks and closes its agents) are left out.
+_HOLDER = """\
+import asyncio, os, sys
+from pathlib import Path
+
+import orchestrator
+from orchestrator import Agent, AgentRegistry
+from orchestrator.engine.dask_executor import open_executor, parse_executor
+
+MARKS = Path(sys.argv[2])
+
+
+class Holder(Agent):
+    name = "holder"
+
+    def __init__(self, name):
+        super().__init__(name)
+        self.mark = f"{os.getpid()}-{id(self)}"
+        (MARKS / f"made-{self.mark}").write_text("")
+
+    async def run(self, input, ctx):
+        await asyncio.sleep(0.05)
+        return os.getpid()
+
+    async def aclose(self):
+        (MARKS / f"closed-{self.mark}").write_text("")
+
+
+async def main(where, keep):
+    registry = AgentRegistry.from_entry_points()
+    registry.register(Holder)
+    calls = await open_executor(parse_executor(where))
+    handle = await orchestrator.start("wf.yaml", registry=registry, executor=calls)
+    result = await handle.wait()
+    print(result.status, os.getpid(), flush=True)
+    if keep:
+        os._exit(0)
+    await calls.aclose()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], "--keep" in sys.argv))
+"""
+
+_HELD = """\
+name: held
+phases:
+  - id: each
+    agent: holder
+    foreach: "{{ range(8) | list }}"
+    max_parallel: 8
+"""
+
+
+def _holders(tmp_path: Path, where: str, *extra: str, env: dict[str, str] | None = None):
+    """Run the program; the worker agents made and those closed (their marks)."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    (tmp_path / "program.py").write_text(_HOLDER)
+    write(tmp_path, _HELD)
+    done = subprocess.run(
+        [sys.executable, "program.py", where, str(marks), *extra],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+        env={**os.environ, "ORCH_STATE_DIR": str(tmp_path / ".orch"), **(env or {})},
+    )
+    status, pid = done.stdout.split()
+    assert done.returncode == 0 and status == "completed", done.stderr
+
+    def marked(kind: str) -> set[str]:
+        """The marks of the instances made on the workers (not in the program's process)."""
+        names = {p.name.removeprefix(kind) for p in marks.glob(f"{kind}*")}
+        return {name for name in names if not name.startswith(f"{pid}-")}
+
+    return marked
+
+
+def test_the_agents_made_on_a_local_clusters_workers_are_closed_when_the_run_ends(tmp_path):
+    env = {"ORCH_DASK_WORKERS": "2", "DASK_SCHEDULER_ADDRESS": ""}
+    marked = _holders(tmp_path, "dask", env=env)
+    made = marked("made-")
+    assert made and marked("closed-") == made
+
+
+def test_the_agents_an_orch_process_made_on_a_cluster_are_closed_and_the_cluster_lives_on(
+    cluster, tmp_path
+):
+    before = cluster.workers()
+    marked = _holders(tmp_path, cluster.url)
+    made = marked("made-")
+    assert made and marked("closed-") == made  # closed by the run's end, workers still up
+    assert cluster.workers() == before
+
+
+def test_a_workers_agents_are_closed_when_it_shuts_down_after_the_orch_process_is_gone(
+    tmp_path,
+):
+    (tmp_path / "cluster").mkdir()
+    own = Cluster(tmp_path / "cluster", {"only": []})
+    try:
+        marked = _holders(tmp_path, own.url, "--keep")  # left without closing anything
+        made = marked("made-")
+        assert made and not marked("closed-")
+        worker = own.procs[1]  # `dask worker`: SIGTERM to it (the nanny) closes its worker
+        os.kill(worker.pid, signal.SIGTERM)
+        assert worker.wait(timeout=60) is not None
+    finally:
+        own.stop()
+    assert marked("closed-") == made  # the worker closed what it held as it shut down
