@@ -478,24 +478,35 @@ async def _execute(
     *,
     notify: Callable[[str], None] | None = None,
 ) -> RunResult:
-    """Start the run with SIGINT and SIGTERM turned into a clean cancel (a second one forces)."""
+    """Start the run with SIGINT and SIGTERM turned into a clean cancel; a second one stops
+    it now (recorded: compensations and handlers not started are not run), a third forces
+    the exit (``orch resume`` finishes what was left)."""
     import asyncio
 
     loop = asyncio.get_running_loop()
     handle: list[Any] = []
 
-    def on_signal(signum: int) -> None:
-        received.append(signum)
-        if len(received) > 1:
-            force()
-            return
-        name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
-        message = f"{name}: cancelling the run (again to force exit)"
+    def say(message: str) -> None:
         if notify is not None:
             notify(message)
         else:
             sys.stderr.write(message + "\n")
             sys.stderr.flush()
+
+    def on_signal(signum: int) -> None:
+        received.append(signum)
+        if len(received) > 2 or (len(received) > 1 and not handle):
+            force()
+            return
+        name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+        if len(received) == 2:  # stop now: the run records its end (cancelled) and returns
+            say(
+                f"{name} again: stopping now (compensations and handlers not started are "
+                "not run; again to force exit)"
+            )
+            handle[0].cancel(received[0], force=True)
+            return
+        say(f"{name}: cancelling the run (again to stop now)")
         if handle:
             handle[0].cancel(signum)
 

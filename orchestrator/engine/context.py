@@ -258,7 +258,18 @@ class RunContext:
         # the scheduler's phase tasks (its ``running``); a phase run in another task (the
         # handler phases, in the run's own task) shields its completion instead
         self.phase_tasks: Mapping[asyncio.Task[Any], str] = {}
+        # the run's cancel request (execute's ``cancel``): ``forced`` once it asked to stop
+        # now (a second Ctrl-C); ``stopped``: a cancel of the run's own task interrupted a
+        # compensation (compensations and handlers not started then are not run)
+        self.cancel_request: asyncio.Event | None = None
+        self.stopped = False
         self._launch = launch
+
+    @property
+    def stopping_now(self) -> bool:
+        """Whether what runs after the phases (compensations, handlers) must not start:
+        the run was forced to stop (a second cancel)."""
+        return self.stopped or bool(getattr(self.cancel_request, "forced", False))
 
     def take_retry(self) -> bool:
         """Reserve one retry from the run's ``max_total_retries``; False when none is left."""

@@ -16,6 +16,7 @@ Order, once no phase of the plan runs any more:
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,7 @@ from .context import RunContext, SubRuns
 from .phase import describe, run_phase
 from .rendering import rendered
 from .result import PhaseOutcome, RunResult, Usage
-from .saga import compensate
+from .saga import NOT_RUN, compensate
 
 if TYPE_CHECKING:
     from ..spec.model import Phase, Workflow
@@ -128,6 +129,8 @@ async def epilogue(
         failures = await compensate(run, completion_order, status=status)
         if failures:
             error = f"{error}; " + "; ".join(failures) if error else "; ".join(failures)
+    if run.stopping_now and status == "failed":  # a second cancel stopped its compensation
+        status = "cancelled"
     handlers: tuple[Phase, ...] = ()
     if status == "completed":
         handlers = wf.on_success
@@ -136,6 +139,10 @@ async def epilogue(
     if handlers or wf.finally_:  # handlers read run.status and run.error
         run.context["run"] = {**run.context["run"], "status": status, "error": error}
     for phase in (*handlers, *wf.finally_):
+        if run.stopping_now:
+            await run.bus.emit_through(ev.phase_skipped(run.run_id, run.now(), phase.id, NOT_RUN))
+            run.outcomes[phase.id] = PhaseOutcome(phase.id, "skipped")
+            continue
         run.outcomes[phase.id] = await run_phase(phase, run)
     return status, error, outputs
 
@@ -212,6 +219,10 @@ async def conclude(
             cancelled_by=cancelled_by if status == "cancelled" else None,
         )
     )
+    if run.stopped and not getattr(run.cancel_request, "forced", False):
+        # the caller cancelled the run's task (not a forced cancel request): it ends
+        # cancelled, as execute promises, once the run's end is recorded
+        raise asyncio.CancelledError
     masker = run.masker
     return RunResult(
         run_id=run.run_id,

@@ -127,11 +127,14 @@ class CancelRequest(asyncio.Event):
     def __init__(self) -> None:
         super().__init__()
         self.by: str | None = None
+        self.forced = False
 
-    def request(self, by: str | None = None) -> None:
-        """Cancel the run; the first ``by`` given is kept."""
+    def request(self, by: str | None = None, *, force: bool = False) -> None:
+        """Cancel the run; the first ``by`` given is kept. ``force``: stop now (a second
+        Ctrl-C): compensations and handlers not started yet are not run (recorded so)."""
         if self.by is None:
             self.by = by
+        self.forced = self.forced or force
         self.set()
 
 

@@ -28,6 +28,7 @@ from .handlers import conclude
 from .heap import frozen_heap
 from .phase import run_phase
 from .result import PhaseOutcome, RunOptions, RunResult
+from .saga import uncancel
 
 __all__ = ["execute", "run", "run_sync"]
 
@@ -356,6 +357,7 @@ async def _execute(
         launch=execute,
     )
     wf = plan.workflow
+    state.cancel_request = cancel
     scheduler = _Scheduler(state, cancel)
     started = state.now()
     await state.bus.emit(
@@ -391,7 +393,9 @@ async def _execute(
             cancelled_by=getattr(scheduler.cancel, "by", None),
         )
         if interrupted is not None:
-            raise interrupted
+            if not getattr(cancel, "forced", False):
+                raise interrupted
+            uncancel()  # a forced cancel request (RunHandle): the run returns its result
         return result
     finally:
         await state.pool.aclose()

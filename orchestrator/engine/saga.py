@@ -20,7 +20,7 @@ from .call import bounded, call_agent, make_spec, render_input
 from .context import RunContext
 from .phase import describe
 
-__all__ = ["compensate", "compensate_one"]
+__all__ = ["INTERRUPTED", "NOT_RUN", "compensate", "compensate_one", "uncancel"]
 
 
 async def compensate_one(
@@ -66,16 +66,38 @@ async def compensate(
         outcome = run.outcomes.get(pid)
         if outcome is not None and outcome.status != "completed":
             continue
+        if run.stopping_now:  # forced to stop: recorded as not run, the run still ends
+            failures.append(f"compensation of '{pid}' {NOT_RUN}")
+            await run.bus.emit_through(phase_compensated(run.run_id, run.now(), pid, error=NOT_RUN))
+            continue
         await run.bus.emit(compensation_started(run.run_id, run.now(), pid, cause=status))
         error: str | None = None
         try:
             await compensate_one(
                 run, phase, phase.compensate, {"output": getattr(outcome, "output", None)}
             )
-        except asyncio.CancelledError:
-            raise
+        except asyncio.CancelledError:  # a second cancel: stop now, record where it stopped
+            run.stopped = True
+            uncancel()
+            error = INTERRUPTED
+            failures.append(f"compensation of '{pid}' {error}")
         except Exception as exc:  # noqa: BLE001 - a failing compensation is recorded, not raised
             error = describe(exc)
             failures.append(f"compensation of '{pid}' failed: {error}")
-        await run.bus.emit(phase_compensated(run.run_id, run.now(), pid, error=error))
+        await run.bus.emit_through(phase_compensated(run.run_id, run.now(), pid, error=error))
     return failures
+
+
+#: The error recorded for a compensation a second cancel interrupted, and for one it kept
+#: from starting (the run is recorded cancelled; nothing resumes them).
+INTERRUPTED = "cancelled: the run was stopped (a second cancel) while it ran"
+NOT_RUN = "not run: the run was stopped (a second cancel) before it started"
+
+
+def uncancel() -> None:
+    """A cancel of the run's task is taken (what it interrupted is recorded): the run goes
+    on to record its end (Python 3.11+ counts cancel requests; this takes one back)."""
+    task = asyncio.current_task()
+    uncancel = getattr(task, "uncancel", None)
+    if uncancel is not None:
+        uncancel()

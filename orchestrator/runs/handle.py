@@ -84,10 +84,15 @@ class RunHandle:
         assert self._task is not None
         return await asyncio.wait_for(asyncio.shield(self._task), timeout)
 
-    def cancel(self, signum: int | None = None) -> None:
+    def cancel(self, signum: int | None = None, *, force: bool = False) -> None:
         """Stop the run cleanly (as Ctrl-C does); ``signum`` (a signal number) is recorded
-        as ``cancelled_by`` in workflow_cancelled."""
-        self._cancel.request(signal.Signals(signum).name if signum else None)
+        as ``cancelled_by`` in workflow_cancelled. ``force`` (a second Ctrl-C): stop now,
+        what runs is cancelled, the compensations and handlers not started are not run;
+        the run still records its end (``workflow_cancelled``, each compensation's state)."""
+        self._cancel.request(signal.Signals(signum).name if signum else None, force=force)
+        task = self._task
+        if force and task is not None and not task.done():
+            task.cancel()  # what the run awaits (a compensation's call) is cancelled
 
     @property
     def cancelled_by(self) -> str | None:
