@@ -57,8 +57,9 @@ class HTTPError(Exception):
         self.extra = extra
 
 
-#: Lines of a run's log per answer of /logs by default, and at most (?limit=).
-LOG_PAGE, LOG_PAGE_MAX = 1000, 10000
+#: Lines of a run's log (/logs), or events (/events), per answer by default, and at most
+#: (?limit=); an event stream reads its backlog PAGE events at a time.
+PAGE, PAGE_MAX = 1000, 10000
 #: The largest sequence number (SQLite's INTEGER); a bigger one cannot be asked of the store.
 MAX_SEQ = 2**63 - 1
 
@@ -369,35 +370,51 @@ def create_app(service: Service, *, ui: bool = True) -> Starlette:
             {"id": run.id, "status": run.status, "outputs": getattr(run, "outputs", None)}
         )
 
+    def _paging(request: Request) -> tuple[int, int]:
+        """``?after=SEQ`` (0) and ``?limit=`` (PAGE, at most PAGE_MAX) of a paged read."""
+        q = request.query_params
+        after = whole_number(q.get("after", "0"), what="after")
+        return after, whole_number(q.get("limit", str(PAGE)), what="limit", least=1, most=PAGE_MAX)
+
+    async def _page(
+        request: Request, run: Any, after: int, limit: int, phase: str | None = None
+    ) -> tuple[list[tuple[int, Any]], dict[str, str] | None]:
+        """A page of the run's events (of one ``phase``): the first ``limit`` after
+        ``after``, and when more follow, the header naming the next page:
+        ``Link: <PATH?after=LAST&limit=N>; rel="next"`` (``after`` the page's last ``seq``,
+        the other parameters kept)."""
+        if isinstance(run, ActiveRun):  # queued: nothing recorded yet
+            return [], None
+        events = await in_thread(store.events, run.id, phase=phase, after=after, limit=limit + 1)
+        if len(events) <= limit:
+            return events, None
+        events = events[:limit]
+        nxt = request.url.include_query_params(after=events[-1][0], limit=limit)
+        return events, {"Link": f'<{nxt.path}?{nxt.query}>; rel="next"'}
+
     @_api
     async def run_logs(request: Request) -> Response:
         """The run's log as `orch logs` prints it (each event's line); ``?phase=`` for one
         phase's, ``?after=SEQ`` for what came after an event; at most ``?limit=`` lines
-        (LOG_PAGE): a full page means more may follow (ask again after its last ``seq``)."""
+        (PAGE): a ``Link`` header names the next page when more follow."""
         run = await _run_or_404(request.path_params["id"])
-        q = request.query_params
-        phase = q.get("phase") or None
-        after = whole_number(q.get("after", "0"), what="after")
-        limit = whole_number(
-            q.get("limit", str(LOG_PAGE)), what="limit", least=1, most=LOG_PAGE_MAX
-        )
-        if isinstance(run, ActiveRun):  # queued: nothing logged yet
-            return JSONResponse([])
-        if phase is not None:
+        phase = request.query_params.get("phase") or None
+        after, limit = _paging(request)
+        if phase is not None and not isinstance(run, ActiveRun):
             try:
                 await in_thread(check_phase, store, run, phase)
             except UsageError as exc:
                 raise HTTPError(404, str(exc), hint=exc.hint) from None
-        events = await in_thread(store.events, run.id, phase=phase, after=after, limit=limit)
-        return JSONResponse(views.logs(events, event_line))
+        events, headers = await _page(request, run, after, limit, phase)
+        return JSONResponse(views.logs(events, event_line), headers=headers)
 
     @_api
     async def run_events(request: Request) -> Response:
-        """The run's events after ``?after=SEQ``."""
+        """The run's events after ``?after=SEQ``, at most ``?limit=`` (PAGE) of them: a
+        ``Link`` header names the next page when more follow."""
         run = await _run_or_404(request.path_params["id"])
-        after = whole_number(request.query_params.get("after", "0"), what="after")
-        events = await in_thread(store.events, run.id, after=after) if hasattr(run, "path") else []
-        return JSONResponse([views.event_json(s, e) for s, e in events])
+        events, headers = await _page(request, run, *_paging(request))
+        return JSONResponse([views.event_json(s, e) for s, e in events], headers=headers)
 
     @_api
     async def stream_events(request: Request) -> Response:
@@ -423,7 +440,8 @@ def create_app(service: Service, *, ui: bool = True) -> Starlette:
                     except RunNotFound:  # queued: not in the store yet
                         await asyncio.sleep(_SSE_POLL)
                         continue
-                events = await in_thread(store.events, full_id, after=after)
+                # the backlog PAGE events at a time (a long run's is never read at once)
+                events = await in_thread(store.events, full_id, after=after, limit=PAGE)
                 ended = False
                 for seq, event in events:
                     after = seq
@@ -433,6 +451,8 @@ def create_app(service: Service, *, ui: bool = True) -> Starlette:
                 if ended and full_id not in service.runs.active:
                     yield "event: end\ndata: {}\n\n"
                     return
+                if len(events) == PAGE:  # a full page: more may be stored, read on now
+                    continue
                 if time.monotonic() - last_ping > _SSE_PING:
                     last_ping = time.monotonic()
                     yield ": ping\n\n"

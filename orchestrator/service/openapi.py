@@ -80,7 +80,8 @@ ROUTES: tuple[tuple[str, str, str, int, dict[str, Any], dict[str, Any] | None], 
     (
         "get",
         "/api/runs/{id}/logs",
-        "Its log, as `orch logs` (?phase=, ?after=SEQ, ?limit= lines: 1000 by default)",
+        "Its log, as `orch logs` (?phase=, ?after=SEQ, ?limit= lines: 1000 by default, at "
+        "most 10000; a Link header, rel=next, names the next page when more follow)",
         200,
         _ANY,
         None,
@@ -88,7 +89,8 @@ ROUTES: tuple[tuple[str, str, str, int, dict[str, Any], dict[str, Any] | None], 
     (
         "get",
         "/api/runs/{id}/events",
-        "Stored events after ?after=SEQ",
+        "Stored events after ?after=SEQ, at most ?limit= (1000 by default, at most 10000; "
+        "a Link header, rel=next, names the next page when more follow)",
         200,
         {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
         None,

@@ -126,7 +126,7 @@ class Service:
 
     def _started_by_service(self, run_id: str) -> bool:
         with contextlib.suppress(OrchError):
-            first = self.store.events(run_id)[:1]
+            first = self.store.events(run_id, limit=1)
             return bool(first and "trigger" in first[0][1].data)
         return False
 

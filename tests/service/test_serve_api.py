@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 
@@ -148,6 +149,113 @@ def test_a_long_log_comes_in_pages_that_add_up_to_orch_logs(tmp_path):
         for bad in ("0", "10001", "\u00b2"):
             r = srv.http.get(f"/api/runs/{run_id}/logs", params={"limit": bad})
             assert r.status_code == 400 and r.json()["error"].startswith("limit must be"), bad
+
+
+# 2,500 items: a run of more than two pages (1,000 events) of events
+LONG = MANY.replace("name: many", "name: long").replace("range(1010)", "range(2500)")
+
+
+def _all_pages(srv: Serve, path: str, **params: str) -> list[list[dict]]:
+    """Every page of a paged answer, following its Link rel="next" header."""
+    pages, url = [], path
+    while True:
+        r = srv.http.get(url, params=params if url == path else None)
+        assert r.status_code == 200, r.text
+        pages.append(r.json())
+        if "next" not in r.links:
+            return pages
+        url = r.links["next"]["url"]
+
+
+def test_a_long_runs_events_come_in_pages_each_naming_the_next(tmp_path):
+    with Serve(tmp_path, {"long": LONG}) as srv:
+        run_id = srv.http.post("/api/workflows/long/runs", json={}).json()["id"]
+        srv.run_when(run_id, "completed")
+        logged = orch("logs", run_id, "--json", state_dir=srv.state_dir).stdout.splitlines()
+        stored = [json.loads(line) for line in logged]
+        assert len(stored) > 2000
+
+        def kinds(pages: list[list[dict]]) -> list[tuple[str, str | None]]:
+            return [(e["event"], e.get("phase")) for page in pages for e in page]
+
+        default = _all_pages(srv, f"/api/runs/{run_id}/events")
+        assert [len(p) for p in default[:-1]] == [1000] * (len(default) - 1)
+        assert 0 < len(default[-1]) <= 1000
+        small = _all_pages(srv, f"/api/runs/{run_id}/events", limit="700")
+        assert [len(p) for p in small[:-1]] == [700] * (len(small) - 1)
+        later = _all_pages(srv, f"/api/runs/{run_id}/events", after="1500", limit="700")
+        for pages in (default, small):  # every event once, in order, as orch logs has them
+            seqs = [e["seq"] for page in pages for e in page]
+            assert seqs == sorted(set(seqs))
+            assert kinds(pages) == [(e["event"], e.get("phase")) for e in stored]
+        assert [e["seq"] for page in later for e in page][0] > 1500
+        # the last page names no next one, even when it is full
+        exact = srv.http.get(
+            f"/api/runs/{run_id}/events",
+            params={"after": default[-2][-1]["seq"], "limit": str(len(default[-1]))},
+        )
+        assert exact.json() == default[-1] and "next" not in exact.links
+        first = srv.http.get(f"/api/runs/{run_id}/events", params={"limit": "10"})
+        following = httpx.URL(first.links["next"]["url"])
+        assert following.path == f"/api/runs/{run_id}/events"
+        assert dict(following.params) == {"after": str(first.json()[-1]["seq"]), "limit": "10"}
+        for bad in ("0", "10001", "\u00b2"):
+            r = srv.http.get(f"/api/runs/{run_id}/events", params={"limit": bad})
+            assert r.status_code == 400 and r.json()["error"].startswith("limit must be"), bad
+        # the log's pages name their next page too (a full page no longer has to be guessed)
+        log = _all_pages(srv, f"/api/runs/{run_id}/logs", limit="900")
+        assert [e["seq"] for page in log for e in page] == [e["seq"] for p in default for e in p]
+
+
+# Counts the rows of every read of a run's events in the real `orch serve` process
+# (a sitecustomize module on its PYTHONPATH), one line per read in ORCH_TEST_READS.
+_READS = """\
+import os
+
+from orchestrator.state.sqlite import SqliteStore
+
+_events = SqliteStore.events
+
+
+def _counted(self, run_id, **kwargs):
+    rows = _events(self, run_id, **kwargs)
+    with open(os.environ["ORCH_TEST_READS"], "a") as out:
+        out.write(f"{len(rows)}\\n")
+    return rows
+
+
+SqliteStore.events = _counted
+"""
+
+
+def test_an_event_stream_reads_a_long_backlog_a_page_at_a_time(tmp_path):
+    spy = tmp_path / "spy"
+    spy.mkdir()
+    (spy / "sitecustomize.py").write_text(_READS)
+    reads = tmp_path / "reads.txt"
+    path = os.pathsep.join(p for p in (str(spy), os.environ.get("PYTHONPATH", "")) if p)
+    env = {"PYTHONPATH": path, "ORCH_TEST_READS": str(reads)}
+    with Serve(tmp_path, {"long": LONG}, env=env) as srv:
+        run_id = srv.http.post("/api/workflows/long/runs", json={}).json()["id"]
+        srv.run_when(run_id, "completed")
+        assert reads.read_text()  # the spy counts the service's reads
+        reads.write_text("")  # from here: the stream's reads only
+        with srv.http.stream("GET", f"/api/runs/{run_id}/events/stream") as stream:
+            text = "".join(stream.iter_text())
+        counted = [int(n) for n in reads.read_text().split()]
+        logged = orch("logs", run_id, "--json", state_dir=srv.state_dir).stdout.splitlines()
+    seqs = [int(line[len("id: ") :]) for line in text.splitlines() if line.startswith("id: ")]
+    sent = [json.loads(line[len("data: ") :]) for line in text.splitlines() if '"seq"' in line]
+    stored = [json.loads(line) for line in logged]
+    assert len(stored) > 2000
+    assert seqs == sorted(set(seqs))  # the whole backlog, in order, once each
+    assert [(e["event"], e.get("phase")) for e in sent] == [
+        (e["event"], e.get("phase")) for e in stored
+    ]
+    assert text.rstrip().endswith("event: end\ndata: {}")
+    assert sum(counted) == len(stored)
+    assert max(counted) <= 1000  # never read at once: a page (1000) at a time
+    assert len(counted) >= 3
 
 
 def test_bad_inputs_are_422_with_every_problem_located(tmp_path):

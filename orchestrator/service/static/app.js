@@ -346,12 +346,12 @@ async function runPage(runId) {
     source.addEventListener("end", () => { source.close(); $("live").classList.remove("on"); soon(); logsSoon(); });
   }
 
-  // Events first, then the run: the run read is at least as new as the last event seen,
-  // and the stream goes on from that event (nothing falls between the two).
-  const events = await api(`/api/runs/${runId}/events`).catch(() => []);
-  for (const e of events) state.lastSeq = Math.max(state.lastSeq, e.seq);
+  // The run's last_seq is the last event its read saw (the phases it shows are at least as
+  // new), and the stream goes on from that event: nothing falls between the two, and a
+  // long run's events are not all fetched to find it.
   try {
-    await refresh();
+    const run = await refresh();
+    state.lastSeq = Math.max(state.lastSeq, run.last_seq || 0);
   } catch (e) {
     toast(e.message, true);
     return;
