@@ -83,17 +83,19 @@ def start_tracing(environ: Mapping[str, str], provider: Any = None) -> RunTracer
 def tracing_provider(environ: Mapping[str, str]) -> Any:
     """The OpenTelemetry TracerProvider the environment asks for (its exporter, a batch
     processor); ``shutdown()`` flushes it. Raises as ``start_tracing``."""
-    try:
-        from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
-    except ImportError as exc:
+    from .extras import missing_module
+
+    missing = missing_module("otel")
+    if missing is not None:
         raise TracingUnavailable(
             "tracing is asked for (OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_TRACES_EXPORTER), "
-            "but OpenTelemetry is not installed "
-            + (f"({exc.name} is missing)" if exc.name else f"({exc})"),
+            f"but OpenTelemetry is not installed ({missing} is missing)",
             hint="pip install 'orch[otel]', or unset the OTEL_ variables",
-        ) from None
+        )
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
     kind = environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() or "otlp"
     exporter: Any
     if kind == "otlp":

@@ -92,14 +92,16 @@ def serve_command(
         where = parse_executor(executor)
     except OrchError as exc:
         _fail(exc)
-    try:
-        from ..service.security import is_loopback
-    except ImportError as exc:  # the extra is not installed
+    from ..extras import missing_module
+    from ..service.security import is_loopback
+
+    missing = missing_module("server")
+    if missing is not None:
         sys.stderr.write(
-            f"error: `orch serve` needs the server extra ({exc.name} is missing)\n"
+            f"error: `orch serve` needs the server extra ({missing} is missing)\n"
             "  hint: pip install 'orch[server]'\n"
         )
-        raise typer.Exit(2) from None
+        raise typer.Exit(2)
     if not is_loopback(host) and token is None:
         sys.stderr.write(
             f"error: refusing to listen on {host} without a token: anyone who can reach it"

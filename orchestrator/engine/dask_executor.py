@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
+import importlib
 import itertools
 import os
 import pickle
@@ -37,6 +37,7 @@ from typing import Any
 
 from ..agents.base import Agent, AgentFailure, AgentResult
 from ..errors import OrchError, UsageError
+from ..extras import missing_module
 from .executor import CallChannel, CallSpec
 from .result import json_data
 
@@ -107,9 +108,11 @@ def parse_executor(
         )
     if address is not None and not address.split("://", 1)[1].strip("/"):
         raise UsageError(f"--executor '{value}' names no scheduler", hint="write dask://HOST:PORT")
-    if importlib.util.find_spec("distributed") is None:
+    missing = missing_module("dask")
+    if missing is not None:
         raise UsageError(
-            f"--executor {value} needs Dask, which is not installed", hint=_INSTALL_HINT
+            f"--executor {value} needs Dask, which is not installed ({missing} is missing)",
+            hint=_INSTALL_HINT,
         )
     return ExecutorChoice(
         address,

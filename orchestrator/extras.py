@@ -1,0 +1,53 @@
+"""The optional extras (pyproject.toml's ``[project.optional-dependencies]``): the
+modules each one's command imports, and whether they import here.
+
+A command that needs an extra asks ``missing_module`` first, with every module it
+will import (not one module of orch's that happens to need none of them), so a
+missing or broken extra is a clear message (exit 2), never a traceback later on.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__all__ = ["EXTRA_MODULES", "missing_module"]
+
+#: The third-party modules each extra's command imports (orch serve; --executor dask;
+#: the OTEL_ variables). Keep in step with the imports of service/app.py, service/ui.py,
+#: service/server.py, engine/dask_executor.py and tracing.py.
+EXTRA_MODULES: dict[str, tuple[str, ...]] = {
+    "server": (
+        "starlette.applications",
+        "starlette.requests",
+        "starlette.responses",
+        "starlette.routing",
+        "starlette.staticfiles",
+        "hypercorn.asyncio",
+        "hypercorn.config",
+    ),
+    "dask": (
+        "dask",
+        "distributed",
+        "distributed.protocol",
+        "distributed.diagnostics.plugin",
+    ),
+    "otel": (
+        "opentelemetry.trace",
+        "opentelemetry.trace.propagation.tracecontext",
+        "opentelemetry.sdk.resources",
+        "opentelemetry.sdk.trace",
+        "opentelemetry.sdk.trace.export",
+        "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    ),
+}
+
+
+def missing_module(extra: str) -> str | None:
+    """The name of the first module of ``extra`` that does not import (not installed, or
+    broken: its own ImportError's module), None when every one imports."""
+    for name in EXTRA_MODULES[extra]:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            return exc.name or name
+    return None

@@ -1,0 +1,93 @@
+"""An optional extra that is missing (or broken) is a clear message and exit 2, with the
+command that installs it, never a traceback: the real `orch` command, with the extra's
+modules made unimportable by a folder on PYTHONPATH that shadows them (as in a venv
+`make demo` made, which has the runtime dependencies only)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ORCH = str(Path(sys.executable).parent / "orch")
+
+WORKFLOW = "name: plain\nphases:\n  - {id: a, agent: echo, with: {text: hi}}\n"
+
+
+def shadow(tmp_path: Path, module: str) -> Path:
+    """A folder whose ``module`` (a package) raises ImportError as a missing one does."""
+    folder = tmp_path / "shadow"
+    package = folder.joinpath(*module.split("."))
+    package.mkdir(parents=True, exist_ok=True)
+    (package / "__init__.py").write_text(
+        f"raise ModuleNotFoundError({f'No module named {module!r}'!r}, name={module!r})\n",
+        encoding="utf-8",
+    )
+    return folder
+
+
+def orch(
+    tmp_path: Path, *args: str, shadowed: Path, **env: str
+) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "workflows").mkdir(exist_ok=True)
+    (tmp_path / "wf.yaml").write_text(WORKFLOW, encoding="utf-8")
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "DASK_"))}
+    return subprocess.run(
+        [ORCH, *args],
+        cwd=tmp_path,
+        env={
+            **environ,
+            "PYTHONPATH": str(shadowed),
+            "ORCH_STATE_DIR": str(tmp_path / ".orch"),
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("module", ["hypercorn", "starlette"])
+def test_serve_without_the_server_extra_says_so(tmp_path, module):
+    done = orch(
+        tmp_path,
+        "serve", "--port", "0", "--state-dir", str(tmp_path / ".orch"),
+        shadowed=shadow(tmp_path, module),
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.startswith(
+        f"error: `orch serve` needs the server extra ({module} is missing)\n  hint: pip install '"
+    )
+    assert "[server]'" in done.stderr
+
+
+def test_the_dask_executor_without_distributed_says_so(tmp_path):
+    done = orch(
+        tmp_path, "run", "wf.yaml", "--executor", "dask", shadowed=shadow(tmp_path, "distributed")
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.startswith(
+        "error: --executor dask needs Dask, which is not installed (distributed is missing)\n"
+    )
+    assert "[dask]'" in done.stderr
+
+
+def test_tracing_without_the_otlp_exporter_is_a_warning_and_the_run_goes_on(tmp_path):
+    # the SDK imports, the exporter package (the extra's other half) does not
+    done = orch(
+        tmp_path, "run", "wf.yaml",
+        shadowed=shadow(tmp_path, "opentelemetry.exporter"),
+        OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert (
+        "warning: tracing is asked for (OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_TRACES_EXPORTER),"
+        " but OpenTelemetry is not installed (opentelemetry.exporter is missing)"
+    ) in done.stderr
+    assert "[otel]'" in done.stderr
