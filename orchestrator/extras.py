@@ -1,5 +1,6 @@
 """The optional extras (pyproject.toml's ``[project.optional-dependencies]``): the
-modules each one's command imports, and whether they import here.
+modules each one's command imports, whether they import here, and the command
+that installs one (naming the distribution, ``DISTRIBUTION``, in one place).
 
 A command that needs an extra asks ``missing_module`` first, with every module it
 will import (not one module of orch's that happens to need none of them), so a
@@ -10,7 +11,11 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["EXTRA_MODULES", "missing_module"]
+__all__ = ["DISTRIBUTION", "EXTRA_MODULES", "install_command", "missing_module"]
+
+#: The distribution orch is installed as (pyproject.toml's [project] name; a test checks
+#: they agree): every install hint names it (``orch`` on PyPI is someone else's project).
+DISTRIBUTION = "orch-workflows"
 
 #: The third-party modules each extra's command imports (orch serve; --executor dask;
 #: the OTEL_ variables). Keep in step with the imports of service/app.py, service/ui.py,
@@ -40,6 +45,13 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
         "opentelemetry.exporter.otlp.proto.http.trace_exporter",
     ),
 }
+
+
+def install_command(extra: str) -> str:
+    """The command that installs ``extra``: ``pip install 'orch-workflows[server]'``."""
+    if extra not in EXTRA_MODULES:
+        raise KeyError(extra)
+    return f"pip install '{DISTRIBUTION}[{extra}]'"
 
 
 def missing_module(extra: str) -> str | None:

@@ -4,7 +4,7 @@ Opt-in by the standard variables: tracing is on when ``OTEL_TRACES_EXPORTER``
 is set (and not ``none``) or ``OTEL_EXPORTER_OTLP_ENDPOINT`` /
 ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is. Nothing of OpenTelemetry is
 imported otherwise (``tracing_wanted`` reads only the environment), and when
-the ``orch[otel]`` extra is missing ``start_tracing`` raises ``TracingUnavailable``
+the ``otel`` extra is missing ``start_tracing`` raises ``TracingUnavailable``
 with the command that installs it.
 
 ``RunTracer`` turns the run into spans, fed by its events (a sink) and by the
@@ -83,14 +83,14 @@ def start_tracing(environ: Mapping[str, str], provider: Any = None) -> RunTracer
 def tracing_provider(environ: Mapping[str, str]) -> Any:
     """The OpenTelemetry TracerProvider the environment asks for (its exporter, a batch
     processor); ``shutdown()`` flushes it. Raises as ``start_tracing``."""
-    from .extras import missing_module
+    from .extras import install_command, missing_module
 
     missing = missing_module("otel")
     if missing is not None:
         raise TracingUnavailable(
             "tracing is asked for (OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_TRACES_EXPORTER), "
             f"but OpenTelemetry is not installed ({missing} is missing)",
-            hint="pip install 'orch[otel]', or unset the OTEL_ variables",
+            hint=f"{install_command('otel')}, or unset the OTEL_ variables",
         )
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider

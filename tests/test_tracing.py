@@ -257,7 +257,7 @@ def test_a_missing_extra_is_a_warning_with_the_install_hint_and_the_run_goes_on(
     result = orch("run", "wf.yaml", cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
     assert "warning: tracing is asked for" in result.stderr
-    assert "hint: pip install 'orch[otel]'" in result.stderr
+    assert "hint: pip install 'orch-workflows[otel]'" in result.stderr
     bad = orch("run", "wf.yaml", cwd=tmp_path, env={**os.environ, "OTEL_TRACES_EXPORTER": "zipkin"})
     assert bad.returncode == 2
     assert "OTEL_TRACES_EXPORTER 'zipkin' is not supported" in bad.stderr

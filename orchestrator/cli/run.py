@@ -542,7 +542,7 @@ def _isatty(stream: Any) -> bool:
 def _tracer(plan: Plan) -> Any:
     """A RunTracer with its run span begun when the OTEL_ variables ask for traces, else None.
 
-    Without the ``orch[otel]`` extra the run goes on untraced, after a warning saying
+    Without the ``otel`` extra the run goes on untraced, after a warning saying
     how to install it. An unsupported exporter or protocol is a UsageError (exit 2).
     """
     from ..tracing import TracingUnavailable, start_tracing, tracing_wanted

@@ -92,14 +92,14 @@ def serve_command(
         where = parse_executor(executor)
     except OrchError as exc:
         _fail(exc)
-    from ..extras import missing_module
+    from ..extras import install_command, missing_module
     from ..service.security import is_loopback
 
     missing = missing_module("server")
     if missing is not None:
         sys.stderr.write(
             f"error: `orch serve` needs the server extra ({missing} is missing)\n"
-            "  hint: pip install 'orch[server]'\n"
+            f"  hint: {install_command('server')}\n"
         )
         raise typer.Exit(2)
     if not is_loopback(host) and token is None:

@@ -37,7 +37,7 @@ from typing import Any
 
 from ..agents.base import Agent, AgentFailure, AgentResult
 from ..errors import OrchError, UsageError
-from ..extras import missing_module
+from ..extras import install_command, missing_module
 from .executor import CallChannel, CallSpec
 from .result import json_data
 
@@ -52,7 +52,6 @@ __all__ = [
 
 #: seconds a phase waits for a worker offering its resources before it fails
 DEFAULT_RESOURCE_WAIT = 30.0
-_INSTALL_HINT = "install the extra: pip install 'orch[dask]'"
 # how often a worker checks whether the orch process cancelled the call
 _CANCEL_POLL = 0.1
 # how long the orch process waits for stream pieces still in flight after a result
@@ -112,7 +111,7 @@ def parse_executor(
     if missing is not None:
         raise UsageError(
             f"--executor {value} needs Dask, which is not installed ({missing} is missing)",
-            hint=_INSTALL_HINT,
+            hint=f"install the extra: {install_command('dask')}",
         )
     return ExecutorChoice(
         address,

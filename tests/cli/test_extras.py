@@ -6,6 +6,7 @@ modules made unimportable by a folder on PYTHONPATH that shadows them (as in a v
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -59,10 +60,10 @@ def test_serve_without_the_server_extra_says_so(tmp_path, module):
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
-    assert done.stderr.startswith(
-        f"error: `orch serve` needs the server extra ({module} is missing)\n  hint: pip install '"
+    assert done.stderr == (
+        f"error: `orch serve` needs the server extra ({module} is missing)\n"
+        "  hint: pip install 'orch-workflows[server]'\n"
     )
-    assert "[server]'" in done.stderr
 
 
 def test_the_dask_executor_without_distributed_says_so(tmp_path):
@@ -71,10 +72,10 @@ def test_the_dask_executor_without_distributed_says_so(tmp_path):
     )
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
-    assert done.stderr.startswith(
+    assert done.stderr == (
         "error: --executor dask needs Dask, which is not installed (distributed is missing)\n"
+        "  hint: install the extra: pip install 'orch-workflows[dask]'\n"
     )
-    assert "[dask]'" in done.stderr
 
 
 def test_tracing_without_the_otlp_exporter_is_a_warning_and_the_run_goes_on(tmp_path):
@@ -90,4 +91,27 @@ def test_tracing_without_the_otlp_exporter_is_a_warning_and_the_run_goes_on(tmp_
         "warning: tracing is asked for (OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_TRACES_EXPORTER),"
         " but OpenTelemetry is not installed (opentelemetry.exporter is missing)"
     ) in done.stderr
-    assert "[otel]'" in done.stderr
+    assert "hint: pip install 'orch-workflows[otel]', or unset the OTEL_ variables" in done.stderr
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_install_hint_names_the_distribution_orch_is_published_as():
+    # `orch` on PyPI is someone else's project: pip install 'orch[server]' installs that
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    name = re.search(r'^name = "([^"]+)"', pyproject, re.MULTILINE)
+    assert name is not None
+    assert name.group(1) == "orch-workflows"
+    texts = [
+        ROOT / "README.md",
+        *(ROOT / "docs").rglob("*.md"),
+        *(ROOT / "orchestrator").rglob("*.py"),
+    ]
+    hints: list[tuple[str, str]] = []
+    for path in texts:
+        text = path.read_text(encoding="utf-8")
+        assert re.search(r"(?<![\w-])orch\[", text) is None, path
+        hints += [(path.name, m) for m in re.findall(r"pip install '([^'\[]+)\[", text)]
+    assert {"README.md"} < {where for where, _ in hints}
+    assert {dist for _, dist in hints} <= {"orch-workflows", "{DISTRIBUTION}"}

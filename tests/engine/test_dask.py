@@ -517,7 +517,7 @@ def test_without_dask_installed_the_dask_executor_says_how_to_install_it(tmp_pat
     assert done.returncode == 2
     assert done.stderr == (
         "error: --executor dask needs Dask, which is not installed (distributed is missing)\n"
-        "  hint: install the extra: pip install 'orch[dask]'\n"
+        "  hint: install the extra: pip install 'orch-workflows[dask]'\n"
     )
 
 
