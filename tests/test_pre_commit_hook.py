@@ -27,6 +27,8 @@ pytestmark = [
 GOOD = "name: ok\nphases:\n  - {id: a, agent: echo, with: {text: hi}}\n"
 BAD = "name: bad\nphases:\n  - {id: a, agent: ech}\n  - {id: b, agent: echo, timeout: 0}\n"
 
+ACTIONS = "name: ci\non: [push]\njobs:\n  test:\n    runs-on: ubuntu-latest\n    steps:\n      - run: make test\n"
+
 
 def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com"}
@@ -45,6 +47,9 @@ def test_the_hook_stops_a_commit_with_a_broken_workflow_and_lets_a_fixed_one_thr
     (repo / "workflows" / "good.yaml").write_text(GOOD)
     (repo / "workflows" / "bad.yaml").write_text(BAD)
     (repo / "compose.yaml").write_text("services: {}\n")  # not a workflow: not checked
+    # GitHub Actions' workflows are not orch's: a repository with CI can still commit
+    (repo / ".github" / "workflows").mkdir(parents=True)
+    (repo / ".github" / "workflows" / "ci.yml").write_text(ACTIONS)
     _git(repo, "add", "-A")
     env = {**os.environ, "PRE_COMMIT_HOME": str(home)}
 
@@ -68,6 +73,7 @@ def test_the_hook_stops_a_commit_with_a_broken_workflow_and_lets_a_fixed_one_thr
     assert "workflows/bad.yaml:4:35: phases[1].timeout: a timeout must be greater than 0" in said
     assert "workflows/good.yaml: ok (1 phase, 1 agent type: echo)" in said
     assert "compose.yaml" not in said
+    assert ".github" not in said
     assert _git(repo, "rev-list", "--all").stdout == ""  # nothing was committed
 
     (repo / "workflows" / "bad.yaml").write_text(GOOD.replace("ok", "fixed"))
