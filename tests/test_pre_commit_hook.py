@@ -27,7 +27,10 @@ pytestmark = [
 GOOD = "name: ok\nphases:\n  - {id: a, agent: echo, with: {text: hi}}\n"
 BAD = "name: bad\nphases:\n  - {id: a, agent: ech}\n  - {id: b, agent: echo, timeout: 0}\n"
 
-ACTIONS = "name: ci\non: [push]\njobs:\n  test:\n    runs-on: ubuntu-latest\n    steps:\n      - run: make test\n"
+ACTIONS = (
+    "name: ci\non: [push]\n"
+    "jobs:\n  test:\n    runs-on: ubuntu-latest\n    steps:\n      - run: make test\n"
+)
 
 
 def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
