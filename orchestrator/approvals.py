@@ -59,7 +59,8 @@ def decide(
         raise UsageError(f"run {run.id} has no phase '{phase}' (its phases: {known})")
     earlier = store.decision(run.id, phase)
     if earlier is not None:
-        raise UsageError(_already(earlier))
+        again = None if earlier.approved else f"`orch resume {run.id}` asks again"
+        raise UsageError(_already(earlier), hint=again)
     if run.finished:
         raise UsageError(
             f"run {run.id} has already ended ({run.status}); nothing waits for a decision"

@@ -448,9 +448,11 @@ def phase_failed(
     continue_on_error: bool | None = None,
     output: Any = _NO_OUTPUT,
     metadata: Mapping[str, Any] | None = None,
+    approval: Mapping[str, Any] | None = None,
 ) -> Event:
     """A phase failed (or was cancelled: ``cancelled``); a foreach adds its ``output``;
-    ``metadata``: the tokens and cost its calls used before the failure (when any)."""
+    ``metadata``: the tokens and cost its calls used before the failure (when any);
+    ``approval``: the refusal that failed it (rejected, or timed out), as phase_started's."""
     status = PhaseState.CANCELLED if cancelled else PhaseState.FAILED
     data: dict[str, Any] = {
         "status": status.value,
@@ -464,6 +466,8 @@ def phase_failed(
         data["output"] = output
     if metadata:
         data["metadata"] = dict(metadata)
+    if approval:
+        data["approval"] = dict(approval)
     return Event("phase_failed", run_id, ts, phase, attempt, data)
 
 

@@ -94,6 +94,10 @@ class SubRunDesk:
         """When the top run first recorded this sub-run's ``phase`` waiting."""
         return self.desk.waiting_since(self.run_id, self.prefix + phase)
 
+    def reopen(self, run_id: str, phase: str) -> bool:
+        """Ask again for this sub-run's ``phase`` on the top run, when it was refused."""
+        return self.desk.reopen(self.run_id, self.prefix + phase)
+
     async def forward(self, event: Event) -> None:
         """Record an event of a phase with ``approval:`` in the top run, at its address."""
         if event.phase in self.phases:
@@ -124,17 +128,26 @@ async def wait_for_approval(
             return f"approval.message: {exc}", {}
     if spec.timeout is not None:
         details["timeout"] = spec.timeout
+    # resumed after a refusal (a rejection, a timeout that rejects): ask again, anew
+    again = await asyncio.to_thread(desk.reopen, run.run_id, phase.id)
     start: float | None = None
     while True:
         found = await asyncio.to_thread(desk.decision, run.run_id, phase.id)
         if found is None and start is None:  # waits (a resumed run decided meanwhile does not)
+            # the timeout counts from when this wait began (a resumed wait goes on)
+            since = None
+            if not again:
+                since = await asyncio.to_thread(desk.waiting_since, run.run_id, phase.id)
+            start = since if since is not None else run.now()
             await run.bus.emit(
                 ev.phase_waiting(
-                    run.run_id, run.now(), phase.id, reason="approval", details=details
+                    run.run_id,
+                    run.now(),
+                    phase.id,
+                    reason="approval",
+                    details={**details, "since": start},
                 )
             )
-            since = await asyncio.to_thread(desk.waiting_since, run.run_id, phase.id)
-            start = since if since is not None else run.now()
             continue
         if found is not None:
             record = {

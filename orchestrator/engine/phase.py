@@ -72,7 +72,7 @@ async def run_phase(phase: Phase, run: RunContext) -> PhaseOutcome:
 
             refused, approval = await wait_for_approval(run, phase, ctx)
             if refused is not None:
-                return await _failed(run, phase, started, refused, 0)
+                return await _failed(run, phase, started, refused, 0, approval=approval)
         if phase.foreach is not None:
             return await _run_foreach(phase, run, ctx, started, tried)
         if phase.repeat is not None:
@@ -210,6 +210,7 @@ async def _failed(
     error: str,
     attempts: int,
     output: Any = ev._NO_OUTPUT,
+    approval: Mapping[str, Any] | None = None,
 ) -> PhaseOutcome:
     ended = run.now()
     used = _spent(run, phase.id)
@@ -226,6 +227,7 @@ async def _failed(
             continue_on_error=phase.continue_on_error,
             output=output,
             metadata=used,
+            approval=approval,
         ),
     )
     kept = None if output is ev._NO_OUTPUT else output

@@ -53,7 +53,14 @@ class ApprovalDesk(Protocol):
         ...
 
     def waiting_since(self, run_id: str, phase: str) -> float | None:
-        """When the phase first began waiting (its first stored phase_waiting), or None."""
+        """When the phase's current wait began (its last stored phase_waiting's
+        ``since``; its first phase_waiting for events without one), or None."""
+        ...
+
+    def reopen(self, run_id: str, phase: str) -> bool:
+        """Whether the phase's last wait ended in a refusal (its last phase_failed, after
+        its last phase_waiting, records the decision): then it is asked again, and the
+        refused decision is dropped (its record stays in that event). False otherwise."""
         ...
 
 

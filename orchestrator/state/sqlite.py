@@ -712,12 +712,38 @@ class SqliteStore:
         return Decision(run_id, phase, bool(approved), str(who), float(at), comment)
 
     def waiting_since(self, run_id: str, phase: str) -> float | None:
-        """When the phase first started waiting for approval (its first phase_waiting)."""
+        """When the phase's current wait for approval began: the ``since`` of its last
+        phase_waiting (a wait asked again after a refusal begins anew), else (events
+        written before ``since`` existed) its first phase_waiting's time."""
+        last = self._last(run_id, phase, "'phase_waiting'")
+        if last is not None and isinstance(last.data.get("since"), (int, float)):
+            return float(last.data["since"])
         rows = self._read(
             "SELECT MIN(ts) FROM events WHERE run_id=? AND phase=? AND event='phase_waiting'",
             (run_id, phase),
         )
         return float(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    def reopen(self, run_id: str, phase: str) -> bool:
+        """Whether the phase's last wait for approval ended in a refusal (its last
+        phase_failed, after its last phase_waiting, has ``approval``): then the refused
+        decision is dropped, so that the phase is asked again (its record stays in
+        that event and in the history). False otherwise (nothing changes)."""
+        last = self._last(run_id, phase, "'phase_waiting', 'phase_failed'")
+        if last is None or last.event != "phase_failed" or not last.data.get("approval"):
+            return False
+        with self._writing(f"cannot record the decision in '{self.path}'") as conn:
+            conn.execute("DELETE FROM decisions WHERE run_id=? AND phase=?", (run_id, phase))
+        return True
+
+    def _last(self, run_id: str, phase: str, kinds: str) -> Event | None:
+        """The phase's last event of one of ``kinds`` (an SQL list of quoted names)."""
+        rows = self._read(
+            "SELECT seq, ts, event, phase, attempt, data FROM events WHERE run_id=?"
+            f" AND phase=? AND event IN ({kinds}) ORDER BY seq DESC LIMIT 1",
+            (run_id, phase),
+        )
+        return event_record(run_id, rows[0], None) if rows else None
 
     def ended_after(self, seq: int) -> list[tuple[int, str, str]]:
         """Runs that ended after sequence ``seq``: (seq of the final event, run id, status)."""

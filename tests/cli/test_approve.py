@@ -256,3 +256,70 @@ def test_deciding_what_does_not_wait_is_refused(tmp_path, processes):
     assert no_run.returncode == 2
     assert "no run 'nosuchrun'" in no_run.stderr
     assert "Traceback" not in not_waiting.stderr + unknown.stderr + no_run.stderr
+
+
+def test_resuming_a_rejected_run_asks_again_and_keeps_the_rejection(tmp_path, processes):
+    user = getpass.getuser()
+    proc = start(processes, tmp_path, gate(tmp_path))
+    seen = read_until(proc, "phase_waiting", "deploy")
+    run_id = seen[-1]["run_id"]
+    assert orch(tmp_path, "reject", run_id, "deploy", "-m", "no").returncode == 0
+    code, _, err = finish(proc, seen)
+    assert code == 1
+    assert f"resume it: orch resume {run_id}" in err  # the hint is true:
+    refused = orch(tmp_path, "approve", run_id, "deploy")
+    assert refused.returncode == 2
+    assert f"was already rejected by {user}" in refused.stderr
+    assert f"hint: `orch resume {run_id}` asks again" in refused.stderr
+    resumed = processes.start(
+        [sys.executable, "-m", "orchestrator", "resume", run_id], cwd=tmp_path, env=env(tmp_path)
+    )
+    stored_waiting(tmp_path, run_id, "deploy", status="running")  # a new wait
+    approved = orch(tmp_path, "approve", run_id, "deploy", "-m", "ok now")
+    assert approved.returncode == 0, approved.stderr
+    code, _, err = resumed.finish()
+    assert code == 0, err
+    assert f"phase deploy started (attempt 1; approved by {user}: ok now)" in err
+    # nothing earlier is lost: the rejection (who, when, why) stays in the history
+    logs = orch(tmp_path, "logs", run_id, "--phase", "deploy", "--json")
+    events = [json.loads(line) for line in logs.stdout.splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds == [
+        "phase_waiting",
+        "phase_failed",
+        "phase_waiting",
+        "phase_started",
+        "phase_completed",
+    ]
+    rejection = events[1]["data"]
+    assert rejection["error"] == f"rejected by {user}: no"
+    assert rejection["approval"]["decision"] == "rejected"
+    assert rejection["approval"]["who"] == user
+    assert rejection["approval"]["comment"] == "no"
+    assert isinstance(rejection["approval"]["at"], float)
+    approval = events[3]["data"]["approval"]
+    assert (approval["decision"], approval["comment"]) == ("approved", "ok now")
+    assert approval["at"] > rejection["approval"]["at"]
+    assert "rejected by" in orch(tmp_path, "logs", run_id, "--phase", "deploy").stdout
+
+
+def test_resuming_after_a_timeout_that_rejects_waits_anew(tmp_path, processes):
+    wf = gate(tmp_path, ", timeout: 300ms, on_timeout: reject")
+    first, events, err = finish(start(processes, tmp_path, wf), [])
+    assert first == 1, err
+    run_id = events[0]["run_id"]
+    failed = next(e for e in events if e["event"] == "phase_failed")
+    assert failed["data"]["approval"]["decision"] == "timed out (reject)"
+    resumed = orch(tmp_path, "resume", run_id)
+    assert resumed.returncode == 1  # times out again, after a wait of its own
+    logs = orch(tmp_path, "logs", run_id, "--phase", "deploy", "--json")
+    mine = [json.loads(line) for line in logs.stdout.splitlines()]
+    assert [e["event"] for e in mine] == [
+        "phase_waiting",
+        "phase_failed",
+        "phase_waiting",
+        "phase_failed",
+    ]
+    # the second wait began after the first one's timeout, not at the first wait
+    assert mine[2]["data"]["since"] >= mine[1]["ts"] > mine[0]["data"]["since"]
+    assert mine[3]["ts"] - mine[2]["data"]["since"] >= 0.3
