@@ -8,7 +8,10 @@ merged with the phase's). Everything written is masked first: a secret's value
 never reaches DIR, and as the key is computed on the masked input a replay
 matches without the secret. Replaying answers each call from DIR without calling
 the agent (its stream pieces are streamed again); a call that was not recorded
-fails its phase, naming the phase and what differs from what was recorded.
+fails its phase, naming the phase and what differs from what was recorded. The
+folder is read and checked when the replay starts: a file that is not JSON or
+not shaped as ``--record`` writes it is a UsageError naming the file, before
+anything runs.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from ..agents.base import AgentFailure, AgentResult
 from ..errors import UsageError
 from ..events import SecretMasker
 from ..jsontext import dumps
+from ..spec.schema import describe
 from .executor import CallChannel, CallSpec
 
 if TYPE_CHECKING:
@@ -52,11 +56,7 @@ class CallLog:
         self._calls: dict[str, dict[str, Any]] = {}  # record: what each key's file holds
         self._maskers: dict[tuple[tuple[str, ...], SecretMasker | None], SecretMasker] = {}
         if replay:
-            if not self.folder.is_dir():
-                raise UsageError(
-                    f"--replay {self.folder}: no such folder",
-                    hint="record the calls first with `orch run FILE --record DIR`",
-                )
+            self._calls = _load(self.folder)  # replay: every recording, checked now
         else:
             try:
                 self.folder.mkdir(parents=True, exist_ok=True)
@@ -135,49 +135,31 @@ class CallLog:
     async def _replay(
         self, spec: CallSpec, shown: Mapping[str, Any], key: str, stream: StreamFn
     ) -> AgentResult:
-        record = self._read(self.folder / f"{key}.json")
+        record = self._calls.get(key)
         if record is None:
             raise AgentFailure(
                 self._unseen(spec.phase_id, spec.agent_name, spec.agent_type, shown),
                 transient=False,
             )
-        calls = record.get("calls") or [{}]
+        calls = record["calls"]  # checked by _load: a non-empty list of results
         n = self._served.get(key, 0)
         self._served[key] = n + 1
         entry = calls[min(n, len(calls) - 1)]
-        for piece in entry.get("stream") or ():
-            await stream(str(piece))
+        for piece in entry.get("stream", ()):
+            await stream(piece)
         if "error" in entry:
-            raise AgentFailure(str(entry["error"]), transient=bool(entry.get("transient", True)))
+            raise AgentFailure(entry["error"], transient=entry.get("transient", True))
         return AgentResult(
-            output=entry.get("output"),
+            output=entry["output"],
             metadata=dict(entry.get("metadata") or {}),
             handoff=entry.get("handoff"),
         )
 
-    def _read(self, path: Path) -> dict[str, Any] | None:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            raise AgentFailure(f"--replay: cannot read {path}: {exc}", transient=False) from exc
-        return data if isinstance(data, dict) else None
-
     def _unseen(self, phase: str, agent: str, agent_type: str, shown: Mapping[str, Any]) -> str:
         """Why a call has no recording: the closest recorded call of the phase, and what differs."""
         head = f"--replay {self.folder}: no recorded call matches phase '{phase}' (agent '{agent}')"
-        same: list[dict[str, Any]] = []
-        phases: set[str] = set()
-        for path in sorted(self.folder.glob("*.json")):
-            try:
-                record = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-            if isinstance(record, dict):
-                phases.add(str(record.get("phase")))
-                if record.get("phase") == phase:
-                    same.append(record)
+        same = [r for _, r in sorted(self._calls.items()) if r["phase"] == phase]
+        phases = {r["phase"] for r in self._calls.values()}
         if not same:
             known = ", ".join(sorted(phases)) or "none"
             return f"{head}: the phase made no call when it was recorded (recorded phases: {known})"
@@ -185,6 +167,103 @@ class CallLog:
         diffs = _differences(best, agent_type, shown)
         more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
         return f"{head}: " + "; ".join(diffs[:3]) + more
+
+
+def _load(folder: Path) -> dict[str, dict[str, Any]]:
+    """The recordings of a ``--replay`` folder by key (the file name without ``.json``).
+
+    Raises UsageError (exit 2, before the run) for a folder that is missing or a file,
+    and for any ``*.json`` file in it that cannot be read or is not a recording
+    (``_problem``): a broken file is never skipped nor replayed as a null output.
+    """
+    hint = "record the calls with `orch run FILE --record DIR` and replay DIR"
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--replay {folder}: this is a file, not a folder", hint=hint)
+    if not folder.is_dir():
+        raise UsageError(f"--replay {folder}: no such folder", hint=hint)
+    found: dict[str, dict[str, Any]] = {}
+    bad: list[str] = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            bad.append(f"{path}: cannot be read: {(exc.strerror or str(exc)).lower()}")
+            continue
+        except ValueError as exc:  # not UTF-8, or not JSON
+            bad.append(f"{path}: not JSON ({exc})")
+            continue
+        problem = _problem(data)
+        if problem is not None:
+            bad.append(f"{path}: {problem}")
+        else:
+            found[path.stem] = data
+    if bad:
+        more = f"; and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise UsageError(
+            f"--replay {folder}: "
+            + (
+                "a file is not a recording"
+                if len(bad) == 1
+                else f"{len(bad)} files are not recordings"
+            )
+            + " made by --record: "
+            + "; ".join(bad[:3])
+            + more,
+            hint="remove or fix it, or record the calls again with `orch run FILE --record DIR`",
+        )
+    return found
+
+
+def _problem(data: Any) -> str | None:
+    """What is wrong with one recording file's JSON (None: it is as ``_store`` writes it)."""
+    if not isinstance(data, dict):
+        return f"it holds {describe(data)}, not a mapping of phase, agent, input and calls"
+    if data.get("format") != _FORMAT:
+        if "format" not in data:
+            return "'format' is missing"
+        return f"format {describe(data['format'])} is not the one this orch reads ({_FORMAT})"
+    for key in ("phase", "agent", "agent_type"):
+        if not isinstance(data.get(key), str):
+            return _wrong(data, key, "a string")
+    if not isinstance(data.get("input"), dict):
+        return _wrong(data, "input", "a mapping")
+    calls = data.get("calls")
+    if calls == []:
+        return "'calls' is empty: a recording holds at least one result"
+    if not isinstance(calls, list):
+        return _wrong(data, "calls", "a list of results")
+    for n, entry in enumerate(calls):
+        problem = _entry_problem(entry)
+        if problem is not None:
+            return f"calls[{n}]: {problem}"
+    return None
+
+
+def _entry_problem(entry: Any) -> str | None:
+    """What is wrong with one recorded result (None: it is an output or an error)."""
+    if not isinstance(entry, dict):
+        return f"{describe(entry)} is not a result (a mapping with 'output' or 'error')"
+    if "error" in entry:
+        if not isinstance(entry["error"], str):
+            return _wrong(entry, "error", "a string")
+        if not isinstance(entry.get("transient", True), bool):
+            return _wrong(entry, "transient", "true or false")
+    elif "output" not in entry:
+        return "it has neither 'output' nor 'error'"
+    stream = entry.get("stream", [])
+    if not isinstance(stream, list) or not all(isinstance(p, str) for p in stream):
+        return "'stream' must be a list of strings"
+    if not isinstance(entry.get("metadata", {}), dict):
+        return _wrong(entry, "metadata", "a mapping")
+    if not isinstance(entry.get("handoff"), (str, type(None))):
+        return _wrong(entry, "handoff", "a string or null")
+    return None
+
+
+def _wrong(data: Mapping[str, Any], key: str, want: str) -> str:
+    if key not in data:
+        return f"'{key}' is missing"
+    return f"'{key}' must be {want}, not {describe(data[key])}"
 
 
 def _key(agent_type: str, shown: Mapping[str, Any]) -> str:

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from tests.servers import FakeOpenAI
 
@@ -139,23 +142,108 @@ def test_record_and_replay_are_refused_together_and_replay_needs_the_folder(tmp_
     missing = orch(tmp_path, "run", str(CHAIN), "--replay", "nowhere", "-i", "topic=x", env={})
     assert missing.returncode == 2
     assert "--replay nowhere: no such folder" in missing.stderr
-    assert "Traceback" not in both.stderr + missing.stderr
+    (tmp_path / "notes.md").write_text("not a folder\n")
+    file = orch(tmp_path, "run", str(CHAIN), "--replay", "notes.md", "-i", "topic=x", env={})
+    assert file.returncode == 2
+    assert "error: --replay notes.md: this is a file, not a folder" in file.stderr
+    assert "Traceback" not in both.stderr + missing.stderr + file.stderr
+
+
+RECORDED = ROOT / "workflows" / "recordings" / "llm-research-write-edit"
+#: `orch run` of the example with the inputs of the committed recording
+REPLAY_ARGS = (
+    "run",
+    str(CHAIN),
+    "--events",
+    "jsonl",
+    "-i",
+    "topic=tide pools",
+    "-i",
+    "model=llama3.2",
+)
+RESEARCH = "1d98175a6c75a6b93df4f33b657695e7.json"  # the research phase's recording
+
+
+def _break_calls(record: dict) -> None:
+    record["calls"] = []
+
+
+def _calls_text(record: dict) -> None:
+    record["calls"] = "nope"
+
+
+def _no_output(record: dict) -> None:
+    del record["calls"][0]["output"]
+
+
+def _stream_of_numbers(record: dict) -> None:
+    record["calls"][0]["stream"] = [1, 2]
+
+
+def _no_input(record: dict) -> None:
+    del record["input"]
+
+
+def _other_format(record: dict) -> None:
+    record["format"] = 2
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        ("{{{", "not JSON (Expecting property name enclosed in double quotes"),
+        ("[]", "it holds a list, not a mapping of phase, agent, input and calls"),
+        (_break_calls, "'calls' is empty: a recording holds at least one result"),
+        (_calls_text, "'calls' must be a list of results, not the string 'nope'"),
+        (_no_output, "calls[0]: it has neither 'output' nor 'error'"),
+        (_stream_of_numbers, "calls[0]: 'stream' must be a list of strings"),
+        (_no_input, "'input' is missing"),
+        (_other_format, "format the number 2 is not the one this orch reads (1)"),
+    ],
+)
+def test_a_broken_recording_is_refused_before_the_run_naming_the_file(tmp_path, damage, problem):
+    """A recording that is not JSON or not shaped as --record writes it: exit 2 before anything
+    runs (never skipped, never replayed as a null output), naming the file and what is wrong."""
+    calls = tmp_path / "calls"
+    shutil.copytree(RECORDED, calls)
+    broken = calls / RESEARCH
+    if callable(damage):
+        record = json.loads(broken.read_text())
+        damage(record)
+        broken.write_text(json.dumps(record))
+    else:
+        broken.write_text(damage + "\n")
+    replayed = orch(tmp_path, *REPLAY_ARGS, "--replay", "calls", env={})
+    assert replayed.returncode == 2, replayed.stderr
+    assert replayed.stdout == ""  # no event: nothing ran
+    assert replayed.stderr.startswith(
+        f"error: --replay calls: a file is not a recording made by --record: calls/{RESEARCH}: "
+        + problem
+    ), replayed.stderr
+    assert "Traceback" not in replayed.stderr
+    assert "started" not in replayed.stderr
+
+
+def test_every_broken_recording_of_a_folder_is_named(tmp_path):
+    calls = tmp_path / "calls"
+    shutil.copytree(RECORDED, calls)
+    (calls / "abc.json").write_text("{{{\n")
+    (calls / "def.json").write_text("[]\n")
+    (calls / "notes.txt").write_text("not a recording, and not *.json: not read\n")
+    replayed = orch(tmp_path, "run", str(CHAIN), "-i", "topic=x", "--replay", "calls", env={})
+    assert replayed.returncode == 2
+    assert "error: --replay calls: 2 files are not recordings made by --record: " in replayed.stderr
+    assert "calls/abc.json: not JSON" in replayed.stderr
+    assert "calls/def.json: it holds a list" in replayed.stderr
 
 
 def test_the_committed_recording_replays_the_llm_example_without_a_model(tmp_path):
     """workflows/recordings/llm-research-write-edit is what CI replays: no server, no key.
     Editing the workflow's prompts breaks this test until the calls are recorded again."""
-    calls = ROOT / "workflows" / "recordings" / "llm-research-write-edit"
+    calls = RECORDED
     replayed = orch(
         tmp_path,
-        "run",
-        str(CHAIN),
-        "--events",
-        "jsonl",
-        "-i",
-        "topic=tide pools",
-        "-i",
-        "model=llama3.2",
+        *REPLAY_ARGS,
         "--replay",
         str(calls),
         env={},
