@@ -367,7 +367,9 @@ def _run(
     from ..runs import go_on, start, status_exit_code
 
     prior = prepared.resume.prior if prepared is not None else None
-    short = too_short({n: os.environ.get(n, "") for n in plan.workflow.secret_names})
+    # only secrets that are set: an unset one is refused, or stood in for under --replay
+    set_ = {n: os.environ[n] for n in plan.workflow.secret_names if n in os.environ}
+    short = too_short(set_)
     if short:  # said before the run starts: these values will show in clear
         names = ", ".join(short)
         sys.stderr.write(

@@ -333,3 +333,20 @@ def test_a_secret_passed_to_a_sub_workflow_is_not_written_by_record_and_replays(
     replayed = orch(tmp_path, *args, "--replay", str(calls), env={"API_TOKEN": KEY})
     assert replayed.returncode == 0, replayed.stderr
     assert events(replayed.stdout)[-1]["data"]["outputs"] == {"said": "token ***"}
+
+
+def test_replay_without_the_secret_warns_of_nothing_and_a_short_secret_set_is_still_said(tmp_path):
+    """Under --replay an unset secret is fine (the README says so): no warning about it."""
+    unset = orch(tmp_path, *REPLAY_ARGS, "--replay", str(RECORDED), env={})
+    assert unset.returncode == 0, unset.stderr
+    assert "warning" not in unset.stderr
+    short = orch(tmp_path, *REPLAY_ARGS, "--replay", str(RECORDED), env={"OPENAI_API_KEY": "ab"})
+    assert short.stderr.startswith(
+        "warning: secret OPENAI_API_KEY: shorter than 3 characters, so not masked"
+    )
+    # without --replay an unset secret is an error, and only that
+    missing = orch(tmp_path, "run", str(CHAIN), "-i", "topic=x", env={})
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("error: secret 'OPENAI_API_KEY' not set in the environment"), (
+        missing.stderr
+    )
