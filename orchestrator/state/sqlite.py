@@ -159,13 +159,24 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_gitignore(folder: Path) -> None:
-    """Keep a state folder orch created out of git (as pytest and mypy do with their caches).
+#: What orch keeps in a state folder: a folder holding nothing else is orch's own.
+_OWN_ENTRIES = frozenset(
+    {"state.db", "state.db-wal", "state.db-shm", "state.db-journal", ".setup.lock"}
+    | {"logs", "outputs"}
+)
 
-    Only a folder orch made itself gets one: ``--state-dir .`` must not hide a project.
-    Best effort: a file that exists already, or a failed write, is left alone.
+
+def _write_gitignore(folder: Path) -> None:
+    """Keep a state folder out of git (as pytest and mypy do with their caches), whoever
+    made it: the store opening it (a new one; one `orch run --detach` made for its logs;
+    one an earlier orch left without it) writes its .gitignore when it holds nothing but
+    orch's own entries. ``--state-dir .`` must not hide a project: a folder holding
+    anything else is left alone. Best effort: a file that exists already, or a failed
+    write, is left alone.
     """
     try:
+        if not set(os.listdir(folder)) <= _OWN_ENTRIES:
+            return  # a .gitignore already, or someone else's folder
         fd = os.open(folder / ".gitignore", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except OSError:
         return
@@ -210,7 +221,6 @@ class SqliteStore:
                 f"'{self.state_dir}' is a file, not a directory",
                 hint="the state directory (--state-dir, ORCH_STATE_DIR) must be a directory",
             )
-        created = not self.state_dir.exists()
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -218,8 +228,7 @@ class SqliteStore:
                 f"cannot create the state directory '{self.state_dir}': "
                 f"{(exc.strerror or str(exc)).lower()}"
             ) from exc
-        if created:
-            _write_gitignore(self.state_dir)
+        _write_gitignore(self.state_dir)
         # A folder (or database) this process cannot write is read as it is: the
         # reading commands work, every write is refused with one clear message.
         self.readonly = not _writable(self.state_dir, self.path)

@@ -1,4 +1,5 @@
-"""The state folder keeps itself out of git: a folder orch creates gets its own .gitignore."""
+"""The state folder keeps itself out of git: a folder of orch's own gets its .gitignore,
+whoever made it."""
 
 from __future__ import annotations
 
@@ -21,12 +22,17 @@ def _git(repo: Path, *args: str) -> str:
     return done.stdout
 
 
-def _run_in(repo: Path, *extra: str) -> None:
+def _orch(repo: Path, *args: str) -> str:
     env = {k: v for k, v in os.environ.items() if k != "ORCH_STATE_DIR"}
     done = subprocess.run(
-        [ORCH, "run", "wf.yaml", *extra], cwd=repo, env=env, capture_output=True, text=True
+        [ORCH, *args], cwd=repo, env=env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _run_in(repo: Path, *extra: str) -> None:
+    _orch(repo, "run", "wf.yaml", *extra)
 
 
 def test_a_run_in_a_git_repo_leaves_nothing_for_git_to_add(tmp_path):
@@ -57,3 +63,28 @@ def test_a_gitignore_the_user_wrote_is_kept(tmp_path):
     _run_in(tmp_path)
 
     assert ignore.read_text() == "state.db\n"
+
+
+def test_a_state_folder_a_detached_run_creates_leaves_nothing_for_git_to_add(tmp_path):
+    _git(tmp_path, "init", "-q")
+    (tmp_path / "wf.yaml").write_text(WORKFLOW)
+    run_id = _orch(tmp_path, "run", "wf.yaml", "--detach").strip()
+    _orch(tmp_path, "wait", run_id)
+
+    assert (tmp_path / ".orch" / "logs" / f"{run_id}.log").is_file()
+    assert (tmp_path / ".orch" / ".gitignore").read_text().splitlines()[-1] == "*"
+    assert _git(tmp_path, "status", "--porcelain", "--untracked-files=all") == "?? wf.yaml\n"
+
+
+def test_a_state_folder_left_without_its_gitignore_gets_it_at_the_next_run(tmp_path):
+    # as an earlier orch's `run --detach` left it: its logs and database, no .gitignore
+    _git(tmp_path, "init", "-q")
+    (tmp_path / "wf.yaml").write_text(WORKFLOW)
+    _run_in(tmp_path)
+    (tmp_path / ".orch" / ".gitignore").unlink()
+    (tmp_path / ".orch" / "logs").mkdir()
+    (tmp_path / ".orch" / "logs" / "0123456789ab.log").write_text("")
+    _run_in(tmp_path)
+
+    assert (tmp_path / ".orch" / ".gitignore").read_text().splitlines()[-1] == "*"
+    assert _git(tmp_path, "status", "--porcelain", "--untracked-files=all") == "?? wf.yaml\n"
