@@ -22,7 +22,7 @@ from .result import ApprovalDesk
 if TYPE_CHECKING:
     from ..events import Event
     from ..spec.model import Phase
-    from .result import RunOptions
+    from .result import RunOptions, Slots
 
 __all__ = ["ApprovalDesk", "ApprovingRun", "SubRunDesk", "wait_for_approval"]
 
@@ -49,6 +49,9 @@ class ApprovingRun(Protocol):
 
     @property
     def now(self) -> Callable[[], float]: ...
+
+    @property
+    def slots(self) -> Slots: ...
 
 
 class SubRunDesk:
@@ -130,6 +133,25 @@ async def wait_for_approval(
         details["timeout"] = spec.timeout
     # resumed after a refusal (a rejection, a timeout that rejects): ask again, anew
     again = await asyncio.to_thread(desk.reopen, run.run_id, phase.id)
+    waited: list[bool] = []
+    refused, record = await _decided(run, phase, desk, details, again, waited)
+    if waited and refused is None:  # it gave its max_parallel slot back while it waited
+        await run.slots.take()
+    return refused, record
+
+
+async def _decided(
+    run: ApprovingRun,
+    phase: Phase,
+    desk: ApprovalDesk,
+    details: Mapping[str, Any],
+    again: bool,
+    waited: list[bool],
+) -> tuple[str | None, dict[str, Any]]:
+    """The wait of ``wait_for_approval`` until a decision or the timeout; ``waited`` gets
+    an entry when the phase waited (its slot given back meanwhile)."""
+    spec = phase.approval
+    assert spec is not None
     start: float | None = None
     while True:
         found = await asyncio.to_thread(desk.decision, run.run_id, phase.id)
@@ -148,6 +170,8 @@ async def wait_for_approval(
                     details={**details, "since": start},
                 )
             )
+            run.slots.release()  # a phase waiting for a person holds no max_parallel slot
+            waited.append(True)
             continue
         if found is not None:
             record = {

@@ -31,7 +31,7 @@ from .budget import Spend
 from .executor import Executor, LocalExecutor
 from .inputs import resolve_inputs
 from .limits import AgentLimiter
-from .result import PhaseOutcome, ResultCache, RunOptions, RunResult, Usage
+from .result import PhaseOutcome, ResultCache, RunOptions, RunResult, Slots, Usage
 
 if TYPE_CHECKING:
     from .executor import CallMiddleware
@@ -258,6 +258,7 @@ class RunContext:
         # the scheduler's phase tasks (its ``running``); a phase run in another task (the
         # handler phases, in the run's own task) shields its completion instead
         self.phase_tasks: Mapping[asyncio.Task[Any], str] = {}
+        self.slots = Slots()  # the scheduler's, while it runs the phases
         # the run's cancel request (execute's ``cancel``): ``forced`` once it asked to stop
         # now (a second Ctrl-C); ``stopped``: a cancel of the run's own task interrupted a
         # compensation (compensations and handlers not started then are not run)

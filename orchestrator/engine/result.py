@@ -36,6 +36,7 @@ __all__ = [
     "RunOptions",
     "SpendParent",
     "RunResult",
+    "Slots",
     "Usage",
     "add_tokens",
     "json_data",
@@ -62,6 +63,21 @@ class ApprovalDesk(Protocol):
         its last phase_waiting, records the decision): then it is asked again, and the
         refused decision is dropped (its record stays in that event). False otherwise."""
         ...
+
+
+class Slots:
+    """The run's ``max_parallel`` slots as a phase sees them: a phase that waits for a
+    person (an approval) gives its slot back while it waits (``release``) and takes one
+    again before it goes on (``take``). The scheduler (runner.py) keeps the count; this
+    one (no limit, or a phase run outside the scheduler: a handler) does nothing."""
+
+    __slots__ = ()
+
+    def release(self) -> None:
+        """The calling phase task waits for a person: its slot is free meanwhile."""
+
+    async def take(self) -> None:
+        """The calling phase task goes on: it waits for a free slot (first in line)."""
 
 
 class SpendParent(Protocol):

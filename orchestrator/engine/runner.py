@@ -12,6 +12,7 @@ run ends when nothing runs and nothing is ready. A phase's own logic is
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import heapq
 import os
@@ -27,7 +28,7 @@ from .context import RunContext, build_context
 from .handlers import conclude
 from .heap import frozen_heap
 from .phase import run_phase
-from .result import PhaseOutcome, RunOptions, RunResult
+from .result import PhaseOutcome, RunOptions, RunResult, Slots
 from .saga import uncancel
 
 __all__ = ["execute", "run", "run_sync"]
@@ -39,6 +40,54 @@ _NOT_STARTED = {
     "cancelled": "not started: the run was cancelled",
     "timeout": "not started: the run timed out",
 }
+
+
+class _Slots(Slots):
+    """The scheduler's ``max_parallel`` slots: a phase task waiting for a person is
+    ``parked`` (not counted); going on, it queues in ``returning`` until one is free
+    (before any phase not started yet)."""
+
+    __slots__ = ("scheduler", "parked", "returning")
+
+    def __init__(self, scheduler: _Scheduler) -> None:
+        self.scheduler = scheduler
+        self.parked: set[asyncio.Task[Any]] = set()
+        self.returning: collections.deque[tuple[asyncio.Task[Any], asyncio.Future[None]]] = (
+            collections.deque()
+        )
+
+    def busy(self) -> int:
+        """How many slots are taken: running phase tasks that are not parked."""
+        return len(self.scheduler.running) - len(self.parked)
+
+    def release(self) -> None:
+        task = asyncio.current_task()
+        if task is not None and task in self.scheduler.running:
+            self.parked.add(task)
+            self.scheduler._wakeup()
+
+    async def take(self) -> None:
+        task = asyncio.current_task()
+        if task is None or task not in self.parked:
+            return
+        limit = self.scheduler.limit
+        if limit is None or (not self.returning and self.busy() < limit):
+            self.parked.discard(task)
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.returning.append((task, turn))
+        self.scheduler._wakeup()
+        await turn  # cancelled: the entry is passed over (its future is done)
+
+    def grant(self) -> None:
+        """Give free slots to parked phases that go on, first come first served."""
+        limit = self.scheduler.limit
+        returning = self.returning
+        while returning and (limit is None or self.busy() < limit):
+            task, turn = returning.popleft()
+            if not turn.done():
+                self.parked.discard(task)
+                turn.set_result(None)
 
 
 class _Scheduler:
@@ -54,6 +103,10 @@ class _Scheduler:
         self.keep_going = wf.error_handling.continue_on_error
         self.running: dict[asyncio.Task[PhaseOutcome], str] = {}
         state.phase_tasks = self.running  # phases not in it shield their completion
+        # a phase waiting for a person (an approval) holds no slot meanwhile
+        self.slots = _Slots(self)
+        if self.limit is not None:
+            state.slots = self.slots
         self._done: list[asyncio.Task[PhaseOutcome]] = []
         self._wake: asyncio.Future[None] | None = None
         self.stopping: str | None = None  # why no new phase starts: failed, cancelled, timeout
@@ -117,6 +170,7 @@ class _Scheduler:
         outcomes = state.outcomes
         prior = state.prior
         running = self.running
+        slots = self.slots
         wf = state.workflow
         timer = None
         if wf.timeout:
@@ -141,6 +195,7 @@ class _Scheduler:
                     for pid in released:
                         heapq.heappush(heap, rank[pid])
                     released.clear()
+                    slots.grant()  # phases that waited for a person go on first
                     deferred = []
                     while heap:
                         stopping = self.stopping
@@ -148,7 +203,9 @@ class _Scheduler:
                         # whose trigger tolerates failure run, the others are skipped
                         if stopping is not None and (stopping != "failed" or self.crash):
                             break
-                        if self.limit is not None and len(running) >= self.limit:
+                        if self.limit is not None and (
+                            slots.returning or slots.busy() >= self.limit
+                        ):
                             break
                         entry = heapq.heappop(heap)
                         pid = by_rank[entry]
@@ -193,6 +250,7 @@ class _Scheduler:
                 done, self._done = self._done, []
                 for task in done:
                     pid = running.pop(task)
+                    slots.parked.discard(task)
                     agent = phases[pid].agent
                     if agent in agent_busy:
                         agent_busy[agent] -= 1
