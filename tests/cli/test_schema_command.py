@@ -52,23 +52,88 @@ def test_the_agents_schema_is_a_valid_2020_12_schema_with_a_rule_per_agent_type(
     assert {"shell", "http", "llm", "echo", "python", "workflow"} <= types
 
 
-@pytest.mark.parametrize(
-    ("snippet", "valid"),
-    [
-        ({"timeout": 0}, False),
-        ({"timeout": "0ms"}, False),
-        ({"timeout": "0.5s"}, True),
-        ({"agents": {"a": {"type": "echo", "rate_limit": "0/m"}}}, False),
-        ({"agents": {"a": {"type": "echo", "rate_limit": "10/m"}}}, True),
-        ({"schedule": [{"cron": "0 24 * * *"}]}, False),
-        ({"schedule": [{"cron": "*/15 9-17 * * MON-fri"}]}, True),
-        ({"schedule": [{"cron": "@daily"}]}, True),
-    ],
-)
-def test_the_bundled_schema_refuses_what_validate_refuses(snippet, valid):
-    schema = json.loads((ROOT / "schemas" / "workflow.schema.json").read_text())
-    doc = {"name": "t", "phases": [{"id": "a", "agent": "echo"}], **snippet}
-    assert jsonschema.Draft202012Validator(schema).is_valid(doc) is valid
+def _phase(**keys: Any) -> dict[str, Any]:
+    return {"phases": [{"id": "a", "agent": "echo", **keys}]}
+
+
+def _agent(**keys: Any) -> dict[str, Any]:
+    return {"agents": {"x": {"type": "echo", **keys}}, "phases": [{"id": "a", "agent": "x"}]}
+
+
+_ZEROS = (0, 0.0, "0ms", "0s", "0m", "0h", "0.0s", "0h0m", " 0s ")
+_POSITIVE = (0.5, 1, "1ms", "0.5s", "1h30m", "0h1m")
+#: Each key that refuses a zero duration: where it goes in a workflow.
+_POSITIVE_DURATIONS: dict[str, Any] = {
+    "timeout": lambda d: {"timeout": d},
+    "defaults.timeout": lambda d: {"defaults": {"timeout": d}},
+    "defaults.cache.ttl": lambda d: {"defaults": {"cache": {"ttl": d}}},
+    "phase timeout": lambda d: _phase(timeout=d),
+    "approval.timeout": lambda d: _phase(approval={"timeout": d}),
+    "cache.ttl": lambda d: _phase(cache={"ttl": d}),
+    "circuit_breaker.reset_after": lambda d: _agent(circuit_breaker={"reset_after": d}),
+}
+#: Each duration key where zero is a value (no wait between retries).
+_DURATIONS: dict[str, Any] = {
+    "retries.delay": lambda d: _phase(retries={"attempts": 1, "delay": d}),
+    "retries.max_delay": lambda d: _phase(retries={"attempts": 1, "delay": 0, "max_delay": d}),
+    "retries.jitter": lambda d: _phase(retries={"attempts": 1, "jitter": d}),
+}
+#: Each count or rate: (where, the smallest value validate takes).
+_COUNTS: dict[str, Any] = {
+    "max_parallel": (lambda n: {"max_parallel": n}, 1),
+    "phase max_parallel": (lambda n: _phase(max_parallel=n, foreach=[1]), 1),
+    "repeat.max": (lambda n: _phase(repeat={"max": n, "until": "true"}), 1),
+    "budget.tokens": (lambda n: {"budget": {"tokens": n}}, 1),
+    "budget.cost": (lambda n: {"budget": {"cost": n}}, 0),
+    "phase budget.tokens": (lambda n: _phase(budget={"tokens": n}), 1),
+    "max_concurrency": (lambda n: _agent(max_concurrency=n), 1),
+    "circuit_breaker.failures": (lambda n: _agent(circuit_breaker={"failures": n}), 1),
+    "handoff.max_turns": (
+        lambda n: {
+            "agents": {"a": {"type": "echo"}, "b": {"type": "echo"}},
+            "phases": [{"id": "h", "handoff": {"agents": ["a", "b"], "max_turns": n}}],
+        },
+        1,
+    ),
+    "retries.attempts": (lambda n: _phase(retries={"attempts": n}), 0),
+    "error_handling.max_total_retries": (lambda n: {"error_handling": {"max_total_retries": n}}, 0),
+}
+_CASES: list[tuple[str, dict[str, Any], bool]] = [
+    *((f"{k} {d!r}", f(d), False) for k, f in _POSITIVE_DURATIONS.items() for d in _ZEROS),
+    *((f"{k} {d!r}", f(d), True) for k, f in _POSITIVE_DURATIONS.items() for d in _POSITIVE),
+    *((f"{k} {d!r}", f(d), True) for k, f in _DURATIONS.items() for d in _ZEROS + _POSITIVE),
+    *((f"{k} -1s", f("-1s"), False) for k, f in {**_POSITIVE_DURATIONS, **_DURATIONS}.items()),
+    *((f"{k} {n}", f(n), n >= least) for k, (f, least) in _COUNTS.items() for n in (-1, 0, 1)),
+    *(
+        (f"rate_limit {r}", _agent(rate_limit=r), ok)
+        for r, ok in (("0/m", False), ("00/s", False), ("0/h", False), ("1/h", True))
+    ),
+    *(
+        (f"cron {c}", {"schedule": [{"cron": c}]}, ok)
+        for c, ok in (("0 24 * * *", False), ("*/15 9-17 * * MON-fri", True), ("@daily", True))
+    ),
+]
+
+
+def test_the_schema_refuses_what_validate_refuses_key_by_key(tmp_path):
+    """Every duration, count and rate key at and around its bound: the bundled schema, the
+    published one (`orch schema --agents`) and `orch validate` give the same answer."""
+    bundled = jsonschema.Draft202012Validator(
+        json.loads((ROOT / "schemas" / "workflow.schema.json").read_text())
+    )
+    published = jsonschema.Draft202012Validator(_orch_schema("--agents"))
+    files = {}
+    for n, (name, snippet, _) in enumerate(_CASES):
+        doc = {"name": "t", "phases": [{"id": "a", "agent": "echo"}], **snippet}
+        files[name] = (tmp_path / f"case{n}.yaml", doc)
+        files[name][0].write_text(json.dumps(doc))  # JSON is YAML
+    done = subprocess.run([ORCH, "validate", str(tmp_path)], capture_output=True, text=True)
+    refused = {line.split(":")[0] for line in done.stdout.splitlines() if ": ok" not in line}
+    assert "Traceback" not in done.stderr
+    for name, _, valid in _CASES:
+        path, doc = files[name]
+        answers = (bundled.is_valid(doc), published.is_valid(doc), str(path) not in refused)
+        assert answers == (valid, valid, valid), (name, done.stdout)
 
 
 _CRON_TEXT = st.lists(
