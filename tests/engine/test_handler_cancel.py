@@ -55,3 +55,62 @@ def test_a_second_cancel_while_a_finally_phases_end_is_stored_keeps_that_end(
     assert kinds == ["phase_started", f"phase_{end}"]
     assert [e.event for _, e in store.events("r1")][-1] == "workflow_cancelled"
     assert {p.id: p.state for p in store.phases("r1")}["cleanup"] == end
+
+
+# what a second cancel records for the compensation it stopped, and for what it kept from
+# starting (a compensation, a finally handler)
+INTERRUPTED = "cancelled: the run was stopped (a second cancel) while it ran"
+NOT_RUN = "not run: the run was stopped (a second cancel) before it started"
+
+
+def test_a_second_cancel_of_the_runs_task_during_compensation_still_ends_the_run(
+    registry, tmp_path
+):
+    # execute's caller cancels its task twice: during the phases, then while 'pay' is
+    # compensated. The run records where its saga stopped, ends cancelled, then the task
+    # raises CancelledError (as execute promises)
+    from orchestrator.spec.model import AgentCall
+
+    plan = make_plan(
+        [
+            {"id": "book", "agent": "echo", "with": {"text": "booked"},
+             "compensate": AgentCall("echo", {"text": "unbook"})},
+            {"id": "pay", "agent": "echo", "with": {"text": "paid"}, "depends_on": ["book"],
+             "compensate": AgentCall("shell", {"command": "sleep 30"})},
+            {"id": "long", "agent": "probe", "with": {"seconds": 30}, "depends_on": ["pay"]},
+        ],
+        finally_=(make_phase({"id": "cleanup", "agent": "echo", "with": {"text": "x"}}),),
+    )  # fmt: skip
+    store = SqliteStore(tmp_path / "state")
+
+    async def main() -> None:
+        started, compensating = asyncio.Event(), asyncio.Event()
+
+        async def sink(event: Event) -> None:
+            await store.submit(event)
+            if event.event == "phase_started" and event.phase == "long":
+                started.set()
+            if event.event == "phase_stream" and event.data.get("compensation") == "started":
+                compensating.set()
+
+        task = asyncio.create_task(execute(plan, registry=registry, sinks=[sink], run_id="r2"))
+        await started.wait()
+        task.cancel()  # the run is cancelled: its saga starts with 'pay'
+        await compensating.wait()
+        task.cancel()  # again, while 'pay' is compensated
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await store.aclose()
+
+    asyncio.run(main())
+    events = [e for _, e in store.events("r2")]
+    assert events[-1].event == "workflow_cancelled"
+    compensated = {e.phase: e.data for e in events if e.event == "phase_compensated"}
+    assert compensated == {
+        "pay": {"ok": False, "error": INTERRUPTED},
+        "book": {"ok": False, "error": NOT_RUN},
+    }
+    cleanup = [e for e in events if e.phase == "cleanup"]
+    assert [(e.event, e.data.get("reason")) for e in cleanup] == [("phase_skipped", NOT_RUN)]
+    assert {p.id: p.compensation_error for p in store.phases("r2")}["pay"] == INTERRUPTED
+    assert store.get_run("r2").status == "cancelled"
