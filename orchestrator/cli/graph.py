@@ -1,4 +1,4 @@
-"""`orch graph FILE [--format ascii|mermaid|dot|json]`: the DAG, implied edges, critical path.
+"""`orch graph FILE|NAME [--format ascii|mermaid|dot|json]`: the DAG, implied edges, critical path.
 
 An invalid file prints the same problems as ``orch validate`` and exits 2.
 Heavy imports (the loader, rich) happen inside the command so ``orch --help`` stays fast.
@@ -31,7 +31,15 @@ def register(app: typer.Typer) -> None:
 
 
 def graph_command(
-    file: Annotated[Path, typer.Argument(help="The workflow file to draw.", show_default=False)],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="The workflow file to draw, or NAME for NAME.yaml in $ORCH_WORKFLOWS"
+            " (default ./workflows).",
+            show_default=False,
+            metavar="FILE|NAME",
+        ),
+    ],
     fmt: Annotated[
         GraphFormat,
         typer.Option(
@@ -50,9 +58,10 @@ def graph_command(
     from ..errors import WorkflowInvalid
     from ..plan import compile_plan
     from ..render.graph import write_graph
+    from ..spec.locate import find_workflow
     from .validate import load_or_exit
 
-    workflow = load_or_exit(file)
+    workflow = load_or_exit(find_workflow(file))
     try:
         plan = compile_plan(workflow)
     except WorkflowInvalid as exc:  # the loader reports these first; kept as a net

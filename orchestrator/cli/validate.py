@@ -52,7 +52,8 @@ def validate_command(
     files: Annotated[
         list[Path],
         typer.Argument(
-            help="Workflow files, folders (their *.yaml and *.yml files) or - (standard input).",
+            help="Workflow files, folders (their *.yaml and *.yml files), - (standard input)"
+            " or NAMEs (NAME.yaml in $ORCH_WORKFLOWS, default ./workflows).",
             show_default=False,
             metavar="FILE",
         ),

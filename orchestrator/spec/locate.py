@@ -4,6 +4,12 @@
 ``$ORCH_WORKFLOWS`` (several separated by ``os.pathsep``), default ``./workflows``.
 A name is a plain file name (letters, digits, ``_``, ``-``, ``.``): it never
 reaches outside those folders.
+
+One rule for `orch run`, `orch graph` and `orch validate` (``find_workflow``): an
+existing file wins; for `orch validate` an existing folder is a folder (its
+``*.yaml``); otherwise a plain name is looked up in the workflows path (so a
+folder ``demo/`` next to ``workflows/demo.yaml`` does not hide it from `orch run
+demo`); a name found nowhere is an error listing the workflows there.
 """
 
 from __future__ import annotations
@@ -48,25 +54,36 @@ def workflow_names(search: list[Path] | None = None) -> list[str]:
     return sorted(names)
 
 
-def find_workflow(ref: str | os.PathLike[str], *, search: list[Path] | None = None) -> Path:
-    """The file ``ref`` names: an existing path as it is, else ``NAME.yaml`` in the workflows path.
+def find_workflow(
+    ref: str | os.PathLike[str], *, search: list[Path] | None = None, folders: bool = False
+) -> Path:
+    """The file ``ref`` names (the module's rule): an existing file as it is; with
+    ``folders`` (`orch validate`) an existing folder as it is; else ``NAME.yaml`` in the
+    workflows path.
 
     A ``ref`` that is not a plain name (it has a folder or a .yaml suffix) is returned
-    unchanged, so that reading it reports a missing file where it is. Raises UsageError
-    (exit 2) for a name found nowhere, listing the folders searched and the names there.
+    unchanged, so that reading it reports a missing file where it is; so is an existing
+    folder that is no name in the workflows path (reading it says it is a folder). Raises
+    UsageError (exit 2) for a name found nowhere, listing the folders searched and the
+    names there.
     """
     path = Path(ref)
     text = str(ref)
-    if path.exists() or not _NAME.fullmatch(text) or path.suffix in _SUFFIXES:
+    exists = path.exists()
+    if exists and (folders or not path.is_dir()):
         return path
-    folders = search if search is not None else workflows_path()
-    for folder in folders:
+    if not _NAME.fullmatch(text) or path.suffix in _SUFFIXES:
+        return path
+    search = search if search is not None else workflows_path()
+    for folder in search:
         for suffix in _SUFFIXES:
             candidate = folder / f"{text}{suffix}"
             if candidate.is_file():
                 return candidate
-    known = workflow_names(folders)
-    where = ", ".join(f"'{f}'" for f in folders)
+    if exists:  # a folder: `orch run` says it is no workflow file
+        return path
+    known = workflow_names(search)
+    where = ", ".join(f"'{f}'" for f in search)
     message = f"no workflow file '{text}', and no '{text}.yaml' in the workflows path ({where})"
     close = difflib.get_close_matches(text, known, n=1)
     if close:
@@ -79,15 +96,27 @@ def find_workflow(ref: str | os.PathLike[str], *, search: list[Path] | None = No
 
 
 def expand_paths(paths: list[Path]) -> tuple[list[Path], list[Problem]]:
-    """The files to check for ``paths``: a folder stands for its ``*.yaml`` and ``*.yml`` files
-    (sorted, not recursive); files and ``-`` (standard input) stay; each file once.
+    """The files to check for ``paths`` (`orch validate`): each found by ``find_workflow``
+    (a NAME in the workflows path too); a folder stands for its ``*.yaml`` and ``*.yml``
+    files (sorted, not recursive); files and ``-`` (standard input) stay; each file once.
 
-    A folder without such files is a Problem (a mistyped folder must not pass silently).
+    A folder without such files, or a name found nowhere, is a Problem (a mistyped
+    folder must not pass silently).
     """
     files: list[Path] = []
     problems: list[Problem] = []
-    for path in paths:
-        if str(path) != "-" and path.is_dir():
+    for given in paths:
+        if str(given) == "-":
+            files.append(given)
+            continue
+        try:
+            path = find_workflow(given, folders=True)
+        except UsageError as exc:
+            problems.append(
+                Problem(Location(str(given)), str(exc), hint=exc.hint, code="unreadable")
+            )
+            continue
+        if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.suffix in _SUFFIXES and p.is_file())
             if not found:
                 problems.append(

@@ -67,3 +67,60 @@ def test_a_name_never_reaches_outside_the_workflows_folder(tmp_path):
     done = _orch(tmp_path, "run", "../secret")
     assert done.returncode == 2
     assert "no such file '../secret'" in done.stderr
+
+
+def test_a_folder_of_the_same_name_does_not_hide_a_name_from_run_and_graph(tmp_path):
+    _workflow(tmp_path / "workflows", "demo", "from-workflows")
+    (tmp_path / "demo").mkdir()  # e.g. the demo's own files, next to workflows/
+    done = _orch(tmp_path, "run", "demo")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"said": "from-workflows"}
+    drawn = _orch(tmp_path, "graph", "demo", "--format", "json")
+    assert drawn.returncode == 0, drawn.stderr
+    assert json.loads(drawn.stdout)["name"] == "demo"
+    # a folder that is no name in the workflows path is still no workflow file
+    (tmp_path / "other").mkdir()
+    other = _orch(tmp_path, "run", "other")
+    assert other.returncode == 2
+    assert "'other' is a directory, not a workflow file" in other.stderr
+
+
+def test_validate_and_graph_take_a_name_as_run_does(tmp_path):
+    _workflow(tmp_path / "workflows", "hello", "x")
+    _workflow(tmp_path / "workflows", "report", "x")
+    checked = _orch(tmp_path, "validate", "hello", "report")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.splitlines() == [
+        "workflows/hello.yaml: ok (1 phase, 1 agent type: echo)",
+        "workflows/report.yaml: ok (1 phase, 1 agent type: echo)",
+    ]
+    unknown = _orch(tmp_path, "validate", "helo", "report")
+    assert unknown.returncode == 2
+    assert unknown.stdout.splitlines() == [
+        "helo:1:1: no workflow file 'helo', and no 'helo.yaml' in the workflows path"
+        " ('workflows'); did you mean 'hello'?",
+        "  hint: workflows there: hello, report",
+        "workflows/report.yaml: ok (1 phase, 1 agent type: echo)",
+    ]
+    drawn = _orch(tmp_path, "graph", "hello")
+    assert drawn.returncode == 0, drawn.stderr
+    assert drawn.stdout.startswith("hello  (1 phase, 1 level)\n")
+    missing = _orch(tmp_path, "graph", "helo")
+    assert missing.returncode == 2
+    assert missing.stderr.splitlines() == [
+        "error: no workflow file 'helo', and no 'helo.yaml' in the workflows path"
+        " ('workflows'); did you mean 'hello'?",
+        "  hint: workflows there: hello, report",
+    ]
+
+
+def test_for_validate_an_existing_folder_is_a_folder_and_a_file_path_wins(tmp_path):
+    _workflow(tmp_path / "workflows", "demo", "from-workflows")
+    _workflow(tmp_path / "demo", "inner", "x")
+    checked = _orch(tmp_path, "validate", "demo")
+    assert checked.returncode == 0, checked.stdout
+    assert checked.stdout.splitlines() == ["demo/inner.yaml: ok (1 phase, 1 agent type: echo)"]
+    (tmp_path / "hello").write_text("name: here\nphases:\n  - {id: a, agent: noop}\n")
+    _workflow(tmp_path / "workflows", "hello", "x")
+    here = _orch(tmp_path, "validate", "hello")
+    assert here.stdout.splitlines() == ["hello: ok (1 phase, 1 agent type: noop)"]
