@@ -244,9 +244,12 @@ def check_candidates(
     choice = raw.get("agent")
     if not isinstance(choice, Mapping) or not cx.ok(path + ("agent",)):
         return None, None, ()
-    listed = [a for a in choice.get("one_of", ()) if isinstance(a, str)]
+    one_of = choice.get("one_of")
+    if not isinstance(one_of, list) or not cx.ok(path + ("agent", "one_of")):
+        one_of = []  # the schema said what is wrong; select is still checked
+    listed = [a for a in one_of if isinstance(a, str)]
     names: list[str] = []
-    for j, name in enumerate(choice.get("one_of", ())):
+    for j, name in enumerate(one_of):
         if not isinstance(name, str):
             continue
         if name not in cx.agents and name not in cx.registry and name not in cx.bad_agents:

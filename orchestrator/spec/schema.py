@@ -38,6 +38,8 @@ __all__ = [
     "rendered_config_problems",
 ]
 
+#: A schema annotation naming what a value must be, for a message: ``a list of agent names``.
+EXPECTED = "x-expected"
 #: The schema check stops after this many problems (a file can hold a million bad values).
 MAX_SCHEMA_PROBLEMS = 200
 _DURATION_HELP = "use 500ms, 30s, 5m, 1h or a number of seconds"
@@ -257,9 +259,9 @@ def _leaf(error: ValidationError) -> ValidationError:
     from jsonschema.exceptions import best_match
 
     while error.validator in ("anyOf", "oneOf") and error.context:
-        # A branch that accepts the value's type says more ("not one of 'fast', 'slow'")
-        # than one that does not ("must be an integer").
-        typed = [e for e in error.context if e.validator != "type"]
+        # A branch that accepts the value's type says more ("not one of 'fast', 'slow'",
+        # "agent.one_of must be a list") than one that does not ("must be a string").
+        typed = [e for e in error.context if e.validator != "type" or e.relative_path]
         error = best_match(typed or error.context)
     return error
 
@@ -402,7 +404,7 @@ def _explain(
     elif v == "type":
         expected = vv
         names = [expected] if isinstance(expected, str) else list(expected)
-        want = " or ".join(_TYPE_NAMES.get(n, n) for n in names)
+        want = schema.get(EXPECTED) or " or ".join(_TYPE_NAMES.get(n, n) for n in names)
         message = f"{shown} must be {want}, not {describe(value)}"
         hint = _type_hint(names, schema, value, doc)
     elif v == "enum":

@@ -461,3 +461,30 @@ def test_the_fast_path_answers_exactly_as_typer_in_every_form(tmp_path):
     fast, typer_ = _both(tmp_path, "-", "good.yaml", stdin=BAD)
     assert fast == typer_
     assert fast[0] == 2 and "<stdin>:4:" in fast[1] and "good.yaml: ok" in fast[1]
+
+
+def test_a_one_of_that_is_not_a_list_is_said_so_and_its_select_is_still_checked(tmp_path):
+    path = tmp_path / "choose.yaml"
+    path.write_text(
+        "name: choose\n"
+        "inputs:\n  tier: {type: string, default: cheap}\n"
+        "agents:\n  cheap: {type: echo}\n"
+        "phases:\n"
+        "  - id: a\n"
+        '    agent: {one_of: cheap, select: "{{ inputs.nope }}"}\n'
+        "  - id: b\n"
+        "    agent:\n"
+        "      one_of: [cheap]\n"
+        '      select: "{{ phases.zz.output }}"\n'
+    )
+    done = _orch_stdin("", str(path))
+    assert done.returncode == 2
+    assert done.stdout.splitlines() == [
+        f"{path}:8:21: phases[0].agent.one_of must be a list of agent names,"
+        " not the string 'cheap'",
+        "  hint: write one_of: [cheap]",
+        f"{path}:8:36: unknown input 'nope' in phases[0].agent.select",
+        "  hint: known inputs: tier",
+        f"{path}:12:15: unknown phase 'zz' in phases[1].agent.select",
+        "  hint: known phases: a, b",
+    ]
