@@ -126,7 +126,11 @@ async def wait_for_approval(
     details: dict[str, Any] = {}
     if spec.message:
         try:
-            details["message"] = str(render(spec.message, ctx, where=phase.location))
+            details["message"] = str(
+                render(
+                    spec.message, ctx, where=phase.locations.get("approval.message", phase.location)
+                )
+            )
         except ExpressionError as exc:
             return f"approval.message: {exc}", {}
     if spec.timeout is not None:

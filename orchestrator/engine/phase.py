@@ -705,6 +705,7 @@ async def _run_repeat(
     agents: list[str] = []
     fallback_any = False
     n = done_n
+    until_at = phase.locations.get("repeat.until", phase.location)
     while n < spec.max and not finished:
         n += 1
         iteration = {"n": n, "previous": previous, "max": spec.max}
@@ -728,7 +729,7 @@ async def _run_repeat(
                 finished = bool(
                     await rendered(
                         "{{ " + until + " }}",
-                        functools.partial(evaluate, until, until_ctx, where=phase.location),
+                        functools.partial(evaluate, until, until_ctx, where=until_at),
                         timeout=phase.timeout,
                         left=seconds_left(run),
                     )

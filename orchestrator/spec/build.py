@@ -538,7 +538,10 @@ def _phase(
     approval_raw = raw.get("approval")
     if isinstance(approval_raw, Mapping) and isinstance(approval_raw.get("message"), str):
         if cx.ok(path + ("approval", "message")):
-            refs(approval_raw["message"], ("approval", "message"))
+            # one approval for the whole phase, asked before its items run
+            cx.no_item = "a foreach phase asks for its approval once, before its items"
+            refs(approval_raw["message"], ("approval", "message"), allow_item=False)
+            cx.no_item = None
     if repeat is not None and repeat.until is not None:
         cx.extra_names = ("iteration", "output")
         refs(repeat.until, ("repeat", "until"))
@@ -687,8 +690,12 @@ def _repeat(cx: Checker, raw: Any, path: JsonPath) -> RepeatSpec | None:
 def _locations(
     cx: Checker, raw: Mapping[str, Any], with_: Mapping[str, Any], path: JsonPath
 ) -> dict[str, Location]:
-    """Where a phase's ``when``, ``foreach`` and each ``with`` key are written."""
+    """Where a phase's ``when``, ``foreach``, each ``with`` key, ``approval.message`` and
+    ``repeat.until`` are written (a template failing at run time is reported there)."""
     found = {key: cx.smap.value(path + (key,)) for key in ("when", "foreach") if key in raw}
+    for key, sub in (("approval", "message"), ("repeat", "until")):
+        if isinstance(raw.get(key), Mapping) and sub in raw[key]:
+            found[f"{key}.{sub}"] = cx.smap.value(path + (key, sub))
     if "with" in raw:
         found.update({f"with.{k}": cx.smap.value(path + ("with", k)) for k in with_})
     return found

@@ -50,6 +50,8 @@ class Checker:
     env: set[str] = field(default_factory=set)
     sequential: bool = False
     extra_names: tuple[str, ...] = ()  # names a phase adds for its templates (iteration...)
+    # why 'item'/'index' are not defined in a key of a foreach phase (its approval.message)
+    no_item: str | None = None
     bad_ids: set[str] = field(default_factory=set)
     suggestions_left: int = 10  # did-you-mean searches over long lists of names
     sorted_names: dict[int, tuple[Any, list[str]]] = field(default_factory=dict)

@@ -205,12 +205,13 @@ def check_template_text(
         elif head in _PHASE_NAMES:
             cx.add(ExpressionError(f"{shown}: {_PHASE_NAMES[head]}", location=where))
         elif head in ("item", "index") and not foreach:
-            cx.add(
-                ExpressionError(
-                    f"{shown}: '{head}' is only defined in a phase with foreach",
-                    location=where,
-                )
-            )
+            if cx.no_item is not None:
+                message = f"{shown}: '{head}' is not defined here: {cx.no_item}"
+                hint = "name the whole list instead (its foreach expression)"
+                cx.add(ExpressionError(message, location=where, hint=hint))
+            else:
+                message = f"{shown}: '{head}' is only defined in a phase with foreach"
+                cx.add(ExpressionError(message, location=where))
         elif head not in _TEMPLATE_NAMES and head not in _JINJA_GLOBALS:
             names = _TEMPLATE_NAMES + cx.extra_names
             close = difflib.get_close_matches(head, names, n=1)

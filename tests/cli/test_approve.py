@@ -375,3 +375,38 @@ def test_a_waiting_approval_holds_no_max_parallel_slot(tmp_path, processes):
             assert len(running) <= 1, running
         elif e["event"] in ("phase_completed", "phase_failed"):
             running.discard(e["phase"])
+
+
+def test_a_foreach_phase_approval_message_cannot_name_the_item(tmp_path):
+    """A foreach phase asks for its approval once, before its items: validate says so
+    (it used to pass validate and fail at run time with undefined name 'item')."""
+    wf = tmp_path / "each.yaml"
+    wf.write_text(
+        "name: each\nphases:\n  - id: ship\n    foreach: [a, b]\n    agent: echo\n"
+        '    approval: {message: "go {{ item }}?"}\n    with: {text: "{{ item }}"}\n'
+    )
+    for command in ("validate", "run"):
+        refused = orch(tmp_path, command, str(wf))
+        said = refused.stdout + refused.stderr  # validate reports on stdout
+        assert refused.returncode == 2, said
+        assert (
+            f"{wf}:6:25: phases[0].approval.message: 'item' is not defined here:"
+            " a foreach phase asks for its approval once, before its items"
+        ) in said
+        assert "hint: name the whole list instead" in said
+    wf.write_text(wf.read_text().replace("go {{ item }}?", "ship {{ ['a', 'b'] | length }}?"))
+    assert orch(tmp_path, "validate", str(wf)).returncode == 0
+
+
+def test_a_run_time_error_in_the_approval_message_is_reported_at_its_key(tmp_path):
+    wf = tmp_path / "msg.yaml"
+    wf.write_text(
+        "name: msg\nphases:\n  - id: a\n    agent: echo\n    with: {text: hi}\n"
+        "  - id: ask\n    agent: echo\n    approval:\n"
+        '      message: "go {{ phases.a.output.nope.deeper }}?"\n    with: {text: hi}\n'
+    )
+    failed = orch(tmp_path, "run", str(wf))
+    assert failed.returncode == 1
+    assert f"phase 'ask' failed: approval.message: {wf}:9:16: 'nope' is not defined" in (
+        failed.stderr
+    )

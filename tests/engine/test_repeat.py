@@ -264,3 +264,20 @@ def test_each_iteration_sends_its_own_idempotency_key(tmp_path):
     assert result.exit_code == 0, result.output
     run_id = events[0]["run_id"]
     assert keys == [f"{run_id}/review/1", f"{run_id}/review@2/1", f"{run_id}/review@3/1"]
+
+
+def test_a_run_time_error_in_until_is_reported_at_its_key(tmp_path):
+    result, _ = run(
+        tmp_path,
+        """name: until
+phases:
+  - id: loop
+    agent: echo
+    repeat:
+      max: 2
+      until: "output.nope.deeper == 1"
+    with: {text: hi}
+""",
+    )
+    assert result.exit_code == 1
+    assert f"repeat.until: {tmp_path / 'wf.yaml'}:8:14: 'nope' is not defined" in result.stderr
