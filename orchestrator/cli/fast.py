@@ -43,17 +43,17 @@ def validate_fast(args: Sequence[str]) -> int | None:
         return report_error(exc)
 
 
-def _parse_validate(args: Sequence[str]) -> tuple[list[Path], str] | None:
+def _parse_validate(args: Sequence[str]) -> tuple[list[str], str] | None:
     """(files, format) when ``args`` are what typer accepts plainly, else None."""
     if "_ORCH_COMPLETE" in os.environ:  # typer answers shell completion
         return None
-    files: list[Path] = []
+    files: list[str] = []
     fmt: str | None = None
     options = True
     it = iter(args)
     for arg in it:
         if not options or arg == "-" or not arg.startswith("-"):
-            files.append(Path(arg))
+            files.append(arg)
             continue
         if arg == "--":
             options = False
@@ -76,8 +76,9 @@ def _parse_validate(args: Sequence[str]) -> tuple[list[Path], str] | None:
     return files, fmt or "text"
 
 
-def validate_files(files: list[Path], fmt: str) -> int:
-    """Check workflow files and print every problem; 0 when all are valid, else 2.
+def validate_files(files: Sequence[str], fmt: str) -> int:
+    """Check workflow files (the arguments as given: ``''`` is no ``.``) and print every
+    problem; 0 when all are valid, else 2.
 
     ``fmt`` is text (``FILE:LINE:COL: message`` and an ok line per valid file),
     json (one document for tools) or github (CI annotations).

@@ -50,7 +50,7 @@ def load_or_exit(path: Path | str) -> Workflow:
 
 def validate_command(
     files: Annotated[
-        list[Path],
+        list[str],  # as given: an empty one is an error, not Path('') (the current folder)
         typer.Argument(
             help="Workflow files, folders (their *.yaml and *.yml files), - (standard input)"
             " or NAMEs (NAME.yaml in $ORCH_WORKFLOWS, default ./workflows).",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import Location, Problem, UsageError
@@ -95,19 +96,27 @@ def find_workflow(
     raise UsageError(message, hint=hint)
 
 
-def expand_paths(paths: list[Path]) -> tuple[list[Path], list[Problem]]:
+def expand_paths(paths: Sequence[str]) -> tuple[list[Path], list[Problem]]:
     """The files to check for ``paths`` (`orch validate`): each found by ``find_workflow``
     (a NAME in the workflows path too); a folder stands for its ``*.yaml`` and ``*.yml``
     files (sorted, not recursive); files and ``-`` (standard input) stay; each file once.
 
     A folder without such files, or a name found nowhere, is a Problem (a mistyped
-    folder must not pass silently).
+    folder must not pass silently); so is a ``*.yaml`` entry of a folder that is a
+    dangling symbolic link (it is checked, and reading it says so). Raises UsageError
+    for an empty path (an unset ``$FILE`` in a script), which would mean the current
+    folder.
     """
+    if "" in paths:
+        raise UsageError(
+            "an empty path names no workflow file (an unset variable in a script?)",
+            hint="give a file, a folder, a NAME or - (standard input); for this folder give .",
+        )
     files: list[Path] = []
     problems: list[Problem] = []
     for given in paths:
-        if str(given) == "-":
-            files.append(given)
+        if given == "-":
+            files.append(Path(given))
             continue
         try:
             path = find_workflow(given, folders=True)
@@ -117,7 +126,11 @@ def expand_paths(paths: list[Path]) -> tuple[list[Path], list[Problem]]:
             )
             continue
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix in _SUFFIXES and p.is_file())
+            found = sorted(
+                p
+                for p in path.iterdir()
+                if p.suffix in _SUFFIXES and (p.is_file() or (p.is_symlink() and not p.exists()))
+            )
             if not found:
                 problems.append(
                     Problem(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -146,6 +147,12 @@ def read_source(path: str | Path, *, kind: str = "workflow", keep_going: bool = 
     p = Path(path)
     top = Location(name)
     try:
+        if not p.exists() and p.is_symlink():
+            raise UnreadableWorkflow(
+                f"'{name}' is a symbolic link to '{os.readlink(p)}', which does not exist",
+                location=top,
+                hint="fix or remove the link",
+            )
         if not p.exists():
             raise UnreadableWorkflow(
                 f"no such file '{name}'", location=top, hint="check the path and the spelling"

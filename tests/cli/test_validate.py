@@ -488,3 +488,43 @@ def test_a_one_of_that_is_not_a_list_is_said_so_and_its_select_is_still_checked(
         f"{path}:12:15: unknown phase 'zz' in phases[1].agent.select",
         "  hint: known phases: a, b",
     ]
+
+
+def _orch_in(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    orch = str(Path(sys.executable).parent / "orch")
+    return subprocess.run(
+        [orch, "validate", *args], cwd=cwd, capture_output=True, text=True, timeout=60
+    )
+
+
+EMPTY_PATH = [
+    "error: an empty path names no workflow file (an unset variable in a script?)",
+    "  hint: give a file, a folder, a NAME or - (standard input); for this folder give .",
+]
+
+
+def test_an_empty_path_is_an_error_not_the_current_folder(tmp_path):
+    # `orch validate "$FILE"` with FILE unset must not validate whatever is here
+    (tmp_path / "good.yaml").write_text(GOOD)
+    for args in ([""], ["", "good.yaml"], ["--", ""], ["", "-f", "json", "-f", "text"]):
+        done = _orch_in(tmp_path, *args)  # the last one is typer's path, not the fast one
+        assert done.returncode == 2, args
+        assert done.stderr.splitlines() == EMPTY_PATH, args
+        assert done.stdout == "", args
+    here = _orch_in(tmp_path, ".")  # the current folder, when it is meant
+    assert here.returncode == 0, here.stdout
+    assert here.stdout.startswith("good.yaml: ok")
+
+
+def test_a_dangling_symlink_in_a_folder_is_reported_not_skipped(tmp_path):
+    folder = tmp_path / "flows"
+    folder.mkdir()
+    (folder / "good.yaml").write_text(GOOD)
+    (folder / "x.yaml").symlink_to("gone.yaml")
+    done = _orch_in(tmp_path, "flows")
+    assert done.returncode == 2
+    assert done.stdout.splitlines() == [
+        "flows/good.yaml: ok (2 phases, 1 named agent, 1 agent type: echo)",
+        "flows/x.yaml:1:1: 'flows/x.yaml' is a symbolic link to 'gone.yaml', which does not exist",
+        "  hint: fix or remove the link",
+    ]
