@@ -14,7 +14,19 @@ import sys
 import typer
 
 from ..errors import OrchError
-from . import agents, approve, graph, report, run, runs, schema, serve, stats, validate
+from . import (
+    agents,
+    approve,
+    completion,
+    graph,
+    report,
+    run,
+    runs,
+    schema,
+    serve,
+    stats,
+    validate,
+)
 from .fast import report_error
 from .usage import print_version, use_orch_commands
 
@@ -30,7 +42,19 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-for _module in (validate, graph, run, agents, runs, stats, report, approve, schema, serve):
+for _module in (
+    validate,
+    graph,
+    run,
+    agents,
+    runs,
+    stats,
+    report,
+    approve,
+    schema,
+    serve,
+    completion,
+):
     _module.register(app)
 use_orch_commands(app)  # usage lines read `FILE`, not typer's `{FILE}`
 

@@ -1,4 +1,5 @@
-"""Shell completion through a real bash: the script `orch --show-completion bash` prints."""
+"""Shell completion through a real bash: the script `orch completion bash` (or
+`orch --show-completion bash`) prints."""
 
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 
 
-def _complete(cwd: Path, *words: str) -> list[str]:
+def _complete(cwd: Path, *words: str, source: str = "orch completion bash") -> list[str]:
     """What bash offers after ``words`` (the last one is being typed), via orch's script."""
     script = (
-        'eval "$(orch --show-completion bash)"\n'
+        f'eval "$({source})"\n'
         f"COMP_WORDS=(orch {' '.join(repr(w) for w in words)})\n"
         f"COMP_CWORD={len(words)}\n"
         "_orch_completion orch\n"
@@ -49,3 +50,34 @@ def test_orch_run_completes_workflow_names_from_the_workflows_path(tmp_path):
 def test_the_install_option_is_offered_in_help():
     done = subprocess.run([str(BIN / "orch"), "--help"], capture_output=True, text=True)
     assert "--install-completion" in done.stdout
+
+
+def _orch(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "orch"), *args], capture_output=True, text=True, timeout=60)
+
+
+def test_orch_completion_prints_the_script_for_each_shell(tmp_path):
+    # the script --show-completion prints, evaluated by a real bash
+    assert _complete(tmp_path, "va", source="orch --show-completion bash") == ["validate"]
+    assert _complete(tmp_path, "completion", "z") == ["zsh"]
+    starts = {
+        "bash": "_orch_completion() {",
+        "zsh": "#compdef orch",
+        "fish": "complete --command orch",
+        "powershell": "Import-Module PSReadLine",
+        "pwsh": "Import-Module PSReadLine",
+    }
+    for shell, start in starts.items():
+        done = _orch("completion", shell)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith(start), shell
+        assert "_ORCH_COMPLETE" in done.stdout, shell
+
+
+def test_an_unknown_shell_is_a_usage_error():
+    done = _orch("completion", "tcsh")
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.splitlines() == [
+        "error: no completion for the shell 'tcsh'",
+        "  hint: give one of bash, zsh, fish, powershell, pwsh",
+    ]
