@@ -748,4 +748,12 @@ async def _run_repeat(
     metadata: dict[str, Any] = {**usage.as_metadata(), "iterations": n}
     if agents:
         metadata["agent"] = agents[-1]
+    if spec.until is not None:  # false: stopped at max with until never true
+        metadata["until_met"] = finished
+        if not finished and spec.on_max == "fail":
+            message = (
+                f"repeat stopped at max ({spec.max} iteration{'s' if spec.max != 1 else ''})"
+                f" without until being true: {spec.until} (on_max: fail)"
+            )
+            return await _failed(run, phase, started, message, tried[0], previous)
     return await _completed(run, phase, started, previous, tried[0], fallback_any, False, metadata)

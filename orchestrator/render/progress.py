@@ -656,6 +656,8 @@ def metadata_notes(metadata: Mapping[str, Any]) -> list[str]:
     if isinstance(metadata.get("iterations"), int):  # a repeat loop
         n = metadata["iterations"]
         notes.append(f"{n} iteration{'s' if n != 1 else ''}")
+        if metadata.get("until_met") is False:
+            notes.append("warning: stopped at max, until never true")
     return notes
 
 

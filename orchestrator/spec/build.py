@@ -684,7 +684,19 @@ def _repeat(cx: Checker, raw: Any, path: JsonPath) -> RepeatSpec | None:
     if isinstance(until, bool):
         until = "true" if until else "false"
     ok = isinstance(until, str) and cx.ok(path + ("until",))
-    return RepeatSpec(max=max(as_int(raw.get("max"), 1), 1), until=until if ok else None)
+    on_max = choice(raw.get("on_max"), "complete")
+    if on_max == "fail" and "until" not in raw and cx.ok(path + ("on_max",)):
+        cx.add(
+            SchemaViolation(
+                f"{json_path(path)}.on_max: fail needs an until: without one the loop"
+                " always runs max times",
+                location=cx.smap.value(path + ("on_max",)),
+                hint="add until: EXPR (true ends the loop), or drop on_max",
+            )
+        )
+    return RepeatSpec(
+        max=max(as_int(raw.get("max"), 1), 1), until=until if ok else None, on_max=on_max
+    )
 
 
 def _locations(

@@ -105,10 +105,12 @@ class ApprovalSpec:
 @dataclass(frozen=True, slots=True)
 class RepeatSpec:
     """Run a phase again until ``until`` (a condition over ``output`` and ``iteration``)
-    is true, at most ``max`` times."""
+    is true, at most ``max`` times; ``on_max``: what the phase does when ``until`` was
+    still false after ``max`` iterations (complete with the last output, or fail)."""
 
     max: int
     until: str | None = None
+    on_max: str = "complete"  # complete | fail
 
 
 @dataclass(frozen=True, slots=True)

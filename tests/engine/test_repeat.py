@@ -281,3 +281,68 @@ phases:
     )
     assert result.exit_code == 1
     assert f"repeat.until: {tmp_path / 'wf.yaml'}:8:14: 'nope' is not defined" in result.stderr
+
+
+GATED = """name: gated
+phases:
+  - id: draft
+    agent: echo
+    repeat: {until: "output == 'approved'", max: 3ON_MAX}
+    with: {text: "draft {{ iteration.n }}"}
+  - id: publish
+    agent: echo
+    when: "phases.draft.metadata.until_met"
+    with: {text: "publish {{ phases.draft.output }}"}
+  - id: review
+    agent: echo
+    when: "not phases.draft.metadata.until_met"
+    with: {text: "{{ phases.draft.metadata.iterations }} drafts, none approved"}
+"""
+
+
+def test_a_loop_that_stops_at_max_says_so_and_downstream_can_tell(tmp_path):
+    result, events = run(tmp_path, GATED.replace("ON_MAX", ""))
+    assert result.exit_code == 0, result.output  # completing at max stays the default
+    done = next(e for e in events if e["event"] == "phase_completed" and e["phase"] == "draft")
+    assert done["data"]["output"] == "draft 3"
+    assert done["data"]["metadata"]["until_met"] is False
+    assert done["data"]["metadata"]["iterations"] == 3
+    assert "(3 iterations, warning: stopped at max, until never true)" in result.stderr
+    skipped = next(e for e in events if e["event"] == "phase_skipped")
+    assert skipped["phase"] == "publish"  # the unapproved draft is not published
+    outputs = {e["phase"]: e["data"]["output"] for e in events if e["event"] == "phase_completed"}
+    assert outputs["review"] == "3 drafts, none approved"
+    # until true before max: until_met is true, publish runs
+    ok, events = run(tmp_path, GATED.replace("ON_MAX", "").replace("'approved'", "'draft 2'"))
+    assert ok.exit_code == 0, ok.output
+    done = next(e for e in events if e["event"] == "phase_completed" and e["phase"] == "draft")
+    assert done["data"]["metadata"]["until_met"] is True
+    assert "warning" not in ok.stderr
+    assert [e["phase"] for e in events if e["event"] == "phase_skipped"] == ["review"]
+
+
+def test_on_max_fail_fails_the_phase_with_its_last_output(tmp_path):
+    result, events = run(tmp_path, GATED.replace("ON_MAX", ", on_max: fail"))
+    assert result.exit_code == 1
+    failed = next(e for e in events if e["event"] == "phase_failed")
+    assert failed["phase"] == "draft"
+    assert failed["data"]["error"] == (
+        "repeat stopped at max (3 iterations) without until being true:"
+        " output == 'approved' (on_max: fail)"
+    )
+    assert failed["data"]["output"] == "draft 3"
+    assert [e["data"]["iteration"] for e in events if e["event"] == "phase_iteration"] == [1, 2, 3]
+
+
+def test_on_max_fail_without_until_is_refused(tmp_path):
+    path = tmp_path / "wf.yaml"
+    no_until = GATED.replace("until: \"output == 'approved'\", ", "")
+    assert "until:" not in no_until
+    path.write_text(no_until.replace("ON_MAX", ", on_max: fail"))
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2
+    assert "phases[0].repeat.on_max: fail needs an until" in result.output
+    path.write_text(GATED.replace("ON_MAX", ", on_max: sometimes"))
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2
+    assert "on_max" in result.output and "sometimes" in result.output
