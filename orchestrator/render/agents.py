@@ -10,6 +10,7 @@ from rich.table import Table
 
 from ..agents.registry import AgentInfo
 from ..jsontext import dumps
+from ..spec.schema import INTERNAL
 
 __all__ = ["agent_record", "write_agent_detail", "write_agents", "write_agents_json"]
 
@@ -92,7 +93,7 @@ def _keys(schema: Mapping[str, Any] | None) -> str:
 
 def _public(props: Mapping[str, Any]) -> dict[str, Any]:
     """Config keys for users: those marked ``"x-internal": true`` (test hooks) are left out."""
-    return {k: p for k, p in props.items() if not (isinstance(p, Mapping) and p.get("x-internal"))}
+    return {k: p for k, p in props.items() if not (isinstance(p, Mapping) and p.get(INTERNAL))}
 
 
 def _type(prop: Mapping[str, Any]) -> str:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHECKED_BY_BUILD",
+    "INTERNAL",
     "MAX_SCHEMA_PROBLEMS",
     "SchemaReport",
     "check_agent_config",
@@ -38,6 +39,8 @@ __all__ = [
     "rendered_config_problems",
 ]
 
+#: Marks an agent config key for orch's own tests (a test hook): not shown to users.
+INTERNAL = "x-internal"
 #: A schema annotation naming what a value must be, for a message: ``a list of agent names``.
 EXPECTED = "x-expected"
 #: The schema check stops after this many problems (a file can hold a million bad values).
@@ -719,10 +722,14 @@ def editor_schema(registry: _Types) -> dict[str, Any]:
         except AgentError:
             continue
         plain = json.loads(json.dumps(config, default=str))
-        full = _templated(_rebase(plain, f"#/$defs/with_{name}"))
+        # the title is what editors show for the schema (a completion that fills in the
+        # required keys, "Expected ..."): without one, the $defs name (with_shell)
+        title = f"with: of a {name} agent"
+        full = {**_templated(_rebase(plain, f"#/$defs/with_{name}")), "title": title}
         defs[f"with_{name}"] = full
         # shared by the phases that use the named agent: what a key may be, not which must be
         defs[f"with_{name}_shared"] = {k: v for k, v in full.items() if k in _SHAPE_KEYS}
+        defs[f"with_{name}_shared"]["title"] = title
         types.append(name)
 
     def rules(key: str, suffix: str) -> list[dict[str, Any]]:
@@ -771,6 +778,8 @@ def _templated(node: Any) -> Any:
             either: dict[str, Any] = {"anyOf": [inner, {"$ref": "#/$defs/template"}]}
             if isinstance(sub, dict) and "description" in sub:
                 either["description"] = sub["description"]
+            if isinstance(sub, dict) and sub.get(INTERNAL):
+                either["doNotSuggest"] = True  # valid, but not offered (the YAML language server)
             wrapped[key] = either
         out["properties"] = wrapped
     for key in ("items", "additionalProperties"):

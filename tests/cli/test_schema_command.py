@@ -315,6 +315,34 @@ def test_the_editor_completes_keys_inside_with_from_the_agent_type(editor, tmp_p
     assert "command" not in offered  # already there
 
 
+def test_the_editor_offers_no_internal_key_and_names_the_skeleton_in_words(editor, tmp_path):
+    client, schema = editor
+    path = _doc(
+        tmp_path, schema, "name: t\nphases:\n  - id: a\n    agent: sleep\n    with:\n      \n"
+    )
+    client.open(path)
+    offered = client.complete(path, 6, 6)
+    # the keys of the sleep agent, and the completion that fills in its required keys,
+    # labelled in words (it was the schema's $defs name, with_sleep); its test hook
+    # (ledger, x-internal) is valid but not offered, as `orch agents` does not show it
+    assert offered == ["output", "seconds", "with: of a sleep agent"]
+
+
+def test_the_editor_offers_no_other_agent_type_s_keys_under_a_named_agent(editor, tmp_path):
+    """JSON Schema cannot narrow `with:` by the type of the agent a phase names (that is
+    in another part of the document): the editor offers nothing there, never the keys of
+    every agent type; `orch validate` checks the keys."""
+    client, schema = editor
+    path = _doc(
+        tmp_path,
+        schema,
+        "name: t\nagents:\n  lister: {type: shell}\n"
+        "phases:\n  - id: a\n    agent: lister\n    with:\n      command: [ls]\n      \n",
+    )
+    assert client.open(path) == []
+    assert client.complete(path, 9, 6) == []
+
+
 def test_the_editor_flags_what_orch_validate_refuses(editor, tmp_path):
     client, schema = editor
     path = _doc(
