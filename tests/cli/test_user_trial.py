@@ -149,7 +149,7 @@ def ev_line(kind: str, **data: object) -> str:
     ("command", "usage"),
     [
         ("run", "Usage: orch run [OPTIONS] FILE|NAME"),
-        ("graph", "Usage: orch graph [OPTIONS] FILE"),
+        ("graph", "Usage: orch graph [OPTIONS] FILE|NAME"),
         ("status", "Usage: orch status [OPTIONS] RUN"),
         ("agents", "Usage: orch agents [OPTIONS] [NAME]"),
     ],
