@@ -14,7 +14,8 @@ import importlib
 __all__ = ["DISTRIBUTION", "EXTRA_MODULES", "install_command", "missing_module"]
 
 #: The distribution orch is installed as (pyproject.toml's [project] name; a test checks
-#: they agree): every install hint names it (``orch`` on PyPI is someone else's project).
+#: they agree): every install hint names it (``orch`` on PyPI is someone else's project),
+#: and ``orch --version`` reads its version from it.
 DISTRIBUTION = "orch-workflows"
 
 #: The third-party modules each extra's command imports (orch serve; --executor dask;

@@ -84,8 +84,10 @@ def print_version(value: bool) -> None:
         return
     from importlib.metadata import PackageNotFoundError, version
 
+    from ..extras import DISTRIBUTION
+
     try:
-        text = version("orch-workflows")
+        text = version(DISTRIBUTION)
     except PackageNotFoundError:  # running from a source tree that is not installed
         text = "unknown"
     typer.echo(f"orch {text}")

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.extras import DISTRIBUTION
+
 ORCH = str(Path(sys.executable).parent / "orch")
 
 WORKFLOW = "name: plain\nphases:\n  - {id: a, agent: echo, with: {text: hi}}\n"
@@ -102,7 +104,7 @@ def test_every_install_hint_names_the_distribution_orch_is_published_as():
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     name = re.search(r'^name = "([^"]+)"', pyproject, re.MULTILINE)
     assert name is not None
-    assert name.group(1) == "orch-workflows"
+    assert name.group(1) == DISTRIBUTION == "orch-workflows"
     texts = [
         ROOT / "README.md",
         *(ROOT / "docs").rglob("*.md"),
