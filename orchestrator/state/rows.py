@@ -21,6 +21,7 @@ from .base import Owner, PhaseRecord, PhaseState, RunRecord
 __all__ = [
     "OUTPUT_CAP",
     "apply_event",
+    "apply_events",
     "corrupt_run_record",
     "dumps",
     "event_record",
@@ -51,6 +52,42 @@ def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
+#: Events per multi-row INSERT (the rest of a batch in halves: few distinct statements).
+_CHUNK = 64
+_INSERT_EVENTS = {
+    size: "INSERT INTO events(run_id, ts, event, phase, attempt, data) VALUES "
+    + ",".join(["(?, ?, ?, ?, ?, ?)"] * size)
+    for size in (64, 32, 16, 8, 4, 2, 1)
+}
+
+
+def _prepare(
+    event: Event, spill: Callable[[str, str, str], str]
+) -> tuple[tuple[Any, ...], str | None, str | None]:
+    """``event`` as (its ``events`` row, its output as the phase row stores it: JSON text,
+    or the path of the file it was spilled to). Raises NotJson and OSError (the spill)."""
+    data = event.data
+    output_text: str | None = None
+    output_file: str | None = None
+    stored = data
+    if event.event == "phase_completed" and event.phase is not None:
+        output_text = dumps(data.get("output"))
+        if len(output_text) > OUTPUT_CAP:
+            output_file = spill(event.run_id, event.phase, output_text)
+            output_text = None
+            stored = dict(data)
+            stored["output"] = {"$file": output_file}
+    row = (
+        event.run_id,
+        event.ts,
+        event.event,
+        event.phase,
+        event.attempt,
+        dumps(stored) if stored else None,
+    )
+    return row, output_text, output_file
+
+
 def apply_event(
     conn: Any, event: Event, *, owner: Owner, spill: Callable[[str, str, str], str]
 ) -> None:
@@ -59,30 +96,52 @@ def apply_event(
     ``owner`` is recorded on ``workflow_started``; ``spill(run, phase, json_text)``
     stores an output too big for a row and returns its path. Raises sqlite3 errors.
     """
+    apply_events(conn, (event,), owner=owner, spill=spill)
+
+
+def apply_events(
+    conn: Any,
+    events: Sequence[Event],
+    *,
+    owner: Owner,
+    spill: Callable[[str, str, str], str],
+) -> None:
+    """``apply_event`` for each of ``events``, in order: their rows go in by multi-row
+    INSERTs of up to 64 (a statement per row costs about twice as much), each chunk's run
+    and phase rows are updated right after it. Raises sqlite3 errors."""
+    start = 0
+    total = len(events)
+    while start < total:
+        size = _CHUNK
+        while size > total - start:
+            size //= 2
+        chunk = [_prepare(event, spill) for event in events[start : start + size]]
+        if size == 1:
+            params: tuple[Any, ...] | list[Any] = chunk[0][0]
+        else:
+            params = [value for row, _, _ in chunk for value in row]
+        last = int(conn.execute(_INSERT_EVENTS[size], params).lastrowid)
+        # one INSERT takes consecutive sequence numbers (AUTOINCREMENT, under the write lock)
+        seq = last - size
+        for event, (_, output_text, output_file) in zip(
+            events[start : start + size], chunk, strict=True
+        ):
+            seq += 1
+            _derive(conn, event, seq, output_text, output_file, owner)
+        start += size
+
+
+def _derive(
+    conn: Any,
+    event: Event,
+    seq: int,
+    output_text: str | None,
+    output_file: str | None,
+    owner: Owner,
+) -> None:
+    """Update the run and phase rows that the stored event number ``seq`` concerns."""
     data = event.data
     kind = event.event
-    output_text: str | None = None
-    output_file: str | None = None
-    stored = data
-    if kind == "phase_completed" and event.phase is not None:
-        output_text = dumps(data.get("output"))
-        if len(output_text) > OUTPUT_CAP:
-            output_file = spill(event.run_id, event.phase, output_text)
-            output_text = None
-            stored = dict(data)
-            stored["output"] = {"$file": output_file}
-    cur = conn.execute(
-        "INSERT INTO events(run_id, ts, event, phase, attempt, data) VALUES (?, ?, ?, ?, ?, ?)",
-        (
-            event.run_id,
-            event.ts,
-            kind,
-            event.phase,
-            event.attempt,
-            dumps(stored) if stored else None,
-        ),
-    )
-    seq = cur.lastrowid
     run, phase, ts = event.run_id, event.phase, event.ts
     if kind == "workflow_started":
         info = {
@@ -149,7 +208,7 @@ def apply_event(
             conn.execute(
                 "INSERT INTO phases(run_id, id, idx, state, attempts, started)"
                 " VALUES (?, ?, ?, 'running', ?, ?)",
-                (run, phase, _EXTRA + (seq or 0), attempt, ts),
+                (run, phase, _EXTRA + seq, attempt, ts),
             )
     elif kind == "phase_waiting":  # an approval: the phase waits for a person's decision
         cur = conn.execute(
@@ -159,7 +218,7 @@ def apply_event(
         if cur.rowcount == 0:
             conn.execute(
                 "INSERT INTO phases(run_id, id, idx, state) VALUES (?, ?, ?, 'waiting')",
-                (run, phase, _EXTRA + (seq or 0)),
+                (run, phase, _EXTRA + seq),
             )
     elif kind == "phase_completed":
         duration = data.get("duration")
@@ -169,31 +228,21 @@ def apply_event(
         fallback_used = int(bool(data.get("fallback_used")))
         metadata = data.get("metadata")
         meta_text = dumps(metadata) if metadata else None
-        conn.execute(
-            "INSERT INTO phases(run_id, id, idx, state, attempts, started, ended, output,"
-            " output_file, cached, fallback_used, completed_seq, metadata)"
-            " VALUES (?, ?, ?, 'completed', ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT(run_id, id) DO UPDATE SET state='completed',"
-            " attempts=excluded.attempts, started=COALESCE(phases.started, excluded.started),"
-            " ended=excluded.ended, output=excluded.output, output_file=excluded.output_file,"
-            " error=NULL, cached=excluded.cached, fallback_used=excluded.fallback_used,"
-            " completed_seq=COALESCE(phases.completed_seq, excluded.completed_seq),"
-            " metadata=excluded.metadata",
-            (
-                run,
-                phase,
-                _EXTRA + (seq or 0),
-                attempts,
-                started,
-                ts,
-                output_text,
-                output_file,
-                cached,
-                fallback_used,
-                seq,
-                meta_text,
-            ),
+        # UPDATE first (the planned phase's row exists), as for phase_started
+        values = (attempts, started, ts, output_text, output_file, cached, fallback_used, seq)
+        cur = conn.execute(
+            "UPDATE phases SET state='completed', attempts=?, started=COALESCE(started, ?),"
+            " ended=?, output=?, output_file=?, error=NULL, cached=?, fallback_used=?,"
+            " completed_seq=COALESCE(completed_seq, ?), metadata=? WHERE run_id=? AND id=?",
+            (*values, meta_text, run, phase),
         )
+        if cur.rowcount == 0:
+            conn.execute(
+                "INSERT INTO phases(run_id, id, idx, state, attempts, started, ended, output,"
+                " output_file, cached, fallback_used, completed_seq, metadata)"
+                " VALUES (?, ?, ?, 'completed', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run, phase, _EXTRA + seq, *values, meta_text),
+            )
     elif kind in ("phase_failed", "phase_skipped"):
         state = str(phase_state(event))
         metadata = data.get("metadata")  # what a failed phase's calls used, as completed's
@@ -206,7 +255,7 @@ def apply_event(
             (
                 run,
                 phase,
-                _EXTRA + (seq or 0),
+                _EXTRA + seq,
                 state,
                 int(data.get("attempts") or event.attempt or 0),
                 ts,

@@ -30,6 +30,7 @@ from .base import CachedResult, Decision, Owner, PhaseRecord, RunRecord, current
 from .rows import (
     OUTPUT_CAP,
     apply_event,
+    apply_events,
     corrupt_run_record,
     dumps,
     event_record,
@@ -405,8 +406,7 @@ class SqliteStore:
     def append(self, events: Iterable[Event]) -> None:
         """Store events synchronously, in one transaction (for the CLI's own records)."""
         with self._writing(f"cannot write to the state database '{self.path}'") as conn:
-            for event in events:
-                self._apply_event(conn, event)
+            apply_events(conn, list(events), owner=self.owner, spill=self._spill)
 
     def end_interrupted(self, event: Event) -> None:
         """Record a final ``event`` for a run whose owner died, if it still has no live owner.
@@ -503,16 +503,20 @@ class SqliteStore:
             loop.call_soon_threadsafe(_settle, futures, error, str(self.path))
 
     def _transaction(self, conn: sqlite3.Connection, items: list[_Item]) -> None:
+        cur = conn.cursor()  # one cursor for the batch: conn.execute makes one a statement
         with _immediate(conn):
+            events = []
             for item in items:
                 if item.kind == "event":
-                    self._apply_event(conn, item.payload)
+                    events.append(item.payload)
                 else:
-                    conn.execute(
+                    cur.execute(
                         "INSERT OR REPLACE INTO cache(key, output, metadata, created, expires)"
                         " VALUES (?, ?, ?, ?, ?)",
                         item.payload,
                     )
+            if events:
+                apply_events(cur, events, owner=self.owner, spill=self._spill)
             self._boundary()  # written, not committed: a crash here loses the whole batch
         self.commits += 1
         self._boundary()  # committed, not yet acknowledged

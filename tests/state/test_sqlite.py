@@ -136,6 +136,42 @@ def test_concurrent_events_are_group_committed(tmp_path):
     assert len(store.events("r1")) == n + 1
 
 
+def test_a_batch_of_events_keeps_its_order_and_sequence_numbers(tmp_path):
+    # One transaction of 2 x 99 + 2 events (written by multi-row INSERTs of up to 64 rows):
+    # each event keeps its place, each completed phase points at its own phase_completed,
+    # a big output in the middle spills, and a phase outside the plan gets its row.
+    planned = [f"p{i}" for i in range(99)]
+    big = "x" * (OUTPUT_CAP + 10)
+    events = [_started(phases=planned)]
+    for i, pid in enumerate(planned):
+        events.append(_ev("phase_started", phase=pid, attempt=1, ts=1000.0 + i, agent="echo"))
+    for i, pid in enumerate(planned):
+        output = big if i == 50 else {"n": i}
+        events.append(
+            _ev("phase_completed", phase=pid, attempt=1, ts=2000.0 + i, output=output, attempts=1)
+        )
+    events.append(_ev("phase_completed", phase="handler", attempt=1, ts=3000.0, output="h"))
+    store = open_store(tmp_path)
+    store.append(events)
+    store.close()
+    stored = store.events("r1")
+    assert [(e.event, e.phase, e.ts) for _, e in stored] == [
+        (e.event, e.phase, e.ts) for e in events
+    ]
+    seqs = [seq for seq, _ in stored]
+    assert seqs == list(range(seqs[0], seqs[0] + len(events)))
+    completed_at = {e.phase: seq for seq, e in stored if e.event == "phase_completed"}
+    phases = store.phases("r1")
+    assert [p.id for p in phases] == [*planned, "handler"]
+    assert {p.id: p.completed_seq for p in phases} == completed_at
+    assert {p.id: p.output for p in phases} == {
+        **{pid: ({"n": i} if i != 50 else big) for i, pid in enumerate(planned)},
+        "handler": "h",
+    }
+    assert {p.state for p in phases} == {PhaseState.COMPLETED}
+    assert phases[7].started == 1007.0  # from its phase_started, kept by the completion
+
+
 def test_big_outputs_spill_to_files(tmp_path):
     store = open_store(tmp_path)
     big = "x" * (OUTPUT_CAP + 10)
