@@ -13,7 +13,31 @@ from typing import Any
 
 from .events import Event, note, phase_state, run_status
 
-__all__ = ["breaker_note", "event_line", "format_seconds", "number", "retry_wait"]
+__all__ = [
+    "breaker_note",
+    "event_line",
+    "format_seconds",
+    "item_label",
+    "number",
+    "phase_label",
+    "retry_wait",
+]
+
+
+def item_label(data: Mapping[str, Any]) -> str:
+    """``[2]`` for an event of one foreach item (``data.item``, its 0-based index), else ``""``."""
+    item = data.get("item")
+    return f"[{item}]" if isinstance(item, int) and not isinstance(item, bool) else ""
+
+
+def phase_label(phase: str | None, data: Mapping[str, Any]) -> str:
+    """Whom an event is about, as every display writes it: ``per_topic[2]`` for an
+    event of a foreach phase's item 2, else the phase id (``""``: no phase).
+
+    The plain lines (``per_topic[2] | text``), the live display and ``orch logs``
+    all word it here, so the parallel items' streams stay apart and read alike.
+    """
+    return (phase or "") + item_label(data) if phase else ""
 
 
 def breaker_note(data: Mapping[str, Any]) -> str:
@@ -70,7 +94,7 @@ def event_line(event: Event) -> str:
     """One ``orch logs`` line: local time, event, phase and attempt, and what it says."""
     stamp = _dt.datetime.fromtimestamp(event.ts).strftime("%H:%M:%S.%f")[:-3]
     data = event.data
-    who = event.phase or ""
+    who = phase_label(event.phase, data)
     if event.attempt is not None and event.event not in ("phase_completed", "phase_failed"):
         who += f" #{event.attempt}"
     kind = event.event

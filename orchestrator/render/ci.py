@@ -83,8 +83,8 @@ def junit_xml(view: RunView, workflow: Workflow) -> str:
         elif phase.state in ("skipped", "pending"):
             reason = phase.note or ("not started" if phase.state == "pending" else "skipped")
             ET.SubElement(case, "skipped", message=reason)
-        if phase.tail:
-            ET.SubElement(case, "system-out").text = phase.tail
+        if phase.streamed:
+            ET.SubElement(case, "system-out").text = phase.streamed
     ET.indent(suites)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode")
 

@@ -24,7 +24,7 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from ..eventlines import breaker_note, format_seconds, retry_wait
+from ..eventlines import breaker_note, format_seconds, item_label, phase_label, retry_wait
 from ..eventlines import number as _number
 from ..events import Event, note, phase_state, run_status
 from ..usage import Usage
@@ -70,12 +70,21 @@ class PhaseView:
     attempts: int = 0
     done: int = 0
     total: int | None = None
-    tail: str = ""
+    tail: str = ""  # the newest streamed text (a foreach phase: of item ``tail_item``)
+    tail_item: str = ""  # ``[2]``: the foreach item that streamed last (eventlines.item_label)
+    item_tails: dict[str, str] = field(default_factory=dict)  # a foreach phase: per item
     error: str | None = None
     note: str = ""
     tokens: dict[str, Any] = field(default_factory=dict)
     cost: float | None = None
     waiting_until: float | None = None  # in a retry's backoff until then (event time)
+
+    @property
+    def streamed(self) -> str:
+        """The end of what the phase streamed; a foreach phase's per item: ``[0] text``."""
+        if not self.item_tails:
+            return self.tail
+        return "\n".join(f"{label} {text}" for label, text in self.item_tails.items())
 
 
 class RunView:
@@ -202,7 +211,12 @@ class RunView:
             elif "compensation" in data:
                 view.note = "compensating"
             elif "text" in data:
-                view.tail = (view.tail + str(data["text"]))[-_TAIL_CHARS:]
+                item = item_label(data)  # parallel items' streams never run into each other
+                tail = view.item_tails.get(item, "") if item else view.tail
+                view.tail = (tail + str(data["text"]))[-_TAIL_CHARS:]
+                view.tail_item = item
+                if item:
+                    view.item_tails[item] = view.tail
                 view.waiting_until = None  # the next attempt is under way
             elif isinstance(data.get("turn"), dict):
                 turn = data["turn"]
@@ -377,7 +391,7 @@ class LiveProgress:
             bar.add_row(
                 ProgressBar(total=phase.total, completed=phase.done, width=20),
                 Text(f"{phase.done}/{phase.total}"),
-                Text(_last_line(phase.tail, keep - 28), style="dim"),
+                Text(_tail_line(phase, keep - 28), style="dim"),
             )
             detail = bar
         state: RenderableType = Text(phase.state, style=STATE_STYLES.get(phase.state, ""))
@@ -431,9 +445,11 @@ class LiveProgress:
 class PlainLines:
     """One timestamped, greppable line per event, for logs: ``HH:MM:SS.mmm phase fetch started``.
 
-    Streamed text is written line by line as ``phase X | text``. Pieces are
-    joined until a newline (an LLM streams a token at a time), but a phase's
-    partial line is written as its own line when a piece comes more than
+    Streamed text is written line by line as ``phase X | text``, a foreach
+    item's as ``phase X[2] | text`` (eventlines.phase_label): each item's
+    stream is buffered on its own and its partial line written when the item
+    ends. Pieces are joined until a newline (an LLM streams a token at a time),
+    but a phase's (an item's) partial line is written as its own line when a piece comes more than
     ``hold`` seconds after the partial line started or after a pause of
     ``pause`` seconds, when the phase's handoff turn changes, when another
     phase's stream line is written, and when the phase retries or ends. Times
@@ -458,8 +474,9 @@ class PlainLines:
         self._completed_before = completed_before
         self._hold = hold
         self._pause = pause
-        # phase -> (partial line, ts its first piece came, ts its last piece came)
-        self._partial: dict[str, tuple[str, float, float]] = {}
+        # phase_label (the phase, or one foreach item: per_topic[2]) ->
+        # (phase, partial line, ts its first piece came, ts its last piece came)
+        self._partial: dict[str, tuple[str, str, float, float]] = {}
         self._shown_progress: dict[str, int] = {}
         self._last = float("-inf")  # the time of the last line written
 
@@ -506,11 +523,12 @@ class PlainLines:
             until = " (until is true)" if data.get("done") else ""
             yield f"phase {pid} iteration {data.get('iteration')} done{until}"
         elif kind == "phase_retry":
-            yield from self._flush_partial(str(pid))
+            who = phase_label(str(pid), data)  # a foreach item's retry: that item's
+            yield from self._flush_partial(str(pid), None if who == pid else who)
             failed = event.attempt or 1
             nxt = _whole(data.get("next_attempt")) or failed + 1
             yield (
-                f"phase {pid} attempt {failed} failed: {data.get('error')}; "
+                f"phase {who} attempt {failed} failed: {data.get('error')}; "
                 f"attempt {nxt} in {retry_wait(data)}"
             )
         elif kind in ("phase_completed", "phase_failed", "phase_skipped"):
@@ -524,8 +542,7 @@ class PlainLines:
             else:
                 yield f"phase {pid} compensation failed: {data.get('error')}"
         elif kind.startswith("workflow_"):
-            for phase_id in list(self._partial):
-                yield from self._flush_partial(phase_id)
+            yield from self._flush(self._partial)
             status = run_status(event) or kind.removeprefix("workflow_")
             took = (
                 f" in {format_seconds(data.get('duration'))}"
@@ -537,7 +554,10 @@ class PlainLines:
 
     def _stream_lines(self, pid: str, data: dict[str, Any], ts: float) -> Iterable[str]:
         progress = data.get("progress")
+        who = phase_label(pid, data)  # per_topic[2]: one foreach item's stream apart
         if isinstance(progress, dict):
+            if who != pid:  # the item that just ended: its partial line is whole now
+                yield from self._flush_partial(pid, who)
             done, total = int(progress.get("done") or 0), int(progress.get("total") or 0)
             step = max(total // 10, 1)
             if done == total or done // step > self._shown_progress.get(pid, 0) // step:
@@ -546,36 +566,48 @@ class PlainLines:
         elif "compensation" in data:  # the saga's write-ahead marker, not agent output
             yield f"phase {pid} compensating"
         elif isinstance(data.get("turn"), dict):
-            yield from self._flush_partial(pid)  # one turn's text never runs into the next's
+            yield from self._flush_partial(pid, who)  # one turn's text never runs into the next's
             turn = data["turn"]
             nxt = f" -> {turn['next']}" if turn.get("next") else ""
-            yield f"phase {pid} turn {turn.get('n')}: {turn.get('agent')}{nxt}"
+            yield f"phase {who} turn {turn.get('n')}: {turn.get('agent')}{nxt}"
         elif "text" in data:
-            held = self._partial.get(pid)
-            if held is not None and (ts - held[1] > self._hold or ts - held[2] > self._pause):
-                yield from self._flush_partial(pid)
+            held = self._partial.get(who)
+            if held is not None and (ts - held[2] > self._hold or ts - held[3] > self._pause):
+                yield from self._flush_partial(pid, who)
                 held = None
-            text, first = (held[0], held[1]) if held is not None else ("", ts)
+            text, first = (held[1], held[2]) if held is not None else ("", ts)
             *complete, rest = (text + str(data["text"])).split("\n")
             if complete:
-                self._partial.pop(pid, None)  # its text goes out below, once
-                for other in list(self._partial):
-                    yield from self._flush_partial(other)  # keep each phase's lines whole
-                yield _HeldLine(f"phase {pid} | {complete[0]}", first)
+                self._partial.pop(who, None)  # its text goes out below, once
+                yield from self._flush_others(pid)  # keep each phase's lines whole
+                yield _HeldLine(f"phase {who} | {complete[0]}", first)
                 for line in complete[1:]:
-                    yield f"phase {pid} | {line}"
+                    yield f"phase {who} | {line}"
                 first = ts
             if rest:
-                self._partial[pid] = (rest, first, ts)
+                self._partial[who] = (pid, rest, first, ts)
             else:
-                self._partial.pop(pid, None)
+                self._partial.pop(who, None)
 
-    def _flush_partial(self, pid: str) -> Iterable[str]:
-        held = self._partial.pop(pid, None)
-        if held is not None and held[0]:
-            for other in [p for p in self._partial if p != pid]:
-                yield from self._flush_partial(other)
-            yield _HeldLine(f"phase {pid} | {held[0]}", held[1])
+    def _flush_partial(self, pid: str, who: str | None = None) -> Iterable[str]:
+        """Write the held partial line of ``who`` (a phase or one of its foreach items;
+        None: all of the phase's), other phases' held lines first: lines never interleave."""
+        mine = [w for w, held in self._partial.items() if held[0] == pid and who in (None, w)]
+        if mine:
+            yield from self._flush_others(pid)
+            yield from self._flush(mine)
+
+    def _flush_others(self, pid: str) -> Iterable[str]:
+        """Write the held partial lines of the phases other than ``pid``, oldest first.
+
+        The items of a foreach phase keep theirs: each item's line stays whole."""
+        yield from self._flush([w for w, held in self._partial.items() if held[0] != pid])
+
+    def _flush(self, labels: Iterable[str]) -> Iterable[str]:
+        for label in list(labels):
+            _, text, first, _ = self._partial.pop(label)
+            if text:
+                yield _HeldLine(f"phase {label} | {text}", first)
 
 
 class _HeldLine(str):
@@ -677,12 +709,21 @@ def _completed_note(data: dict[str, Any], *, attempts: bool = True) -> str:
 
 def _detail(phase: PhaseView, keep: int) -> str:
     if phase.state == "running":
-        return phase.note if phase.note and not phase.tail else _last_line(phase.tail, keep)
+        if phase.note and not phase.tail:
+            return phase.note
+        return _tail_line(phase, keep)
     if phase.state in ("failed", "cancelled") and phase.error and phase.error != phase.state:
         first = phase.error.splitlines()[0] if phase.error.strip() else phase.error
         # a tolerated failure says so at once, not only in the end summary
         return f"(continue_on_error) {first}" if phase.note == "continue_on_error" else first
     return phase.note
+
+
+def _tail_line(phase: PhaseView, keep: int) -> str:
+    """The newest streamed line; a foreach item's after its index: ``[2] text``."""
+    if not phase.tail_item:
+        return _last_line(phase.tail, keep)
+    return f"{phase.tail_item} {_last_line(phase.tail, keep - len(phase.tail_item) - 1)}"
 
 
 def _last_line(text: str, keep: int) -> str:
