@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 from enum import Enum
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -32,7 +31,7 @@ def register(app: typer.Typer) -> None:
 
 def graph_command(
     file: Annotated[
-        Path,
+        str,  # as given: an empty one is an error, not Path('') (the current folder)
         typer.Argument(
             help="The workflow file to draw, or NAME for NAME.yaml in $ORCH_WORKFLOWS"
             " (default ./workflows).",

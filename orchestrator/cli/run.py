@@ -84,7 +84,7 @@ def register(app: typer.Typer) -> None:
 def run_command(
     ctx: typer.Context,
     file: Annotated[
-        Path,
+        str,  # as given: an empty one is an error, not Path('') (the current folder)
         typer.Argument(
             help="The workflow file to run, or NAME for NAME.yaml in $ORCH_WORKFLOWS"
             " (default ./workflows).",

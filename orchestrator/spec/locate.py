@@ -66,8 +66,10 @@ def find_workflow(
     unchanged, so that reading it reports a missing file where it is; so is an existing
     folder that is no name in the workflows path (reading it says it is a folder). Raises
     UsageError (exit 2) for a name found nowhere, listing the folders searched and the
-    names there.
+    names there, and for an empty ``ref`` (an unset ``$FILE`` in a script), which
+    ``Path`` would read as the current folder.
     """
+    _not_empty(ref, folders=folders)
     path = Path(ref)
     text = str(ref)
     exists = path.exists()
@@ -96,6 +98,16 @@ def find_workflow(
     raise UsageError(message, hint=hint)
 
 
+def _not_empty(ref: str | os.PathLike[str], *, folders: bool) -> None:
+    if isinstance(ref, str) and not ref:
+        raise UsageError(
+            "an empty path names no workflow file (an unset variable in a script?)",
+            hint="give a file, a folder, a NAME or - (standard input); for this folder give ."
+            if folders
+            else "give the workflow file's path or a NAME",
+        )
+
+
 def expand_paths(paths: Sequence[str]) -> tuple[list[Path], list[Problem]]:
     """The files to check for ``paths`` (`orch validate`): each found by ``find_workflow``
     (a NAME in the workflows path too); a folder stands for its ``*.yaml`` and ``*.yml``
@@ -107,11 +119,8 @@ def expand_paths(paths: Sequence[str]) -> tuple[list[Path], list[Problem]]:
     for an empty path (an unset ``$FILE`` in a script), which would mean the current
     folder.
     """
-    if "" in paths:
-        raise UsageError(
-            "an empty path names no workflow file (an unset variable in a script?)",
-            hint="give a file, a folder, a NAME or - (standard input); for this folder give .",
-        )
+    for given in paths:
+        _not_empty(given, folders=True)  # before anything is checked
     files: list[Path] = []
     problems: list[Problem] = []
     for given in paths:

@@ -124,3 +124,16 @@ def test_for_validate_an_existing_folder_is_a_folder_and_a_file_path_wins(tmp_pa
     _workflow(tmp_path / "workflows", "hello", "x")
     here = _orch(tmp_path, "validate", "hello")
     assert here.stdout.splitlines() == ["hello: ok (1 phase, 1 agent type: noop)"]
+
+
+def test_an_empty_file_argument_is_an_error_not_the_current_folder(tmp_path):
+    # `orch run "$WF"` with WF unset: said so, not "'.' is a directory"
+    _workflow(tmp_path / "workflows", "hello", "x")
+    for args in (["run", ""], ["run", "", "--detach"], ["graph", ""]):
+        done = _orch(tmp_path, *args)
+        assert done.returncode == 2, args
+        assert done.stderr.splitlines() == [
+            "error: an empty path names no workflow file (an unset variable in a script?)",
+            "  hint: give the workflow file's path or a NAME",
+        ], args
+    assert not (tmp_path / ".orch").exists()  # nothing started
