@@ -2,7 +2,7 @@
 
 The hierarchy (``x`` a category, ``+`` a leaf)::
 
-    * OrchError                      base; has .location and .hint
+    * OrchError                      base; has .location and .hint (str() shows both)
       x WorkflowInvalid              aggregate raised by load/validate: .problems -> exit 2
       x UsageError                   bad command-line arguments or inputs -> exit 2
       x WorkflowError                one thing wrong in the user's file; always has a Location
@@ -137,6 +137,14 @@ class OrchError(Exception):
         self.hint = hint
 
     def __str__(self) -> str:
+        # The hint is part of the text a traceback or a notebook shows: a program using
+        # the Python API sees what to do, not only what went wrong.
+        return self.headline + (f"\n  hint: {self.hint}" if self.hint else "")
+
+    @property
+    def headline(self) -> str:
+        """``location: message`` without the hint: for whoever shows the hint apart (the
+        CLI's ``  hint:`` line, the service's ``hint`` field) or needs one line."""
         prefix = f"{self.location}: " if self.location else ""
         return prefix + self.message
 

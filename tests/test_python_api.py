@@ -151,6 +151,59 @@ def test_run_sync_inside_a_running_loop_says_what_to_do_instead():
     assert "await" in (caught.value.hint or "")
 
 
+def test_a_traceback_shows_the_hint_of_an_api_error(tmp_path):
+    # what a notebook or an uncaught error shows is str(exc): the what-to-do is in it
+    script = tmp_path / "inside.py"
+    script.write_text(
+        "import asyncio, orchestrator\n"
+        "plan = orchestrator.compile_plan(orchestrator.load_workflow(\n"
+        "    {'name': 'x', 'phases': [{'id': 'a', 'agent': 'noop'}]}))\n"
+        "async def main():\n"
+        "    orchestrator.run_sync(plan)\n"
+        "asyncio.run(main())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert out.returncode == 1
+    shown = out.stderr.splitlines()[-2:]
+    assert shown == [
+        "orchestrator.errors.UsageError: run_sync() cannot run inside a running event loop"
+        " (Jupyter, async code)",
+        "  hint: use `result = await orchestrator.execute(plan, ...)`, or"
+        " `handle = await orchestrator.start(...)` then `await handle.wait()`",
+    ]
+
+
+def test_a_phase_the_run_lacks_shows_its_did_you_mean_in_python_and_once_in_the_cli(tmp_path):
+    import asyncio
+
+    flow = {"name": "one", "phases": [{"id": "ship", "agent": "echo", "with": {"text": "s"}}]}
+
+    async def go():
+        handle = await orchestrator.start(flow, state_dir=tmp_path)
+        await handle.wait(timeout=60)
+        with pytest.raises(UsageError) as caught:
+            async for _ in orchestrator.follow(handle.run_id, state_dir=tmp_path, phase="shp"):
+                pass
+        return handle.run_id, caught.value
+
+    run_id, error = asyncio.run(go())
+    assert str(error) == f"run '{run_id}' has no phase 'shp'\n  hint: did you mean 'ship'?"
+    # the CLI prints the message and the hint, each once
+    out = subprocess.run(
+        [*ORCH, "logs", run_id, "--phase", "shp", "--state-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [
+        f"error: run '{run_id}' has no phase 'shp'",
+        "  hint: did you mean 'ship'?",
+    ]
+
+
 def test_start_honours_the_phase_cache(tmp_path):
     import asyncio
 

@@ -159,7 +159,7 @@ class AgentRegistry:
         try:
             cls = self.resolve(name)
         except AgentLoadError as exc:
-            return AgentInfo(name, entry.source, entry.dist, entry.version, error=str(exc))
+            return AgentInfo(name, entry.source, entry.dist, entry.version, error=exc.headline)
         return AgentInfo(
             name,
             entry.source,

@@ -147,7 +147,7 @@ def report_error(exc: OrchError) -> int:
         lines = [str(p) for p in exc.problems] or [str(exc)]
     else:
         # located: `FILE:LINE:COL: message`, as `orch validate` prints problems
-        lines = [str(exc) if exc.location is not None else f"error: {exc}"]
+        lines = [exc.headline if exc.location is not None else f"error: {exc.headline}"]
         if exc.hint:
             lines.append(f"  hint: {exc.hint}")
     sys.stderr.write("\n".join(lines) + "\n")

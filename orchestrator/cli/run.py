@@ -264,7 +264,7 @@ def _print_error(exc: OrchError) -> None:
 
     A located error is ``FILE:LINE:COL: message``; one without a place is ``error: message``.
     """
-    text = str(exc) if exc.location is not None else f"error: {exc}"
+    text = exc.headline if exc.location is not None else f"error: {exc.headline}"
     sys.stderr.write(text + "\n" + (f"  hint: {exc.hint}\n" if exc.hint else ""))
     sys.stderr.flush()
 
@@ -554,7 +554,7 @@ def _tracer(plan: Plan) -> Any:
     try:
         tracer = start_tracing(os.environ)
     except TracingUnavailable as exc:
-        sys.stderr.write(f"warning: {exc}; the run is not traced\n  hint: {exc.hint}\n")
+        sys.stderr.write(f"warning: {exc.headline}; the run is not traced\n  hint: {exc.hint}\n")
         return None
     import time
 

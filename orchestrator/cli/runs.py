@@ -60,8 +60,9 @@ def _fail(exc: Exception) -> NoReturn:
         raise typer.Exit(2)
     hint = getattr(exc, "hint", None)
     located = isinstance(exc, OrchError) and exc.location is not None
+    text = exc.headline if isinstance(exc, OrchError) else str(exc)
     sys.stderr.write(
-        ("" if located else "error: ") + f"{exc}" + (f"\n  hint: {hint}" if hint else "") + "\n"
+        ("" if located else "error: ") + text + (f"\n  hint: {hint}" if hint else "") + "\n"
     )
     raise typer.Exit(1 if isinstance(exc, ExecutionError) else 2)
 

@@ -187,7 +187,7 @@ def _tracing() -> Any:
     try:
         return tracing_provider(os.environ)
     except TracingUnavailable as exc:
-        _say(f"warning: {exc}; runs are not traced (hint: {exc.hint})")
+        _say(f"warning: {exc.headline}; runs are not traced (hint: {exc.hint})")
         return None
     except OrchError as exc:
         _fail(exc)

@@ -132,7 +132,7 @@ async def wait_for_approval(
                 )
             )
         except ExpressionError as exc:
-            return f"approval.message: {exc}", {}
+            return f"approval.message: {exc.headline}", {}
     if spec.timeout is not None:
         details["timeout"] = spec.timeout
     # resumed after a refusal (a rejection, a timeout that rejects): ask again, anew

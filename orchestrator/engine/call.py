@@ -240,7 +240,7 @@ class _Stream:
 def describe(exc: BaseException) -> str:
     """A one-line description of an agent's exception for events and reports."""
     if isinstance(exc, OrchError):
-        return str(exc)
+        return exc.headline
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 

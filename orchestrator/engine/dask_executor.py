@@ -761,11 +761,11 @@ async def _call_on_worker(
             ok=False,
             transient=exc.transient,
             retry_after=exc.retry_after,
-            error=str(exc),
+            error=exc.headline,  # one line, as a local call's error (call.describe)
             metadata=json_data(exc.metadata),
         )
     except OrchError as exc:
-        reply.update(ok=False, transient=False, error=str(exc))
+        reply.update(ok=False, transient=False, error=exc.headline)
     except Exception as exc:  # noqa: BLE001 - a failing agent is a failed call, retried as an error
         text = str(exc)
         reply.update(

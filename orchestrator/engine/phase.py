@@ -61,7 +61,7 @@ async def run_phase(phase: Phase, run: RunContext) -> PhaseOutcome:
             try:
                 go = await _when(phase, run, ctx)
             except ExpressionError as exc:
-                return await _failed(run, phase, started, f"when: {exc}", 0)
+                return await _failed(run, phase, started, f"when: {exc.headline}", 0)
             if not go:
                 reason = f"when is false: {phase.when}"
                 await run.bus.emit(ev.phase_skipped(run.run_id, run.now(), pid, reason))
@@ -276,9 +276,9 @@ async def _run_unit(
                 left=seconds_left(run),
             )
         except ExpressionError as exc:
-            raise _Failed(f"agent select: {exc}", 0) from None
+            raise _Failed(f"agent select: {exc.headline}", 0) from None
         except AgentFailure as exc:
-            raise _Failed(str(exc), 0) from None
+            raise _Failed(exc.headline, 0) from None
     used: list[str | None] = [name or None]
     result, fallback_used, cached = await _attempts(phase, run, ctx, item, tried, name, used)
     if used[0] is not None and not fallback_used:
@@ -298,7 +298,7 @@ async def _one_call(
                 run, name, phase.with_, ctx, phase.location, locations=phase.locations
             )
         except ExpressionError as exc:
-            raise _Failed(str(exc), 0) from None
+            raise _Failed(exc.headline, 0) from None
     tried[0] = 1
     try:
         return await call_agent(
@@ -362,7 +362,7 @@ async def _attempts(
         else:
             inp = await input_of(name)
     except ExpressionError as exc:
-        raise _Failed(str(exc), 0) from None
+        raise _Failed(exc.headline, 0) from None
     cache = run.cache if phase.cache is not None and handoff is None and (name or routed) else None
     timeout = phase.timeout
     kind, keyed = (
@@ -597,7 +597,7 @@ async def _run_foreach(
             left=seconds_left(run),
         )
     except ExpressionError as exc:
-        return await _failed(run, phase, started, f"foreach: {exc}", 0)
+        return await _failed(run, phase, started, f"foreach: {exc.headline}", 0)
     if isinstance(items, Mapping) or not isinstance(items, (list, tuple)):
         return await _failed(
             run, phase, started, f"foreach must give a list, got {type(items).__name__}", 0
@@ -735,7 +735,7 @@ async def _run_repeat(
                     )
                 )
             except ExpressionError as exc:
-                return await _failed(run, phase, started, f"repeat.until: {exc}", tried[0])
+                return await _failed(run, phase, started, f"repeat.until: {exc.headline}", tried[0])
         previous = result.output
         details: dict[str, Any] = {"done": finished}
         if isinstance(chosen, str):

@@ -98,7 +98,7 @@ def _orch_error(exc: OrchError) -> JSONResponse:
         problems = exc.problems
     elif isinstance(exc, WorkflowInvalid):
         problems = [str(p) for p in exc.problems]
-    return _error(_status_of(exc), str(exc), hint=exc.hint, problems=problems)
+    return _error(_status_of(exc), exc.headline, hint=exc.hint, problems=problems)
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -404,7 +404,7 @@ def create_app(service: Service, *, ui: bool = True) -> Starlette:
             try:
                 await in_thread(check_phase, store, run, phase)
             except UsageError as exc:
-                raise HTTPError(404, str(exc), hint=exc.hint) from None
+                raise HTTPError(404, exc.headline, hint=exc.hint) from None
         events, headers = await _page(request, run, after, limit, phase)
         return JSONResponse(views.logs(events, event_line), headers=headers)
 

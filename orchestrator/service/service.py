@@ -236,7 +236,7 @@ class Service:
                 resolve_inputs(probe, {str(name): value}, strings=True)
             except UsageError as exc:
                 problems.append(
-                    {"location": f"inputs.{name}", "message": str(exc), "hint": exc.hint}
+                    {"location": f"inputs.{name}", "message": exc.headline, "hint": exc.hint}
                 )
         for name, spec in wf.inputs.items():
             if name not in given and spec.required and not spec.has_default:
@@ -347,6 +347,6 @@ class Service:
         except RunNotFound:
             raise
         except UsageError as exc:
-            raise Refused(str(exc), hint=exc.hint) from None
+            raise Refused(exc.headline, hint=exc.hint) from None
         verb = "approved" if made.approved else "rejected"
         return f"phase {phase} of run {made.run_id} {verb}"

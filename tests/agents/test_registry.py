@@ -123,12 +123,14 @@ def test_a_plugin_that_fails_to_import_names_its_entry_point_and_distribution(si
     registry = AgentRegistry.from_entry_points(entry_points=entry_points(site))
     with pytest.raises(AgentLoadError) as info:
         registry.resolve("broken")
-    assert str(info.value) == (
+    message = (
         "agent type 'broken' failed to load from the entry point "
         "'broken = reg_broken:Agent' of hello-plugin 1.2: RuntimeError: plugin exploded"
     )
+    assert info.value.headline == message
+    assert str(info.value) == message + "\n  hint: fix or uninstall hello-plugin"  # a traceback
     assert isinstance(info.value.__cause__, RuntimeError)
-    assert registry.info("broken").error == str(info.value)
+    assert registry.info("broken").error == message  # `orch agents` shows it on one line
     # the others still work
     assert registry.resolve("hello").name == "hello"
     with pytest.raises(AgentLoadError, match="AttributeError"):
