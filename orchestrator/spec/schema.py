@@ -397,6 +397,9 @@ def _explain(
         message = f"{shown}: {_show(value)} is not a duration; {_DURATION_HELP}"
     elif title == "duration" and v == "minimum":
         message = f"{shown}: a duration cannot be negative ({_show(value)})"
+    elif title == "positive duration":
+        message = f"{shown}: a duration must be greater than 0, not {_show(value)}"
+        hint = "leave the key out for the default"
     elif title == "rate limit" and v in ("type", "pattern"):
         message = f"{shown}: {_show(value)} is not a rate limit; use N/s or N/m, e.g. 10/s"
     elif v == "pattern" and doc[-1:] == ("id",):

@@ -463,9 +463,18 @@ def test_the_fast_path_answers_exactly_as_typer_in_every_form(tmp_path):
     assert fast[0] == 2 and "<stdin>:4:" in fast[1] and "good.yaml: ok" in fast[1]
 
 
+def _validate_file(tmp_path: Path, text: str) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """`orch validate` of a file holding ``text`` that has problems: the file, the command."""
+    path = tmp_path / "w.yaml"
+    path.write_text(text)
+    done = _orch_stdin("", str(path))
+    assert done.returncode == 2, done.stdout
+    return path, done
+
+
 def test_a_one_of_that_is_not_a_list_is_said_so_and_its_select_is_still_checked(tmp_path):
-    path = tmp_path / "choose.yaml"
-    path.write_text(
+    path, done = _validate_file(
+        tmp_path,
         "name: choose\n"
         "inputs:\n  tier: {type: string, default: cheap}\n"
         "agents:\n  cheap: {type: echo}\n"
@@ -475,10 +484,8 @@ def test_a_one_of_that_is_not_a_list_is_said_so_and_its_select_is_still_checked(
         "  - id: b\n"
         "    agent:\n"
         "      one_of: [cheap]\n"
-        '      select: "{{ phases.zz.output }}"\n'
+        '      select: "{{ phases.zz.output }}"\n',
     )
-    done = _orch_stdin("", str(path))
-    assert done.returncode == 2
     assert done.stdout.splitlines() == [
         f"{path}:8:21: phases[0].agent.one_of must be a list of agent names,"
         " not the string 'cheap'",
@@ -527,4 +534,21 @@ def test_a_dangling_symlink_in_a_folder_is_reported_not_skipped(tmp_path):
         "flows/good.yaml: ok (2 phases, 1 named agent, 1 agent type: echo)",
         "flows/x.yaml:1:1: 'flows/x.yaml' is a symbolic link to 'gone.yaml', which does not exist",
         "  hint: fix or remove the link",
+    ]
+
+
+def test_a_zero_timeout_in_the_with_of_an_http_or_llm_agent_is_refused_at_validate(tmp_path):
+    """The agent refuses it when the call is made: validate said ok, the run then failed."""
+    path, done = _validate_file(
+        tmp_path,
+        "name: t\nphases:\n"
+        "  - {id: a, agent: http, with: {url: 'http://h', timeout: 0}}\n"
+        "  - {id: b, agent: llm, with: {prompt: p, model: m, timeout: 0ms}}\n"
+        "  - {id: c, agent: llm, with: {prompt: p, model: m, timeout: 0.5s}}\n",
+    )
+    assert done.stdout.splitlines() == [
+        f"{path}:3:59: phases[0].with.timeout: a duration must be greater than 0, not 0",
+        "  hint: leave the key out for the default",
+        f"{path}:4:62: phases[1].with.timeout: a duration must be greater than 0, not '0ms'",
+        "  hint: leave the key out for the default",
     ]

@@ -43,12 +43,21 @@ __all__ = [
     "url_problem",
 ]
 
-#: JSON Schema of a duration (the workflow schema's own): seconds, or 500ms, 30s, 5m, 1h30m.
+#: JSON Schema of a timeout (the workflow schema's duration): seconds, or 500ms, 30s, 5m,
+#: 1h30m, greater than 0 (``duration`` refuses 0 when the call is made: validate does now).
+_DURATION_TEXT = r"^\s*([0-9]+(\.[0-9]+)?(ms|s|m|h)\s*)+$"
 DURATION_SCHEMA: dict[str, Any] = {
     "title": "duration",
     "type": ["string", "number"],
-    "pattern": r"^\s*([0-9]+(\.[0-9]+)?(ms|s|m|h)\s*)+$",
-    "minimum": 0,
+    "pattern": _DURATION_TEXT,
+    "allOf": [
+        {
+            "title": "positive duration",
+            "exclusiveMinimum": 0,
+            # a digit other than 0; text that is no duration is the pattern above's to say
+            "pattern": f"[1-9]|^(?!{_DURATION_TEXT[1:]})",
+        }
+    ],
 }
 #: How long after the phase's deadline a request stops itself, if the engine did not.
 _BACKSTOP = 0.25
