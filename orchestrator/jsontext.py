@@ -24,7 +24,15 @@ from typing import Any
 
 from .errors import ExecutionError
 
-__all__ = ["MAX_INT_DIGITS", "NotJson", "bad_number", "dumps", "loads", "number_problem"]
+__all__ = [
+    "MAX_INT_DIGITS",
+    "NotJson",
+    "bad_number",
+    "bad_number_at",
+    "dumps",
+    "loads",
+    "number_problem",
+]
 
 #: Integers with more digits than this are refused (Python's own limit for int <-> str).
 MAX_INT_DIGITS = 4300
@@ -53,22 +61,33 @@ def number_problem(value: Any) -> str | None:
 def bad_number(value: Any) -> tuple[str, str] | None:
     """The first number inside ``value`` (mappings and lists walked) that JSON cannot
     carry: (its path such as ``$.a[2]``, the problem), or None."""
-    for path, item in _walk(value, "$", 0):
+    found = bad_number_at(value)
+    if found is None:
+        return None
+    path, _, problem = found
+    return "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path), problem
+
+
+def bad_number_at(value: Any) -> tuple[tuple[str | int, ...], Any, str] | None:
+    """``bad_number`` with the path as its keys and indexes (``("a", 2)``) and the number."""
+    for path, item in _walk(value, (), 0):
         problem = number_problem(item)
         if problem is not None:
-            return path, problem
+            return path, item, problem
     return None
 
 
-def _walk(value: Any, path: str, depth: int) -> Iterator[tuple[str, Any]]:
+def _walk(
+    value: Any, path: tuple[str | int, ...], depth: int
+) -> Iterator[tuple[tuple[str | int, ...], Any]]:
     if depth > 200:  # deeper data fails json.dumps with a RecursionError of its own
         return
     if isinstance(value, Mapping):
         for k, v in value.items():
-            yield from _walk(v, f"{path}.{k}", depth + 1)
+            yield from _walk(v, (*path, str(k)), depth + 1)
     elif isinstance(value, (list, tuple)):
         for i, v in enumerate(value):
-            yield from _walk(v, f"{path}[{i}]", depth + 1)
+            yield from _walk(v, (*path, i), depth + 1)
     else:
         yield path, value
 

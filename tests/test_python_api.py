@@ -291,3 +291,47 @@ def test_follow_of_one_phase_gives_its_events_and_names_a_phase_the_run_lacks(tm
         asyncio.run(go("shp"))
     assert "has no phase 'shp'" in str(caught.value)
     assert caught.value.hint == "did you mean 'ship'?"
+
+
+def test_load_workflow_and_start_read_a_str_with_a_line_break_as_yaml_text(tmp_path):
+    import asyncio
+
+    text = "name: x\nphases:\n  - {id: a, agent: echo, with: {text: hi}}\n"
+    assert [p.id for p in orchestrator.load_workflow(text).phases] == ["a"]
+    assert orchestrator.validate(text) == []
+
+    async def run():
+        handle = await orchestrator.start(text, state_dir=tmp_path)
+        return await handle.wait()
+
+    assert asyncio.run(run()).status == "completed"
+    with pytest.raises(orchestrator.WorkflowInvalid) as caught:  # its problems at its lines
+        orchestrator.load_workflow("name: y\nphases:\n  - {id: a, agent: ecoh}\n")
+    assert str(caught.value.problems[0]).startswith("<memory>:3:")
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (float("nan"), "nan is NaN"),
+        (float("inf"), "inf is Infinity"),
+        (-float("inf"), "-inf is -Infinity"),
+    ],
+)
+def test_a_mapping_with_a_number_json_cannot_carry_is_refused_as_in_a_file(tmp_path, value, shown):
+    flow = {"name": "x", "phases": [{"id": "a", "agent": "echo", "with": {"text": value}}]}
+    with pytest.raises(orchestrator.WorkflowInvalid) as caught:
+        orchestrator.load_workflow(flow)
+    (problem,) = caught.value.problems
+    assert str(problem).splitlines()[0] == (
+        f"<memory>: phases[0].with.text: the number {shown} (JSON has no NaN or Infinity)"
+    )
+    # the same value in a file: refused, by the same rule
+    (tmp_path / "wf.yaml").write_text(
+        "name: x\nphases:\n  - {id: a, agent: echo, with: {text: .nan}}\n"
+    )
+    out = subprocess.run(
+        [*ORCH, "validate", str(tmp_path / "wf.yaml")], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 2
+    assert "the number '.nan' is NaN (JSON has no NaN or Infinity)" in out.stdout

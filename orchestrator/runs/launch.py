@@ -39,11 +39,7 @@ def _plan_of(workflow: WorkflowLike, registry: Any) -> Plan:
         return workflow
     if isinstance(workflow, Workflow):
         return compile_plan(workflow)
-    if isinstance(workflow, str) and ("\n" in workflow or "\r" in workflow):
-        return compile_plan(load_workflow(text=workflow, registry=registry))  # YAML text
-    if isinstance(workflow, os.PathLike):
-        workflow = os.fspath(workflow)
-    return compile_plan(load_workflow(workflow, registry=registry))
+    return compile_plan(load_workflow(workflow, registry=registry))  # a path, text, a mapping
 
 
 async def start(

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from ..agents.registry import AgentRegistry
     from .model import Workflow
 
-__all__ = ["MEMORY", "check", "load_workflow", "validate"]
+__all__ = ["MEMORY", "check", "load_workflow", "source_of", "validate"]
 
 #: The path of a workflow built from a mapping or from YAML text.
 MEMORY = "<memory>"
@@ -32,7 +32,8 @@ def check(
     """Read and check a workflow: the Workflow (None if unreadable) and every problem.
 
     The workflow is a file (``path``), a mapping (as ``yaml.safe_load`` would give),
-    or YAML text (``text=``); a mapping or text is checked exactly as a file is,
+    or YAML text (``text=``, or a str with a line break as ``path``: ``source_of``);
+    a mapping or text is checked exactly as a file is,
     with locations in ``<memory>``: lines of the text, and for a mapping its path
     in the mapping (``<memory>: phases[0].agent: ...``; it is checked laid out as
     indented JSON, whose lines the user never saw).
@@ -47,6 +48,7 @@ def check(
     from .source import parse_source, read_source, read_stream
     from .subflows import LOADER
 
+    path, text = source_of(path, text)
     try:
         if stream is not None:
             try:
@@ -99,7 +101,8 @@ def validate(
 ) -> list[Problem]:
     """Every problem in a workflow (errors and warnings); empty when it is fine.
 
-    Takes a file path, a mapping, or YAML text (``text=``), as ``check``.
+    Takes a file path, a mapping, or YAML text (``text=``, or a str with a line break),
+    as ``check``.
     """
     return check(path, text=text, registry=registry)[1]
 
@@ -110,11 +113,13 @@ def load_workflow(
     text: str | None = None,
     registry: AgentRegistry | None = None,
 ) -> Workflow:
-    """Read, check and build a workflow: a file path, a mapping, or YAML text (``text=``).
+    """Read, check and build a workflow: a file path, a mapping, or YAML text (``text=``,
+    or a str with a line break in it: a path never has one).
 
     A mapping or text gets the same checks as a file. Raises WorkflowInvalid with
     every error problem (warnings do not count).
     """
+    path, text = source_of(path, text)
     workflow, problems = check(path, text=text, registry=registry)
     errors = [p for p in problems if p.severity == "error"]
     if errors or workflow is None:
@@ -123,9 +128,41 @@ def load_workflow(
     return workflow
 
 
+def source_of(source: Any, text: str | None = None) -> tuple[Any, str | None]:
+    """What a workflow source is, the one rule of ``load_workflow``, ``validate`` and
+    ``start``: (path or mapping, YAML text). A str with a line break in it is YAML text
+    (a path never has one); any other str or an ``os.PathLike`` is a file path."""
+    import os
+
+    if text is None and isinstance(source, str) and ("\n" in source or "\r" in source):
+        return None, source
+    if isinstance(source, os.PathLike) and not isinstance(source, Path):
+        return os.fspath(source), text
+    return source, text
+
+
 def _mapping_text(data: Mapping[str, Any]) -> str:
-    """A workflow mapping as indented JSON (which is YAML), so problems have lines."""
+    """A workflow mapping as indented JSON (which is YAML), so problems have lines.
+
+    A number JSON cannot carry (NaN, an infinity, an integer too long) is refused as
+    in a file (``.nan`` there): the same rule (``number_problem``), located by its path.
+    """
     import json
+
+    from ..jsontext import bad_number_at
+
+    found = bad_number_at(data)
+    if found is not None:
+        from ..errors import SchemaViolation
+        from .source import data_path
+
+        where, value, problem = found
+        shown = f" {value!r}" if isinstance(value, float) else ""  # a huge int: not shown
+        raise SchemaViolation(
+            f"the number{shown} is {problem}",
+            location=Location(MEMORY, at=data_path(where)),
+            hint="use a smaller, finite number, or a string to keep it as text",
+        )
 
     def refuse(value: Any) -> Any:
         raise TypeError(f"{type(value).__name__} is not workflow data")
