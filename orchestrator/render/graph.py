@@ -28,7 +28,11 @@ __all__ = [
     "graph_dot",
     "graph_json",
     "graph_mermaid",
+    "agent_text",
+    "approval_text",
     "phase_details",
+    "phase_facts",
+    "repeat_text",
     "write_graph",
 ]
 
@@ -78,14 +82,12 @@ def graph_json(plan: Plan) -> dict[str, Any]:
         "phases": [
             {
                 "id": pid,
-                "agent": _agent_label(phase),
+                **phase_facts(phase),
                 "depends_on": [d for d in plan.predecessors[pid] if not plan.is_implied(pid, d)],
                 "implied": list(plan.implied.get(pid, ())),
                 "level": plan.level_of[pid],
                 "priority": phase.priority,
                 "estimated_duration": phase.estimated_duration,
-                "foreach": phase.foreach is not None,
-                "when": phase.when,
             }
             for pid, phase in plan.phases.items()
         ],
@@ -163,22 +165,94 @@ def graph_ascii(plan: Plan) -> RenderableType:
     return Group(*parts)
 
 
+def phase_facts(phase: Phase) -> dict[str, Any]:
+    """What every view of the plan says about a phase, as data (the JSON graph's fields).
+
+    ``agent`` is the agent's name, or null when it is chosen at run time (``capability``;
+    ``one_of`` and ``select``) or the phase is a ``handoff``; ``approval`` and ``repeat``
+    are their settings or null. ``phase_details`` words these same facts for people
+    (the ascii, mermaid and dot graphs, ``orch report``), ``orch run --dry-run`` too.
+    """
+    approval, repeat, handoff = phase.approval, phase.repeat, phase.handoff
+    return {
+        "agent": phase.agent or None,
+        "capability": phase.capability,
+        "one_of": list(phase.choice.one_of) if phase.choice is not None else None,
+        "select": phase.choice.select if phase.choice is not None else None,
+        "handoff": (
+            {"agents": list(handoff.agents), "start": handoff.start, "max_turns": handoff.max_turns}
+            if handoff is not None
+            else None
+        ),
+        "foreach": phase.foreach is not None,
+        "when": phase.when,
+        "approval": (
+            {
+                "message": approval.message,
+                "timeout": approval.timeout,
+                "on_timeout": approval.on_timeout,
+            }
+            if approval is not None
+            else None
+        ),
+        "repeat": (
+            {"max": repeat.max, "until": repeat.until, "on_max": repeat.on_max}
+            if repeat is not None
+            else None
+        ),
+        "compensate": phase.compensate.agent if phase.compensate is not None else None,
+    }
+
+
+def agent_text(phase: Phase) -> str:
+    """The phase's agent for people: its name, ``capability X``, ``one of a, b`` (chosen at
+    run time) or ``handoff: a, b``; ``-`` when it has none."""
+    facts = phase_facts(phase)
+    if facts["handoff"] is not None:
+        return "handoff: " + ", ".join(facts["handoff"]["agents"])
+    if facts["agent"] is not None:
+        return str(facts["agent"])
+    if facts["capability"] is not None:
+        return f"capability {facts['capability']}"
+    if facts["one_of"] is not None:
+        return "one of " + ", ".join(facts["one_of"])
+    return "-"
+
+
+def approval_text(phase: Phase) -> str | None:
+    """``approval (timeout 1h00m, then reject)``; None without an approval."""
+    approval = phase_facts(phase)["approval"]
+    if approval is None:
+        return None
+    limit = approval["timeout"]
+    if limit is None:
+        return "approval"
+    return f"approval (timeout {format_seconds(limit)}, then {approval['on_timeout']})"
+
+
+def repeat_text(phase: Phase) -> str | None:
+    """``repeat until EXPR (max 3)`` (``, on_max fail`` when it fails); None without a repeat."""
+    repeat = phase_facts(phase)["repeat"]
+    if repeat is None:
+        return None
+    until = f" until {_one_line(repeat['until'])}" if repeat["until"] else ""
+    on_max = ", on_max fail" if repeat["on_max"] == "fail" else ""
+    return f"repeat{until} (max {repeat['max']}{on_max})"
+
+
 def phase_details(phase: Phase) -> list[str]:
     """What every format shows beside a phase id: agent, foreach, when, approval, repeat,
-    compensate."""
-    details = [_agent_label(phase) or "-"]
+    compensate (the words of ``phase_facts``)."""
+    facts = phase_facts(phase)
+    details = [agent_text(phase)]
     if phase.foreach is not None:
         each = phase.foreach if isinstance(phase.foreach, str) else f"{len(phase.foreach)} items"
         details.append(f"foreach {_one_line(str(each))}")
-    if phase.when is not None:
-        details.append(f"when: {_one_line(phase.when)}")
-    if phase.approval is not None:
-        details.append("approval")
-    if phase.repeat is not None:
-        until = f" until {_one_line(phase.repeat.until)}" if phase.repeat.until else ""
-        details.append(f"repeat{until} (max {phase.repeat.max})")
-    if phase.compensate is not None:
-        details.append(f"compensate: {phase.compensate.agent}")
+    if facts["when"] is not None:
+        details.append(f"when: {_one_line(facts['when'])}")
+    details += [text for text in (approval_text(phase), repeat_text(phase)) if text]
+    if facts["compensate"] is not None:
+        details.append(f"compensate: {facts['compensate']}")
     return details
 
 
@@ -193,12 +267,6 @@ def _phase_line(plan: Plan, phase: Phase, critical: bool) -> Text:
         details.append(f"~{format_seconds(phase.estimated_duration)}")
     text.append("  " + ", ".join(details), style="dim")
     return text
-
-
-def _agent_label(phase: Phase) -> str | None:
-    if phase.handoff is not None:
-        return "handoff: " + ", ".join(phase.handoff.agents)
-    return phase.agent_label or None
 
 
 # -- mermaid ------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from rich.text import Text
 
 from ..events import format_cost
 from ..plan import Plan
+from .graph import agent_text, approval_text, phase_facts, repeat_text
 from .progress import STATE_STYLES, PhaseView, RunView, format_seconds, format_tokens
 
 __all__ = [
@@ -217,7 +218,7 @@ def render_plan_preview(plan: Plan, resolve: Callable[[Any], Any] = lambda value
     ):
         if hooks:
             lines.append("")
-            lines.append(f"{title}: " + ", ".join(f"{h.id} (agent {h.agent})" for h in hooks))
+            lines.append(f"{title}: " + ", ".join(f"{h.id} (agent {agent_text(h)})" for h in hooks))
     if wf.outputs:
         lines.append("")
         lines.append("outputs:")
@@ -227,12 +228,8 @@ def render_plan_preview(plan: Plan, resolve: Callable[[Any], Any] = lambda value
 
 def _phase_lines(plan: Plan, pid: str, position: int, resolve: Callable[[Any], Any]) -> list[str]:
     phase = plan.phases[pid]
-    agent = (
-        "handoff " + ",".join(phase.handoff.agents)
-        if phase.handoff is not None
-        else phase.agent_label or "?"
-    )
-    head = f"  {position}. {pid}  agent {agent}"
+    facts = phase_facts(phase)  # what orch graph shows of the phase, the same words
+    head = f"  {position}. {pid}  agent {agent_text(phase)}"
     deps = sorted(plan.predecessors.get(pid, ()), key=plan.order.index)
     if deps:
         head += f"  after {', '.join(deps)}"
@@ -257,6 +254,14 @@ def _phase_lines(plan: Plan, pid: str, position: int, resolve: Callable[[Any], A
         out.append(f"     when: {phase.when}")
     if phase.foreach is not None:
         out.append(f"     foreach: {_json(resolve(phase.foreach))}")
+    if facts["select"] is not None:
+        out.append(f"     select: {facts['select']}")
+    approval, repeat = approval_text(phase), repeat_text(phase)
+    if approval is not None:
+        message = facts["approval"]["message"]
+        out.append(f"     {approval}" + (f": {_json(message)}" if message else ""))
+    if repeat is not None:
+        out.append(f"     {repeat}")
     if phase.with_:
         out.append(f"     with: {_json(resolve(dict(phase.with_)))}")
     if phase.fallback is not None:

@@ -116,6 +116,13 @@ def test_json_is_the_plan_for_machines(account):
         "estimated_duration": None,
         "foreach": False,
         "when": None,
+        "capability": None,
+        "one_of": None,
+        "select": None,
+        "handoff": None,
+        "approval": None,
+        "repeat": None,
+        "compensate": None,
     }
     assert by_id["fetch_account"]["estimated_duration"] == 2
     assert by_id["analyze_risk"]["implied"] == ["fetch_account"]
@@ -170,7 +177,89 @@ def test_handoff_phases_show_their_agents():
         name="h",
         phases=(Phase(id="triage", agent=None, handoff=HandoffSpec(("a", "b"), "a")),),
     )
-    assert graph_json(compile_plan(wf))["phases"][0]["agent"] == "handoff: a, b"
+    facts = graph_json(compile_plan(wf))["phases"][0]
+    assert facts["agent"] is None  # a name or null, never words
+    assert facts["handoff"] == {"agents": ["a", "b"], "start": "a", "max_turns": 10}
+    assert "handoff: a, b" in graph_mermaid(compile_plan(wf))
+
+
+ROUTED = """\
+version: 1
+name: routed
+agents:
+  cheap: {type: echo}
+  premium: {type: echo}
+  summarizer: {type: echo, capabilities: [summarize]}
+phases:
+  - id: pick
+    agent: {one_of: [cheap, premium], select: "{{ 'cheap' }}"}
+    with: {text: hi}
+  - id: digest
+    capability: summarize
+    with: {text: hi}
+  - id: gate
+    agent: echo
+    approval: {message: "ship it?", timeout: 1h, on_timeout: approve}
+    with: {text: ok}
+  - id: draft
+    agent: echo
+    depends_on: [gate]
+    repeat: {max: 3, until: "iteration.n >= 2", on_max: fail}
+    with: {text: x}
+"""
+
+
+def _real_orch(*args: str) -> str:
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "NO_COLOR": "1"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_graph_json_carries_routing_approval_and_repeat_as_fields(tmp_path):
+    wf = tmp_path / "routed.yaml"
+    wf.write_text(ROUTED)
+    phases = {p["id"]: p for p in json.loads(_real_orch("graph", str(wf), "-f", "json"))["phases"]}
+    assert phases["pick"]["agent"] is None  # chosen at run time: no words in agent
+    assert phases["pick"]["one_of"] == ["cheap", "premium"]
+    assert phases["pick"]["select"] == "{{ 'cheap' }}"
+    assert phases["digest"]["agent"] is None
+    assert phases["digest"]["capability"] == "summarize"
+    assert phases["gate"]["agent"] == "echo"
+    assert phases["gate"]["approval"] == {
+        "message": "ship it?",
+        "timeout": 3600.0,
+        "on_timeout": "approve",
+    }
+    assert phases["draft"]["repeat"] == {"max": 3, "until": "iteration.n >= 2", "on_max": "fail"}
+    for pid in ("pick", "digest", "draft"):
+        assert phases[pid]["approval"] is None
+    for pid in ("pick", "digest", "gate"):
+        assert phases[pid]["repeat"] is None
+        assert phases[pid]["handoff"] is None
+
+
+def test_dry_run_shows_what_the_graph_shows_of_each_phase(tmp_path):
+    wf = tmp_path / "routed.yaml"
+    wf.write_text(ROUTED)
+    plan = _real_orch("run", str(wf), "--dry-run")
+    graph = _real_orch("graph", str(wf))
+    for words in (
+        "one of cheap, premium",
+        "capability summarize",
+        "approval (timeout 1h00m, then approve)",
+        "repeat until iteration.n >= 2 (max 3, on_max fail)",
+    ):
+        assert words in plan, plan
+        assert words in graph, graph
+    assert '  3. gate  agent echo\n     approval (timeout 1h00m, then approve): "ship it?"' in plan
+    assert "     select: {{ 'cheap' }}" in plan
 
 
 def test_an_invalid_file_prints_the_validate_problems_and_exits_2(tmp_path):
