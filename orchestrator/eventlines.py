@@ -53,6 +53,17 @@ def breaker_note(data: Mapping[str, Any]) -> str:
     )
 
 
+def approval_note(approval: Mapping[str, Any]) -> str:
+    """An approval's decision (``data.approval``) in words: ``approved by alice: looks
+    good``; a timeout's: ``approved: nobody decided within the timeout``."""
+    decision = str(approval.get("decision") or "")
+    if decision.startswith("timed out"):  # timed out (approve|reject)
+        verdict = "approved" if "approve" in decision else "rejected"
+        return f"{verdict}: nobody decided within the timeout"
+    why = f": {approval['comment']}" if approval.get("comment") else ""
+    return f"{decision} by {approval.get('who')}{why}"
+
+
 def retry_wait(data: Mapping[str, Any]) -> str:
     """The wait of a ``phase_retry`` event: ``2s``, or ``1m (asked to wait 11d; bounded by …)``."""
     bound = data.get("bound")
@@ -106,6 +117,9 @@ def event_line(event: Event) -> str:
             detail += " resumed"
     elif kind == "phase_started":
         detail = f"agent {data.get('agent', '?')}"
+        approval = data.get("approval")
+        if isinstance(approval, Mapping) and approval.get("decision"):
+            detail += f"; {approval_note(approval)}"
     elif kind == "phase_stream":
         if "text" in data:
             detail = _short(data["text"])

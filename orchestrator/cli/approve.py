@@ -63,7 +63,4 @@ def _decide(
         _fail(exc)
     finally:
         store.close()
-    why = f": {decision.comment}" if decision.comment else ""
-    sys.stderr.write(
-        f"phase {decision.phase} of run {decision.run_id} {decision.verb} by {decision.who}{why}\n"
-    )
+    sys.stderr.write(f"phase {decision.phase} of run {decision.run_id} {decision.text}\n")

@@ -117,18 +117,21 @@ def runs_command(
     from ..render.tables import runs_table
 
     runs: list[RunRecord] = []
+    waiting: dict[str, list[str]] = {}
     if _has_store(state_dir):
         with _store(state_dir) as store:
             try:
                 runs = store.list_runs(limit)
+                waiting = store.waiting([r.id for r in runs if not r.finished])
             except OrchError as exc:
                 _fail(exc)
     if as_json:
         from ..state.views import run_row
 
-        sys.stdout.write(dumps([run_row(r) for r in runs], indent=2) + "\n")
+        rows = [run_row(r, waiting.get(r.id, ())) for r in runs]
+        sys.stdout.write(dumps(rows, indent=2) + "\n")
         return
-    _console().print(runs_table(runs, now=time.time()))
+    _console().print(runs_table(runs, now=time.time(), waiting=waiting))
 
 
 def status_command(
@@ -145,16 +148,17 @@ def status_command(
         try:
             run = store.get_run(run_id)
             phases = store.phases(run.id)
+            decisions = store.decisions(run.id)
         except OrchError as exc:
             _fail(exc)
     if run.status == "interrupted":
         _tell_leftovers(run.id)
     now = time.time()
     if as_json:
-        info = status_json(run, phases, now=now)
+        info = status_json(run, phases, now=now, decisions=decisions)
         sys.stdout.write(dumps(info, indent=2, what="the run's status") + "\n")
         return
-    _console().print(status_view(run, phases, now=now))
+    _console().print(status_view(run, phases, now=now, decisions=decisions))
 
 
 def logs_command(

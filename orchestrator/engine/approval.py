@@ -120,7 +120,8 @@ async def wait_for_approval(
     if desk is None:
         return (
             "this phase needs an approval, but the run has no state store to receive one"
-            " (run it with `orch run`)",
+            " (run it with `orch run`, or from Python with `orchestrator.start(...)`,"
+            " which records the run in the state store)",
             {},
         )
     details: dict[str, Any] = {}

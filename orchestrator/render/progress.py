@@ -24,7 +24,14 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from ..eventlines import breaker_note, format_seconds, item_label, phase_label, retry_wait
+from ..eventlines import (
+    approval_note,
+    breaker_note,
+    format_seconds,
+    item_label,
+    phase_label,
+    retry_wait,
+)
 from ..eventlines import number as _number
 from ..events import Event, note, phase_state, run_status
 from ..usage import Usage
@@ -512,8 +519,7 @@ class PlainLines:
             extra = f", {items} item{'s' if items != 1 else ''}" if items is not None else ""
             approval = data.get("approval")
             if isinstance(approval, dict) and approval.get("decision"):
-                why = f": {approval['comment']}" if approval.get("comment") else ""
-                extra += f"; {approval['decision']} by {approval.get('who')}{why}"
+                extra += f"; {approval_note(approval)}"
             yield f"phase {pid} started (attempt {event.attempt or 1}{extra})"
         elif kind == "phase_stream":
             yield from self._stream_lines(str(pid), data, event.ts)

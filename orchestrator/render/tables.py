@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..events import format_cost
-from ..state.base import PhaseRecord, PhaseState, RunRecord
+from ..state.base import Decision, PhaseRecord, PhaseState, RunRecord
 from ..state.views import phase_cost, phase_time, phase_tokens, run_time, status_json, token_total
 from .progress import format_seconds, format_tokens, metadata_notes
 
@@ -46,8 +46,13 @@ def fmt_time(ts: float | None) -> str:
     return _dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def runs_table(runs: Sequence[RunRecord], *, now: float) -> RenderableType:
-    """The ``orch runs`` table: id, workflow, status, started, duration (newest first)."""
+def runs_table(
+    runs: Sequence[RunRecord], *, now: float, waiting: Mapping[str, Sequence[str]] | None = None
+) -> RenderableType:
+    """The ``orch runs`` table: id, workflow, status, started, duration (newest first);
+    a run whose phases wait for approval (``waiting``, by run) says so after its status:
+    ``running (waiting: deploy)``."""
+    asking = waiting or {}
     if not runs:
         return Text("no runs recorded yet")
     table = Table(header_style="bold", show_edge=False, pad_edge=False)
@@ -57,11 +62,18 @@ def runs_table(runs: Sequence[RunRecord], *, now: float) -> RenderableType:
         table.add_row(
             run.id,
             run.workflow,
-            Text(run.status, style=_STYLES.get(run.status, "")),
+            _run_status(run, asking.get(run.id, ())),
             fmt_time(run.started),
             _seconds(run_time(run, now)),
         )
     return table
+
+
+def _run_status(run: RunRecord, waiting: Sequence[str]) -> Text:
+    text = Text(run.status, style=_STYLES.get(run.status, ""))
+    if waiting and not run.finished:
+        text.append(f" (waiting: {', '.join(waiting)})", style=_STYLES["waiting"])
+    return text
 
 
 def _seconds(value: float | None) -> str:
@@ -69,8 +81,10 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else format_seconds(value)
 
 
-def _note(phase: PhaseRecord) -> str:
+def _note(phase: PhaseRecord, decision: Decision | None = None) -> str:
     parts = metadata_notes(phase.metadata)
+    if decision is not None:  # an approval: who decided
+        parts.append(decision.text)
     tokens = phase_tokens(phase)
     if tokens:
         used = tokens.get("total", 0)
@@ -110,10 +124,17 @@ def _progress_text(
 
 
 def status_view(
-    run: RunRecord, phases: Sequence[PhaseRecord], *, now: float, max_rows: int = 200
+    run: RunRecord,
+    phases: Sequence[PhaseRecord],
+    *,
+    now: float,
+    max_rows: int = 200,
+    decisions: Mapping[str, Decision] | None = None,
 ) -> RenderableType:
-    """``orch status``: a header (state, progress, running phases) and a table of phases."""
-    info = status_json(run, phases, now=now)
+    """``orch status``: a header (state, progress, running phases) and a table of phases
+    (``decisions``: who approved or rejected a phase, in its note)."""
+    decided = decisions or {}
+    info = status_json(run, phases, now=now, decisions=decided)
     header = Text()
     header.append(f"run {run.id}", style="bold")
     header.append(f"  workflow {run.workflow} ({run.path})\n")
@@ -156,7 +177,7 @@ def status_view(
             Text(phase.state.value, style=_STYLES.get(phase.state.value, "")),
             str(phase.attempts),
             _seconds(phase_time(phase, now, running)),
-            _note(phase),
+            _note(phase, decided.get(phase.id)),
         )
     parts: list[RenderableType] = [header, table]
     if len(phases) > max_rows:

@@ -351,8 +351,9 @@ def create_app(service: Service, *, ui: bool = True) -> Starlette:
             return JSONResponse(views.run_json(run))
         events = await in_thread(store.events, run.id)
         phases = await in_thread(store.phases, run.id)
+        decisions = await in_thread(store.decisions, run.id)
         # `orch status --json`, plus what the run's page shows
-        body = status_json(run, phases, now=time.time())
+        body = status_json(run, phases, now=time.time(), decisions=decisions)
         asks = {e.phase: e.data.get("message") for _, e in events if e.event == "phase_waiting"}
         for phase in body["phases"]:
             phase["approval"] = asks.get(phase["id"])

@@ -169,6 +169,12 @@ class Decision:
         """approved or rejected."""
         return "approved" if self.approved else "rejected"
 
+    @property
+    def text(self) -> str:
+        """``approved by alice: checked the canary``: what was decided, by whom, why."""
+        why = f": {self.comment}" if self.comment else ""
+        return f"{self.verb} by {self.who}{why}"
+
 
 @dataclass(frozen=True, slots=True)
 class CachedResult:

@@ -724,6 +724,32 @@ class SqliteStore:
         approved, who, at, comment = rows[0]
         return Decision(run_id, phase, bool(approved), str(who), float(at), comment)
 
+    def decisions(self, run_id: str) -> dict[str, Decision]:
+        """The decisions recorded for a run's phases (the current ones: a refusal asked
+        again is in the phase's phase_failed event only), by phase."""
+        rows = self._read(
+            "SELECT phase, approved, who, at, comment FROM decisions WHERE run_id=?", (run_id,)
+        )
+        return {
+            str(ph): Decision(run_id, str(ph), bool(ok), str(who), float(at), comment)
+            for ph, ok, who, at, comment in rows
+        }
+
+    def waiting(self, run_ids: Sequence[str]) -> dict[str, list[str]]:
+        """The phases waiting for approval of each of ``run_ids`` that has any."""
+        found: dict[str, list[str]] = {}
+        for start in range(0, len(run_ids), 500):  # within SQLite's bound on parameters
+            chunk = list(run_ids[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = self._read(
+                f"SELECT run_id, id FROM phases WHERE run_id IN ({marks}) AND state='waiting'"
+                " ORDER BY run_id, idx",
+                chunk,
+            )
+            for run_id, phase in rows:
+                found.setdefault(str(run_id), []).append(str(phase))
+        return found
+
     def waiting_since(self, run_id: str, phase: str) -> float | None:
         """When the phase's current wait for approval began: the ``since`` of its last
         phase_waiting (a wait asked again after a refusal begins anew), else (events

@@ -9,11 +9,11 @@ Tokens and cost are summed as the engine sums them (``orchestrator.usage``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..usage import Usage
-from .base import PhaseRecord, PhaseState, RunRecord
+from .base import Decision, PhaseRecord, PhaseState, RunRecord
 
 __all__ = [
     "cost_total",
@@ -74,8 +74,9 @@ def cost_total(phases: Sequence[PhaseRecord]) -> float | None:
     return usage.cost
 
 
-def run_row(run: RunRecord) -> dict[str, Any]:
-    """A line of `orch runs --json`: id, workflow, path, status, started, ended, duration."""
+def run_row(run: RunRecord, waiting: Sequence[str] = ()) -> dict[str, Any]:
+    """A line of `orch runs --json`: id, workflow, path, status, started, ended, duration,
+    and ``waiting``: its phases waiting for approval (a run that only waits for a person)."""
     return {
         "id": run.id,
         "workflow": run.workflow,
@@ -84,6 +85,7 @@ def run_row(run: RunRecord) -> dict[str, Any]:
         "started": run.started,
         "ended": run.ended,
         "duration": run.duration,
+        "waiting": list(waiting),
     }
 
 
@@ -99,14 +101,22 @@ def run_json(run: RunRecord) -> dict[str, Any]:
     }
 
 
-def status_json(run: RunRecord, phases: Sequence[PhaseRecord], *, now: float) -> dict[str, Any]:
+def status_json(
+    run: RunRecord,
+    phases: Sequence[PhaseRecord],
+    *,
+    now: float,
+    decisions: Mapping[str, Decision] | None = None,
+) -> dict[str, Any]:
     """A run with its progress, the phases running or waiting now, and each phase.
 
     ``run_json`` plus owner_pid, trace_id, progress, current, waiting, phases, tokens
     and cost; ``duration`` counts up while the run runs. Progress counts the
     workflow's own phases; handler phases (on_failure, finally, the fallback
-    workflow) are listed with ``"handler": true``.
+    workflow) are listed with ``"handler": true``. ``decisions`` (the store's, by phase)
+    gives each phase its ``decision`` on an approval: decision, who, at, comment.
     """
+    decided = decisions or {}
     running = run.status == "running"
     members = set(run.phase_ids) or {p.id for p in phases}
     own = [p for p in phases if p.id in members]
@@ -121,13 +131,18 @@ def status_json(run: RunRecord, phases: Sequence[PhaseRecord], *, now: float) ->
         "progress": {"done": done, "completed": completed, "total": max(len(members), len(own))},
         "current": [p.id for p in phases if p.state is PhaseState.RUNNING],
         "waiting": [p.id for p in phases if p.state is PhaseState.WAITING],
-        "phases": [_phase_json(p, now, running, handler=p.id not in members) for p in phases],
+        "phases": [
+            _phase_json(p, now, running, handler=p.id not in members, decision=decided.get(p.id))
+            for p in phases
+        ],
         "tokens": token_total(phases),
         "cost": cost_total(phases),
     }
 
 
-def _phase_json(p: PhaseRecord, now: float, running: bool, *, handler: bool) -> dict[str, Any]:
+def _phase_json(
+    p: PhaseRecord, now: float, running: bool, *, handler: bool, decision: Decision | None
+) -> dict[str, Any]:
     return {
         "id": p.id,
         "state": p.state.value,
@@ -148,4 +163,12 @@ def _phase_json(p: PhaseRecord, now: float, running: bool, *, handler: bool) -> 
         "agents": p.metadata.get("agents"),
         "iterations": p.metadata.get("iterations"),
         "metadata": dict(p.metadata),
+        "decision": None
+        if decision is None
+        else {
+            "decision": decision.verb,
+            "who": decision.who,
+            "at": decision.at,
+            "comment": decision.comment,
+        },
     }

@@ -45,8 +45,13 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 def orch(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """The real `orch` in another process, as a second shell would run it."""
+    return python(tmp_path, "-m", "orchestrator", *args)
+
+
+def python(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """This Python in another process, in ``tmp_path`` (with its state folder)."""
     return subprocess.run(
-        [sys.executable, "-m", "orchestrator", *args],
+        [sys.executable, *args],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -237,6 +242,10 @@ def test_a_timeout_decides_as_configured(tmp_path, on_timeout, code, phase_end, 
             e for e in events if e["event"] == "phase_started" and e["phase"] == "deploy"
         )
         assert started["data"]["approval"]["decision"] == "timed out (approve)"
+        # the line reads as a sentence (it was `timed out (approve) by timeout`)
+        assert "phase deploy started (attempt 1; approved: nobody decided within the timeout)" in (
+            err
+        )
 
 
 def test_deciding_what_does_not_wait_is_refused(tmp_path, processes):
@@ -410,3 +419,44 @@ def test_a_run_time_error_in_the_approval_message_is_reported_at_its_key(tmp_pat
     assert f"phase 'ask' failed: approval.message: {wf}:9:16: 'nope' is not defined" in (
         failed.stderr
     )
+
+
+def test_runs_and_status_say_who_waits_and_who_decided(tmp_path, processes):
+    user = getpass.getuser()
+    proc = start(processes, tmp_path, gate(tmp_path))
+    seen = read_until(proc, "phase_waiting", "deploy")
+    run_id = seen[-1]["run_id"]
+    stored_waiting(tmp_path, run_id, "deploy")
+    runs = orch(tmp_path, "runs")
+    assert "running (waiting: deploy)" in runs.stdout  # not just `running`
+    rows = json.loads(orch(tmp_path, "runs", "--json").stdout)
+    assert (rows[0]["status"], rows[0]["waiting"]) == ("running", ["deploy"])
+    assert orch(tmp_path, "approve", run_id, "deploy", "-m", "ship it").returncode == 0
+    code, _, err = finish(proc, seen)
+    assert code == 0, err
+    assert "(waiting" not in orch(tmp_path, "runs").stdout
+    assert json.loads(orch(tmp_path, "runs", "--json").stdout)[0]["waiting"] == []
+    status = orch(tmp_path, "status", run_id)
+    deploy = next(line for line in status.stdout.splitlines() if line.startswith("deploy "))
+    assert f"approved by {user}: ship it" in deploy
+    phases = json.loads(orch(tmp_path, "status", run_id, "--json").stdout)["phases"]
+    decided = {p["id"]: p["decision"] for p in phases}
+    assert decided["build"] is None
+    assert decided["deploy"]["decision"] == "approved"
+    assert (decided["deploy"]["who"], decided["deploy"]["comment"]) == (user, "ship it")
+    logs = orch(tmp_path, "logs", run_id, "--phase", "deploy").stdout
+    assert f"agent echo; approved by {user}: ship it" in logs
+
+
+def test_an_approval_under_run_sync_names_the_python_way_to_get_a_store(tmp_path):
+    wf = gate(tmp_path)
+    script = (
+        "import orchestrator\n"
+        f"plan = orchestrator.compile_plan(orchestrator.load_workflow({str(wf)!r}))\n"
+        "result = orchestrator.run_sync(plan)\n"
+        "print(result.phases['deploy'].error)\n"
+    )
+    ran = python(tmp_path, "-c", script)
+    assert ran.returncode == 0, ran.stderr
+    assert "the run has no state store to receive one" in ran.stdout
+    assert "`orch run`, or from Python with `orchestrator.start(...)`" in ran.stdout
