@@ -154,3 +154,15 @@ def test_the_suite_wide_check_reports_a_stored_event_off_the_contract(tmp_path):
     assert "'next_attempt' is a required property" in problems[0]
     # this test's own store would fail the suite-wide check: remove it
     (tmp_path / "bad" / "state.db").unlink()
+
+
+def test_the_readme_names_only_data_fields_the_contract_has():
+    # "event `phase_iteration` with `iteration`, `output` and `done`": each one a field of
+    # that kind in the schema (the README said `n`, the field is `iteration`)
+    schema = json.loads(EVENT_SCHEMA.read_text(encoding="utf-8"))
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    named = re.findall(r"event `(\w+)` with ((?:`\w+`(?:,? and |, )?)+)", " ".join(readme.split()))
+    assert named  # the check below reads something
+    for kind, fields in named:
+        for field in re.findall(r"`(\w+)`", fields):
+            assert field in schema["$defs"][kind]["properties"], (kind, field)

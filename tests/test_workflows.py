@@ -151,3 +151,24 @@ def test_the_branching_workflow_takes_the_other_branch_for_a_bad_order(tmp_path)
         "invalid_branch": "completed",
         "report": "valid=False",
     }
+
+
+def test_the_readme_table_lists_every_workflow_and_each_one_validates():
+    import os
+    import subprocess
+    import sys
+
+    readme = (WORKFLOWS.parent / "README.md").read_text(encoding="utf-8")
+    start = readme.index("**The workflows in `workflows/`**")
+    table = readme[start : readme.index("\n\n", readme.index("| file |", start))]
+    listed = re.findall(r"^\| `([^`]+\.yaml)` \|", table, flags=re.MULTILINE)
+    on_disk = sorted(p.name for p in WORKFLOWS.glob("*.yaml"))
+    assert sorted(listed) == on_disk  # a new workflow gets a row, a removed one loses it
+    assert len(listed) == len(set(listed))
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "validate", str(WORKFLOWS)],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "NO_COLOR": "1"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    for name in listed:
+        assert re.search(rf"^\S*workflows/{re.escape(name)}: ok \(", done.stdout, re.M), done.stdout
