@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +23,21 @@ def _readme_example() -> str:
     found = re.search(r"<!-- python-api-example -->\n```python\n(.*?)```", text, re.S)
     assert found, "the README lost its Python API example"
     return found.group(1)
+
+
+def _orch_json(state: Path, *args: str, env: dict[str, str] | None = None) -> Any:
+    """The JSON that the real `orch ARGS --json --state-dir STATE` prints."""
+    out = subprocess.run(
+        [*ORCH, *args, "--json", "--state-dir", str(state)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    if args[0] == "logs":  # one event a line
+        return [json.loads(line) for line in out.stdout.splitlines()]
+    return json.loads(out.stdout)
 
 
 def test_the_readme_python_api_example_runs_and_its_runs_show_in_orch_runs(tmp_path):
@@ -47,19 +63,12 @@ def test_the_readme_python_api_example_runs_and_its_runs_show_in_orch_runs(tmp_p
     assert "nap cancelled" in lines
     assert lines.count("deploy failed") == 1 and lines.count("deploy completed") == 1
     # the same runs, through the real `orch` command
-    runs = subprocess.run(
-        [*ORCH, "runs", "--json", "--state-dir", ".orch"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert runs.returncode == 0, runs.stderr
-    recorded = {r["id"]: (r["workflow"], r["status"]) for r in json.loads(runs.stdout)}
+    state = tmp_path / ".orch"
+    recorded = {r["id"]: (r["workflow"], r["status"]) for r in _orch_json(state, "runs", env=env)}
     assert recorded[run_id] == ("hello", "completed")
     assert sorted(recorded.values()) == [
         ("deploy", "completed"),
+        ("gate", "completed"),
         ("hello", "completed"),
         ("nap", "cancelled"),
     ]
@@ -67,20 +76,23 @@ def test_the_readme_python_api_example_runs_and_its_runs_show_in_orch_runs(tmp_p
     assert {row[0] for row in listed} == set(recorded)
     # the resumed deploy ran only what had not completed: build once, ship twice
     deploy = next(rid for rid, (wf, _) in recorded.items() if wf == "deploy")
-    logs = subprocess.run(
-        [*ORCH, "logs", deploy, "--json", "--state-dir", ".orch"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    started_phases = [
-        e["phase"]
-        for e in map(json.loads, logs.stdout.splitlines())
-        if e["event"] == "phase_started"
+    logs = _orch_json(state, "logs", deploy, env=env)
+    assert [e["phase"] for e in logs if e["event"] == "phase_started"] == ["build", "ship", "ship"]
+    # the approval from Python is recorded as `orch approve` records it: who and when
+    gate = next(rid for rid, (wf, _) in recorded.items() if wf == "gate")
+    logs = _orch_json(state, "logs", gate, env=env)
+    (decided,) = [e["data"]["approval"] for e in logs if e["event"] == "phase_started"]
+    assert decided["decision"] == "approved" and decided["comment"] == "ok"
+    assert f"ship approved by {decided['who']}" in lines and decided["who"]
+    assert isinstance(decided["at"], float)
+    assert "gate completed" in lines
+    # stats(): the numbers `orch stats` prints
+    expected = [
+        f"stats {w['workflow']} {w['runs']} {w['statuses']}"
+        for w in _orch_json(state, "stats", env=env)["workflows"]
     ]
-    assert started_phases == ["build", "ship", "ship"]
+    assert [line for line in lines if line.startswith("stats ")] == expected
+    assert len(expected) == 4
 
 
 def test_a_workflow_from_a_mapping_gets_the_checks_of_a_file():
@@ -335,3 +347,31 @@ def test_a_mapping_with_a_number_json_cannot_carry_is_refused_as_in_a_file(tmp_p
     )
     assert out.returncode == 2
     assert "the number '.nan' is NaN (JSON has no NaN or Infinity)" in out.stdout
+
+
+def test_reject_from_python_fails_the_waiting_phase_and_a_second_decision_is_refused(tmp_path):
+    import asyncio
+
+    gate = {"name": "gate", "phases": [{"id": "ship", "agent": "echo", "approval": {}}]}
+
+    async def go():
+        handle = await orchestrator.start(gate, state_dir=tmp_path)
+        async for event in handle.events():
+            if event.event == "phase_waiting":
+                orchestrator.reject(handle.run_id, "ship", comment="not today", state_dir=tmp_path)
+        return handle.run_id, await handle.wait()
+
+    run_id, result = asyncio.run(go())
+    assert result.status == "failed"
+    assert "rejected by " in result.phases["ship"].error
+    assert result.phases["ship"].error.endswith(": not today")
+    with pytest.raises(UsageError, match="was already rejected by "):
+        orchestrator.approve(run_id, "ship", state_dir=tmp_path)
+    # the CLI sees the same decision
+    out = subprocess.run(
+        [*ORCH, "approve", run_id, "ship", "--state-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and "was already rejected by " in out.stderr

@@ -1,6 +1,6 @@
 """`orch approve RUN PHASE [--comment C]` and `orch reject RUN PHASE [--comment C]`.
 
-They record a decision for a phase waiting for approval (``orchestrator.approvals``);
+They record a decision for a phase waiting for approval (``orchestrator.approve``/``reject``);
 the run waiting for it, or ``orch resume`` later, goes on from there. Exit 0 when
 recorded; 2 for an unknown run or phase, a phase that is not waiting, a run that
 has ended, or a decision already made.
@@ -52,15 +52,14 @@ def reject_command(
 def _decide(
     run_id: str, phase: str, *, approve: bool, comment: str | None, state_dir: Path | None
 ) -> None:
-    from ..approvals import decide
     from ..errors import OrchError
-    from .runs import _fail, _store
+    from ..runs import approve as approve_
+    from ..runs import reject
+    from .runs import _fail
 
-    store = _store(state_dir, run_id)
     try:
-        decision = decide(store, run_id, phase, approve=approve, comment=comment)
+        decide = approve_ if approve else reject
+        decision = decide(run_id, phase, comment=comment, state_dir=state_dir)
     except OrchError as exc:
         _fail(exc)
-    finally:
-        store.close()
     sys.stderr.write(f"phase {decision.phase} of run {decision.run_id} {decision.text}\n")

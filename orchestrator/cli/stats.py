@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .runs import _STATE_DIR, _fail, _has_store, _store
+from .runs import _STATE_DIR, _fail
 
 __all__ = ["register"]
 
@@ -40,19 +40,12 @@ def stats_command(
     """Across recorded runs: per workflow, phase and agent, runs, success rate, p50/p95
     durations, calls, failures, retries, time busy, tokens and cost."""
     from ..errors import OrchError, UsageError
-    from ..state.stats import Stats, compute_stats, parse_since
+    from ..runs import stats as compute
 
     try:
         if as_json and openmetrics:
             raise UsageError("--json and --openmetrics cannot be used together; choose one")
-        start = parse_since(since) if since is not None else None
-        stats = Stats(since=start, workflow=workflow)
-        if _has_store(state_dir):
-            store = _store(state_dir)
-            try:
-                stats = compute_stats(store, since=start, workflow=workflow)
-            finally:
-                store.close()
+        stats = compute(workflow, since=since, state_dir=state_dir)
     except OrchError as exc:
         _fail(exc)
     if as_json:

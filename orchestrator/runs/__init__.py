@@ -4,13 +4,13 @@
 store exactly as ``orch run`` records it (so ``orch runs/status/logs/resume/cancel``
 see it), with the phase cache; it returns a ``RunHandle`` to follow its events,
 read its status, wait for it and cancel it. ``resume`` goes on with a stopped
-run. ``status``, ``list_runs``, ``follow``, ``wait`` and ``cancel`` work on any
-recorded run, started here or by another process (``orch run``, ``orch serve``).
-The CLI commands call these and print.
+run. ``status``, ``list_runs``, ``follow``, ``wait``, ``cancel``, ``approve`` and
+``reject`` work on any recorded run, started here or by another process (``orch
+run``, ``orch serve``); ``stats`` across them. The CLI commands call these and print.
 
 Modules: ``launch`` (start, prepare, go_on, resume: starting and owning runs),
-``handle`` (RunHandle), ``recorded`` (reading, waiting for and cancelling any
-recorded run), ``live`` (the runs this process is running).
+``handle`` (RunHandle), ``recorded`` (reading, waiting for, cancelling and deciding
+approvals of any recorded run; stats), ``live`` (the runs this process is running).
 """
 
 from __future__ import annotations
@@ -22,10 +22,13 @@ from .recorded import (
     POLL,
     Cancelled,
     RunStatus,
+    approve,
     cancel,
     exit_code,
     follow,
     list_runs,
+    reject,
+    stats,
     status,
     status_exit_code,
     wait,
@@ -39,14 +42,17 @@ __all__ = [
     "Prepared",
     "RunHandle",
     "RunStatus",
+    "approve",
     "cancel",
     "exit_code",
     "follow",
     "go_on",
     "list_runs",
     "prepare",
+    "reject",
     "resume",
     "start",
+    "stats",
     "status",
     "status_exit_code",
     "wait",

@@ -20,14 +20,16 @@ from .live import live_runs
 
 if TYPE_CHECKING:
     from ..events import Event
-    from ..state.base import PhaseRecord, RunRecord
+    from ..state.base import Decision, PhaseRecord, RunRecord
     from ..state.sqlite import SqliteStore
+    from ..state.stats import Stats
 
 __all__ = [
     "EXIT_CODES",
     "POLL",
     "Cancelled",
     "RunStatus",
+    "approve",
     "cancel",
     "check_phase",
     "exit_code",
@@ -35,6 +37,8 @@ __all__ = [
     "follow",
     "list_runs",
     "open_store",
+    "reject",
+    "stats",
     "status",
     "status_exit_code",
     "wait",
@@ -282,5 +286,71 @@ def cancel(run_id: str, *, state_dir: str | os.PathLike[str] | None = None) -> C
             raise UsageError(f"run {run.id} is no longer running")
         store.request_cancel(run.id, now=time.time())
         return Cancelled(run.id, "requested", owner.pid)
+    finally:
+        store.close()
+
+
+def approve(
+    run_id: str,
+    phase: str,
+    *,
+    comment: str | None = None,
+    state_dir: str | os.PathLike[str] | None = None,
+) -> Decision:
+    """Approve ``phase`` of a run waiting for approval (``orch approve``): it runs.
+
+    Recorded in the state store with who (the OS user) and when; the run waiting for
+    it (any process), or ``orch resume`` later, goes on from there. Raises RunNotFound,
+    and UsageError when the phase is unknown or not waiting, the run has ended, or a
+    decision was already made (naming who made it and when).
+    """
+    return _decide(run_id, phase, approve=True, comment=comment, state_dir=state_dir)
+
+
+def reject(
+    run_id: str,
+    phase: str,
+    *,
+    comment: str | None = None,
+    state_dir: str | os.PathLike[str] | None = None,
+) -> Decision:
+    """Reject ``phase`` of a run waiting for approval (``orch reject``): it fails. Raises
+    as ``approve``."""
+    return _decide(run_id, phase, approve=False, comment=comment, state_dir=state_dir)
+
+
+def _decide(
+    run_id: str, phase: str, *, approve: bool, comment: str | None, state_dir: Any
+) -> Decision:
+    from ..approvals import decide
+
+    store = existing_store(state_dir, run_id)
+    assert store is not None
+    try:
+        return decide(store, run_id, phase, approve=approve, comment=comment)
+    finally:
+        store.close()
+
+
+def stats(
+    workflow: str | None = None,
+    *,
+    since: str | float | None = None,
+    state_dir: str | os.PathLike[str] | None = None,
+) -> Stats:
+    """The numbers ``orch stats`` prints, across recorded runs (of ``workflow`` only, by
+    its name): per workflow, phase and agent. ``since``: a duration back from now
+    (``7d``, ``12h``, ``30m``) or an epoch time; only runs started then or later.
+    ``.as_dict()`` is ``orch stats --json``. Raises UsageError for a ``since`` that is
+    not a duration.
+    """
+    from ..state.stats import Stats, compute_stats, parse_since
+
+    start = parse_since(since) if isinstance(since, str) else since
+    store = existing_store(state_dir, None)
+    if store is None:
+        return Stats(since=start, workflow=workflow)
+    try:
+        return compute_stats(store, since=start, workflow=workflow)
     finally:
         store.close()
