@@ -44,8 +44,8 @@ _NOT_STARTED = {
 
 class _Slots(Slots):
     """The scheduler's ``max_parallel`` slots: a phase task waiting for a person is
-    ``parked`` (not counted); going on, it queues in ``returning`` until one is free
-    (before any phase not started yet)."""
+    ``parked`` (not counted, nor in its agent's ``max_concurrency`` count); going on, it
+    queues in ``returning`` until a slot is free (before any phase not started yet)."""
 
     __slots__ = ("scheduler", "parked", "returning")
 
@@ -64,7 +64,16 @@ class _Slots(Slots):
         task = asyncio.current_task()
         if task is not None and task in self.scheduler.running:
             self.parked.add(task)
+            self._agent(task, -1)
             self.scheduler._wakeup()
+
+    def _agent(self, task: asyncio.Task[Any], change: int) -> None:
+        """Count the task's phase in (1) or out (-1) of its agent's ``max_concurrency``
+        bound of the scheduler (the call semaphore bounds the calls themselves)."""
+        scheduler = self.scheduler
+        agent = scheduler.plan.phases[scheduler.running[task]].agent
+        if agent is not None and agent in scheduler.agent_busy:
+            scheduler.agent_busy[agent] += change
 
     async def take(self) -> None:
         task = asyncio.current_task()
@@ -73,6 +82,7 @@ class _Slots(Slots):
         limit = self.scheduler.limit
         if limit is None or (not self.returning and self.busy() < limit):
             self.parked.discard(task)
+            self._agent(task, 1)
             return
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.returning.append((task, turn))
@@ -87,6 +97,7 @@ class _Slots(Slots):
             task, turn = returning.popleft()
             if not turn.done():
                 self.parked.discard(task)
+                self._agent(task, 1)
                 turn.set_result(None)
 
 
@@ -105,8 +116,9 @@ class _Scheduler:
         state.phase_tasks = self.running  # phases not in it shield their completion
         # a phase waiting for a person (an approval) holds no slot meanwhile
         self.slots = _Slots(self)
-        if self.limit is not None:
-            state.slots = self.slots
+        state.slots = self.slots
+        # phases started per agent with max_concurrency (one waiting for a person is not)
+        self.agent_busy: dict[str, int] = {}
         self._done: list[asyncio.Task[PhaseOutcome]] = []
         self._wake: asyncio.Future[None] | None = None
         self.stopping: str | None = None  # why no new phase starts: failed, cancelled, timeout
@@ -162,7 +174,7 @@ class _Scheduler:
             for name, spec in plan.workflow.agents.items()
             if spec.max_concurrency
         }
-        agent_busy: dict[str, int] = {}
+        agent_busy = self.agent_busy
         loop = asyncio.get_running_loop()
         on_done = self._on_task_done  # one bound method for every task
         bare = contextvars.Context()  # on_done reads no context variable: no copy per task
@@ -250,9 +262,10 @@ class _Scheduler:
                 done, self._done = self._done, []
                 for task in done:
                     pid = running.pop(task)
-                    slots.parked.discard(task)
                     agent = phases[pid].agent
-                    if agent in agent_busy:
+                    if task in slots.parked:  # ended waiting: counted out of its agent already
+                        slots.parked.discard(task)
+                    elif agent in agent_busy:
                         agent_busy[agent] -= 1
                     self._finish(pid, task)
                     if pid not in outcomes:  # cancelled before its first step

@@ -460,3 +460,32 @@ def test_an_approval_under_run_sync_names_the_python_way_to_get_a_store(tmp_path
     assert ran.returncode == 0, ran.stderr
     assert "the run has no state store to receive one" in ran.stdout
     assert "`orch run`, or from Python with `orchestrator.start(...)`" in ran.stdout
+
+
+BUSY_AGENT = """
+name: busy
+agents:
+  ops: {type: shell, max_concurrency: 1}
+phases:
+  - id: gate
+    agent: ops
+    approval: {message: "go?", timeout: 60s, on_timeout: approve}
+    with: {command: "echo gated"}
+  - id: other
+    agent: ops
+    with: {command: "echo other"}
+"""
+
+
+def test_a_waiting_approval_does_not_count_against_its_agents_max_concurrency(tmp_path, processes):
+    wf = tmp_path / "busy.yaml"
+    wf.write_text(BUSY_AGENT)
+    proc = start(processes, tmp_path, wf)
+    seen = read_until(proc, "phase_completed", "other")  # ran while gate waited
+    kinds = [(e["event"], e.get("phase")) for e in seen]
+    assert kinds.index(("phase_waiting", "gate")) < kinds.index(("phase_started", "other"))
+    assert ("phase_started", "gate") not in kinds
+    assert orch(tmp_path, "approve", seen[0]["run_id"], "gate").returncode == 0
+    code, events, err = finish(proc, seen)
+    assert code == 0, err
+    assert [e["phase"] for e in events if e["event"] == "phase_completed"] == ["other", "gate"]
