@@ -131,7 +131,7 @@ def expand_paths(paths: Sequence[str]) -> tuple[list[Path], list[Problem]]:
             path = find_workflow(given, folders=True)
         except UsageError as exc:
             problems.append(
-                Problem(Location(str(given)), str(exc), hint=exc.hint, code="unreadable")
+                Problem(Location(str(given)), exc.message, hint=exc.hint, code="unreadable")
             )
             continue
         if path.is_dir():
