@@ -238,9 +238,11 @@ def workflow_started(
     pid: int,
     resumed_from: str | None = None,
     trigger: Mapping[str, Any] | None = None,
+    source: str | None = None,
 ) -> Event:
     """A run starts (or resumes: ``resumed_from`` is the run id then); ``trigger``: what
-    started it in `orch serve` (``kind``: schedule, webhook, after, api)."""
+    started it in `orch serve` (``kind``: schedule, webhook, after, api); ``source``: the
+    workflow's text when it is not a file (``path`` ``<memory>``), for ``orch resume``."""
     data: dict[str, Any] = {
         "workflow": workflow,
         "path": path,
@@ -254,6 +256,8 @@ def workflow_started(
         data["resumed_from"] = resumed_from
     if trigger:
         data["trigger"] = dict(trigger)
+    if source:
+        data["source"] = source
     return Event("workflow_started", run_id, ts, None, None, data)
 
 

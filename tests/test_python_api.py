@@ -375,3 +375,90 @@ def test_reject_from_python_fails_the_waiting_phase_and_a_second_decision_is_ref
         timeout=60,
     )
     assert out.returncode == 2 and "was already rejected by " in out.stderr
+
+
+def _deploy_yaml(tmp_path: Path) -> str:
+    return (
+        "name: deploy\nphases:\n  - {id: build, agent: echo, with: {text: built}}\n"
+        "  - id: ship\n    agent: shell\n    depends_on: [build]\n"
+        f"    with: {{command: test -f {tmp_path / 'approved'}}}\n"
+    )
+
+
+def _deploy(tmp_path: Path) -> dict:
+    return {
+        "name": "deploy",
+        "phases": [
+            {"id": "build", "agent": "echo", "with": {"text": "built"}},
+            {
+                "id": "ship",
+                "agent": "shell",
+                "depends_on": ["build"],
+                "with": {"command": f"test -f {tmp_path / 'approved'}"},
+            },
+        ],
+    }
+
+
+def _started_phases(run_id: str, state: Path) -> list[str]:
+    return [e["phase"] for e in _orch_json(state, "logs", run_id) if e["event"] == "phase_started"]
+
+
+@pytest.mark.parametrize("given", ["mapping", "yaml text"])
+def test_a_run_started_from_a_mapping_or_yaml_text_resumes_with_orch_resume(tmp_path, given):
+    import asyncio
+
+    source = _deploy(tmp_path) if given == "mapping" else _deploy_yaml(tmp_path)
+
+    async def first():
+        handle = await orchestrator.start(source, state_dir=tmp_path / "s")
+        return handle.run_id, (await handle.wait()).status
+
+    run_id, status = asyncio.run(first())
+    assert status == "failed"
+    (tmp_path / "approved").touch()
+    out = subprocess.run(
+        [*ORCH, "resume", run_id, "--state-dir", str(tmp_path / "s")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert orchestrator.status(run_id, state_dir=tmp_path / "s").status == "completed"
+    assert _started_phases(run_id, tmp_path / "s") == ["build", "ship", "ship"]
+
+
+def test_a_run_recorded_without_its_workflow_text_resumes_with_workflow_file(tmp_path):
+    # runs recorded before orch kept the text (or from a hand-built workflow) still resume:
+    # `orch resume RUN --workflow FILE` gives the workflow
+    import asyncio
+    import dataclasses
+
+    bare = dataclasses.replace(orchestrator.load_workflow(_deploy(tmp_path)), text="")
+
+    async def first():
+        handle = await orchestrator.start(bare, state_dir=tmp_path / "s")
+        return handle.run_id, (await handle.wait()).status
+
+    run_id, status = asyncio.run(first())
+    assert status == "failed"
+    (tmp_path / "approved").touch()
+    resume = [*ORCH, "resume", run_id, "--state-dir", str(tmp_path / "s")]
+    out = subprocess.run(resume, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [
+        f"error: run '{run_id}' was not started from a workflow file, and its workflow's text"
+        " was not recorded (runs started from Python before orch recorded it)",
+        f"  hint: pass the workflow it ran: `orch resume {run_id} --workflow FILE`, or"
+        " resume(..., workflow=...) from Python",
+    ]
+    (tmp_path / "deploy.yaml").write_text(_deploy_yaml(tmp_path))
+    out = subprocess.run(
+        [*resume, "--workflow", str(tmp_path / "deploy.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert _started_phases(run_id, tmp_path / "s") == ["build", "ship", "ship"]

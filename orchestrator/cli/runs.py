@@ -29,6 +29,12 @@ __all__ = ["register"]
 _STATE_DIR = typer.Option(
     None, "--state-dir", help="The state directory (default: $ORCH_STATE_DIR, else .orch)."
 )
+_WORKFLOW = typer.Option(
+    None,
+    "--workflow",
+    metavar="FILE",
+    help="The workflow file to go on with (default: the one the run was started from).",
+)
 #: `orch wait --timeout` when the run is still going: 124, as timeout(1), not a failed run's 1.
 WAIT_TIMEOUT_EXIT = 124
 
@@ -285,6 +291,7 @@ def resume_command(
     force: bool = typer.Option(
         False, "--force", help="Resume a changed workflow: its changed phases run again."
     ),
+    workflow: Path | None = _WORKFLOW,
     max_parallel: int | None = typer.Option(
         None,
         "--max-parallel",
@@ -305,6 +312,8 @@ def resume_command(
     The run keeps its id; its new events are appended to its history. A run whose
     process is still alive is refused. A changed workflow is refused (naming the
     changed phases) unless --force: then those phases and their downstream run again.
+    A run started from Python with a mapping or YAML text goes on with that workflow
+    (recorded with the run); --workflow FILE gives another.
     --record, --replay and --executor are as for `orch run`, and are not inherited
     from the stopped run: give them again (a run started with --replay DIR resumes
     with --replay DIR, else its agents are called for real).
@@ -324,6 +333,7 @@ def resume_command(
             no_cache=no_cache,
             calls=calls,
             executor=where,
+            workflow=workflow,
         )
     except OrchError as exc:
         _fail(exc)
@@ -339,11 +349,12 @@ def _resume(
     no_cache: bool,
     calls: Any = None,
     executor: Any = None,
+    workflow: Path | None = None,
 ) -> int:
     from ..runs import prepare
     from .run import _run
 
-    prepared = prepare(run_id, state_dir=state_dir, force=force)
+    prepared = prepare(run_id, state_dir=state_dir, force=force, workflow=workflow)
     decision = prepared.resume
     if prepared.stopped:
         count = (

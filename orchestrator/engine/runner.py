@@ -444,6 +444,7 @@ async def _execute(
             pid=os.getpid(),
             resumed_from=options.resumed_from,
             trigger=options.trigger,
+            source=wf.text or None,
         )
     )
     interrupted: BaseException | None = None

@@ -171,9 +171,10 @@ def prepare(
     """Decide what resuming a stopped run does, stop the commands its dead owner left
     running, and claim it for this process.
 
-    ``workflow`` defaults to the file the run was started from (a run started from
-    a mapping needs it). Raises RunNotFound, RunLocked (its process is alive),
-    UsageError (the workflow changed and ``force`` is False), WorkflowInvalid.
+    ``workflow`` defaults to what the run was started from: its file, or the text of
+    a workflow given as a mapping or YAML text (recorded with the run). Raises
+    RunNotFound, RunLocked (its process is alive), UsageError (the workflow changed
+    and ``force`` is False; a run recorded without its workflow), WorkflowInvalid.
     """
     from ..agents.builtin.process import stop_leftovers
     from ..agents.registry import AgentRegistry
@@ -187,12 +188,7 @@ def prepare(
         if not is_resumable(run):  # raises RunLocked for a live run
             return Prepared(Resume(run, None, finished=True), (), registry)
         if workflow is None:
-            if not run.path or run.path.startswith("<"):
-                raise UsageError(
-                    f"run '{run.id}' was not started from a workflow file",
-                    hint="pass the workflow it ran (resume(..., workflow=...))",
-                )
-            workflow = run.path
+            workflow = _recorded_workflow(run, registry)
         plan = _plan_of(workflow, registry)
         # Claim first (prepare_resume does, in one transaction): of two resumes at once,
         # only the one that owns the run stops the commands its dead owner left.
@@ -201,6 +197,24 @@ def prepare(
     finally:
         store.close()
     return Prepared(decision, tuple(stopped), registry)
+
+
+def _recorded_workflow(run: Any, registry: Any) -> WorkflowLike:
+    """The workflow a run was started from: its file, or the text recorded with it when it
+    was not a file (a mapping, YAML text). UsageError for a run recorded before orch kept
+    that text."""
+    if run.path and not run.path.startswith("<"):
+        return run.path
+    if run.source:
+        from ..spec import load_workflow
+
+        return load_workflow(text=run.source, registry=registry)
+    raise UsageError(
+        f"run '{run.id}' was not started from a workflow file, and its workflow's text"
+        " was not recorded (runs started from Python before orch recorded it)",
+        hint=f"pass the workflow it ran: `orch resume {run.id} --workflow FILE`, or"
+        " resume(..., workflow=...) from Python",
+    )
 
 
 async def go_on(

@@ -133,6 +133,7 @@ def build_workflow(
         secret_names=frozenset(cx.secrets),
         env_names=frozenset(cx.env),
         source_hash=src.sha256,
+        text=src.text if src.path.startswith("<") else "",
     )
     return workflow, cx.problems
 

@@ -323,6 +323,9 @@ class Workflow:
     #: the environment variables templates name (``env.NAME``): all that ``env`` holds
     env_names: frozenset[str] = frozenset()
     source_hash: str = ""
+    #: the text it was built from when it is not a file (YAML text; a mapping's indented
+    #: JSON): its runs record it, so that ``orch resume`` can go on with them
+    text: str = ""
 
     def call_input(self, agent: str | None, with_: Mapping[str, Any]) -> Mapping[str, Any]:
         """The ``with:`` of one call: the call's ``with_`` merged (shallow) over the named

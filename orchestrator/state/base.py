@@ -109,6 +109,8 @@ class RunRecord:
     inputs: Mapping[str, Any] = field(default_factory=dict)
     counts: Mapping[str, int] = field(default_factory=dict)
     trace_id: str | None = None  # the OpenTelemetry trace of its last start (tracing on)
+    #: the workflow's text when it was not started from a file (its ``path`` is ``<memory>``)
+    source: str | None = None
 
     @property
     def duration(self) -> float | None:

@@ -151,6 +151,8 @@ def _derive(
         }
         if event.trace_id:
             info["trace_id"] = event.trace_id
+        if data.get("source"):  # a workflow that is not a file: what a resume reads
+            info["source"] = str(data["source"])
         conn.execute(
             "INSERT INTO runs(id, workflow, path, source_hash, status, started, owner_pid,"
             " owner_start, info) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?)"
@@ -318,6 +320,7 @@ def run_record(row: Sequence[Any]) -> RunRecord:
             inputs=dict(info_data.get("inputs") or {}),
             counts={_str(k, "counts"): _int(v, "counts") for k, v in counts_data.items()},
             trace_id=info_data.get("trace_id"),
+            source=_str(info_data["source"], "info.source") if "source" in info_data else None,
         )
     except (ValueError, TypeError, AttributeError) as exc:
         raise StateCorrupted(
