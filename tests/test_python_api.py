@@ -187,6 +187,23 @@ def test_a_traceback_shows_the_hint_of_an_api_error(tmp_path):
     ]
 
 
+def test_a_schedule_input_problem_shows_its_hint_once(tmp_path):
+    # the problem keeps the error's message: its hint is the problem's own, shown once
+    (tmp_path / "wf.yaml").write_text(
+        "name: s\ninputs:\n  n: {type: integer}\n"
+        "schedule:\n  - cron: '0 * * * *'\n    inputs: {m: 3}\n"
+        "phases:\n  - {id: a, agent: echo}\n"
+    )
+    out = subprocess.run(
+        [*ORCH, "validate", str(tmp_path / "wf.yaml")], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 2
+    assert out.stdout.splitlines() == [
+        f"{tmp_path / 'wf.yaml'}:6:17: schedule[0].inputs: unknown input 'm'",
+        "  hint: declared inputs: n",
+    ]
+
+
 def test_a_phase_the_run_lacks_shows_its_did_you_mean_in_python_and_once_in_the_cli(tmp_path):
     import asyncio
 

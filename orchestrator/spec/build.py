@@ -322,9 +322,9 @@ def _check_schedule_inputs(cx: Checker, i: int, inputs: Mapping[str, Any]) -> No
     try:
         resolve_inputs(Workflow(name="", phases=(), inputs=given), inputs)
     except UsageError as exc:
-        bad = next((k for k in inputs if f"'{k}'" in str(exc)), None)
+        bad = next((k for k in inputs if f"'{k}'" in exc.message), None)
         at = cx.smap.value(path + (bad,)) if bad is not None else cx.smap.value(path)
-        cx.add(SchemaViolation(f"schedule[{i}].inputs: {exc}", location=at, hint=exc.hint))
+        cx.add(SchemaViolation(f"schedule[{i}].inputs: {exc.headline}", location=at, hint=exc.hint))
 
 
 def _triggers(cx: Checker, raw: Any) -> tuple[Trigger, ...]:

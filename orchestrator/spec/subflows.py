@@ -99,7 +99,7 @@ def check_workflow_ref(
             )
         ]
     except OrchError as exc:
-        return [RefProblem((), f"{label} '{ref}' is invalid: {exc}")]
+        return [RefProblem((), f"{label} '{ref}' is invalid: {exc.headline}", hint=exc.hint)]
     finally:
         _CHECKING.reset(token)
     if inputs is None:
