@@ -32,7 +32,7 @@ from .call import (
 from .context import ITERATION, RunContext
 from .limits import BreakerOpen
 from .rendering import rendered
-from .result import PhaseOutcome, Usage
+from .result import PhaseOutcome
 from .retry import call_with_retries
 from .routing import least_loaded, selected_agent
 
@@ -143,8 +143,10 @@ async def _completed(
     cached: bool,
     metadata: Mapping[str, Any],
 ) -> PhaseOutcome:
-    """Record a completed phase (its end is delivered by ``_record``)."""
+    """Record a completed phase (its end is delivered by ``_record``); its ``tokens`` and
+    ``cost`` are what all its calls used (``_spent``), not only the last result's."""
     ended = run.now()
+    metadata = _spent(run, phase.id, metadata)
     await _record(
         run,
         ev.phase_completed(
@@ -234,12 +236,22 @@ async def _failed(
     return PhaseOutcome(phase.id, "failed", kept, error, attempts, started, ended, metadata=used)
 
 
-def _spent(run: RunContext, phase_id: str) -> dict[str, Any]:
-    """The tokens and cost a phase that did not complete used (its failed calls, a failed
-    fallback, the items done before a foreach failed): its metadata, as a completed
-    phase's, so the run's totals, ``orch status``, stats and reports count them."""
+def _spent(
+    run: RunContext, phase_id: str, reported: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """A phase's metadata at its end, by one rule for every end (completed, failed,
+    cancelled): ``reported`` (the result's: ``model``, ``agent``, ``iterations``...) with
+    ``tokens`` and ``cost`` replaced by what all the phase's calls used, as the budget
+    counted it (``Spend.by_phase``): failed attempts before a retry succeeded, a failed
+    primary before its fallback, every foreach item, repeat iteration and handoff turn,
+    what its sub-runs used. So the run's totals, ``orch status``, stats and reports
+    count them. A cache hit made no call: it records no tokens or cost (what the
+    cached call used was counted by the run that made it)."""
     used = run.spend.by_phase.get(phase_id)
-    return used.as_metadata() if used is not None else {}
+    kept: dict[str, Any] = {}
+    if reported:
+        kept = {k: v for k, v in reported.items() if k != "tokens" and k != "cost"}
+    return {**kept, **used.as_metadata()} if used is not None else kept
 
 
 async def _run_unit(
@@ -543,7 +555,6 @@ async def _handoff(
     assert spec is not None
     current = spec.start
     previous: tuple[str, Any] | None = None
-    usage = Usage()
     for turn in range(1, spec.max_turns + 1):
         inp = rendered[current]
         if previous is not None:
@@ -552,16 +563,14 @@ async def _handoff(
             run, phase.id, current, inp, attempt=attempt, item=item, turn=turn, deadline=deadline
         )
         result = await call_agent(run, call)
-        usage.add(result.metadata)
         nxt = result.handoff
         await run.bus.emit(
             ev.phase_turn(
                 run.run_id, run.now(), phase.id, attempt, n=turn, agent=current, next=nxt, item=item
             )
         )
-        if nxt is None:
-            if usage.tokens or usage.cost is not None:  # the phase used what every turn used
-                result.metadata = {**result.metadata, **usage.as_metadata(), "turns": turn}
+        if nxt is None:  # the phase's tokens and cost: every turn's (``_spent``)
+            result.metadata = {**result.metadata, "turns": turn}
             return result
         if nxt not in spec.agents:
             raise AgentFailure(
@@ -607,7 +616,6 @@ async def _run_foreach(
     await run.bus.emit(ev.phase_started(run.run_id, run.now(), pid, 1, agent=agent, items=total))
     outputs: list[Any] = [None] * total
     errors: list[tuple[int, str]] = []
-    usage = Usage()
     agents: dict[str, int] = {}  # calls per agent, when the agent is chosen at run time
     fallback_any = [False]
     hits = [0]  # items served from the cache
@@ -633,7 +641,6 @@ async def _run_foreach(
                 tried[0] = failure.attempts
             else:
                 outputs[index] = result.output
-                usage.add(result.metadata)
                 chosen = result.metadata.get("agent")  # capability routing, agent select
                 if isinstance(chosen, str):
                     agents[chosen] = agents.get(chosen, 0) + 1
@@ -668,9 +675,8 @@ async def _run_foreach(
             f"item {first_index + 1} of {total} (index {first_index}): {first}"
         )
         return await _failed(run, phase, started, message, attempts, outputs)
-    metadata = usage.as_metadata()
-    if agents:
-        metadata = {**metadata, "agents": dict(sorted(agents.items()))}
+    # tokens and cost: what every item's calls used (``_completed``)
+    metadata = {"agents": dict(sorted(agents.items()))} if agents else {}
     # every item from the cache: the phase is cached (and made no attempt), as a plain one
     cached = total > 0 and hits[0] == total
     return await _completed(
@@ -701,7 +707,6 @@ async def _run_repeat(
     await run.bus.emit(
         ev.phase_started(run.run_id, run.now(), pid, 1, agent=phase.agent_label, approval=approval)
     )
-    usage = Usage()
     agents: list[str] = []
     fallback_any = False
     n = done_n
@@ -719,7 +724,6 @@ async def _run_repeat(
         finally:
             ITERATION.reset(token)
         fallback_any = fallback_any or fallback_used
-        usage.add(result.metadata)
         chosen = result.metadata.get("agent")
         if isinstance(chosen, str):
             agents.append(chosen)
@@ -745,7 +749,7 @@ async def _run_repeat(
                 run.run_id, run.now(), pid, iteration=n, output=result.output, details=details
             )
         )
-    metadata: dict[str, Any] = {**usage.as_metadata(), "iterations": n}
+    metadata: dict[str, Any] = {"iterations": n}  # tokens, cost: every iteration's
     if agents:
         metadata["agent"] = agents[-1]
     if spec.until is not None:  # false: stopped at max with until never true

@@ -334,9 +334,9 @@ def test_a_negative_or_non_numeric_usage_an_agent_reports_is_left_out_of_its_eve
         for e in map(json.loads, ran.stdout.splitlines())
         if e["event"] == "phase_completed"
     }
-    assert done == {
-        "ask": {"tokens": {"completion": 5}},
-        "again": {"tokens": {"prompt": 2, "completion": 1}},
+    assert done == {  # a phase's tokens are what its calls used, with their total
+        "ask": {"tokens": {"completion": 5, "total": 5}},
+        "again": {"tokens": {"prompt": 2, "completion": 1, "total": 3}},
     }
     run_id = json.loads(orch("runs", "--json", state=state).stdout)[0]["id"]
     status = json.loads(orch("status", run_id, "--json", state=state).stdout)

@@ -360,3 +360,93 @@ def test_what_a_failed_fallback_used_is_its_phases_usage_in_events_status_and_st
     stats = json.loads(CliRunner().invoke(app, ["stats", "--json"]).stdout)
     assert stats["workflows"][0]["tokens"] == 4
     assert stats["workflows"][0]["cost"] == pytest.approx(0.006)
+
+
+RETRIED = """\
+name: retried
+agents:
+  model:
+    type: llm
+    with: {model: my-model, stream: false, price: {input_per_1m: 1000, output_per_1m: 2000}}
+phases:
+  - id: ask
+    agent: model
+    retries: {attempts: 1, delay: 10ms}
+    with: {prompt: "question", response_format: json}
+  - id: plan
+    depends_on: [ask]
+    agent: model
+    with: {prompt: "question", response_format: json}
+    fallback:
+      agent: model
+      with: {prompt: "question"}
+  - id: items
+    depends_on: [plan]
+    foreach: "{{ [1, 2] }}"
+    max_parallel: 1
+    agent: model
+    retries: {attempts: 1, delay: 10ms}
+    with: {prompt: "question", response_format: json}
+"""
+
+
+def test_a_completed_phase_records_what_its_failed_attempts_and_fallback_used_too(tmp_path):
+    # every call: prompt "question" = 1 token; "not json" and '{"a": 1}' 2 tokens each, so
+    # 3 tokens ($0.005) a call, a failed one (the answer is no JSON) as a successful one
+    answers = ["not json", '{"a": 1}', "not json", "ok then"]
+    answers += ["not json", '{"a": 1}', "not json", '{"a": 1}']  # each item: a failure first
+    with FakeOpenAI(answers) as srv:
+        result, events = run_text(tmp_path / "retried.yaml", RETRIED, srv)
+        calls = len(srv.requests)
+    assert result.exit_code == 0, result.output
+    assert calls == 8
+    done = {e["phase"]: e["data"] for e in events if e["event"] == "phase_completed"}
+    assert done["ask"]["attempts"] == 2 and done["plan"]["fallback_used"] is True
+    two_calls = {"prompt": 2, "completion": 4, "total": 6}
+    assert done["ask"]["metadata"]["tokens"] == two_calls  # the failed attempt and the retry
+    assert done["ask"]["metadata"]["cost"] == pytest.approx(0.01)
+    assert done["ask"]["metadata"]["model"] == "my-model"  # what the result reported stays
+    assert done["plan"]["metadata"]["tokens"] == two_calls  # the failed primary, the fallback
+    four_calls = {"prompt": 4, "completion": 8, "total": 12}
+    assert done["items"]["metadata"]["tokens"] == four_calls
+    end = events[-1]
+    assert end["event"] == "workflow_completed"
+    assert end["data"]["tokens"] == {"prompt": 8, "completion": 16, "total": 24}
+    assert end["data"]["cost"] == pytest.approx(0.04)
+    status = json.loads(CliRunner().invoke(app, ["status", end["run_id"], "--json"]).stdout)
+    assert status["tokens"]["total"] == 24
+    assert {p["id"]: p["cost"] for p in status["phases"]} == pytest.approx(
+        {"ask": 0.01, "plan": 0.01, "items": 0.02}
+    )
+    stats = json.loads(CliRunner().invoke(app, ["stats", "--json"]).stdout)
+    assert stats["workflows"][0]["tokens"] == 24
+    assert stats["workflows"][0]["cost"] == pytest.approx(0.04)
+
+
+CACHED = """\
+name: cached
+agents:
+  model: {type: llm, with: {model: my-model, stream: false}}
+phases:
+  - id: ask
+    agent: model
+    cache: true
+    with: {prompt: "question"}
+"""
+
+
+def test_a_cache_hit_made_no_call_and_records_no_tokens(tmp_path):
+    with FakeOpenAI(["ok then"]) as srv:
+        first, first_events = run_text(tmp_path / "cached.yaml", CACHED, srv)
+        second, events = run_text(tmp_path / "cached.yaml", CACHED, srv)
+        calls = len(srv.requests)
+    assert first.exit_code == 0 and second.exit_code == 0, second.output
+    assert calls == 1
+    made = next(e for e in first_events if e["event"] == "phase_completed")["data"]
+    assert made["metadata"]["tokens"] == {"prompt": 1, "completion": 2, "total": 3}
+    hit = next(e for e in events if e["event"] == "phase_completed")["data"]
+    assert hit["cached"] is True and hit["attempts"] == 0
+    assert "tokens" not in hit["metadata"] and hit["metadata"]["model"] == "my-model"
+    assert "tokens" not in events[-1]["data"] or events[-1]["data"]["tokens"]["total"] == 0
+    stats = json.loads(CliRunner().invoke(app, ["stats", "--json"]).stdout)
+    assert stats["workflows"][0]["tokens"] == 3  # the call made once, not counted twice
