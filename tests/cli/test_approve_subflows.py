@@ -134,6 +134,31 @@ def test_a_rejection_inside_the_sub_workflow_fails_the_calling_phase(tmp_path, p
     assert "rejected by" in failed["release"] and "not yet" in failed["release"]
 
 
+def test_resuming_after_a_rejection_inside_the_sub_workflow_asks_again(tmp_path, processes):
+    proc = start(processes, tmp_path, files(tmp_path))
+    seen = read_until(proc, "phase_waiting", "release/publish")
+    run_id = seen[-1]["run_id"]
+    stored_waiting(tmp_path, run_id, "release/publish")
+    assert orch(tmp_path, "reject", run_id, "release/publish", "-m", "not yet").returncode == 0
+    assert finish(proc, seen)[0] == 1
+    resumed = processes.start(
+        [sys.executable, "-m", "orchestrator", "resume", run_id], cwd=tmp_path, env=env(tmp_path)
+    )
+    stored_waits(tmp_path, run_id, "release/publish", 2)  # the sub-run asks again
+    assert orch(tmp_path, "approve", run_id, "release/publish", "-m", "now").returncode == 0
+    code, _, err = resumed.finish()
+    assert code == 0, err
+    logs = orch(tmp_path, "logs", run_id, "--phase", "release/publish", "--json")
+    kinds = [json.loads(x)["event"] for x in logs.stdout.splitlines()]
+    assert kinds == [
+        "phase_waiting",
+        "phase_failed",
+        "phase_waiting",
+        "phase_started",
+        "phase_completed",
+    ]
+
+
 def test_the_wait_survives_a_kill_and_resume_honours_the_decision(tmp_path, processes):
     seen = kill_while_waiting(
         tmp_path, start(processes, tmp_path, files(tmp_path)), "release/publish"
