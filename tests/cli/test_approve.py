@@ -290,16 +290,7 @@ def test_resuming_a_rejected_run_asks_again_and_keeps_the_rejection(tmp_path, pr
     assert code == 0, err
     assert f"phase deploy started (attempt 1; approved by {user}: ok now)" in err
     # nothing earlier is lost: the rejection (who, when, why) stays in the history
-    logs = orch(tmp_path, "logs", run_id, "--phase", "deploy", "--json")
-    events = [json.loads(line) for line in logs.stdout.splitlines()]
-    kinds = [e["event"] for e in events]
-    assert kinds == [
-        "phase_waiting",
-        "phase_failed",
-        "phase_waiting",
-        "phase_started",
-        "phase_completed",
-    ]
+    events = asked_twice(tmp_path, run_id, "deploy")
     rejection = events[1]["data"]
     assert rejection["error"] == f"rejected by {user}: no"
     assert rejection["approval"]["decision"] == "rejected"
@@ -312,6 +303,24 @@ def test_resuming_a_rejected_run_asks_again_and_keeps_the_rejection(tmp_path, pr
     assert "rejected by" in orch(tmp_path, "logs", run_id, "--phase", "deploy").stdout
 
 
+def stored_events(tmp_path: Path, run_id: str, phase: str, *kinds: str) -> list[dict]:
+    """The phase's events as `orch logs --json` reads them, asserted to be of ``kinds``."""
+    logs = orch(tmp_path, "logs", run_id, "--phase", phase, "--json")
+    events = [json.loads(line) for line in logs.stdout.splitlines()]
+    assert [e["event"] for e in events] == list(kinds)
+    return events
+
+
+def asked_twice(tmp_path: Path, run_id: str, phase: str) -> list[dict]:
+    """The phase's stored events: refused, asked again, approved and run (asserted)."""
+    return stored_events(
+        tmp_path, run_id, phase, *WAITED, "phase_waiting", "phase_started", "phase_completed"
+    )
+
+
+WAITED = ("phase_waiting", "phase_failed")  # a wait that ended in a refusal
+
+
 def test_resuming_after_a_timeout_that_rejects_waits_anew(tmp_path, processes):
     wf = gate(tmp_path, ", timeout: 300ms, on_timeout: reject")
     first, events, err = finish(start(processes, tmp_path, wf), [])
@@ -321,14 +330,7 @@ def test_resuming_after_a_timeout_that_rejects_waits_anew(tmp_path, processes):
     assert failed["data"]["approval"]["decision"] == "timed out (reject)"
     resumed = orch(tmp_path, "resume", run_id)
     assert resumed.returncode == 1  # times out again, after a wait of its own
-    logs = orch(tmp_path, "logs", run_id, "--phase", "deploy", "--json")
-    mine = [json.loads(line) for line in logs.stdout.splitlines()]
-    assert [e["event"] for e in mine] == [
-        "phase_waiting",
-        "phase_failed",
-        "phase_waiting",
-        "phase_failed",
-    ]
+    mine = stored_events(tmp_path, run_id, "deploy", *WAITED, *WAITED)
     # the second wait began after the first one's timeout, not at the first wait
     assert mine[2]["data"]["since"] >= mine[1]["ts"] > mine[0]["data"]["since"]
     assert mine[3]["ts"] - mine[2]["data"]["since"] >= 0.3
