@@ -42,12 +42,16 @@ async def start_run(
     trigger: Mapping[str, Any],
     executor: Executor | None = None,
     tracing: Any = None,
+    stop_now: asyncio.Event | None = None,
 ) -> RunResult:
     """Run ``plan`` to its end through the core's Python API (``orchestrator.runs.start``),
     recorded in the service's store exactly as `orch run` records it; setting ``cancel``
-    cancels it. ``executor``: where its agent calls run (the service's Dask cluster).
-    ``tracing``: the service's OpenTelemetry provider (tracing on): the run is a trace
-    of its own, with the spans `orch run` gives."""
+    cancels it, then setting ``stop_now`` stops it now as a second Ctrl-C stops
+    `orch run` (``RunHandle.cancel(force=True)``: what runs is cancelled, compensations
+    and handlers not started are not run, the run still records its end).
+    ``executor``: where its agent calls run (the service's Dask cluster). ``tracing``:
+    the service's OpenTelemetry provider (tracing on): the run is a trace of its own,
+    with the spans `orch run` gives."""
     from ..runs import start
 
     tracer = None
@@ -72,13 +76,20 @@ async def start_run(
     )
     stop = asyncio.ensure_future(cancel.wait())
     done = asyncio.ensure_future(handle.wait())
+    now = asyncio.ensure_future(stop_now.wait()) if stop_now is not None else None
     try:
         await asyncio.wait({stop, done}, return_when=asyncio.FIRST_COMPLETED)
         if not done.done():
             handle.cancel()
+            if now is not None:
+                await asyncio.wait({now, done}, return_when=asyncio.FIRST_COMPLETED)
+                if not done.done():
+                    handle.cancel(force=True)
         return await done
     finally:
         stop.cancel()
+        if now is not None:
+            now.cancel()
 
 
 @dataclass(eq=False)
@@ -95,6 +106,7 @@ class ActiveRun:
     queued_at: float = 0.0
     wait_for: tuple[ActiveRun, ...] = ()
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    stop_now: asyncio.Event = field(default_factory=asyncio.Event)  # after cancel: stop now
     done: asyncio.Event = field(default_factory=asyncio.Event)
     error: str | None = None
 
@@ -192,6 +204,7 @@ class RunManager:
                 trigger=run.trigger,
                 executor=self.executor,
                 tracing=self.tracing,
+                stop_now=run.stop_now,
             )
             run.status, run.error = result.status, result.error
         except asyncio.CancelledError:
@@ -222,6 +235,13 @@ class RunManager:
                 heapq.heapify(self._queue)
                 self._forget(run, "cancelled")
         return run
+
+    def stop_now(self) -> None:
+        """Stop every run now (``orch serve``'s second signal): each one cancelled, then
+        stopped as a second Ctrl-C stops `orch run`; each still records its end."""
+        for run in list(self.active.values()):
+            self.cancel(run.id)
+            run.stop_now.set()
 
     async def shutdown(self) -> None:
         """Cancel every queued and running run and wait for them to record their end."""

@@ -41,7 +41,8 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 async def run_service(service: Service, sock: socket.socket, *, say: Callable[[str], None]) -> int:
-    """Serve until SIGINT or SIGTERM; then stop firing, cancel the runs, return 130 or 143."""
+    """Serve until SIGINT or SIGTERM; then stop firing, cancel the runs, return 130 or 143.
+    A second signal stops the runs now (each records its end); a third exits at once."""
     config = Config()
     config.bind = [f"fd://{sock.fileno()}"]
     config.accesslog = None
@@ -54,10 +55,18 @@ async def run_service(service: Service, sock: socket.socket, *, say: Callable[[s
 
     def on_signal(signum: int) -> None:
         received.append(signum)
-        if len(received) > 1:
-            say("second signal: exiting now")
-            sys.exit(130 if signum == signal.SIGINT else 143)
-        say(f"{signal.Signals(signum).name}: stopping (running runs are cancelled, resumable)")
+        name = signal.Signals(signum).name
+        if len(received) > 2:
+            say(f"{name} again: exiting now (orch resume finishes what the runs left)")
+            sys.exit(130 if received[0] == signal.SIGINT else 143)
+        if len(received) == 2:  # each run stops now and records its end, as `orch run`'s
+            say(
+                f"{name} again: stopping the runs now (compensations and handlers not "
+                "started are not run; again to exit now)"
+            )
+            service.runs.stop_now()
+            return
+        say(f"{name}: stopping (running runs are cancelled, resumable; again to stop them now)")
         service.stopping = True  # the event streams end: the server waits for them to close
         stop.set()
 

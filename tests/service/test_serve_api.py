@@ -10,6 +10,7 @@ import sys
 import httpx
 import pytest
 
+from orchestrator.engine.saga import INTERRUPTED, NOT_RUN
 from tests.service.serving import RELEASE, Serve, orch, wait_for
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -367,6 +368,64 @@ def test_sigterm_stops_the_service_while_a_client_follows_a_running_runs_events(
     assert "event: end" not in rest
     assert "SIGTERM: stopping" in srv.log() and "Traceback" not in srv.log()
     assert orch("status", run_id, state_dir=srv.state_dir).stdout.count("cancelled") >= 1
+
+
+SAGA = """name: saga
+triggers:
+  - webhook: true
+phases:
+  - id: book
+    agent: echo
+    with: {{text: booked}}
+    compensate: {{agent: shell, with: {{command: "echo unbook >> '{ledger}'"}}}}
+  - id: pay
+    agent: echo
+    depends_on: [book]
+    with: {{text: paid}}
+    compensate:
+      agent: shell
+      with:
+        command: "echo refund >> '{ledger}'; while [ ! -f '{quick}' ]; do sleep 0.05; done"
+        kill_grace: 3
+  - id: boom
+    agent: shell
+    depends_on: [pay]
+    with: {{command: "exit 3"}}
+"""
+
+
+def test_a_second_sigterm_stops_a_compensating_run_which_still_records_its_end(tmp_path):
+    # the second signal used to exit at once (sys.exit): the run it left in the middle of its
+    # compensation had no end in the store; it now stops the runs as a second Ctrl-C stops
+    # `orch run` (the same RunHandle.cancel(force=True)), and each records its end
+    ledger, quick = tmp_path / "ledger", tmp_path / "quick"
+    srv = Serve(tmp_path, {"saga": SAGA.format(ledger=ledger, quick=quick)}).start()
+    try:
+        run_id = srv.http.post("/api/workflows/saga/runs", json={}).json()["id"]
+        wait_for(lambda: ledger.exists() and "refund" in ledger.read_text(), "compensating")
+        assert srv.proc is not None
+        srv.proc.send_signal(signal.SIGTERM)  # the service stops: the run goes on compensating
+        wait_for(lambda: "SIGTERM: stopping" in srv.log(), "the first signal taken")
+        srv.proc.send_signal(signal.SIGTERM)  # again: stop the run now
+        code = srv.proc.wait(timeout=60)
+    finally:
+        quick.touch()  # a compensation left running (it should not be) ends
+        srv.stop()
+    assert code == 143, srv.log()
+    listed = orch("logs", run_id, "--json", state_dir=srv.state_dir)
+    events = [json.loads(line) for line in listed.stdout.splitlines()]
+    ended = events[-1]
+    assert ended["event"] in ("workflow_failed", "workflow_cancelled"), ended
+    compensated = {e["phase"]: e["data"] for e in events if e["event"] == "phase_compensated"}
+    assert compensated == {
+        "pay": {"ok": False, "error": INTERRUPTED},  # its command was stopped
+        "book": {"ok": False, "error": NOT_RUN},  # not started after the second signal
+    }
+    assert ledger.read_text().splitlines() == ["refund"]
+    status = json.loads(orch("status", run_id, "--json", state_dir=srv.state_dir).stdout)
+    assert status["status"] == ended["event"].removeprefix("workflow_")  # ended, not interrupted
+    assert "SIGTERM again: stopping the runs now" in srv.log()
+    assert "Traceback" not in srv.log() and "exiting now" not in srv.log()
 
 
 def test_cancel_and_resume_through_the_api(tmp_path):
