@@ -50,11 +50,12 @@ def test_a_second_cancel_while_a_finally_phases_end_is_stored_keeps_that_end(
         await store.aclose()
 
     asyncio.run(main())
-    assert [e.data.get("error") for _, e in store.events("r1", phase="long")][-1] == "cancelled"
-    kinds = [e.event for _, e in store.events("r1", phase="cleanup")]
-    assert kinds == ["phase_started", f"phase_{end}"]
-    assert [e.event for _, e in store.events("r1")][-1] == "workflow_cancelled"
-    assert {p.id: p.state for p in store.phases("r1")}["cleanup"] == end
+    with store:  # the reads below open a connection again: closed here
+        assert [e.data.get("error") for _, e in store.events("r1", phase="long")][-1] == "cancelled"
+        kinds = [e.event for _, e in store.events("r1", phase="cleanup")]
+        assert kinds == ["phase_started", f"phase_{end}"]
+        assert [e.event for _, e in store.events("r1")][-1] == "workflow_cancelled"
+        assert {p.id: p.state for p in store.phases("r1")}["cleanup"] == end
 
 
 # what a second cancel records for the compensation it stopped, and for what it kept from
@@ -103,14 +104,15 @@ def test_a_second_cancel_of_the_runs_task_during_compensation_still_ends_the_run
         await store.aclose()
 
     asyncio.run(main())
-    events = [e for _, e in store.events("r2")]
-    assert events[-1].event == "workflow_cancelled"
-    compensated = {e.phase: e.data for e in events if e.event == "phase_compensated"}
-    assert compensated == {
-        "pay": {"ok": False, "error": INTERRUPTED},
-        "book": {"ok": False, "error": NOT_RUN},
-    }
-    cleanup = [e for e in events if e.phase == "cleanup"]
-    assert [(e.event, e.data.get("reason")) for e in cleanup] == [("phase_skipped", NOT_RUN)]
-    assert {p.id: p.compensation_error for p in store.phases("r2")}["pay"] == INTERRUPTED
-    assert store.get_run("r2").status == "cancelled"
+    with store:  # the reads below open a connection again: closed here
+        events = [e for _, e in store.events("r2")]
+        assert events[-1].event == "workflow_cancelled"
+        compensated = {e.phase: e.data for e in events if e.event == "phase_compensated"}
+        assert compensated == {
+            "pay": {"ok": False, "error": INTERRUPTED},
+            "book": {"ok": False, "error": NOT_RUN},
+        }
+        cleanup = [e for e in events if e.phase == "cleanup"]
+        assert [(e.event, e.data.get("reason")) for e in cleanup] == [("phase_skipped", NOT_RUN)]
+        assert {p.id: p.compensation_error for p in store.phases("r2")}["pay"] == INTERRUPTED
+        assert store.get_run("r2").status == "cancelled"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sqlite3
@@ -100,7 +101,8 @@ def test_a_run_is_recorded_with_derived_rows(tmp_path):
     assert [e.attempt for _, e in store.events("r1", phase="b")] == [1, 1, 2, 2]
     store.close()
     # A second process sees the same thing (it is on disk, not in memory).
-    assert open_store(tmp_path).get_run("r1").status == "failed"
+    with open_store(tmp_path) as again:
+        assert again.get_run("r1").status == "failed"
 
 
 def test_phase_started_is_durable_before_record_returns(tmp_path):
@@ -120,20 +122,20 @@ def test_phase_started_is_durable_before_record_returns(tmp_path):
 
 
 def test_concurrent_events_are_group_committed(tmp_path):
-    store = open_store(tmp_path)
-    n = 300
+    with open_store(tmp_path) as store:
+        n = 300
 
-    async def go():
-        await store.record(_started(phases=[f"p{i}" for i in range(n)]))
-        await asyncio.gather(
-            *(store.record(_ev("phase_started", phase=f"p{i}", attempt=1)) for i in range(n))
-        )
+        async def go():
+            await store.record(_started(phases=[f"p{i}" for i in range(n)]))
+            await asyncio.gather(
+                *(store.record(_ev("phase_started", phase=f"p{i}", attempt=1)) for i in range(n))
+            )
 
-    asyncio.run(go())
-    store.close()
-    # every event is there, in far fewer transactions than events (WAL frames are per commit)
-    assert {p.state for p in store.phases("r1")} == {PhaseState.RUNNING}
-    assert len(store.events("r1")) == n + 1
+        asyncio.run(go())
+        store.close()
+        # every event is there, in far fewer transactions than events (WAL frames are per commit)
+        assert {p.state for p in store.phases("r1")} == {PhaseState.RUNNING}
+        assert len(store.events("r1")) == n + 1
 
 
 def test_a_batch_of_events_keeps_its_order_and_sequence_numbers(tmp_path):
@@ -173,42 +175,42 @@ def test_a_batch_of_events_keeps_its_order_and_sequence_numbers(tmp_path):
 
 
 def test_big_outputs_spill_to_files(tmp_path):
-    store = open_store(tmp_path)
-    big = "x" * (OUTPUT_CAP + 10)
-    asyncio.run(
-        _record_all(
-            store,
-            [
-                _started(),
-                _ev(
-                    "phase_completed",
-                    phase="a",
-                    attempt=1,
-                    status="completed",
-                    output=big,
-                    attempts=1,
-                ),
-            ],
+    with open_store(tmp_path) as store:
+        big = "x" * (OUTPUT_CAP + 10)
+        asyncio.run(
+            _record_all(
+                store,
+                [
+                    _started(),
+                    _ev(
+                        "phase_completed",
+                        phase="a",
+                        attempt=1,
+                        status="completed",
+                        output=big,
+                        attempts=1,
+                    ),
+                ],
+            )
         )
-    )
-    store.close()
-    assert store.phases("r1")[0].output == big
-    files = list((tmp_path / "outputs").rglob("*.json"))
-    assert len(files) == 1 and json.loads(files[0].read_text()) == big
-    conn = sqlite3.connect(tmp_path / "state.db")
-    assert conn.execute("SELECT output FROM phases WHERE id='a'").fetchone()[0] is None
-    assert big not in conn.execute("SELECT data FROM events").fetchall()[-1][0]
+        store.close()
+        assert store.phases("r1")[0].output == big
+        files = list((tmp_path / "outputs").rglob("*.json"))
+        assert len(files) == 1 and json.loads(files[0].read_text()) == big
+    with contextlib.closing(sqlite3.connect(tmp_path / "state.db")) as conn:
+        assert conn.execute("SELECT output FROM phases WHERE id='a'").fetchone()[0] is None
+        assert big not in conn.execute("SELECT data FROM events").fetchall()[-1][0]
 
 
 def test_unknown_run_and_ambiguous_prefix(tmp_path):
-    store = open_store(tmp_path)
-    asyncio.run(_record_all(store, [_started("abc1"), _started("abc2")]))
-    store.close()
-    with pytest.raises(RunNotFound, match="no run 'zzz'"):
-        store.get_run("zzz")
-    with pytest.raises(UsageError, match="matches several runs"):
-        store.get_run("abc")
-    assert store.get_run("abc2").id == "abc2"
+    with open_store(tmp_path) as store:
+        asyncio.run(_record_all(store, [_started("abc1"), _started("abc2")]))
+        store.close()
+        with pytest.raises(RunNotFound, match="no run 'zzz'"):
+            store.get_run("zzz")
+        with pytest.raises(UsageError, match="matches several runs"):
+            store.get_run("abc")
+        assert store.get_run("abc2").id == "abc2"
 
 
 def test_a_corrupt_row_names_run_phase_and_row_and_other_runs_stay_readable(tmp_path):
@@ -231,13 +233,13 @@ def test_a_corrupt_row_names_run_phase_and_row_and_other_runs_stay_readable(tmp_
     conn.execute("UPDATE events SET data='[1,' WHERE run_id='bad' AND phase='b'")
     conn.commit()
     conn.close()
-    store = open_store(tmp_path)
-    with pytest.raises(StateCorrupted, match=r"run 'bad' phase 'b'.*table 'phases'"):
-        store.phases("bad")
-    with pytest.raises(StateCorrupted, match=r"run 'bad' phase 'b': row \d+ of table 'events'"):
-        store.events("bad")
-    assert store.phases("good")[0].output == 1
-    assert {r.id for r in store.list_runs()} == {"good", "bad"}
+    with open_store(tmp_path) as store:
+        with pytest.raises(StateCorrupted, match=r"run 'bad' phase 'b'.*table 'phases'"):
+            store.phases("bad")
+        with pytest.raises(StateCorrupted, match=r"run 'bad' phase 'b': row \d+ of table 'events'"):
+            store.events("bad")
+        assert store.phases("good")[0].output == 1
+        assert {r.id for r in store.list_runs()} == {"good", "bad"}
 
 
 def test_a_newer_schema_is_refused(tmp_path):
@@ -266,11 +268,11 @@ def test_a_running_run_of_a_dead_process_is_interrupted_and_can_be_claimed(tmp_p
         "os._exit(0)\n"
     )
     subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True)
-    store = open_store(tmp_path)
-    run = store.get_run("dead")
-    assert run.status == "interrupted" and run.owner is not None and not run.owner.alive()
-    claimed = store.claim("dead")
-    assert claimed.status == "running" and claimed.owner == current_owner()
+    with open_store(tmp_path) as store:
+        run = store.get_run("dead")
+        assert run.status == "interrupted" and run.owner is not None and not run.owner.alive()
+        claimed = store.claim("dead")
+        assert claimed.status == "running" and claimed.owner == current_owner()
 
 
 def test_a_live_owner_refuses_a_claim_naming_it(tmp_path):
@@ -292,15 +294,17 @@ def test_a_live_owner_refuses_a_claim_naming_it(tmp_path):
     )
     try:
         assert proc.stdout.readline().strip() == "ready"
-        store = open_store(tmp_path)
-        assert store.get_run("live").status == "running"
-        with pytest.raises(RunLocked, match=f"process {proc.pid}"):
-            store.claim("live")
+        with open_store(tmp_path) as store:
+            assert store.get_run("live").status == "running"
+            with pytest.raises(RunLocked, match=f"process {proc.pid}"):
+                store.claim("live")
+            proc.kill()
+            proc.wait()
+            assert store.get_run("live").status == "interrupted"
     finally:
-        proc.kill()
+        proc.kill()  # nothing left to do when it is already dead
         proc.wait()
         proc.stdout.close()
-    assert store.get_run("live").status == "interrupted"
 
 
 def test_owner_with_reused_pid_is_not_alive():
@@ -329,28 +333,28 @@ def test_cache_put_get_ttl_and_clear(tmp_path):
 
 
 def test_claim_resets_phases_to_run_again(tmp_path):
-    store = open_store(tmp_path)
-    asyncio.run(
-        _record_all(
-            store,
-            [
-                _started(),
-                _ev(
-                    "phase_completed",
-                    phase="a",
-                    attempt=1,
-                    status="completed",
-                    output=1,
-                    attempts=1,
-                ),
-                _ev("workflow_failed", status="failed"),
-            ],
+    with open_store(tmp_path) as store:
+        asyncio.run(
+            _record_all(
+                store,
+                [
+                    _started(),
+                    _ev(
+                        "phase_completed",
+                        phase="a",
+                        attempt=1,
+                        status="completed",
+                        output=1,
+                        attempts=1,
+                    ),
+                    _ev("workflow_failed", status="failed"),
+                ],
+            )
         )
-    )
-    store.close()
-    store.claim("r1", rerun=["a"])
-    assert store.phases("r1")[0].state is PhaseState.PENDING
-    assert store.phases("r1")[0].completed_seq is None
+        store.close()
+        store.claim("r1", rerun=["a"])
+        assert store.phases("r1")[0].state is PhaseState.PENDING
+        assert store.phases("r1")[0].completed_seq is None
 
 
 def test_processes_opening_a_new_state_directory_at_once_all_succeed(tmp_path):
