@@ -50,15 +50,17 @@ test: check
 PYTHONS ?= python3.10 python3.11 python3.12 python3.13
 PYTEST_ARGS ?= -q -p no:cacheprovider
 test-pythons:
-	@failed=""; \
+	@failed=""; passed=""; skipped=""; \
 	for py in $(PYTHONS); do \
-	  if ! $$py -c pass 2>/dev/null; then echo "== $$py: not found, skipped"; continue; fi; \
+	  if ! $$py -c pass 2>/dev/null; then echo "== $$py: not found, skipped"; skipped="$$skipped $$py"; continue; fi; \
 	  env=.venvs/$$($$py -c 'import sys; print("py%d%d" % sys.version_info[:2])'); \
 	  [ -x $$env/bin/python ] || $$py -m venv $$env || { failed="$$failed $$py"; continue; }; \
 	  $$env/bin/python -m pip install --quiet -e '.[dev]' || { failed="$$failed $$py"; continue; }; \
 	  echo "== $$($$env/bin/python --version)"; \
-	  $$env/bin/python -m pytest $(PYTEST_ARGS) || failed="$$failed $$py"; \
+	  if $$env/bin/python -m pytest $(PYTEST_ARGS); then passed="$$passed $$py"; else failed="$$failed $$py"; fi; \
 	done; \
+	echo "passed on:$${passed:- none}"; \
+	if [ -n "$$skipped" ]; then echo "skipped (not found):$$skipped"; fi; \
 	if [ -n "$$failed" ]; then echo "failed on:$$failed"; exit 1; fi
 
 lint: $(STAMP)
