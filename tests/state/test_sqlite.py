@@ -153,25 +153,25 @@ def test_a_batch_of_events_keeps_its_order_and_sequence_numbers(tmp_path):
             _ev("phase_completed", phase=pid, attempt=1, ts=2000.0 + i, output=output, attempts=1)
         )
     events.append(_ev("phase_completed", phase="handler", attempt=1, ts=3000.0, output="h"))
-    store = open_store(tmp_path)
-    store.append(events)
-    store.close()
-    stored = store.events("r1")
-    assert [(e.event, e.phase, e.ts) for _, e in stored] == [
-        (e.event, e.phase, e.ts) for e in events
-    ]
-    seqs = [seq for seq, _ in stored]
-    assert seqs == list(range(seqs[0], seqs[0] + len(events)))
-    completed_at = {e.phase: seq for seq, e in stored if e.event == "phase_completed"}
-    phases = store.phases("r1")
-    assert [p.id for p in phases] == [*planned, "handler"]
-    assert {p.id: p.completed_seq for p in phases} == completed_at
-    assert {p.id: p.output for p in phases} == {
-        **{pid: ({"n": i} if i != 50 else big) for i, pid in enumerate(planned)},
-        "handler": "h",
-    }
-    assert {p.state for p in phases} == {PhaseState.COMPLETED}
-    assert phases[7].started == 1007.0  # from its phase_started, kept by the completion
+    with open_store(tmp_path) as store:
+        store.append(events)
+        store.close()
+        stored = store.events("r1")
+        assert [(e.event, e.phase, e.ts) for _, e in stored] == [
+            (e.event, e.phase, e.ts) for e in events
+        ]
+        seqs = [seq for seq, _ in stored]
+        assert seqs == list(range(seqs[0], seqs[0] + len(events)))
+        completed_at = {e.phase: seq for seq, e in stored if e.event == "phase_completed"}
+        phases = store.phases("r1")
+        assert [p.id for p in phases] == [*planned, "handler"]
+        assert {p.id: p.completed_seq for p in phases} == completed_at
+        assert {p.id: p.output for p in phases} == {
+            **{pid: ({"n": i} if i != 50 else big) for i, pid in enumerate(planned)},
+            "handler": "h",
+        }
+        assert {p.state for p in phases} == {PhaseState.COMPLETED}
+        assert phases[7].started == 1007.0  # from its phase_started, kept by the completion
 
 
 def test_big_outputs_spill_to_files(tmp_path):
