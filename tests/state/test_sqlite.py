@@ -40,6 +40,12 @@ def _started(run="r1", phases=("a", "b", "c"), ts=1000.0):
     )
 
 
+def _completed_a(output):
+    return _ev(
+        "phase_completed", phase="a", attempt=1, status="completed", output=output, attempts=1
+    )
+
+
 async def _record_all(store, events):
     for e in events:
         await store.record(e)
@@ -182,14 +188,7 @@ def test_big_outputs_spill_to_files(tmp_path):
                 store,
                 [
                     _started(),
-                    _ev(
-                        "phase_completed",
-                        phase="a",
-                        attempt=1,
-                        status="completed",
-                        output=big,
-                        attempts=1,
-                    ),
+                    _completed_a(big),
                 ],
             )
         )
@@ -339,14 +338,7 @@ def test_claim_resets_phases_to_run_again(tmp_path):
                 store,
                 [
                     _started(),
-                    _ev(
-                        "phase_completed",
-                        phase="a",
-                        attempt=1,
-                        status="completed",
-                        output=1,
-                        attempts=1,
-                    ),
+                    _completed_a(1),
                     _ev("workflow_failed", status="failed"),
                 ],
             )
