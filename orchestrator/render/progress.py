@@ -237,10 +237,14 @@ class RunView:
             failed = event.attempt or view.attempt or 1
             nxt = _whole(data.get("next_attempt")) or failed + 1
             view.error = _text(data.get("error"))
-            view.note = f"attempt {failed} failed; attempt {nxt} in {retry_wait(data)}"
-            view.attempt = nxt
-            wait = _number(data.get("delay"))
-            view.waiting_until = event.ts + wait if wait else None
+            item = item_label(data)  # one foreach item's retry: ``[2] attempt 1 failed...``
+            view.note = (
+                f"{item} " if item else ""
+            ) + f"attempt {failed} failed; attempt {nxt} in {retry_wait(data)}"
+            if not item:  # the phase's other items run on: neither its attempt nor waiting
+                view.attempt = nxt
+                wait = _number(data.get("delay"))
+                view.waiting_until = event.ts + wait if wait else None
         elif kind == "phase_compensated":
             self.compensated.append((view.id, bool(data.get("ok"))))
             view.note = (

@@ -117,3 +117,45 @@ def test_the_live_display_shows_the_newest_item_stream_after_its_index(demo_run)
     assert f"[{item}] {outputs['topics'][item]}" in row, row
     others = [t for i, t in enumerate(outputs["topics"]) if i != item]
     assert not any(t.split(":")[0] in row for t in others), row
+
+
+FLAKY_ITEMS = """\
+name: flaky-items
+phases:
+  - id: each
+    foreach: [a, b, c]
+    agent: fail
+    retries: {attempts: 1, backoff: fixed, delay: 30s}
+    with: {times: "{{ 1 if item == 'b' else 0 }}", output: "{{ item }}"}
+"""
+
+
+def test_one_items_retry_does_not_show_the_whole_foreach_phase_waiting(tmp_path):
+    # the real run's events up to item 1's retry, drawn as the live display draws them
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(FLAKY_ITEMS)
+    env = {**os.environ, "ORCH_STATE_DIR": str(tmp_path / "state"), "NO_COLOR": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "run", str(wf), "--events", "jsonl"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    view = RunView()
+    retry = None
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            event = Event.from_dict(json.loads(line))
+            view(event)
+            if event.event == "phase_retry":
+                retry = event
+                break
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert retry is not None and retry.data["item"] == 1
+    console = make_console(io.StringIO(), force_terminal=False, width=160, environ={})
+    console.print(LiveProgress(view, console).render(now=retry.ts + 1))
+    row = next(line for line in console.file.getvalue().splitlines() if " each " in line)
+    assert "running" in row and "waiting" not in row, row  # items 0 and 2 run on
+    assert "attempt 2 in" not in row, row
+    assert view.phases["each"].note.startswith("[1] attempt 1 failed; attempt 2 in 30s")
