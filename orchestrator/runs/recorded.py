@@ -11,7 +11,7 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,12 +26,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EXIT_CODES",
+    "PAGE",
     "POLL",
     "Cancelled",
     "RunStatus",
     "approve",
     "cancel",
     "check_phase",
+    "each_event",
     "exit_code",
     "existing_store",
     "follow",
@@ -48,6 +50,9 @@ __all__ = [
 #: Seconds between two looks at the store while following or waiting for a run
 #: owned by another process.
 POLL = 0.2
+#: Events per read of the store while following a run or walking its events: a long
+#: run's are never read at once.
+PAGE = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +105,10 @@ def status(run_id: str, *, state_dir: str | os.PathLike[str] | None = None) -> R
     try:
         run = store.get_run(run_id)
         by = None
-        if run.status == "cancelled":
-            for _, event in store.events(run.id, after=0)[-1:]:
-                by = event.data.get("cancelled_by")
+        if run.status == "cancelled":  # who cancelled it: its last event (workflow_cancelled)
+            last = store.last_event(run.id)
+            if last is not None:
+                by = last[1].data.get("cancelled_by")
         return RunStatus(run, tuple(store.phases(run.id)), by)
     finally:
         store.close()
@@ -144,7 +150,7 @@ async def follow(
         while True:
             # the status first: once it is final, the events read next include the last ones
             running = live and store.get_run(run.id).status == "running"
-            batch = store.events(run.id, phase=phase, after=last)
+            batch = store.events(run.id, phase=phase, after=last, limit=PAGE)
             # Nothing stays open while the caller holds an event: a caller that stops early
             # leaves this generator's finally to whenever it is closed (at garbage collection
             # if nobody closes it). The next read opens a new connection.
@@ -152,11 +158,24 @@ async def follow(
             for seq, event in batch:
                 last = seq
                 yield event
+            if len(batch) == PAGE:  # a full page: more may be stored, read on now
+                continue
             if not running:
                 return
             await asyncio.sleep(poll)
     finally:
         store.close()
+
+
+def each_event(store: SqliteStore, run_id: str, *, after: int = 0) -> Iterator[tuple[int, Event]]:
+    """The run's stored events after ``after``, oldest first, read ``PAGE`` at a time (a
+    long run's are never read at once)."""
+    while True:
+        batch = store.events(run_id, after=after, limit=PAGE)
+        yield from batch
+        if len(batch) < PAGE:
+            return
+        after = batch[-1][0]
 
 
 def check_phase(store: SqliteStore, run: RunRecord, phase: str) -> None:

@@ -349,18 +349,18 @@ def create_app(service: Service, *, ui: bool = True) -> Starlette:
         run = await _run_or_404(request.path_params["id"])
         if isinstance(run, ActiveRun):  # queued: not in the store yet
             return JSONResponse(views.run_json(run))
-        events = await in_thread(store.events, run.id)
         phases = await in_thread(store.phases, run.id)
         decisions = await in_thread(store.decisions, run.id)
         # `orch status --json`, plus what the run's page shows
         body = status_json(run, phases, now=time.time(), decisions=decisions)
-        asks = {e.phase: e.data.get("message") for _, e in events if e.event == "phase_waiting"}
+        # its events read a page at a time (a long run's are never read at once)
+        read = await in_thread(views.read_events, store, run, now=time.time())
         for phase in body["phases"]:
-            phase["approval"] = asks.get(phase["id"])
-        body["attempts"] = views.attempts(events, running=run.status == "running", now=time.time())
+            phase["approval"] = read.asks.get(phase["id"])
+        body["attempts"] = read.attempts
         body["graph"] = await in_thread(views.graph, store, run)
-        body["trigger"] = events[0][1].data.get("trigger") if events else None
-        body["last_seq"] = events[-1][0] if events else 0
+        body["trigger"] = read.trigger
+        body["last_seq"] = read.last_seq
         return JSONResponse(body)
 
     @_api

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,16 @@ if TYPE_CHECKING:
     from ..state.sqlite import SqliteStore
     from .runs import ActiveRun
 
-__all__ = ["FINAL_EVENTS", "attempts", "event_json", "graph", "logs", "run_json"]
+__all__ = [
+    "FINAL_EVENTS",
+    "ReadEvents",
+    "attempts",
+    "event_json",
+    "graph",
+    "logs",
+    "read_events",
+    "run_json",
+]
 
 FINAL_EVENTS = frozenset({"workflow_completed", "workflow_failed", "workflow_cancelled"})
 
@@ -60,13 +70,45 @@ _BAR_STATE = {
 }
 
 
-def attempts(events: list[tuple[int, Event]], *, running: bool, now: float) -> list[dict[str, Any]]:
+@dataclass
+class ReadEvents:
+    """What the run's page takes from its events: the Gantt bars (``attempts``), each
+    waiting phase's approval message, the trigger (workflow_started) and the last seq."""
+
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    asks: dict[str | None, Any] = field(default_factory=dict)
+    trigger: Any = None
+    last_seq: int = 0
+
+
+def read_events(store: SqliteStore, run: RunRecord, *, now: float) -> ReadEvents:
+    """One pass over the run's events, read a page at a time (``each_event``)."""
+    from ..runs.recorded import each_event
+
+    read = ReadEvents()
+    first = True
+
+    def tapped() -> Iterator[Event]:
+        nonlocal first
+        for seq, event in each_event(store, run.id):
+            if first:
+                read.trigger, first = event.data.get("trigger"), False
+            if event.event == "phase_waiting":
+                read.asks[event.phase] = event.data.get("message")
+            read.last_seq = seq
+            yield event
+
+    read.attempts = attempts(tapped(), running=run.status == "running", now=now)
+    return read
+
+
+def attempts(events: Iterable[Event], *, running: bool, now: float) -> list[dict[str, Any]]:
     """The Gantt bars (``state.timeline``, the same bars as `orch report`): each attempt,
     each wait between attempts or for an approval, each compensation. A bar still open
     ends ``now`` while the run runs; ``end`` is None for it."""
     from ..state.timeline import timeline
 
-    bars = timeline((e for _, e in events), end=now if running else None)
+    bars = timeline(events, end=now if running else None)
     return [
         {
             "phase": b.phase,

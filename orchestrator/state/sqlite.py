@@ -645,6 +645,17 @@ class SqliteStore:
         trace_id = self._trace_id(run_id)
         return [(int(row[0]), event_record(run_id, row, trace_id)) for row in rows]
 
+    def last_event(self, run_id: str) -> tuple[int, Event] | None:
+        """The run's last stored event (one row), or None. Raises StateCorrupted."""
+        rows = self._read(
+            "SELECT seq, ts, event, phase, attempt, data FROM events WHERE run_id=?"
+            " ORDER BY seq DESC LIMIT 1",
+            (run_id,),
+        )
+        if not rows:
+            return None
+        return int(rows[0][0]), event_record(run_id, rows[0], self._trace_id(run_id))
+
     def stats_rows(
         self, since: float | None = None, workflow: str | None = None
     ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:

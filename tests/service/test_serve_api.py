@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -216,6 +218,7 @@ import os
 from orchestrator.state.sqlite import SqliteStore
 
 _events = SqliteStore.events
+_last = SqliteStore.last_event
 
 
 def _counted(self, run_id, **kwargs):
@@ -225,17 +228,31 @@ def _counted(self, run_id, **kwargs):
     return rows
 
 
+def _counted_last(self, run_id):
+    row = _last(self, run_id)
+    with open(os.environ["ORCH_TEST_READS"], "a") as out:
+        out.write(f"{int(row is not None)}\\n")
+    return row
+
+
 SqliteStore.events = _counted
+SqliteStore.last_event = _counted_last
 """
 
 
-def test_an_event_stream_reads_a_long_backlog_a_page_at_a_time(tmp_path):
+def _spying(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """The environment of a process whose store reads are counted (``_READS``) into the
+    file returned."""
     spy = tmp_path / "spy"
     spy.mkdir()
     (spy / "sitecustomize.py").write_text(_READS)
     reads = tmp_path / "reads.txt"
     path = os.pathsep.join(p for p in (str(spy), os.environ.get("PYTHONPATH", "")) if p)
-    env = {"PYTHONPATH": path, "ORCH_TEST_READS": str(reads)}
+    return {"PYTHONPATH": path, "ORCH_TEST_READS": str(reads)}, reads
+
+
+def test_an_event_stream_reads_a_long_backlog_a_page_at_a_time(tmp_path):
+    env, reads = _spying(tmp_path)
     with Serve(tmp_path, {"long": LONG}, env=env) as srv:
         run_id = srv.http.post("/api/workflows/long/runs", json={}).json()["id"]
         srv.run_when(run_id, "completed")
@@ -257,6 +274,56 @@ def test_an_event_stream_reads_a_long_backlog_a_page_at_a_time(tmp_path):
     assert sum(counted) == len(stored)
     assert max(counted) <= 1000  # never read at once: a page (1000) at a time
     assert len(counted) >= 3
+
+
+def test_the_run_page_logs_and_status_read_a_long_runs_events_a_page_at_a_time(tmp_path):
+    # GET /api/runs/ID (which the run page calls again after streamed events), `orch logs`
+    # and the Python API's follow() behind it, and `orch status` of a cancelled run read
+    # every event of the run at once: a long run's thousands in one read
+    env, reads = _spying(tmp_path)
+
+    def counted() -> list[int]:
+        found = [int(n) for n in reads.read_text().split()]
+        reads.write_text("")
+        return found
+
+    def spied(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "orchestrator", *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env, "ORCH_STATE_DIR": str(srv.state_dir), "NO_COLOR": "1"},
+            timeout=120,
+        )
+
+    with Serve(tmp_path, {"long": LONG, "gated": GATED}, env=env) as srv:
+        run_id = srv.http.post("/api/workflows/long/runs", json={}).json()["id"]
+        srv.run_when(run_id, "completed")
+        gated = srv.http.post("/api/workflows/gated/runs", json={}).json()["id"]
+        srv.run_when(gated, "running")
+        assert orch("cancel", gated, state_dir=srv.state_dir).returncode == 0  # as SIGTERM
+        srv.run_when(gated, "cancelled")
+        counted()
+        page = srv.http.get(f"/api/runs/{run_id}").json()
+        by_page = counted()
+        srv_events = _all_pages(srv, f"/api/runs/{run_id}/events")[-1]
+        counted()
+    logged = spied("logs", run_id, "--json")
+    by_logs = counted()
+    waited = spied("wait", gated)  # its exit code: 143, cancelled by SIGTERM
+    by_status = counted()
+    stored = [json.loads(line) for line in logged.stdout.splitlines()]
+    assert len(stored) > 2000
+    # the page as it was: its last event, its trigger, a bar for the phase
+    last = srv_events[-1]["seq"]
+    assert page["status"] == "completed" and page["last_seq"] == last
+    assert page["trigger"] == stored[0]["data"]["trigger"]
+    assert [b["phase"] for b in page["attempts"]] == [p["id"] for p in page["phases"]]
+    for reads_of in (by_page, by_logs):
+        assert sum(reads_of) >= len(stored)  # every event read ...
+        assert max(reads_of) <= 1000 and len(reads_of) >= 3  # ... a page (1000) at a time
+    assert waited.returncode == 143, waited.stderr
+    assert by_status == [1]  # the run's last event: who cancelled it
 
 
 def test_bad_inputs_are_422_with_every_problem_located(tmp_path):
