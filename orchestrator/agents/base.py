@@ -52,7 +52,9 @@ class AgentResult:
 class AgentFailure(ExecutionError):
     """An agent call failed. ``transient`` failures are retried by the phase's policy;
     permanent ones (bad config, HTTP 4xx other than 408/429) are not. ``retry_after``
-    (seconds) is a server's request to wait before the next attempt."""
+    (seconds) is a server's request to wait before the next attempt; ``metadata`` what
+    the failed call used (``tokens``, ``cost``: counted as a successful call's);
+    ``hint`` what to do (``str(exc)`` shows it on a second line, ``exc.headline`` not)."""
 
     def __init__(
         self,
@@ -61,8 +63,9 @@ class AgentFailure(ExecutionError):
         transient: bool = True,
         retry_after: float | None = None,
         metadata: Mapping[str, Any] | None = None,
+        hint: str | None = None,
     ) -> None:
-        super().__init__(message)
+        super().__init__(message, hint=hint)
         self.transient = transient
         self.retry_after = retry_after
         self.metadata = dict(metadata or {})

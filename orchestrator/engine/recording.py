@@ -2,7 +2,8 @@
 
 Recording stores every agent call in ``DIR/<key>.json``: the phase, the agent
 and its type, the rendered input, and each result in call order (output,
-metadata with token usage, a handoff, the streamed pieces, or the error). The
+metadata with token usage, a handoff, the streamed pieces, or the error: its one-line
+text, its hint and what the failed call used, so a replayed failure is the live one). The
 key is a hash of the agent type and the rendered input (the agent's ``with``
 merged with the phase's). Everything written is masked first: a secret's value
 never reaches DIR, and as the key is computed on the masked input a replay
@@ -25,11 +26,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..agents.base import AgentFailure, AgentResult
-from ..errors import UsageError
+from ..errors import OrchError, UsageError
 from ..events import SecretMasker
 from ..jsontext import dumps
 from ..spec.schema import describe
+from .call import describe as one_line
 from .executor import CallChannel, CallSpec
+from .result import json_data
 
 if TYPE_CHECKING:
     from .call import CallNext
@@ -86,12 +89,8 @@ class CallLog:
         entry: dict[str, Any] = {"stream": pieces}
         try:
             result = await call_next(spec, teed)
-        except AgentFailure as exc:
-            entry.update(error=str(exc), transient=exc.transient)
-            self._store(spec, masker, shown, key, entry)
-            raise
         except Exception as exc:
-            entry.update(error=f"{type(exc).__name__}: {exc}", transient=True)
+            entry.update(_failure(exc))
             self._store(spec, masker, shown, key, entry)
             raise
         if isinstance(result, AgentResult):
@@ -147,8 +146,13 @@ class CallLog:
         entry = calls[min(n, len(calls) - 1)]
         for piece in entry.get("stream", ()):
             await stream(piece)
-        if "error" in entry:
-            raise AgentFailure(entry["error"], transient=entry.get("transient", True))
+        if "error" in entry:  # older recordings have neither hint nor metadata
+            raise AgentFailure(
+                entry["error"],
+                transient=entry.get("transient", True),
+                hint=entry.get("hint"),
+                metadata=entry.get("metadata"),
+            )
         return AgentResult(
             output=entry["output"],
             metadata=dict(entry.get("metadata") or {}),
@@ -167,6 +171,21 @@ class CallLog:
         diffs = _differences(best, agent_type, shown)
         more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
         return f"{head}: " + "; ".join(diffs[:3]) + more
+
+
+def _failure(exc: Exception) -> dict[str, Any]:
+    """What a failed call stores: the error as the phase shows it (one line, call.describe),
+    whether the phase's policy may retry it, and its hint and usage when it has them."""
+    entry: dict[str, Any] = {"error": one_line(exc)}
+    if isinstance(exc, AgentFailure):
+        entry["transient"] = exc.transient
+        if exc.metadata:
+            entry["metadata"] = json_data(exc.metadata)
+    else:  # another orch error (configuration, expression) is never retried
+        entry["transient"] = not isinstance(exc, OrchError)
+    if isinstance(exc, OrchError) and exc.hint:
+        entry["hint"] = exc.hint
+    return entry
 
 
 def _load(folder: Path) -> dict[str, dict[str, Any]]:
@@ -248,6 +267,8 @@ def _entry_problem(entry: Any) -> str | None:
             return _wrong(entry, "error", "a string")
         if not isinstance(entry.get("transient", True), bool):
             return _wrong(entry, "transient", "true or false")
+        if not isinstance(entry.get("hint"), (str, type(None))):
+            return _wrong(entry, "hint", "a string or null")
     elif "output" not in entry:
         return "it has neither 'output' nor 'error'"
     stream = entry.get("stream", [])

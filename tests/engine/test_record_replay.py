@@ -350,3 +350,85 @@ def test_replay_without_the_secret_warns_of_nothing_and_a_short_secret_set_is_st
     assert missing.stderr.startswith("error: secret 'OPENAI_API_KEY' not set in the environment"), (
         missing.stderr
     )
+
+
+FAILING = """\
+name: failing-calls
+agents:
+  asker:
+    type: llm
+    with: {base_url: "BASE", model: m, response_format: json}
+  checker:
+    type: python
+    with: {function: "quota_check:check"}
+phases:
+  - {id: ask, agent: asker, with: {prompt: "Answer in JSON"}, continue_on_error: true}
+  - {id: check, agent: checker, depends_on: [ask]}
+"""
+
+QUOTA_CHECK = """\
+from orchestrator import AgentFailure
+
+
+def check():
+    raise AgentFailure("the quota is used up", transient=False, hint="raise the quota")
+"""
+
+
+def test_a_replayed_failure_is_the_live_one_with_its_hint_and_tokens(tmp_path):
+    calls = tmp_path / "calls"
+    (tmp_path / "quota_check.py").write_text(QUOTA_CHECK)
+    args = ["run", "failing.yaml", "--events", "jsonl"]
+    # the model's answer is not JSON: the call fails after using tokens
+    with FakeOpenAI(["no json here"]) as srv:
+        (tmp_path / "failing.yaml").write_text(FAILING.replace("BASE", srv.base_url))
+        recorded = orch(tmp_path, *args, "--record", str(calls), env={})
+    assert recorded.returncode == 1, recorded.stderr
+    before = {
+        e["phase"]: e["data"] for e in events(recorded.stdout) if e["event"] == "phase_failed"
+    }
+    assert before["check"]["error"] == "the quota is used up"  # one line, the hint apart
+    assert before["ask"]["error"].startswith("the model's answer is not valid JSON")
+    assert before["ask"]["metadata"]["tokens"]["total"] > 0
+    stored = {
+        r["phase"]: r["calls"][0] for r in (json.loads(f.read_text()) for f in calls.glob("*.json"))
+    }
+    assert stored["check"]["error"] == "the quota is used up"
+    assert stored["check"]["hint"] == "raise the quota"
+    assert stored["ask"]["metadata"]["tokens"] == before["ask"]["metadata"]["tokens"]
+
+    # the server is gone: the replay answers from the folder
+    replayed = orch(tmp_path, *args, "--replay", str(calls), env={})
+    assert replayed.returncode == 1, replayed.stderr
+    after = {e["phase"]: e["data"] for e in events(replayed.stdout) if e["event"] == "phase_failed"}
+    for phase in ("ask", "check"):
+        assert after[phase]["error"] == before[phase]["error"]
+        assert after[phase].get("metadata") == before[phase].get("metadata")
+    assert (
+        events(replayed.stdout)[-1]["data"]["tokens"]
+        == events(recorded.stdout)[-1]["data"]["tokens"]
+    )
+    assert seen(events(replayed.stdout))[1:] == seen(events(recorded.stdout))[1:]
+
+
+def test_a_recording_without_hint_or_metadata_still_replays(tmp_path):
+    """A recording made before failures kept their hint and usage: the error replays."""
+    calls = tmp_path / "calls"
+    (tmp_path / "quota_check.py").write_text(QUOTA_CHECK)
+    (tmp_path / "failing.yaml").write_text(FAILING.replace("BASE", "http://127.0.0.1:9/v1"))
+    recorded = orch(tmp_path, "run", "failing.yaml", "--record", str(calls), env={})
+    assert recorded.returncode == 1, recorded.stderr
+    for f in calls.glob("*.json"):
+        data = json.loads(f.read_text())
+        for call in data["calls"]:
+            call.pop("hint", None)
+            call.pop("metadata", None)
+        f.write_text(json.dumps(data))
+    replayed = orch(
+        tmp_path, "run", "failing.yaml", "--replay", str(calls), "--events", "jsonl", env={}
+    )
+    assert replayed.returncode == 1, replayed.stderr
+    failed = {
+        e["phase"]: e["data"] for e in events(replayed.stdout) if e["event"] == "phase_failed"
+    }
+    assert failed["check"]["error"] == "the quota is used up"
