@@ -213,9 +213,12 @@ async def _failed(
     attempts: int,
     output: Any = ev._NO_OUTPUT,
     approval: Mapping[str, Any] | None = None,
+    reported: Mapping[str, Any] | None = None,
 ) -> PhaseOutcome:
+    """Record a failed phase; ``reported``: its metadata besides tokens and cost (a
+    repeat that failed by ``on_max``: ``iterations``, ``until_met``), as ``_completed``."""
     ended = run.now()
-    used = _spent(run, phase.id)
+    used = _spent(run, phase.id, reported)
     await _record(
         run,
         ev.phase_failed(
@@ -759,5 +762,7 @@ async def _run_repeat(
                 f"repeat stopped at max ({spec.max} iteration{'s' if spec.max != 1 else ''})"
                 f" without until being true: {spec.until} (on_max: fail)"
             )
-            return await _failed(run, phase, started, message, tried[0], previous)
+            return await _failed(
+                run, phase, started, message, tried[0], previous, reported=metadata
+            )
     return await _completed(run, phase, started, previous, tried[0], fallback_any, False, metadata)

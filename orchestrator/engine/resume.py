@@ -236,7 +236,12 @@ def _iterations(
     store: StateStore, run_id: str, plan: Plan, records: list[PhaseRecord], rerun: set[str]
 ) -> dict[str, tuple[int, Any, bool]]:
     """The last checkpointed iteration (n, output, done) of each unfinished ``repeat``
-    phase; ``done``: its ``until`` was true (the run stopped before the phase completed)."""
+    phase; ``done``: its ``until`` was true (the run stopped before the phase completed).
+
+    A loop that failed by ``on_max: fail`` (a ``phase_failed``, not cancelled, right
+    after the checkpoint of iteration ``max``, ``until`` false) has nothing to go on
+    from: its checkpoints are dropped, so the resumed phase loops again from iteration
+    1, a fresh attempt (those iterations stay in the history)."""
     out: dict[str, tuple[int, Any, bool]] = {}
     for p in records:
         phase = plan.phases.get(p.id)
@@ -244,10 +249,21 @@ def _iterations(
             continue
         if p.state is PhaseState.COMPLETED:
             continue
-        marks = [e for _, e in store.events(run_id, phase=p.id) if e.event == "phase_iteration"]
-        if marks and isinstance(marks[-1].data.get("iteration"), int):
-            last = marks[-1].data
-            out[p.id] = (int(last["iteration"]), last.get("output"), last.get("done") is True)
+        last: tuple[int, Any, bool] | None = None
+        for _, e in store.events(run_id, phase=p.id):
+            n = e.data.get("iteration")
+            if e.event == "phase_iteration" and isinstance(n, int):
+                last = (n, e.data.get("output"), e.data.get("done") is True)
+            elif (
+                e.event == "phase_failed"
+                and e.data.get("status") == PhaseState.FAILED.value
+                and last is not None
+                and last[0] >= phase.repeat.max
+                and not last[2]
+            ):
+                last = None  # failed by on_max: the next attempt loops from iteration 1
+        if last is not None:
+            out[p.id] = last
     return out
 
 

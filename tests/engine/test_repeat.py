@@ -3,12 +3,14 @@ iteration.n and iteration.previous, checkpoints that a resumed run goes on from.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -198,17 +200,7 @@ phases:
     with: {{text: "{{{{ phases.draft.output | trim }}}}!"}}
 """
     )
-    env = {**os.environ, "NO_COLOR": "1", "ORCH_STATE_DIR": str(tmp_path / ".orch")}
-
-    def orch(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "orchestrator", *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=tmp_path,
-            timeout=60,
-        )
+    orch = functools.partial(_orch, tmp_path)
 
     first = orch("run", str(wf))
     assert first.returncode == 0, first.stderr
@@ -283,6 +275,19 @@ phases:
     assert f"repeat.until: {tmp_path / 'wf.yaml'}:8:14: 'nope' is not defined" in result.stderr
 
 
+def _orch(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real `orch` command in ``tmp_path``, with its state there."""
+    env = {**os.environ, "NO_COLOR": "1", "ORCH_STATE_DIR": str(tmp_path / ".orch")}
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
+
+
 GATED = """name: gated
 phases:
   - id: draft
@@ -332,6 +337,46 @@ def test_on_max_fail_fails_the_phase_with_its_last_output(tmp_path):
     )
     assert failed["data"]["output"] == "draft 3"
     assert [e["data"]["iteration"] for e in events if e["event"] == "phase_iteration"] == [1, 2, 3]
+
+
+def test_a_loop_failed_by_on_max_loops_again_from_the_first_iteration_on_resume(tmp_path):
+    wf = tmp_path / "wf.yaml"
+    ledger = tmp_path / "ledger.txt"
+    answer = tmp_path / "answer.txt"
+    answer.write_text("no\n")
+    wf.write_text(
+        HEADER
+        + f"""name: loop
+phases:
+  - id: draft
+    agent: shell
+    repeat: {{until: "output | trim == 'yes'", max: 2, on_max: fail}}
+    with: {{command: "echo {{{{ iteration.n }}}} >> {ledger}; cat {answer}"}}
+"""
+    )
+    orch = functools.partial(_orch, tmp_path)
+
+    first = orch("run", str(wf))
+    assert first.returncode == 1, first.stderr
+    run_id = json.loads(orch("runs", "--json").stdout)[0]["id"]
+    assert f"orch resume {run_id}" in first.stderr
+    assert ledger.read_text().split() == ["1", "2"]
+    answer.write_text("yes\n")  # what the loop waited for comes now
+    resumed = orch("resume", run_id)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "loops go on" not in resumed.stderr
+    assert ledger.read_text().split() == ["1", "2", "1"]  # a fresh loop, from iteration 1
+    events = [json.loads(line) for line in orch("logs", run_id, "--json").stdout.splitlines()]
+    draft = [e for e in events if e.get("phase") == "draft"]
+    ends = [e for e in draft if e["event"] in ("phase_failed", "phase_completed")]
+    assert [e["event"] for e in ends] == ["phase_failed", "phase_completed"]
+    # the failed attempt stays in the history, with what its loop did
+    assert ends[0]["data"]["metadata"]["until_met"] is False
+    assert ends[0]["data"]["metadata"]["iterations"] == 2
+    assert ends[1]["data"]["metadata"]["until_met"] is True
+    assert ends[1]["data"]["metadata"]["iterations"] == 1
+    marks = [e["data"]["iteration"] for e in draft if e["event"] == "phase_iteration"]
+    assert marks == [1, 2, 1]
 
 
 def test_on_max_fail_without_until_is_refused(tmp_path):
