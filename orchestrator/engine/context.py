@@ -246,9 +246,8 @@ class RunContext:
         self.retries_left = wf.error_handling.max_total_retries
         # tokens and cost the calls used, against `budget:` (and a sub-run's caller's)
         self.spend = Spend(wf, options.budget_parent)
-        for done in self.prior.values():  # resumed: what the completed phases spent counts
-            if not done.cached:  # a cache hit made no call
-                self.spend.add(done.id, done.metadata)
+        for pid, used in options.resume_spent.items():  # resumed: what earlier launches spent
+            self.spend.add(pid, used)
         self.deadline: float | None = None  # monotonic end of the run (its timeout)
         self.memo: dict[Any, Any] = {}  # per-run memo of the call path (merged `with:`)
         self.in_flight: dict[str, int] = {}  # agent calls under way, per agent

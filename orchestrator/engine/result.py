@@ -207,7 +207,11 @@ class RunOptions:
     iteration (n, output, done): resumed, the loop goes on after it (or, done,
     completes with that output). ``resume_items``
     maps a ``foreach`` phase to its items completed before a crash (index ->
-    output): resumed, only the other items run. ``replay``: agent
+    output): resumed, only the other items run. ``resume_spent`` maps a phase to
+    the tokens and cost its calls used in earlier launches of a resumed run (its
+    stored metadata: a kept completed phase's, a failed or cancelled one's): the
+    run's ``Spend`` starts from them, so budgets and the phase's recorded usage
+    cover every launch. ``replay``: agent
     calls are answered by a middleware (``--replay``), so secrets that are not set
     are not needed. ``key_epochs`` maps a
     phase that ended *failed* in an earlier launch to that launch's number: its
@@ -234,6 +238,7 @@ class RunOptions:
     approvals: ApprovalDesk | None = None
     resume_iterations: Mapping[str, tuple[int, Any, bool]] = field(default_factory=dict)
     resume_items: Mapping[str, Mapping[int, Any]] = field(default_factory=dict)
+    resume_spent: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     replay: bool = False
     key_epochs: Mapping[str, int] = field(default_factory=dict)
     trigger: Mapping[str, Any] = field(default_factory=dict)

@@ -66,7 +66,9 @@ class Resume:
     completed phases whose output held a secret (stored masked, so run again);
     ``key_epochs`` the phases that had failed, with the number of this launch: their
     idempotency keys end in ``~N`` (``RunOptions.key_epochs``); ``items_at`` the
-    items of each unfinished ``foreach`` phase that completed (index -> output).
+    items of each unfinished ``foreach`` phase that completed (index -> output);
+    ``spent`` the tokens and cost each phase's calls used in earlier launches
+    (``RunOptions.resume_spent``, by ``_spent_before``).
     """
 
     run: RunRecord
@@ -81,6 +83,7 @@ class Resume:
     masked: tuple[str, ...] = ()
     key_epochs: Mapping[str, int] = field(default_factory=dict)
     items_at: Mapping[str, Mapping[int, Any]] = field(default_factory=dict)
+    spent: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def summary(self) -> str:
         """One line saying what the resume does (the CLI prints it)."""
@@ -208,7 +211,25 @@ def prepare_resume(
         # a phase that failed is asked again with new idempotency keys (not a replay)
         {p.id: run.resumes + 1 for p in records if p.state is PhaseState.FAILED},
         items_at,
+        _spent_before(records, prior),
     )
+
+
+def _spent_before(
+    records: list[PhaseRecord], prior: Mapping[str, PhaseOutcome]
+) -> dict[str, dict[str, Any]]:
+    """What each phase's calls used in earlier launches and still counts, by one rule:
+    the stored metadata (tokens, cost) of a phase whose end stays in the run's history:
+    a completed phase kept (``prior``; not a cache hit: it made no call), and a failed
+    or cancelled one (its ``phase_failed``'s: it runs again, and its new end records
+    what both launches used, as budgets count it). A completed phase that runs again
+    (changed, or its output masked) is replaced by its new run."""
+    ended = (PhaseState.FAILED, PhaseState.CANCELLED)
+    return {
+        p.id: dict(p.metadata)
+        for p in records
+        if p.metadata and ((p.id in prior and not p.cached) or p.state in ended)
+    }
 
 
 def _items(

@@ -64,6 +64,7 @@ async def start(
     _resume_iterations: Mapping[str, tuple[int, Any, bool]] | None = None,
     _key_epochs: Mapping[str, int] | None = None,
     _resume_items: Mapping[str, Mapping[int, Any]] | None = None,
+    _resume_spent: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> RunHandle:
     """Start a run in this event loop, recorded in the state store; return its handle once
     its ``workflow_started`` is stored.
@@ -109,6 +110,7 @@ async def start(
             resume_iterations=dict(_resume_iterations or {}),
             key_epochs=dict(_key_epochs or {}),
             resume_items=dict(_resume_items or {}),
+            resume_spent=dict(_resume_spent or {}),
             approvals=store,  # decisions of `orch approve`/`orch reject` land there
             replay=replay,
             trigger=dict(trigger or {}),
@@ -257,6 +259,7 @@ async def go_on(
         _resume_iterations=decision.iterations_at,
         _key_epochs=decision.key_epochs,
         _resume_items=decision.items_at,
+        _resume_spent=decision.spent,
     )
 
 

@@ -8,7 +8,11 @@ right call, running phases are cancelled and compensations still run.
 
 from __future__ import annotations
 
+import functools
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -127,8 +131,6 @@ def test_cost_per_phase_and_run_from_the_built_in_prices(tmp_path):
 
 def test_a_resumed_run_counts_what_its_completed_phases_spent(tmp_path):
     import os
-    import subprocess
-    import sys
 
     path = tmp_path / "paid.yaml"
     path.write_text(
@@ -155,15 +157,7 @@ phases:
             "ORCH_STATE_DIR": str(tmp_path / ".orch"),
         }
 
-        def orch(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [sys.executable, "-m", "orchestrator", *args],
-                capture_output=True,
-                text=True,
-                cwd=tmp_path,
-                env=env,
-                timeout=120,
-            )
+        orch = functools.partial(_orch, tmp_path, env)
 
         first = orch("run", str(path))
         assert first.returncode == 1
@@ -176,6 +170,57 @@ phases:
         assert "the run's budget is used up" in resumed.stderr
         assert "used by research" in resumed.stderr
         assert len(srv.requests) == 1
+
+
+def test_a_resumed_phase_counts_what_its_failed_launch_spent(tmp_path):
+    import os
+
+    # item 0 spends 100 tokens, item 1 fails (no usage) while the file `broken` exists
+    (tmp_path / "spend_mod.py").write_text(
+        "from pathlib import Path\n"
+        "from orchestrator.agents.base import AgentResult\n\n"
+        "def work(i):\n"
+        "    if i == 1 and Path('broken').exists():\n"
+        "        raise ValueError('item 1 is broken')\n"
+        "    return AgentResult(output=i, metadata={'tokens': {'total': 100}})\n"
+    )
+    (tmp_path / "broken").touch()
+    path = tmp_path / "spend.yaml"
+    path.write_text(
+        "name: spend\nphases:\n  - id: each\n    agent: python\n    foreach: [0, 1]\n"
+        "    with: {function: 'spend_mod:work', kwargs: {i: '{{ item }}'}}\n"
+    )
+    env = {**os.environ, "NO_COLOR": "1", "ORCH_STATE_DIR": str(tmp_path / ".orch")}
+
+    orch = functools.partial(_orch, tmp_path, env)
+
+    first = orch("run", str(path))
+    assert first.returncode == 1, first.stderr
+    run_id = json.loads(orch("runs", "--json").stdout)[0]["id"]
+    assert json.loads(orch("status", run_id, "--json").stdout)["tokens"]["total"] == 100
+    (tmp_path / "broken").unlink()
+    resumed = orch("resume", run_id)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "foreach goes on: each (1 item done)" in resumed.stderr
+    # item 0's 100 tokens (the failed launch) and item 1's 100 (this one)
+    status = json.loads(orch("status", run_id, "--json").stdout)
+    assert status["tokens"]["total"] == 200
+    assert status["phases"][0]["tokens"] == {"total": 200}
+    stats = json.loads(orch("stats", "--json").stdout)
+    assert stats["workflows"][0]["tokens"] == 200
+    assert stats["phases"][0]["tokens"] == 200
+
+
+def _orch(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """The real `orch` command, run in ``cwd`` with ``env``."""
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=120,
+    )
 
 
 PARENT = """\
