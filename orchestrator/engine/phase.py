@@ -87,9 +87,11 @@ async def run_phase(phase: Phase, run: RunContext) -> PhaseOutcome:
             result, fallback_used, cached = await _run_unit(phase, run, ctx, None, tried)
         except _Failed as failure:
             return await _failed(run, phase, started, failure.message, failure.attempts)
-        return await _completed(
+        outcome, recorded = _completed(
             run, phase, started, result.output, tried[0], fallback_used, cached, result.metadata
         )
+        await recorded
+        return outcome
     except asyncio.CancelledError:
         ended = run.now()
         attempts = tried[0]
@@ -133,7 +135,7 @@ def _first_attempt(run: RunContext, phase: Phase, item: int | None) -> int:
     return max(1, min(resume.get(phase.id, 1), phase.retries.attempts + 1))
 
 
-async def _completed(
+def _completed(
     run: RunContext,
     phase: Phase,
     started: float,
@@ -142,12 +144,14 @@ async def _completed(
     fallback_used: bool,
     cached: bool,
     metadata: Mapping[str, Any],
-) -> PhaseOutcome:
-    """Record a completed phase (its end is delivered by ``_record``); its ``tokens`` and
-    ``cost`` are what all its calls used (``_spent``), not only the last result's."""
+) -> tuple[PhaseOutcome, Awaitable[None]]:
+    """A completed phase's outcome, and its end's delivery (``_record``) to await before
+    returning the outcome (a pair, not a coroutine: one frame less per phase); its
+    ``tokens`` and ``cost`` are what all its calls used (``_spent``), not only the last
+    result's."""
     ended = run.now()
     metadata = _spent(run, phase.id, metadata)
-    await _record(
+    recorded = _record(
         run,
         ev.phase_completed(
             run.run_id,
@@ -162,7 +166,7 @@ async def _completed(
             metadata=metadata,
         ),
     )
-    return PhaseOutcome(
+    outcome = PhaseOutcome(
         phase.id,
         "completed",
         output,
@@ -174,6 +178,7 @@ async def _completed(
         cached,
         metadata,
     )
+    return outcome, recorded
 
 
 def _record(run: RunContext, event: ev.Event) -> Awaitable[None]:
@@ -182,7 +187,8 @@ def _record(run: RunContext, event: ev.Event) -> Awaitable[None]:
     holds that end followed by a ``phase_failed`` (cancelled) of the same phase.
 
     Without a durable sink ``emit`` delivers at once: nothing can interrupt it. The
-    scheduler cancels no task in ``run.completing``; a phase run in another task (a
+    scheduler cancels no task in ``run.completing`` (it takes the task out once the task
+    is done: no coroutine of its own here per phase); a phase run in another task (a
     handler phase, in the run's own task, which a second cancel or ``asyncio.run``'s
     teardown can reach) has its delivery shielded (``EventBus.emit_through``).
     """
@@ -192,17 +198,8 @@ def _record(run: RunContext, event: ev.Event) -> Awaitable[None]:
     task = asyncio.current_task()
     if task is None or task not in run.phase_tasks:
         return bus.emit_through(event)
-    return _sparing(run, task, event)
-
-
-async def _sparing(run: RunContext, task: asyncio.Task[Any], event: ev.Event) -> None:
-    """``emit`` while the scheduler leaves ``task`` alone (``run.completing``)."""
-    completing = run.completing
-    completing.add(task)
-    try:
-        await run.bus.emit(event)
-    finally:
-        completing.discard(task)
+    run.completing.add(task)
+    return bus.emit(event)
 
 
 async def _failed(
@@ -682,9 +679,11 @@ async def _run_foreach(
     metadata = {"agents": dict(sorted(agents.items()))} if agents else {}
     # every item from the cache: the phase is cached (and made no attempt), as a plain one
     cached = total > 0 and hits[0] == total
-    return await _completed(
+    outcome, recorded = _completed(
         run, phase, started, outputs, attempts, fallback_any[0], cached, metadata
     )
+    await recorded
+    return outcome
 
 
 async def _run_repeat(
@@ -765,4 +764,8 @@ async def _run_repeat(
             return await _failed(
                 run, phase, started, message, tried[0], previous, reported=metadata
             )
-    return await _completed(run, phase, started, previous, tried[0], fallback_any, False, metadata)
+    outcome, recorded = _completed(
+        run, phase, started, previous, tried[0], fallback_any, False, metadata
+    )
+    await recorded
+    return outcome

@@ -321,6 +321,7 @@ class _Scheduler:
         self._wakeup()
 
     def _finish(self, pid: str, task: asyncio.Task[PhaseOutcome]) -> None:
+        self.state.completing.discard(task)  # it recorded its end (phase.py, _record)
         outcomes = self.state.outcomes
         if task.cancelled():
             # cancelled before its first step: it never started and emitted nothing, so it

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -109,30 +109,77 @@ def apply_events(
     """``apply_event`` for each of ``events``, in order: their rows go in by multi-row
     INSERTs of up to 64 (a statement per row costs about twice as much), each chunk's run
     and phase rows are updated right after it. Raises sqlite3 errors."""
+    rows = _Rows(conn)
     start = 0
     total = len(events)
     while start < total:
         size = _CHUNK
         while size > total - start:
             size //= 2
-        chunk = [_prepare(event, spill) for event in events[start : start + size]]
-        if size == 1:
-            params: tuple[Any, ...] | list[Any] = chunk[0][0]
-        else:
-            params = [value for row, _, _ in chunk for value in row]
+        chunk = events[start : start + size]
+        params: list[Any] = []
+        outputs = []
+        for event in chunk:
+            row, output_text, output_file = _prepare(event, spill)
+            params.extend(row)
+            outputs.append((output_text, output_file))
         last = int(conn.execute(_INSERT_EVENTS[size], params).lastrowid)
         # one INSERT takes consecutive sequence numbers (AUTOINCREMENT, under the write lock)
         seq = last - size
-        for event, (_, output_text, output_file) in zip(
-            events[start : start + size], chunk, strict=True
-        ):
+        for event, (output_text, output_file) in zip(chunk, outputs, strict=True):
             seq += 1
-            _derive(conn, event, seq, output_text, output_file, owner)
+            _derive(rows, event, seq, output_text, output_file, owner)
         start += size
+    rows.flush()
+
+
+class _Rows:
+    """The run and phase row writes of a batch of events, in order. An UPDATE of the row
+    a phase has (the INSERT when it has none) is held back, and a run of them with one
+    statement goes in by one ``executemany`` (a call per row costs about 0.4 us more);
+    any other statement first writes what is held back."""
+
+    __slots__ = ("conn", "sql", "held")
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.sql = ""
+        self.held: list[tuple[tuple[Any, ...], str, tuple[Any, ...]]] = []
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self.flush()
+        self.conn.execute(sql, params)
+
+    def executemany(self, sql: str, params: Iterable[Sequence[Any]]) -> None:
+        self.flush()
+        self.conn.executemany(sql, params)
+
+    def update_or_insert(
+        self, update: str, params: tuple[Any, ...], insert: str, values: tuple[Any, ...]
+    ) -> None:
+        """UPDATE the row; INSERT ``values`` when the UPDATE found none."""
+        if update != self.sql:
+            self.flush()
+            self.sql = update
+        self.held.append((params, insert, values))
+
+    def flush(self) -> None:
+        held = self.held
+        if not held:
+            return
+        self.held = []
+        conn, sql = self.conn, self.sql
+        if conn.executemany(sql, [params for params, _, _ in held]).rowcount == len(held):
+            return
+        # a row was missing (a phase outside the plan): each again (the UPDATEs are
+        # idempotent), inserting the rows not found
+        for params, insert, values in held:
+            if conn.execute(sql, params).rowcount == 0:
+                conn.execute(insert, values)
 
 
 def _derive(
-    conn: Any,
+    rows: _Rows,
     event: Event,
     seq: int,
     output_text: str | None,
@@ -153,7 +200,7 @@ def _derive(
             info["trace_id"] = event.trace_id
         if data.get("source"):  # a workflow that is not a file: what a resume reads
             info["source"] = str(data["source"])
-        conn.execute(
+        rows.execute(
             "INSERT INTO runs(id, workflow, path, source_hash, status, started, owner_pid,"
             " owner_start, info) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?)"
             " ON CONFLICT(id) DO UPDATE SET workflow=excluded.workflow, path=excluded.path,"
@@ -171,7 +218,7 @@ def _derive(
                 dumps(info),
             ),
         )
-        conn.executemany(
+        rows.executemany(
             "INSERT INTO phases(run_id, id, idx, state) VALUES (?, ?, ?, 'pending')"
             " ON CONFLICT(run_id, id) DO UPDATE SET idx=excluded.idx",
             [(run, pid, i) for i, pid in enumerate(info["phases"])],
@@ -179,7 +226,7 @@ def _derive(
     elif phase is None:
         status = run_status(event)
         if status is not None:
-            conn.execute(
+            rows.execute(
                 "UPDATE runs SET status=?, ended=?, error=?, outputs=?, counts=? WHERE id=?",
                 (
                     status,
@@ -191,7 +238,7 @@ def _derive(
                 ),
             )
             # A phase still running (or waiting) when its run ended did not finish: cancelled.
-            conn.execute(
+            rows.execute(
                 "UPDATE phases SET state='cancelled', ended=?"
                 " WHERE run_id=? AND state IN ('running', 'waiting')",
                 (ts, run),
@@ -200,28 +247,22 @@ def _derive(
         # UPDATE first: the row exists for every planned phase, and a plain UPDATE is
         # cheaper than an upsert on the hot path; handler phases get their row here.
         attempt = event.attempt or 1
-        cur = conn.execute(
+        rows.update_or_insert(
             "UPDATE phases SET state='running', attempts=?,"
             " started=CASE WHEN ?<=1 OR started IS NULL THEN ? ELSE started END,"
             " ended=NULL, error=NULL WHERE run_id=? AND id=?",
             (attempt, attempt, ts, run, phase),
+            "INSERT INTO phases(run_id, id, idx, state, attempts, started)"
+            " VALUES (?, ?, ?, 'running', ?, ?)",
+            (run, phase, _EXTRA + seq, attempt, ts),
         )
-        if cur.rowcount == 0:
-            conn.execute(
-                "INSERT INTO phases(run_id, id, idx, state, attempts, started)"
-                " VALUES (?, ?, ?, 'running', ?, ?)",
-                (run, phase, _EXTRA + seq, attempt, ts),
-            )
     elif kind == "phase_waiting":  # an approval: the phase waits for a person's decision
-        cur = conn.execute(
+        rows.update_or_insert(
             "UPDATE phases SET state='waiting', ended=NULL, error=NULL WHERE run_id=? AND id=?",
             (run, phase),
+            "INSERT INTO phases(run_id, id, idx, state) VALUES (?, ?, ?, 'waiting')",
+            (run, phase, _EXTRA + seq),
         )
-        if cur.rowcount == 0:
-            conn.execute(
-                "INSERT INTO phases(run_id, id, idx, state) VALUES (?, ?, ?, 'waiting')",
-                (run, phase, _EXTRA + seq),
-            )
     elif kind == "phase_completed":
         duration = data.get("duration")
         started = ts - float(duration) if isinstance(duration, (int, float)) else ts
@@ -232,23 +273,20 @@ def _derive(
         meta_text = dumps(metadata) if metadata else None
         # UPDATE first (the planned phase's row exists), as for phase_started
         values = (attempts, started, ts, output_text, output_file, cached, fallback_used, seq)
-        cur = conn.execute(
+        rows.update_or_insert(
             "UPDATE phases SET state='completed', attempts=?, started=COALESCE(started, ?),"
             " ended=?, output=?, output_file=?, error=NULL, cached=?, fallback_used=?,"
             " completed_seq=COALESCE(completed_seq, ?), metadata=? WHERE run_id=? AND id=?",
             (*values, meta_text, run, phase),
+            "INSERT INTO phases(run_id, id, idx, state, attempts, started, ended, output,"
+            " output_file, cached, fallback_used, completed_seq, metadata)"
+            " VALUES (?, ?, ?, 'completed', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (run, phase, _EXTRA + seq, *values, meta_text),
         )
-        if cur.rowcount == 0:
-            conn.execute(
-                "INSERT INTO phases(run_id, id, idx, state, attempts, started, ended, output,"
-                " output_file, cached, fallback_used, completed_seq, metadata)"
-                " VALUES (?, ?, ?, 'completed', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (run, phase, _EXTRA + seq, *values, meta_text),
-            )
     elif kind in ("phase_failed", "phase_skipped"):
         state = str(phase_state(event))
         metadata = data.get("metadata")  # what a failed phase's calls used, as completed's
-        conn.execute(
+        rows.execute(
             "INSERT INTO phases(run_id, id, idx, state, attempts, ended, error, metadata)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT(run_id, id) DO UPDATE SET state=excluded.state,"
@@ -268,12 +306,12 @@ def _derive(
     elif kind == "phase_retry":
         nxt = data.get("next_attempt")
         if isinstance(nxt, int) and "item" not in data:  # the attempt about to start
-            conn.execute("UPDATE phases SET attempts=? WHERE run_id=? AND id=?", (nxt, run, phase))
+            rows.execute("UPDATE phases SET attempts=? WHERE run_id=? AND id=?", (nxt, run, phase))
     elif kind == "phase_stream":
         if data.get("compensation") == "started":  # saga write-ahead marker
-            conn.execute("UPDATE phases SET compensated=-1 WHERE run_id=? AND id=?", (run, phase))
+            rows.execute("UPDATE phases SET compensated=-1 WHERE run_id=? AND id=?", (run, phase))
     elif kind == "phase_compensated":
-        conn.execute(
+        rows.execute(
             "UPDATE phases SET compensated=?, compensation_error=? WHERE run_id=? AND id=?",
             (int(bool(data.get("ok"))), _text(data.get("error")), run, phase),
         )

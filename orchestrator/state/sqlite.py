@@ -185,13 +185,8 @@ def _write_gitignore(folder: Path) -> None:
         fh.write("# Created by orch: run history, cached results and outputs stay out of git.\n*\n")
 
 
-class _Item:
-    __slots__ = ("kind", "payload", "future")
-
-    def __init__(self, kind: str, payload: Any, future: asyncio.Future[None] | None) -> None:
-        self.kind = kind
-        self.payload = payload
-        self.future = future
+#: What the writer thread takes: (an event, or a cache row; the future settled at commit).
+_Item = tuple[Any, "asyncio.Future[None] | None"]
 
 
 class SqliteStore:
@@ -383,8 +378,9 @@ class SqliteStore:
         if self._lost is not None:
             raise self._lost
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._ensure_writer()
-        self._queue.put(_Item("event", event, future))
+        if self._writer is None:
+            self._ensure_writer()
+        self._queue.put((event, future))  # a tuple: no object of our own to make
         return future
 
     async def cache_put(
@@ -395,13 +391,13 @@ class SqliteStore:
         Queued like a completion: committed with the next batch.
         """
         expires = None if ttl is None else now + ttl
-        self._enqueue("cache", (key, dumps(output), dumps(dict(metadata)), now, expires))
+        self._enqueue((key, dumps(output), dumps(dict(metadata)), now, expires))
 
-    def _enqueue(self, kind: str, payload: Any) -> None:
+    def _enqueue(self, row: tuple[Any, ...]) -> None:
         if self._lost is not None:
             raise self._lost
         self._ensure_writer()
-        self._queue.put(_Item(kind, payload, None))
+        self._queue.put((row, None))
 
     def append(self, events: Iterable[Event]) -> None:
         """Store events synchronously, in one transaction (for the CLI's own records)."""
@@ -494,10 +490,10 @@ class SqliteStore:
                 for item in items:
                     self._commit(conn, [item])
                 return
-        if error is not None and items[0].future is None and self._lost is None:
+        if error is not None and items[0][1] is None and self._lost is None:
             # nobody awaits this write: fail the next record() instead of losing it silently
             self._lost = StateError(f"cannot write to the state database '{self.path}': {error}")
-        futures = [item.future for item in items if item.future is not None]
+        futures = [future for _, future in items if future is not None]
         if futures:
             loop = futures[0].get_loop()
             loop.call_soon_threadsafe(_settle, futures, error, str(self.path))
@@ -506,14 +502,14 @@ class SqliteStore:
         cur = conn.cursor()  # one cursor for the batch: conn.execute makes one a statement
         with _immediate(conn):
             events = []
-            for item in items:
-                if item.kind == "event":
-                    events.append(item.payload)
-                else:
+            for payload, _ in items:
+                if isinstance(payload, Event):
+                    events.append(payload)
+                else:  # a cache row (cache_put)
                     cur.execute(
                         "INSERT OR REPLACE INTO cache(key, output, metadata, created, expires)"
                         " VALUES (?, ?, ?, ?, ?)",
-                        item.payload,
+                        payload,
                     )
             if events:
                 apply_events(cur, events, owner=self.owner, spill=self._spill)

@@ -145,7 +145,7 @@ def test_concurrent_events_are_group_committed(tmp_path):
 
 
 def test_a_batch_of_events_keeps_its_order_and_sequence_numbers(tmp_path):
-    # One transaction of 2 x 99 + 2 events (written by multi-row INSERTs of up to 64 rows):
+    # One transaction of 2 x 99 + 3 events (written by multi-row INSERTs of up to 64 rows):
     # each event keeps its place, each completed phase points at its own phase_completed,
     # a big output in the middle spills, and a phase outside the plan gets its row.
     planned = [f"p{i}" for i in range(99)]
@@ -153,6 +153,8 @@ def test_a_batch_of_events_keeps_its_order_and_sequence_numbers(tmp_path):
     events = [_started(phases=planned)]
     for i, pid in enumerate(planned):
         events.append(_ev("phase_started", phase=pid, attempt=1, ts=1000.0 + i, agent="echo"))
+        if i == 40:  # a phase outside the plan (a handler) among them: its row is made
+            events.append(_ev("phase_started", phase="handler", attempt=1, ts=1500.0))
     for i, pid in enumerate(planned):
         output = big if i == 50 else {"n": i}
         events.append(
@@ -178,6 +180,7 @@ def test_a_batch_of_events_keeps_its_order_and_sequence_numbers(tmp_path):
         }
         assert {p.state for p in phases} == {PhaseState.COMPLETED}
         assert phases[7].started == 1007.0  # from its phase_started, kept by the completion
+        assert phases[-1].started == 1500.0
 
 
 def test_big_outputs_spill_to_files(tmp_path):
