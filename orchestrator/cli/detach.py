@@ -66,12 +66,13 @@ def detach_run(file: Path, options: list[str], *, state_dir: Path | None) -> int
     id on stdout; return the exit code (0 started)."""
     from ..errors import RunNotFound
     from ..runs import status
-    from ..state.sqlite import resolve_state_dir
+    from ..state.sqlite import make_state_folder, resolve_state_dir
 
     folder = resolve_state_dir(state_dir).absolute()
     run_id = uuid.uuid4().hex[:12]
     logs = folder / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    make_state_folder(folder)  # a folder it creates is orch's own: its .gitignore
+    logs.mkdir(exist_ok=True)
     log = logs / f"{run_id}.log"
     argv = [sys.executable, "-m", "orchestrator", "run", str(file.absolute())]
     argv += ["--run-id", run_id, "--state-dir", str(folder), *options]

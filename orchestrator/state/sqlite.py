@@ -167,17 +167,42 @@ _OWN_ENTRIES = frozenset(
 )
 
 
+#: PRAGMA application_id of a database the store created in a folder it did not create
+#: (``--state-dir .``): that folder is never given a .gitignore, however little it holds.
+_FOREIGN_FOLDER = 0x6F726368  # "orch"
+
+
+def make_state_folder(folder: Path) -> None:
+    """Create a state folder (and its parents); one this call created gets its .gitignore.
+
+    Raises OSError when the folder cannot be created.
+    """
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    if created:
+        _write_gitignore(folder)
+
+
+def _own_entries_only(folder: Path) -> bool:
+    """Whether ``folder`` holds something, and nothing but orch's own entries."""
+    try:
+        entries = set(os.listdir(folder))
+    except OSError:
+        return False
+    return bool(entries) and entries <= _OWN_ENTRIES
+
+
 def _write_gitignore(folder: Path) -> None:
-    """Keep a state folder out of git (as pytest and mypy do with their caches), whoever
-    made it: the store opening it (a new one; one `orch run --detach` made for its logs;
-    one an earlier orch left without it) writes its .gitignore when it holds nothing but
-    orch's own entries. ``--state-dir .`` must not hide a project: a folder holding
-    anything else is left alone. Best effort: a file that exists already, or a failed
+    """Keep a state folder of orch's own out of git (as pytest and mypy do with their caches).
+
+    Written by whoever creates the folder (the store, ``orch run --detach`` for its logs:
+    ``make_state_folder``), and by the store for a folder an earlier orch left without it
+    (holding nothing but orch's entries and a database not marked ``_FOREIGN_FOLDER``).
+    ``--state-dir .`` must not hide a project: a folder that existed before its database
+    (even an empty one) never gets one. Best effort: a file that exists already, or a failed
     write, is left alone.
     """
     try:
-        if not set(os.listdir(folder)) <= _OWN_ENTRIES:
-            return  # a .gitignore already, or someone else's folder
         fd = os.open(folder / ".gitignore", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except OSError:
         return
@@ -217,14 +242,16 @@ class SqliteStore:
                 f"'{self.state_dir}' is a file, not a directory",
                 hint="the state directory (--state-dir, ORCH_STATE_DIR) must be a directory",
             )
+        existed = self.state_dir.exists()
         try:
-            self.state_dir.mkdir(parents=True, exist_ok=True)
+            make_state_folder(self.state_dir)
         except OSError as exc:
             raise StateError(
                 f"cannot create the state directory '{self.state_dir}': "
                 f"{(exc.strerror or str(exc)).lower()}"
             ) from exc
-        _write_gitignore(self.state_dir)
+        # Listed before the database is made: a folder that held nothing is not orch's.
+        left_without = existed and _own_entries_only(self.state_dir)
         # A folder (or database) this process cannot write is read as it is: the
         # reading commands work, every write is refused with one clear message.
         self.readonly = not _writable(self.state_dir, self.path)
@@ -240,7 +267,11 @@ class SqliteStore:
                 conn = self._connect()
                 try:
                     conn.execute("PRAGMA journal_mode=WAL")  # persistent: later connections too
-                    self._init_schema(conn)
+                    self._init_schema(conn, foreign=existed)
+                    if left_without:  # a folder an earlier orch left without its .gitignore
+                        marked = conn.execute("PRAGMA application_id").fetchone()[0]
+                        if marked != _FOREIGN_FOLDER:
+                            _write_gitignore(self.state_dir)
                 except sqlite3.DatabaseError as exc:
                     raise StateCorrupted(
                         f"the state database '{self.path}' cannot be opened: {exc}",
@@ -313,7 +344,9 @@ class SqliteStore:
                 ) from exc
         raise self._readonly_error(f"the state database '{self.path}' cannot be read")
 
-    def _init_schema(self, conn: sqlite3.Connection) -> None:
+    def _init_schema(self, conn: sqlite3.Connection, *, foreign: bool) -> None:
+        """Create (or upgrade) the schema; ``foreign``: the folder existed before this
+        database (a new one is marked ``_FOREIGN_FOLDER``: never given a .gitignore)."""
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
@@ -326,7 +359,9 @@ class SqliteStore:
                 return
             # One script, one IMMEDIATE transaction: two processes creating it at once is safe.
             conn.executescript(
-                f"BEGIN IMMEDIATE;{_SCHEMA}PRAGMA user_version={SCHEMA_VERSION};COMMIT;"
+                f"BEGIN IMMEDIATE;{_SCHEMA}PRAGMA user_version={SCHEMA_VERSION};"
+                + (f"PRAGMA application_id={_FOREIGN_FOLDER};" if foreign and not version else "")
+                + "COMMIT;"
             )
         except sqlite3.DatabaseError as exc:
             if conn.in_transaction:

@@ -88,3 +88,30 @@ def test_a_state_folder_left_without_its_gitignore_gets_it_at_the_next_run(tmp_p
 
     assert (tmp_path / ".orch" / ".gitignore").read_text().splitlines()[-1] == "*"
     assert _git(tmp_path, "status", "--porcelain", "--untracked-files=all") == "?? wf.yaml\n"
+
+
+def test_an_empty_existing_folder_given_as_state_dir_gets_no_gitignore(tmp_path):
+    # `mkdir sub && cd sub && orch run ... --state-dir .`: the folder is the user's, though empty
+    _git(tmp_path, "init", "-q")
+    (tmp_path / "wf.yaml").write_text(WORKFLOW)
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    _orch(sub, "run", str(tmp_path / "wf.yaml"), "--state-dir", ".")
+    _orch(sub, "runs", "--state-dir", ".")  # a later command opens it holding only orch's files
+    (sub / "app.py").write_text("x\n")
+
+    assert not (sub / ".gitignore").exists()
+    assert "?? sub/app.py" in _git(tmp_path, "status", "--porcelain", "--untracked-files=all")
+
+
+def test_an_empty_existing_folder_a_detached_run_uses_gets_no_gitignore(tmp_path):
+    _git(tmp_path, "init", "-q")
+    (tmp_path / "wf.yaml").write_text(WORKFLOW)
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    run_id = _orch(sub, "run", str(tmp_path / "wf.yaml"), "--state-dir", ".", "--detach").strip()
+    _orch(sub, "wait", run_id, "--state-dir", ".")
+    (sub / "app.py").write_text("x\n")
+
+    assert not (sub / ".gitignore").exists()
+    assert "?? sub/app.py" in _git(tmp_path, "status", "--porcelain", "--untracked-files=all")
