@@ -481,7 +481,8 @@ async def _execute(
     notify: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Start the run with SIGINT and SIGTERM turned into a clean cancel; a second one stops
-    it now (recorded: compensations and handlers not started are not run), a third forces
+    it now (running commands are killed, the compensations then run; one that came while
+    compensating stops it: those not started are left to ``orch resume``), a third forces
     the exit (``orch resume`` finishes what was left)."""
     import asyncio
 
@@ -503,8 +504,9 @@ async def _execute(
         name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
         if len(received) == 2:  # stop now: the run records its end (cancelled) and returns
             say(
-                f"{name} again: stopping now (compensations and handlers not started are "
-                "not run; again to force exit)"
+                f"{name} again: stopping now (running commands are killed, then the "
+                "compensations run; a compensation under way is stopped and the rest left "
+                "to `orch resume`; again to force exit)"
             )
             handle[0].cancel(received[0], force=True)
             return

@@ -268,7 +268,8 @@ class RunContext:
     @property
     def stopping_now(self) -> bool:
         """Whether what runs after the phases (compensations, handlers) must not start:
-        the run was forced to stop (a second cancel)."""
+        the run was forced to stop (a second cancel) after its phases ended (one that
+        came while they ran is taken by the runner: it killed them, the saga runs)."""
         return self.stopped or bool(getattr(self.cancel_request, "forced", False))
 
     def take_retry(self) -> bool:

@@ -154,7 +154,8 @@ class CancelRequest(asyncio.Event):
 
     def request(self, by: str | None = None, *, force: bool = False) -> None:
         """Cancel the run; the first ``by`` given is kept. ``force``: stop now (a second
-        Ctrl-C): compensations and handlers not started yet are not run (recorded so)."""
+        Ctrl-C): running phases are killed (the saga then runs); while compensating,
+        handlers not started are not run, compensations not started are left pending."""
         if self.by is None:
             self.by = by
         self.forced = self.forced or force

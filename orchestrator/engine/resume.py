@@ -30,6 +30,7 @@ __all__ = [
     "Resume",
     "changed_phases",
     "is_resumable",
+    "pending_compensations",
     "prepare_resume",
     "resume_compensation",
 ]
@@ -44,11 +45,14 @@ class CompensationLeft:
     outputs: Mapping[str, Any]
     error: str
     status: str = "failed"  # cancelled when a cancel caused the compensation
+    ended: bool = False  # the run recorded its end (a second cancel cut its saga)
+
+    pending: tuple[str, ...] = ()  # phases of ``order`` whose compensation is still to run
 
     @property
     def left(self) -> int:
         """How many compensations are still to run."""
-        return len([p for p in self.order if p not in self.done])
+        return len(self.pending)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,9 +172,10 @@ def prepare_resume(
     rerun = set(plan.downstream(changed)) if changed else set()
     records = list(store.phases(run.id))
     if any(p.compensation_started for p in records):
-        if claim:
+        left = _compensation_left(store, run, records, plan)
+        if claim and (left.pending or not left.ended):  # else: nothing to do, nothing to record
             store.claim(run.id)
-        return Resume(run, plan, compensation=_compensation_left(store, run, records))
+        return Resume(run, plan, compensation=left)
     # an output that held a secret is stored masked (not what later phases read): the
     # phase runs again, so a resumed run gives an uninterrupted run's result (README)
     masked = {
@@ -303,8 +308,16 @@ def _outcome(p: PhaseRecord) -> PhaseOutcome:
     )
 
 
+def pending_compensations(
+    plan: Plan, order: Sequence[str], done: Collection[str]
+) -> tuple[str, ...]:
+    """The phases of ``order`` with a ``compensate`` whose compensation did not end."""
+    phases = plan.phases
+    return tuple(p for p in order if p not in done and p in phases and phases[p].compensate)
+
+
 def _compensation_left(
-    store: StateStore, run: RunRecord, records: list[PhaseRecord]
+    store: StateStore, run: RunRecord, records: list[PhaseRecord], plan: Plan
 ) -> CompensationLeft:
     completed = [p for p in records if p.state is PhaseState.COMPLETED]
     order = tuple(
@@ -319,7 +332,8 @@ def _compensation_left(
         for _, e in store.events(run.id)
         if e.event == "phase_stream" and e.data.get("compensation") == "started"
     ]
-    status = "cancelled" if "cancelled" in markers else "failed"
+    # a run recorded cancelled stays so (a second cancel cut its saga: it ended cancelled)
+    status = "cancelled" if "cancelled" in markers or run.status == "cancelled" else "failed"
     failed = [p for p in records if p.state is PhaseState.FAILED]
     error = run.error or (
         "the run was cancelled"
@@ -328,12 +342,15 @@ def _compensation_left(
         if failed
         else "the run failed"
     )
+    done = tuple(p.id for p in records if p.compensated is not None)
     return CompensationLeft(
         order=order,
-        done=tuple(p.id for p in records if p.compensated is not None),
+        done=done,
+        pending=pending_compensations(plan, order, done),
         outputs={p.id: p.output for p in completed},
         error=error,
         status=status,
+        ended=run.finished,
     )
 
 
@@ -350,6 +367,7 @@ async def resume_compensation(
     error: str,
     status: str = "failed",
     options: RunOptions | None = None,
+    ended: bool = False,
 ) -> str:
     """Finish the compensation of a run that crashed in the middle of it.
 
@@ -357,7 +375,11 @@ async def resume_compensation(
     ``outputs``), ``done`` the phases whose compensation was recorded as ended.
     Emits the remaining compensations and the final workflow event; returns the
     final status (``failed`` or ``cancelled``: compensation never completes a run).
+    ``ended``: the run already recorded its end; with no compensation left, nothing
+    is emitted (a resume again records no second end).
     """
+    if ended and not pending_compensations(plan, order, done):
+        return status
     run = build_context(
         plan,
         inputs=inputs,
@@ -378,10 +400,10 @@ async def resume_compensation(
         await run.pool.aclose()
     if failures:
         error = f"{error}; " + "; ".join(failures)
-    ended = run.now()
+    now = run.now()
     await run.bus.emit(
         ev.workflow_ended(
-            run_id, ended, status, outputs={}, duration=ended - started, error=error, counts={}
+            run_id, now, status, outputs={}, duration=now - started, error=error, counts={}
         )
     )
     return status

@@ -28,7 +28,7 @@ from .context import RunContext, build_context
 from .handlers import conclude
 from .heap import frozen_heap
 from .phase import run_phase
-from .result import PhaseOutcome, RunOptions, RunResult, Slots
+from .result import CancelRequest, PhaseOutcome, RunOptions, RunResult, Slots
 from .saga import uncancel
 
 __all__ = ["execute", "run", "run_sync"]
@@ -288,7 +288,9 @@ class _Scheduler:
     async def _drain(self) -> None:
         """After the run's own task was cancelled: cancel phases, wait for their outcomes."""
         self._stop("cancelled")
-        self._cancel_running()
+        # a forced cancel request (a second Ctrl-C) cancels the phases again: a command
+        # being stopped is killed now instead of after its kill_grace
+        self._cancel_running(again=bool(getattr(self.cancel, "forced", False)))
         while self.running:
             await asyncio.wait(list(self.running))
             for task in [t for t in self.running if t.done()]:
@@ -312,10 +314,14 @@ class _Scheduler:
         self.stopping = why
         self._cancel_running(spare=self.spared if why == "failed" else frozenset())
 
-    def _cancel_running(self, spare: frozenset[str] = frozenset()) -> None:
+    def _cancel_running(self, spare: frozenset[str] = frozenset(), *, again: bool = False) -> None:
         completing = self.state.completing  # their completion is being recorded: let it
         for task, pid in self.running.items():
-            if task not in self._cancelled and pid not in spare and task not in completing:
+            if (
+                (again or task not in self._cancelled)
+                and pid not in spare
+                and task not in completing
+            ):
                 self._cancelled.add(task)
                 task.cancel()
         self._wakeup()
@@ -454,6 +460,15 @@ async def _execute(
             await scheduler.run()
         except asyncio.CancelledError as exc:
             interrupted = exc
+        # a forced cancel request (RunHandle: a second Ctrl-C) that came while phases ran
+        # killed them now (the scheduler's drain); it is taken here: the saga and the
+        # handlers run as after a first cancel. Only one that comes after the phases
+        # (while compensating) stops what follows (RunContext.stopping_now).
+        forced = False
+        if isinstance(cancel, CancelRequest) and cancel.forced:
+            forced, cancel.forced = True, False
+            if interrupted is not None:
+                uncancel()
         if scheduler.crash is not None:
             raise scheduler.crash
         # the epilogue (compensations, handlers) still uses the agents: close them after
@@ -465,10 +480,8 @@ async def _execute(
             started=started,
             cancelled_by=getattr(scheduler.cancel, "by", None),
         )
-        if interrupted is not None:
-            if not getattr(cancel, "forced", False):
-                raise interrupted
-            uncancel()  # a forced cancel request (RunHandle): the run returns its result
+        if interrupted is not None and not forced:
+            raise interrupted  # the caller cancelled the run's task: execute re-raises
         return result
     finally:
         await state.pool.aclose()

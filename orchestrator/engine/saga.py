@@ -66,9 +66,8 @@ async def compensate(
         outcome = run.outcomes.get(pid)
         if outcome is not None and outcome.status != "completed":
             continue
-        if run.stopping_now:  # forced to stop: recorded as not run, the run still ends
+        if run.stopping_now:  # a second cancel cut the saga: this one is left for a resume
             failures.append(f"compensation of '{pid}' {NOT_RUN}")
-            await run.bus.emit_through(phase_compensated(run.run_id, run.now(), pid, error=NOT_RUN))
             continue
         await run.bus.emit(compensation_started(run.run_id, run.now(), pid, cause=status))
         error: str | None = None
@@ -88,8 +87,10 @@ async def compensate(
     return failures
 
 
-#: The error recorded for a compensation a second cancel interrupted, and for one it kept
-#: from starting (the run is recorded cancelled; nothing resumes them).
+#: The error recorded for a compensation a second cancel interrupted; NOT_RUN: why a
+#: ``finally`` handler it kept from starting was skipped, and (in the run's error) why a
+#: compensation it kept from starting is pending: nothing is recorded for that one, so
+#: ``orch resume`` runs it (the run is recorded cancelled meanwhile).
 INTERRUPTED = "cancelled: the run was stopped (a second cancel) while it ran"
 NOT_RUN = "not run: the run was stopped (a second cancel) before it started"
 

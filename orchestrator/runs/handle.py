@@ -86,9 +86,11 @@ class RunHandle:
 
     def cancel(self, signum: int | None = None, *, force: bool = False) -> None:
         """Stop the run cleanly (as Ctrl-C does); ``signum`` (a signal number) is recorded
-        as ``cancelled_by`` in workflow_cancelled. ``force`` (a second Ctrl-C): stop now,
-        what runs is cancelled, the compensations and handlers not started are not run;
-        the run still records its end (``workflow_cancelled``, each compensation's state)."""
+        as ``cancelled_by`` in workflow_cancelled. ``force`` (a second Ctrl-C): stop now.
+        While phases run, their commands are killed at once, then the saga and handlers
+        run as after a plain cancel; while it compensates (or runs handlers), what runs is
+        cancelled, the handlers not started are not run and the compensations not started
+        are left pending (``orch resume`` runs them); the run records its end."""
         self._cancel.request(signal.Signals(signum).name if signum else None, force=force)
         task = self._task
         if force and task is not None and not task.done():

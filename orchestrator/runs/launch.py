@@ -324,6 +324,7 @@ async def _resume_saga(
                 done=left.done,
                 error=left.error,
                 status=left.status,
+                ended=left.ended,
             )
         finally:
             await store.aclose()

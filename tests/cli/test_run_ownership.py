@@ -3,8 +3,11 @@
 - D8: of two `orch resume` of one run, the one refused stops nothing (it used to
   stop the winner's commands before finding out it had lost).
 - A second Ctrl-C during compensation stops it: the run records where it stopped
-  (each compensation's state) and ends ``cancelled``. A third forces the exit; the
+  (the compensation it cut) and ends ``cancelled``; the compensations it kept from
+  starting are pending: `orch resume` runs them, once. A third forces the exit; the
   resumed run finishes the compensation and is recorded ``cancelled``.
+- A second Ctrl-C while the phases still run (one is slow to stop) kills them now and
+  the compensations still run: nothing booked is left undone.
 """
 
 from __future__ import annotations
@@ -133,8 +136,8 @@ finally:
 """
 
 
-# what a second Ctrl-C records for the compensation it stopped, and for one (or a handler)
-# it kept from starting
+# what a second Ctrl-C records for the compensation it stopped, and for a handler it kept
+# from starting (a compensation it kept from starting is pending: nothing is recorded)
 INTERRUPTED = "cancelled: the run was stopped (a second cancel) while it ran"
 NOT_RUN = "not run: the run was stopped (a second cancel) before it started"
 
@@ -176,24 +179,88 @@ def test_a_second_ctrl_c_during_compensation_stops_it_and_records_the_run_cancel
     assert "Traceback" not in err
     assert ended["data"]["cancelled_by"] == "SIGINT"
     compensated = {e["phase"]: e["data"] for e in events if e["event"] == "phase_compensated"}
-    assert compensated == {
-        "pay": {"ok": False, "error": INTERRUPTED},  # its command was stopped
-        "book": {"ok": False, "error": NOT_RUN},  # not started after the second Ctrl-C
-    }
+    # 'pay': its command was stopped; 'book' was not started: pending, nothing recorded
+    assert compensated == {"pay": {"ok": False, "error": INTERRUPTED}}
     report = next(e for e in events if e.get("phase") == "report")
     assert (report["event"], report["data"]["reason"]) == ("phase_skipped", NOT_RUN)
     assert f"compensation of 'pay' {INTERRUPTED}" in ended["data"]["error"]
+    assert f"compensation of 'book' {NOT_RUN}" in ended["data"]["error"]
     assert ledger.read_text().splitlines() == ["waiting", "refund"]
     status = json.loads(orch("status", run_id, "--json", state=state).stdout)
-    assert status["status"] == "cancelled"  # ended: nothing left for `orch resume`
+    assert status["status"] == "cancelled"
     phases = {p["id"]: p for p in status["phases"]}
     assert (phases["pay"]["compensated"], phases["pay"]["compensation_error"]) == (
         False,
         INTERRUPTED,
     )
-    resumed = orch("resume", run_id, state=state)  # what was not run stays so
-    assert "0 phases left to compensate" in resumed.stderr, resumed.stderr
-    assert ledger.read_text().splitlines() == ["waiting", "refund"]
+    assert phases["book"]["compensated"] is None  # pending
+    resumed = orch("resume", run_id, state=state)  # the pending compensation runs
+    assert "1 phase left to compensate" in resumed.stderr, resumed.stderr
+    assert f"run {run_id} cancelled" in resumed.stderr, resumed.stderr
+    assert resumed.returncode == 130
+    assert ledger.read_text().splitlines() == ["waiting", "refund", "unbook"]
+    events = stored_events(state, run_id)
+    compensated = {e["phase"]: e["data"] for e in events if e["event"] == "phase_compensated"}
+    assert compensated["book"] == {"ok": True, "error": None}
+    ends = [e["event"] for e in events if e["event"].startswith("workflow_")][1:]
+    assert ends == ["workflow_cancelled", "workflow_cancelled"]  # the run's, the resume's
+    again = orch("resume", run_id, state=state)  # nothing left: nothing runs, nothing recorded
+    assert "0 phases left to compensate" in again.stderr, again.stderr
+    assert f"run {run_id} cancelled" in again.stderr and again.returncode == 130
+    assert ledger.read_text().splitlines() == ["waiting", "refund", "unbook"]
+    assert stored_events(state, run_id) == events
+    status = json.loads(orch("status", run_id, "--json", state=state).stdout)
+    assert status["status"] == "cancelled"
+
+
+REPRO = """
+name: saga
+phases:
+  - id: a
+    agent: shell
+    with: {{command: "echo booked >> '{ledger}'"}}
+    compensate:
+      agent: shell
+      with: {{command: "echo undone >> '{ledger}'"}}
+  - id: b
+    agent: shell
+    depends_on: [a]
+    with: {{command: "trap '' TERM INT; echo slow >> '{ledger}'; sleep 60", kill_grace: 60}}
+"""
+
+
+def test_a_second_ctrl_c_while_a_phase_is_slow_to_stop_kills_it_and_still_compensates(
+    tmp_path, processes
+):
+    # 'b' ignores SIGTERM and its kill_grace is 60 s: the first Ctrl-C alone would wait
+    # for it; the second kills it now, and 'a' is still undone (its compensation runs)
+    ledger = tmp_path / "ledger"
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(REPRO.format(ledger=ledger))
+    state = tmp_path / "state"
+    proc = start(processes, "run", str(wf), state=state)
+    wait_for_lines(ledger, 2, proc)  # 'a' booked, 'b' runs
+    proc.proc.send_signal(signal.SIGINT)
+    for _ in range(600):  # once the first is taken (two at once may arrive as one)
+        if "cancelling the run" in proc.stderr:
+            break
+        time.sleep(0.05)
+    proc.proc.send_signal(signal.SIGINT)  # again: 'b' is still being stopped
+    code, _, err = proc.finish()
+    assert code == 130, err
+    assert "again: stopping now" in err and "forced exit" not in err, err
+    assert "Traceback" not in err
+    assert ledger.read_text().splitlines() == ["booked", "slow", "undone"]
+    run_id = only_run(state)
+    events = stored_events(state, run_id)
+    assert events[-1]["event"] == "workflow_cancelled"
+    assert events[-1]["data"]["cancelled_by"] == "SIGINT"
+    compensated = [(e["phase"], e["data"]) for e in events if e["event"] == "phase_compensated"]
+    assert compensated == [("a", {"ok": True, "error": None})]
+    b = [e for e in events if e.get("phase") == "b" and e["event"] != "phase_stream"]
+    assert b[-1]["event"] == "phase_failed", b  # 'b' was cancelled (killed)
+    resumed = orch("resume", run_id, state=state)  # nothing is undone twice
+    assert ledger.read_text().splitlines() == ["booked", "slow", "undone"], resumed.stderr
 
 
 def test_a_third_ctrl_c_forces_the_exit_and_resume_finishes_the_compensation(tmp_path, processes):

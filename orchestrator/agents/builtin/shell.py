@@ -184,7 +184,12 @@ class ShellAgent(Agent):
             # SIGTERM at once: a second cancel (run teardown) can cut the shielded wait
             # below before its task ever runs, and the tree must be signalled all the same
             tree.signal(signal.SIGTERM)
-            await asyncio.shield(_end(proc, tree, grace))
+            ending = asyncio.ensure_future(_end(proc, tree, grace))
+            try:
+                await asyncio.shield(ending)
+            except asyncio.CancelledError:  # cancelled again (a second Ctrl-C): kill now
+                tree.signal(signal.SIGKILL)
+                await asyncio.shield(ending)
             raise
         code = proc.returncode if proc.returncode is not None else -1
         err_tail = stderr[-_STDERR_TAIL:].decode("utf-8", "replace")
