@@ -63,6 +63,7 @@ __all__ = [
     "WorkflowInvalid",
     "YAMLSyntaxError",
     "format_duration",
+    "one_line",
 ]
 
 
@@ -100,16 +101,18 @@ class Problem:
     code: str = "invalid"
 
     def __str__(self) -> str:
+        return self.headline + (f"\n  hint: {self.hint}" if self.hint else "")
+
+    @property
+    def headline(self) -> str:
+        """``location: message`` on one line, without the hint (``str()`` adds it)."""
         message = self.message
         at = self.location.at
         if at and message.startswith(at + ": "):  # the place is said once
             message = message[len(at) + 2 :]
-        text = f"{self.location}: {message}"
         if self.severity == "warning":
-            text = f"{self.location}: warning: {message}"
-        if self.hint:
-            text += f"\n  hint: {self.hint}"
-        return text
+            return f"{self.location}: warning: {message}"
+        return f"{self.location}: {message}"
 
     def as_dict(self) -> dict[str, object]:
         """The JSON shape used by ``orch validate --format json``."""
@@ -147,6 +150,12 @@ class OrchError(Exception):
         CLI's ``  hint:`` line, the service's ``hint`` field) or needs one line."""
         prefix = f"{self.location}: " if self.location else ""
         return prefix + self.message
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's text for a one-line field (a run's or a phase's error, a note, a
+    span's status): an orch error's headline (its hint is not in it), else ``str(exc)``."""
+    return exc.headline if isinstance(exc, OrchError) else str(exc)
 
 
 class UsageError(OrchError):

@@ -40,7 +40,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .errors import UsageError
+from .errors import UsageError, one_line
 from .events import Event, SecretMasker
 
 __all__ = [
@@ -373,7 +373,7 @@ class RunTracer:
         try:
             result = await call_next(spec, channel)
         except BaseException as exc:
-            span.set_status(Status(StatusCode.ERROR, _masked(masker, str(exc))))
+            span.set_status(Status(StatusCode.ERROR, _masked(masker, one_line(exc))))
             span.end()
             raise
         finally:

@@ -73,7 +73,10 @@ def _plan_of(run: RunRecord) -> tuple[Plan | None, str]:
     try:
         plan = compile_plan(load_workflow(run.path))
     except OrchError as exc:
-        return None, f"graph not drawn: the workflow file '{run.path}' cannot be loaded ({exc})"
+        return (
+            None,
+            f"graph not drawn: the workflow file '{run.path}' cannot be loaded ({exc.headline})",
+        )
     if run.source_hash and plan.workflow.source_hash != run.source_hash:
         return (
             plan,

@@ -59,14 +59,14 @@ def _fail(exc: Exception) -> NoReturn:
     a run that is not running (cancel) or still running (resume), a state
     database that is corrupt or unreadable.
     """
-    from ..errors import ExecutionError, OrchError, WorkflowInvalid
+    from ..errors import ExecutionError, OrchError, WorkflowInvalid, one_line
 
     if isinstance(exc, WorkflowInvalid):
         sys.stderr.write("".join(f"{problem}\n" for problem in exc.problems))
         raise typer.Exit(2)
     hint = getattr(exc, "hint", None)
     located = isinstance(exc, OrchError) and exc.location is not None
-    text = exc.headline if isinstance(exc, OrchError) else str(exc)
+    text = one_line(exc)
     sys.stderr.write(
         ("" if located else "error: ") + text + (f"\n  hint: {hint}" if hint else "") + "\n"
     )

@@ -320,7 +320,9 @@ class RunContext:
         try:
             sub_plan = compile_plan(load_workflow(str(target), registry=self.registry))
         except OrchError as exc:
-            raise AgentFailure(f"sub-workflow '{path}': {exc.headline}", transient=False) from exc
+            raise AgentFailure(
+                f"sub-workflow '{path}': {exc.headline}", transient=False, hint=exc.hint
+            ) from exc
         sub = sub_plan.workflow
         every = (*sub.phases, *sub.on_success, *sub.on_failure, *sub.finally_)
         asking = frozenset(p.id for p in every if p.approval is not None)
@@ -356,7 +358,9 @@ class RunContext:
                 sinks=[*sinks, desk.forward] if desk is not None else sinks,
             )
         except UsageError as exc:
-            raise AgentFailure(f"sub-workflow '{path}': {exc.headline}", transient=False) from exc
+            raise AgentFailure(
+                f"sub-workflow '{path}': {exc.headline}", transient=False, hint=exc.hint
+            ) from exc
         finally:
             _SUB_RUNS.reset(token)
         if result.status != "completed":

@@ -21,6 +21,7 @@ from typing import Any
 
 from .. import events as ev
 from ..agents.registry import AgentRegistry
+from ..errors import one_line
 from ..events import Event, EventSink
 from ..plan import Plan
 from ..spec.model import Phase
@@ -339,7 +340,7 @@ class _Scheduler:
                 self.crash = exc
             self._stop("failed")
             self._cancel_running()
-            outcome = PhaseOutcome(pid, "failed", error=f"{type(exc).__name__}: {exc}")
+            outcome = PhaseOutcome(pid, "failed", error=f"{type(exc).__name__}: {one_line(exc)}")
         else:
             outcome = task.result()
         outcomes[pid] = outcome

@@ -115,13 +115,14 @@ class Catalog:
         except WorkflowInvalid as exc:
             entry.problems = list(exc.problems)
             first = next((p for p in exc.problems if p.severity == "error"), None)
-            entry.error = str(first) if first else str(exc)
+            entry.error = first.headline if first else exc.headline  # hints: in problems
             kept = "; the previous version stays in service" if entry.workflow else ""
             return f"workflow {entry.name}: invalid{kept}: {entry.error}"
         except OrchError as exc:
-            entry.error = str(exc)
+            entry.error = exc.headline
             kept = "; the previous version stays in service" if entry.workflow else ""
-            return f"workflow {entry.name}: cannot load{kept}: {exc}"
+            hint = f" (hint: {exc.hint})" if exc.hint else ""
+            return f"workflow {entry.name}: cannot load{kept}: {exc.headline}{hint}"
         entry.workflow, entry.plan, entry.error = workflow, plan, None
         entry.problems = []
         return f"workflow {entry.name}: {'reloaded' if reloaded else 'loaded'} from {entry.path}"

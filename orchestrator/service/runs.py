@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..errors import one_line
+
 if TYPE_CHECKING:
     from ..agents.registry import AgentRegistry
     from ..engine import RunResult
@@ -211,7 +213,7 @@ class RunManager:
             run.status = "cancelled"
             raise
         except Exception as exc:  # an agent that cannot load, a store that fails
-            run.status, run.error = "failed", str(exc)
+            run.status, run.error = "failed", one_line(exc)
             log.error("run %s of %s could not run: %s", run.id, run.workflow, exc)
         finally:
             self._running -= 1

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from ..errors import one_line
 from ..schedule import entry_key, fire_times, format_local, parse_run_at
 
 if TYPE_CHECKING:
@@ -226,7 +227,7 @@ class Scheduler:
         try:
             inputs = resolve_inputs(entry.workflow, due.schedule.inputs)
         except Exception as exc:
-            self._note(due, f"refused: {exc}", None)
+            self._note(due, f"refused: {one_line(exc)}", None)
             log.error("schedule of %s at %s: refused: %s", due.workflow, when, exc)
             return
         previous = self.runs.running(entry.workflow.name)

@@ -18,6 +18,7 @@ from ..errors import (
     Problem,
     SchemaViolation,
     UnknownReference,
+    one_line,
 )
 from .context import Checker, as_int, duration, get, mapping, str_or_none, unknown
 from .model import AgentChoice, AgentSpec, CircuitBreakerSpec, HandoffSpec, RateLimit
@@ -155,7 +156,7 @@ def check_agent(
             found = []
             cx.add(
                 AgentConfigError(
-                    f"agent type '{type_name}' failed to check {owner}: {exc}",
+                    f"agent type '{type_name}' failed to check {owner}: {one_line(exc)}",
                     location=cx.smap.value(where),
                 )
             )

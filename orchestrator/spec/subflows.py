@@ -84,7 +84,7 @@ def check_workflow_ref(
     except WorkflowInvalid as exc:
         errors = [p for p in exc.problems if p.severity == "error"]
         if not errors:
-            return [RefProblem((), f"{label} '{ref}' is invalid: {exc}")]
+            return [RefProblem((), f"{label} '{ref}' is invalid: {exc.headline}")]
         first = errors[0]
         if _RECURSION in first.message:
             return [RefProblem((), first.message[first.message.index(_RECURSION) :])]

@@ -194,3 +194,43 @@ def test_sys_exit_in_a_function_is_a_failed_phase_not_a_crash(tmp_path, kind):
     failed = next(e for e in events if e["event"] == "phase_failed")
     assert "raised SystemExit: 4" in failed["data"]["error"]
     assert events[-1]["event"] == "workflow_failed"
+
+
+def test_an_orch_error_the_function_raises_is_a_one_line_phase_error(tmp_path):
+    """A function that raises an orch error with a hint: the phase's error (the event, and
+    `orch status`'s cell) is its one line; the hint is not folded into it."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "strict_mod.py").write_text(
+        "from orchestrator.errors import UsageError\n\n"
+        "def f():\n    raise UsageError('the table is empty', hint='load it first')\n"
+    )
+    flow = tmp_path / "flow.yaml"
+    flow.write_text(
+        "name: strict\nphases:\n  - id: load\n    agent: python\n"
+        "    with: {function: 'strict_mod:f'}\n"
+    )
+    orch_bin = str(Path(sys.executable).parent / "orch")
+    state = str(tmp_path / "s")
+    done = subprocess.run(
+        [orch_bin, "run", str(flow), "--events", "jsonl", "--state-dir", state],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stderr
+    events = [json.loads(x) for x in done.stdout.splitlines() if x.startswith("{")]
+    failed = next(e for e in events if e["event"] == "phase_failed")
+    assert failed["data"]["error"] == "strict_mod:f raised UsageError: the table is empty"
+    shown = subprocess.run(
+        [orch_bin, "status", events[0]["run_id"], "--state-dir", state, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    phase = json.loads(shown.stdout)["phases"][0]
+    assert phase["error"] == "strict_mod:f raised UsageError: the table is empty"

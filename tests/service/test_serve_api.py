@@ -807,3 +807,18 @@ def test_the_api_shows_a_run_as_orch_status_json_does_with_more_keys(tmp_path):
     assert [p["output"] for p in status["phases"]] == ["hello ada x1", "HELLO ADA X1"]
     assert {"attempts", "graph", "trigger", "last_seq"} <= set(api) - set(status)
     assert all(p["approval"] is None for p in api["phases"])
+
+
+def test_an_invalid_workflows_error_is_one_line_and_its_hint_is_in_problems(tmp_path):
+    """GET /api/workflows: `error` is the first problem's one line (a list cell, a log
+    line); what to do is the problem's `hint`, not folded into `error`."""
+    broken = "name: broken\nphases:\n  - {id: a, agent: echo, prompt: hi}\n"
+    with Serve(tmp_path, {"greet": GREET, "broken": broken}) as srv:
+        listed = {w["name"]: w for w in srv.http.get("/api/workflows").json()}
+        entry = listed["broken"]
+        assert entry["valid"] is False
+        assert "\n" not in entry["error"]
+        assert entry["error"].endswith("unknown key 'prompt' in phase 'a'")
+        first = next(p for p in entry["problems"] if p["severity"] == "error")
+        assert first["hint"].startswith("allowed keys: id, name")
+        assert "hint" not in entry["error"]

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ...errors import OrchError, one_line
 from ...template_syntax import is_template
 from ..base import Agent, AgentContext, AgentFailure, AgentResult, ConfigProblem
 
@@ -106,7 +107,10 @@ class PythonAgent(Agent):
         except AgentFailure:
             raise
         except (Exception, SystemExit) as exc:  # the user's code may raise anything, exit too
-            raise AgentFailure(f"{target} raised {type(exc).__name__}: {exc}") from exc
+            raise AgentFailure(
+                f"{target} raised {type(exc).__name__}: {one_line(exc)}",
+                hint=exc.hint if isinstance(exc, OrchError) else None,
+            ) from exc
         if isinstance(value, AgentResult):
             return value
         return AgentResult(output=value)

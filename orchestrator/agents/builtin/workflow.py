@@ -68,5 +68,7 @@ class WorkflowAgent(Agent):
         except AgentFailure:
             raise
         except OrchError as exc:
-            raise AgentFailure(f"sub-workflow '{input['path']}' failed: {exc}") from exc
+            raise AgentFailure(
+                f"sub-workflow '{input['path']}' failed: {exc.headline}", hint=exc.hint
+            ) from exc
         return AgentResult(output=dict(outputs))
