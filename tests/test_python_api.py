@@ -479,3 +479,12 @@ def test_a_run_recorded_without_its_workflow_text_resumes_with_workflow_file(tmp
     )
     assert out.returncode == 0, out.stderr
     assert _started_phases(run_id, tmp_path / "s") == ["build", "ship", "ship"]
+
+
+def test_stats_names_its_since_argument_as_python_writes_it(tmp_path):
+    """orchestrator.stats(since=...) names `since`, not the command line's `--since`."""
+    with pytest.raises(UsageError) as info:
+        orchestrator.stats(since="bogus", state_dir=tmp_path / "state")
+    assert info.value.headline == "since 'bogus' is not a duration"
+    assert "--since" not in str(info.value)
+    assert info.value.hint == "write a duration back from now, e.g. 7d, 12h or 30m"

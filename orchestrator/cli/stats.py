@@ -41,11 +41,13 @@ def stats_command(
     durations, calls, failures, retries, time busy, tokens and cost."""
     from ..errors import OrchError, UsageError
     from ..runs import stats as compute
+    from ..state.stats import parse_since
 
     try:
         if as_json and openmetrics:
             raise UsageError("--json and --openmetrics cannot be used together; choose one")
-        stats = compute(workflow, since=since, state_dir=state_dir)
+        start = None if since is None else parse_since(since, option="--since")
+        stats = compute(workflow, since=start, state_dir=state_dir)
     except OrchError as exc:
         _fail(exc)
     if as_json:

@@ -3,7 +3,7 @@
 ``compute_stats(store, since=, workflow=)`` folds the store's rows (one query
 for runs, one for phases, one for the circuit breakers that opened:
 ``SqliteStore.stats_rows``) into a ``Stats`` value;
-``parse_since`` reads ``--since``. Rendering (table, JSON, OpenMetrics) is the
+``parse_since`` reads ``since`` (``--since``). Rendering (table, JSON, OpenMetrics) is the
 edge's business (render/stats.py).
 
 Definitions: a workflow's *success rate* is completed runs over finished runs
@@ -52,10 +52,12 @@ class _Rows(Protocol):
 _DAYS = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(d|w)\s*$")
 
 
-def parse_since(text: str, now: float | None = None) -> float:
+def parse_since(text: str, now: float | None = None, *, option: str = "since") -> float:
     """The epoch time ``text`` ago: ``7d``, ``2w``, ``12h``, ``30m``, ``1h30m``...
 
-    Raises UsageError (exit 2) naming the value when it is not a duration.
+    Raises UsageError (exit 2) naming the value when it is not a duration, and the
+    setting as the caller's user writes it (``option``: ``since`` for the Python API's
+    argument, ``--since`` for the command line's).
     """
     now = time.time() if now is None else now
     m = _DAYS.match(text)
@@ -67,8 +69,8 @@ def parse_since(text: str, now: float | None = None) -> float:
         )
     except ValueError:
         raise UsageError(
-            f"--since '{text}' is not a duration",
-            hint="write e.g. --since 7d, --since 12h or --since 30m",
+            f"{option} '{text}' is not a duration",
+            hint="write a duration back from now, e.g. 7d, 12h or 30m",
         ) from None
     return now - seconds
 

@@ -162,6 +162,7 @@ def test_stats_usage_errors_and_an_empty_store(tmp_path):
     bad = orch("stats", "--since", "a week", state=state)
     assert bad.exit_code == 2
     assert "--since 'a week' is not a duration" in bad.output
+    assert "hint: write a duration back from now, e.g. 7d, 12h or 30m" in bad.output
     both = orch("stats", "--json", "--openmetrics", state=state)
     assert both.exit_code == 2
 
