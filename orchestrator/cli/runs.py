@@ -33,7 +33,8 @@ _WORKFLOW = typer.Option(
     None,
     "--workflow",
     metavar="FILE",
-    help="The workflow file to go on with (default: the one the run was started from).",
+    help="The workflow file (or NAME in the workflows path) to go on with"
+    " (default: the one the run was started from).",
 )
 #: `orch wait --timeout` when the run is still going: 124, as timeout(1), not a failed run's 1.
 WAIT_TIMEOUT_EXIT = 124
@@ -291,7 +292,7 @@ def resume_command(
     force: bool = typer.Option(
         False, "--force", help="Resume a changed workflow: its changed phases run again."
     ),
-    workflow: Path | None = _WORKFLOW,
+    workflow: str | None = _WORKFLOW,
     max_parallel: int | None = typer.Option(
         None,
         "--max-parallel",
@@ -320,11 +321,13 @@ def resume_command(
     """
     from ..engine.dask_executor import parse_executor
     from ..errors import OrchError
+    from ..spec.locate import find_workflow
     from .run import call_log
 
     try:
         where = parse_executor(executor)  # bad options: exit 2 before the run is touched
         calls = call_log(record, replay)
+        found = None if workflow is None else find_workflow(workflow)  # as `orch run`
         code = _resume(
             run_id,
             force=force,
@@ -333,7 +336,7 @@ def resume_command(
             no_cache=no_cache,
             calls=calls,
             executor=where,
-            workflow=workflow,
+            workflow=found,
         )
     except OrchError as exc:
         _fail(exc)

@@ -63,3 +63,20 @@ def test_resume_records_and_runs_on_the_executor_it_is_given(tmp_path):
     assert "agent calls run on a local Dask cluster" in res.stderr
     recorded = [json.loads(p.read_text()) for p in (tmp_path / "again").glob("*.json")]
     assert [c["phase"] for c in recorded] == ["second"]  # only what the resume ran
+
+
+def test_resume_finds_its_workflow_as_orch_run_does(tmp_path):
+    run_id = _failed_run(tmp_path)
+    empty = _orch(tmp_path, "resume", run_id, "--state-dir", "s", "--workflow", "")
+    assert empty.returncode == 2
+    assert empty.stderr.startswith("error: an empty path names no workflow file")
+    unknown = _orch(tmp_path, "resume", run_id, "--state-dir", "s", "--workflow", "tow")
+    assert unknown.returncode == 2
+    assert "no workflow file 'tow', and no 'tow.yaml' in the workflows path" in unknown.stderr
+    # a NAME is the workflow of that name in the workflows path (./workflows here)
+    (tmp_path / "workflows").mkdir()
+    (tmp_path / "workflows" / "two.yaml").write_text(TWO)
+    (tmp_path / "workflows" / "second.txt").write_text("again\n")  # its commands run there
+    res = _orch(tmp_path, "resume", run_id, "--state-dir", "s", "--workflow", "two")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == {"said": "one again"}
