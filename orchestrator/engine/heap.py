@@ -10,8 +10,11 @@ phase of 10,000 noop phases with the state store; bench/engine_bench.py).
 The first run of the process to start freezes; the last to end unfreezes (runs
 overlap: sub-runs, ``orch serve``). A process that froze objects itself
 (``gc.get_freeze_count()`` when the first run starts), or turned the GC off, is left
-alone. Cyclic garbage that existed when the first run started is collected once
-the last one ends.
+alone. Python 3.12 starts with a few hundred objects of its own in the permanent
+generation (``gc.get_freeze_count()`` is not 0 at start-up): the count this module saw
+at import, or after its own unfreeze, is what "nobody froze anything" looks like.
+Cyclic garbage that existed when the first run started is collected once the last
+one ends.
 """
 
 from __future__ import annotations
@@ -26,15 +29,16 @@ __all__ = ["frozen_heap"]
 _lock = threading.Lock()  # runs may go on in several threads (each its own event loop)
 _runs = 0  # runs going on in this process
 _mine = False  # whether the freeze in force is this module's
+_unfrozen = gc.get_freeze_count()  # the count when nobody froze anything (not 0 on 3.12)
 
 
 @contextlib.contextmanager
 def frozen_heap() -> Iterator[None]:
     """Keep the objects that exist now out of cyclic GC until the last run ends."""
-    global _runs, _mine
+    global _runs, _mine, _unfrozen
     with _lock:
         if _runs == 0:
-            _mine = gc.isenabled() and gc.get_freeze_count() == 0
+            _mine = gc.isenabled() and gc.get_freeze_count() == _unfrozen
             if _mine:
                 gc.freeze()
         _runs += 1
@@ -46,3 +50,4 @@ def frozen_heap() -> Iterator[None]:
             if _runs == 0 and _mine:
                 _mine = False
                 gc.unfreeze()
+                _unfrozen = gc.get_freeze_count()

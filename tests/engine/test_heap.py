@@ -39,11 +39,14 @@ def _run(registry: Any) -> tuple[str, list[int]]:
 
 
 def test_a_run_freezes_what_existed_before_it_and_gives_it_back(registry):
-    assert gc.get_freeze_count() == 0
+    # Python 3.12 starts with a few hundred objects of its own frozen (not 0)
+    before = gc.get_freeze_count()
     status, seen = _run(registry)
     assert status == "completed"
-    assert len(seen) >= 5 and all(n > 0 for n in seen)  # every event, start to end
-    assert gc.get_freeze_count() == 0
+    assert len(seen) >= 5 and all(n > before + 1000 for n in seen)  # every event, start to end
+    assert gc.get_freeze_count() <= before
+    status, seen = _run(registry)  # the next run freezes again (3.12: the count is now 0)
+    assert all(n > before + 1000 for n in seen)
 
 
 def test_a_process_that_froze_objects_itself_is_left_alone(registry):
