@@ -16,7 +16,15 @@ from rich.text import Text
 
 from ..events import format_cost
 from ..state.base import Decision, PhaseRecord, PhaseState, RunRecord
-from ..state.views import phase_cost, phase_time, phase_tokens, run_time, status_json, token_total
+from ..state.views import (
+    phase_cost,
+    phase_time,
+    phase_tokens,
+    run_time,
+    shown_state,
+    status_json,
+    token_total,
+)
 from .progress import format_seconds, format_tokens, metadata_notes
 
 __all__ = [
@@ -174,7 +182,10 @@ def status_view(
     for phase in phases[:max_rows]:
         table.add_row(
             phase.id,
-            Text(phase.state.value, style=_STYLES.get(phase.state.value, "")),
+            Text(
+                shown_state(phase, decided.get(phase.id)),
+                style=_STYLES.get(phase.state.value, ""),
+            ),
             str(phase.attempts),
             _seconds(phase_time(phase, now, running)),
             _note(phase, decided.get(phase.id)),

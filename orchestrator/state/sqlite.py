@@ -778,13 +778,16 @@ class SqliteStore:
         }
 
     def waiting(self, run_ids: Sequence[str]) -> dict[str, list[str]]:
-        """The phases waiting for approval of each of ``run_ids`` that has any."""
+        """The phases waiting for approval of each of ``run_ids`` that has any (a phase
+        already approved, waiting for a ``max_parallel`` slot, is not)."""
         found: dict[str, list[str]] = {}
         for start in range(0, len(run_ids), 500):  # within SQLite's bound on parameters
             chunk = list(run_ids[start : start + 500])
             marks = ",".join("?" * len(chunk))
             rows = self._read(
                 f"SELECT run_id, id FROM phases WHERE run_id IN ({marks}) AND state='waiting'"
+                " AND NOT EXISTS (SELECT 1 FROM decisions d"
+                " WHERE d.run_id=phases.run_id AND d.phase=phases.id)"
                 " ORDER BY run_id, idx",
                 chunk,
             )

@@ -101,6 +101,24 @@ def run_json(run: RunRecord) -> dict[str, Any]:
     }
 
 
+#: The state shown for a phase approved while it still waits for a ``max_parallel`` slot.
+APPROVED_WAITING = "approved, waiting for a slot"
+
+
+def asks_approval(phase: PhaseRecord, decision: Decision | None) -> bool:
+    """Whether ``phase`` waits for a person's decision: waiting, and none recorded (an
+    approved phase waiting for a ``max_parallel`` slot does not)."""
+    return phase.state is PhaseState.WAITING and decision is None
+
+
+def shown_state(phase: PhaseRecord, decision: Decision | None) -> str:
+    """The phase's state as `orch status` shows it (``APPROVED_WAITING`` for a waiting
+    phase that is approved already)."""
+    if phase.state is PhaseState.WAITING and decision is not None and decision.approved:
+        return APPROVED_WAITING
+    return phase.state.value
+
+
 def status_json(
     run: RunRecord,
     phases: Sequence[PhaseRecord],
@@ -130,7 +148,7 @@ def status_json(
         # done: phases that ended in any state; completed: those that succeeded
         "progress": {"done": done, "completed": completed, "total": max(len(members), len(own))},
         "current": [p.id for p in phases if p.state is PhaseState.RUNNING],
-        "waiting": [p.id for p in phases if p.state is PhaseState.WAITING],
+        "waiting": [p.id for p in phases if asks_approval(p, decided.get(p.id))],
         "phases": [
             _phase_json(p, now, running, handler=p.id not in members, decision=decided.get(p.id))
             for p in phases

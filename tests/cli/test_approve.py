@@ -491,3 +491,43 @@ def test_a_waiting_approval_does_not_count_against_its_agents_max_concurrency(tm
     code, events, err = finish(proc, seen)
     assert code == 0, err
     assert [e["phase"] for e in events if e["event"] == "phase_completed"] == ["other", "gate"]
+
+
+SLOT = """
+name: slot
+max_parallel: 1
+phases:
+  - id: gate
+    agent: echo
+    approval: {message: "Go?"}
+    with: {text: gone}
+  - id: slow
+    agent: shell
+    with: {command: "while [ ! -f go ]; do sleep 0.05; done; echo slow"}
+"""
+
+
+def test_an_approved_phase_waiting_for_a_slot_asks_no_one(tmp_path, processes):
+    (tmp_path / "slot.yaml").write_text(SLOT)
+    proc = start(processes, tmp_path, tmp_path / "slot.yaml")
+    seen = read_until(proc, "phase_started", "slow")  # slow holds the one slot until ./go
+    run_id = seen[-1]["run_id"]
+    stored_waiting(tmp_path, run_id, "gate")
+    assert orch(tmp_path, "approve", run_id, "gate").returncode == 0
+
+    runs = orch(tmp_path, "runs")
+    assert "running" in runs.stdout and "waiting: gate" not in runs.stdout
+    status = orch(tmp_path, "status", run_id)
+    assert "waiting for approval" not in status.stdout
+    assert f"orch approve {run_id} gate" not in status.stdout
+    row = next(line for line in status.stdout.splitlines() if line.split()[:1] == ["gate"])
+    assert "approved, waiting for a slot" in row
+    as_json = json.loads(orch(tmp_path, "status", run_id, "--json").stdout)
+    assert as_json["waiting"] == []
+    assert json.loads(orch(tmp_path, "runs", "--json").stdout)[0]["waiting"] == []
+
+    (tmp_path / "go").touch()
+    code, events, err = finish(proc, seen)
+    assert code == 0, err
+    done = [e["phase"] for e in events if e["event"] == "phase_completed"]
+    assert done == ["slow", "gate"]
