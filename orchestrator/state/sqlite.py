@@ -16,6 +16,7 @@ import json
 import os
 import queue
 import sqlite3
+import stat
 import tempfile
 import threading
 import time
@@ -969,16 +970,39 @@ def _writable(folder: Path, db: Path) -> bool:
     """Whether this process may write the state folder and its database files."""
     if not os.access(folder, os.W_OK | os.X_OK):
         return False
-    # SQLite deletes the -wal and -shm files when a process closes its last connection
-    # and makes them again on the next one: a file seen, then gone (or gone, then back)
-    # between two looks is no obstacle. A file this process cannot write fails every
-    # look; one that comes and goes passes one of three.
-    return any(_files_writable(db) for _ in range(3))
+    return all(_file_writable(db.with_name(db.name + end)) for end in ("", "-wal", "-shm"))
 
 
-def _files_writable(db: Path) -> bool:
-    files = (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"))
-    return all(os.access(f, os.W_OK) or not f.exists() for f in files)
+def _file_writable(path: Path) -> bool:
+    """Whether ``path`` is no obstacle to writing: gone, or writable by this process.
+
+    SQLite deletes the -wal and -shm files when a process closes its last connection
+    and makes them again on the next one, so the verdict comes from one look (a
+    ``stat``): a check that first asks for access, then whether the file exists, could
+    see it gone at the first look and back at the second and call a vanishing file
+    read-only. ``os.access`` is asked only when the mode bits refuse (an ACL may allow).
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return os.access(path, os.W_OK)
+    return _mode_lets_me_write(st) or os.access(path, os.W_OK)
+
+
+def _mode_lets_me_write(st: os.stat_result) -> bool:
+    """Whether the permission bits of ``st`` let this process write the file."""
+    if not hasattr(os, "geteuid"):  # not POSIX: the bits say little; ask os.access
+        return False
+    uid = os.geteuid()
+    if uid == 0:
+        return True
+    if st.st_uid == uid:
+        return bool(st.st_mode & stat.S_IWUSR)
+    if st.st_gid == os.getegid() or st.st_gid in os.getgroups():
+        return bool(st.st_mode & stat.S_IWGRP)
+    return bool(st.st_mode & stat.S_IWOTH)
 
 
 @contextlib.contextmanager
