@@ -149,6 +149,7 @@ def status_command(
     """Show a run: its state, progress, the phases running now, and each phase."""
     from ..errors import OrchError
     from ..render.tables import status_view
+    from ..runs.recorded import cancelled_by
     from ..state.views import status_json
 
     with _store(state_dir, run_id) as store:
@@ -156,16 +157,17 @@ def status_command(
             run = store.get_run(run_id)
             phases = store.phases(run.id)
             decisions = store.decisions(run.id)
+            by = cancelled_by(store, run)
         except OrchError as exc:
             _fail(exc)
     if run.status == "interrupted":
         _tell_leftovers(run.id)
     now = time.time()
     if as_json:
-        info = status_json(run, phases, now=now, decisions=decisions)
+        info = status_json(run, phases, now=now, decisions=decisions, cancelled_by=by)
         sys.stdout.write(dumps(info, indent=2, what="the run's status") + "\n")
         return
-    _console().print(status_view(run, phases, now=now, decisions=decisions))
+    _console().print(status_view(run, phases, now=now, decisions=decisions, cancelled_by=by))
 
 
 def logs_command(

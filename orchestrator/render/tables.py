@@ -138,16 +138,20 @@ def status_view(
     now: float,
     max_rows: int = 200,
     decisions: Mapping[str, Decision] | None = None,
+    cancelled_by: str | None = None,
 ) -> RenderableType:
     """``orch status``: a header (state, progress, running phases) and a table of phases
-    (``decisions``: who approved or rejected a phase, in its note)."""
+    (``decisions``: who approved or rejected a phase, in its note; ``cancelled_by``: who
+    cancelled a cancelled run)."""
     decided = decisions or {}
-    info = status_json(run, phases, now=now, decisions=decided)
+    info = status_json(run, phases, now=now, decisions=decided, cancelled_by=cancelled_by)
     header = Text()
     header.append(f"run {run.id}", style="bold")
     header.append(f"  workflow {run.workflow} ({run.path})\n")
     header.append("status: ")
     header.append(run.status, style=_STYLES.get(run.status, ""))
+    if info["cancelled_by"]:
+        header.append(f" (by {info['cancelled_by']})")
     progress = info["progress"]
     header.append(f"   progress: {_progress_text(progress, phases, set(run.phase_ids))}")
     header.append(f"\nstarted: {fmt_time(run.started)}")

@@ -32,6 +32,7 @@ __all__ = [
     "RunStatus",
     "approve",
     "cancel",
+    "cancelled_by",
     "check_phase",
     "each_event",
     "exit_code",
@@ -104,14 +105,20 @@ def status(run_id: str, *, state_dir: str | os.PathLike[str] | None = None) -> R
     assert store is not None
     try:
         run = store.get_run(run_id)
-        by = None
-        if run.status == "cancelled":  # who cancelled it: its last event (workflow_cancelled)
-            last = store.last_event(run.id)
-            if last is not None:
-                by = last[1].data.get("cancelled_by")
-        return RunStatus(run, tuple(store.phases(run.id)), by)
+        return RunStatus(run, tuple(store.phases(run.id)), cancelled_by(store, run))
     finally:
         store.close()
+
+
+def cancelled_by(store: SqliteStore, run: RunRecord) -> str | None:
+    """Who cancelled a cancelled run (``SIGINT``, ``SIGTERM``: its workflow_cancelled's
+    ``cancelled_by``), None for any other run or when it is not known. One read: the
+    run's last event."""
+    if run.status != "cancelled":
+        return None
+    last = store.last_event(run.id)
+    by = None if last is None else last[1].data.get("cancelled_by")
+    return by if isinstance(by, str) else None
 
 
 def list_runs(

@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import OrchError, RunNotFound, UsageError, WorkflowInvalid
 from ..eventlines import event_line  # the lines of `orch logs`: one renderer, no rich
-from ..runs.recorded import check_phase
+from ..runs.recorded import cancelled_by, check_phase
 from ..state.views import status_json
 from . import security, views
 from .catalog import UnknownWorkflow
@@ -351,8 +351,9 @@ def create_app(service: Service, *, ui: bool = True) -> Starlette:
             return JSONResponse(views.run_json(run))
         phases = await in_thread(store.phases, run.id)
         decisions = await in_thread(store.decisions, run.id)
+        by = await in_thread(cancelled_by, store, run)
         # `orch status --json`, plus what the run's page shows
-        body = status_json(run, phases, now=time.time(), decisions=decisions)
+        body = status_json(run, phases, now=time.time(), decisions=decisions, cancelled_by=by)
         # its events read a page at a time (a long run's are never read at once)
         read = await in_thread(views.read_events, store, run, now=time.time())
         for phase in body["phases"]:

@@ -125,11 +125,13 @@ def status_json(
     *,
     now: float,
     decisions: Mapping[str, Decision] | None = None,
+    cancelled_by: str | None = None,
 ) -> dict[str, Any]:
     """A run with its progress, the phases running or waiting now, and each phase.
 
-    ``run_json`` plus owner_pid, trace_id, progress, current, waiting, phases, tokens
-    and cost; ``duration`` counts up while the run runs. Progress counts the
+    ``run_json`` plus cancelled_by, owner_pid, trace_id, progress, current, waiting,
+    phases, tokens and cost; ``duration`` counts up while the run runs. ``cancelled_by``:
+    who cancelled a cancelled run (``runs.recorded.cancelled_by``), else None. Progress counts the
     workflow's own phases; handler phases (on_failure, finally, the fallback
     workflow) are listed with ``"handler": true``. ``decisions`` (the store's, by phase)
     gives each phase its ``decision`` on an approval: decision, who, at, comment.
@@ -143,6 +145,7 @@ def status_json(
     return {
         **run_json(run),
         "duration": run_time(run, now),
+        "cancelled_by": cancelled_by if run.status == "cancelled" else None,
         "owner_pid": run.owner.pid if run.owner else None,
         "trace_id": run.trace_id,
         # done: phases that ended in any state; completed: those that succeeded

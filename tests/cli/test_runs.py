@@ -119,6 +119,7 @@ def test_status_shows_state_progress_and_each_phase(tmp_path):
     assert "failed" in lines["b"] and "it broke" in lines["b"]
     info = json.loads(orch("status", "run", "--json", state_dir=tmp_path).output)  # prefix
     assert info["status"] == "failed"
+    assert info["cancelled_by"] is None  # only a cancelled run has who cancelled it
     assert info["progress"] == {"done": 2, "completed": 1, "total": 2}
     assert [(p["id"], p["state"], p["attempts"]) for p in info["phases"]] == [
         ("a", "completed", 1),

@@ -113,6 +113,18 @@ def test_a_signal_cancels_the_run_cleanly(tmp_path, sig, code, processes):
     assert not any(e["event"] == "phase_started" and e["phase"] == "after" for e in events)
     assert "cancelling the run" in err
     assert group_is_gone(proc.pid)
+    # who cancelled it, as `orch status` shows it (text and JSON) and `orch wait` exits
+    env = {**os.environ, "NO_COLOR": "1", "ORCH_STATE_DIR": str(tmp_path / ".orch")}
+
+    def orch(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "orchestrator", *args]
+        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+
+    run_id = events[-1]["run_id"]
+    info = json.loads(orch("status", run_id, "--json").stdout)
+    assert (info["status"], info["cancelled_by"]) == ("cancelled", sig.name)
+    assert f"status: cancelled (by {sig.name})" in orch("status", run_id).stdout
+    assert orch("wait", run_id).returncode == code
 
 
 def test_a_second_ctrl_c_still_exits_130_without_a_traceback(tmp_path, processes):
