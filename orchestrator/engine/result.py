@@ -210,7 +210,7 @@ class RunOptions:
     maps a ``foreach`` phase to its items completed before a crash (index ->
     output): resumed, only the other items run. ``resume_spent`` maps a phase to
     the tokens and cost its calls used in earlier launches of a resumed run (its
-    stored metadata: a kept completed phase's, a failed or cancelled one's): the
+    last recorded end's metadata, which sums every launch before it): the
     run's ``Spend`` starts from them, so budgets and the phase's recorded usage
     cover every launch. ``replay``: agent
     calls are answered by a middleware (``--replay``), so secrets that are not set

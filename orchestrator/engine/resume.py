@@ -216,25 +216,21 @@ def prepare_resume(
         # a phase that failed is asked again with new idempotency keys (not a replay)
         {p.id: run.resumes + 1 for p in records if p.state is PhaseState.FAILED},
         items_at,
-        _spent_before(records, prior),
+        _spent_before(records),
     )
 
 
-def _spent_before(
-    records: list[PhaseRecord], prior: Mapping[str, PhaseOutcome]
-) -> dict[str, dict[str, Any]]:
-    """What each phase's calls used in earlier launches and still counts, by one rule:
-    the stored metadata (tokens, cost) of a phase whose end stays in the run's history:
-    a completed phase kept (``prior``; not a cache hit: it made no call), and a failed
-    or cancelled one (its ``phase_failed``'s: it runs again, and its new end records
-    what both launches used, as budgets count it). A completed phase that runs again
-    (changed, or its output masked) is replaced by its new run."""
-    ended = (PhaseState.FAILED, PhaseState.CANCELLED)
-    return {
-        p.id: dict(p.metadata)
-        for p in records
-        if p.metadata and ((p.id in prior and not p.cached) or p.state in ended)
-    }
+def _spent_before(records: list[PhaseRecord]) -> dict[str, dict[str, Any]]:
+    """What each phase's calls used in the earlier launches, by one rule: the tokens and
+    cost of its last recorded end (the stored metadata, whatever its state now).
+
+    Each launch's Spend starts from this, so each end records what the phase used in
+    every launch up to it: the last end is the sum over the launches, whatever their
+    mix. A launch that crashed recorded no end: its row keeps the end before (a phase
+    failed in launch 1, killed while running in launch 2, still counts launch 1). A
+    completed phase kept, or run again (changed, or its output masked), counts too: its
+    calls were made in this run. A cache hit recorded none (it made no call)."""
+    return {p.id: dict(p.metadata) for p in records if p.metadata}
 
 
 def _items(

@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
-from tests.servers import FakeOpenAI
+from tests.servers import FakeOpenAI, Reply
 
 LOOP = """\
 name: paid-loop
@@ -130,7 +130,6 @@ def test_cost_per_phase_and_run_from_the_built_in_prices(tmp_path):
 
 
 def test_a_resumed_run_counts_what_its_completed_phases_spent(tmp_path):
-    import os
 
     path = tmp_path / "paid.yaml"
     path.write_text(
@@ -150,13 +149,7 @@ phases:
         encoding="utf-8",
     )
     with FakeOpenAI(answer=lambda request: "some words back") as srv:
-        env = {
-            **os.environ,
-            "NO_COLOR": "1",
-            "OPENAI_BASE_URL": srv.base_url,
-            "ORCH_STATE_DIR": str(tmp_path / ".orch"),
-        }
-
+        env = _env(tmp_path, srv)
         orch = functools.partial(_orch, tmp_path, env)
 
         first = orch("run", str(path))
@@ -209,6 +202,96 @@ def test_a_resumed_phase_counts_what_its_failed_launch_spent(tmp_path):
     stats = json.loads(orch("stats", "--json").stdout)
     assert stats["workflows"][0]["tokens"] == 200
     assert stats["phases"][0]["tokens"] == 200
+
+
+SPLIT = """\
+name: split
+agents:
+  model: {type: llm, with: {model: my-model, stream: false}}
+phases:
+  - id: each
+    agent: model
+    foreach: [one, two]
+    with: {prompt: "{{ item }}"}
+"""
+
+
+def test_a_phase_counts_a_failed_launch_after_a_crashed_one(tmp_path):
+    """Launch 1: item one spends, item two fails (the phase fails, its spending in its
+    phase_failed); launch 2 (resumed): item two hangs and the process is killed (no end
+    of the phase in that launch); launch 3: item two answers. The phase records both
+    items' tokens, as a run that never stopped would."""
+    import os
+    import signal
+    import threading
+    import time
+
+    hang = threading.Event()  # launch 2's call of item two has arrived
+    release = threading.Event()
+    mode = ["fail"]
+
+    def answer(request):
+        if "two" not in request["messages"][-1]["content"]:
+            return "some words back"
+        if mode[0] == "fail":
+            return Reply(status=400, json={"error": {"message": "bad item"}})
+        if mode[0] == "hang":
+            hang.set()
+            release.wait(60)
+        return "two words"
+
+    path = tmp_path / "split.yaml"
+    path.write_text(SPLIT, encoding="utf-8")
+    with FakeOpenAI(answer=answer) as srv:
+        env = _env(tmp_path, srv)
+        orch = functools.partial(_orch, tmp_path, env)
+        first = orch("run", str(path))
+        assert first.returncode == 1, first.stderr
+        run_id = json.loads(orch("runs", "--json").stdout)[0]["id"]
+        one = json.loads(orch("status", run_id, "--json").stdout)["tokens"]["total"]
+        assert one == 4  # item one: 1 prompt word, 3 answered
+        mode[0] = "hang"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator", "resume", run_id],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=tmp_path,
+            env=env,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 120  # a bound on a hang, not a timing
+            while not hang.wait(0.05):
+                assert time.monotonic() < deadline and proc.poll() is None, "never called"
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            release.set()
+        crashed = json.loads(orch("status", run_id, "--json").stdout)
+        assert crashed["status"] == "interrupted"
+        assert crashed["phases"][0]["state"] == "running"  # launch 2 recorded no end
+        mode[0] = "ok"
+        third = orch("resume", run_id)
+        assert third.returncode == 0, third.stderr
+        # item one's 4 tokens (launch 1) and item two's 3 (launch 3)
+        status = json.loads(orch("status", run_id, "--json").stdout)
+        assert status["status"] == "completed"
+        assert status["phases"][0]["tokens"]["total"] == 7
+        assert status["tokens"]["total"] == 7
+        stats = json.loads(orch("stats", "--json").stdout)
+        assert stats["phases"][0]["tokens"] == 7
+
+
+def _env(tmp_path: Path, srv: FakeOpenAI) -> dict[str, str]:
+    """The environment of a real `orch` whose llm calls go to ``srv``."""
+    import os
+
+    return {
+        **os.environ,
+        "NO_COLOR": "1",
+        "OPENAI_BASE_URL": srv.base_url,
+        "ORCH_STATE_DIR": str(tmp_path / ".orch"),
+    }
 
 
 def _orch(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
