@@ -304,6 +304,7 @@ def cancel(run_id: str, *, state_dir: str | os.PathLike[str] | None = None) -> C
                     duration=None,
                     error=error,
                     counts={},
+                    cancelled_by=signal.SIGTERM.name,  # `orch cancel`: as SIGTERM
                 )
             )
             return Cancelled(run.id, "recorded")

@@ -12,6 +12,7 @@ import asyncio
 import heapq
 import itertools
 import logging
+import signal
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from ..errors import one_line
 
 if TYPE_CHECKING:
     from ..agents.registry import AgentRegistry
-    from ..engine import RunResult
+    from ..engine import CancelRequest, RunResult
     from ..engine.executor import Executor
     from ..plan import Plan
     from ..state.sqlite import SqliteStore
@@ -40,17 +41,18 @@ async def start_run(
     store: SqliteStore,
     registry: AgentRegistry,
     run_id: str,
-    cancel: asyncio.Event,
+    cancel: CancelRequest,
     trigger: Mapping[str, Any],
     executor: Executor | None = None,
     tracing: Any = None,
     stop_now: asyncio.Event | None = None,
 ) -> RunResult:
     """Run ``plan`` to its end through the core's Python API (``orchestrator.runs.start``),
-    recorded in the service's store exactly as `orch run` records it; setting ``cancel``
-    cancels it, then setting ``stop_now`` stops it now as a second Ctrl-C stops
-    `orch run` (``RunHandle.cancel(force=True)``: what runs is cancelled, compensations
-    and handlers not started are not run, the run still records its end).
+    recorded in the service's store exactly as `orch run` records it; requesting ``cancel``
+    cancels it (its ``by``, a signal name, is recorded as ``cancelled_by``), then setting
+    ``stop_now`` stops it now as a second Ctrl-C stops `orch run`
+    (``RunHandle.cancel(force=True)``: what runs is cancelled, compensations and handlers
+    not started are not run, the run still records its end).
     ``executor``: where its agent calls run (the service's Dask cluster). ``tracing``:
     the service's OpenTelemetry provider (tracing on): the run is a trace of its own,
     with the spans `orch run` gives."""
@@ -82,7 +84,7 @@ async def start_run(
     try:
         await asyncio.wait({stop, done}, return_when=asyncio.FIRST_COMPLETED)
         if not done.done():
-            handle.cancel()
+            handle.cancel(signal.Signals[cancel.by] if cancel.by else None)
             if now is not None:
                 await asyncio.wait({now, done}, return_when=asyncio.FIRST_COMPLETED)
                 if not done.done():
@@ -92,6 +94,12 @@ async def start_run(
         stop.cancel()
         if now is not None:
             now.cancel()
+
+
+def _cancel_request() -> CancelRequest:
+    from ..engine import CancelRequest  # the engine loads when the first run is queued
+
+    return CancelRequest()
 
 
 @dataclass(eq=False)
@@ -107,7 +115,7 @@ class ActiveRun:
     status: str = "queued"
     queued_at: float = 0.0
     wait_for: tuple[ActiveRun, ...] = ()
-    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    cancel: CancelRequest = field(default_factory=_cancel_request)
     stop_now: asyncio.Event = field(default_factory=asyncio.Event)  # after cancel: stop now
     done: asyncio.Event = field(default_factory=asyncio.Event)
     error: str | None = None
@@ -227,27 +235,33 @@ class RunManager:
         run.done.set()
         self.active.pop(run.id, None)
 
-    def cancel(self, run_id: str) -> ActiveRun | None:
-        """Ask a queued or running run of this service to stop; None when it is not ours."""
+    def cancel(self, run_id: str, by: signal.Signals = signal.SIGTERM) -> ActiveRun | None:
+        """Ask a queued or running run of this service to stop; None when it is not ours.
+
+        ``by`` is recorded as the run's ``cancelled_by`` (the first one asked is kept):
+        SIGTERM when the service stops it (the cancel API, the web UI, a schedule's
+        ``overlap: cancel_previous``), as `orch cancel` does; the signal `orch serve`
+        received when it stops (SIGINT for Ctrl-C)."""
         run = self.active.get(run_id)
         if run is not None:
-            run.cancel.set()
+            run.cancel.request(by.name)
             if run.status == "queued":
                 self._queue = [q for q in self._queue if q[2] is not run]
                 heapq.heapify(self._queue)
                 self._forget(run, "cancelled")
         return run
 
-    def stop_now(self) -> None:
-        """Stop every run now (``orch serve``'s second signal): each one cancelled, then
-        stopped as a second Ctrl-C stops `orch run`; each still records its end."""
+    def stop_now(self, by: signal.Signals = signal.SIGTERM) -> None:
+        """Stop every run now (``orch serve``'s second signal): each one cancelled (by
+        ``by``), then stopped as a second Ctrl-C stops `orch run`; each records its end."""
         for run in list(self.active.values()):
-            self.cancel(run.id)
+            self.cancel(run.id, by)
             run.stop_now.set()
 
-    async def shutdown(self) -> None:
-        """Cancel every queued and running run and wait for them to record their end."""
+    async def shutdown(self, by: signal.Signals = signal.SIGTERM) -> None:
+        """Cancel every queued and running run (by ``by``, the signal that stops the
+        service) and wait for them to record their end."""
         for run in list(self.active.values()):
-            self.cancel(run.id)
+            self.cancel(run.id, by)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -240,7 +241,7 @@ class Scheduler:
             return
         if previous and overlap == "cancel_previous":
             for r in previous:
-                self.runs.cancel(r.id)
+                self.runs.cancel(r.id, signal.SIGTERM)  # the service stops it
         if previous and overlap == "queue":
             wait_for = tuple(previous)
         trigger = {

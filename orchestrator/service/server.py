@@ -64,7 +64,7 @@ async def run_service(service: Service, sock: socket.socket, *, say: Callable[[s
                 f"{name} again: stopping the runs now (compensations and handlers not "
                 "started are not run; again to exit now)"
             )
-            service.runs.stop_now()
+            service.runs.stop_now(signal.Signals(received[0]))
             return
         say(f"{name}: stopping (running runs are cancelled, resumable; again to stop them now)")
         service.stopping = True  # the event streams end: the server waits for them to close
@@ -82,7 +82,7 @@ async def run_service(service: Service, sock: socket.socket, *, say: Callable[[s
     try:
         await serve(create_app(service), config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
     finally:
-        await service.shut_down()
+        await service.shut_down(signal.Signals(received[0]) if received else signal.SIGTERM)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     return 130 if received and received[0] == signal.SIGINT else 143

@@ -8,6 +8,7 @@ import collections
 import contextlib
 import difflib
 import logging
+import signal
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -148,13 +149,14 @@ class Service:
         self.scheduler.tick(self.clock.now())
         self._task = asyncio.get_running_loop().create_task(self.scheduler.run_forever())
 
-    async def shut_down(self) -> None:
-        """Stop firing, cancel queued and running runs (recorded cancelled, resumable)."""
+    async def shut_down(self, by: signal.Signals = signal.SIGTERM) -> None:
+        """Stop firing, cancel queued and running runs (recorded cancelled, resumable,
+        ``cancelled_by`` ``by``: the signal that stops the service)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self.runs.shutdown()
+        await self.runs.shutdown(by)
         if self._dask is not None:  # after the runs: they cancel their calls on it first
             await self._dask.aclose()
             self._dask = None
@@ -276,8 +278,9 @@ class Service:
             raise
 
     def cancel(self, run_id: str) -> str:
-        """Cancel a run: this service's own (queued or running), or a CLI run by signal."""
-        active = self.runs.cancel(run_id)
+        """Cancel a run of this service (queued or running): recorded ``cancelled_by``
+        SIGTERM, as `orch cancel` records it (`orch wait` exits 143)."""
+        active = self.runs.cancel(run_id, signal.SIGTERM)
         if active is not None:
             return f"run {run_id} is being cancelled"
         run = self.store.get_run(run_id)

@@ -188,6 +188,8 @@ def test_a_dead_owner_shows_as_interrupted_and_cancel_records_it(tmp_path):
     assert res.exit_code == 0 and "recorded as cancelled" in res.output
     info = json.loads(orch("status", "dead", "--json", state_dir=tmp_path).output)
     assert info["status"] == "cancelled" and info["phases"][0]["state"] == "cancelled"
+    assert info["cancelled_by"] == "SIGTERM"  # as `orch cancel` of a live run: exit 143
+    assert orch("wait", "dead", state_dir=tmp_path).exit_code == 143
     res = orch("cancel", "dead", state_dir=tmp_path)  # refused: exit 2, as bad usage
     assert res.exit_code == 2
     assert "error: run dead has already ended (cancelled); nothing to cancel" in res.output

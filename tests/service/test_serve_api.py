@@ -502,8 +502,16 @@ def test_cancel_and_resume_through_the_api(tmp_path):
         phase_running(srv, run_id)
         r = srv.http.post(f"/api/runs/{run_id}/cancel")
         assert r.status_code == 202, r.text
-        assert srv.run_when(run_id, "cancelled")["phases"][0]["state"] == "cancelled"
+        cancelled = srv.run_when(run_id, "cancelled")
+        assert cancelled["phases"][0]["state"] == "cancelled"
         assert srv.http.post(f"/api/runs/{run_id}/cancel").status_code == 409
+        # the service stopped it, as `orch cancel` does: recorded as SIGTERM, `orch wait` 143
+        assert cancelled["cancelled_by"] == "SIGTERM"
+        ended = orch("logs", run_id, "--json", state_dir=srv.state_dir).stdout.splitlines()[-1]
+        assert json.loads(ended)["data"]["cancelled_by"] == "SIGTERM"
+        status = json.loads(orch("status", run_id, "--json", state_dir=srv.state_dir).stdout)
+        assert status["cancelled_by"] == "SIGTERM"
+        assert orch("wait", run_id, state_dir=srv.state_dir).returncode == 143
         (srv.folder / "go").write_text("")
         r = srv.http.post(f"/api/runs/{run_id}/resume")
         assert r.status_code == 202, r.text
@@ -709,6 +717,8 @@ def test_sigterm_cancels_running_runs_and_a_crash_is_reported_at_the_next_start(
     assert srv.stop(signal.SIGTERM) == 143
     assert "SIGTERM: stopping" in srv.log() and "Traceback" not in srv.log()
     assert orch("status", run_id, state_dir=srv.state_dir).stdout.count("cancelled") >= 1
+    status = json.loads(orch("status", run_id, "--json", state_dir=srv.state_dir).stdout)
+    assert status["cancelled_by"] == "SIGTERM"  # what stopped the service stopped its runs
     srv.start()
     second = srv.http.post("/api/workflows/gated/runs", json={}).json()["id"]
     phase_running(srv, second)
@@ -719,6 +729,16 @@ def test_sigterm_cancels_running_runs_and_a_crash_is_reported_at_the_next_start(
         (srv.folder / "go").write_text("")
         assert srv.http.post(f"/api/runs/{second}/resume").status_code == 202
         assert srv.run_when(second, "completed")["outputs"] == {"result": "opened then after"}
+
+
+def test_ctrl_c_cancels_the_services_runs_as_ctrl_c_cancels_orch_run(tmp_path):
+    srv = Serve(tmp_path, {"gated": GATED}).start()
+    run_id = srv.http.post("/api/workflows/gated/runs", json={}).json()["id"]
+    phase_running(srv, run_id)
+    assert srv.stop(signal.SIGINT) == 130
+    status = json.loads(orch("status", run_id, "--json", state_dir=srv.state_dir).stdout)
+    assert (status["status"], status["cancelled_by"]) == ("cancelled", "SIGINT")
+    assert orch("wait", run_id, state_dir=srv.state_dir).returncode == 130  # as `orch serve`
 
 
 def test_a_sub_workflows_approval_is_decided_through_the_api_at_its_address(tmp_path):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.agents.registry import AgentRegistry
+from orchestrator.runs.recorded import cancelled_by
 from orchestrator.schedule import cron_problem, fire_times, format_local, next_fire
 from orchestrator.service.catalog import Catalog
 from orchestrator.service.runs import RunManager
@@ -290,6 +291,8 @@ def test_overlap_policies(tmp_path, overlap):
         else:
             await first.done.wait()
             assert store.get_run(first.id).status == "cancelled"
+            # the service stopped it, as `orch cancel` does: SIGTERM (`orch wait`: 143)
+            assert cancelled_by(store, store.get_run(first.id)) == "SIGTERM"
         (folder / "go").write_text("")
         for r in list(runs.active.values()):
             await r.done.wait()
