@@ -246,7 +246,11 @@ class RunContext:
         self.retries_left = wf.error_handling.max_total_retries
         # tokens and cost the calls used, against `budget:` (and a sub-run's caller's)
         self.spend = Spend(wf, options.budget_parent)
-        for pid, used in options.resume_spent.items():  # resumed: what earlier launches spent
+        # what earlier runs spent: each prior outcome's recorded tokens and cost (a phase
+        # not completed runs again: its new end includes them), or ``resume_spent``'s
+        spent = {pid: outcome.metadata for pid, outcome in self.prior.items()}
+        spent.update(options.resume_spent)
+        for pid, used in spent.items():
             self.spend.add(pid, used)
         self.deadline: float | None = None  # monotonic end of the run (its timeout)
         self.memo: dict[Any, Any] = {}  # per-run memo of the call path (merged `with:`)

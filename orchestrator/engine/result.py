@@ -211,7 +211,9 @@ class RunOptions:
     output): resumed, only the other items run. ``resume_spent`` maps a phase to
     the tokens and cost its calls used in earlier launches of a resumed run (its
     last recorded end's metadata, which sums every launch before it): the
-    run's ``Spend`` starts from them, so budgets and the phase's recorded usage
+    run's ``Spend`` starts from them and from the metadata of ``execute``'s ``prior``
+    outcomes (``resume_spent`` wins for a phase it names; a caller passing only
+    ``prior`` has its outcomes counted), so budgets and the phase's recorded usage
     cover every launch. ``replay``: agent
     calls are answered by a middleware (``--replay``), so secrets that are not set
     are not needed. ``key_epochs`` maps a

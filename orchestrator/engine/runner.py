@@ -407,7 +407,9 @@ async def execute(
     as is a secret missing from the environment, or an agent type that cannot be
     found or loaded: AgentError). A failing phase is a failed run, never an
     exception. Setting ``cancel`` or cancelling the calling task ends the run as
-    cancelled (the latter re-raises CancelledError after the last event).
+    cancelled (the latter re-raises CancelledError after the last event). ``prior``:
+    an earlier run's outcomes; its completed phases are kept, and what every prior
+    outcome's calls used (its ``metadata`` tokens and cost) counts as spent.
     """
     with frozen_heap():
         return await _execute(plan, inputs, registry, run_id, options, sinks, prior, cancel)

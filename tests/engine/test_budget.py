@@ -282,6 +282,65 @@ def test_a_phase_counts_a_failed_launch_after_a_crashed_one(tmp_path):
         assert stats["phases"][0]["tokens"] == 7
 
 
+def test_a_python_caller_passing_prior_outcomes_has_what_they_spent_counted(tmp_path):
+    """``execute(plan, prior=...)`` (here ``run_sync``) with an earlier run's outcomes, and
+    nothing else: their recorded tokens count, as ``orch resume`` counts them."""
+    from orchestrator.engine import run_sync
+    from orchestrator.plan import compile_plan
+    from orchestrator.spec import load_workflow
+
+    with FakeOpenAI(answer=lambda request: "some words back") as srv:
+        paid = compile_plan(
+            load_workflow(
+                text=f"""name: paid
+agents:
+  model: {{type: llm, with: {{model: my-model, stream: false, base_url: "{srv.base_url}"}}}}
+budget: {{tokens: 3}}
+phases:
+  - id: research
+    agent: model
+    with: {{prompt: "research"}}
+  - id: write
+    depends_on: [research]
+    agent: model
+    with: {{prompt: "write"}}
+"""
+            )
+        )
+        first = run_sync(paid)
+        assert first.status == "failed"
+        assert len(srv.requests) == 1  # research spent the budget; write was refused
+        again = run_sync(paid, prior=first.phases)
+        # research is kept and its 4 tokens count: write is refused again, no paid call
+        assert again.status == "failed"
+        assert again.phases["research"].status == "completed"
+        assert "the run's budget is used up: 4 of 3 tokens" in (again.error or "")
+        assert len(srv.requests) == 1
+
+    # a phase that failed is run again: what its failed run used counts in what it records
+    broken = [True]
+
+    def answer(request):
+        if broken[0] and "two" in request["messages"][-1]["content"]:
+            return Reply(status=400, json={"error": {"message": "bad item"}})
+        return "some words back"
+
+    with FakeOpenAI(answer=answer) as srv:
+        split = compile_plan(
+            load_workflow(
+                text=SPLIT.replace("stream: false", f'stream: false, base_url: "{srv.base_url}"')
+            )
+        )
+        first = run_sync(split)
+        assert first.status == "failed"
+        assert first.phases["each"].metadata["tokens"]["total"] == 4  # item one
+        broken[0] = False
+        again = run_sync(split, prior=first.phases)
+        assert again.status == "completed"
+        # 4 (item one, the failed run) + 4 (item one again) + 4 (item two)
+        assert again.phases["each"].metadata["tokens"]["total"] == 12
+
+
 def _env(tmp_path: Path, srv: FakeOpenAI) -> dict[str, str]:
     """The environment of a real `orch` whose llm calls go to ``srv``."""
     import os
