@@ -12,6 +12,8 @@ from typing import Annotated
 
 import typer
 
+from .usage import complete_workflow_name
+
 __all__ = ["GraphFormat", "register"]
 
 
@@ -37,6 +39,7 @@ def graph_command(
             " (default ./workflows).",
             show_default=False,
             metavar="FILE|NAME",
+            autocompletion=complete_workflow_name,
         ),
     ],
     fmt: Annotated[

@@ -21,7 +21,7 @@ import typer
 
 from ..errors import ExecutionError, Location, OrchError, UsageError, WorkflowInvalid
 from ..jsontext import dumps
-from .usage import whole_number
+from .usage import complete_workflow_name, whole_number
 
 if TYPE_CHECKING:
     from ..engine import RunResult
@@ -90,7 +90,7 @@ def run_command(
             " (default ./workflows).",
             show_default=False,
             metavar="FILE|NAME",
-            autocompletion=_complete_name,
+            autocompletion=complete_workflow_name,
         ),
     ],
     input_: Annotated[
@@ -227,18 +227,6 @@ def run_command(
         sys.stderr.write("interrupted\n")
         raise typer.Exit(130) from None
     raise typer.Exit(result_code)
-
-
-def _complete_name(incomplete: str) -> list[str]:
-    """Shell completion of ``orch run``: the workflow names that start with what was typed.
-
-    Nothing for a path (the shell completes files then).
-    """
-    if os.sep in incomplete or "/" in incomplete:
-        return []
-    from ..spec.locate import workflow_names
-
-    return [n for n in workflow_names() if n.startswith(incomplete)]
 
 
 def call_log(record: Path | None, replay: Path | None) -> Any:

@@ -18,7 +18,7 @@ import typer
 
 from ..jsontext import dumps
 from .run import ExecutorOption, RecordOption, ReplayOption
-from .usage import seconds, whole_number
+from .usage import complete_workflow_name, seconds, whole_number
 
 if TYPE_CHECKING:
     from ..state.base import RunRecord
@@ -33,6 +33,7 @@ _WORKFLOW = typer.Option(
     None,
     "--workflow",
     metavar="FILE",
+    autocompletion=complete_workflow_name,
     help="The workflow file (or NAME in the workflows path) to go on with"
     " (default: the one the run was started from).",
 )

@@ -1,4 +1,5 @@
-"""What every command shares on the command line: its usage line, whole-number options, --version.
+"""What every command shares on the command line: its usage line, whole-number options,
+--version, the shell completion of workflow names.
 
 ``OrchCommand`` writes arguments in usage lines as ``FILE`` or ``FILE...`` (typer
 writes ``{FILE}``); ``whole_number`` and ``seconds`` say "'abc' is not a whole
@@ -7,12 +8,31 @@ number" where click says "is not a valid int range".
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import typer
 from typer.core import TyperCommand
 
-__all__ = ["OrchCommand", "print_version", "seconds", "use_orch_commands", "whole_number"]
+__all__ = [
+    "OrchCommand",
+    "complete_workflow_name",
+    "print_version",
+    "seconds",
+    "use_orch_commands",
+    "whole_number",
+]
+
+
+def complete_workflow_name(incomplete: str) -> list[str]:
+    """Shell completion of a FILE|NAME argument (`orch run`, `graph`, `validate`,
+    `resume --workflow`): the workflow names in the workflows path that start with what
+    was typed. Nothing for a path (the shell completes files then)."""
+    if os.sep in incomplete or "/" in incomplete:
+        return []
+    from ..spec.locate import workflow_names
+
+    return [n for n in workflow_names() if n.startswith(incomplete)]
 
 
 class OrchCommand(TyperCommand):

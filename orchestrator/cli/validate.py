@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from .fast import validate_files
+from .usage import complete_workflow_name
 
 if TYPE_CHECKING:
     from ..spec.model import Workflow
@@ -56,6 +57,7 @@ def validate_command(
             " or NAMEs (NAME.yaml in $ORCH_WORKFLOWS, default ./workflows).",
             show_default=False,
             metavar="FILE",
+            autocompletion=complete_workflow_name,
         ),
     ],
     fmt: Annotated[

@@ -47,6 +47,18 @@ def test_orch_run_completes_workflow_names_from_the_workflows_path(tmp_path):
     assert _complete(tmp_path, "run", "workflows/") == []  # a path: bash completes files
 
 
+def test_every_command_taking_a_workflow_name_completes_it(tmp_path):
+    (tmp_path / "workflows").mkdir()
+    for name in ("deploy", "demo", "report"):
+        (tmp_path / "workflows" / f"{name}.yaml").write_text("name: x\n")
+    assert _complete(tmp_path, "graph", "de") == ["demo", "deploy"]
+    assert _complete(tmp_path, "graph", "--format", "json", "r") == ["report"]
+    assert _complete(tmp_path, "validate", "de") == ["demo", "deploy"]
+    assert _complete(tmp_path, "validate", "report", "de") == ["demo", "deploy"]  # FILE...
+    assert _complete(tmp_path, "resume", "RUN", "--workflow", "de") == ["demo", "deploy"]
+    assert _complete(tmp_path, "graph", "workflows/") == []  # a path: bash completes files
+
+
 def test_the_install_option_is_offered_in_help():
     done = subprocess.run([str(BIN / "orch"), "--help"], capture_output=True, text=True)
     assert "--install-completion" in done.stdout
