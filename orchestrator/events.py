@@ -306,14 +306,18 @@ def phase_progress(
     *,
     item: int | None = None,
     output: Any = _NO_ITEM_OUTPUT,
+    spent: Mapping[str, Any] | None = None,
 ) -> Event:
     """foreach progress: ``done`` of ``total`` items ended. With ``item`` and ``output``,
     the item that completed and its output: the item's checkpoint (a resumed run does
-    not run it again)."""
+    not run it again). ``spent``: the tokens and cost the phase's calls used so far (in
+    every launch: what a resume counts when the run was killed before the phase ended)."""
     data: dict[str, Any] = {"progress": {"done": done, "total": total}}
     if item is not None and output is not _NO_ITEM_OUTPUT:
         data["item"] = item
         data["output"] = output
+    if spent:
+        data["spent"] = dict(spent)
     return Event("phase_stream", run_id, ts, phase, None, data)
 
 
@@ -403,7 +407,8 @@ def phase_iteration(
     output: Any = None,
     details: Mapping[str, Any] | None = None,
 ) -> Event:
-    """One iteration of a loop phase ended (``iteration`` counts from 1) with ``output``."""
+    """One iteration of a loop phase ended (``iteration`` counts from 1) with ``output``;
+    ``details``: ``done``, ``agent``, ``spent`` (as ``phase_progress``'s)."""
     data: dict[str, Any] = {"iteration": iteration, "output": output}
     if details:
         data.update(details)

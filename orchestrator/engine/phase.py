@@ -658,6 +658,7 @@ async def _run_foreach(
                     total,
                     item=index if completed else None,
                     output=outputs[index],
+                    spent=_spent(run, pid),  # what a resume counts, if the run is killed
                 )
             )
 
@@ -746,6 +747,9 @@ async def _run_repeat(
         details: dict[str, Any] = {"done": finished}
         if isinstance(chosen, str):
             details["agent"] = chosen
+        spent = _spent(run, pid)  # what a resume counts, if the run is killed
+        if spent:
+            details["spent"] = spent
         await run.bus.emit(
             ev.phase_iteration(
                 run.run_id, run.now(), pid, iteration=n, output=result.output, details=details

@@ -216,21 +216,41 @@ def prepare_resume(
         # a phase that failed is asked again with new idempotency keys (not a replay)
         {p.id: run.resumes + 1 for p in records if p.state is PhaseState.FAILED},
         items_at,
-        _spent_before(records),
+        _spent_before(store, run.id, records),
     )
 
 
-def _spent_before(records: list[PhaseRecord]) -> dict[str, dict[str, Any]]:
+def _spent_before(
+    store: StateStore, run_id: str, records: list[PhaseRecord]
+) -> dict[str, dict[str, Any]]:
     """What each phase's calls used in the earlier launches, by one rule: the tokens and
-    cost of its last recorded end (the stored metadata, whatever its state now).
+    cost it last recorded, whatever its state now.
 
-    Each launch's Spend starts from this, so each end records what the phase used in
-    every launch up to it: the last end is the sum over the launches, whatever their
-    mix. A launch that crashed recorded no end: its row keeps the end before (a phase
-    failed in launch 1, killed while running in launch 2, still counts launch 1). A
-    completed phase kept, or run again (changed, or its output masked), counts too: its
-    calls were made in this run. A cache hit recorded none (it made no call)."""
-    return {p.id: dict(p.metadata) for p in records if p.metadata}
+    Each launch's Spend starts from this, so what a phase records (its end's metadata,
+    and the ``spent`` of each checkpoint: a foreach item's, a repeat iteration's) is
+    what it used in every launch up to then: the last record is the sum over the
+    launches, whatever their mix. A completed phase's is its end (its row's metadata).
+    Any other may have been killed while running (no end in that launch): a checkpoint
+    of that launch may come after its last end, so its events say (a phase failed in
+    launch 1, killed in launch 2 after an item completed, counts both). A completed
+    phase run again (changed, or masked) counts too: its calls were made in this run.
+    A cache hit recorded none (it made no call)."""
+    out: dict[str, dict[str, Any]] = {}
+    for p in records:
+        used: Mapping[str, Any] = p.metadata
+        if p.state is not PhaseState.COMPLETED:
+            for _, e in store.events(run_id, phase=p.id):
+                recorded = e.data.get("spent") or (
+                    e.data.get("metadata") if e.event in _ENDS else None
+                )
+                if recorded:
+                    used = recorded
+        if used:
+            out[p.id] = dict(used)
+    return out
+
+
+_ENDS = ("phase_completed", "phase_failed")
 
 
 def _items(

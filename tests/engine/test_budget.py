@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -221,10 +222,7 @@ def test_a_phase_counts_a_failed_launch_after_a_crashed_one(tmp_path):
     phase_failed); launch 2 (resumed): item two hangs and the process is killed (no end
     of the phase in that launch); launch 3: item two answers. The phase records both
     items' tokens, as a run that never stopped would."""
-    import os
-    import signal
     import threading
-    import time
 
     hang = threading.Event()  # launch 2's call of item two has arrived
     release = threading.Event()
@@ -251,21 +249,9 @@ def test_a_phase_counts_a_failed_launch_after_a_crashed_one(tmp_path):
         one = json.loads(orch("status", run_id, "--json").stdout)["tokens"]["total"]
         assert one == 4  # item one: 1 prompt word, 3 answered
         mode[0] = "hang"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator", "resume", run_id],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            cwd=tmp_path,
-            env=env,
-            start_new_session=True,
-        )
         try:
-            deadline = time.monotonic() + 120  # a bound on a hang, not a timing
-            while not hang.wait(0.05):
-                assert time.monotonic() < deadline and proc.poll() is None, "never called"
+            _killed_at(hang, tmp_path, env, "resume", run_id)
         finally:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
             release.set()
         crashed = json.loads(orch("status", run_id, "--json").stdout)
         assert crashed["status"] == "interrupted"
@@ -280,6 +266,52 @@ def test_a_phase_counts_a_failed_launch_after_a_crashed_one(tmp_path):
         assert status["tokens"]["total"] == 7
         stats = json.loads(orch("stats", "--json").stdout)
         assert stats["phases"][0]["tokens"] == 7
+
+
+KILLED = {
+    "foreach": '    foreach: [one, two]\n    max_parallel: 1\n    with: {prompt: "{{ item }}"}\n',
+    "repeat": "    repeat: {max: 2}\n"
+    "    with: {prompt: \"{{ ['one', 'two'][iteration.n - 1] }}\"}\n",
+}
+
+
+@pytest.mark.parametrize("shape", sorted(KILLED))
+def test_what_a_killed_launch_kept_still_counts(tmp_path, shape):
+    """Launch 1 completes item (or iteration) one, then is killed in the call of two: the
+    phase records no end. Resumed, one is kept (not called again) and two runs: the phase
+    records both's tokens, as a run that never stopped would."""
+    import threading
+
+    hang = threading.Event()  # the first call of two has arrived
+    release = threading.Event()
+
+    def answer(request):
+        if "two" not in request["messages"][-1]["content"]:
+            return "some words back"
+        if not hang.is_set():
+            hang.set()
+            release.wait(60)
+        return "two words"
+
+    path = tmp_path / "killed.yaml"
+    path.write_text(SPLIT.split("    foreach:")[0] + KILLED[shape], encoding="utf-8")
+    with FakeOpenAI(answer=answer) as srv:
+        env = _env(tmp_path, srv)
+        orch = functools.partial(_orch, tmp_path, env)
+        try:
+            _killed_at(hang, tmp_path, env, "run", str(path))
+        finally:
+            release.set()
+        run_id = json.loads(orch("runs", "--json").stdout)[0]["id"]
+        crashed = json.loads(orch("status", run_id, "--json").stdout)
+        assert crashed["phases"][0]["state"] == "running"  # no end recorded
+        resumed = orch("resume", run_id)
+        assert resumed.returncode == 0, resumed.stderr
+        assert len(srv.requests) == 3  # one, two (killed), two again: one was kept
+        # one's 4 tokens (the killed launch) and two's 3 (this one)
+        status = json.loads(orch("status", run_id, "--json").stdout)
+        assert status["phases"][0]["tokens"]["total"] == 7
+        assert status["tokens"]["total"] == 7
 
 
 def test_a_python_caller_passing_prior_outcomes_has_what_they_spent_counted(tmp_path):
@@ -339,6 +371,30 @@ phases:
         assert again.status == "completed"
         # 4 (item one, the failed run) + 4 (item one again) + 4 (item two)
         assert again.phases["each"].metadata["tokens"]["total"] == 12
+
+
+def _killed_at(hang: Any, cwd: Path, env: dict[str, str], *args: str) -> None:
+    """Run the real `orch ARGS` and kill it (SIGKILL, its process group) once ``hang`` is
+    set: the fake server holds that call, so the process dies in the middle of it."""
+    import os
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=cwd,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120  # a bound on a hang, not a timing
+        while not hang.wait(0.05):
+            assert time.monotonic() < deadline and proc.poll() is None, "never called"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def _env(tmp_path: Path, srv: FakeOpenAI) -> dict[str, str]:
