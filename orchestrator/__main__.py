@@ -9,7 +9,8 @@ modules it was rendered from, and the terminal is at least 80 columns wide (type
 wraps at 78 then); otherwise, and for everything else, typer answers.
 
 ``orch validate`` with plain arguments is answered without typer too
-(``cli/fast.py``): a pre-commit hook runs it on every commit.
+(``cli/fast.py``): a pre-commit hook runs it on every commit. So is ``orch --version``
+(``extras.installed_version``: a module hatchling writes, not importlib.metadata).
 
 ``main`` imports the command line inside a guard: a Ctrl-C while Python is still
 loading orch (the first tenth of a second) exits 130 with one line, never a
@@ -74,6 +75,12 @@ def main() -> None:
             sys.stdout.write(text)
             sys.stdout.flush()
             return
+    if args == ["--version"]:
+        from .extras import installed_version
+
+        sys.stdout.write(f"orch {installed_version()}\n")
+        sys.stdout.flush()
+        return
     try:
         if args[:1] == ["validate"]:
             from .cli.fast import validate_fast

@@ -11,12 +11,36 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["DISTRIBUTION", "EXTRA_MODULES", "install_command", "missing_module"]
+__all__ = [
+    "DISTRIBUTION",
+    "EXTRA_MODULES",
+    "install_command",
+    "installed_version",
+    "missing_module",
+]
 
 #: The distribution orch is installed as (pyproject.toml's [project] name; a test checks
 #: they agree): every install hint names it (``orch`` on PyPI is someone else's project),
 #: and ``orch --version`` reads its version from it.
 DISTRIBUTION = "orch-workflows"
+
+
+def installed_version() -> str:
+    """The version orch is installed as (``orch --version``): ``orchestrator/_version.py``,
+    which hatchling writes from pyproject.toml's version at every build and install; else
+    (installed by another build backend) the distribution's metadata, which costs some
+    50 ms at start-up; ``unknown`` for a source tree that is not installed."""
+    try:
+        from ._version import __version__
+    except ImportError:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version(DISTRIBUTION)
+        except PackageNotFoundError:
+            return "unknown"
+    return __version__
+
 
 #: The third-party modules each extra's command imports (orch serve; --executor dask;
 #: the OTEL_ variables). Keep in step with the imports of service/app.py, service/ui.py,

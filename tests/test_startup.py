@@ -54,6 +54,18 @@ def test_orch_help_needs_neither_typer_nor_the_engine():
     assert not loaded & {"typer", "click", "rich", "jinja2", "ruamel", "orchestrator.cli"}
 
 
+def test_orch_version_needs_neither_typer_nor_the_distribution_metadata():
+    from importlib.metadata import version
+
+    loaded = _modules("--version")
+    assert not loaded & {"typer", "click", "orchestrator.cli", "importlib.metadata", "email"}
+    done = subprocess.run([ORCH, "--version"], capture_output=True, text=True)
+    assert (done.returncode, done.stdout) == (0, f"orch {version('orch-workflows')}\n")
+    # with other arguments typer answers, with the same version
+    typer = subprocess.run([ORCH, "--version", "runs"], capture_output=True, text=True)
+    assert (typer.returncode, typer.stdout) == (0, done.stdout)
+
+
 def test_the_fast_help_is_what_typer_prints_at_every_width():
     for columns in ("80", "120", "60"):  # 60: typer answers (it wraps narrower)
         assert _help(columns, fast=True) == _help(columns, fast=False), columns

@@ -71,11 +71,14 @@ def test_the_wheel_holds_the_schema_the_script_and_the_agent_entry_points(wheel)
         assert "orchestrator/schemas/workflow.schema.json" in names
         assert "orchestrator/py.typed" in names
         assert "orchestrator/cli/help.txt" in names  # `orch --help` without typer
+        # `orch --version` without importlib.metadata: hatchling writes it from pyproject
+        version = zf.read("orchestrator/_version.py").decode()
         schema = json.loads(zf.read("orchestrator/schemas/workflow.schema.json"))
         assert schema == json.loads((ROOT / "schemas" / "workflow.schema.json").read_text())
         (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
         text = zf.read(entry_points).decode()
     assert "orch = orchestrator.__main__:main" in text
+    assert f'__version__ = "{wheel.name.split("-")[1]}"' in version  # the wheel's version
     assert "[orchestrator.agents]" in text and "echo = " in text
 
 
@@ -105,6 +108,9 @@ def test_the_wheel_installed_in_a_fresh_venv_validates_a_workflow(wheel, tmp_pat
     )
     package_file, is_file = where.stdout.split()
     assert Path(package_file).is_relative_to(venv) and is_file == "True"
+
+    shown = _run(bin_ / "orch", "--version", cwd=work)
+    assert shown.stdout == f"orch {wheel.name.split('-')[1]}\n", shown.stderr
 
     ok = _run(bin_ / "orch", "validate", "flow.yaml", cwd=work)
     assert ok.returncode == 0, ok.stdout + ok.stderr

@@ -99,16 +99,12 @@ def seconds(value: Any) -> float:
 
 
 def print_version(value: bool) -> None:
-    """The ``--version`` callback: print ``orch X.Y.Z`` (from the installed metadata), exit 0."""
+    """The ``--version`` callback: print ``orch X.Y.Z`` (``extras.installed_version``), exit 0.
+
+    A plain ``orch --version`` is answered before typer loads (``orchestrator.__main__``)."""
     if not value:
         return
-    from importlib.metadata import PackageNotFoundError, version
+    from ..extras import installed_version
 
-    from ..extras import DISTRIBUTION
-
-    try:
-        text = version(DISTRIBUTION)
-    except PackageNotFoundError:  # running from a source tree that is not installed
-        text = "unknown"
-    typer.echo(f"orch {text}")
+    typer.echo(f"orch {installed_version()}")
     raise typer.Exit(0)
