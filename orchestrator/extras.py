@@ -39,7 +39,7 @@ def installed_version() -> str:
             return version(DISTRIBUTION)
         except PackageNotFoundError:
             return "unknown"
-    return __version__
+    return str(__version__)
 
 
 #: The third-party modules each extra's command imports (orch serve; --executor dask;
