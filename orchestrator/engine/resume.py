@@ -11,7 +11,7 @@ CLI, the Python API) only load the workflow and print.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .. import events as ev
@@ -88,6 +88,22 @@ class Resume:
     key_epochs: Mapping[str, int] = field(default_factory=dict)
     items_at: Mapping[str, Mapping[int, Any]] = field(default_factory=dict)
     spent: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def options(self, base: RunOptions | None = None) -> RunOptions:
+        """``base`` (default ``RunOptions()``) with what going on from this resume takes:
+        ``resumed_from``, ``resume_attempts``, ``resume_iterations``, ``resume_items``,
+        ``key_epochs`` and ``resume_spent``. One place maps a resume to options, so a
+        caller writes ``execute(plan, prior=r.prior, options=r.options(...))`` and
+        forgets none of them (``runs.go_on`` does that)."""
+        return replace(
+            base if base is not None else RunOptions(),
+            resumed_from=self.run.id,
+            resume_attempts=dict(self.attempts_at),
+            resume_iterations=dict(self.iterations_at),
+            resume_items=dict(self.items_at),
+            key_epochs=dict(self.key_epochs),
+            resume_spent=dict(self.spent),
+        )
 
     def summary(self) -> str:
         """One line saying what the resume does (the CLI prints it)."""

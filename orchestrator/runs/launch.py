@@ -18,7 +18,8 @@ from .recorded import existing_store, open_store
 
 if TYPE_CHECKING:
     from ..agents.registry import AgentRegistry
-    from ..engine import CallMiddleware, Executor, PhaseOutcome, RunResult
+    from ..engine import CallMiddleware, Executor, RunResult
+    from ..engine.resume import Resume
     from ..events import EventSink
     from ..plan import Plan
 
@@ -59,12 +60,7 @@ async def start(
     replay: bool = False,
     trigger: Mapping[str, Any] | None = None,
     trace_id: str | None = None,
-    _prior: Mapping[str, PhaseOutcome] | None = None,
-    _resume_attempts: Mapping[str, int] | None = None,
-    _resume_iterations: Mapping[str, tuple[int, Any, bool]] | None = None,
-    _key_epochs: Mapping[str, int] | None = None,
-    _resume_items: Mapping[str, Mapping[int, Any]] | None = None,
-    _resume_spent: Mapping[str, Mapping[str, Any]] | None = None,
+    _resume: Resume | None = None,
 ) -> RunHandle:
     """Start a run in this event loop, recorded in the state store; return its handle once
     its ``workflow_started`` is stored.
@@ -105,17 +101,13 @@ async def start(
             executor=executor,
             call_middleware=tuple(call_middleware),
             cache=None if no_cache else StoreCache(store, wf),
-            resumed_from=rid if _prior is not None else None,
-            resume_attempts=dict(_resume_attempts or {}),
-            resume_iterations=dict(_resume_iterations or {}),
-            key_epochs=dict(_key_epochs or {}),
-            resume_items=dict(_resume_items or {}),
-            resume_spent=dict(_resume_spent or {}),
             approvals=store,  # decisions of `orch approve`/`orch reject` land there
             replay=replay,
             trigger=dict(trigger or {}),
             trace_id=trace_id,
         )
+        if _resume is not None:  # going on from a stopped run (go_on)
+            options = _resume.options(options)
         handle = RunHandle(rid, plan, resolve_state_dir(state_dir), store)
         task = asyncio.ensure_future(
             closing(
@@ -126,7 +118,7 @@ async def start(
                     run_id=rid,
                     options=options,
                     sinks=(store.submit, handle._sink, *sinks),
-                    prior=_prior,
+                    prior=_resume.prior if _resume is not None else None,
                     cancel=handle._cancel,
                 ),
                 store,
@@ -254,12 +246,7 @@ async def go_on(
         call_middleware=call_middleware,
         replay=replay,
         trace_id=trace_id,
-        _prior=decision.prior,
-        _resume_attempts=decision.attempts_at,
-        _resume_iterations=decision.iterations_at,
-        _key_epochs=decision.key_epochs,
-        _resume_items=decision.items_at,
-        _resume_spent=decision.spent,
+        _resume=decision,
     )
 
 

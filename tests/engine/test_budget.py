@@ -350,27 +350,76 @@ phases:
         assert len(srv.requests) == 1
 
     # a phase that failed is run again: what its failed run used counts in what it records
-    broken = [True]
-
-    def answer(request):
-        if broken[0] and "two" in request["messages"][-1]["content"]:
-            return Reply(status=400, json={"error": {"message": "bad item"}})
-        return "some words back"
+    answer = _TwoBroken()
 
     with FakeOpenAI(answer=answer) as srv:
-        split = compile_plan(
-            load_workflow(
-                text=SPLIT.replace("stream: false", f'stream: false, base_url: "{srv.base_url}"')
-            )
-        )
+        split = compile_plan(load_workflow(text=_split(srv)))
         first = run_sync(split)
         assert first.status == "failed"
         assert first.phases["each"].metadata["tokens"]["total"] == 4  # item one
-        broken[0] = False
+        answer.broken = False
         again = run_sync(split, prior=first.phases)
         assert again.status == "completed"
         # 4 (item one, the failed run) + 4 (item one again) + 4 (item two)
         assert again.phases["each"].metadata["tokens"]["total"] == 12
+
+
+def test_a_python_caller_resuming_from_the_store_passes_the_resume_as_options(tmp_path):
+    """``prepare_resume`` then ``execute(plan, prior=r.prior, options=r.options())``: the
+    resume's options carry what earlier launches spent (and the items they kept), so
+    the failed launch's tokens count as they do for ``orch resume``."""
+    import asyncio
+
+    from orchestrator.engine import execute
+    from orchestrator.engine.resume import prepare_resume
+    from orchestrator.plan import compile_plan
+    from orchestrator.spec import load_workflow
+    from orchestrator.state.sqlite import open_store
+
+    answer = _TwoBroken()
+
+    with FakeOpenAI(answer=answer) as srv:
+        path = tmp_path / "split.yaml"
+        path.write_text(_split(srv), encoding="utf-8")
+        env = _env(tmp_path, srv)
+        first = _orch(tmp_path, env, "run", str(path))
+        assert first.returncode == 1, first.stderr
+        run_id = json.loads(_orch(tmp_path, env, "runs", "--json").stdout)[0]["id"]
+        answer.broken = False
+        plan = compile_plan(load_workflow(path))
+
+        async def go_on():
+            with open_store(tmp_path / ".orch") as store:
+                r = prepare_resume(store, store.get_run(run_id), plan)
+                return await execute(
+                    plan, run_id=run_id, prior=r.prior, options=r.options(), sinks=[store.submit]
+                )
+
+        result = asyncio.run(go_on())
+        assert result.status == "completed"
+        assert len(srv.requests) == 3  # one, two (failed), two again: one was kept
+        # item one's 4 tokens (the failed launch) and item two's 4 (this one)
+        assert result.phases["each"].metadata["tokens"]["total"] == 8
+        status = json.loads(_orch(tmp_path, env, "status", run_id, "--json").stdout)
+        assert status["status"] == "completed"
+        assert status["tokens"]["total"] == 8
+
+
+class _TwoBroken:
+    """A FakeOpenAI answer: a 400 for item two while ``broken``, else 3 words back."""
+
+    def __init__(self) -> None:
+        self.broken = True
+
+    def __call__(self, request: dict[str, Any]) -> str | Reply:
+        if self.broken and "two" in request["messages"][-1]["content"]:
+            return Reply(status=400, json={"error": {"message": "bad item"}})
+        return "some words back"
+
+
+def _split(srv: FakeOpenAI) -> str:
+    """SPLIT calling ``srv`` (its ``base_url`` in ``with``: no environment needed)."""
+    return SPLIT.replace("stream: false", f'stream: false, base_url: "{srv.base_url}"')
 
 
 def _killed_at(hang: Any, cwd: Path, env: dict[str, str], *args: str) -> None:
