@@ -405,6 +405,41 @@ def test_a_python_caller_resuming_from_the_store_passes_the_resume_as_options(tm
         assert status["tokens"]["total"] == 8
 
 
+def test_a_changed_phase_run_again_by_resume_force_counts_its_earlier_run_too(tmp_path):
+    """A completed phase whose definition changed runs again (`orch resume --force`): the
+    calls of its first run were made in this run, so they count in what it records."""
+    answer = _TwoBroken()
+    with FakeOpenAI(answer=answer) as srv:
+        path = tmp_path / "two.yaml"
+        text = f"""name: two
+agents:
+  model: {{type: llm, with: {{model: my-model, stream: false, base_url: "{srv.base_url}"}}}}
+phases:
+  - id: research
+    agent: model
+    with: {{prompt: "research"}}
+  - id: write
+    depends_on: [research]
+    agent: model
+    with: {{prompt: "two"}}
+"""
+        path.write_text(text, encoding="utf-8")
+        env = _env(tmp_path, srv)
+        orch = functools.partial(_orch, tmp_path, env)
+        assert orch("run", str(path)).returncode == 1
+        run_id = json.loads(orch("runs", "--json").stdout)[0]["id"]
+        answer.broken = False
+        path.write_text(text.replace('"research"', '"research again"'), encoding="utf-8")
+        resumed = orch("resume", run_id, "--force")
+        assert resumed.returncode == 0, resumed.stderr
+        assert "changed, with their downstream: research, write" in resumed.stderr
+        status = json.loads(orch("status", run_id, "--json").stdout)
+        tokens = {p["id"]: p["tokens"]["total"] for p in status["phases"]}
+        # research: 4 (its first run) + 5 (run again); write: 4
+        assert tokens == {"research": 9, "write": 4}
+        assert status["tokens"]["total"] == 13
+
+
 class _TwoBroken:
     """A FakeOpenAI answer: a 400 for item two while ``broken``, else 3 words back."""
 
