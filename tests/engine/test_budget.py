@@ -133,22 +133,7 @@ def test_cost_per_phase_and_run_from_the_built_in_prices(tmp_path):
 def test_a_resumed_run_counts_what_its_completed_phases_spent(tmp_path):
 
     path = tmp_path / "paid.yaml"
-    path.write_text(
-        """name: paid
-agents:
-  model: {type: llm, with: {model: my-model, stream: false}}
-budget: {tokens: 3}
-phases:
-  - id: research
-    agent: model
-    with: {prompt: "research"}
-  - id: write
-    depends_on: [research]
-    agent: model
-    with: {prompt: "write"}
-""",
-        encoding="utf-8",
-    )
+    path.write_text(_research_then("write", budget="budget: {tokens: 3}\n"), encoding="utf-8")
     with FakeOpenAI(answer=lambda request: "some words back") as srv:
         env = _env(tmp_path, srv)
         orch = functools.partial(_orch, tmp_path, env)
@@ -322,23 +307,8 @@ def test_a_python_caller_passing_prior_outcomes_has_what_they_spent_counted(tmp_
     from orchestrator.spec import load_workflow
 
     with FakeOpenAI(answer=lambda request: "some words back") as srv:
-        paid = compile_plan(
-            load_workflow(
-                text=f"""name: paid
-agents:
-  model: {{type: llm, with: {{model: my-model, stream: false, base_url: "{srv.base_url}"}}}}
-budget: {{tokens: 3}}
-phases:
-  - id: research
-    agent: model
-    with: {{prompt: "research"}}
-  - id: write
-    depends_on: [research]
-    agent: model
-    with: {{prompt: "write"}}
-"""
-            )
-        )
+        text = _research_then("write", srv=srv, budget="budget: {tokens: 3}\n")
+        paid = compile_plan(load_workflow(text=text))
         first = run_sync(paid)
         assert first.status == "failed"
         assert len(srv.requests) == 1  # research spent the budget; write was refused
@@ -411,18 +381,7 @@ def test_a_changed_phase_run_again_by_resume_force_counts_its_earlier_run_too(tm
     answer = _TwoBroken()
     with FakeOpenAI(answer=answer) as srv:
         path = tmp_path / "two.yaml"
-        text = f"""name: two
-agents:
-  model: {{type: llm, with: {{model: my-model, stream: false, base_url: "{srv.base_url}"}}}}
-phases:
-  - id: research
-    agent: model
-    with: {{prompt: "research"}}
-  - id: write
-    depends_on: [research]
-    agent: model
-    with: {{prompt: "two"}}
-"""
+        text = _research_then("two", srv=srv)
         path.write_text(text, encoding="utf-8")
         env = _env(tmp_path, srv)
         orch = functools.partial(_orch, tmp_path, env)
@@ -438,6 +397,20 @@ phases:
         # research: 4 (its first run) + 5 (run again); write: 4
         assert tokens == {"research": 9, "write": 4}
         assert status["tokens"]["total"] == 13
+
+
+def _research_then(write: str, *, srv: FakeOpenAI | None = None, budget: str = "") -> str:
+    """Two llm phases, research then write (``write``: its prompt), calling ``srv`` when
+    given (else OPENAI_BASE_URL says where), with ``budget`` (a YAML line) when given."""
+    url = f', base_url: "{srv.base_url}"' if srv is not None else ""
+    return (
+        "name: paid\nagents:\n"
+        f"  model: {{type: llm, with: {{model: my-model, stream: false{url}}}}}\n"
+        f"{budget}phases:\n"
+        '  - id: research\n    agent: model\n    with: {prompt: "research"}\n'
+        "  - id: write\n    depends_on: [research]\n    agent: model\n"
+        f'    with: {{prompt: "{write}"}}\n'
+    )
 
 
 class _TwoBroken:
