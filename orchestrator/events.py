@@ -340,11 +340,15 @@ def phase_turn(
     agent: str,
     next: str | None,
     item: int | None = None,
+    spent: Mapping[str, Any] | None = None,
 ) -> Event:
-    """A handoff turn ended: ``agent`` had turn ``n`` and handed off to ``next`` (None: done)."""
+    """A handoff turn ended: ``agent`` had turn ``n`` and handed off to ``next`` (None: done);
+    ``spent`` as ``phase_progress``'s."""
     data: dict[str, Any] = {"turn": {"n": n, "agent": agent, "next": next}}
     if item is not None:
         data["item"] = item
+    if spent:
+        data["spent"] = dict(spent)
     return Event("phase_stream", run_id, ts, phase, attempt, data)
 
 
@@ -368,15 +372,19 @@ def phase_retry(
     delay: float,
     item: int | None = None,
     bound: str | None = None,
+    spent: Mapping[str, Any] | None = None,
 ) -> Event:
     """Attempt ``attempt`` failed; the next one starts after ``delay`` seconds.
 
     ``bound`` says why the wait is shorter than asked (``asked to wait 999999s;
-    bounded by max_delay (1m)``); renderers show it in the retry line.
+    bounded by max_delay (1m)``); renderers show it in the retry line. ``spent`` as
+    ``phase_progress``'s.
     """
     data: dict[str, Any] = {"error": error, "delay": delay, "next_attempt": attempt + 1}
     if item is not None:
         data["item"] = item
+    if spent:
+        data["spent"] = dict(spent)
     if bound:
         data["bound"] = bound
     return Event("phase_retry", run_id, ts, phase, attempt, data)

@@ -194,6 +194,7 @@ class FakeOpenAI(HTTPServer):
     ) -> None:
         self.replies = list(replies or ["ok"])
         self.answer = answer
+        self.reported: list[int] = []  # the total_tokens of each answer sent, in order
         super().__init__({("POST", "/v1/chat/completions"): self._complete})
 
     @property
@@ -219,6 +220,8 @@ class FakeOpenAI(HTTPServer):
             "completion_tokens": len(pieces),
             "total_tokens": prompt_tokens + len(pieces),
         }
+        with self._lock:
+            self.reported.append(usage["total_tokens"])
         created = int(time.time())
         base = {"id": "chatcmpl-fake", "created": created, "model": request["model"]}
         if not request.get("stream"):

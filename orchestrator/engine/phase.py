@@ -430,6 +430,7 @@ async def _attempts(
                         delay=delay,
                         item=item,
                         bound=bound,
+                        spent=_spent(run, phase.id),  # what a resume counts, if killed
                     )
                 ),
                 first=_first_attempt(run, phase, item),
@@ -566,7 +567,15 @@ async def _handoff(
         nxt = result.handoff
         await run.bus.emit(
             ev.phase_turn(
-                run.run_id, run.now(), phase.id, attempt, n=turn, agent=current, next=nxt, item=item
+                run.run_id,
+                run.now(),
+                phase.id,
+                attempt,
+                n=turn,
+                agent=current,
+                next=nxt,
+                item=item,
+                spent=_spent(run, phase.id),  # what a resume counts, if the run is killed
             )
         )
         if nxt is None:  # the phase's tokens and cost: every turn's (``_spent``)

@@ -243,12 +243,13 @@ def _spent_before(
     cost it last recorded, whatever its state now.
 
     Each launch's Spend starts from this, so what a phase records (its end's metadata,
-    and the ``spent`` of each checkpoint: a foreach item's, a repeat iteration's) is
-    what it used in every launch up to then: the last record is the sum over the
-    launches, whatever their mix. A completed phase's is its end (its row's metadata).
-    Any other may have been killed while running (no end in that launch): a checkpoint
-    of that launch may come after its last end, so its events say (a phase failed in
-    launch 1, killed in launch 2 after an item completed, counts both). A completed
+    and the ``spent`` of each step: a foreach item's progress, a repeat iteration, a
+    retry, a handoff turn) is what it used in every launch up to then: the last record
+    is the sum over the launches, whatever their mix. A completed phase's is its end
+    (its row's metadata). Any other may have been killed while running (no end in that
+    launch): a step of that launch may come after its last end, so its events say (a
+    phase failed in launch 1, killed in launch 2 after an item completed, counts
+    both). Only the calls a kill cut short are recorded nowhere. A completed
     phase run again (changed, or masked) counts too: its calls were made in this run.
     A cache hit recorded none (it made no call)."""
     out: dict[str, dict[str, Any]] = {}

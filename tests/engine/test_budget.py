@@ -253,34 +253,63 @@ def test_a_phase_counts_a_failed_launch_after_a_crashed_one(tmp_path):
         assert stats["phases"][0]["tokens"] == 7
 
 
+_MODEL = "{type: llm, with: {model: my-model, stream: false%s}}"
+#: a workflow of one phase, killed in its second call; its answers, in the order asked
+#: (None: the killed call), and the number of calls launch 1 made before the kill
 KILLED = {
-    "foreach": '    foreach: [one, two]\n    max_parallel: 1\n    with: {prompt: "{{ item }}"}\n',
-    "repeat": "    repeat: {max: 2}\n"
-    "    with: {prompt: \"{{ ['one', 'two'][iteration.n - 1] }}\"}\n",
+    "foreach": (
+        "  model: MODEL\nphases:\n  - id: each\n    agent: model\n"
+        '    foreach: [one, two]\n    max_parallel: 1\n    with: {prompt: "{{ item }}"}\n',
+        ["some words back", None, "two words"],
+    ),
+    "repeat": (
+        "  model: MODEL\nphases:\n  - id: each\n    agent: model\n    repeat: {max: 2}\n"
+        "    with: {prompt: \"{{ ['one', 'two'][iteration.n - 1] }}\"}\n",
+        ["some words back", None, "two words"],
+    ),
+    # attempt 1's answer is no JSON (a failed call that used tokens), attempt 2 is killed
+    "retry": (
+        "  model: MODEL\nphases:\n  - id: each\n    agent: model\n"
+        "    retries: {attempts: 1, delay: 10ms}\n"
+        "    with: {prompt: question, response_format: json}\n",
+        ["not json", None, '{"a": 1}'],
+    ),
+    # turn 1 (triage) hands off, turn 2 (billing) is killed; resumed, the handoff starts again
+    "handoff": (
+        "  triage: MODEL\n  billing: MODEL\nphases:\n  - id: each\n"
+        "    handoff: {agents: [triage, billing], start: triage}\n"
+        "    with: {prompt: ticket, response_format: json}\n",
+        ['{"handoff": "billing"}', None, '{"handoff": "billing"}', '{"done": true}'],
+    ),
 }
 
 
 @pytest.mark.parametrize("shape", sorted(KILLED))
-def test_what_a_killed_launch_kept_still_counts(tmp_path, shape):
-    """Launch 1 completes item (or iteration) one, then is killed in the call of two: the
-    phase records no end. Resumed, one is kept (not called again) and two runs: the phase
-    records both's tokens, as a run that never stopped would."""
+def test_what_a_killed_launch_used_still_counts(tmp_path, shape):
+    """Launch 1 makes one call (a foreach item, a repeat iteration, a failed attempt, a
+    handoff turn), then is killed in the second: the phase records no end. Resumed, the
+    phase completes and records every call's tokens, the killed launch's first one too:
+    each of those steps records what the phase used so far."""
     import threading
 
-    hang = threading.Event()  # the first call of two has arrived
+    text, answers = KILLED[shape]
+    hang = threading.Event()  # the second call has arrived
     release = threading.Event()
+    asked = [0]
 
     def answer(request):
-        if "two" not in request["messages"][-1]["content"]:
-            return "some words back"
-        if not hang.is_set():
+        n = asked[0]
+        asked[0] += 1
+        if answers[n] is None:
             hang.set()
             release.wait(60)
-        return "two words"
+            return Reply(status=500, json={"error": {"message": "too late"}})  # no usage
+        return answers[n]
 
-    path = tmp_path / "killed.yaml"
-    path.write_text(SPLIT.split("    foreach:")[0] + KILLED[shape], encoding="utf-8")
     with FakeOpenAI(answer=answer) as srv:
+        path = tmp_path / "killed.yaml"
+        model = _MODEL % f', base_url: "{srv.base_url}"'
+        path.write_text(f"name: killed\nagents:\n{text.replace('MODEL', model)}")
         env = _env(tmp_path, srv)
         orch = functools.partial(_orch, tmp_path, env)
         try:
@@ -292,11 +321,11 @@ def test_what_a_killed_launch_kept_still_counts(tmp_path, shape):
         assert crashed["phases"][0]["state"] == "running"  # no end recorded
         resumed = orch("resume", run_id)
         assert resumed.returncode == 0, resumed.stderr
-        assert len(srv.requests) == 3  # one, two (killed), two again: one was kept
-        # one's 4 tokens (the killed launch) and two's 3 (this one)
+        assert asked[0] == len(answers)
+        # every answered call's tokens: what the server reported for each
         status = json.loads(orch("status", run_id, "--json").stdout)
-        assert status["phases"][0]["tokens"]["total"] == 7
-        assert status["tokens"]["total"] == 7
+        assert status["phases"][0]["tokens"]["total"] == sum(srv.reported)
+        assert status["tokens"]["total"] == sum(srv.reported)
 
 
 def test_a_python_caller_passing_prior_outcomes_has_what_they_spent_counted(tmp_path):
