@@ -210,7 +210,8 @@ class RunOptions:
     maps a ``foreach`` phase to its items completed before a crash (index ->
     output): resumed, only the other items run. ``resume_spent`` maps a phase to
     the tokens and cost its calls used in earlier launches of a resumed run (its
-    last recorded end's metadata, which sums every launch before it): the
+    last recorded spending, an end's metadata or a step's ``spent``, which sums every
+    launch before it): the
     run's ``Spend`` starts from them and from the metadata of ``execute``'s ``prior``
     outcomes (``resume_spent`` wins for a phase it names; a caller passing only
     ``prior`` has its outcomes counted), so budgets and the phase's recorded usage
