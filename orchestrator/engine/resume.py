@@ -19,7 +19,7 @@ from ..agents.registry import AgentRegistry
 from ..errors import RunLocked, UsageError
 from ..events import EventSink, PhaseState, item_checkpoint
 from ..plan import Plan
-from ..state.base import PhaseRecord, RunRecord, StateStore
+from ..state.base import PhaseRecord, RunRecord, StateStore, each_event
 from .context import build_context
 from .result import PhaseOutcome, RunOptions
 from .runner import execute
@@ -194,11 +194,8 @@ def prepare_resume(
         return Resume(run, plan, compensation=left)
     # an output that held a secret is stored masked (not what later phases read): the
     # phase runs again, so a resumed run gives an uninterrupted run's result (README)
-    masked = {
-        e.phase
-        for _, e in store.events(run.id)
-        if e.event == "phase_completed" and e.phase and e.data.get("secret_masked")
-    } & set(plan.phases)
+    history = _read_history(store, run.id, plan, records, rerun)
+    masked = history.masked & set(plan.phases)
     prior = {
         p.id: _outcome(p)
         for p in records
@@ -214,8 +211,8 @@ def prepare_resume(
         for p in records
         if p.state is PhaseState.RUNNING and p.attempts > 1 and p.id not in rerun
     }
-    iterations_at = _iterations(store, run.id, plan, records, rerun)
-    items_at = _items(store, run.id, plan, records, rerun)
+    iterations_at = {pid: last for pid, last in history.loops.items() if last is not None}
+    items_at = history.items
     if claim:
         store.claim(run.id, rerun=sorted(rerun | masked))
     return Resume(
@@ -232,12 +229,76 @@ def prepare_resume(
         # a phase that failed is asked again with new idempotency keys (not a replay)
         {p.id: run.resumes + 1 for p in records if p.state is PhaseState.FAILED},
         items_at,
-        _spent_before(store, run.id, records),
+        _spent_before(records, history.spent),
     )
 
 
+@dataclass(slots=True)
+class _History:
+    """What a resume takes from the run's events, read in one pass (``_read_history``)."""
+
+    masked: set[str] = field(default_factory=set)
+    spent: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    items: dict[str, dict[int, Any]] = field(default_factory=dict)
+    loops: dict[str, tuple[int, Any, bool] | None] = field(default_factory=dict)
+
+
+def _read_history(
+    store: StateStore, run_id: str, plan: Plan, records: list[PhaseRecord], rerun: set[str]
+) -> _History:
+    """One pass over the run's events, a page at a time (a long run's are never read at
+    once, nor once per phase): the phases whose completion held a secret (``masked``);
+    of each phase that did not complete, the last spending it recorded (``spent``, see
+    ``_spent_before``); the completed items of each unfinished ``foreach`` phase
+    (``items``: index -> output) and the last checkpointed iteration (n, output, done)
+    of each unfinished ``repeat`` phase (``loops``), but of none that runs again
+    (``rerun``).
+
+    A loop that failed by ``on_max: fail`` (a ``phase_failed``, not cancelled, right
+    after the checkpoint of iteration ``max``, ``until`` false) has nothing to go on
+    from: its checkpoints are dropped, so the resumed phase loops again from iteration
+    1, a fresh attempt (those iterations stay in the history)."""
+    unfinished = {p.id for p in records if p.state is not PhaseState.COMPLETED}
+    going_on = {
+        pid: phase for pid in unfinished - rerun if (phase := plan.phases.get(pid)) is not None
+    }
+    out = _History()
+    for _, e in each_event(store, run_id):
+        pid = e.phase
+        if not pid:
+            continue
+        if e.event == "phase_completed" and e.data.get("secret_masked"):
+            out.masked.add(pid)
+        if pid not in unfinished:
+            continue
+        recorded = e.data.get("spent") or (e.data.get("metadata") if e.event in _ENDS else None)
+        if recorded:
+            out.spent[pid] = recorded
+        phase = going_on.get(pid)
+        if phase is None:
+            continue
+        if phase.foreach is not None:
+            found = item_checkpoint(e)
+            if found is not None:
+                out.items.setdefault(pid, {})[found[0]] = found[1]
+        if phase.repeat is not None:
+            last = out.loops.get(pid)
+            n = e.data.get("iteration")
+            if e.event == "phase_iteration" and isinstance(n, int):
+                out.loops[pid] = (n, e.data.get("output"), e.data.get("done") is True)
+            elif (
+                e.event == "phase_failed"
+                and e.data.get("status") == PhaseState.FAILED.value
+                and last is not None
+                and last[0] >= phase.repeat.max
+                and not last[2]
+            ):
+                out.loops[pid] = None  # failed by on_max: the next attempt loops from 1
+    return out
+
+
 def _spent_before(
-    store: StateStore, run_id: str, records: list[PhaseRecord]
+    records: list[PhaseRecord], recorded: Mapping[str, Mapping[str, Any]]
 ) -> dict[str, dict[str, Any]]:
     """What each phase's calls used in the earlier launches, by one rule: the tokens and
     cost it last recorded, whatever its state now.
@@ -247,83 +308,23 @@ def _spent_before(
     retry, a handoff turn) is what it used in every launch up to then: the last record
     is the sum over the launches, whatever their mix. A completed phase's is its end
     (its row's metadata). Any other may have been killed while running (no end in that
-    launch): a step of that launch may come after its last end, so its events say (a
-    phase failed in launch 1, killed in launch 2 after an item completed, counts
-    both). Only the calls a kill cut short are recorded nowhere. A completed
-    phase run again (changed, or masked) counts too: its calls were made in this run.
-    A cache hit recorded none (it made no call)."""
+    launch): a step of that launch may come after its last end, so its events say
+    (``recorded``: the last spending each such phase's events recorded, by
+    ``_read_history``; a phase failed in launch 1, killed in launch 2 after an item
+    completed, counts both). Only the calls a kill cut short are recorded nowhere. A
+    completed phase run again (changed, or masked) counts too: its calls were made in
+    this run. A cache hit recorded none (it made no call)."""
     out: dict[str, dict[str, Any]] = {}
     for p in records:
         used: Mapping[str, Any] = p.metadata
         if p.state is not PhaseState.COMPLETED:
-            for _, e in store.events(run_id, phase=p.id):
-                recorded = e.data.get("spent") or (
-                    e.data.get("metadata") if e.event in _ENDS else None
-                )
-                if recorded:
-                    used = recorded
+            used = recorded.get(p.id, used)
         if used:
             out[p.id] = dict(used)
     return out
 
 
 _ENDS = ("phase_completed", "phase_failed")
-
-
-def _items(
-    store: StateStore, run_id: str, plan: Plan, records: list[PhaseRecord], rerun: set[str]
-) -> dict[str, dict[int, Any]]:
-    """The completed items (index -> output) of each unfinished ``foreach`` phase."""
-    out: dict[str, dict[int, Any]] = {}
-    for p in records:
-        phase = plan.phases.get(p.id)
-        if phase is None or phase.foreach is None or p.id in rerun:
-            continue
-        if p.state is PhaseState.COMPLETED:
-            continue
-        done: dict[int, Any] = {}
-        for _, event in store.events(run_id, phase=p.id):
-            found = item_checkpoint(event)
-            if found is not None:
-                done[found[0]] = found[1]
-        if done:
-            out[p.id] = done
-    return out
-
-
-def _iterations(
-    store: StateStore, run_id: str, plan: Plan, records: list[PhaseRecord], rerun: set[str]
-) -> dict[str, tuple[int, Any, bool]]:
-    """The last checkpointed iteration (n, output, done) of each unfinished ``repeat``
-    phase; ``done``: its ``until`` was true (the run stopped before the phase completed).
-
-    A loop that failed by ``on_max: fail`` (a ``phase_failed``, not cancelled, right
-    after the checkpoint of iteration ``max``, ``until`` false) has nothing to go on
-    from: its checkpoints are dropped, so the resumed phase loops again from iteration
-    1, a fresh attempt (those iterations stay in the history)."""
-    out: dict[str, tuple[int, Any, bool]] = {}
-    for p in records:
-        phase = plan.phases.get(p.id)
-        if phase is None or phase.repeat is None or p.id in rerun:
-            continue
-        if p.state is PhaseState.COMPLETED:
-            continue
-        last: tuple[int, Any, bool] | None = None
-        for _, e in store.events(run_id, phase=p.id):
-            n = e.data.get("iteration")
-            if e.event == "phase_iteration" and isinstance(n, int):
-                last = (n, e.data.get("output"), e.data.get("done") is True)
-            elif (
-                e.event == "phase_failed"
-                and e.data.get("status") == PhaseState.FAILED.value
-                and last is not None
-                and last[0] >= phase.repeat.max
-                and not last[2]
-            ):
-                last = None  # failed by on_max: the next attempt loops from iteration 1
-        if last is not None:
-            out[p.id] = last
-    return out
 
 
 def _outcome(p: PhaseRecord) -> PhaseOutcome:
@@ -362,7 +363,7 @@ def _compensation_left(
     # why it compensated (failed, or cancelled: Ctrl-C, then a second one forced the exit)
     markers = [
         e.data.get("cause")
-        for _, e in store.events(run.id)
+        for _, e in each_event(store, run.id)
         if e.event == "phase_stream" and e.data.get("compensation") == "started"
     ]
     # a run recorded cancelled stays so (a second cancel cut its saga: it ended cancelled)

@@ -11,11 +11,12 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import RunNotFound, UsageError
+from ..state.base import PAGE, each_event
 from .live import live_runs
 
 if TYPE_CHECKING:
@@ -51,9 +52,6 @@ __all__ = [
 #: Seconds between two looks at the store while following or waiting for a run
 #: owned by another process.
 POLL = 0.2
-#: Events per read of the store while following a run or walking its events: a long
-#: run's are never read at once.
-PAGE = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,17 +170,6 @@ async def follow(
             await asyncio.sleep(poll)
     finally:
         store.close()
-
-
-def each_event(store: SqliteStore, run_id: str, *, after: int = 0) -> Iterator[tuple[int, Event]]:
-    """The run's stored events after ``after``, oldest first, read ``PAGE`` at a time (a
-    long run's are never read at once)."""
-    while True:
-        batch = store.events(run_id, after=after, limit=PAGE)
-        yield from batch
-        if len(batch) < PAGE:
-            return
-        after = batch[-1][0]
 
 
 def check_phase(store: SqliteStore, run: RunRecord, phase: str) -> None:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..events import Event, PhaseState
 
 __all__ = [
+    "PAGE",
     "RUN_STATES",
     "CachedResult",
     "Decision",
@@ -24,12 +25,16 @@ __all__ = [
     "RunRecord",
     "StateStore",
     "current_owner",
+    "each_event",
     "process_start_time",
 ]
 
 #: Run states as shown by ``orch runs``; ``interrupted`` is a run recorded as
 #: running whose owner process is gone (killed, crashed, machine rebooted).
 RUN_STATES: tuple[str, ...] = ("running", "completed", "failed", "cancelled", "interrupted")
+#: Events per read of the store while following a run or walking its events: a long
+#: run's are never read at once.
+PAGE = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,3 +236,20 @@ class StateStore(Protocol):
     ) -> None:
         """Remember ``output`` for ``key`` (durably) until ``now + ttl`` (forever when None)."""
         ...
+
+
+class _Events(Protocol):
+    def events(
+        self, run_id: str, *, phase: str | None = None, after: int = 0, limit: int | None = None
+    ) -> Sequence[tuple[int, Event]]: ...
+
+
+def each_event(store: _Events, run_id: str, *, after: int = 0) -> Iterator[tuple[int, Event]]:
+    """The run's stored events after ``after``, oldest first, read ``PAGE`` at a time (a
+    long run's are never read at once)."""
+    while True:
+        batch = store.events(run_id, after=after, limit=PAGE)
+        yield from batch
+        if len(batch) < PAGE:
+            return
+        after = batch[-1][0]
