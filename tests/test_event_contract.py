@@ -166,3 +166,78 @@ def test_the_readme_names_only_data_fields_the_contract_has():
     for kind, fields in named:
         for field in re.findall(r"`(\w+)`", fields):
             assert field in schema["$defs"][kind]["properties"], (kind, field)
+
+
+SPENDING = """\
+name: spending
+agents:
+  model: {type: llm, with: {model: my-model, stream: false}}
+  triage: {type: llm, with: {model: my-model, stream: false}}
+  billing: {type: llm, with: {model: my-model, stream: false}}
+phases:
+  - id: ask
+    agent: model
+    retries: {attempts: 1, delay: 1ms}
+    with: {prompt: question, response_format: json}
+  - id: items
+    depends_on: [ask]
+    foreach: [a, b]
+    max_parallel: 1
+    agent: model
+    with: {prompt: "{{ item }}"}
+  - id: loop
+    depends_on: [items]
+    agent: model
+    repeat: {max: 2}
+    with: {prompt: again}
+  - id: desk
+    depends_on: [loop]
+    handoff: {agents: [triage, billing], start: triage}
+    with: {prompt: ticket, response_format: json}
+"""
+
+
+def test_every_field_of_a_paid_run_s_events_is_one_the_schema_and_docs_name(tmp_path):
+    """The steps of phases that make calls (a retry, foreach progress, an iteration, a
+    handoff turn) carry ``spent``: the schema lists it for their kind, as every other
+    field of every event the run wrote, and docs/events.md names it."""
+    from tests.servers import FakeOpenAI
+
+    answers = ["not json", '{"a": 1}', "one", "two", "three", "four"]
+    answers += ['{"handoff": "billing"}', '{"done": true}']
+    path = tmp_path / "spending.yaml"
+    path.write_text(SPENDING, encoding="utf-8")
+    with FakeOpenAI(answers) as srv:
+        result = CliRunner().invoke(
+            app,
+            ["run", str(path), "--events", "jsonl", "--state-dir", str(tmp_path / "state")],
+            env={"OPENAI_BASE_URL": srv.base_url},
+        )
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    schema = json.loads(EVENT_SCHEMA.read_text(encoding="utf-8"))["$defs"]
+    for event in events:
+        event_validator().validate(event)
+        listed = schema[event["event"]]["properties"]
+        assert set(event["data"]) <= set(listed), (event, sorted(listed))
+    steps = [
+        e
+        for e in events
+        if e["event"] in ("phase_retry", "phase_iteration")
+        or e["event"] == "phase_stream"
+        and ({"progress", "turn"} & set(e["data"]))
+    ]
+    assert {(e["event"], e["phase"]) for e in steps} == {
+        ("phase_retry", "ask"),
+        ("phase_stream", "items"),
+        ("phase_iteration", "loop"),
+        ("phase_stream", "desk"),
+    }
+    for e in steps:
+        assert e["data"]["spent"]["tokens"]["total"] > 0, e
+    text = DOCS.read_text(encoding="utf-8")
+    for kind in ("phase_retry", "phase_iteration"):
+        section = text.split(f"### `{kind}`", 1)[1].split("\n###", 1)[0]
+        assert "`spent`" in section, kind
+    stream = text.split("### `phase_stream`", 1)[1].split("\n### ", 1)[0]
+    assert "`spent`" in stream and "`progress` and `turn`" in stream
