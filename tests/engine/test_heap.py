@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from orchestrator.agents import Agent, AgentContext, AgentResult
@@ -27,13 +28,14 @@ class GateAgent(Agent):
         return AgentResult(output="through")
 
 
-def _run(registry: Any) -> tuple[str, list[int]]:
-    """A two-phase run; the freeze count seen by its sink at every event."""
-    seen: list[int] = []
+def _run(registry: Any, look: Callable[[], Any] = gc.get_freeze_count) -> tuple[str, list[Any]]:
+    """A two-phase run; what ``look`` (the freeze count, the GC thresholds) said at every
+    event, as its sink saw it."""
+    seen: list[Any] = []
     plan = make_plan(
         [{"id": "a", "agent": "noop"}, {"id": "b", "agent": "noop", "depends_on": ["a"]}]
     )
-    sink = lambda event: seen.append(gc.get_freeze_count())  # noqa: E731
+    sink = lambda event: seen.append(look())  # noqa: E731
     result = asyncio.run(execute(plan, registry=registry, sinks=[sink]))
     return result.status, seen
 
@@ -90,3 +92,25 @@ def test_the_freeze_lasts_until_the_last_of_overlapping_runs_ends(registry):
     during, after = asyncio.run(main())
     assert during > 0  # the first run still goes on: still frozen
     assert after == 0
+
+
+def test_a_run_collects_young_objects_less_often_and_gives_the_thresholds_back(registry):
+    before = gc.get_threshold()
+    status, seen = _run(registry, gc.get_threshold)
+    assert status == "completed"
+    assert len(seen) >= 5
+    assert {t[0] for t in seen} == {max(before[0], 5_000)}  # every event, start to end
+    assert {t[1:] for t in seen} == {before[1:]}  # the older generations as they were
+    assert gc.get_threshold() == before
+
+
+def test_a_process_that_set_its_own_thresholds_is_left_alone(registry):
+    before = gc.get_threshold()
+    gc.set_threshold(1_234, 7, 7)
+    try:
+        status, seen = _run(registry, gc.get_threshold)
+        assert status == "completed"
+        assert set(seen) == {(1_234, 7, 7)}
+        assert gc.get_threshold() == (1_234, 7, 7)
+    finally:
+        gc.set_threshold(*before)
