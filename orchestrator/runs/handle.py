@@ -42,8 +42,9 @@ class RunHandle:
         self._started = asyncio.Event()
         self._task: asyncio.Task[RunResult] | None = None
 
-    async def _sink(self, event: Event) -> None:
-        # async: the bus awaits the store's sink (listed first) before this one
+    def _sink(self, event: Event) -> None:
+        # a plain sink: the bus calls it only once the store (the one durable sink) has
+        # the event; an async one would cost every event a coroutine of its own
         self._events.append(event)
         if event.event == "workflow_started":
             self._started.set()

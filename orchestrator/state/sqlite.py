@@ -529,10 +529,16 @@ class SqliteStore:
         if error is not None and items[0][1] is None and self._lost is None:
             # nobody awaits this write: fail the next record() instead of losing it silently
             self._lost = StateError(f"cannot write to the state database '{self.path}': {error}")
-        futures = [future for _, future in items if future is not None]
-        if futures:
-            loop = futures[0].get_loop()
-            loop.call_soon_threadsafe(_settle, futures, error, str(self.path))
+        # each future is settled in its own loop's thread (runs in several threads, each
+        # with its own event loop, may share one store); a loop closed meanwhile has
+        # nobody left waiting
+        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+        for _, future in items:
+            if future is not None:
+                by_loop.setdefault(future.get_loop(), []).append(future)
+        for loop, futures in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the loop is closed
+                loop.call_soon_threadsafe(_settle, futures, error, str(self.path))
 
     def _transaction(self, conn: sqlite3.Connection, items: list[_Item]) -> None:
         cur = conn.cursor()  # one cursor for the batch: conn.execute makes one a statement

@@ -144,6 +144,36 @@ def test_concurrent_events_are_group_committed(tmp_path):
         assert len(store.events("r1")) == n + 1
 
 
+def test_runs_in_several_threads_with_their_own_loops_can_share_one_store(tmp_path):
+    # One commit may hold events of several loops: each future is settled in its own
+    # loop's thread. Before, all were handed to the first one's loop: the others were
+    # never woken and their runs hung.
+    import threading
+
+    with open_store(tmp_path) as store:
+        results: dict[int, int] = {}
+
+        def worker(k: int) -> None:
+            async def go() -> None:
+                run = f"r{k}"
+                phases = [f"p{i}" for i in range(150)]
+                await store.record(_started(run, phases=phases))
+                await asyncio.gather(
+                    *(store.record(_ev("phase_started", run, phase=p, attempt=1)) for p in phases)
+                )
+                results[k] = len(store.events(run))
+
+            asyncio.run(go())
+
+        threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)  # a guard against a hang, not a speed bound
+        assert not [t.name for t in threads if t.is_alive()]
+        assert results == dict.fromkeys(range(4), 151)
+
+
 def test_a_batch_of_events_keeps_its_order_and_sequence_numbers(tmp_path):
     # One transaction of 2 x 99 + 3 events (written by multi-row INSERTs of up to 64 rows):
     # each event keeps its place, each completed phase points at its own phase_completed,
