@@ -38,6 +38,8 @@ _EXTRA = 1_000_000
 
 def dumps(value: Any) -> str:
     """Compact strict JSON as stored (non-JSON values as their ``str``); raises NotJson."""
+    if value is None:  # most outputs of a plain phase: no encoder call
+        return "null"
     return jsontext.dumps(value, compact=True, what="the stored value")
 
 
@@ -137,14 +139,18 @@ class _Rows:
     """The run and phase row writes of a batch of events, in order. An UPDATE of the row
     a phase has (the INSERT when it has none) is held back, and a run of them with one
     statement goes in by one ``executemany`` (a call per row costs about 0.4 us more);
-    any other statement first writes what is held back."""
+    any other statement first writes what is held back. The INSERT's values are made
+    only when an UPDATE found no row (``values_of(params, seq)``): most never are."""
 
-    __slots__ = ("conn", "sql", "held")
+    __slots__ = ("conn", "sql", "insert", "values_of", "held", "seqs")
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
         self.sql = ""
-        self.held: list[tuple[tuple[Any, ...], str, tuple[Any, ...]]] = []
+        self.insert = ""
+        self.values_of: Callable[[tuple[Any, ...], int], tuple[Any, ...]] = _no_values
+        self.held: list[tuple[Any, ...]] = []
+        self.seqs: list[int] = []
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         self.flush()
@@ -155,27 +161,55 @@ class _Rows:
         self.conn.executemany(sql, params)
 
     def update_or_insert(
-        self, update: str, params: tuple[Any, ...], insert: str, values: tuple[Any, ...]
+        self,
+        update: str,
+        params: tuple[Any, ...],
+        insert: str,
+        values_of: Callable[[tuple[Any, ...], int], tuple[Any, ...]],
+        seq: int,
     ) -> None:
-        """UPDATE the row; INSERT ``values`` when the UPDATE found none."""
+        """UPDATE the row; INSERT ``values_of(params, seq)`` when the UPDATE found none."""
         if update != self.sql:
             self.flush()
-            self.sql = update
-        self.held.append((params, insert, values))
+            self.sql, self.insert, self.values_of = update, insert, values_of
+        self.held.append(params)
+        self.seqs.append(seq)
 
     def flush(self) -> None:
         held = self.held
         if not held:
             return
-        self.held = []
+        seqs = self.seqs
+        self.held, self.seqs = [], []
         conn, sql = self.conn, self.sql
-        if conn.executemany(sql, [params for params, _, _ in held]).rowcount == len(held):
+        if conn.executemany(sql, held).rowcount == len(held):
             return
         # a row was missing (a phase outside the plan): each again (the UPDATEs are
         # idempotent), inserting the rows not found
-        for params, insert, values in held:
+        for params, seq in zip(held, seqs, strict=True):
             if conn.execute(sql, params).rowcount == 0:
-                conn.execute(insert, values)
+                conn.execute(self.insert, self.values_of(params, seq))
+
+
+def _no_values(params: tuple[Any, ...], seq: int) -> tuple[Any, ...]:
+    raise AssertionError("no statement held")  # pragma: no cover - flush holds none then
+
+
+# The INSERT values of a phase row an UPDATE did not find, from the UPDATE's parameters
+# (as _derive builds them) and the event's sequence number.
+def _started_values(p: tuple[Any, ...], seq: int) -> tuple[Any, ...]:
+    attempt, _, ts, run, phase = p
+    return (run, phase, _EXTRA + seq, attempt, ts)
+
+
+def _waiting_values(p: tuple[Any, ...], seq: int) -> tuple[Any, ...]:
+    run, phase = p
+    return (run, phase, _EXTRA + seq)
+
+
+def _completed_values(p: tuple[Any, ...], seq: int) -> tuple[Any, ...]:
+    *values, meta_text, run, phase = p
+    return (run, phase, _EXTRA + seq, *values, meta_text)
 
 
 def _derive(
@@ -254,14 +288,16 @@ def _derive(
             (attempt, attempt, ts, run, phase),
             "INSERT INTO phases(run_id, id, idx, state, attempts, started)"
             " VALUES (?, ?, ?, 'running', ?, ?)",
-            (run, phase, _EXTRA + seq, attempt, ts),
+            _started_values,
+            seq,
         )
     elif kind == "phase_waiting":  # an approval: the phase waits for a person's decision
         rows.update_or_insert(
             "UPDATE phases SET state='waiting', ended=NULL, error=NULL WHERE run_id=? AND id=?",
             (run, phase),
             "INSERT INTO phases(run_id, id, idx, state) VALUES (?, ?, ?, 'waiting')",
-            (run, phase, _EXTRA + seq),
+            _waiting_values,
+            seq,
         )
     elif kind == "phase_completed":
         duration = data.get("duration")
@@ -272,16 +308,28 @@ def _derive(
         metadata = data.get("metadata")
         meta_text = dumps(metadata) if metadata else None
         # UPDATE first (the planned phase's row exists), as for phase_started
-        values = (attempts, started, ts, output_text, output_file, cached, fallback_used, seq)
         rows.update_or_insert(
             "UPDATE phases SET state='completed', attempts=?, started=COALESCE(started, ?),"
             " ended=?, output=?, output_file=?, error=NULL, cached=?, fallback_used=?,"
             " completed_seq=COALESCE(completed_seq, ?), metadata=? WHERE run_id=? AND id=?",
-            (*values, meta_text, run, phase),
+            (
+                attempts,
+                started,
+                ts,
+                output_text,
+                output_file,
+                cached,
+                fallback_used,
+                seq,
+                meta_text,
+                run,
+                phase,
+            ),
             "INSERT INTO phases(run_id, id, idx, state, attempts, started, ended, output,"
             " output_file, cached, fallback_used, completed_seq, metadata)"
             " VALUES (?, ?, ?, 'completed', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (run, phase, _EXTRA + seq, *values, meta_text),
+            _completed_values,
+            seq,
         )
     elif kind in ("phase_failed", "phase_skipped"):
         state = str(phase_state(event))
