@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
+import functools
 import uuid
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
 from pathlib import Path
@@ -63,7 +64,16 @@ class EventBus:
     iterator) see the event, so nothing is shown that a crash could lose.
     """
 
-    __slots__ = ("run_id", "now", "masker", "sync_sinks", "async_sinks", "trace_id")
+    __slots__ = (
+        "run_id",
+        "now",
+        "masker",
+        "sync_sinks",
+        "async_sinks",
+        "trace_id",
+        "postable",
+        "sink_error",
+    )
 
     def __init__(
         self,
@@ -80,6 +90,20 @@ class EventBus:
         sinks = tuple(sinks)
         self.sync_sinks = tuple(s for s in sinks if not is_durable(s))
         self.async_sinks = tuple(s for s in sinks if is_durable(s))
+        # ``post`` can queue an event without waiting: one async sink, one that returns
+        # a future settled once the event is stored (``durable``: the state store)
+        self.postable = len(self.async_sinks) == 1 and getattr(
+            self.async_sinks[0], "durable", False
+        )
+        # a sync sink that raised on a posted event (the scheduler stops the run with it)
+        self.sink_error: BaseException | None = None
+
+    def _stamped(self, event: Event) -> Event:
+        if self.trace_id is not None and event.trace_id is None:
+            event = dataclasses.replace(event, trace_id=self.trace_id)
+        if self.masker:
+            event = self.masker.mask_event(event)
+        return event
 
     def emit(self, event: Event) -> Awaitable[None]:
         """Mask the event, await the async sinks in order, then call the sync sinks.
@@ -87,15 +111,38 @@ class EventBus:
         Without async sinks the event is delivered before this returns (the awaitable
         is already done): no task, no suspension, so no cancel can land in between.
         """
-        if self.trace_id is not None and event.trace_id is None:
-            event = dataclasses.replace(event, trace_id=self.trace_id)
-        if self.masker:
-            event = self.masker.mask_event(event)
+        event = self._stamped(event)
         if self.async_sinks:
             return self._deliver(event)
         for sink in self.sync_sinks:
             sink(event)
         return _DELIVERED
+
+    def post(self, event: Event) -> tuple[Event, asyncio.Future[None]]:
+        """``emit`` without waiting (only when ``postable``): hand the event to the store
+        and return it with the store's future, settled once it is committed; the sync
+        sinks see it then (a callback: in the store's order, never before it is stored).
+        Whoever posts waits for that future before building on the event (the scheduler,
+        before it counts a phase as ended: ``runner._Scheduler``)."""
+        event = self._stamped(event)
+        try:
+            stored = self.async_sinks[0](event)
+        except Exception as exc:  # noqa: BLE001 - refused at once (an earlier write failed)
+            raise RecordFailed(event.event, event.phase, exc) from exc
+        future = stored if isinstance(stored, asyncio.Future) else asyncio.ensure_future(stored)  # type: ignore[arg-type]
+        if self.sync_sinks:
+            future.add_done_callback(functools.partial(self._stored, event))
+        return event, future
+
+    def _stored(self, event: Event, future: asyncio.Future[None]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            return  # not stored: shown to no one (the scheduler stops the run)
+        try:
+            for sink in self.sync_sinks:
+                sink(event)
+        except Exception as exc:  # noqa: BLE001 - a sink's bug stops the run, as in emit
+            if self.sink_error is None:
+                self.sink_error = exc
 
     async def emit_through(self, event: Event) -> None:
         """``emit`` that a cancel does not interrupt: the event reaches every sink, and
@@ -258,6 +305,9 @@ class RunContext:
         # phase tasks recording their completion: the scheduler cancels none of them (a
         # failure elsewhere, Ctrl-C), so a completion stays one, and the agent's work counts
         self.completing: set[asyncio.Task[Any]] = set()
+        # events a scheduler's phase task posted (``EventBus.post``), per task: the
+        # scheduler counts the phase as ended once they are all stored
+        self.posted: dict[asyncio.Task[Any], list[tuple[Event, asyncio.Future[None]]]] = {}
         # the scheduler's phase tasks (its ``running``); a phase run in another task (the
         # handler phases, in the run's own task) shields its completion instead
         self.phase_tasks: Mapping[asyncio.Task[Any], str] = {}

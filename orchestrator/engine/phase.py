@@ -29,7 +29,7 @@ from .call import (
     render_input,
     seconds_left,
 )
-from .context import ITERATION, RunContext
+from .context import _DELIVERED, ITERATION, RunContext
 from .limits import BreakerOpen
 from .rendering import rendered
 from .result import PhaseOutcome
@@ -186,11 +186,14 @@ def _record(run: RunContext, event: ev.Event) -> Awaitable[None]:
     arriving meanwhile (another phase failed, Ctrl-C) does not undo it: the store never
     holds that end followed by a ``phase_failed`` (cancelled) of the same phase.
 
-    Without a durable sink ``emit`` delivers at once: nothing can interrupt it. The
-    scheduler cancels no task in ``run.completing`` (it takes the task out once the task
-    is done: no coroutine of its own here per phase); a phase run in another task (a
-    handler phase, in the run's own task, which a second cancel or ``asyncio.run``'s
-    teardown can reach) has its delivery shielded (``EventBus.emit_through``).
+    In a phase task of the scheduler the end is posted (``EventBus.post``): the task returns
+    without waiting, so nothing can cancel it in between, and the scheduler counts the
+    phase as ended once the end is stored. Without a durable sink ``emit`` delivers at
+    once: nothing can interrupt it. With several async sinks the scheduler cancels no
+    task in ``run.completing`` (it takes the task out once the task is done); a phase run
+    in another task (a handler phase, in the run's own task, which a second cancel or
+    ``asyncio.run``'s teardown can reach) has its delivery shielded
+    (``EventBus.emit_through``).
     """
     bus = run.bus
     if not bus.async_sinks:
@@ -198,6 +201,9 @@ def _record(run: RunContext, event: ev.Event) -> Awaitable[None]:
     task = asyncio.current_task()
     if task is None or task not in run.phase_tasks:
         return bus.emit_through(event)
+    if bus.postable:  # the scheduler waits for the store before it counts the end
+        run.posted.setdefault(task, []).append(bus.post(event))
+        return _DELIVERED
     run.completing.add(task)
     return bus.emit(event)
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from .. import events as ev
 from ..agents.registry import AgentRegistry
-from ..errors import one_line
+from ..errors import RecordFailed, one_line
 from ..events import Event, EventSink
 from ..plan import Plan
 from ..spec.model import Phase
@@ -121,6 +121,8 @@ class _Scheduler:
         # phases started per agent with max_concurrency (one waiting for a person is not)
         self.agent_busy: dict[str, int] = {}
         self._done: list[asyncio.Task[PhaseOutcome]] = []
+        # ended phase tasks whose posted events are not all stored yet (_on_task_done)
+        self._storing: collections.deque[asyncio.Task[PhaseOutcome]] = collections.deque()
         self._wake: asyncio.Future[None] | None = None
         self.stopping: str | None = None  # why no new phase starts: failed, cancelled, timeout
         self.failed: list[str] = []
@@ -142,8 +144,43 @@ class _Scheduler:
             wake.set_result(None)
 
     def _on_task_done(self, task: asyncio.Task[PhaseOutcome]) -> None:
+        """A phase task ended. It is finished once the events it posted are stored: until
+        then it waits in ``_storing``, in the order the tasks ended, which is the order the
+        store settles their last events in; one callback on the first event still
+        pending there wakes the scheduler (not one per phase)."""
+        if self._pending(task) is not None:
+            storing = self._storing
+            storing.append(task)
+            if len(storing) == 1:
+                self._arm()
+            return
         self._done.append(task)
         self._wakeup()
+
+    def _arm(self, _: object = None) -> None:
+        """Move the tasks at the head of ``_storing`` whose events are stored to ``_done``;
+        wait for the first event still pending."""
+        storing = self._storing
+        moved = False
+        while storing:
+            pending = self._pending(storing[0])
+            if pending is not None:
+                pending.add_done_callback(self._arm)
+                break
+            self._done.append(storing.popleft())
+            moved = True
+        if moved:
+            self._wakeup()
+
+    def _pending(self, task: asyncio.Task[PhaseOutcome]) -> asyncio.Future[Any] | None:
+        """What a phase task's end waits for: the task, a posted event not yet stored, or
+        None when it can be finished."""
+        if not task.done():
+            return task
+        for _event, stored in self.state.posted.get(task, ()):
+            if not stored.done():
+                return stored
+        return None
 
     async def run(self) -> None:
         """Run every phase that can run; returns when nothing runs and nothing is ready."""
@@ -293,11 +330,14 @@ class _Scheduler:
         # being stopped is killed now instead of after its kill_grace
         self._cancel_running(again=bool(getattr(self.cancel, "forced", False)))
         while self.running:
-            await asyncio.wait(list(self.running))
-            for task in [t for t in self.running if t.done()]:
+            waits = [w for w in map(self._pending, self.running) if w is not None]
+            if waits:
+                await asyncio.wait(waits)
+            for task in [t for t in self.running if self._pending(t) is None]:
                 pid = self.running.pop(task)
                 self._finish(pid, task)
         self._done = []
+        self._storing.clear()
         for pid in self.plan.order:
             if pid not in self.state.outcomes:
                 await self._skip(pid, "not started: the run was cancelled")
@@ -328,13 +368,17 @@ class _Scheduler:
         self._wakeup()
 
     def _finish(self, pid: str, task: asyncio.Task[PhaseOutcome]) -> None:
-        self.state.completing.discard(task)  # it recorded its end (phase.py, _record)
-        outcomes = self.state.outcomes
+        state = self.state
+        state.completing.discard(task)  # it recorded its end (phase.py, _record)
+        posted = state.posted.pop(task, ())
+        outcomes = state.outcomes
         if task.cancelled():
             # cancelled before its first step: it never started and emitted nothing, so it
             # is left out here and reported as not started (phase_skipped) at the end
             return
-        exc = task.exception()
+        exc = task.exception() or _not_stored(posted)
+        if exc is None and state.bus.sink_error is not None:  # a sink failed on a posted event
+            exc, state.bus.sink_error = state.bus.sink_error, None
         if exc is not None:  # a bug in an executor or a sink: stop and re-raise at the end
             if self.crash is None:
                 self.crash = exc
@@ -388,6 +432,18 @@ class _Scheduler:
         if self.crash is not None:  # the run is stopping on an error: record nothing more
             return
         await state.bus.emit(ev.phase_skipped(state.run_id, state.now(), pid, reason))
+
+
+def _not_stored(posted: Iterable[tuple[Event, asyncio.Future[None]]]) -> BaseException | None:
+    """Why the first of a phase task's posted events was not stored, as ``emit`` says it
+    (RecordFailed), or None when all were."""
+    for event, stored in posted:
+        error = None if stored.cancelled() else stored.exception()
+        if error is not None:
+            if isinstance(error, RecordFailed):
+                return error
+            return RecordFailed(event.event, event.phase, error)
+    return None
 
 
 async def execute(
@@ -472,6 +528,8 @@ async def _execute(
             forced, cancel.forced = True, False
             if interrupted is not None:
                 uncancel()
+        if scheduler.crash is None and state.bus.sink_error is not None:
+            scheduler.crash = state.bus.sink_error  # a sink failed on a posted event
         if scheduler.crash is not None:
             raise scheduler.crash
         # the epilogue (compensations, handlers) still uses the agents: close them after
