@@ -184,6 +184,7 @@ def logs_command(
     from ..errors import OrchError
     from ..eventlines import event_line
     from ..runs import follow as follow_run
+    from ..runs import wait_sync
 
     async def show() -> None:
         async for event in follow_run(run_id, state_dir=state_dir, phase=phase, live=follow):
@@ -192,10 +193,16 @@ def logs_command(
 
     try:
         asyncio.run(show())
+        # followed to its end: a run whose process died did not end by itself (as orch wait)
+        final = wait_sync(run_id, state_dir=state_dir, timeout=0) if follow else None
     except OrchError as exc:
         _fail(exc)
     except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
         raise typer.Exit(130) from None
+    if final is not None and final.run.status == "interrupted":
+        sys.stderr.write(_ended(final.run) + "\n")
+        raise typer.Exit(1)
 
 
 def cancel_command(
@@ -259,18 +266,23 @@ def wait_command(
     except OrchError as exc:
         _fail(exc)
     except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
         raise typer.Exit(130) from None
     if final is None:
         sys.stderr.write(f"run {run_id} is still running after {timeout:g}s\n")
         raise typer.Exit(WAIT_TIMEOUT_EXIT)
-    run = final.run
+    sys.stderr.write(_ended(final.run) + "\n")
+    raise typer.Exit(exit_code(final))
+
+
+def _ended(run: RunRecord) -> str:
+    """How a run ended, as orch wait and orch logs --follow say it (stderr)."""
     message = f"run {run.id} {run.status}"
     if run.status == "interrupted":
         message += f" (its process died)\n  hint: `orch resume {run.id}` goes on with it"
     elif run.error and run.status != "completed":
         message += f": {run.error}"
-    sys.stderr.write(message + "\n")
-    raise typer.Exit(exit_code(final))
+    return message
 
 
 def cache_clear_command(

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -315,6 +316,60 @@ def test_status_logs_resume_and_cancel_against_a_live_run(tmp_path):
     assert states == {"a": "completed", "b": "cancelled", "c": "skipped"}
     assert _ledger(ledger) == ["a", "b", "a"]  # the cancel ran a's compensation
     assert info["phases"][0]["compensated"] is True
+
+
+def test_logs_follow_says_when_the_runs_process_died(tmp_path):
+    # kill -9 of the run's process: --follow ends as orch wait does (exit 1, the resume
+    # hint), not silently with 0 as if the run had ended
+    ledger = tmp_path / "ledger"
+    wf = tmp_path / "long.yaml"
+    wf.write_text(LONG.replace("LEDGER", str(ledger)))
+    state = tmp_path / "state"
+    proc = subprocess.Popen(
+        [*ORCH, "run", str(wf), "--state-dir", str(state)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    follower = None
+    try:
+        _wait_for(lambda: _ledger(ledger) == ["a", "b"], "phase b to start")
+        run_id = stored(state, lambda s: s.list_runs())[0].id
+        follower = subprocess.Popen(
+            [*ORCH, "logs", run_id, "--follow", "--state-dir", str(state)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert follower.stdout is not None
+        for line in follower.stdout:  # following: b's start is printed
+            if "phase_started" in line and " b" in line:
+                break
+        # Ctrl-C on a waiter says so, as every command does (the run goes on)
+        waiter = subprocess.Popen(
+            [*ORCH, "wait", run_id, "--state-dir", str(state)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(1)  # not a bound: Ctrl-C says "interrupted" whenever it lands
+        waiter.send_signal(signal.SIGINT)
+        _, said = waiter.communicate(timeout=60)
+        assert waiter.returncode == 130 and said.strip().endswith("interrupted")
+        assert proc.poll() is None
+        proc.kill()
+        proc.wait()
+        out, err = follower.communicate(timeout=60)
+        assert follower.returncode == 1
+        assert f"run {run_id} interrupted (its process died)" in err
+        assert f"orch resume {run_id}" in err
+    finally:
+        for p in (proc, follower):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+        if follower is not None:
+            follower.stdout.close()
+            follower.stderr.close()
 
 
 CHAIN = """
