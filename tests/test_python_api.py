@@ -233,6 +233,36 @@ def test_a_phase_the_run_lacks_shows_its_did_you_mean_in_python_and_once_in_the_
     ]
 
 
+def test_a_phase_the_run_lacks_with_no_close_name_lists_the_runs_phases(tmp_path):
+    import asyncio
+
+    flow = {
+        "name": "two",
+        "phases": [
+            {"id": "build", "agent": "echo", "with": {"text": "b"}},
+            {"id": "ship", "agent": "echo", "with": {"text": "s"}, "depends_on": ["build"]},
+        ],
+    }
+
+    async def go():
+        handle = await orchestrator.start(flow, state_dir=tmp_path)
+        await handle.wait(timeout=60)
+        return handle.run_id
+
+    run_id = asyncio.run(go())
+    out = subprocess.run(
+        [*ORCH, "logs", run_id, "--phase", "nah", "--state-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [
+        f"error: run '{run_id}' has no phase 'nah'",
+        "  hint: its phases: build, ship",
+    ]
+
+
 def test_start_honours_the_phase_cache(tmp_path):
     import asyncio
 

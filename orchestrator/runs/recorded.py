@@ -181,7 +181,12 @@ def check_phase(store: SqliteStore, run: RunRecord, phase: str) -> None:
         import difflib
 
         close = difflib.get_close_matches(phase, sorted(known), n=1)
-        hint = f"did you mean '{close[0]}'?" if close else None
+        if close:
+            hint = f"did you mean '{close[0]}'?"
+        else:
+            names = [p.id for p in store.phases(run.id)]
+            more = f" and {len(names) - 10} more" if len(names) > 10 else ""
+            hint = f"its phases: {', '.join(names[:10])}{more}"
         raise UsageError(f"run '{run.id}' has no phase '{phase}'", hint=hint)
 
 

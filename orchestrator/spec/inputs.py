@@ -121,10 +121,29 @@ def _wrong(name: str, type_: str, value: Any, hint: str | None) -> UsageError:
     shown = value if isinstance(value, str) else json.dumps(value, default=str)
     if len(shown) > 60:
         shown = shown[:57] + "..."
-    kind = "text" if isinstance(value, str) else type(value).__name__
     return UsageError(
-        f"input '{name}' must be {_article(type_)} {type_}, got {kind} '{shown}'", hint=hint
+        f"input '{name}' must be {_article(type_)} {type_}, got {_kind(value)} '{shown}'",
+        hint=hint,
     )
+
+
+def _kind(value: Any) -> str:
+    """What a value is, in the words of the input types (JSON's), not Python's."""
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, (list, tuple)):
+        return "an array"
+    if value is None:
+        return "null"
+    return type(value).__name__
 
 
 def _article(type_: str) -> str:

@@ -61,10 +61,15 @@ def test_unknown_input_suggests_the_closest_name():
 
 def test_values_from_a_mapping_are_checked_not_coerced():
     assert resolve_inputs(WF, {"name": "a", "count": 3})["count"] == 3
-    with pytest.raises(UsageError, match="input 'count' must be an integer, got bool 'true'"):
+    with pytest.raises(UsageError, match="input 'count' must be an integer, got a boolean 'true'"):
         resolve_inputs(WF, {"name": "a", "count": True})
-    with pytest.raises(UsageError, match="input 'name' must be a string, got int '7'"):
+    with pytest.raises(UsageError, match="input 'name' must be a string, got an integer '7'"):
         resolve_inputs(WF, {"name": 7})
+    # in the words of the input types (JSON's), not Python's (dict, list, NoneType)
+    with pytest.raises(UsageError, match="must be an array, got an object '{\"a\": 1}'"):
+        resolve_inputs(WF, {"name": "a", "regions": {"a": 1}})
+    with pytest.raises(UsageError, match="input 'name' must be a string, got an array"):
+        resolve_inputs(WF, {"name": ["x"]})
 
 
 def test_the_engine_refuses_bad_inputs_before_anything_runs(registry):
