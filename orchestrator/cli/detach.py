@@ -1,7 +1,8 @@
 """`orch run --detach`: a background `orch` process owns the run; this one prints its id.
 
-The workflow, its inputs and every option (--replay's folder, --executor) were
-checked before (a bad one still exits 2 here, and nothing runs). The child runs
+The workflow, its inputs, every option (--replay's folder, --executor) and the
+state folder (the store's own checks) are checked first (a bad one exits 2, and
+nothing runs). The child runs
 ``python -m orchestrator run FILE --run-id ID ...`` with every option of this
 command line (``child_options``: one place, so none is forgotten) in its own
 session (a closed terminal does not stop it), with its progress lines in
@@ -66,12 +67,14 @@ def detach_run(file: Path, options: list[str], *, state_dir: Path | None) -> int
     id on stdout; return the exit code (0 started)."""
     from ..errors import RunNotFound
     from ..runs import status
-    from ..state.sqlite import make_state_folder, resolve_state_dir
+    from ..state.sqlite import open_store, resolve_state_dir
 
-    folder = resolve_state_dir(state_dir).absolute()
+    where = resolve_state_dir(state_dir)
+    with open_store(where) as store:  # the checks plain `orch run` makes: a file, read-only
+        store.check_writable()  # a StateError (exit 2) before anything starts
+    folder = where.absolute()
     run_id = uuid.uuid4().hex[:12]
     logs = folder / "logs"
-    make_state_folder(folder)  # a folder it creates is orch's own: its .gitignore
     logs.mkdir(exist_ok=True)
     log = logs / f"{run_id}.log"
     argv = [sys.executable, "-m", "orchestrator", "run", str(file.absolute())]

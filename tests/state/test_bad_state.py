@@ -262,3 +262,37 @@ def test_a_corrupt_cache_row_is_a_miss_and_the_phase_runs(tmp_path, column, valu
     res = invoke("run", str(wf), *sd)
     assert res.exit_code == 0, res.output
     assert ledger.read_text() == "ran\nran\n"  # a miss: the phase ran again
+
+
+def test_a_detached_run_refuses_a_state_folder_it_cannot_use_as_plain_run_does(
+    shared_dir, monkeypatch
+):
+    """`orch run --detach` checks its state folder as `orch run` does: the same line, exit 2,
+    no traceback, nothing started (a read-only folder, a file, `.orch` it cannot create)."""
+    monkeypatch.delenv("ORCH_STATE_DIR", raising=False)  # no --state-dir: `.orch`
+    (shared_dir / "wf.yaml").write_text(WORKFLOW)
+    (shared_dir / "rost").mkdir()
+    (shared_dir / "rost").chmod(0o755)  # readable, not writable by the unprivileged user
+    if os.geteuid() != 0:
+        (shared_dir / "rost").chmod(0o555)
+        shared_dir.chmod(0o555)  # `.orch` cannot be created
+    (shared_dir / "afile").write_text("not a folder\n")
+    (shared_dir / "afile").chmod(0o644)
+    expected = {
+        "rost": "error: the state folder 'rost' is read-only: cannot record runs there\n",
+        "afile": "error: 'afile' is a file, not a directory\n",
+        None: "error: cannot create the state directory '.orch': permission denied\n",
+    }
+    try:
+        for folder, first_line in expected.items():
+            sd = [] if folder is None else ["--state-dir", folder]
+            plain = _as_reader(["run", "wf.yaml", *sd], shared_dir)
+            detached = _as_reader(["run", "wf.yaml", "--detach", *sd], shared_dir)
+            assert "Traceback" not in detached.stderr, (folder, detached.stderr)
+            assert (detached.returncode, plain.returncode) == (2, 2), (folder, detached.stderr)
+            assert detached.stderr == plain.stderr, folder
+            assert detached.stderr.startswith(first_line), (folder, detached.stderr)
+            assert detached.stdout == "", folder  # no run id: nothing started
+    finally:
+        shared_dir.chmod(0o755)
+    assert not (shared_dir / "rost" / "logs").exists() and not (shared_dir / ".orch").exists()
