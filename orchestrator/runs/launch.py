@@ -198,6 +198,12 @@ def _recorded_workflow(run: Any, registry: Any) -> WorkflowLike:
     was not a file (a mapping, YAML text). UsageError for a run recorded before orch kept
     that text."""
     if run.path and not run.path.startswith("<"):
+        if not os.path.exists(run.path):
+            raise UsageError(
+                f"the workflow file run '{run.id}' was started from is gone: {run.path}",
+                hint=f"pass the workflow it ran (moved, renamed or restored): `orch resume"
+                f" {run.id} --workflow FILE`, or resume(..., workflow=...) from Python",
+            )
         return run.path
     if run.source:
         from ..spec import load_workflow

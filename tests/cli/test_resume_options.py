@@ -80,3 +80,16 @@ def test_resume_finds_its_workflow_as_orch_run_does(tmp_path):
     res = _orch(tmp_path, "resume", run_id, "--state-dir", "s", "--workflow", "two")
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout) == {"said": "one again"}
+
+
+def test_resume_of_a_run_whose_workflow_file_is_gone_says_to_pass_it(tmp_path):
+    run_id = _failed_run(tmp_path)
+    (tmp_path / "wf.yaml").rename(tmp_path / "moved.yaml")
+    gone = _orch(tmp_path, "resume", run_id, "--state-dir", "s")
+    assert gone.returncode == 2
+    assert f"the workflow file run '{run_id}' was started from is gone:" in gone.stderr
+    assert f"`orch resume {run_id} --workflow FILE`" in gone.stderr
+    (tmp_path / "second.txt").write_text("back\n")
+    res = _orch(tmp_path, "resume", run_id, "--state-dir", "s", "--workflow", "moved.yaml")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == {"said": "one back"}
