@@ -13,10 +13,16 @@ from pathlib import Path
 
 import typer
 
+from .usage import state_folder
+
 __all__ = ["register"]
 
 _STATE_DIR = typer.Option(
-    None, "--state-dir", help="The state directory (default: $ORCH_STATE_DIR, else .orch)."
+    None,
+    "--state-dir",
+    parser=state_folder,
+    metavar="PATH",
+    help="The state directory (default: $ORCH_STATE_DIR, else .orch).",
 )
 _RUN = typer.Argument(..., metavar="RUN", help="A run id (or a unique prefix).")
 _PHASE = typer.Argument(..., metavar="PHASE", help="The id of the phase waiting for approval.")

@@ -21,7 +21,7 @@ import typer
 
 from ..errors import ExecutionError, Location, OrchError, UsageError, WorkflowInvalid
 from ..jsontext import dumps
-from .usage import complete_workflow_name, whole_number
+from .usage import complete_workflow_name, state_folder, whole_number
 
 if TYPE_CHECKING:
     from ..engine import RunResult
@@ -139,7 +139,10 @@ def run_command(
     state_dir: Annotated[
         Path | None,
         typer.Option(
-            "--state-dir", help="Where runs are recorded (default: $ORCH_STATE_DIR, else .orch)."
+            "--state-dir",
+            parser=state_folder,
+            metavar="PATH",
+            help="Where runs are recorded (default: $ORCH_STATE_DIR, else .orch).",
         ),
     ] = None,
     junit: Annotated[

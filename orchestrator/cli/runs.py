@@ -18,7 +18,7 @@ import typer
 
 from ..jsontext import dumps
 from .run import ExecutorOption, RecordOption, ReplayOption
-from .usage import complete_workflow_name, seconds, whole_number
+from .usage import complete_workflow_name, seconds, state_folder, whole_number
 
 if TYPE_CHECKING:
     from ..state.base import RunRecord
@@ -27,7 +27,11 @@ if TYPE_CHECKING:
 __all__ = ["register"]
 
 _STATE_DIR = typer.Option(
-    None, "--state-dir", help="The state directory (default: $ORCH_STATE_DIR, else .orch)."
+    None,
+    "--state-dir",
+    parser=state_folder,
+    metavar="PATH",
+    help="The state directory (default: $ORCH_STATE_DIR, else .orch).",
 )
 _WORKFLOW = typer.Option(
     None,

@@ -17,7 +17,7 @@ import typer
 
 from .run import ExecutorOption
 from .runs import _fail
-from .usage import whole_number
+from .usage import state_folder, whole_number
 
 if TYPE_CHECKING:
     from ..engine.dask_executor import ExecutorChoice
@@ -69,6 +69,7 @@ def serve_command(
         Path | None,
         typer.Option(
             "--state-dir",
+            parser=state_folder,
             help="Where runs are recorded (default: $ORCH_STATE_DIR, else .orch).",
             metavar="DIR",
         ),

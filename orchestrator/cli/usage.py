@@ -9,6 +9,7 @@ number" where click says "is not a valid int range".
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -19,6 +20,7 @@ __all__ = [
     "complete_workflow_name",
     "print_version",
     "seconds",
+    "state_folder",
     "use_orch_commands",
     "whole_number",
 ]
@@ -62,6 +64,19 @@ def argument_usage(param: Any) -> str:
     if param.nargs != 1 and not name.endswith("..."):
         name += "..."
     return name if param.required else f"[{name}]"
+
+
+def state_folder(value: Any) -> Path:
+    """Parse --state-dir: an empty one (an unset ``$DIR`` in a script) raises
+    typer.BadParameter (exit 2); ``Path('')`` would be the current folder."""
+    if isinstance(value, Path):
+        return value
+    if not str(value):
+        raise typer.BadParameter(
+            "an empty path names no state folder (an unset variable in a script?); "
+            "give . for this folder, or leave the option out for $ORCH_STATE_DIR, else .orch"
+        )
+    return Path(value)
 
 
 def whole_number(value: Any) -> int:

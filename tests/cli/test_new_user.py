@@ -337,3 +337,28 @@ def test_the_live_frame_marks_a_tolerated_failure_at_once():
     assert [r.split()[1] for r in rows[:2]] == ["p", "q"]
     assert "(continue_on_error) boom" in rows[0]
     assert "continue_on_error" not in rows[1] and "boom" in rows[1]
+
+
+# -- an empty --state-dir (an unset $DIR in a script) is refused, not the current folder -------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "wf.yaml"],
+        ["run", "wf.yaml", "--detach"],
+        ["runs"],
+        ["status", "abc"],
+        ["stats"],
+        ["cache", "clear"],
+        ["approve", "abc", "a"],
+    ],
+    ids=" ".join,
+)
+def test_an_empty_state_dir_is_refused_and_nothing_is_recorded_here(tmp_path, args):
+    write(tmp_path, "name: t\nphases:\n  - {id: a, agent: echo, with: {text: hi}}\n")
+    res = orch(*args, "--state-dir", "")
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output
+    assert "an empty path names no state folder" in res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["wf.yaml"]  # no state.db here
