@@ -11,7 +11,9 @@ out with ``@pytest.mark.handmade_events``.
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -86,6 +88,15 @@ def check_events(folder: Path) -> list[str]:
 
 # `browser_page`: a real headless chromium (tests/browser.py), for any test that asks for it.
 pytest_plugins = ["tests.browser"]
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A folder an unprivileged user can read (pytest's tmp_path is private to its user)."""
+    path = Path(tempfile.mkdtemp(prefix="orch-ro-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -10,6 +10,12 @@ existing file wins; for `orch validate` an existing folder is a folder (its
 ``*.yaml``); otherwise a plain name is looked up in the workflows path (so a
 folder ``demo/`` next to ``workflows/demo.yaml`` does not hide it from `orch run
 demo`); a name found nowhere is an error listing the workflows there.
+
+A path this user cannot look at (a folder on the way without search permission) is
+returned as it is, so that reading it says ``cannot read '...': Permission denied``
+(exit 2) as for an unreadable file. A folder of the workflows path that cannot be
+searched is an error naming it, not skipped: an earlier folder may hold the NAME the
+user means, and running a later one instead, or saying it is nowhere, would be wrong.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -72,8 +79,12 @@ def find_workflow(
     _not_empty(ref, folders=folders)
     path = Path(ref)
     text = str(ref)
-    exists = path.exists()
-    if exists and (folders or not path.is_dir()):
+    try:
+        exists = path.exists()
+        is_dir = exists and path.is_dir()
+    except OSError:  # a folder on the way cannot be searched: reading it says so
+        return path
+    if exists and (folders or not is_dir):
         return path
     if not _NAME.fullmatch(text) or path.suffix in _SUFFIXES:
         return path
@@ -81,7 +92,7 @@ def find_workflow(
     for folder in search:
         for suffix in _SUFFIXES:
             candidate = folder / f"{text}{suffix}"
-            if candidate.is_file():
+            if _is_file_in(folder, candidate):
                 return candidate
     if exists:  # a folder: `orch run` says it is no workflow file
         return path
@@ -96,6 +107,29 @@ def find_workflow(
     else:
         hint = "give the file's path, or set ORCH_WORKFLOWS to the folder that holds NAME.yaml"
     raise UsageError(message, hint=hint)
+
+
+def _is_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder; False when it cannot be looked at (reading it says why)."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
+def _is_file_in(folder: Path, candidate: Path) -> bool:
+    """Whether ``candidate`` is a file; UsageError when ``folder`` cannot be searched."""
+    try:
+        return stat.S_ISREG(candidate.stat().st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as exc:
+        raise UsageError(
+            f"cannot search the workflows folder '{folder}' for '{candidate.name}':"
+            f" {exc.strerror or exc}",
+            hint=f"let this user search it (chmod a+rx '{folder}'),"
+            " or leave it out of ORCH_WORKFLOWS",
+        ) from exc
 
 
 def _not_empty(ref: str | os.PathLike[str], *, folders: bool) -> None:
@@ -134,12 +168,24 @@ def expand_paths(paths: Sequence[str]) -> tuple[list[Path], list[Problem]]:
                 Problem(Location(str(given)), exc.message, hint=exc.hint, code="unreadable")
             )
             continue
-        if path.is_dir():
-            found = sorted(
-                p
-                for p in path.iterdir()
-                if p.suffix in _SUFFIXES and (p.is_file() or (p.is_symlink() and not p.exists()))
-            )
+        if _is_folder(path):
+            try:
+                found = sorted(
+                    p
+                    for p in path.iterdir()
+                    if p.suffix in _SUFFIXES
+                    and (p.is_file() or (p.is_symlink() and not p.exists()))
+                )
+            except OSError as exc:
+                problems.append(
+                    Problem(
+                        Location(str(path)),
+                        f"cannot read the folder '{path}': {exc.strerror or exc}",
+                        hint="let this user read and search it (chmod a+rx), or name the files",
+                        code="unreadable",
+                    )
+                )
+                continue
             if not found:
                 problems.append(
                     Problem(

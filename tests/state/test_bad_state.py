@@ -12,9 +12,6 @@ import json
 import os
 import shutil
 import sqlite3
-import subprocess
-import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
+from tests.unprivileged import run_unprivileged
 
 runner = CliRunner()
 
@@ -171,42 +169,6 @@ def test_orch_runs_lists_a_run_with_an_unreadable_start_as_corrupt(recorded, tmp
 # -- a state folder this user cannot write ---------------------------------------------------
 
 
-@pytest.fixture
-def shared_dir() -> Iterator[Path]:
-    """A folder an unprivileged user can read (pytest's tmp_path is private to its user)."""
-    path = Path(tempfile.mkdtemp(prefix="orch-ro-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def _as_reader(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run `orch` as a user who may read but not write ``cwd``'s state folder.
-
-    As root (who may write anything), as ``nobody`` through setpriv; otherwise as
-    oneself, the folder having been made read-only.
-    """
-    cmd = [sys.executable, "-m", "orchestrator", *args]
-    if os.geteuid() == 0:
-        if shutil.which("setpriv") is None:
-            pytest.skip("running as root without setpriv")
-        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COV")}
-    res = subprocess.run(
-        cmd,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**env, "NO_COLOR": "1", "HOME": str(cwd)},
-    )
-    # the interpreter (or its libpython, a pyenv build under /root) is out of its reach
-    cannot = ("Permission denied", "error while loading shared libraries")
-    if any(c in res.stderr for c in cannot) and "orchestrator" not in res.stderr:
-        pytest.skip(f"the unprivileged user cannot start this Python: {res.stderr[:200]}")
-    return res
-
-
 def test_a_read_only_state_folder_reads_and_refuses_writes_in_one_line(shared_dir):
     wf = shared_dir / "wf.yaml"
     wf.write_text(WORKFLOW)
@@ -226,15 +188,15 @@ def test_a_read_only_state_folder_reads_and_refuses_writes_in_one_line(shared_di
             path.chmod(0o444)
     sd = ["--state-dir", "state"]
     files = sorted(p.name for p in state.iterdir())
-    res = _as_reader(["runs", *sd], shared_dir)
+    res = run_unprivileged(["runs", *sd], shared_dir)
     assert res.returncode == 0 and run_id in res.stdout, res.stderr
-    res = _as_reader(["status", run_id, "--json", *sd], shared_dir)
+    res = run_unprivileged(["status", run_id, "--json", *sd], shared_dir)
     assert res.returncode == 0 and json.loads(res.stdout)["status"] == "interrupted", res.stderr
-    res = _as_reader(["logs", run_id, *sd], shared_dir)
+    res = run_unprivileged(["logs", run_id, *sd], shared_dir)
     assert res.returncode == 0 and "workflow_started" in res.stdout, res.stderr
     refused = "error: the state folder 'state' is read-only: "
     for args in (["run", "wf.yaml"], ["resume", run_id], ["cache", "clear"], ["cancel", run_id]):
-        res = _as_reader([*args, *sd], shared_dir)
+        res = run_unprivileged([*args, *sd], shared_dir)
         assert "Traceback" not in res.stderr, (args, res.stderr)
         assert res.returncode == 2, (args, res.stderr)
         assert res.stderr.startswith(refused), (args, res.stderr)
@@ -286,8 +248,8 @@ def test_a_detached_run_refuses_a_state_folder_it_cannot_use_as_plain_run_does(
     try:
         for folder, first_line in expected.items():
             sd = [] if folder is None else ["--state-dir", folder]
-            plain = _as_reader(["run", "wf.yaml", *sd], shared_dir)
-            detached = _as_reader(["run", "wf.yaml", "--detach", *sd], shared_dir)
+            plain = run_unprivileged(["run", "wf.yaml", *sd], shared_dir)
+            detached = run_unprivileged(["run", "wf.yaml", "--detach", *sd], shared_dir)
             assert "Traceback" not in detached.stderr, (folder, detached.stderr)
             assert (detached.returncode, plain.returncode) == (2, 2), (folder, detached.stderr)
             assert detached.stderr == plain.stderr, folder
