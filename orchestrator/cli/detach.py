@@ -16,7 +16,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import typer
@@ -67,13 +66,14 @@ def detach_run(file: Path, options: list[str], *, state_dir: Path | None) -> int
     id on stdout; return the exit code (0 started)."""
     from ..errors import RunNotFound
     from ..runs import status
+    from ..state.base import new_run_id
     from ..state.sqlite import open_store, resolve_state_dir
 
     where = resolve_state_dir(state_dir)
     with open_store(where) as store:  # the checks plain `orch run` makes: a file, read-only
         store.check_writable()  # a StateError (exit 2) before anything starts
     folder = where.absolute()
-    run_id = uuid.uuid4().hex[:12]
+    run_id = new_run_id()  # the child starts the run under it: a new id
     logs = folder / "logs"
     logs.mkdir(exist_ok=True)
     log = logs / f"{run_id}.log"

@@ -16,7 +16,6 @@ import asyncio
 import contextvars
 import dataclasses
 import functools
-import uuid
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +26,7 @@ from ..errors import RecordFailed, UsageError
 from ..events import Event, EventSink, SecretMasker, is_durable
 from ..plan import Plan
 from ..spec.model import Workflow
+from ..state.base import new_run_id
 from .approval import SubRunDesk
 from .budget import Spend
 from .executor import Executor, LocalExecutor
@@ -540,7 +540,7 @@ def build_context(
     environ = options.environ
     resolved = resolve_inputs(wf, inputs or {}, strings=False)
     secrets = read_secrets(wf.secret_names, environ, replay=options.replay)
-    rid = run_id or uuid.uuid4().hex[:12]
+    rid = run_id or new_run_id()
     real = (v for n, v in secrets.items() if n in environ)  # a replay's stand-ins are not
     masker = SecretMasker(real, also=options.masker_above)  # a sub-run's: its parent's too
     bus = EventBus(rid, options.clock, masker, sinks, trace_id=options.trace_id)

@@ -68,21 +68,28 @@ async def start(
     ``workflow`` is a file path, YAML text (a str with a line break in it), a
     mapping, a Workflow or a Plan (text and a mapping get the same checks as a
     file). ``state_dir`` defaults to $ORCH_STATE_DIR, else
-    ``.orch``. ``cache:`` is honoured unless ``no_cache``. ``strings`` parses
+    ``.orch``. ``run_id``: the id to record the run under (default: a new 12-hex-digit
+    one); a plain token (a letter or digit, then up to 63 letters, digits, '.', '_'
+    or '-') that no run in the store has (to go on with a recorded run: ``resume``).
+    ``cache:`` is honoured unless ``no_cache``. ``strings`` parses
     string inputs by their declared type (as ``--input`` does). ``sinks`` see every
     event after the store has it. ``replay``: a call middleware answers every
     agent call (``--replay``), so unset secrets are not needed. ``trigger`` says what
     started the run (`orch serve`): templates read ``trigger.*``. ``trace_id`` (tracing
     on, orchestrator/tracing.py) is stamped on every event. Approvals are
-    decided in the same store (``orch approve``). Raises WorkflowInvalid, UsageError (inputs, a
-    missing secret), AgentError and StateError before anything runs.
+    decided in the same store (``orch approve``). Raises WorkflowInvalid, UsageError
+    (inputs, a missing secret, a malformed or taken ``run_id``), AgentError and StateError
+    before anything runs.
     """
     from ..agents.registry import AgentRegistry
     from ..engine import RunOptions, execute
     from ..engine.cache import StoreCache
     from ..engine.inputs import resolve_inputs
+    from ..state.base import check_run_id, new_run_id
     from ..state.sqlite import resolve_state_dir
 
+    if run_id is not None and _resume is None:
+        check_run_id(run_id)
     registry = registry if registry is not None else AgentRegistry.from_entry_points()
     plan = _plan_of(workflow, registry)
     resolved = resolve_inputs(plan.workflow, inputs or {}, strings=strings)
@@ -90,9 +97,9 @@ async def start(
     store = open_store(state_dir)
     try:
         store.check_writable()  # a read-only folder: refused before anything runs
-        import uuid
-
-        rid = run_id or uuid.uuid4().hex[:12]
+        rid = run_id or new_run_id()
+        if _resume is None and store.has_run(rid):
+            raise _taken(rid, store)
         wf = plan.workflow
         options = RunOptions(
             max_parallel=max_parallel,
@@ -142,6 +149,18 @@ async def start(
     if task.done() and not handle._started.is_set():
         task.result()  # raises what stopped the run before it started
     return handle
+
+
+def _taken(run_id: str, store: Any) -> UsageError:
+    """The error of a new run given the id of a recorded one: runs never share an id (the
+    new one's events would be mixed into the old one's history)."""
+    run = store.get_run(run_id)
+    return UsageError(
+        f"run '{run_id}' already exists in {store.path} (workflow '{run.workflow}',"
+        f" {run.status}): a new run needs an id of its own",
+        hint="leave out --run-id (run_id=) and orch picks a new one; to go on with a stopped"
+        f" run: `orch resume {run_id}`",
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,12 +13,12 @@ import heapq
 import itertools
 import logging
 import signal
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import one_line
+from ..state.base import new_run_id
 
 if TYPE_CHECKING:
     from ..agents.registry import AgentRegistry
@@ -160,7 +160,7 @@ class RunManager:
     ) -> ActiveRun:
         """Queue a run (inputs already checked); it starts when a slot is free."""
         run = ActiveRun(
-            id=uuid.uuid4().hex[:12],
+            id=new_run_id(),
             workflow=plan.workflow.name,
             plan=plan,
             inputs=dict(inputs),

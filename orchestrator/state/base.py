@@ -7,11 +7,14 @@ implementation (and the only sqlite3 import).
 from __future__ import annotations
 
 import os
+import re
 import sys
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..errors import UsageError
 from ..events import Event, PhaseState
 
 __all__ = [
@@ -24,8 +27,10 @@ __all__ = [
     "PhaseState",
     "RunRecord",
     "StateStore",
+    "check_run_id",
     "current_owner",
     "each_event",
+    "new_run_id",
     "process_start_time",
 ]
 
@@ -35,6 +40,27 @@ RUN_STATES: tuple[str, ...] = ("running", "completed", "failed", "cancelled", "i
 #: Events per read of the store while following a run or walking its events: a long
 #: run's are never read at once.
 PAGE = 1000
+
+#: A run id: a plain token (it names files, such as a detached run's log and
+#: `orch report`'s folder, and cells of `orch runs`): never '.', '..', a path or a space.
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def new_run_id() -> str:
+    """A fresh run id (12 hex digits): every run orch starts gets one of these."""
+    return uuid.uuid4().hex[:12]
+
+
+def check_run_id(run_id: str) -> str:
+    """``run_id`` when it is a plain token (a letter or digit, then up to 63 letters,
+    digits, '.', '_' or '-'); else UsageError."""
+    if not _RUN_ID.fullmatch(run_id):
+        raise UsageError(
+            f"{run_id!r} cannot be a run id: it must start with a letter or a digit, then"
+            " up to 63 letters, digits, '.', '_' or '-'",
+            hint="leave out --run-id (run_id=) and orch picks a new one",
+        )
+    return run_id
 
 
 @dataclass(frozen=True, slots=True)

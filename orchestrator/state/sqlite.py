@@ -643,6 +643,10 @@ class SqliteStore:
             raise UsageError(f"'{run_id}' matches several runs: {ids}; give more of the id")
         return run_record(rows[0])
 
+    def has_run(self, run_id: str) -> bool:
+        """Whether a run has exactly this id (no prefix match, unlike ``get_run``)."""
+        return bool(self._read("SELECT 1 FROM runs WHERE id=?", (run_id,)))
+
     def list_runs(self, limit: int | None = None) -> list[RunRecord]:
         """Runs, newest first (a run whose row cannot be read is shown as ``corrupt``)."""
         sql = f"SELECT {self._RUN_COLUMNS} FROM runs ORDER BY started DESC, id DESC"
