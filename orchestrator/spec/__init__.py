@@ -44,6 +44,7 @@ def check(
     from ..agents.registry import AgentRegistry
     from ..errors import SchemaViolation, UnreadableWorkflow, WorkflowError
     from .build import build_workflow
+    from .context import clip
     from .schema import check_workflow
     from .source import parse_source, read_source, read_stream
     from .subflows import LOADER
@@ -75,7 +76,9 @@ def check(
     except WorkflowError as exc:
         return None, [exc.to_problem()]
     if not isinstance(src.data, dict):
-        kind = "a list" if isinstance(src.data, list) else f"the single value {src.data!r}"
+        value = src.data  # a text file is one long string: shown by its start
+        shown = repr(clip(value)) if isinstance(value, str) else clip(repr(value))
+        kind = "a list" if isinstance(value, list) else f"the single value {shown}"
         problem = SchemaViolation(
             f"a workflow must be a mapping of keys (name, phases, ...), not {kind}",
             location=src.source_map.value(()),

@@ -552,3 +552,23 @@ def test_a_zero_timeout_in_the_with_of_an_http_or_llm_agent_is_refused_at_valida
         f"{path}:4:62: phases[1].with.timeout: a duration must be greater than 0, not '0ms'",
         "  hint: leave the key out for the default",
     ]
+
+
+def test_a_plain_text_file_is_shown_by_its_start_not_echoed_whole(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("root:x:0:0:root:/root:/bin/bash\n" + "daemon:x:1:1:daemon:/usr/sbin\n" * 8000)
+    for command in ("validate", "run", "graph"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "orchestrator", command, str(text)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 2, proc.stderr
+        said = proc.stdout + proc.stderr
+        assert "Traceback" not in said
+        assert (
+            f"{text}:1:1: a workflow must be a mapping of keys (name, phases, ...), not the single"
+            " value 'root:x:0:0:root:/root:/bin/bash daemon:x:1:1:daemon:/usr/...'"
+        ) in said, said
+        assert len(said) < 1000, (command, len(said))  # not the 250 KB file again
