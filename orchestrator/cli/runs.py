@@ -85,30 +85,30 @@ def _refuse(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
-def _store(state_dir: Path | None, run_id: str | None = None) -> SqliteStore:
+def _store(state_dir: Path | None, run_id: str) -> SqliteStore:
     """The existing store; reading commands never create one.
 
-    ``run_id`` names the run asked for: without a store it is an unknown run (exit 2).
+    ``run_id`` names the run asked for: without a store it is an unknown run (exit 2);
+    a state folder that is a file exits 2 too (``existing_store``).
     """
-    from ..errors import OrchError, RunNotFound
-    from ..state.sqlite import open_store, resolve_state_dir
+    store = _existing(state_dir, run_id)
+    assert store is not None  # a run id: RunNotFound without a store
+    return store
 
-    folder = resolve_state_dir(state_dir)
+
+def _existing(state_dir: Path | None, run_id: str | None = None) -> SqliteStore | None:
+    """The existing store, or None where nothing is recorded (then say so, naming the
+    folder, on stderr); a state folder that is a file exits 2."""
+    from ..errors import OrchError
+    from ..runs.recorded import existing_store, nothing_recorded
+
     try:
-        if run_id is not None and not (folder / "state.db").exists():
-            raise RunNotFound(
-                f"no run '{run_id}': nothing is recorded in {folder}",
-                hint="`orch run` records runs there; --state-dir or ORCH_STATE_DIR look elsewhere",
-            )
-        return open_store(state_dir)
+        store = existing_store(state_dir, run_id)
     except OrchError as exc:
         _fail(exc)
-
-
-def _has_store(state_dir: Path | None) -> bool:
-    from ..state.sqlite import resolve_state_dir
-
-    return (resolve_state_dir(state_dir) / "state.db").exists()
+    if store is None:
+        sys.stderr.write(nothing_recorded(state_dir, hint=True) + "\n")
+    return store
 
 
 def _console() -> Any:
@@ -130,8 +130,9 @@ def runs_command(
 
     runs: list[RunRecord] = []
     waiting: dict[str, list[str]] = {}
-    if _has_store(state_dir):
-        with _store(state_dir) as store:
+    store = _existing(state_dir)
+    if store is not None:
+        with store:
             try:
                 runs = store.list_runs(limit)
                 waiting = store.waiting([r.id for r in runs if not r.finished])
@@ -295,10 +296,11 @@ def cache_clear_command(
     """Forget every cached phase result."""
     from ..errors import OrchError
 
-    if not _has_store(state_dir):
+    store = _existing(state_dir)
+    if store is None:
         sys.stderr.write("cleared 0 cached results\n")
         return
-    with _store(state_dir) as store:
+    with store:
         try:
             count = store.cache_clear()
         except OrchError as exc:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .runs import _STATE_DIR, _fail
+from .runs import _STATE_DIR, _existing, _fail
 
 __all__ = ["register"]
 
@@ -47,6 +47,9 @@ def stats_command(
         if as_json and openmetrics:
             raise UsageError("--json and --openmetrics cannot be used together; choose one")
         start = None if since is None else parse_since(since, option="--since")
+        store = _existing(state_dir)  # a file: exit 2; nothing recorded: says where
+        if store is not None:
+            store.close()
         stats = compute(workflow, since=start, state_dir=state_dir)
     except OrchError as exc:
         _fail(exc)

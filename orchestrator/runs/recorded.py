@@ -38,6 +38,7 @@ __all__ = [
     "each_event",
     "exit_code",
     "existing_store",
+    "nothing_recorded",
     "follow",
     "list_runs",
     "open_store",
@@ -83,18 +84,33 @@ def open_store(state_dir: str | os.PathLike[str] | None) -> SqliteStore:
 def existing_store(
     state_dir: str | os.PathLike[str] | None, run_id: str | None
 ) -> SqliteStore | None:
-    """The store if one exists (reading never creates one); RunNotFound names ``run_id``."""
-    from ..state.sqlite import resolve_state_dir
+    """The store if one exists (reading never creates one); RunNotFound names ``run_id``.
+
+    Without ``run_id``, None where nothing is recorded (``nothing_recorded`` says so).
+    Raises StateError when the state folder is a file.
+    """
+    from ..state.sqlite import check_not_a_file, resolve_state_dir
 
     folder = resolve_state_dir(state_dir)
+    check_not_a_file(folder)
     if not (folder / "state.db").exists():
         if run_id is None:
             return None
-        raise RunNotFound(
-            f"no run '{run_id}': nothing is recorded in {folder}",
-            hint="`orch run` records runs there; --state-dir or ORCH_STATE_DIR look elsewhere",
-        )
+        raise RunNotFound(f"no run '{run_id}': {nothing_recorded(state_dir)}", hint=_ELSEWHERE)
     return open_store(state_dir)
+
+
+_ELSEWHERE = "`orch run` records runs there; --state-dir or ORCH_STATE_DIR look elsewhere"
+
+
+def nothing_recorded(state_dir: str | os.PathLike[str] | None, *, hint: bool = False) -> str:
+    """What a reading command says of a state folder without a store (``existing_store``
+    returned None): ``nothing is recorded in FOLDER`` (as `orch status` says of a run),
+    with the hint on a second line when ``hint``."""
+    from ..state.sqlite import resolve_state_dir
+
+    line = f"nothing is recorded in {resolve_state_dir(state_dir)}"
+    return line + (f"\n  hint: {_ELSEWHERE}" if hint else "")
 
 
 def status(run_id: str, *, state_dir: str | os.PathLike[str] | None = None) -> RunStatus:

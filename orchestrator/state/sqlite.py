@@ -184,6 +184,16 @@ def make_state_folder(folder: Path) -> None:
         _write_gitignore(folder)
 
 
+def check_not_a_file(folder: Path) -> None:
+    """Raise StateError when the state folder ``folder`` is a file (checked by the store,
+    and by the reading commands, which open no store where nothing is recorded)."""
+    if folder.exists() and not folder.is_dir():
+        raise StateError(
+            f"'{folder}' is a file, not a directory",
+            hint="the state directory (--state-dir, ORCH_STATE_DIR) must be a directory",
+        )
+
+
 def _own_entries_only(folder: Path) -> bool:
     """Whether ``folder`` holds something, and nothing but orch's own entries."""
     try:
@@ -238,11 +248,7 @@ class SqliteStore:
         self._lost: StateError | None = None  # a failed write that nobody awaited
         self._reader: sqlite3.Connection | None = None
         self._reader_lock = threading.Lock()
-        if self.state_dir.exists() and not self.state_dir.is_dir():
-            raise StateError(
-                f"'{self.state_dir}' is a file, not a directory",
-                hint="the state directory (--state-dir, ORCH_STATE_DIR) must be a directory",
-            )
+        check_not_a_file(self.state_dir)
         existed = self.state_dir.exists()
         try:
             make_state_folder(self.state_dir)

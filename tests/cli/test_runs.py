@@ -533,6 +533,26 @@ def test_reading_commands_never_create_a_store(tmp_path):
     assert not missing.exists()
 
 
+@pytest.mark.parametrize(
+    "args", [["runs"], ["runs", "--json"], ["stats"], ["cache", "clear"], ["status", "abc"]]
+)
+def test_reading_commands_name_a_state_folder_that_is_missing_and_refuse_a_file(tmp_path, args):
+    """A wrong --state-dir is never silent: a missing folder is named with the hint `orch
+    status` gives (exit 0: nothing is recorded there; status: the run is unknown, exit 2),
+    a file is refused (exit 2), one wording for every reading command."""
+    missing = tmp_path / "nowhere" / "x"
+    res = orch(*args, state_dir=missing)
+    assert res.exit_code == (2 if args[0] == "status" else 0), res.output
+    assert f"nothing is recorded in {missing}\n" in res.stderr
+    assert "  hint: `orch run` records runs there; --state-dir or ORCH_STATE_DIR" in res.stderr
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    res = orch(*args, state_dir=afile)
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert res.stderr.startswith(f"error: '{afile}' is a file, not a directory\n"), res.stderr
+    assert not missing.parent.exists() and afile.read_text() == ""
+
+
 RETRYING = """
 name: retrying
 phases:
