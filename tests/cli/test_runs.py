@@ -259,16 +259,19 @@ def _cli(*args, state_dir):
     )
 
 
-def test_status_logs_resume_and_cancel_against_a_live_run(tmp_path):
+def _start_long(tmp_path, **streams):
+    """`orch run` of LONG (b sleeps a minute) in the background: (process, ledger, state)."""
     ledger = tmp_path / "ledger"
     wf = tmp_path / "long.yaml"
     wf.write_text(LONG.replace("LEDGER", str(ledger)))
     state = tmp_path / "state"
-    proc = subprocess.Popen(
-        [*ORCH, "run", str(wf), "--state-dir", str(state)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = subprocess.Popen([*ORCH, "run", str(wf), "--state-dir", str(state)], **streams)
+    return proc, ledger, state
+
+
+def test_status_logs_resume_and_cancel_against_a_live_run(tmp_path):
+    proc, ledger, state = _start_long(
+        tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     follower = None
     try:
@@ -321,14 +324,8 @@ def test_status_logs_resume_and_cancel_against_a_live_run(tmp_path):
 def test_logs_follow_says_when_the_runs_process_died(tmp_path):
     # kill -9 of the run's process: --follow ends as orch wait does (exit 1, the resume
     # hint), not silently with 0 as if the run had ended
-    ledger = tmp_path / "ledger"
-    wf = tmp_path / "long.yaml"
-    wf.write_text(LONG.replace("LEDGER", str(ledger)))
-    state = tmp_path / "state"
-    proc = subprocess.Popen(
-        [*ORCH, "run", str(wf), "--state-dir", str(state)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    proc, ledger, state = _start_long(
+        tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     follower = None
     try:
