@@ -53,6 +53,16 @@ finally:
 """
 
 
+def _status(run_id: str) -> dict[str, Any]:
+    """``orch status RUN --json`` (the store of the current folder), as a user reads it."""
+    return json.loads(CliRunner().invoke(app, ["status", run_id, "--json"]).stdout)
+
+
+def _stats() -> dict[str, Any]:
+    """``orch stats --json`` (the store of the current folder)."""
+    return json.loads(CliRunner().invoke(app, ["stats", "--json"]).stdout)
+
+
 def run(tmp_path, srv, *, budget="", price="", model="my-model", slow=30):
     text = LOOP.format(budget=budget, price=price, model=model, slow=slow)
     return run_text(tmp_path / "loop.yaml", text, srv)
@@ -121,11 +131,10 @@ def test_cost_per_phase_and_run_from_the_built_in_prices(tmp_path):
     end = events[-1]
     assert end["data"]["cost"] == pytest.approx(10 * per_call)
     assert "cost: $0.000015" in result.stderr  # the summary
-    status = CliRunner().invoke(app, ["status", end["run_id"], "--json"])
-    info = json.loads(status.stdout)
+    info = _status(end["run_id"])
     assert info["cost"] == pytest.approx(10 * per_call)
     assert {p["id"]: p["cost"] for p in info["phases"]}["loop"] == pytest.approx(10 * per_call)
-    stats = json.loads(CliRunner().invoke(app, ["stats", "--json"]).stdout)
+    stats = _stats()
     assert stats["workflows"][0]["cost"] == pytest.approx(10 * per_call)
     assert {a["agent"]: a["cost"] for a in stats["agents"]}["model"] == pytest.approx(10 * per_call)
 
@@ -602,9 +611,9 @@ def test_what_a_sub_run_spent_is_the_calling_phases_usage_in_events_status_and_s
     end = events[-1]
     assert end["data"]["tokens"]["total"] == 44  # ask's 4 and the sub-run's 40
     assert end["data"]["cost"] == pytest.approx(0.06)
-    status = json.loads(CliRunner().invoke(app, ["status", end["run_id"], "--json"]).stdout)
+    status = _status(end["run_id"])
     assert {p["id"]: p["cost"] for p in status["phases"]}["sub"] == pytest.approx(0.06)
-    stats = json.loads(CliRunner().invoke(app, ["stats", "--json"]).stdout)
+    stats = _stats()
     assert stats["workflows"][0]["tokens"] == 44
 
 
@@ -683,10 +692,10 @@ def test_what_a_failed_fallback_used_is_its_phases_usage_in_events_status_and_st
     end = events[-1]
     assert end["event"] == "workflow_failed"
     assert end["data"]["tokens"] == used and end["data"]["cost"] == pytest.approx(0.006)
-    status = json.loads(CliRunner().invoke(app, ["status", end["run_id"], "--json"]).stdout)
+    status = _status(end["run_id"])
     assert status["tokens"] == used
     assert {p["id"]: p["cost"] for p in status["phases"]}["ask"] == pytest.approx(0.006)
-    stats = json.loads(CliRunner().invoke(app, ["stats", "--json"]).stdout)
+    stats = _stats()
     assert stats["workflows"][0]["tokens"] == 4
     assert stats["workflows"][0]["cost"] == pytest.approx(0.006)
 
@@ -742,12 +751,12 @@ def test_a_completed_phase_records_what_its_failed_attempts_and_fallback_used_to
     assert end["event"] == "workflow_completed"
     assert end["data"]["tokens"] == {"prompt": 8, "completion": 16, "total": 24}
     assert end["data"]["cost"] == pytest.approx(0.04)
-    status = json.loads(CliRunner().invoke(app, ["status", end["run_id"], "--json"]).stdout)
+    status = _status(end["run_id"])
     assert status["tokens"]["total"] == 24
     assert {p["id"]: p["cost"] for p in status["phases"]} == pytest.approx(
         {"ask": 0.01, "plan": 0.01, "items": 0.02}
     )
-    stats = json.loads(CliRunner().invoke(app, ["stats", "--json"]).stdout)
+    stats = _stats()
     assert stats["workflows"][0]["tokens"] == 24
     assert stats["workflows"][0]["cost"] == pytest.approx(0.04)
 
@@ -777,5 +786,5 @@ def test_a_cache_hit_made_no_call_and_records_no_tokens(tmp_path):
     assert hit["cached"] is True and hit["attempts"] == 0
     assert "tokens" not in hit["metadata"] and hit["metadata"]["model"] == "my-model"
     assert "tokens" not in events[-1]["data"] or events[-1]["data"]["tokens"]["total"] == 0
-    stats = json.loads(CliRunner().invoke(app, ["stats", "--json"]).stdout)
+    stats = _stats()
     assert stats["workflows"][0]["tokens"] == 3  # the call made once, not counted twice
