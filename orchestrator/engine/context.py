@@ -116,7 +116,7 @@ class EventBus:
             return self._deliver(event)
         for sink in self.sync_sinks:
             sink(event)
-        return _DELIVERED
+        return DELIVERED
 
     def post(self, event: Event) -> tuple[Event, asyncio.Future[None]]:
         """``emit`` without waiting (only when ``postable``): hand the event to the store
@@ -188,7 +188,8 @@ class _Delivered:
         return iter(())  # type: ignore[return-value]
 
 
-_DELIVERED = _Delivered()
+#: What ``emit`` returns when the event is delivered already, and a phase's posted end.
+DELIVERED = _Delivered()
 
 
 class AgentPool:

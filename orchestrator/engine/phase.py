@@ -29,7 +29,7 @@ from .call import (
     render_input,
     seconds_left,
 )
-from .context import _DELIVERED, ITERATION, RunContext
+from .context import DELIVERED, ITERATION, RunContext
 from .limits import BreakerOpen
 from .rendering import rendered
 from .result import PhaseOutcome
@@ -203,7 +203,7 @@ def _record(run: RunContext, event: ev.Event) -> Awaitable[None]:
         return bus.emit_through(event)
     if bus.postable:  # the scheduler waits for the store before it counts the end
         run.posted.setdefault(task, []).append(bus.post(event))
-        return _DELIVERED
+        return DELIVERED
     run.completing.add(task)
     return bus.emit(event)
 

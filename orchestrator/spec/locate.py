@@ -164,9 +164,7 @@ def expand_paths(paths: Sequence[str]) -> tuple[list[Path], list[Problem]]:
         try:
             path = find_workflow(given, folders=True)
         except UsageError as exc:
-            problems.append(
-                Problem(Location(str(given)), exc.message, hint=exc.hint, code="unreadable")
-            )
+            problems.append(_unreadable(given, exc.message, exc.hint))
             continue
         if _is_folder(path):
             try:
@@ -177,25 +175,20 @@ def expand_paths(paths: Sequence[str]) -> tuple[list[Path], list[Problem]]:
                     and (p.is_file() or (p.is_symlink() and not p.exists()))
                 )
             except OSError as exc:
-                problems.append(
-                    Problem(
-                        Location(str(path)),
-                        f"cannot read the folder '{path}': {exc.strerror or exc}",
-                        hint="let this user read and search it (chmod a+rx), or name the files",
-                        code="unreadable",
-                    )
-                )
+                message = f"cannot read the folder '{path}': {exc.strerror or exc}"
+                hint = "let this user read and search it (chmod a+rx), or name the files"
+                problems.append(_unreadable(path, message, hint))
                 continue
             if not found:
-                problems.append(
-                    Problem(
-                        Location(str(path)),
-                        f"the folder '{path}' holds no .yaml or .yml files",
-                        hint="name the workflow files, or the folder that holds them",
-                        code="unreadable",
-                    )
-                )
+                message = f"the folder '{path}' holds no .yaml or .yml files"
+                hint = "name the workflow files, or the folder that holds them"
+                problems.append(_unreadable(path, message, hint))
             files.extend(found)
         else:
             files.append(path)
     return list(dict.fromkeys(files)), problems
+
+
+def _unreadable(where: str | Path, message: str, hint: str | None) -> Problem:
+    """A path given to ``orch validate`` that names no workflow it can read."""
+    return Problem(Location(str(where)), message, hint=hint, code="unreadable")
