@@ -58,6 +58,8 @@ _CANCEL_POLL = 0.1
 _STREAM_GRACE = 10.0
 # seconds the workers are given to close the agents of an executor that closes
 _CLOSE_WAIT = 10.0
+# seconds to reach a scheduler given by address (a refused connection fails at once)
+_CONNECT_TIMEOUT = 10.0
 # calls submitted in one graph at most (the rest follow in the next turn of the loop)
 _SUBMIT_BATCH = 256
 # a call whose task is no longer in one of these states on its worker was cancelled
@@ -119,6 +121,35 @@ def parse_executor(
         _count(env, "ORCH_DASK_THREADS"),
         _seconds(env, "ORCH_DASK_RESOURCE_WAIT", DEFAULT_RESOURCE_WAIT),
     )
+
+
+async def _probe(address: str, timeout: float) -> None:
+    """Open and close one TCP connection to a ``tcp://HOST:PORT`` scheduler.
+
+    Dask's Client retries a refused connection until its timeout, so a wrong address
+    (nothing listens there) took the whole timeout to be told; here it raises OSError
+    at once. A host that does not answer raises OSError after ``timeout`` seconds,
+    as the Client would. Other schemes (``tls://``: a bare connection would
+    be logged by the scheduler as a failed TLS handshake) are left to the Client.
+    """
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        scheme, location = parse_address(address, strict=False)
+        host, port = parse_host_port(location)
+    except ValueError:
+        return  # the Client says what is wrong with it
+    if scheme != "tcp":
+        return
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except ConnectionRefusedError:
+        raise OSError("connection refused (nothing listens on that port)") from None
+    except (TimeoutError, asyncio.TimeoutError):
+        raise OSError(f"no answer within {timeout:g} s") from None
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
 
 
 def _count(env: Mapping[str, str], name: str) -> int | None:
@@ -265,8 +296,12 @@ class DaskExecutor:
                 self.client = await Client(self.cluster, asynchronous=True)
                 await self.client.wait_for_workers(workers)
             else:
+                await _probe(choice.address, _CONNECT_TIMEOUT)
                 self.client = await Client(
-                    choice.address, asynchronous=True, timeout=10, set_as_default=False
+                    choice.address,
+                    asynchronous=True,
+                    timeout=_CONNECT_TIMEOUT,
+                    set_as_default=False,
                 )
         except (OSError, TimeoutError, asyncio.TimeoutError) as exc:
             await self.aclose()

@@ -746,12 +746,27 @@ def test_orch_serve_with_an_unreachable_scheduler_says_so_and_exits_2(tmp_path):
     (tmp_path / "workflows").mkdir()
     done = orch(tmp_path, "serve", "--port", "0", "--executor", "dask://127.0.0.1:9")
     assert done.returncode == 2
-    assert "\nerror: cannot reach the Dask scheduler at tcp://127.0.0.1:9: " in done.stderr
+    # nothing listens there: told at once (Dask's Client retries a refused connection
+    # until its timeout, and its message then is "Timed out trying to connect")
+    refused = "cannot reach the Dask scheduler at tcp://127.0.0.1:9: connection refused"
+    assert f"\nerror: {refused} (nothing listens on that port)\n" in done.stderr
     assert "listening on" not in done.stderr
     assert "hint: start one with `dask scheduler`" in done.stderr
     bad = orch(tmp_path, "serve", "--port", "0", "--executor", "spark")
     assert bad.returncode == 2
     assert "error: unknown executor 'spark'" in bad.stderr
+
+
+def test_orch_run_with_a_wrong_scheduler_address_says_so_exits_2_and_runs_nothing(tmp_path):
+    wf = write(tmp_path, "name: w\nphases:\n  - {id: a, agent: echo, with: {text: hi}}\n")
+    done = orch(tmp_path, "run", str(wf), "--executor", "dask://127.0.0.1:9")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(
+        "error: cannot reach the Dask scheduler at tcp://127.0.0.1:9: connection refused"
+    )
+    assert "Traceback" not in done.stderr
+    assert "hint: start one with `dask scheduler`" in done.stderr
+    assert "no runs recorded yet" in orch(tmp_path, "runs").stdout  # nothing ran
 
 
 # A program whose agent type holds something to release: each instance notes, in the
