@@ -17,16 +17,50 @@ from pathlib import Path
 
 from .errors import UsageError
 
-__all__ = ["check_output_path", "write_output_atomic"]
+__all__ = ["blocked_path", "check_output_path", "write_output_atomic"]
 
 
-def check_output_path(path: Path, option: str) -> None:
+def blocked_path(path: Path) -> str | None:
+    """Why ``path`` cannot be reached (or made) through the folders above it, or None.
+
+    ``'X' is a file, not a folder`` for the first part of the path that is a file, or
+    ``this user cannot open the folder 'X' (permission denied)`` for the first folder
+    this user cannot search. A missing part is no block (it can be created); what
+    ``path`` itself is, is the caller's to judge.
+    """
+    parts = path.parts
+    for i in range(1, len(parts) + 1):
+        prefix = Path(*parts[:i])
+        try:
+            mode = os.stat(prefix).st_mode
+        except FileNotFoundError:
+            return None
+        except NotADirectoryError:  # a link through a file: the loop found no file before
+            return f"'{prefix}' is not reachable: a part of it is a file, not a folder"
+        except PermissionError:
+            above = Path(*parts[: i - 1]) if i > 1 else Path.cwd()
+            return f"this user cannot open the folder '{above}' (permission denied)"
+        except OSError as exc:
+            return f"'{prefix}' cannot be reached: {(exc.strerror or str(exc)).lower()}"
+        if i < len(parts) and not stat.S_ISDIR(mode):
+            return f"'{prefix}' is a file, not a folder"
+    return None
+
+
+def check_output_path(path: Path, option: str, *, example: str = "outputs.json") -> None:
     """Raise UsageError unless ``path`` can be written as a new or regular file.
 
-    ``option`` names the flag in the message (``--output-file``). Refused: a
+    ``option`` names the flag in the message (``--output-file``); ``example`` is the
+    file name the hint suggests inside a folder given instead of a file. Refused: a
     folder, a symlink (even one that dangles), a device, FIFO or socket, a
     missing folder or one that is a file, and a folder or file not writable.
     """
+    blocked = blocked_path(path)
+    if blocked is not None:
+        raise UsageError(
+            f"{option} '{path}' cannot be written: {blocked}",
+            hint="choose a path in a folder you can write to",
+        )
     try:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:
@@ -36,7 +70,7 @@ def check_output_path(path: Path, option: str) -> None:
     if mode is not None and stat.S_ISDIR(mode):
         raise UsageError(
             f"{option} '{path}' is a directory, not a file",
-            hint=f"name a file inside it, e.g. {option} '{path / 'outputs.json'}'",
+            hint=f"name a file inside it, e.g. {option} '{path / example}'",
         )
     if mode is not None and not stat.S_ISREG(mode):
         raise UsageError(
@@ -50,8 +84,6 @@ def check_output_path(path: Path, option: str) -> None:
             f"{option} '{path}': the folder '{folder}' does not exist",
             hint="create the folder first, or choose another path",
         )
-    if not folder.is_dir():
-        raise UsageError(f"{option} '{path}': '{folder}' is a file, not a directory")
     writable = os.access(folder, os.W_OK | os.X_OK)
     if not writable or (mode is not None and not os.access(path, os.W_OK)):
         raise UsageError(

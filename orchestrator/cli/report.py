@@ -57,7 +57,7 @@ def report_command(
         return
     target = output or Path(f"orch-report-{report.run.id}.html")
     try:
-        check_output_path(target, "--output")
+        check_output_path(target, "--output", example="report.html")
         write_file(target, page, "--output")
     except OrchError as exc:
         _fail(exc)

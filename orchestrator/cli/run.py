@@ -181,16 +181,21 @@ def run_command(
         inputs = _resolve_inputs(workflow, input_ or [], inputs_file)
         from ..files import check_output_path
 
-        for option, path in (("--output-file", output_file), ("--junit", junit)):
+        for option, path, example in (
+            ("--output-file", output_file, "outputs.json"),
+            ("--junit", junit, "junit.xml"),
+        ):
             if path is not None:  # before anything runs, not after a long run
-                check_output_path(path, option)
+                check_output_path(path, option, example=example)
         if dry_run:
             # stdout carries only JSON under --events jsonl: the plan (text) goes to stderr
             out = sys.stderr if events is EventsFormat.jsonl else sys.stdout
-            _print_plan(plan, inputs, out)
             from .session import dry_run_cache_lines as cache_preview
 
-            for line in cache_preview(plan, inputs, state_dir, no_cache=no_cache):
+            # first: a state folder `orch run` would refuse exits 2 before the plan shows
+            cache_lines = cache_preview(plan, inputs, state_dir, no_cache=no_cache)
+            _print_plan(plan, inputs, out)
+            for line in cache_lines:
                 out.write(line + "\n")
             out.flush()
             raise typer.Exit(0)

@@ -50,10 +50,10 @@ def dry_run_cache_lines(
 ) -> list[str]:
     """``engine.cache.cache_preview`` over the store in ``state_dir`` (created by nothing)."""
     from ..engine.cache import cache_preview
-    from ..state.sqlite import open_store, resolve_state_dir
+    from ..state.sqlite import check_state_folder, open_store, resolve_state_dir
 
     folder = resolve_state_dir(state_dir)
-    exists = (folder / "state.db").exists() and not no_cache
+    exists = check_state_folder(folder) and not no_cache  # a folder `orch run` refuses: exit 2
     if not any(p.cache is not None and p.agent for p in plan.workflow.phases):
         exists = False
     store = open_store(folder) if exists else None

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from ..agents.base import AgentFailure, AgentResult
 from ..errors import OrchError, UsageError
 from ..events import SecretMasker
+from ..files import blocked_path
 from ..jsontext import dumps
 from ..spec.schema import describe
 from .call import describe as one_line
@@ -61,6 +62,7 @@ class CallLog:
         if replay:
             self._calls = _load(self.folder)  # replay: every recording, checked now
         else:
+            _check_folder("--record", self.folder, _RECORD_HINT)
             try:
                 self.folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -188,6 +190,19 @@ def _failure(exc: Exception) -> dict[str, Any]:
     return entry
 
 
+_RECORD_HINT = "--record names a folder (a new one, or one --record made) to store the calls in"
+
+
+def _check_folder(option: str, folder: Path, hint: str) -> None:
+    """Raise UsageError when ``folder`` is a file, or cannot be reached (``blocked_path``:
+    a file on its path, a folder above it this user cannot open)."""
+    blocked = blocked_path(folder)
+    if blocked is not None:
+        raise UsageError(f"{option} {folder}: {blocked}", hint=hint)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{option} {folder}: this is a file, not a folder", hint=hint)
+
+
 def _load(folder: Path) -> dict[str, dict[str, Any]]:
     """The recordings of a ``--replay`` folder by key (the file name without ``.json``).
 
@@ -196,8 +211,7 @@ def _load(folder: Path) -> dict[str, dict[str, Any]]:
     (``_problem``): a broken file is never skipped nor replayed as a null output.
     """
     hint = "record the calls with `orch run FILE --record DIR` and replay DIR"
-    if folder.exists() and not folder.is_dir():
-        raise UsageError(f"--replay {folder}: this is a file, not a folder", hint=hint)
+    _check_folder("--replay", folder, hint)
     if not folder.is_dir():
         raise UsageError(f"--replay {folder}: no such folder", hint=hint)
     found: dict[str, dict[str, Any]] = {}

@@ -87,13 +87,11 @@ def existing_store(
     """The store if one exists (reading never creates one); RunNotFound names ``run_id``.
 
     Without ``run_id``, None where nothing is recorded (``nothing_recorded`` says so).
-    Raises StateError when the state folder is a file.
+    Raises StateError when the state folder cannot be one (``check_state_folder``).
     """
-    from ..state.sqlite import check_not_a_file, resolve_state_dir
+    from ..state.sqlite import check_state_folder, resolve_state_dir
 
-    folder = resolve_state_dir(state_dir)
-    check_not_a_file(folder)
-    if not (folder / "state.db").exists():
+    if not check_state_folder(resolve_state_dir(state_dir)):
         if run_id is None:
             return None
         raise RunNotFound(f"no run '{run_id}': {nothing_recorded(state_dir)}", hint=_ELSEWHERE)

@@ -27,6 +27,7 @@ from urllib.parse import quote
 
 from ..errors import RunLocked, RunNotFound, StateCorrupted, StateError, UsageError
 from ..events import Event, durable
+from ..files import blocked_path
 from .base import CachedResult, Decision, Owner, PhaseRecord, RunRecord, current_owner
 from .rows import (
     OUTPUT_CAP,
@@ -44,6 +45,7 @@ __all__ = [
     "OUTPUT_CAP",
     "SCHEMA_VERSION",
     "SqliteStore",
+    "check_state_folder",
     "open_store",
     "resolve_state_dir",
 ]
@@ -184,14 +186,25 @@ def make_state_folder(folder: Path) -> None:
         _write_gitignore(folder)
 
 
-def check_not_a_file(folder: Path) -> None:
-    """Raise StateError when the state folder ``folder`` is a file (checked by the store,
-    and by the reading commands, which open no store where nothing is recorded)."""
-    if folder.exists() and not folder.is_dir():
-        raise StateError(
-            f"'{folder}' is a file, not a directory",
-            hint="the state directory (--state-dir, ORCH_STATE_DIR) must be a directory",
-        )
+def check_state_folder(folder: Path) -> bool:
+    """Whether the state folder ``folder`` holds a database; raise StateError where it
+    cannot be a state folder: a file, a path through a file, a folder (or one above it)
+    this user cannot open. The one check of every command: the store makes it, and so
+    do the reading commands and ``orch run --dry-run``, which open no store where nothing
+    is recorded."""
+    blocked = blocked_path(folder)
+    if blocked is None and folder.exists() and not folder.is_dir():
+        raise StateError(f"'{folder}' is a file, not a directory", hint=_FOLDER_HINT)
+    if blocked is None:
+        blocked = blocked_path(folder / "state.db")  # the folder itself cannot be opened
+    if blocked is not None:
+        raise StateError(f"cannot use the state folder '{folder}': {blocked}", hint=_FOLDER_HINT)
+    return (folder / "state.db").exists()
+
+
+_FOLDER_HINT = (
+    "the state directory (--state-dir, ORCH_STATE_DIR) must be a directory this user can open"
+)
 
 
 def _own_entries_only(folder: Path) -> bool:
@@ -248,7 +261,7 @@ class SqliteStore:
         self._lost: StateError | None = None  # a failed write that nobody awaited
         self._reader: sqlite3.Connection | None = None
         self._reader_lock = threading.Lock()
-        check_not_a_file(self.state_dir)
+        check_state_folder(self.state_dir)
         existed = self.state_dir.exists()
         try:
             make_state_folder(self.state_dir)

@@ -17,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
+from tests.unprivileged import run_unprivileged
 
 runner = CliRunner()
 
@@ -162,3 +163,64 @@ def test_written_files_get_the_mode_a_plain_open_gives_or_keep_the_one_they_repl
     assert stat.S_IMODE(outputs.stat().st_mode) == 0o640
     assert json.loads(outputs.read_text()) == {}  # the run's outputs (it has none)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [".orch"]
+
+
+def test_a_folder_given_for_a_file_gets_a_hint_naming_a_file_of_its_kind(tmp_path):
+    wf, ledger = _workflow(tmp_path)
+    (tmp_path / "out").mkdir()
+    for option, example in (("--junit", "junit.xml"), ("--output-file", "outputs.json")):
+        res = runner.invoke(app, ["run", str(wf), option, "out"])
+        assert res.exit_code == 2, res.output
+        assert res.stderr == (
+            f"error: {option} 'out' is a directory, not a file\n"
+            f"  hint: name a file inside it, e.g. {option} 'out/{example}'\n"
+        )
+    assert not ledger.exists()
+
+
+def test_a_path_through_a_file_names_the_file_for_every_path_option(tmp_path):
+    wf, ledger = _workflow(tmp_path)
+    (tmp_path / "afile").write_text("keep me\n")
+    expected = {
+        "--output-file": "error: --output-file 'afile/out.json' cannot be written: 'afile'"
+        " is a file, not a folder\n  hint: choose a path in a folder you can write to\n",
+        "--junit": "error: --junit 'afile/out.json' cannot be written: 'afile'"
+        " is a file, not a folder\n  hint: choose a path in a folder you can write to\n",
+        "--record": "error: --record afile/out.json: 'afile' is a file, not a folder\n"
+        "  hint: --record names a folder (a new one, or one --record made) to store the calls in\n",
+        "--replay": "error: --replay afile/out.json: 'afile' is a file, not a folder\n"
+        "  hint: record the calls with `orch run FILE --record DIR` and replay DIR\n",
+    }
+    for option, message in expected.items():
+        res = runner.invoke(app, ["run", str(wf), option, "afile/out.json"])
+        assert res.exit_code == 2, (option, res.output)
+        assert res.stderr == message, option
+    res = runner.invoke(app, ["run", str(wf), "--record", "afile"])  # --record takes a folder
+    assert res.exit_code == 2, res.output
+    assert res.stderr.startswith("error: --record afile: this is a file, not a folder\n")
+    assert (tmp_path / "afile").read_text() == "keep me\n"
+    assert not ledger.exists()  # refused before anything ran
+
+
+def test_a_path_in_a_folder_this_user_cannot_open_is_refused_by_name(shared_dir):
+    (shared_dir / "wf.yaml").write_text("name: w\nphases:\n  - {id: a, agent: echo}\n")
+    (shared_dir / "wf.yaml").chmod(0o644)
+    (shared_dir / "locked").mkdir()
+    (shared_dir / "locked").chmod(0o000)
+    blocked = "this user cannot open the folder 'locked' (permission denied)"
+    try:
+        for option, line in (
+            ("--output-file", f"error: --output-file 'locked/x' cannot be written: {blocked}"),
+            ("--junit", f"error: --junit 'locked/x' cannot be written: {blocked}"),
+            ("--record", f"error: --record locked/x: {blocked}"),
+            ("--replay", f"error: --replay locked/x: {blocked}"),
+        ):
+            res = run_unprivileged(
+                ["run", "wf.yaml", option, "locked/x", "--state-dir", "st"], shared_dir
+            )
+            assert "Traceback" not in res.stderr, (option, res.stderr)
+            assert res.returncode == 2, (option, res.stderr)
+            assert res.stderr.startswith(line + "\n"), (option, res.stderr)
+    finally:
+        (shared_dir / "locked").chmod(0o755)
+    assert not (shared_dir / "st").exists()  # refused before anything was recorded

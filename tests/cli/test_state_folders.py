@@ -1,0 +1,108 @@
+"""A state folder orch cannot use is one clear line on every command that takes --state-dir.
+
+A path through a file (root hits it too) and a folder this user cannot open (a folder
+above it, or the state folder itself, with mode 000: run as an unprivileged user, since
+permission bits do not stop root) exit 2 naming the folder, never with a traceback, on
+every command: the one check is ``state.sqlite.check_state_folder``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.unprivileged import run_unprivileged
+
+WORKFLOW = "name: w\nphases:\n  - id: a\n    agent: echo\n    with: {text: hi}\n"
+
+#: Every command that takes --state-dir, with its other arguments.
+COMMANDS = [
+    ["runs"],
+    ["status", "r1"],
+    ["logs", "r1"],
+    ["resume", "r1"],
+    ["cancel", "r1"],
+    ["wait", "r1"],
+    ["stats"],
+    ["report", "r1"],
+    ["cache", "clear"],
+    ["approve", "r1", "a"],
+    ["reject", "r1", "a"],
+    ["run", "wf.yaml"],
+    ["run", "wf.yaml", "--dry-run"],
+    ["run", "wf.yaml", "--detach"],
+    ["serve", "--port", "0", "--workflows", "flows"],
+]
+HINT = (
+    "  hint: the state directory (--state-dir, ORCH_STATE_DIR) must be a directory"
+    " this user can open\n"
+)
+
+
+def _folder(where: Path) -> None:
+    (where / "wf.yaml").write_text(WORKFLOW)
+    (where / "flows").mkdir()
+    (where / "flows" / "wf.yaml").write_text(WORKFLOW)
+    (where / "afile").write_text("not a folder\n")
+    for path in (where / "wf.yaml", where / "flows" / "wf.yaml", where / "afile"):
+        path.chmod(0o644)
+    (where / "flows").chmod(0o755)
+
+
+def _orch(
+    args: list[str], cwd: Path, extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "ORCH_STATE_DIR"} | (extra or {})
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**env, "NO_COLOR": "1"},
+    )
+
+
+def test_a_state_folder_under_a_file_is_named_on_every_command(tmp_path):
+    _folder(tmp_path)
+    given = [(args, ["--state-dir", "afile/state"], {}) for args in COMMANDS]
+    env = {"ORCH_STATE_DIR": "afile/state"}  # checked as the option is
+    given += [(["runs"], [], env), (["run", "wf.yaml"], [], env)]
+    for args, option, extra in given:
+        res = _orch([*args, *option], tmp_path, extra)
+        assert "Traceback" not in res.stderr, (args, res.stderr)
+        assert res.returncode == 2, (args, res.stderr)
+        assert res.stderr == (
+            "error: cannot use the state folder 'afile/state': 'afile' is a file, not a folder\n"
+            + HINT
+        ), args
+        assert res.stdout == "", args  # nothing shown before the check: no plan, no run id
+    assert (tmp_path / "afile").read_text() == "not a folder\n"
+
+
+def test_a_state_folder_this_user_cannot_open_is_named_on_every_command(shared_dir):
+    _folder(shared_dir)
+    (shared_dir / "locked").mkdir()
+    (shared_dir / "locked" / "state").mkdir()
+    (shared_dir / "shut").mkdir()
+    try:
+        (shared_dir / "locked").chmod(0o000)
+        (shared_dir / "shut").chmod(0o000)
+        given = [(args, "locked/state", "locked") for args in COMMANDS]
+        shut = (["runs"], ["status", "r1"], ["run", "wf.yaml"])  # the state folder itself
+        given += [(args, "shut", "shut") for args in shut]
+        for args, folder, blocked in given:
+            res = run_unprivileged([*args, "--state-dir", folder], shared_dir)
+            assert "Traceback" not in res.stderr, (args, res.stderr)
+            assert res.returncode == 2, (args, res.stderr)
+            assert res.stderr == (
+                f"error: cannot use the state folder '{folder}': this user cannot open"
+                f" the folder '{blocked}' (permission denied)\n" + HINT
+            ), args
+    finally:
+        (shared_dir / "locked").chmod(0o755)
+        (shared_dir / "shut").chmod(0o755)
+    assert os.listdir(shared_dir / "locked" / "state") == []
+    assert os.listdir(shared_dir / "shut") == []
