@@ -13,17 +13,10 @@ from pathlib import Path
 
 import typer
 
-from .usage import state_folder
+from .usage import StateDirOption
 
 __all__ = ["register"]
 
-_STATE_DIR = typer.Option(
-    None,
-    "--state-dir",
-    parser=state_folder,
-    metavar="PATH",
-    help="The state directory (default: $ORCH_STATE_DIR, else .orch).",
-)
 _RUN = typer.Argument(..., metavar="RUN", help="A run id (or a unique prefix).")
 _PHASE = typer.Argument(..., metavar="PHASE", help="The id of the phase waiting for approval.")
 _COMMENT = typer.Option(None, "--comment", "-m", help="Why: recorded with the decision.")
@@ -39,7 +32,7 @@ def approve_command(
     run_id: str = _RUN,
     phase: str = _PHASE,
     comment: str | None = _COMMENT,
-    state_dir: Path | None = _STATE_DIR,
+    state_dir: StateDirOption = None,
 ) -> None:
     """Approve a phase waiting for approval: it runs."""
     _decide(run_id, phase, approve=True, comment=comment, state_dir=state_dir)
@@ -49,7 +42,7 @@ def reject_command(
     run_id: str = _RUN,
     phase: str = _PHASE,
     comment: str | None = _COMMENT,
-    state_dir: Path | None = _STATE_DIR,
+    state_dir: StateDirOption = None,
 ) -> None:
     """Reject a phase waiting for approval: it fails (its run goes on as on any failure)."""
     _decide(run_id, phase, approve=False, comment=comment, state_dir=state_dir)

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .runs import _STATE_DIR, _fail, _store
+from .runs import _fail, _store
+from .usage import StateDirOption
 
 if TYPE_CHECKING:
     from ..plan import Plan
@@ -33,7 +34,7 @@ def report_command(
             help="Where to write the page (default: orch-report-RUN.html; - for stdout).",
         ),
     ] = None,
-    state_dir: Path | None = _STATE_DIR,
+    state_dir: StateDirOption = None,
 ) -> None:
     """Write one self-contained HTML page of a run: summary, graph, a timeline of every
     attempt, errors with their log tails, tokens and cost. Opens offline."""

@@ -21,7 +21,7 @@ import typer
 
 from ..errors import ExecutionError, Location, OrchError, UsageError, WorkflowInvalid
 from ..jsontext import dumps
-from .usage import complete_workflow_name, state_folder, whole_number
+from .usage import StateDirOption, complete_workflow_name, whole_number
 
 if TYPE_CHECKING:
     from ..engine import RunResult
@@ -136,15 +136,7 @@ def run_command(
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Neither read nor write cached phase results.")
     ] = False,
-    state_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--state-dir",
-            parser=state_folder,
-            metavar="PATH",
-            help="Where runs are recorded (default: $ORCH_STATE_DIR, else .orch).",
-        ),
-    ] = None,
+    state_dir: StateDirOption = None,
     junit: Annotated[
         Path | None,
         typer.Option(

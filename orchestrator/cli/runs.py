@@ -18,7 +18,7 @@ import typer
 
 from ..jsontext import dumps
 from .run import ExecutorOption, RecordOption, ReplayOption
-from .usage import complete_workflow_name, seconds, state_folder, whole_number
+from .usage import StateDirOption, complete_workflow_name, seconds, whole_number
 
 if TYPE_CHECKING:
     from ..state.base import RunRecord
@@ -26,13 +26,6 @@ if TYPE_CHECKING:
 
 __all__ = ["register"]
 
-_STATE_DIR = typer.Option(
-    None,
-    "--state-dir",
-    parser=state_folder,
-    metavar="PATH",
-    help="The state directory (default: $ORCH_STATE_DIR, else .orch).",
-)
 _WORKFLOW = typer.Option(
     None,
     "--workflow",
@@ -122,7 +115,7 @@ def runs_command(
         20, "--limit", "-n", parser=whole_number, metavar="N", help="Show at most this many runs."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-    state_dir: Path | None = _STATE_DIR,
+    state_dir: StateDirOption = None,
 ) -> None:
     """List recorded runs, newest first: id, workflow, status, started, duration."""
     from ..errors import OrchError
@@ -150,7 +143,7 @@ def runs_command(
 def status_command(
     run_id: str = typer.Argument(..., metavar="RUN", help="A run id (or a unique prefix)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-    state_dir: Path | None = _STATE_DIR,
+    state_dir: StateDirOption = None,
 ) -> None:
     """Show a run: its state, progress, the phases running now, and each phase."""
     from ..errors import OrchError
@@ -181,7 +174,7 @@ def logs_command(
     phase: str | None = typer.Option(None, "--phase", "-p", help="Only this phase's events."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the run ends."),
     as_json: bool = typer.Option(False, "--json", help="One JSON event per line."),
-    state_dir: Path | None = _STATE_DIR,
+    state_dir: StateDirOption = None,
 ) -> None:
     """Print a run's events (all, or one phase's), oldest first; --follow waits for more."""
     import asyncio
@@ -219,7 +212,7 @@ def cancel_command(
         metavar="SECONDS",
         help="Seconds to wait for the run to stop (0: do not wait).",
     ),
-    state_dir: Path | None = _STATE_DIR,
+    state_dir: StateDirOption = None,
 ) -> None:
     """Stop a run started by another process (it cancels cleanly, as on SIGTERM)."""
     from ..errors import OrchError, UsageError
@@ -257,7 +250,7 @@ def wait_command(
         help=f"Give up after this many seconds (exit {WAIT_TIMEOUT_EXIT}, as timeout(1); "
         "the run goes on).",
     ),
-    state_dir: Path | None = _STATE_DIR,
+    state_dir: StateDirOption = None,
 ) -> None:
     """Wait for a run to end; exit with its outcome (0 completed, 1 failed, 130/143 cancelled).
 
@@ -291,7 +284,7 @@ def _ended(run: RunRecord) -> str:
 
 
 def cache_clear_command(
-    state_dir: Path | None = _STATE_DIR,
+    state_dir: StateDirOption = None,
 ) -> None:
     """Forget every cached phase result."""
     from ..errors import OrchError
@@ -324,7 +317,7 @@ def resume_command(
     no_cache: bool = typer.Option(
         False, "--no-cache", help="Neither read nor write cached phase results."
     ),
-    state_dir: Path | None = _STATE_DIR,
+    state_dir: StateDirOption = None,
     record: RecordOption = None,
     replay: ReplayOption = None,
     executor: ExecutorOption = None,

@@ -17,7 +17,7 @@ import typer
 
 from .run import ExecutorOption
 from .runs import _fail
-from .usage import state_folder, whole_number
+from .usage import StateDirOption, whole_number
 
 if TYPE_CHECKING:
     from ..engine.dask_executor import ExecutorChoice
@@ -65,15 +65,7 @@ def serve_command(
             "--max-runs", parser=whole_number, help="Runs at once; the rest queue.", metavar="N"
         ),
     ] = 4,
-    state_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--state-dir",
-            parser=state_folder,
-            help="Where runs are recorded (default: $ORCH_STATE_DIR, else .orch).",
-            metavar="DIR",
-        ),
-    ] = None,
+    state_dir: StateDirOption = None,
     executor: ExecutorOption = None,
 ) -> None:
     """The service: scheduler, triggers, HTTP API and web UI over the recorded runs.

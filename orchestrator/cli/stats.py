@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from .runs import _STATE_DIR, _existing, _fail
+from .runs import _existing, _fail
+from .usage import StateDirOption
 
 __all__ = ["register"]
 
@@ -35,7 +35,7 @@ def stats_command(
     openmetrics: Annotated[
         bool, typer.Option("--openmetrics", help="Print OpenMetrics text (for a scraper).")
     ] = False,
-    state_dir: Path | None = _STATE_DIR,
+    state_dir: StateDirOption = None,
 ) -> None:
     """Across recorded runs: per workflow, phase and agent, runs, success rate, p50/p95
     durations, calls, failures, retries, time busy, tokens and cost."""

@@ -1,5 +1,5 @@
 """What every command shares on the command line: its usage line, whole-number options,
---version, the shell completion of workflow names.
+--version, the shell completion of workflow names, --state-dir (``StateDirOption``).
 
 ``OrchCommand`` writes arguments in usage lines as ``FILE`` or ``FILE...`` (typer
 writes ``{FILE}``); ``whole_number`` and ``seconds`` say "'abc' is not a whole
@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperCommand
 
 __all__ = [
     "OrchCommand",
+    "StateDirOption",
     "complete_workflow_name",
     "print_version",
     "seconds",
@@ -77,6 +78,20 @@ def state_folder(value: Any) -> Path:
             "give . for this folder, or leave the option out for $ORCH_STATE_DIR, else .orch"
         )
     return Path(value)
+
+
+#: --state-dir of every command that reads or records runs: one definition, one help text.
+#: $ORCH_STATE_DIR is read where the folder is resolved (``state.sqlite.resolve_state_dir``,
+#: the Python API's too), not by typer: the option given wins, an empty one is refused.
+StateDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--state-dir",
+        parser=state_folder,
+        metavar="DIR",
+        help="Where runs are recorded (default: $ORCH_STATE_DIR, else .orch).",
+    ),
+]
 
 
 def whole_number(value: Any) -> int:

@@ -106,3 +106,30 @@ def test_a_state_folder_this_user_cannot_open_is_named_on_every_command(shared_d
         (shared_dir / "shut").chmod(0o755)
     assert os.listdir(shared_dir / "locked" / "state") == []
     assert os.listdir(shared_dir / "shut") == []
+
+
+def test_every_command_that_takes_state_dir_declares_it_the_same_way():
+    """One --state-dir: the same help, metavar and parser on every command (an empty
+    value exits 2 everywhere), and every command that reads or records runs has it."""
+    import typer.main
+
+    from orchestrator.cli import app
+
+    found: dict[str, tuple[object, ...]] = {}
+
+    def walk(command: object, path: list[str]) -> None:
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, [*path, name])
+        for param in getattr(command, "params", []):
+            if "--state-dir" in param.opts:
+                found[" ".join(path)] = (param.help, param.metavar, param.type.func)
+
+    walk(typer.main.get_command(app), [])
+    names = {" ".join(args[:2]) if args[0] == "cache" else args[0] for args in COMMANDS}
+    assert set(found) == names  # COMMANDS (every command the tests above try) is complete
+    assert len(set(found.values())) == 1, found
+    ((help_text, metavar, _),) = set(found.values())
+    assert (help_text, metavar) == (
+        "Where runs are recorded (default: $ORCH_STATE_DIR, else .orch).",
+        "DIR",
+    )
