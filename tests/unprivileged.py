@@ -4,7 +4,7 @@ Permission bits do not stop root: as root, the command runs as ``nobody`` throug
 setpriv (the test is skipped without setpriv, or when that user cannot start this
 Python); otherwise as oneself, the files having been made unreadable by their mode.
 The folder it runs in must be reachable by that user: the ``shared_dir`` fixture
-(tests/conftest.py) is one.
+(tests/conftest.py) is one. ``run_orch`` runs it as oneself, the same way.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["run_unprivileged"]
+__all__ = ["run_orch", "run_unprivileged"]
 
 _AS_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
@@ -47,6 +47,23 @@ def run_unprivileged(
         env={**base, "NO_COLOR": "1", "HOME": str(cwd), **(env or {})},
     )
     return res
+
+
+def run_orch(
+    args: list[str], cwd: Path, env: Mapping[str, str] | None = None, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """``orch ARGS`` in ``cwd`` as oneself (the real command, ``main`` included), without
+    the test's $ORCH_STATE_DIR; ``env`` adds variables, ``stdin`` is its standard input."""
+    base = {k: v for k, v in os.environ.items() if k != "ORCH_STATE_DIR"}
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**base, "NO_COLOR": "1", **(env or {})},
+    )
 
 
 def _cannot_start(cwd: Path) -> str:

@@ -87,10 +87,16 @@ def existing_store(
     """The store if one exists (reading never creates one); RunNotFound names ``run_id``.
 
     Without ``run_id``, None where nothing is recorded (``nothing_recorded`` says so).
+    An empty ``run_id`` is a UsageError (it would name no run, or match any as a prefix).
     Raises StateError when the state folder cannot be one (``check_state_folder``).
     """
     from ..state.sqlite import check_state_folder, resolve_state_dir
 
+    if run_id is not None and not run_id.strip():
+        raise UsageError(
+            f"the run id {run_id!r} is empty: it names no run (an unset variable in a script?)",
+            hint="`orch runs` lists the recorded runs",
+        )
     if not check_state_folder(resolve_state_dir(state_dir)):
         if run_id is None:
             return None

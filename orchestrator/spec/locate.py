@@ -73,8 +73,9 @@ def find_workflow(
     unchanged, so that reading it reports a missing file where it is; so is an existing
     folder that is no name in the workflows path (reading it says it is a folder). Raises
     UsageError (exit 2) for a name found nowhere, listing the folders searched and the
-    names there, and for an empty ``ref`` (an unset ``$FILE`` in a script), which
-    ``Path`` would read as the current folder.
+    names there, for an empty ``ref`` (an unset ``$FILE`` in a script), which
+    ``Path`` would read as the current folder, and for ``-`` (standard input: only
+    `orch validate` reads it, in ``expand_paths``) unless a file is called so.
     """
     _not_empty(ref, folders=folders)
     path = Path(ref)
@@ -86,6 +87,12 @@ def find_workflow(
         return path
     if exists and (folders or not is_dir):
         return path
+    if text == "-":  # `orch validate` reads standard input itself (expand_paths)
+        raise UsageError(
+            "only `orch validate` reads a workflow from standard input ('-'): a run is"
+            " recorded with its workflow file, which `orch resume` reads again",
+            hint="save the workflow to a file and give its path",
+        )
     if not _NAME.fullmatch(text) or path.suffix in _SUFFIXES:
         return path
     search = search if search is not None else workflows_path()

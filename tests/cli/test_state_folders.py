@@ -9,11 +9,9 @@ every command: the one check is ``state.sqlite.check_state_folder``.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.unprivileged import run_unprivileged
+from tests.unprivileged import run_orch, run_unprivileged
 
 WORKFLOW = "name: w\nphases:\n  - id: a\n    agent: echo\n    with: {text: hi}\n"
 
@@ -51,27 +49,13 @@ def _folder(where: Path) -> None:
     (where / "flows").chmod(0o755)
 
 
-def _orch(
-    args: list[str], cwd: Path, extra: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "ORCH_STATE_DIR"} | (extra or {})
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**env, "NO_COLOR": "1"},
-    )
-
-
 def test_a_state_folder_under_a_file_is_named_on_every_command(tmp_path):
     _folder(tmp_path)
     given = [(args, ["--state-dir", "afile/state"], {}) for args in COMMANDS]
     env = {"ORCH_STATE_DIR": "afile/state"}  # checked as the option is
     given += [(["runs"], [], env), (["run", "wf.yaml"], [], env)]
     for args, option, extra in given:
-        res = _orch([*args, *option], tmp_path, extra)
+        res = run_orch([*args, *option], tmp_path, extra)
         assert "Traceback" not in res.stderr, (args, res.stderr)
         assert res.returncode == 2, (args, res.stderr)
         assert res.stderr == (

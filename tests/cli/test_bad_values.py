@@ -1,0 +1,49 @@
+"""Arguments that name nothing usable get one clear line and exit 2, through the real `orch`:
+an empty run id (an unset ``$RUN`` in a script) and ``-`` for a workflow outside `orch validate`.
+"""
+
+from __future__ import annotations
+
+from tests.unprivileged import run_orch
+
+WORKFLOW = "name: w\nphases:\n  - id: a\n    agent: echo\n    with: {text: hi}\n"
+
+
+def test_an_empty_run_id_is_refused_by_every_command_that_takes_one(tmp_path):
+    (tmp_path / "wf.yaml").write_text(WORKFLOW)
+    assert run_orch(["run", "wf.yaml", "--state-dir", "st"], tmp_path).returncode == 0
+    empty = (
+        "error: the run id '' is empty: it names no run (an unset variable in a script?)\n"
+        "  hint: `orch runs` lists the recorded runs\n"
+    )
+    for args in (
+        ["status", ""],
+        ["logs", ""],
+        ["resume", ""],
+        ["cancel", ""],
+        ["wait", ""],
+        ["report", ""],
+        ["approve", "", "a"],
+        ["reject", "", "a"],
+    ):
+        for folder in ("st", "nothing-here"):  # a store with a run, and none
+            res = run_orch([*args, "--state-dir", folder], tmp_path)
+            assert (res.returncode, res.stderr) == (2, empty), (args, folder, res.stderr)
+    assert not (tmp_path / "nothing-here").exists()
+
+
+def test_a_workflow_from_standard_input_is_refused_outside_validate(tmp_path):
+    refused = (
+        "error: only `orch validate` reads a workflow from standard input ('-'): a run is"
+        " recorded with its workflow file, which `orch resume` reads again\n"
+        "  hint: save the workflow to a file and give its path\n"
+    )
+    for args in (["run", "-"], ["run", "-", "--dry-run"], ["graph", "-"]):
+        res = run_orch([*args], tmp_path, stdin=WORKFLOW)
+        assert (res.returncode, res.stderr, res.stdout) == (2, refused, ""), args
+    assert not (tmp_path / ".orch").exists()  # nothing recorded
+    res = run_orch(["validate", "-"], tmp_path, stdin=WORKFLOW)  # validate does read it
+    assert res.returncode == 0, res.stderr
+    (tmp_path / "-").write_text(WORKFLOW)  # a file called '-' is a file
+    res = run_orch(["run", "-", "--state-dir", "st"], tmp_path)
+    assert res.returncode == 0, res.stderr
