@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
@@ -518,3 +519,68 @@ def test_stats_names_its_since_argument_as_python_writes_it(tmp_path):
     assert info.value.headline == "since 'bogus' is not a duration"
     assert "--since" not in str(info.value)
     assert info.value.hint == "write a duration back from now, e.g. 7d, 12h or 30m"
+
+
+def test_wait_and_a_handles_wait_answer_the_same_questions_about_the_end(tmp_path):
+    # orchestrator.wait gives a RunStatus, handle.wait a RunResult (README): both say
+    # run_id, status, ok, outputs and error the same way, for a completed and a failed run
+    state = str(tmp_path / "s")
+    good = {
+        "name": "good",
+        "phases": [{"id": "a", "agent": "echo", "with": {"text": "hi"}}],
+        "outputs": {"said": "{{ phases.a.output }}"},
+    }
+    bad = {
+        "name": "bad",
+        "phases": [
+            {"id": "a", "agent": "echo", "with": {"text": "hi"}},
+            {"id": "b", "agent": "fail", "depends_on": ["a"]},
+        ],
+        "outputs": {"said": "{{ phases.a.output }}"},
+    }
+
+    async def both(workflow: dict[str, Any]) -> tuple[Any, Any]:
+        handle = await orchestrator.start(workflow, state_dir=state)
+        return await handle.wait(), await orchestrator.wait(handle.run_id, state_dir=state)
+
+    for workflow, status, error in (
+        (good, "completed", None),
+        (bad, "failed", "phase 'b' failed: failing on purpose (attempt 1)"),
+    ):
+        result, found = asyncio.run(both(workflow))
+        assert isinstance(result, orchestrator.RunResult)
+        assert isinstance(found, orchestrator.RunStatus)
+        for answer in (result, found):
+            assert (answer.status, answer.ok, answer.error) == (status, not error, error)
+            assert answer.outputs == {"said": "hi"}
+            assert answer.started <= answer.ended
+        assert found.run_id == result.run_id == found.id
+
+
+def test_resume_of_a_run_that_already_completed_returns_none_and_status_has_its_outcome(
+    tmp_path,
+):
+    state = str(tmp_path / "s")
+    workflow = {
+        "name": "done",
+        "phases": [{"id": "a", "agent": "echo", "with": {"text": "hi"}}],
+        "outputs": {"said": "{{ phases.a.output }}"},
+    }
+
+    async def go() -> tuple[Any, Any]:
+        handle = await orchestrator.start(workflow, state_dir=state)
+        result = await handle.wait()
+        return result, await orchestrator.resume(handle.run_id, state_dir=state)
+
+    result, resumed = asyncio.run(go())
+    assert resumed is None  # nothing to resume, as `orch resume` says (exit 0)
+    found = orchestrator.status(result.run_id, state_dir=state)
+    assert (found.status, found.outputs, found.run.resumes) == ("completed", {"said": "hi"}, 0)
+    cli = subprocess.run(
+        [*ORCH, "resume", result.run_id, "--state-dir", state],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert cli.stderr == f"run {result.run_id} already completed; nothing to resume\n"

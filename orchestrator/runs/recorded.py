@@ -57,7 +57,13 @@ POLL = 0.2
 
 @dataclass(frozen=True, slots=True)
 class RunStatus:
-    """A recorded run and its phases, as the store has them now."""
+    """A recorded run and its phases, as the store has them now.
+
+    It answers ``run_id``, ``status``, ``ok``, ``outputs``, ``error``, ``started`` and
+    ``ended`` as the ``RunResult`` of ``RunHandle.wait`` does, so code reading the end
+    of a run works with either (``await orchestrator.wait(run_id)`` gives this one);
+    ``phases`` differ: here the stored ``PhaseRecord``s in plan order.
+    """
 
     run: RunRecord
     phases: tuple[PhaseRecord, ...]
@@ -69,9 +75,40 @@ class RunStatus:
         return self.run.id
 
     @property
+    def run_id(self) -> str:
+        """The run id (as ``RunResult.run_id``)."""
+        return self.run.id
+
+    @property
     def status(self) -> str:
         """running, completed, failed, cancelled or interrupted (its process died)."""
         return self.run.status
+
+    @property
+    def ok(self) -> bool:
+        """Whether the run completed (as ``RunResult.ok``)."""
+        return self.run.status == "completed"
+
+    @property
+    def outputs(self) -> Mapping[str, Any]:
+        """The workflow's outputs as recorded at its end ({} while it runs, or none)."""
+        outputs = self.run.outputs
+        return outputs if isinstance(outputs, Mapping) else {}
+
+    @property
+    def error(self) -> str | None:
+        """Why the run failed or was cancelled (None when it completed or runs)."""
+        return self.run.error
+
+    @property
+    def started(self) -> float:
+        """When the run started (Unix seconds)."""
+        return self.run.started
+
+    @property
+    def ended(self) -> float | None:
+        """When the run ended (Unix seconds; None while it runs)."""
+        return self.run.ended
 
 
 def open_store(state_dir: str | os.PathLike[str] | None) -> SqliteStore:
