@@ -9,16 +9,17 @@ The folder it runs in must be reachable by that user: the ``shared_dir`` fixture
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
-__all__ = ["run_orch", "run_unprivileged"]
+__all__ = ["run_orch", "run_unprivileged", "shut_folder"]
 
 _AS_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
@@ -64,6 +65,18 @@ def run_orch(
         timeout=60,
         env={**base, "NO_COLOR": "1", **(env or {})},
     )
+
+
+@contextlib.contextmanager
+def shut_folder(path: Path) -> Iterator[Path]:
+    """``path`` made (if missing) a folder of mode 000 for the block, 0755 again after:
+    no user but root may open it (``run_unprivileged`` is not root)."""
+    path.mkdir(exist_ok=True)
+    path.chmod(0o000)
+    try:
+        yield path
+    finally:
+        path.chmod(0o755)
 
 
 def _cannot_start(cwd: Path) -> str:

@@ -38,7 +38,16 @@ def register(app: typer.Typer) -> None:
 
 
 def _folder(option: Path | None) -> Path:
+    from ..files import blocked_path
+
     folder = option or Path(os.environ.get("ORCH_WORKFLOWS") or "workflows")
+    blocked = blocked_path(folder)
+    if blocked is not None:
+        sys.stderr.write(
+            f"error: the workflows folder '{folder}' cannot be used: {blocked}\n"
+            "  hint: pass --workflows DIR (or set ORCH_WORKFLOWS)\n"
+        )
+        raise typer.Exit(2)
     if not folder.is_dir():
         sys.stderr.write(
             f"error: the workflows folder '{folder}' does not exist or is not a folder\n"

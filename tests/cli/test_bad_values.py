@@ -1,10 +1,11 @@
 """Arguments that name nothing usable get one clear line and exit 2, through the real `orch`:
-an empty run id (an unset ``$RUN`` in a script) and ``-`` for a workflow outside `orch validate`.
+an empty run id (an unset ``$RUN`` in a script), ``-`` for a workflow outside `orch validate`,
+and a workflows folder `orch serve` cannot reach.
 """
 
 from __future__ import annotations
 
-from tests.unprivileged import run_orch
+from tests.unprivileged import run_orch, run_unprivileged, shut_folder
 
 WORKFLOW = "name: w\nphases:\n  - id: a\n    agent: echo\n    with: {text: hi}\n"
 
@@ -47,3 +48,25 @@ def test_a_workflow_from_standard_input_is_refused_outside_validate(tmp_path):
     (tmp_path / "-").write_text(WORKFLOW)  # a file called '-' is a file
     res = run_orch(["run", "-", "--state-dir", "st"], tmp_path)
     assert res.returncode == 0, res.stderr
+
+
+def test_a_workflows_folder_orch_serve_cannot_reach_is_named(shared_dir):
+    # a path through a file (root too) and a folder above it this user cannot open
+    (shared_dir / "afile").write_text("not a folder\n")
+    (shared_dir / "afile").chmod(0o644)
+    hint = "  hint: pass --workflows DIR (or set ORCH_WORKFLOWS)\n"
+    with shut_folder(shared_dir / "locked"):
+        for command in ("serve", "schedule"):
+            res = run_orch([command, "--workflows", "afile/flows"], shared_dir)
+            assert (res.returncode, res.stderr) == (
+                2,
+                "error: the workflows folder 'afile/flows' cannot be used: 'afile' is a file,"
+                " not a folder\n" + hint,
+            ), command
+            res = run_unprivileged([command, "--workflows", "locked/flows"], shared_dir)
+            assert "Traceback" not in res.stderr, res.stderr
+            assert (res.returncode, res.stderr) == (
+                2,
+                "error: the workflows folder 'locked/flows' cannot be used: this user cannot"
+                " open the folder 'locked' (permission denied)\n" + hint,
+            ), command

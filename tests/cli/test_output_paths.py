@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
-from tests.unprivileged import run_unprivileged
+from tests.unprivileged import run_unprivileged, shut_folder
 
 runner = CliRunner()
 
@@ -205,10 +205,8 @@ def test_a_path_through_a_file_names_the_file_for_every_path_option(tmp_path):
 def test_a_path_in_a_folder_this_user_cannot_open_is_refused_by_name(shared_dir):
     (shared_dir / "wf.yaml").write_text("name: w\nphases:\n  - {id: a, agent: echo}\n")
     (shared_dir / "wf.yaml").chmod(0o644)
-    (shared_dir / "locked").mkdir()
-    (shared_dir / "locked").chmod(0o000)
     blocked = "this user cannot open the folder 'locked' (permission denied)"
-    try:
+    with shut_folder(shared_dir / "locked"):
         for option, line in (
             ("--output-file", f"error: --output-file 'locked/x' cannot be written: {blocked}"),
             ("--junit", f"error: --junit 'locked/x' cannot be written: {blocked}"),
@@ -221,6 +219,4 @@ def test_a_path_in_a_folder_this_user_cannot_open_is_refused_by_name(shared_dir)
             assert "Traceback" not in res.stderr, (option, res.stderr)
             assert res.returncode == 2, (option, res.stderr)
             assert res.stderr.startswith(line + "\n"), (option, res.stderr)
-    finally:
-        (shared_dir / "locked").chmod(0o755)
     assert not (shared_dir / "st").exists()  # refused before anything was recorded

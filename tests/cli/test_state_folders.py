@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.unprivileged import run_orch, run_unprivileged
+from tests.unprivileged import run_orch, run_unprivileged, shut_folder
 
 WORKFLOW = "name: w\nphases:\n  - id: a\n    agent: echo\n    with: {text: hi}\n"
 
@@ -68,15 +68,11 @@ def test_a_state_folder_under_a_file_is_named_on_every_command(tmp_path):
 
 def test_a_state_folder_this_user_cannot_open_is_named_on_every_command(shared_dir):
     _folder(shared_dir)
-    (shared_dir / "locked").mkdir()
-    (shared_dir / "locked" / "state").mkdir()
-    (shared_dir / "shut").mkdir()
-    try:
-        (shared_dir / "locked").chmod(0o000)
-        (shared_dir / "shut").chmod(0o000)
-        given = [(args, "locked/state", "locked") for args in COMMANDS]
-        shut = (["runs"], ["status", "r1"], ["run", "wf.yaml"])  # the state folder itself
-        given += [(args, "shut", "shut") for args in shut]
+    (shared_dir / "locked" / "state").mkdir(parents=True)
+    given = [(args, "locked/state", "locked") for args in COMMANDS]
+    shut = (["runs"], ["status", "r1"], ["run", "wf.yaml"])  # the state folder itself
+    given += [(args, "shut", "shut") for args in shut]
+    with shut_folder(shared_dir / "locked"), shut_folder(shared_dir / "shut"):
         for args, folder, blocked in given:
             res = run_unprivileged([*args, "--state-dir", folder], shared_dir)
             assert "Traceback" not in res.stderr, (args, res.stderr)
@@ -85,9 +81,6 @@ def test_a_state_folder_this_user_cannot_open_is_named_on_every_command(shared_d
                 f"error: cannot use the state folder '{folder}': this user cannot open"
                 f" the folder '{blocked}' (permission denied)\n" + HINT
             ), args
-    finally:
-        (shared_dir / "locked").chmod(0o755)
-        (shared_dir / "shut").chmod(0o755)
     assert os.listdir(shared_dir / "locked" / "state") == []
     assert os.listdir(shared_dir / "shut") == []
 
