@@ -11,6 +11,7 @@ out with ``@pytest.mark.handmade_events``.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 import tempfile
@@ -31,6 +32,15 @@ settings.register_profile(
     "orch", deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
 )
 settings.load_profile("orch")
+
+# pytest imports readline before this file (_pytest.capture), and GNU readline exports
+# COLUMNS=80 and LINES=24 into the process's C environment: os.environ does not show them,
+# but every process started without an explicit env (pytest-xdist's workers, and so every
+# os.environ of theirs) got them, and `orch` then cut its tables at 80 columns. The
+# processes the tests start get the user's environment as it is.
+for _name in ("COLUMNS", "LINES"):
+    if _name not in os.environ:
+        os.unsetenv(_name)
 
 EVENT_SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "event.schema.json"
 _validator: jsonschema.Draft202012Validator | None = None

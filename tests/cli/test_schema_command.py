@@ -8,6 +8,7 @@ raise nothing on the workflows we ship. It is installed on demand with npm into
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import queue
@@ -212,13 +213,20 @@ def yamlls() -> list[str]:
     if not script.is_file():
         if npm is None:
             pytest.skip("npm is not installed: cannot install yaml-language-server")
-        done = subprocess.run(
-            [npm, "install", "--prefix", str(YAMLLS_HOME), "--no-audit", "--no-fund",
-             f"yaml-language-server@{YAMLLS_VERSION}"],
-            capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        if done.returncode != 0 or not script.is_file():
-            pytest.skip(f"npm could not install yaml-language-server: {done.stderr[-500:]}")
+        YAMLLS_HOME.mkdir(parents=True, exist_ok=True)
+        # one install at a time: the suite's workers (pytest -n) share this folder
+        with (YAMLLS_HOME / ".install.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            done = None
+            if not script.is_file():  # not installed by another worker meanwhile
+                done = subprocess.run(
+                    [npm, "install", "--prefix", str(YAMLLS_HOME), "--no-audit", "--no-fund",
+                     f"yaml-language-server@{YAMLLS_VERSION}"],
+                    capture_output=True, text=True, timeout=300,
+                )  # fmt: skip
+        if (done is not None and done.returncode != 0) or not script.is_file():
+            said = done.stderr[-500:] if done is not None else ""
+            pytest.skip(f"npm could not install yaml-language-server: {said}")
     return [node, str(script), "--stdio"]
 
 
