@@ -40,15 +40,21 @@ check: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# The suite runs on TEST_WORKERS pytest-xdist workers: most tests wait on real `orch`
+# processes, servers and a browser, and 3 workers keep a 2-core machine busier than 2
+# (TEST_WORKERS=0 runs it in this process). worksteal: a worker that is done takes
+# tests from another's queue. pytest-cov measures each worker and combines their data.
+TEST_WORKERS ?= 3
+XDIST = -n $(TEST_WORKERS) --dist worksteal
 test: check
-	$(BIN)/coverage run -m pytest -q
+	$(BIN)/pytest -q $(XDIST) --cov --cov-report=
 	$(BIN)/coverage report --format=total | sed "s/^/coverage: /; s/$$/%/"
 
 # The whole suite on every supported Python, each in its own venv (.venvs/pyXY, made
 # on first use). PYTHONS names the interpreters (pyenv's python3.X shims work); one not
 # found is skipped with a note. CI runs `make test` on one Python only (time budget).
 PYTHONS ?= python3.10 python3.11 python3.12 python3.13
-PYTEST_ARGS ?= -q -p no:cacheprovider
+PYTEST_ARGS ?= -q -p no:cacheprovider $(XDIST)
 test-pythons:
 	@failed=""; passed=""; skipped=""; \
 	for py in $(PYTHONS); do \
