@@ -129,8 +129,9 @@ async def _probe(address: str, timeout: float) -> None:
     Dask's Client retries a refused connection until its timeout, so a wrong address
     (nothing listens there) took the whole timeout to be told; here it raises OSError
     at once. A host that does not answer raises OSError after ``timeout`` seconds,
-    as the Client would. Other schemes (``tls://``: a bare connection would
-    be logged by the scheduler as a failed TLS handshake) are left to the Client.
+    as the Client would. A ``tls://`` address is not probed (the scheduler would log a
+    bare connection as a failed TLS handshake); without Dask's TLS settings it is a
+    UsageError. Other schemes are left to the Client.
     """
     from distributed.comm.addressing import parse_address, parse_host_port
 
@@ -139,6 +140,19 @@ async def _probe(address: str, timeout: float) -> None:
         host, port = parse_host_port(location)
     except ValueError:
         return  # the Client says what is wrong with it
+    if scheme == "tls":
+        import distributed.security
+
+        # distributed has no type hints: its classes are used as Any
+        Security: Any = distributed.security.Security
+        if Security().get_connection_args("client").get("ssl_context") is None:
+            raise UsageError(  # the Client raised a TypeError
+                f"cannot connect to the Dask scheduler at {address}: tls:// needs Dask's "
+                "TLS settings, and none are set",
+                hint="set distributed.comm.tls.ca-file, distributed.comm.tls.client.cert "
+                "and .key in Dask's configuration, or use dask://HOST:PORT",
+            )
+        return
     if scheme != "tcp":
         return
     try:

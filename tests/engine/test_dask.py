@@ -767,6 +767,15 @@ def test_orch_run_with_a_wrong_scheduler_address_says_so_exits_2_and_runs_nothin
     assert "Traceback" not in done.stderr
     assert "hint: start one with `dask scheduler`" in done.stderr
     assert "no runs recorded yet" in orch(tmp_path, "runs").stdout  # nothing ran
+    # tls:// without Dask's TLS settings: said so (Dask's Client raised a TypeError)
+    tls = orch(tmp_path, "run", str(wf), "--executor", "tls://127.0.0.1:9")
+    assert tls.returncode == 2, tls.stderr
+    assert tls.stderr.startswith(
+        "error: cannot connect to the Dask scheduler at tls://127.0.0.1:9: tls:// needs "
+        "Dask's TLS settings, and none are set"
+    )
+    assert "hint: set distributed.comm.tls.ca-file" in tls.stderr
+    assert "Traceback" not in tls.stderr
 
 
 # A program whose agent type holds something to release: each instance notes, in the
