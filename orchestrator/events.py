@@ -6,7 +6,8 @@ The same objects reach the Python API, ``--events jsonl``, the live display and
 the state store. Events are built by the typed constructors below (one per
 kind); readers fold them through ``phase_state``, ``run_status`` and ``note``.
 Secrets are masked in ``SecretMasker`` before any sink sees an event. This
-module imports only the standard library: engine, state and render all read it.
+module imports only the standard library (and ``frozen``): engine, state and render
+all read it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Literal, TypeVar
+
+from .frozen import quick_init
 
 __all__ = [
     "EVENT_TYPES",
@@ -132,6 +135,7 @@ STRUCTURAL_FIELDS = frozenset(
 )
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Event:
     """One thing that happened in a run. ``ts`` is seconds since the epoch (float).

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..agents.base import Agent, AgentContext, AgentResult, StreamCallback, SubRun
+from ..frozen import quick_init
 
 if TYPE_CHECKING:
     from ..events import SecretMasker
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["CallChannel", "CallMiddleware", "CallNext", "CallSpec", "Executor", "LocalExecutor"]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class CallSpec:
     """One agent call as plain data (every field pickles; nothing refers to the run).

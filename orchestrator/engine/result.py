@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..frozen import quick_init
 from ..jsontext import NotJson, number_problem
 from ..usage import Usage, add_tokens
 
@@ -93,6 +94,7 @@ class SpendParent(Protocol):
         ...
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class PhaseOutcome:
     """How one phase ended. ``status`` is a phase state (completed, failed, skipped, cancelled).
