@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,20 +72,26 @@ _INSERT_PENDING = {
 }
 
 
-def _insert_pending(conn: Any, run: str, planned: Sequence[str]) -> None:
-    """A row per planned phase, by multi-row INSERTs of up to 64 rows, as the events (a
-    statement per row cost a run of 10,000 phases about 7,000 instructions a phase more)."""
+def _chunks(total: int) -> Iterator[tuple[int, int]]:
+    """(start, size) of the multi-row statements for ``total`` rows: 64 at a time, the
+    rest in halves (a few distinct statements, each prepared once)."""
     start = 0
-    total = len(planned)
     while start < total:
         size = _CHUNK
         while size > total - start:
             size //= 2
+        yield start, size
+        start += size
+
+
+def _insert_pending(conn: Any, run: str, planned: Sequence[str]) -> None:
+    """A row per planned phase, by multi-row INSERTs of up to 64 rows, as the events (a
+    statement per row cost a run of 10,000 phases about 7,000 instructions a phase more)."""
+    for start, size in _chunks(len(planned)):
         params: list[Any] = []
         for i in range(start, start + size):
             params += (run, planned[i], i)
         conn.execute(_INSERT_PENDING[size], params)
-        start += size
 
 
 def _prepare(
@@ -137,12 +143,7 @@ def apply_events(
     INSERTs of up to 64 (a statement per row costs about twice as much), each chunk's run
     and phase rows are updated right after it. Raises sqlite3 errors."""
     rows = _Rows(conn)
-    start = 0
-    total = len(events)
-    while start < total:
-        size = _CHUNK
-        while size > total - start:
-            size //= 2
+    for start, size in _chunks(len(events)):
         chunk = events[start : start + size]
         params: list[Any] = []
         outputs = []
@@ -156,7 +157,6 @@ def apply_events(
         for event, (output_text, output_file) in zip(chunk, outputs, strict=True):
             seq += 1
             _derive(rows, event, seq, output_text, output_file, owner)
-        start += size
     rows.flush()
 
 
