@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .errors import UsageError
 
-__all__ = ["blocked_path", "check_output_path", "write_output_atomic"]
+__all__ = ["blocked_path", "check_output_path", "folder_problem", "write_output_atomic"]
 
 
 def blocked_path(path: Path) -> str | None:
@@ -44,6 +44,31 @@ def blocked_path(path: Path) -> str | None:
             return f"'{prefix}' cannot be reached: {(exc.strerror or str(exc)).lower()}"
         if i < len(parts) and not stat.S_ISDIR(mode):
             return f"'{prefix}' is a file, not a folder"
+    return None
+
+
+def folder_problem(path: Path, *, must_exist: bool = False, listed: bool = False) -> str | None:
+    """Why ``path`` cannot be used as a folder this user opens, or None.
+
+    In order: a folder above it blocked (``blocked_path``), ``path`` a file (or any
+    other thing than a folder), ``path`` a folder this user cannot open (or, with
+    ``listed``, cannot list), and with ``must_exist``, ``path`` missing. The one
+    folder check of the state folder, the ``--record``/``--replay`` folders and the
+    workflows folder of ``orch serve``; each caller adds its own headline and hint.
+    """
+    blocked = blocked_path(path)
+    if blocked is not None:
+        return blocked
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return f"'{path}' does not exist" if must_exist else None
+    except OSError as exc:  # pragma: no cover - blocked_path saw it reachable just now
+        return f"'{path}' cannot be reached: {(exc.strerror or str(exc)).lower()}"
+    if not stat.S_ISDIR(mode):
+        return f"'{path}' is a file, not a folder"
+    if not os.access(path, (os.R_OK | os.X_OK) if listed else os.X_OK):
+        return f"this user cannot open the folder '{path}' (permission denied)"
     return None
 
 

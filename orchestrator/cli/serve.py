@@ -28,6 +28,7 @@ _WORKFLOWS = typer.Option(
     "--workflows",
     help="The folder of workflow files (default: $ORCH_WORKFLOWS, else ./workflows).",
     metavar="DIR",
+    readable=False,  # checked by workflows_folder, with orch's own message and hint
 )
 
 
@@ -38,23 +39,13 @@ def register(app: typer.Typer) -> None:
 
 
 def _folder(option: Path | None) -> Path:
-    from ..files import blocked_path
+    from ..errors import UsageError
+    from ..service.catalog import workflows_folder
 
-    folder = option or Path(os.environ.get("ORCH_WORKFLOWS") or "workflows")
-    blocked = blocked_path(folder)
-    if blocked is not None:
-        sys.stderr.write(
-            f"error: the workflows folder '{folder}' cannot be used: {blocked}\n"
-            "  hint: pass --workflows DIR (or set ORCH_WORKFLOWS)\n"
-        )
-        raise typer.Exit(2)
-    if not folder.is_dir():
-        sys.stderr.write(
-            f"error: the workflows folder '{folder}' does not exist or is not a folder\n"
-            "  hint: pass --workflows DIR (or set ORCH_WORKFLOWS)\n"
-        )
-        raise typer.Exit(2)
-    return folder
+    try:
+        return workflows_folder(option, os.environ)
+    except UsageError as exc:
+        _fail(exc)
 
 
 def serve_command(

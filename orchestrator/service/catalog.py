@@ -11,6 +11,7 @@ stays in service and its problems are reported.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,7 +23,14 @@ if TYPE_CHECKING:
     from ..plan import Plan
     from ..spec.model import Workflow
 
-__all__ = ["NAME_PATTERN", "Catalog", "Entry", "UnknownWorkflow", "check_name"]
+__all__ = [
+    "NAME_PATTERN",
+    "Catalog",
+    "Entry",
+    "UnknownWorkflow",
+    "check_name",
+    "workflows_folder",
+]
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _SUFFIXES = (".yaml", ".yml")
@@ -39,6 +47,22 @@ def check_name(name: str) -> None:
             f"'{name[:80]}' is not a workflow name",
             hint="a name is the file name without .yaml: letters, digits, '-', '_' and '.'",
         )
+
+
+def workflows_folder(option: Path | None, environ: Mapping[str, str]) -> Path:
+    """The folder ``orch serve``/``orch schedule`` read: ``--workflows``, else
+    $ORCH_WORKFLOWS, else ./workflows. Raises UsageError (exit 2) unless it is an
+    existing folder this user can list (``files.folder_problem``)."""
+    from ..files import folder_problem
+
+    folder = option or Path(environ.get("ORCH_WORKFLOWS") or "workflows")
+    problem = folder_problem(folder, must_exist=True, listed=True)
+    if problem is not None:
+        raise UsageError(
+            f"the workflows folder '{folder}' cannot be used: {problem}",
+            hint="pass --workflows DIR (or set ORCH_WORKFLOWS)",
+        )
+    return folder
 
 
 @dataclass

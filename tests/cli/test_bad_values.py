@@ -51,22 +51,25 @@ def test_a_workflow_from_standard_input_is_refused_outside_validate(tmp_path):
 
 
 def test_a_workflows_folder_orch_serve_cannot_reach_is_named(shared_dir):
-    # a path through a file (root too) and a folder above it this user cannot open
     (shared_dir / "afile").write_text("not a folder\n")
     (shared_dir / "afile").chmod(0o644)
     hint = "  hint: pass --workflows DIR (or set ORCH_WORKFLOWS)\n"
-    with shut_folder(shared_dir / "locked"):
+    # a path through a file (root too), a folder above it or the folder itself this user
+    # cannot open, one that does not exist: given by --workflows or $ORCH_WORKFLOWS
+    # alike, orch's own one-line message and hint (not typer's wording, not a traceback)
+    cases = [  # (path, unprivileged, why)
+        ("shut", True, "this user cannot open the folder 'shut' (permission denied)"),
+        ("locked/flows", True, "this user cannot open the folder 'locked' (permission denied)"),
+        ("afile/flows", False, "'afile' is a file, not a folder"),
+        ("nowhere", False, "'nowhere' does not exist"),
+    ]
+    with shut_folder(shared_dir / "shut"), shut_folder(shared_dir / "locked"):
         for command in ("serve", "schedule"):
-            res = run_orch([command, "--workflows", "afile/flows"], shared_dir)
-            assert (res.returncode, res.stderr) == (
-                2,
-                "error: the workflows folder 'afile/flows' cannot be used: 'afile' is a file,"
-                " not a folder\n" + hint,
-            ), command
-            res = run_unprivileged([command, "--workflows", "locked/flows"], shared_dir)
-            assert "Traceback" not in res.stderr, res.stderr
-            assert (res.returncode, res.stderr) == (
-                2,
-                "error: the workflows folder 'locked/flows' cannot be used: this user cannot"
-                " open the folder 'locked' (permission denied)\n" + hint,
-            ), command
+            for path, unprivileged, why in cases:
+                for args, env in (([], {"ORCH_WORKFLOWS": path}), (["--workflows", path], {})):
+                    run = run_unprivileged if unprivileged else run_orch
+                    res = run([command, *args], shared_dir, env)
+                    assert (res.returncode, res.stderr) == (
+                        2,
+                        f"error: the workflows folder '{path}' cannot be used: {why}\n" + hint,
+                    ), (command, args, env)
