@@ -53,6 +53,7 @@ RecordOption = Annotated[
         "--record",
         help="Store every agent call (input hash, result, stream, tokens) in this folder.",
         metavar="DIR",
+        readable=False,  # checked by engine/recording (files.folder_problem)
     ),
 ]
 ReplayOption = Annotated[
@@ -61,6 +62,7 @@ ReplayOption = Annotated[
         "--replay",
         help="Answer every agent call from a folder made by --record (offline).",
         metavar="DIR",
+        readable=False,  # checked by engine/recording (files.folder_problem)
     ),
 ]
 ExecutorOption = Annotated[

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from ..agents.base import AgentFailure, AgentResult
 from ..errors import OrchError, UsageError
 from ..events import SecretMasker
-from ..files import blocked_path
+from ..files import folder_problem
 from ..jsontext import dumps
 from ..spec.schema import describe
 from .call import describe as one_line
@@ -194,13 +194,11 @@ _RECORD_HINT = "--record names a folder (a new one, or one --record made) to sto
 
 
 def _check_folder(option: str, folder: Path, hint: str) -> None:
-    """Raise UsageError when ``folder`` is a file, or cannot be reached (``blocked_path``:
-    a file on its path, a folder above it this user cannot open)."""
-    blocked = blocked_path(folder)
-    if blocked is not None:
-        raise UsageError(f"{option} {folder}: {blocked}", hint=hint)
-    if folder.exists() and not folder.is_dir():
-        raise UsageError(f"{option} {folder}: this is a file, not a folder", hint=hint)
+    """Raise UsageError when ``folder`` cannot be a folder of calls (``folder_problem``:
+    a file, a file on its path, it or a folder above it this user cannot open)."""
+    problem = folder_problem(folder)
+    if problem is not None:
+        raise UsageError(f"{option} {folder}: {problem}", hint=hint)
 
 
 def _load(folder: Path) -> dict[str, dict[str, Any]]:

@@ -27,7 +27,7 @@ from urllib.parse import quote
 
 from ..errors import RunLocked, RunNotFound, StateCorrupted, StateError, UsageError
 from ..events import Event, durable
-from ..files import blocked_path
+from ..files import folder_problem
 from .base import CachedResult, Decision, Owner, PhaseRecord, RunRecord, current_owner
 from .rows import (
     OUTPUT_CAP,
@@ -192,13 +192,9 @@ def check_state_folder(folder: Path) -> bool:
     this user cannot open. The one check of every command: the store makes it, and so
     do the reading commands and ``orch run --dry-run``, which open no store where nothing
     is recorded."""
-    blocked = blocked_path(folder)
-    if blocked is None and folder.exists() and not folder.is_dir():
-        raise StateError(f"'{folder}' is a file, not a directory", hint=_FOLDER_HINT)
-    if blocked is None:
-        blocked = blocked_path(folder / "state.db")  # the folder itself cannot be opened
-    if blocked is not None:
-        raise StateError(f"cannot use the state folder '{folder}': {blocked}", hint=_FOLDER_HINT)
+    problem = folder_problem(folder)
+    if problem is not None:
+        raise StateError(f"cannot use the state folder '{folder}': {problem}", hint=_FOLDER_HINT)
     return (folder / "state.db").exists()
 
 

@@ -197,7 +197,7 @@ def test_a_path_through_a_file_names_the_file_for_every_path_option(tmp_path):
         assert res.stderr == message, option
     res = runner.invoke(app, ["run", str(wf), "--record", "afile"])  # --record takes a folder
     assert res.exit_code == 2, res.output
-    assert res.stderr.startswith("error: --record afile: this is a file, not a folder\n")
+    assert res.stderr.startswith("error: --record afile: 'afile' is a file, not a folder\n")
     assert (tmp_path / "afile").read_text() == "keep me\n"
     assert not ledger.exists()  # refused before anything ran
 
@@ -207,16 +207,23 @@ def test_a_path_in_a_folder_this_user_cannot_open_is_refused_by_name(shared_dir)
     (shared_dir / "wf.yaml").chmod(0o644)
     blocked = "this user cannot open the folder 'locked' (permission denied)"
     with shut_folder(shared_dir / "locked"):
-        for option, line in (
-            ("--output-file", f"error: --output-file 'locked/x' cannot be written: {blocked}"),
-            ("--junit", f"error: --junit 'locked/x' cannot be written: {blocked}"),
-            ("--record", f"error: --record locked/x: {blocked}"),
-            ("--replay", f"error: --replay locked/x: {blocked}"),
+        for option, path, line in (
+            (
+                "--output-file",
+                "locked/x",
+                f"error: --output-file 'locked/x' cannot be written: {blocked}",
+            ),
+            ("--junit", "locked/x", f"error: --junit 'locked/x' cannot be written: {blocked}"),
+            ("--record", "locked/x", f"error: --record locked/x: {blocked}"),
+            ("--replay", "locked/x", f"error: --replay locked/x: {blocked}"),
+            # the folder of calls itself
+            ("--record", "locked", f"error: --record locked: {blocked}"),
+            ("--replay", "locked", f"error: --replay locked: {blocked}"),
         ):
             res = run_unprivileged(
-                ["run", "wf.yaml", option, "locked/x", "--state-dir", "st"], shared_dir
+                ["run", "wf.yaml", option, path, "--state-dir", "st"], shared_dir
             )
-            assert "Traceback" not in res.stderr, (option, res.stderr)
-            assert res.returncode == 2, (option, res.stderr)
-            assert res.stderr.startswith(line + "\n"), (option, res.stderr)
+            assert "Traceback" not in res.stderr, (option, path, res.stderr)
+            assert res.returncode == 2, (option, path, res.stderr)
+            assert res.stderr.startswith(line + "\n"), (option, path, res.stderr)
     assert not (shared_dir / "st").exists()  # refused before anything was recorded

@@ -546,7 +546,9 @@ def test_reading_commands_name_a_state_folder_that_is_missing_and_refuse_a_file(
     afile.write_text("")
     res = orch(*args, state_dir=afile)
     assert res.exit_code == 2 and "Traceback" not in res.output
-    assert res.stderr.startswith(f"error: '{afile}' is a file, not a directory\n"), res.stderr
+    assert res.stderr.startswith(
+        f"error: cannot use the state folder '{afile}': '{afile}' is a file, not a folder\n"
+    ), res.stderr
     assert not missing.parent.exists() and afile.read_text() == ""
 
 

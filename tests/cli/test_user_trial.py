@@ -192,7 +192,8 @@ def test_a_state_dir_that_is_a_file_is_named_as_such(tmp_path):
     wf = write(tmp_path, "name: w\nphases:\n  - {id: a, agent: echo, with: {text: A}}\n")
     res = orch("run", str(wf), "--state-dir", str(afile))
     assert res.exit_code == 2
-    assert f"error: '{afile}' is a file, not a directory" in res.stderr
+    bad = f"error: cannot use the state folder '{afile}': '{afile}' is a file, not a folder"
+    assert bad in res.stderr
     assert "Errno" not in res.stderr
     res = orch("runs", "--state-dir", str(afile))
     assert "Errno" not in res.output

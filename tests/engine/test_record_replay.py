@@ -145,7 +145,7 @@ def test_record_and_replay_are_refused_together_and_replay_needs_the_folder(tmp_
     (tmp_path / "notes.md").write_text("not a folder\n")
     file = orch(tmp_path, "run", str(CHAIN), "--replay", "notes.md", "-i", "topic=x", env={})
     assert file.returncode == 2
-    assert "error: --replay notes.md: this is a file, not a folder" in file.stderr
+    assert "error: --replay notes.md: 'notes.md' is a file, not a folder" in file.stderr
     assert "Traceback" not in both.stderr + missing.stderr + file.stderr
 
 

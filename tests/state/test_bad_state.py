@@ -242,7 +242,7 @@ def test_a_detached_run_refuses_a_state_folder_it_cannot_use_as_plain_run_does(
     (shared_dir / "afile").chmod(0o644)
     expected = {
         "rost": "error: the state folder 'rost' is read-only: cannot record runs there\n",
-        "afile": "error: 'afile' is a file, not a directory\n",
+        "afile": "error: cannot use the state folder 'afile': 'afile' is a file, not a folder\n",
         None: "error: cannot create the state directory '.orch': permission denied\n",
     }
     try:
