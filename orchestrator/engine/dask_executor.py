@@ -29,6 +29,7 @@ import importlib
 import itertools
 import os
 import pickle
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -156,14 +157,38 @@ async def _probe(address: str, timeout: float) -> None:
     if scheme != "tcp":
         return
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        await asyncio.wait_for(_connect_any(host, port), timeout)
     except ConnectionRefusedError:
         raise OSError("connection refused (nothing listens on that port)") from None
     except (TimeoutError, asyncio.TimeoutError):
         raise OSError(f"no answer within {timeout:g} s") from None
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
+
+
+async def _connect_any(host: str, port: int) -> None:
+    """Connect to (and close at once) the first address of ``host`` that accepts.
+
+    Each address ``host`` resolves to is tried in turn (``localhost``: ::1, then
+    127.0.0.1); when all of them refuse, ConnectionRefusedError, as for one address
+    (asyncio's own loop would raise a bare ``OSError('Multiple exceptions: ...')``);
+    otherwise the first error that is not a refusal. A name that does not resolve
+    raises socket.gaierror (an OSError).
+    """
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    errors: list[OSError] = []
+    for family, kind, proto, _, addr in infos:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setblocking(False)
+            try:
+                await loop.sock_connect(sock, addr)
+            except OSError as exc:
+                errors.append(exc)
+                continue
+            return
+    refusals = [exc for exc in errors if isinstance(exc, ConnectionRefusedError)]
+    if len(refusals) == len(errors):
+        raise ConnectionRefusedError(f"{host}:{port}: connection refused")
+    raise next(exc for exc in errors if not isinstance(exc, ConnectionRefusedError))
 
 
 def _count(env: Mapping[str, str], name: str) -> int | None:

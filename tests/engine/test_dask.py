@@ -757,6 +757,36 @@ def test_orch_serve_with_an_unreachable_scheduler_says_so_and_exits_2(tmp_path):
     assert "error: unknown executor 'spark'" in bad.stderr
 
 
+def test_a_host_whose_every_address_refuses_is_connection_refused(monkeypatch):
+    # `localhost` may be ::1 and 127.0.0.1: asyncio's own connect raised a bare
+    # OSError('Multiple exceptions: ...') when both refused. No name on this machine is
+    # sure to have two addresses, so only the name's resolution is stood in for: the
+    # connections are real (port 9 of 127.0.0.1 and 127.0.0.2: nothing listens there).
+    import asyncio
+    import socket
+
+    from orchestrator.engine.dask_executor import _probe
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    open_port = listener.getsockname()[1]
+
+    async def two_addresses(self, host, port, **kwargs):
+        assert host == "twohomes"
+        return [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.2", port)),
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)),
+        ]
+
+    monkeypatch.setattr(asyncio.BaseEventLoop, "getaddrinfo", two_addresses)
+    with pytest.raises(OSError) as refused:
+        asyncio.run(_probe("tcp://twohomes:9", 10))
+    assert str(refused.value) == "connection refused (nothing listens on that port)"
+    with listener:  # one address refuses, the next accepts: reached
+        asyncio.run(_probe(f"tcp://twohomes:{open_port}", 10))
+        conn, _ = listener.accept()
+        conn.close()
+
+
 def test_orch_run_with_a_wrong_scheduler_address_says_so_exits_2_and_runs_nothing(tmp_path):
     wf = write(tmp_path, "name: w\nphases:\n  - {id: a, agent: echo, with: {text: hi}}\n")
     done = orch(tmp_path, "run", str(wf), "--executor", "dask://127.0.0.1:9")
