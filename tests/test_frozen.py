@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import pickle
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,3 +139,37 @@ def test_a_class_it_cannot_serve_is_refused_at_once() -> None:
     for cls in (Mutable, NoSlots, Checked, KeywordOnly):
         with pytest.raises(TypeError, match="quick_init"):
             quick_init(cls)
+
+
+def test_the_annotations_resolve_as_the_dataclasses() -> None:
+    plain, quick = _pair()
+    assert typing.get_type_hints(quick.__init__) == typing.get_type_hints(plain.__init__)
+    for cls in (Event, PhaseOutcome, CallSpec):  # documentation tools read them
+        hints = typing.get_type_hints(cls.__init__)
+        assert set(hints) == {f.name for f in dataclasses.fields(cls)} | {"return"}
+
+
+def test_fields_inherited_from_a_frozen_base_are_set_too() -> None:
+    @dataclass(frozen=True, slots=True)
+    class Base:
+        a: int
+        b: str = "x"
+
+    @quick_init
+    @dataclass(frozen=True, slots=True)
+    class Child(Base):
+        c: list[int] = field(default_factory=list)
+
+    value = Child(1, c=[2])
+    assert (value.a, value.b, value.c) == (1, "x", [2])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        value.a = 2
+
+
+def test_a_field_called_self_is_refused() -> None:
+    @dataclass(frozen=True, slots=True)
+    class Odd:
+        self: int  # type: ignore[misc]
+
+    with pytest.raises(TypeError, match="quick_init"):
+        quick_init(Odd)

@@ -37,6 +37,8 @@ class CallSpec:
     (``deadline()``). ``idempotency_key`` is the one ``AgentContext`` gives the
     agent (stable across a crash and resume). ``resources`` are what the call
     needs from a worker (empty unless configured). ``depth`` counts nested sub-runs.
+    ``call.make_spec`` passes the fields by position, in this order: a field added or
+    moved here is added or moved there (tests/engine/test_call_spec.py checks each).
     """
 
     run_id: str

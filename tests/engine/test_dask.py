@@ -652,7 +652,8 @@ def _own_types(tmp_path: Path, where: str, env: dict[str, str] | None = None) ->
         tmp_path,
         "name: own\nphases:\n"
         "  - id: loud\n    agent: shout\n    with: {text: hello}\n"
-        "  - id: near\n    agent: nearby\n    with: {n: 21}\n",
+        # after loud: where near fails, fail-fast must not cancel loud first (a race)
+        "  - id: near\n    agent: nearby\n    depends_on: [loud]\n    with: {n: 21}\n",
     )
     done = subprocess.run(
         [sys.executable, "program.py", where],
