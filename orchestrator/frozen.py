@@ -32,6 +32,7 @@ class _Factory:
 
 
 _FACTORY = _Factory()
+_PASS = "        pass\n"  # the body of a class without fields
 
 
 def quick_init(cls: type[_T]) -> type[_T]:
@@ -70,7 +71,7 @@ def quick_init(cls: type[_T]) -> type[_T]:
         body.append(f"        __qi_set_{f.name}(self, {value})\n")
     source = (
         f"def __qi_create({', '.join(names)}):\n"
-        f"    def __init__(self, {', '.join(signature)}):\n{''.join(body)}"
+        f"    def __init__(self, {', '.join(signature)}):\n{''.join(body) or _PASS}"
         "    return __init__\n"
     )
     made: dict[str, Any] = {}

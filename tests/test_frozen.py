@@ -173,3 +173,14 @@ def test_a_field_called_self_is_refused() -> None:
 
     with pytest.raises(TypeError, match="quick_init"):
         quick_init(Odd)
+
+
+def test_a_class_without_fields_builds() -> None:
+    @quick_init
+    @dataclass(frozen=True, slots=True)
+    class Empty:
+        pass
+
+    assert Empty() == Empty()
+    with pytest.raises(TypeError):
+        Empty(1)  # type: ignore[call-arg]

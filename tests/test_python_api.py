@@ -26,15 +26,18 @@ def _readme_example() -> str:
     return found.group(1)
 
 
+def _orch(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The real `orch ARGS`, its output captured."""
+    return subprocess.run(
+        [*ORCH, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+
+
 def _orch_json(state: Path, *args: str, env: dict[str, str] | None = None) -> Any:
     """The JSON that the real `orch ARGS --json --state-dir STATE` prints."""
-    out = subprocess.run(
-        [*ORCH, *args, "--json", "--state-dir", str(state)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = _orch(*args, "--json", "--state-dir", str(state), env=env)
     assert out.returncode == 0, out.stderr
     if args[0] == "logs":  # one event a line
         return [json.loads(line) for line in out.stdout.splitlines()]
@@ -136,12 +139,7 @@ def test_start_takes_yaml_text_and_the_run_shows_in_orch_runs(tmp_path):
     )
     result = asyncio.run(run(text))
     assert (result.status, result.outputs) == ("completed", {"said": "hi"})
-    listed = subprocess.run(
-        [*ORCH, "runs", "--json", "--state-dir", str(tmp_path / "s")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    listed = _orch("runs", "--json", "--state-dir", str(tmp_path / "s"))
     assert [r["workflow"] for r in json.loads(listed.stdout)] == ["from-text"]
     with pytest.raises(orchestrator.WorkflowInvalid) as caught:  # text keeps its own lines
         asyncio.run(run("name: y\nphases:\n  - {id: a, agent: ecoh}\n"))
@@ -195,9 +193,7 @@ def test_a_schedule_input_problem_shows_its_hint_once(tmp_path):
         "schedule:\n  - cron: '0 * * * *'\n    inputs: {m: 3}\n"
         "phases:\n  - {id: a, agent: echo}\n"
     )
-    out = subprocess.run(
-        [*ORCH, "validate", str(tmp_path / "wf.yaml")], capture_output=True, text=True, timeout=60
-    )
+    out = _orch("validate", str(tmp_path / "wf.yaml"))
     assert out.returncode == 2
     assert out.stdout.splitlines() == [
         f"{tmp_path / 'wf.yaml'}:6:17: schedule[0].inputs: unknown input 'm'",
@@ -221,12 +217,7 @@ def test_a_phase_the_run_lacks_shows_its_did_you_mean_in_python_and_once_in_the_
     run_id, error = asyncio.run(go())
     assert str(error) == f"run '{run_id}' has no phase 'shp'\n  hint: did you mean 'ship'?"
     # the CLI prints the message and the hint, each once
-    out = subprocess.run(
-        [*ORCH, "logs", run_id, "--phase", "shp", "--state-dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = _orch("logs", run_id, "--phase", "shp", "--state-dir", str(tmp_path))
     assert out.returncode == 2
     assert out.stderr.splitlines() == [
         f"error: run '{run_id}' has no phase 'shp'",
@@ -251,12 +242,7 @@ def test_a_phase_the_run_lacks_with_no_close_name_lists_the_runs_phases(tmp_path
         return handle.run_id
 
     run_id = asyncio.run(go())
-    out = subprocess.run(
-        [*ORCH, "logs", run_id, "--phase", "nah", "--state-dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = _orch("logs", run_id, "--phase", "nah", "--state-dir", str(tmp_path))
     assert out.returncode == 2
     assert out.stderr.splitlines() == [
         f"error: run '{run_id}' has no phase 'nah'",
@@ -390,9 +376,7 @@ def test_a_mapping_with_a_number_json_cannot_carry_is_refused_as_in_a_file(tmp_p
     (tmp_path / "wf.yaml").write_text(
         "name: x\nphases:\n  - {id: a, agent: echo, with: {text: .nan}}\n"
     )
-    out = subprocess.run(
-        [*ORCH, "validate", str(tmp_path / "wf.yaml")], capture_output=True, text=True, timeout=60
-    )
+    out = _orch("validate", str(tmp_path / "wf.yaml"))
     assert out.returncode == 2
     assert "the number '.nan' is NaN (JSON has no NaN or Infinity)" in out.stdout
 
@@ -416,12 +400,7 @@ def test_reject_from_python_fails_the_waiting_phase_and_a_second_decision_is_ref
     with pytest.raises(UsageError, match="was already rejected by "):
         orchestrator.approve(run_id, "ship", state_dir=tmp_path)
     # the CLI sees the same decision
-    out = subprocess.run(
-        [*ORCH, "approve", run_id, "ship", "--state-dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = _orch("approve", run_id, "ship", "--state-dir", str(tmp_path))
     assert out.returncode == 2 and "was already rejected by " in out.stderr
 
 
@@ -465,13 +444,7 @@ def test_a_run_started_from_a_mapping_or_yaml_text_resumes_with_orch_resume(tmp_
     run_id, status = asyncio.run(first())
     assert status == "failed"
     (tmp_path / "approved").touch()
-    out = subprocess.run(
-        [*ORCH, "resume", run_id, "--state-dir", str(tmp_path / "s")],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = _orch("resume", run_id, "--state-dir", str(tmp_path / "s"), cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert orchestrator.status(run_id, state_dir=tmp_path / "s").status == "completed"
     assert _started_phases(run_id, tmp_path / "s") == ["build", "ship", "ship"]
@@ -492,8 +465,8 @@ def test_a_run_recorded_without_its_workflow_text_resumes_with_workflow_file(tmp
     run_id, status = asyncio.run(first())
     assert status == "failed"
     (tmp_path / "approved").touch()
-    resume = [*ORCH, "resume", run_id, "--state-dir", str(tmp_path / "s")]
-    out = subprocess.run(resume, capture_output=True, text=True, timeout=120)
+    resume = ("resume", run_id, "--state-dir", str(tmp_path / "s"))
+    out = _orch(*resume)
     assert out.returncode == 2
     assert out.stderr.splitlines() == [
         f"error: run '{run_id}' was not started from a workflow file, and its workflow's text"
@@ -502,12 +475,7 @@ def test_a_run_recorded_without_its_workflow_text_resumes_with_workflow_file(tmp
         " resume(..., workflow=...) from Python",
     ]
     (tmp_path / "deploy.yaml").write_text(_deploy_yaml(tmp_path))
-    out = subprocess.run(
-        [*resume, "--workflow", str(tmp_path / "deploy.yaml")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = _orch(*resume, "--workflow", str(tmp_path / "deploy.yaml"))
     assert out.returncode == 0, out.stderr
     assert _started_phases(run_id, tmp_path / "s") == ["build", "ship", "ship"]
 
@@ -576,11 +544,6 @@ def test_resume_of_a_run_that_already_completed_returns_none_and_status_has_its_
     assert resumed is None  # nothing to resume, as `orch resume` says (exit 0)
     found = orchestrator.status(result.run_id, state_dir=state)
     assert (found.status, found.outputs, found.run.resumes) == ("completed", {"said": "hi"}, 0)
-    cli = subprocess.run(
-        [*ORCH, "resume", result.run_id, "--state-dir", state],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    cli = _orch("resume", result.run_id, "--state-dir", state)
     assert cli.returncode == 0, cli.stderr
     assert cli.stderr == f"run {result.run_id} already completed; nothing to resume\n"
