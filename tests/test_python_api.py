@@ -547,3 +547,15 @@ def test_resume_of_a_run_that_already_completed_returns_none_and_status_has_its_
     cli = _orch("resume", result.run_id, "--state-dir", state)
     assert cli.returncode == 0, cli.stderr
     assert cli.stderr == f"run {result.run_id} already completed; nothing to resume\n"
+
+
+def test_run_sync_takes_a_workflow_and_says_what_it_takes_for_anything_else(tmp_path):
+    flow = orchestrator.load_workflow({"name": "w", "phases": [{"id": "a", "agent": "echo"}]})
+    result = orchestrator.run_sync(flow)  # compiled on the way, as compile_plan(flow)
+    assert (result.status, list(result.phases)) == ("completed", ["a"])
+    with pytest.raises(UsageError) as caught:
+        orchestrator.run_sync(str(tmp_path / "wf.yaml"))  # type: ignore[arg-type]
+    assert str(caught.value) == (
+        "execute() and run_sync() run a Plan, not str\n  hint: `orchestrator.run_sync("
+        "orchestrator.compile_plan(orchestrator.load_workflow(...)))`"
+    )

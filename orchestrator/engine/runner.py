@@ -23,8 +23,8 @@ from .. import events as ev
 from ..agents.registry import AgentRegistry
 from ..errors import RecordFailed, one_line
 from ..events import Event, EventSink
-from ..plan import Plan
-from ..spec.model import Phase
+from ..plan import Plan, compile_plan
+from ..spec.model import Phase, Workflow
 from .context import RunContext, build_context
 from .handlers import conclude
 from .heap import frozen_heap
@@ -447,7 +447,7 @@ def _not_stored(posted: Iterable[tuple[Event, asyncio.Future[None]]]) -> BaseExc
 
 
 async def execute(
-    plan: Plan,
+    plan: Plan | Workflow,
     *,
     inputs: Mapping[str, Any] | None = None,
     registry: AgentRegistry | None = None,
@@ -465,10 +465,26 @@ async def execute(
     exception. Setting ``cancel`` or cancelling the calling task ends the run as
     cancelled (the latter re-raises CancelledError after the last event). ``prior``:
     an earlier run's outcomes; its completed phases are kept, and what every prior
-    outcome's calls used (its ``metadata`` tokens and cost) counts as spent.
+    outcome's calls used (its ``metadata`` tokens and cost) counts as spent. A Workflow
+    (``load_workflow``) is compiled here; anything else is a UsageError.
     """
+    plan = _as_plan(plan)
     with frozen_heap():
         return await _execute(plan, inputs, registry, run_id, options, sinks, prior, cancel)
+
+
+def _as_plan(plan: Plan | Workflow) -> Plan:
+    """What ``execute`` runs: a Plan, or the plan of a Workflow (``compile_plan``)."""
+    if isinstance(plan, Plan):
+        return plan
+    if isinstance(plan, Workflow):
+        return compile_plan(plan)
+    from ..errors import UsageError
+
+    raise UsageError(
+        f"execute() and run_sync() run a Plan, not {type(plan).__name__}",
+        hint="`orchestrator.run_sync(orchestrator.compile_plan(orchestrator.load_workflow(...)))`",
+    )
 
 
 async def _execute(
@@ -595,7 +611,7 @@ async def run(
 
 
 def run_sync(
-    plan: Plan,
+    plan: Plan | Workflow,
     *,
     inputs: Mapping[str, Any] | None = None,
     registry: AgentRegistry | None = None,
