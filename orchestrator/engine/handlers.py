@@ -27,8 +27,8 @@ from ..expr import has_template, render
 from .context import RunContext, SubRuns
 from .phase import describe, run_phase
 from .rendering import rendered
-from .result import PhaseOutcome, RunResult, Usage
-from .saga import NOT_RUN, compensate
+from .result import PhaseOutcome, RunResult, Usage, interruptible
+from .saga import INTERRUPTED, NOT_RUN, compensate, uncancel
 
 if TYPE_CHECKING:
     from ..spec.model import Phase, Workflow
@@ -63,8 +63,13 @@ async def _fallback_workflow(
     caller = SubRuns(run, FALLBACK_PHASE)  # its address: FALLBACK_PHASE (approvals)
     try:
         outputs = await run.run_workflow(path, run.inputs, caller=caller)
-    except Exception as exc:  # noqa: BLE001 - a failing fallback is recorded, not raised
-        message = describe(exc)
+    except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001 - recorded, not raised
+        if isinstance(exc, asyncio.CancelledError):  # a second cancel: stop now, as saga
+            run.stopped = True
+            uncancel()
+            message = INTERRUPTED
+        else:
+            message = describe(exc)
         ended = run.now()
         run.outcomes[FALLBACK_PHASE] = PhaseOutcome(
             FALLBACK_PHASE, "failed", None, message, 1, started, ended, metadata=_used(caller)
@@ -184,7 +189,8 @@ async def conclude(
         status = "completed"
     replaced: Mapping[str, Any] | None = None
     if has_epilogue(wf):  # fallback workflow, compensation, on_success/on_failure/finally
-        status, error, replaced = await epilogue(run, status, error, completion_order)
+        with interruptible(run.cancel_request):  # a forced cancel stops what runs there
+            status, error, replaced = await epilogue(run, status, error, completion_order)
     outputs: dict[str, Any] = {}
     if replaced is not None:
         outputs = dict(replaced)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime
 import enum
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
@@ -153,15 +154,40 @@ class CancelRequest(asyncio.Event):
         super().__init__()
         self.by: str | None = None
         self.forced = False
+        self._interruptible: asyncio.Task[Any] | None = None  # see ``interruptible``
 
     def request(self, by: str | None = None, *, force: bool = False) -> None:
         """Cancel the run; the first ``by`` given is kept. ``force``: stop now (a second
         Ctrl-C): running phases are killed (the saga then runs); while compensating,
-        handlers not started are not run, compensations not started are left pending."""
+        handlers not started are not run, compensations not started are left pending.
+        Once the run only records its end, ``force`` changes nothing: it ends cancelled."""
         if self.by is None:
             self.by = by
         self.forced = self.forced or force
         self.set()
+        if force and self._interruptible is not None:
+            self._interruptible.cancel()  # what the run awaits there stops now
+
+    @contextlib.contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """The part of a run a forced request interrupts: within it, ``request(force=True)``
+        cancels the calling task (the run's), whose code there takes that cancel (the
+        scheduler kills the phases; a compensation, a handler or the fallback workflow
+        is recorded as stopped). Outside it (the run recording its end, closing its
+        agents and its store) a forced request is only noted: nothing there is cut."""
+        self._interruptible = asyncio.current_task()
+        try:
+            yield
+        finally:
+            self._interruptible = None
+
+
+def interruptible(cancel: asyncio.Event | None) -> contextlib.AbstractContextManager[None]:
+    """``cancel.interruptible()`` for a CancelRequest; for a plain event or none (nothing
+    can force the run), a context that does nothing."""
+    if isinstance(cancel, CancelRequest):
+        return cancel.interruptible()
+    return contextlib.nullcontext()
 
 
 class ResultCache(Protocol):

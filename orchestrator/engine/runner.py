@@ -29,7 +29,7 @@ from .context import RunContext, build_context
 from .handlers import conclude
 from .heap import frozen_heap
 from .phase import run_phase
-from .result import CancelRequest, PhaseOutcome, RunOptions, RunResult, Slots
+from .result import CancelRequest, PhaseOutcome, RunOptions, RunResult, Slots, interruptible
 from .saga import uncancel
 
 __all__ = ["execute", "run", "run_sync"]
@@ -532,7 +532,8 @@ async def _execute(
     interrupted: BaseException | None = None
     try:
         try:
-            await scheduler.run()
+            with interruptible(cancel):  # a forced cancel request kills the phases now
+                await scheduler.run()
         except asyncio.CancelledError as exc:
             interrupted = exc
         # a forced cancel request (RunHandle: a second Ctrl-C) that came while phases ran

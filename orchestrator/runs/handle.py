@@ -91,11 +91,9 @@ class RunHandle:
         While phases run, their commands are killed at once, then the saga and handlers
         run as after a plain cancel; while it compensates (or runs handlers), what runs is
         cancelled, the handlers not started are not run and the compensations not started
-        are left pending (``orch resume`` runs them); the run records its end."""
+        are left pending (``orch resume`` runs them); the run records its end. Once it only
+        records its end, ``force`` cuts nothing (``CancelRequest.interruptible``)."""
         self._cancel.request(signal.Signals(signum).name if signum else None, force=force)
-        task = self._task
-        if force and task is not None and not task.done():
-            task.cancel()  # what the run awaits (a compensation's call) is cancelled
 
     @property
     def cancelled_by(self) -> str | None:
