@@ -20,6 +20,7 @@ from .base import Owner, PhaseRecord, PhaseState, RunRecord
 
 __all__ = [
     "OUTPUT_CAP",
+    "Plans",
     "apply_event",
     "apply_events",
     "corrupt_run_record",
@@ -63,15 +64,6 @@ _INSERT_EVENTS = {
 }
 
 
-#: The rows of a run's planned phases, ``pending`` (a resume keeps a row, renumbered).
-_INSERT_PENDING = {
-    size: "INSERT INTO phases(run_id, id, idx, state) VALUES "
-    + ",".join(["(?, ?, ?, 'pending')"] * size)
-    + " ON CONFLICT(run_id, id) DO UPDATE SET idx=excluded.idx"
-    for size in (64, 32, 16, 8, 4, 2, 1)
-}
-
-
 def _chunks(total: int) -> Iterator[tuple[int, int]]:
     """(start, size) of the multi-row statements for ``total`` rows: 64 at a time, the
     rest in halves (a few distinct statements, each prepared once)."""
@@ -84,14 +76,26 @@ def _chunks(total: int) -> Iterator[tuple[int, int]]:
         start += size
 
 
-def _insert_pending(conn: Any, run: str, planned: Sequence[str]) -> None:
-    """A row per planned phase, by multi-row INSERTs of up to 64 rows, as the events (a
-    statement per row cost a run of 10,000 phases about 7,000 instructions a phase more)."""
-    for start, size in _chunks(len(planned)):
-        params: list[Any] = []
-        for i in range(start, start + size):
-            params += (run, planned[i], i)
-        conn.execute(_INSERT_PENDING[size], params)
+def _renumber(conn: Any, run: str, planned: Sequence[str]) -> None:
+    """A resumed run's rows get their phases' places in its (new) plan. A planned phase
+    gets its row at its first event (``_Rows.idx``): a run that just started has none."""
+    if conn.execute("SELECT 1 FROM phases WHERE run_id=? LIMIT 1", (run,)).fetchone():
+        conn.executemany(
+            "UPDATE phases SET idx=? WHERE run_id=? AND id=?",
+            [(i, run, pid) for i, pid in enumerate(planned)],
+        )
+
+
+def _plan_index(conn: Any, run: str) -> dict[str, int]:
+    """The place of each planned phase of ``run``, from its row's ``info`` (a run this
+    process did not start: its ``workflow_started`` was applied elsewhere); empty
+    when the row or its ``info`` cannot tell (its phases then sort after the plan's)."""
+    row = conn.execute("SELECT info FROM runs WHERE id=?", (run,)).fetchone()
+    try:
+        planned = json.loads(row[0]).get("phases") if row and row[0] else None
+        return {str(pid): i for i, pid in enumerate(planned or ())}
+    except (ValueError, TypeError, AttributeError):
+        return {}
 
 
 def _prepare(
@@ -121,15 +125,26 @@ def _prepare(
     return row, output_text, output_file
 
 
+#: What a writer knows of its runs' plans: run id -> {planned phase: its place}.
+Plans = dict[str, dict[str, int]]
+
+
 def apply_event(
-    conn: Any, event: Event, *, owner: Owner, spill: Callable[[str, str, str], str]
+    conn: Any,
+    event: Event,
+    *,
+    owner: Owner,
+    spill: Callable[[str, str, str], str],
+    plans: Plans | None = None,
 ) -> None:
     """Insert ``event`` and update the run and phase rows it concerns.
 
     ``owner`` is recorded on ``workflow_started``; ``spill(run, phase, json_text)``
-    stores an output too big for a row and returns its path. Raises sqlite3 errors.
+    stores an output too big for a row and returns its path. ``plans``: the writer's
+    ``Plans``, kept from one call to the next (a run's ``workflow_started`` puts its
+    plan there, its end takes it out). Raises sqlite3 errors.
     """
-    apply_events(conn, (event,), owner=owner, spill=spill)
+    apply_events(conn, (event,), owner=owner, spill=spill, plans=plans)
 
 
 def apply_events(
@@ -138,11 +153,12 @@ def apply_events(
     *,
     owner: Owner,
     spill: Callable[[str, str, str], str],
+    plans: Plans | None = None,
 ) -> None:
     """``apply_event`` for each of ``events``, in order: their rows go in by multi-row
     INSERTs of up to 64 (a statement per row costs about twice as much), each chunk's run
     and phase rows are updated right after it. Raises sqlite3 errors."""
-    rows = _Rows(conn)
+    rows = _Rows(conn, {} if plans is None else plans)
     for start, size in _chunks(len(events)):
         chunk = events[start : start + size]
         params: list[Any] = []
@@ -165,21 +181,39 @@ class _Rows:
     a phase has (the INSERT when it has none) is held back, and a run of them with one
     statement goes in by one ``executemany`` (a call per row costs about 0.4 us more);
     any other statement first writes what is held back. The INSERT's values are made
-    only when an UPDATE found no row (``values_of(params, seq)``): most never are."""
+    only when an UPDATE found no row (``values_of(params, idx)``): most never are.
 
-    __slots__ = ("conn", "sql", "insert", "values_of", "held", "seqs")
+    A phase's row is made at its first event (``phase_started``, or ``phase_skipped``
+    for one that never ran), at its place in the plan (``idx``); a planned phase
+    without a row is pending (``SqliteStore.phases`` lists it so)."""
 
-    def __init__(self, conn: Any) -> None:
+    __slots__ = ("conn", "plans", "sql", "insert", "values_of", "held", "seqs")
+
+    def __init__(self, conn: Any, plans: Plans) -> None:
         self.conn = conn
+        self.plans = plans
         self.sql = ""
         self.insert = ""
         self.values_of: Callable[[tuple[Any, ...], int], tuple[Any, ...]] = _no_values
         self.held: list[tuple[Any, ...]] = []
         self.seqs: list[int] = []
 
+    def idx(self, run: str, phase: str, seq: int) -> int:
+        """The place of ``phase``'s row: its place in the run's plan; a phase outside the
+        plan (a handler, the fallback workflow) after the plan's, in the order it came."""
+        planned = self.plans.get(run)
+        if planned is None:
+            planned = self.plans[run] = _plan_index(self.conn, run)
+        found = planned.get(phase)
+        return _EXTRA + seq if found is None else found
+
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         self.flush()
         self.conn.execute(sql, params)
+
+    def hold(self, sql: str, params: tuple[Any, ...]) -> None:
+        """A statement that always writes its row (an upsert), batched as UPDATEs are."""
+        self.update_or_insert(sql, params, "", _no_values, 0)
 
     def update_or_insert(
         self,
@@ -189,7 +223,8 @@ class _Rows:
         values_of: Callable[[tuple[Any, ...], int], tuple[Any, ...]],
         seq: int,
     ) -> None:
-        """UPDATE the row; INSERT ``values_of(params, seq)`` when the UPDATE found none."""
+        """UPDATE the row; INSERT ``values_of(params, idx)`` when the UPDATE found none
+        (``idx``: the row's place, ``idx(run, phase, seq)``)."""
         if update != self.sql:
             self.flush()
             self.sql, self.insert, self.values_of = update, insert, values_of
@@ -203,29 +238,18 @@ class _Rows:
         seqs = self.seqs
         self.held, self.seqs = [], []
         conn, sql = self.conn, self.sql
-        if conn.executemany(sql, held).rowcount == len(held):
-            return
+        if conn.executemany(sql, held).rowcount == len(held) or not self.insert:
+            return  # every row was there (an upsert's always is)
         # a row was missing (a phase outside the plan): each again (the UPDATEs are
         # idempotent), inserting the rows not found
         for params, seq in zip(held, seqs, strict=True):
             if conn.execute(sql, params).rowcount == 0:
-                conn.execute(self.insert, self.values_of(params, seq))
+                run, phase = params[-2:]  # every such UPDATE ends WHERE run_id=? AND id=?
+                conn.execute(self.insert, self.values_of(params, self.idx(run, phase, seq)))
 
 
-def _no_values(params: tuple[Any, ...], seq: int) -> tuple[Any, ...]:
+def _no_values(params: tuple[Any, ...], idx: int) -> tuple[Any, ...]:
     raise AssertionError("no statement held")  # pragma: no cover - flush holds none then
-
-
-# The INSERT values of a phase row an UPDATE did not find, from the UPDATE's parameters
-# (as _derive builds them) and the event's sequence number.
-def _started_values(p: tuple[Any, ...], seq: int) -> tuple[Any, ...]:
-    attempt, _, ts, run, phase = p
-    return (run, phase, _EXTRA + seq, attempt, ts)
-
-
-def _waiting_values(p: tuple[Any, ...], seq: int) -> tuple[Any, ...]:
-    run, phase = p
-    return (run, phase, _EXTRA + seq)
 
 
 def _completed_statement(
@@ -247,7 +271,7 @@ def _completed_statement(
         " VALUES (?, ?, ?, 'completed', ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     )
 
-    def values_of(p: tuple[Any, ...], seq: int) -> tuple[Any, ...]:
+    def values_of(p: tuple[Any, ...], idx: int) -> tuple[Any, ...]:
         attempts, started, ended, output, *rest = p
         output_file = rest.pop(0) if spilled else None
         cached, fallback_used, completed_seq, *rest = rest
@@ -256,7 +280,7 @@ def _completed_statement(
         return (
             run,
             phase,
-            _EXTRA + seq,
+            idx,
             attempts,
             started,
             ended,
@@ -320,7 +344,8 @@ def _derive(
             ),
         )
         rows.flush()
-        _insert_pending(rows.conn, run, planned)
+        rows.plans[run] = {str(pid): i for i, pid in enumerate(planned)}
+        _renumber(rows.conn, run, planned)
     elif phase is None:
         status = run_status(event)
         if status is not None:
@@ -335,33 +360,28 @@ def _derive(
                     run,
                 ),
             )
+            rows.plans.pop(run, None)  # the run ended: events after it (a resume) load it
             # A phase still running (or waiting) when its run ended did not finish: cancelled.
             rows.execute(
                 "UPDATE phases SET state='cancelled', ended=?"
                 " WHERE run_id=? AND state IN ('running', 'waiting')",
                 (ts, run),
             )
-    elif kind == "phase_started":
-        # UPDATE first: the row exists for every planned phase, and a plain UPDATE is
-        # cheaper than an upsert on the hot path; handler phases get their row here.
+    elif kind == "phase_started":  # the phase's row is made here (a retry: updated)
         attempt = event.attempt or 1
-        rows.update_or_insert(
-            "UPDATE phases SET state='running', attempts=?,"
-            " started=CASE WHEN ?<=1 OR started IS NULL THEN ? ELSE started END,"
-            " ended=NULL, error=NULL WHERE run_id=? AND id=?",
-            (attempt, attempt, ts, run, phase),
+        rows.hold(
             "INSERT INTO phases(run_id, id, idx, state, attempts, started)"
-            " VALUES (?, ?, ?, 'running', ?, ?)",
-            _started_values,
-            seq,
+            " VALUES (?, ?, ?, 'running', ?, ?) ON CONFLICT(run_id, id) DO UPDATE SET"
+            " state='running', attempts=excluded.attempts, started=CASE WHEN"
+            " excluded.attempts<=1 OR started IS NULL THEN excluded.started ELSE started END,"
+            " ended=NULL, error=NULL",
+            (run, phase, rows.idx(run, phase, seq), attempt, ts),
         )
     elif kind == "phase_waiting":  # an approval: the phase waits for a person's decision
-        rows.update_or_insert(
-            "UPDATE phases SET state='waiting', ended=NULL, error=NULL WHERE run_id=? AND id=?",
-            (run, phase),
-            "INSERT INTO phases(run_id, id, idx, state) VALUES (?, ?, ?, 'waiting')",
-            _waiting_values,
-            seq,
+        rows.hold(
+            "INSERT INTO phases(run_id, id, idx, state) VALUES (?, ?, ?, 'waiting')"
+            " ON CONFLICT(run_id, id) DO UPDATE SET state='waiting', ended=NULL, error=NULL",
+            (run, phase, rows.idx(run, phase, seq)),
         )
     elif kind == "phase_completed":
         duration = data.get("duration")
@@ -385,7 +405,7 @@ def _derive(
     elif kind in ("phase_failed", "phase_skipped"):
         state = str(phase_state(event))
         metadata = data.get("metadata")  # what a failed phase's calls used, as completed's
-        rows.execute(
+        rows.hold(
             "INSERT INTO phases(run_id, id, idx, state, attempts, ended, error, metadata)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT(run_id, id) DO UPDATE SET state=excluded.state,"
@@ -394,7 +414,7 @@ def _derive(
             (
                 run,
                 phase,
-                _EXTRA + seq,
+                rows.idx(run, phase, seq),
                 state,
                 int(data.get("attempts") or event.attempt or 0),
                 ts,

@@ -31,6 +31,7 @@ from ..files import folder_problem
 from .base import CachedResult, Decision, Owner, PhaseRecord, RunRecord, current_owner
 from .rows import (
     OUTPUT_CAP,
+    Plans,
     apply_event,
     apply_events,
     corrupt_run_record,
@@ -255,6 +256,7 @@ class SqliteStore:
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._lost: StateError | None = None  # a failed write that nobody awaited
+        self._plans: Plans = {}  # the plans of the runs written here (rows.apply_events)
         self._reader: sqlite3.Connection | None = None
         self._reader_lock = threading.Lock()
         check_state_folder(self.state_dir)
@@ -398,7 +400,7 @@ class SqliteStore:
         finally:
             conn.close()
 
-    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+    def _read(self, sql: str, args: Sequence[Any] | Mapping[str, Any] = ()) -> list[Any]:
         with self._reader_lock:
             if self._reader is None:
                 self._reader = self._connect()
@@ -453,7 +455,7 @@ class SqliteStore:
     def append(self, events: Iterable[Event]) -> None:
         """Store events synchronously, in one transaction (for the CLI's own records)."""
         with self._writing(f"cannot write to the state database '{self.path}'") as conn:
-            apply_events(conn, list(events), owner=self.owner, spill=self._spill)
+            apply_events(conn, list(events), owner=self.owner, spill=self._spill, plans=self._plans)
 
     def end_interrupted(self, event: Event) -> None:
         """Record a final ``event`` for a run whose owner died, if it still has no live owner.
@@ -569,7 +571,7 @@ class SqliteStore:
                         payload,
                     )
             if events:
-                apply_events(cur, events, owner=self.owner, spill=self._spill)
+                apply_events(cur, events, owner=self.owner, spill=self._spill, plans=self._plans)
             self._boundary()  # written, not committed: a crash here loses the whole batch
         self.commits += 1
         self._boundary()  # committed, not yet acknowledged
@@ -592,7 +594,7 @@ class SqliteStore:
         return str(target.relative_to(self.state_dir))
 
     def _apply_event(self, conn: sqlite3.Connection, event: Event) -> None:
-        apply_event(conn, event, owner=self.owner, spill=self._spill)
+        apply_event(conn, event, owner=self.owner, spill=self._spill, plans=self._plans)
 
     # -- ownership ---------------------------------------------------------------
 
@@ -675,12 +677,19 @@ class SqliteStore:
         return out
 
     def phases(self, run_id: str) -> list[PhaseRecord]:
-        """The phases of a run in plan order (handler phases after). Raises StateCorrupted."""
+        """The phases of a run in plan order (handler phases after). A planned phase has a
+        row from its first event on (rows.py): the others are listed as pending, from
+        the plan the run's row keeps. Raises StateCorrupted."""
         rows = self._read(
             "SELECT id, state, attempts, started, ended, output, output_file, error, cached,"
             " fallback_used, completed_seq, compensated, compensation_error, metadata, idx"
-            " FROM phases WHERE run_id=? ORDER BY idx",
-            (run_id,),
+            " FROM phases WHERE run_id=:run"
+            " UNION ALL SELECT j.value, 'pending', 0, NULL, NULL, NULL, NULL, NULL, 0, 0,"
+            " NULL, NULL, NULL, NULL, j.key FROM runs r, json_each(r.info, '$.phases') j"
+            " WHERE r.id=:run AND json_valid(r.info) AND json_type(r.info, '$.phases')='array'"
+            " AND NOT EXISTS (SELECT 1 FROM phases p WHERE p.run_id=r.id AND p.id=j.value)"
+            " ORDER BY 15",
+            {"run": run_id},
         )
         return [phase_record(run_id, row, self.state_dir) for row in rows]
 

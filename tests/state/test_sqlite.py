@@ -111,6 +111,62 @@ def test_a_run_is_recorded_with_derived_rows(tmp_path):
         assert again.get_run("r1").status == "failed"
 
 
+def test_a_planned_phase_has_a_row_from_its_first_event_and_is_listed_pending_before(tmp_path):
+    # a run that just started writes no row per planned phase: each gets its row at its
+    # first event, in its place in the plan; the others read as pending, in plan order
+    with open_store(tmp_path) as store:
+        events = [
+            _started(phases=("z", "a", "m", "b")),
+            _ev("phase_started", phase="m", attempt=1, ts=1001.0),
+            _ev("phase_skipped", phase="b", ts=1001.5, status="skipped", reason="when is false"),
+            _ev("phase_started", phase="cleanup", attempt=1, ts=1002.0),  # not planned
+        ]
+        asyncio.run(_record_all(store, events))
+        listed = [(p.id, str(p.state)) for p in store.phases("r1")]
+        assert listed == [
+            ("z", "pending"),
+            ("a", "pending"),
+            ("m", "running"),
+            ("b", "skipped"),
+            ("cleanup", "running"),
+        ]
+        store.close()
+        conn = sqlite3.connect(tmp_path / "state.db")
+        rows = conn.execute("SELECT id, idx FROM phases ORDER BY idx").fetchall()
+        conn.close()
+        assert [r[0] for r in rows] == ["m", "b", "cleanup"] and rows[:2] == [("m", 2), ("b", 3)]
+    # another process (a store that did not see workflow_started) places rows the same way
+    with open_store(tmp_path) as other:
+        asyncio.run(_record_all(other, [_ev("phase_started", phase="a", attempt=1)]))
+        assert [p.id for p in other.phases("r1")] == ["z", "a", "m", "b", "cleanup"]
+
+
+def test_a_resume_with_the_phases_in_another_order_lists_them_in_the_new_order(tmp_path):
+    with open_store(tmp_path) as store:
+        events = [
+            _started(phases=("a", "b", "c")),
+            _completed_a(1),
+            _ev("phase_started", phase="b", attempt=1),
+            _ev("workflow_failed", status="failed"),
+            _started(phases=("c", "b", "a")),  # the resume's plan
+        ]
+        asyncio.run(_record_all(store, events))
+        listed = [(p.id, str(p.state)) for p in store.phases("r1")]
+        assert listed == [("c", "pending"), ("b", "cancelled"), ("a", "completed")]
+
+
+def test_a_run_whose_plan_cannot_be_read_lists_the_phases_it_has_rows_for(tmp_path):
+    with open_store(tmp_path) as store:
+        events = [_started(), _ev("phase_started", phase="b", attempt=1)]
+        asyncio.run(_record_all(store, events))
+        store.close()
+        conn = sqlite3.connect(tmp_path / "state.db")
+        conn.execute("UPDATE runs SET info='{\"phases\": 7'")  # not JSON any more
+        conn.commit()
+        conn.close()
+        assert [p.id for p in store.phases("r1")] == ["b"]
+
+
 def test_phase_started_is_durable_before_record_returns(tmp_path):
     store = open_store(tmp_path)
 
