@@ -21,7 +21,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["BOUND", "Processes", "Spawned"]
+__all__ = ["BOUND", "Processes", "Spawned", "holds_open"]
 
 #: Seconds a test waits for a line or an exit before failing: a bound on a hang, not a
 #: speed check (nothing asserts how fast anything went).
@@ -146,6 +146,26 @@ class Processes:
             spawned.stop()
         for state_dir, run_id in self._runs:
             _end_run(state_dir, run_id)
+
+
+def holds_open(pid: int, path: Path) -> None:
+    """Return once process ``pid`` has ``path`` open (read from /proc/PID/fd); AssertionError
+    after ``BOUND`` seconds without it (a bound on a hang, not a speed check)."""
+    target = os.path.realpath(path)
+    end = time.monotonic() + BOUND
+    while time.monotonic() < end:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            fds = []
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                    return
+            except OSError:
+                continue
+        time.sleep(0.005)
+    raise AssertionError(f"pid {pid} did not open {target} within {BOUND:g}s")
 
 
 def _signal_group(pgid: int, signum: int) -> None:

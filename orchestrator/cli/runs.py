@@ -4,7 +4,8 @@ They read and act on the state store (``--state-dir``, ``$ORCH_STATE_DIR``,
 default ``.orch``). Exit codes: 0 done, 1 the resumed run failed (or a cancelled
 run did not stop within --wait), 2 bad usage, an unknown run, a refused operation
 (cancel of a run that is not running, resume of a live run) or an unreadable store;
-`orch wait` exits with the run's code, or 124 when --timeout passed first.
+`orch wait` exits with the run's code, or 124 when it stopped waiting first (--timeout
+passed, or Ctrl-C): the run goes on.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ _WORKFLOW = typer.Option(
     help="The workflow file (or NAME in the workflows path) to go on with"
     " (default: the one the run was started from).",
 )
-#: `orch wait --timeout` when the run is still going: 124, as timeout(1), not a failed run's 1.
+#: `orch wait` that stopped waiting while the run goes on (--timeout passed, or Ctrl-C on the
+#: waiter): 124, as timeout(1); no run outcome (0, 1, 130, 143) uses it, so a script tells
+#: "I stopped waiting" from "the run was cancelled" (130 is a run cancelled by Ctrl-C).
 WAIT_TIMEOUT_EXIT = 124
 
 
@@ -254,7 +257,8 @@ def wait_command(
 ) -> None:
     """Wait for a run to end; exit with its outcome (0 completed, 1 failed, 130/143 cancelled).
 
-    124 (as timeout(1)) when --timeout passed and the run is still going.
+    124 (as timeout(1)) when it stopped waiting first, the run still going: --timeout
+    passed, or Ctrl-C on this command (which stops the waiting, not the run).
     """
     from ..errors import OrchError
     from ..runs import exit_code, wait_sync
@@ -264,8 +268,9 @@ def wait_command(
     except OrchError as exc:
         _fail(exc)
     except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        raise typer.Exit(130) from None
+        # the run goes on in its own process: not a cancelled run's 130
+        sys.stderr.write(f"stopped waiting; run {run_id} goes on (`orch status {run_id}`)\n")
+        raise typer.Exit(WAIT_TIMEOUT_EXIT) from None
     if final is None:
         sys.stderr.write(f"run {run_id} is still running after {timeout:g}s\n")
         raise typer.Exit(WAIT_TIMEOUT_EXIT)

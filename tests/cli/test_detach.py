@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+
+import pytest
+
+from tests.processes import holds_open
 
 ORCH = [sys.executable, "-m", "orchestrator"]
 
@@ -60,6 +66,31 @@ def test_detach_returns_while_the_run_goes_on_and_wait_exits_with_its_outcome(tm
     final = json.loads(logs.stdout.splitlines()[-1])
     assert final["event"] == "workflow_completed"
     assert final["data"]["outputs"] == {"said": "opened"}
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc to see the waiter wait")
+def test_ctrl_c_on_wait_stops_the_waiting_not_the_run_and_says_so(tmp_path, processes):
+    # the run goes on in its own process: the waiter's Ctrl-C is not the 130 of a run
+    # cancelled by Ctrl-C, so a script tells "I stopped waiting" from "it was cancelled"
+    run_id = _detach(tmp_path, GATED, processes)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    waiter = processes.start([*ORCH, "wait", run_id, "--state-dir", "s"], cwd=tmp_path, env=env)
+    # orch wait polls the store from inside its wait: a Ctrl-C sent once it has the store
+    # open lands on the waiting, not on Python still loading orch
+    holds_open(waiter.pid, tmp_path / "s" / "state.db")
+    waiter.proc.send_signal(signal.SIGINT)
+    code, out, err = waiter.finish()
+    assert code == 124, err  # as --timeout: the waiting stopped, the run goes on
+    assert err == f"stopped waiting; run {run_id} goes on (`orch status {run_id}`)\n"
+    assert out == []
+    status = _orch(tmp_path, "status", run_id, "--json", "--state-dir", "s")
+    assert json.loads(status.stdout)["status"] == "running"
+    (tmp_path / "go").write_text("")  # the run was not touched: it completes
+    done = _orch(tmp_path, "wait", run_id, "--state-dir", "s")
+    assert done.returncode == 0, done.stderr
+    assert f"run {run_id} completed" in done.stderr
+    final = _orch(tmp_path, "logs", run_id, "--json", "--state-dir", "s").stdout.splitlines()[-1]
+    assert json.loads(final)["data"]["outputs"] == {"said": "opened"}
 
 
 def test_wait_exits_1_for_a_failed_run(tmp_path, processes):
