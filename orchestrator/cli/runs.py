@@ -160,16 +160,19 @@ def status_command(
             phases = store.phases(run.id)
             decisions = store.decisions(run.id)
             by = cancelled_by(store, run)
+            items = store.items_done(run.id)
         except OrchError as exc:
             _fail(exc)
     if run.status == "interrupted":
         _tell_leftovers(run.id)
     now = time.time()
     if as_json:
-        info = status_json(run, phases, now=now, decisions=decisions, cancelled_by=by)
+        info = status_json(run, phases, now=now, decisions=decisions, cancelled_by=by, items=items)
         sys.stdout.write(dumps(info, indent=2, what="the run's status") + "\n")
         return
-    _console().print(status_view(run, phases, now=now, decisions=decisions, cancelled_by=by))
+    _console().print(
+        status_view(run, phases, now=now, decisions=decisions, cancelled_by=by, items=items)
+    )
 
 
 def logs_command(

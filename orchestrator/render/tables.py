@@ -114,6 +114,11 @@ def _note(phase: PhaseRecord, decision: Decision | None = None) -> str:
     return text if len(text) <= _NOTE_MAX else text[: _NOTE_MAX - 3] + "..."
 
 
+def _items_text(items: Mapping[str, int]) -> str:
+    """``items 3/10 done``: a running foreach phase's items that ended, of all of them."""
+    return f"items {items['done']}/{items['total']} done"
+
+
 def _progress_text(
     progress: Mapping[str, Any], phases: Sequence[PhaseRecord], members: set[str]
 ) -> str:
@@ -139,12 +144,17 @@ def status_view(
     max_rows: int = 200,
     decisions: Mapping[str, Decision] | None = None,
     cancelled_by: str | None = None,
+    items: Mapping[str, tuple[int, int]] | None = None,
 ) -> RenderableType:
     """``orch status``: a header (state, progress, running phases) and a table of phases
     (``decisions``: who approved or rejected a phase, in its note; ``cancelled_by``: who
-    cancelled a cancelled run)."""
+    cancelled a cancelled run; ``items``: a running foreach phase's items done, as
+    ``status_json`` takes them)."""
     decided = decisions or {}
-    info = status_json(run, phases, now=now, decisions=decided, cancelled_by=cancelled_by)
+    info = status_json(
+        run, phases, now=now, decisions=decided, cancelled_by=cancelled_by, items=items
+    )
+    counted = {p["id"]: _items_text(p["items"]) for p in info["phases"] if p["items"]}
     header = Text()
     header.append(f"run {run.id}", style="bold")
     header.append(f"  workflow {run.workflow} ({run.path})\n")
@@ -160,7 +170,10 @@ def status_view(
         header.append(f"   resumed: {run.resumes}x")
     if info["current"]:
         label = "running now" if run.status == "running" else "running when it stopped"
-        header.append(f"\n{label}: " + ", ".join(info["current"]))
+        header.append(
+            f"\n{label}: "
+            + ", ".join(f"{p} ({counted[p]})" if p in counted else p for p in info["current"])
+        )
     for pid in info["waiting"]:
         header.append(f"\nwaiting for approval: {pid}", style="bold")
         header.append(f" (`orch approve {run.id} {pid}` or `orch reject {run.id} {pid}`)")
@@ -192,7 +205,7 @@ def status_view(
             ),
             str(phase.attempts),
             _seconds(phase_time(phase, now, running)),
-            _note(phase, decided.get(phase.id)),
+            "; ".join(filter(None, (counted.get(phase.id), _note(phase, decided.get(phase.id))))),
         )
     parts: list[RenderableType] = [header, table]
     if len(phases) > max_rows:

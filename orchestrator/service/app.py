@@ -352,8 +352,11 @@ def create_app(service: Service, *, ui: bool = True) -> Starlette:
         phases = await in_thread(store.phases, run.id)
         decisions = await in_thread(store.decisions, run.id)
         by = await in_thread(cancelled_by, store, run)
+        items = await in_thread(store.items_done, run.id)
         # `orch status --json`, plus what the run's page shows
-        body = status_json(run, phases, now=time.time(), decisions=decisions, cancelled_by=by)
+        body = status_json(
+            run, phases, now=time.time(), decisions=decisions, cancelled_by=by, items=items
+        )
         # its events read a page at a time (a long run's are never read at once)
         read = await in_thread(views.read_events, store, run, now=time.time())
         for phase in body["phases"]:

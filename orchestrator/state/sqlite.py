@@ -693,6 +693,38 @@ class SqliteStore:
         )
         return [phase_record(run_id, row, self.state_dir) for row in rows]
 
+    def items_done(self, run_id: str) -> dict[str, tuple[int, int]]:
+        """(done, total) items of each foreach phase of the run still running (its row
+        says ``running``), from the events of its latest start: the last progress event
+        since then, or before any, the items checkpointed by earlier launches (a resumed
+        run does not run them again). Raises StateCorrupted."""
+        rows = self._read(
+            "WITH starts AS (SELECT e.phase AS phase, MAX(e.seq) AS seq FROM events e"
+            " JOIN phases p ON p.run_id=e.run_id AND p.id=e.phase"
+            " WHERE e.run_id=:run AND p.state='running' AND e.event='phase_started'"
+            " GROUP BY e.phase),"
+            " sized AS (SELECT s.phase, s.seq, json_extract(e.data, '$.items') AS total"
+            " FROM starts s JOIN events e ON e.seq=s.seq"
+            " WHERE json_valid(e.data) AND json_type(e.data, '$.items')='integer')"
+            " SELECT phase, total,"
+            " (SELECT json_extract(e.data, '$.progress.done') FROM events e"
+            "  WHERE e.run_id=:run AND e.phase=z.phase AND e.seq>z.seq"
+            "  AND e.event='phase_stream' AND json_valid(e.data)"
+            "  AND json_type(e.data, '$.progress.done')='integer' ORDER BY e.seq DESC LIMIT 1),"
+            " (SELECT COUNT(DISTINCT json_extract(e.data, '$.item')) FROM events e"
+            "  WHERE e.run_id=:run AND e.phase=z.phase AND e.seq<z.seq"
+            "  AND e.event='phase_stream' AND json_valid(e.data)"
+            "  AND json_type(e.data, '$.progress')='object'"
+            "  AND json_type(e.data, '$.item')='integer'"
+            "  AND json_extract(e.data, '$.item') BETWEEN 0 AND z.total - 1)"
+            " FROM sized z",
+            {"run": run_id},
+        )
+        return {
+            str(phase): (int(done if done is not None else kept), int(total))
+            for phase, total, done, kept in rows
+        }
+
     def events(
         self, run_id: str, *, phase: str | None = None, after: int = 0, limit: int | None = None
     ) -> list[tuple[int, Event]]:

@@ -126,6 +126,7 @@ def status_json(
     now: float,
     decisions: Mapping[str, Decision] | None = None,
     cancelled_by: str | None = None,
+    items: Mapping[str, tuple[int, int]] | None = None,
 ) -> dict[str, Any]:
     """A run with its progress, the phases running or waiting now, and each phase.
 
@@ -135,8 +136,11 @@ def status_json(
     workflow's own phases; handler phases (on_failure, finally, the fallback
     workflow) are listed with ``"handler": true``. ``decisions`` (the store's, by phase)
     gives each phase its ``decision`` on an approval: decision, who, at, comment.
+    ``items`` (the store's ``items_done``: a running foreach phase's (done, total))
+    gives such a phase its ``items``: ``{done, total}`` (None for any other phase).
     """
     decided = decisions or {}
+    counted = items or {}
     running = run.status == "running"
     members = set(run.phase_ids) or {p.id for p in phases}
     own = [p for p in phases if p.id in members]
@@ -153,7 +157,14 @@ def status_json(
         "current": [p.id for p in phases if p.state is PhaseState.RUNNING],
         "waiting": [p.id for p in phases if asks_approval(p, decided.get(p.id))],
         "phases": [
-            _phase_json(p, now, running, handler=p.id not in members, decision=decided.get(p.id))
+            _phase_json(
+                p,
+                now,
+                running,
+                handler=p.id not in members,
+                decision=decided.get(p.id),
+                items=counted.get(p.id) if p.state is PhaseState.RUNNING else None,
+            )
             for p in phases
         ],
         "tokens": token_total(phases),
@@ -162,7 +173,13 @@ def status_json(
 
 
 def _phase_json(
-    p: PhaseRecord, now: float, running: bool, *, handler: bool, decision: Decision | None
+    p: PhaseRecord,
+    now: float,
+    running: bool,
+    *,
+    handler: bool,
+    decision: Decision | None,
+    items: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     return {
         "id": p.id,
@@ -183,6 +200,8 @@ def _phase_json(
         "agent": p.metadata.get("agent"),
         "agents": p.metadata.get("agents"),
         "iterations": p.metadata.get("iterations"),
+        # a running foreach phase: its items that ended (in any state) of all of them
+        "items": None if items is None else {"done": items[0], "total": items[1]},
         "metadata": dict(p.metadata),
         "decision": None
         if decision is None
