@@ -32,6 +32,7 @@ def report_command(
             "-o",
             metavar="FILE",
             help="Where to write the page (default: orch-report-RUN.html; - for stdout).",
+            readable=False,  # only written: checked by files.check_output_path
         ),
     ] = None,
     state_dir: StateDirOption = None,

@@ -132,7 +132,10 @@ def run_command(
     output_file: Annotated[
         Path | None,
         typer.Option(
-            "--output-file", help="Write the workflow outputs to this file as JSON.", metavar="FILE"
+            "--output-file",
+            help="Write the workflow outputs to this file as JSON.",
+            metavar="FILE",
+            readable=False,  # only written: checked by files.check_output_path
         ),
     ] = None,
     no_cache: Annotated[
@@ -142,7 +145,10 @@ def run_command(
     junit: Annotated[
         Path | None,
         typer.Option(
-            "--junit", help="Write a JUnit XML report (one testcase per phase).", metavar="FILE"
+            "--junit",
+            help="Write a JUnit XML report (one testcase per phase).",
+            metavar="FILE",
+            readable=False,  # only written: checked by files.check_output_path
         ),
     ] = None,
     record: RecordOption = None,

@@ -227,3 +227,40 @@ def test_a_path_in_a_folder_this_user_cannot_open_is_refused_by_name(shared_dir)
             assert res.returncode == 2, (option, path, res.stderr)
             assert res.stderr.startswith(line + "\n"), (option, path, res.stderr)
     assert not (shared_dir / "st").exists()  # refused before anything was recorded
+
+
+def test_a_file_this_user_may_write_but_not_read_is_written_by_every_option(shared_dir):
+    # an output is only written: a file of mode 200 is no reason to refuse it (typer's
+    # own Path check said "Path 'out/o.json' is not readable" before orch's ran)
+    (shared_dir / "wf.yaml").write_text(
+        "name: w\nphases:\n  - {id: a, agent: echo, with: {text: hi}}\n"
+        "outputs:\n  said: '{{ phases.a.output }}'\n"
+    )
+    (shared_dir / "wf.yaml").chmod(0o644)
+    out = shared_dir / "out"
+    out.mkdir()
+    out.chmod(0o777)  # the unprivileged user writes the store and replaces the files here
+    names = ("o.json", "j.xml", "p.html")
+    for name in names:
+        (out / name).write_text("old\n")
+        if os.geteuid() == 0:  # run_unprivileged runs as nobody: its own file
+            os.chown(out / name, 65534, 65534)
+        (out / name).chmod(0o200)
+    res = run_unprivileged(
+        ["run", "wf.yaml", "--output-file", "out/o.json", "--junit", "out/j.xml"]
+        + ["--state-dir", "out/st"],
+        shared_dir,
+    )
+    assert res.returncode == 0, res.stderr
+    run_id = res.stderr.split("(run ", 1)[1].split(",", 1)[0]
+    page = run_unprivileged(
+        ["report", run_id, "-o", "out/p.html", "--state-dir", "out/st"], shared_dir
+    )
+    assert page.returncode == 0, page.stderr
+    assert page.stderr == "wrote out/p.html\n"
+    for name in names:
+        assert stat.S_IMODE(os.stat(out / name).st_mode) == 0o200  # kept, as any replaced file's
+        (out / name).chmod(0o600)
+    assert json.loads((out / "o.json").read_text()) == {"said": "hi"}
+    assert (out / "j.xml").read_text().startswith('<?xml version="1.0"')
+    assert (out / "p.html").read_text().startswith("<!")
