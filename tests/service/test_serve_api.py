@@ -829,6 +829,36 @@ def test_the_api_shows_a_run_as_orch_status_json_does_with_more_keys(tmp_path):
     assert all(p["approval"] is None for p in api["phases"])
 
 
+FAN = """name: fan
+triggers:
+  - webhook: true
+phases:
+  - id: fan
+    foreach: "{{ ['a', 'b', 'c'] }}"
+    max_parallel: 1
+    agent: shell
+    with: {command: "while [ ! -f go-{{ item }} ]; do sleep 0.05; done; echo {{ item }}"}
+"""
+
+
+def test_the_api_shows_a_running_foreachs_items_done_as_orch_status_does(tmp_path):
+    with Serve(tmp_path, {"fan": FAN}) as srv:
+        (srv.folder / "go-a").write_text("")
+        run_id = srv.http.post("/api/workflows/fan/runs", json={}).json()["id"]
+
+        def items():
+            phases = srv.http.get(f"/api/runs/{run_id}").json().get("phases", [])
+            return next((p.get("items") for p in phases if p["id"] == "fan"), None)
+
+        wait_for(lambda: items() == {"done": 1, "total": 3}, "1 of 3 items done")
+        shown = json.loads(orch("status", run_id, "--json", state_dir=srv.state_dir).stdout)
+        assert shown["phases"][0]["items"] == {"done": 1, "total": 3}
+        for item in "bc":
+            (srv.folder / f"go-{item}").write_text("")
+        api = srv.run_when(run_id, "completed", "failed")
+    assert api["status"] == "completed" and api["phases"][0]["items"] is None
+
+
 def test_an_invalid_workflows_error_is_one_line_and_its_hint_is_in_problems(tmp_path):
     """GET /api/workflows: `error` is the first problem's one line (a list cell, a log
     line); what to do is the problem's `hint`, not folded into `error`."""
