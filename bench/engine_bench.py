@@ -7,8 +7,11 @@ a 1,000-wide fan-out with fan-in; then makespan against the critical path on a
 seeded random layered DAG of 500 phases sleeping 5-50 ms, unlimited and with 8
 at a time (critical-path priority against plain FIFO). ``--strict`` exits 1
 when a target is missed. Both loops run in this process, taking turns (engine, plain
-loop, engine, ...): each figure is the best of ``--quick`` 1 or 3 runs, and the
-run-by-run ratios show how much the machine moved meanwhile.
+loop, engine, ...): each figure is the best of ``--quick`` 1 or 7 runs, and the
+run-by-run ratios show how much the machine moved meanwhile. Seven, not three: on a
+shared VM one run of either loop can take half as long again as the next (measured:
+the same engine 18 and 27 us a phase, the plain loop 11 and 18, minutes apart), and
+the best of three of each was then often not the machine's speed for both.
 """
 
 from __future__ import annotations
@@ -234,7 +237,7 @@ def bench_makespan(seed: int) -> list[tuple[str, float, float]]:
 
 def main(argv: list[str]) -> int:
     strict = "--strict" in argv
-    repeat = 1 if "--quick" in argv else 3
+    repeat = 1 if "--quick" in argv else 7
     print(f"python {sys.version.split()[0]}, best of {repeat}")
     missed: list[str] = []
     t_engine, t_base = bench_overhead("10,000 independent noop", independent(10_000), repeat)
