@@ -32,6 +32,7 @@ __all__ = [
     "dumps",
     "loads",
     "number_problem",
+    "quoted",
 ]
 
 #: Integers with more digits than this are refused (Python's own limit for int <-> str).
@@ -169,6 +170,9 @@ def _encoder(separators: tuple[str, str] | None) -> Callable[[Any], str]:
         same = False
     return encode if same else encoder.encode
 
+
+#: ``text`` (a str) as a JSON string, exactly as ``dumps`` writes it (UTF-8 kept).
+quoted: Callable[[str], str] = json.encoder.encode_basestring
 
 _PROBE_OBJECT = object()
 _COMPACT = _encoder((",", ":"))
