@@ -6,12 +6,16 @@ store holds the end (a real SQLite store, real shell processes)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import orchestrator
 from orchestrator.events import Event
+from orchestrator.state.sqlite import open_store
 
 #: what a second cancel records for a fallback workflow it stopped (as for a compensation)
 INTERRUPTED = "cancelled: the run was stopped (a second cancel) while it ran"
@@ -73,3 +77,104 @@ def test_a_second_cancel_during_the_fallback_workflow_stops_it_and_the_run_ends(
     fallback = result.phases["fallback_workflow"]
     assert (fallback.status, fallback.error) == ("failed", INTERRUPTED)
     assert orchestrator.status(result.run_id, state_dir=state).status == "cancelled"
+
+
+SAGA = """
+name: saga
+phases:
+  - {id: a, agent: echo, with: {text: A}, compensate: {agent: shell, with: {command: sleep 30}}}
+  - {id: b, agent: shell, with: {command: exit 1}, depends_on: [a]}
+"""
+
+
+def _crashed_while_compensating(tmp_path: Path) -> tuple[str, Path]:
+    """A run of SAGA whose process died (kill -9 at a store boundary) right after its
+    compensation of 'a' started (write-ahead marker stored): its id and state folder."""
+    path = tmp_path / "saga.yaml"
+    path.write_text(SAGA)
+    for k in range(1, 60):
+        state = tmp_path / f"k{k}"
+        env = {**os.environ, "ORCH_CRASH_AT": str(k)}
+        command = [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "run",
+            str(path),
+            "--state-dir",
+            str(state),
+        ]
+        code = subprocess.run(command, env=env, capture_output=True, timeout=120).returncode
+        assert code == 137, f"the run ended before the compensation started (boundary {k})"
+        with open_store(state) as store:
+            runs = store.list_runs()
+            if not runs:
+                continue
+            a = {p.id: p for p in store.phases(runs[0].id)}["a"]
+            if a.compensation_started:
+                assert a.compensated is None
+                return runs[0].id, state
+    raise AssertionError("no boundary fell inside the compensation")
+
+
+def test_a_second_cancel_stops_a_resumed_compensation_and_leaves_it_pending(tmp_path):
+    run_id, state = _crashed_while_compensating(tmp_path)
+
+    async def main() -> orchestrator.RunResult:
+        handle = await orchestrator.resume(run_id, state_dir=state)
+        assert handle is not None
+        async for event in handle.events():
+            if event.event == "phase_stream" and event.data.get("compensation") == "started":
+                handle.cancel(signal.SIGTERM)  # the compensation goes on
+                handle.cancel(signal.SIGTERM, force=True)  # stopped now
+                break
+        return await handle.wait()
+
+    result = asyncio.run(main())
+    assert result.status == "cancelled"
+    with open_store(state) as store:
+        a = {p.id: p for p in store.phases(run_id)}["a"]
+        assert (a.compensated, a.compensation_error) == (False, INTERRUPTED)
+    found = orchestrator.status(run_id, state_dir=state)
+    assert (found.status, found.cancelled_by) == ("cancelled", "SIGTERM")
+
+
+def test_ctrl_c_twice_on_orch_resume_of_a_compensation_stops_it_and_exits_130(tmp_path):
+    run_id, state = _crashed_while_compensating(tmp_path)
+    command = [sys.executable, "-m", "orchestrator", "resume", run_id, "--state-dir", str(state)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        marker = '"compensation":"started"'
+
+        def markers() -> int:
+            with open_store(state) as store:
+                return sum(
+                    1
+                    for _, e in store.events(run_id, phase="a")
+                    if e.event == "phase_stream" and e.data.get("compensation") == "started"
+                )
+
+        while markers() < 2:  # the resume stored its own start of the compensation
+            assert proc.poll() is None, proc.communicate()
+            asyncio.run(asyncio.sleep(0.05))
+        proc.send_signal(signal.SIGINT)  # the compensation goes on (it is the safety net)
+        said = []
+        assert proc.stderr is not None
+        for line in proc.stderr:  # the first was taken (two at once may arrive as one)
+            said.append(line)
+            if line.startswith("Ctrl-C: cancelling the run"):
+                break
+        proc.send_signal(signal.SIGINT)  # stopped now
+        out, rest = proc.communicate(timeout=60)
+        err = "".join(said) + rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and marker not in out
+    assert f"run {run_id} cancelled" in err
+    with open_store(state) as store:
+        a = {p.id: p for p in store.phases(run_id)}["a"]
+        assert (a.compensated, a.compensation_error) == (False, INTERRUPTED)
+        assert store.get_run(run_id).status == "cancelled"

@@ -408,19 +408,29 @@ def _resume(
 
 
 def _finish_compensation(prepared: Any, state_dir: Path | None) -> int:
-    """Run what is left of a crashed run's saga; say how the run ended (130 cancelled, else 1)."""
+    """Run what is left of a crashed run's saga, with `orch run`'s signal handling (Ctrl-C
+    lets the compensation finish, a second one stops it and leaves the rest pending, a
+    third forces the exit); say how the run ended (130/143 cancelled, else 1)."""
     import asyncio
+    import os
+    import signal
 
     from ..runs import go_on, status_exit_code
+    from .run import _execute
 
-    async def go() -> str:
-        handle = await go_on(prepared, state_dir=state_dir)
-        assert handle is not None
-        return (await handle.wait()).status
+    received: list[int] = []
 
-    final = asyncio.run(go())
+    def force() -> None:
+        sys.stderr.write("forced exit: the compensation may still be running\n")
+        sys.stderr.flush()
+        os._exit(status_exit_code("cancelled", signal.Signals(received[-1]).name))
+
+    async def go() -> Any:
+        return await _execute(lambda: go_on(prepared, state_dir=state_dir), received, force)
+
+    final = asyncio.run(go()).status
     sys.stderr.write(f"run {prepared.resume.run.id} {final}\n")
-    return status_exit_code(final)
+    return status_exit_code(final, signal.Signals(received[0]).name if received else None)
 
 
 def _tell_leftovers(run_id: str) -> None:

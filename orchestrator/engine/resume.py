@@ -10,6 +10,7 @@ CLI, the Python API) only load the workflow and print.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -21,7 +22,7 @@ from ..events import EventSink, PhaseState, item_checkpoint
 from ..plan import Plan
 from ..state.base import PhaseRecord, RunRecord, StateStore, each_event
 from .context import build_context
-from .result import PhaseOutcome, RunOptions
+from .result import PhaseOutcome, RunOptions, interruptible
 from .runner import execute
 from .saga import compensate
 
@@ -402,6 +403,7 @@ async def resume_compensation(
     status: str = "failed",
     options: RunOptions | None = None,
     ended: bool = False,
+    cancel: asyncio.Event | None = None,
 ) -> str:
     """Finish the compensation of a run that crashed in the middle of it.
 
@@ -410,7 +412,9 @@ async def resume_compensation(
     Emits the remaining compensations and the final workflow event; returns the
     final status (``failed`` or ``cancelled``: compensation never completes a run).
     ``ended``: the run already recorded its end; with no compensation left, nothing
-    is emitted (a resume again records no second end).
+    is emitted (a resume again records no second end). ``cancel``: the run's cancel
+    request, as ``execute``'s: a forced one (a second Ctrl-C) stops the compensation
+    under way and leaves the others pending, and the run ends cancelled.
     """
     if ended and not pending_compensations(plan, order, done):
         return status
@@ -427,17 +431,29 @@ async def resume_compensation(
     )
     for pid, output in outputs.items():
         run.outcomes[pid] = PhaseOutcome(pid, "completed", output)
+    run.cancel_request = cancel
     started = run.now()
     try:
-        failures = await compensate(run, order, done=done, status=status)
+        with interruptible(cancel):  # a forced cancel request stops the compensation now
+            failures = await compensate(run, order, done=done, status=status)
     finally:
         await run.pool.aclose()
     if failures:
         error = f"{error}; " + "; ".join(failures)
+    if run.stopping_now and status == "failed":  # as the epilogue: a second cancel stopped it
+        status = "cancelled"
+    by = getattr(cancel, "by", None) if status == "cancelled" else None
     now = run.now()
     await run.bus.emit(
         ev.workflow_ended(
-            run_id, now, status, outputs={}, duration=now - started, error=error, counts={}
+            run_id,
+            now,
+            status,
+            outputs={},
+            duration=now - started,
+            error=error,
+            counts={},
+            cancelled_by=by,
         )
     )
     return status

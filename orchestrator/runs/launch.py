@@ -337,6 +337,7 @@ async def _resume_saga(
                 error=left.error,
                 status=left.status,
                 ended=left.ended,
+                cancel=handle._cancel,  # RunHandle.cancel(force=True) stops it now
             )
         finally:
             await store.aclose()
