@@ -273,14 +273,18 @@ def phase_started(
     *,
     agent: str,
     items: int | None = None,
+    kept: int = 0,
     path: str | None = None,
     approval: Mapping[str, Any] | None = None,
 ) -> Event:
-    """A phase starts an attempt (``items``: a foreach's item count; ``path``: a sub-run's
-    file; ``approval``: the decision that let it start: decision, who, at, comment)."""
+    """A phase starts an attempt (``items``: a foreach's item count; ``kept``: how many
+    of them a resumed run keeps from before, not run again; ``path``: a sub-run's file;
+    ``approval``: the decision that let it start: decision, who, at, comment)."""
     data: dict[str, Any] = {"agent": agent}
     if items is not None:
         data["items"] = items
+    if kept:
+        data["kept"] = kept
     if path is not None:
         data["path"] = path
     if approval:

@@ -628,18 +628,20 @@ async def _run_foreach(
         )
     total = len(items)
     agent = phase.agent_label
-    await run.bus.emit(ev.phase_started(run.run_id, run.now(), pid, 1, agent=agent, items=total))
+    # items completed before a crash (resume): their outputs are kept, they do not run again
+    kept = run.options.resume_items.get(pid, {})
+    done = [sum(1 for index in kept if 0 <= index < total)]
+    await run.bus.emit(
+        ev.phase_started(run.run_id, run.now(), pid, 1, agent=agent, items=total, kept=done[0])
+    )
     outputs: list[Any] = [None] * total
     errors: list[tuple[int, str]] = []
     agents: dict[str, int] = {}  # calls per agent, when the agent is chosen at run time
     fallback_any = [False]
     hits = [0]  # items served from the cache
-    # items completed before a crash (resume): their outputs are kept, they do not run again
-    kept = run.options.resume_items.get(pid, {})
     for index, output in kept.items():
         if 0 <= index < total:
             outputs[index] = output
-    done = [sum(1 for index in kept if 0 <= index < total)]
     source = iter([(i, item) for i, item in enumerate(items) if i not in kept])
 
     async def worker() -> None:

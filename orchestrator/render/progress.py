@@ -208,6 +208,7 @@ class RunView:
             view.agent = data.get("agent", view.agent)
             if data.get("items") is not None:
                 view.total = int(data["items"])
+                view.done = int(data.get("kept") or 0)  # a resumed run's items from before
             self._set_state(view, "running")
             self.running[view.id] = None
         elif kind == "phase_stream":

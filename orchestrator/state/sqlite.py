@@ -696,14 +696,15 @@ class SqliteStore:
     def items_done(self, run_id: str) -> dict[str, tuple[int, int]]:
         """(done, total) items of each foreach phase of the run still running (its row
         says ``running``), from the events of its latest start: the last progress event
-        since then, or before any, the items checkpointed by earlier launches (a resumed
-        run does not run them again). Raises StateCorrupted."""
+        since then, or before any, the items that start says a resumed run keeps (``kept``:
+        it does not run them again). Raises StateCorrupted."""
         rows = self._read(
             "WITH starts AS (SELECT e.phase AS phase, MAX(e.seq) AS seq FROM events e"
             " JOIN phases p ON p.run_id=e.run_id AND p.id=e.phase"
             " WHERE e.run_id=:run AND p.state='running' AND e.event='phase_started'"
             " GROUP BY e.phase),"
-            " sized AS (SELECT s.phase, s.seq, json_extract(e.data, '$.items') AS total"
+            " sized AS (SELECT s.phase, s.seq, json_extract(e.data, '$.items') AS total,"
+            " COALESCE(json_extract(e.data, '$.kept'), 0) AS kept"
             " FROM starts s JOIN events e ON e.seq=s.seq"
             " WHERE json_valid(e.data) AND json_type(e.data, '$.items')='integer')"
             " SELECT phase, total,"
@@ -711,13 +712,7 @@ class SqliteStore:
             "  WHERE e.run_id=:run AND e.phase=z.phase AND e.seq>z.seq"
             "  AND e.event='phase_stream' AND json_valid(e.data)"
             "  AND json_type(e.data, '$.progress.done')='integer' ORDER BY e.seq DESC LIMIT 1),"
-            " (SELECT COUNT(DISTINCT json_extract(e.data, '$.item')) FROM events e"
-            "  WHERE e.run_id=:run AND e.phase=z.phase AND e.seq<z.seq"
-            "  AND e.event='phase_stream' AND json_valid(e.data)"
-            "  AND json_type(e.data, '$.progress')='object'"
-            "  AND json_type(e.data, '$.item')='integer'"
-            "  AND json_extract(e.data, '$.item') BETWEEN 0 AND z.total - 1)"
-            " FROM sized z",
+            " kept FROM sized z",
             {"run": run_id},
         )
         return {

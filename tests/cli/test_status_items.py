@@ -65,9 +65,10 @@ def _starts(tmp_path, run_id):
     return sum(1 for line in logs if json.loads(line)["event"] == "phase_started")
 
 
-def test_status_shows_how_many_items_of_a_running_foreach_are_done(tmp_path, processes):
+def _two_done(tmp_path, processes, env):
+    """`orch run` of FAN with items a and b let through: its process and run id, once
+    `orch status` says 2 of the 4 items are done."""
     (tmp_path / "wf.yaml").write_text(FAN)
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     first = processes.start([*ORCH, "run", "wf.yaml", "--state-dir", "s"], cwd=tmp_path, env=env)
     for item in "ab":
         (tmp_path / f"go-{item}").write_text("")
@@ -75,6 +76,12 @@ def test_status_shows_how_many_items_of_a_running_foreach_are_done(tmp_path, pro
     _until(lambda: _orch(tmp_path, "runs", "--json").stdout.strip() not in ("", "[]"), "the run")
     run_id = json.loads(_orch(tmp_path, "runs", "--json").stdout)[0]["id"]
     _until(lambda: (_fan(_status(tmp_path, run_id)).get("items") or {}).get("done") == 2, "2 done")
+    return first, run_id
+
+
+def test_status_shows_how_many_items_of_a_running_foreach_are_done(tmp_path, processes):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    first, run_id = _two_done(tmp_path, processes, env)
 
     info = _status(tmp_path, run_id)
     assert info["current"] == ["fan"]
@@ -105,3 +112,27 @@ def test_status_shows_how_many_items_of_a_running_foreach_are_done(tmp_path, pro
     assert info["status"] == "completed" and _fan(info)["items"] is None  # not running
     assert _fan(info)["output"] == ["a", "b", "c", "d"]
     assert "items" not in _orch(tmp_path, "status", run_id).stdout
+
+
+def test_a_resume_that_runs_a_changed_foreach_again_counts_no_item_of_before(tmp_path, processes):
+    # resume --force of a changed foreach phase runs every item again: the items the
+    # first launch completed are not counted as done (they were, before: 2/4 at once)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    first, run_id = _two_done(tmp_path, processes, env)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.finish()
+    for item in "ab":
+        (tmp_path / f"go-{item}").unlink()
+    (tmp_path / "wf.yaml").write_text(FAN.replace("echo {{ item }}", "echo again {{ item }}"))
+    args = [*ORCH, "resume", run_id, "--force", "--state-dir", "s"]
+    resumed = processes.start(args, cwd=tmp_path, env=env)
+    _until(lambda: _starts(tmp_path, run_id) == 2, "the resumed run's start of fan")
+    assert _fan(_status(tmp_path, run_id))["items"] == {"done": 0, "total": 4}
+    assert "running now: fan (items 0/4 done)" in _orch(tmp_path, "status", run_id).stdout
+    (tmp_path / "go-a").write_text("")
+    _until(lambda: _fan(_status(tmp_path, run_id))["items"] == {"done": 1, "total": 4}, "1 done")
+    for item in "bcd":
+        (tmp_path / f"go-{item}").write_text("")
+    code, _, err = resumed.finish()
+    assert code == 0, err
+    assert _fan(_status(tmp_path, run_id))["output"] == [f"again {i}" for i in "abcd"]
