@@ -53,6 +53,7 @@ __all__ = [
     "RunCancelled",
     "RunLocked",
     "RunNotFound",
+    "RunTaken",
     "SchemaViolation",
     "StateCorrupted",
     "StateError",
@@ -328,6 +329,11 @@ class RunNotFound(StateError):
 
 class RunLocked(StateError):
     """Another live process owns the run."""
+
+
+class RunTaken(StateError):
+    """A new run's id is already recorded (another run started with it meanwhile): the
+    store refuses its ``workflow_started``, so no two runs share a history."""
 
 
 class StateCorrupted(StateError):

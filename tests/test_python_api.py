@@ -559,3 +559,26 @@ def test_run_sync_takes_a_workflow_and_says_what_it_takes_for_anything_else(tmp_
         "execute() and run_sync() run a Plan, not str\n  hint: `orchestrator.run_sync("
         "orchestrator.compile_plan(orchestrator.load_workflow(...)))`"
     )
+
+
+def test_two_runs_started_at_once_with_one_id_one_is_refused(tmp_path):
+    # both pass the early check (neither is recorded yet); the store then refuses the
+    # second one's workflow_started: no two runs share one history
+    state = tmp_path / "s"
+    workflow = {"name": "twice", "phases": [{"id": "a", "agent": "echo", "with": {"text": "x"}}]}
+
+    async def both() -> tuple[list[Any], Any]:
+        starts = [orchestrator.start(workflow, state_dir=state, run_id="same") for _ in "ab"]
+        outcomes = await asyncio.gather(*starts, return_exceptions=True)
+        started = [o for o in outcomes if not isinstance(o, BaseException)]
+        assert len(started) == 1, outcomes
+        return outcomes, await started[0].wait()
+
+    outcomes, result = asyncio.run(both())
+    refused = [o for o in outcomes if isinstance(o, UsageError)]
+    assert len(refused) == 1, outcomes
+    assert str(refused[0]).startswith("run 'same' already exists in ")
+    assert "`orch resume same`" in (refused[0].hint or "")
+    assert result.status == "completed"
+    logs = _orch_json(state, "logs", "same")
+    assert [e["event"] for e in logs].count("workflow_started") == 1

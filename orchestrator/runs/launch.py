@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import UsageError
+from ..errors import RecordFailed, RunTaken, UsageError
 from .handle import RunHandle, closing
 from .live import live_runs
 from .recorded import existing_store, open_store
@@ -147,7 +147,14 @@ async def start(
     await asyncio.wait({started, task}, return_when=asyncio.FIRST_COMPLETED)
     started.cancel()
     if task.done() and not handle._started.is_set():
-        task.result()  # raises what stopped the run before it started
+        try:
+            task.result()  # raises what stopped the run before it started
+        except RecordFailed as exc:
+            if isinstance(exc.__cause__, RunTaken):  # started with this id meanwhile
+                taken = _taken(rid, store)
+                store.close()
+                raise taken from None
+            raise
     return handle
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import jsontext
-from ..errors import StateCorrupted
+from ..errors import RunTaken, StateCorrupted
 from ..events import Event, note, phase_state, run_status
 from .base import Owner, PhaseRecord, PhaseState, RunRecord
 
@@ -376,6 +376,12 @@ def _derive(
             info["trace_id"] = event.trace_id
         if data.get("source"):  # a workflow that is not a file: what a resume reads
             info["source"] = str(data["source"])
+        rows.flush()
+        if (
+            not data.get("resumed_from")
+            and rows.conn.execute("SELECT 1 FROM runs WHERE id=?", (run,)).fetchone()
+        ):  # a new run, and one with its id started first (runs.start checked it)
+            raise RunTaken(f"run '{run}' already exists: a new run needs an id of its own")
         rows.execute(
             "INSERT INTO runs(id, workflow, path, source_hash, status, started, owner_pid,"
             " owner_start, info) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?)"

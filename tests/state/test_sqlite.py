@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from orchestrator.errors import RunLocked, RunNotFound, StateCorrupted, UsageError
+from orchestrator.errors import RunLocked, RunNotFound, StateCorrupted, StateError, UsageError
 from orchestrator.events import Event
 from orchestrator.state.base import Owner, PhaseState, current_owner
 from orchestrator.state.sqlite import OUTPUT_CAP, SCHEMA_VERSION, open_store
@@ -25,7 +25,7 @@ def _ev(kind, run="r1", phase=None, attempt=None, ts=1000.0, **data):
     return Event(kind, run, ts, phase, attempt, data)
 
 
-def _started(run="r1", phases=("a", "b", "c"), ts=1000.0):
+def _started(run="r1", phases=("a", "b", "c"), ts=1000.0, **resumed):
     return _ev(
         "workflow_started",
         run,
@@ -37,6 +37,7 @@ def _started(run="r1", phases=("a", "b", "c"), ts=1000.0):
         fingerprints={p: f"fp-{p}" for p in phases},
         inputs={"x": 1},
         pid=os.getpid(),
+        **resumed,
     )
 
 
@@ -148,7 +149,7 @@ def test_a_resume_with_the_phases_in_another_order_lists_them_in_the_new_order(t
             _completed_a(1),
             _ev("phase_started", phase="b", attempt=1),
             _ev("workflow_failed", status="failed"),
-            _started(phases=("c", "b", "a")),  # the resume's plan
+            _started(phases=("c", "b", "a"), resumed_from="r1"),  # the resume's plan
         ]
         asyncio.run(_record_all(store, events))
         listed = [(p.id, str(p.state)) for p in store.phases("r1")]
@@ -165,6 +166,19 @@ def test_a_run_whose_plan_cannot_be_read_lists_the_phases_it_has_rows_for(tmp_pa
         conn.commit()
         conn.close()
         assert [p.id for p in store.phases("r1")] == ["b"]
+
+
+def test_a_new_runs_start_with_the_id_of_a_recorded_run_is_refused_and_changes_nothing(
+    tmp_path,
+):
+    with open_store(tmp_path) as store:
+        asyncio.run(_record_all(store, [_started(), _completed_a(1)]))
+        again = _started(phases=("x",), ts=2000.0)  # not a resume: no resumed_from
+        with pytest.raises(StateError, match="run 'r1' already exists"):
+            asyncio.run(store.record(again))
+        assert store.get_run("r1").started == 1000.0
+        assert [p.id for p in store.phases("r1")] == ["a", "b", "c"]
+        assert [e.event for _, e in store.events("r1")] == ["workflow_started", "phase_completed"]
 
 
 def test_phase_started_is_durable_before_record_returns(tmp_path):
