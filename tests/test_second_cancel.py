@@ -58,9 +58,17 @@ def test_a_second_cancel_while_the_run_records_its_end_does_not_cut_it(tmp_path)
     assert (found.status, found.cancelled_by) == ("cancelled", "SIGINT")
 
 
-def test_a_second_cancel_during_the_fallback_workflow_stops_it_and_the_run_ends(tmp_path):
+#: what a second cancel records for what it kept from starting
+NOT_RUN = "not run: the run was stopped (a second cancel) before it started"
+
+
+def _fallback_run(tmp_path: Path) -> Path:
+    """A workflow whose phase fails and whose fallback workflow's phase touches ``began``,
+    then sleeps 30 s."""
+    began = tmp_path / "began"
     (tmp_path / "plan-b.yaml").write_text(
-        "name: plan-b\nphases:\n  - {id: slow, agent: shell, with: {command: sleep 30}}\n"
+        "name: plan-b\nphases:\n"
+        f"  - {{id: slow, agent: shell, with: {{command: 'touch {began}; sleep 30'}}}}\n"
     )
     main = tmp_path / "main.yaml"
     main.write_text(
@@ -68,30 +76,52 @@ def test_a_second_cancel_during_the_fallback_workflow_stops_it_and_the_run_ends(
         "error_handling: {fallback_workflow: plan-b.yaml}\n"
         "phases:\n  - {id: a, agent: shell, with: {command: exit 3}}\n"
     )
-    state = tmp_path / "s"
-    # both cancels come as the fallback workflow starts: the first is only noted (the run
-    # already failed: nothing is left to cancel), the second stops the fallback's sub-run
-    started = ("phase_started", "fallback_workflow")
-    result = asyncio.run(_cancel_twice_on(str(main), state, started, started))
+    return main
+
+
+def test_a_second_cancel_during_the_fallback_workflow_stops_it_and_the_run_ends(tmp_path):
+    main, state = _fallback_run(tmp_path), tmp_path / "s"
+
+    async def go() -> orchestrator.RunResult:
+        handle = await orchestrator.start(str(main), state_dir=state)
+        while not (tmp_path / "began").exists():  # the fallback's command runs
+            await asyncio.sleep(0.02)
+        handle.cancel(signal.SIGINT)  # only noted: the run already failed
+        handle.cancel(signal.SIGINT, force=True)  # stops the fallback's sub-run
+        return await handle.wait()
+
+    result = asyncio.run(go())
     assert result.status == "cancelled"
     fallback = result.phases["fallback_workflow"]
     assert (fallback.status, fallback.error) == ("failed", INTERRUPTED)
     assert orchestrator.status(result.run_id, state_dir=state).status == "cancelled"
 
 
+def test_a_second_cancel_as_the_fallback_workflow_is_recorded_keeps_it_from_starting(tmp_path):
+    # both cancels come in the step that records the fallback's start (a sink of it)
+    main, state = _fallback_run(tmp_path), tmp_path / "s"
+    started = ("phase_started", "fallback_workflow")
+    result = asyncio.run(_cancel_twice_on(str(main), state, started, started))
+    assert result.status == "cancelled"
+    fallback = result.phases["fallback_workflow"]
+    assert (fallback.status, fallback.error) == ("failed", NOT_RUN)
+    assert not (tmp_path / "began").exists()
+
+
 SAGA = """
 name: saga
 phases:
-  - {id: a, agent: echo, with: {text: A}, compensate: {agent: shell, with: {command: sleep 30}}}
+  - {id: a, agent: echo, with: {text: A}, compensate: {agent: shell, with: {command: UNDO}}}
   - {id: b, agent: shell, with: {command: exit 1}, depends_on: [a]}
 """
 
 
-def _crashed_while_compensating(tmp_path: Path) -> tuple[str, Path]:
-    """A run of SAGA whose process died (kill -9 at a store boundary) right after its
-    compensation of 'a' started (write-ahead marker stored): its id and state folder."""
+def _crashed_while_compensating(tmp_path: Path, undo: str = "sleep 30") -> tuple[str, Path]:
+    """A run of SAGA (its compensation of 'a' runs ``undo``) whose process died (kill -9 at
+    a store boundary) right after that compensation started (write-ahead marker stored):
+    its id and state folder."""
     path = tmp_path / "saga.yaml"
-    path.write_text(SAGA)
+    path.write_text(SAGA.replace("UNDO", undo))
     for k in range(1, 60):
         state = tmp_path / f"k{k}"
         env = {**os.environ, "ORCH_CRASH_AT": str(k)}
@@ -178,3 +208,26 @@ def test_ctrl_c_twice_on_orch_resume_of_a_compensation_stops_it_and_exits_130(tm
         a = {p.id: p for p in store.phases(run_id)}["a"]
         assert (a.compensated, a.compensation_error) == (False, INTERRUPTED)
         assert store.get_run(run_id).status == "cancelled"
+
+
+def test_a_second_cancel_as_a_resumed_compensation_starts_leaves_it_to_the_next_resume(tmp_path):
+    # the force comes while the resume records the compensation's start (its marker):
+    # the compensation does not start, the run ends cancelled (no CancelledError), and
+    # the next resume runs it, once
+    ledger = tmp_path / "ledger"
+    run_id, state = _crashed_while_compensating(tmp_path, f"echo undone >> {ledger}")
+
+    async def resume(force: bool) -> orchestrator.RunResult:
+        handle = await orchestrator.resume(run_id, state_dir=state)
+        assert handle is not None
+        if force:
+            handle.cancel(signal.SIGINT, force=True)
+        return await handle.wait()
+
+    assert asyncio.run(resume(force=True)).status == "cancelled"
+    assert not ledger.exists()
+    assert orchestrator.status(run_id, state_dir=state).status == "cancelled"
+    asyncio.run(resume(force=False))
+    assert ledger.read_text() == "undone\n"
+    with open_store(state) as store:
+        assert {p.id: p for p in store.phases(run_id)}["a"].compensated is True

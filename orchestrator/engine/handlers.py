@@ -28,7 +28,7 @@ from .context import RunContext, SubRuns
 from .phase import describe, run_phase
 from .rendering import rendered
 from .result import PhaseOutcome, RunResult, Usage, interruptible
-from .saga import INTERRUPTED, NOT_RUN, compensate, uncancel
+from .saga import INTERRUPTED, NOT_RUN, compensate, stopped_while_marking, uncancel
 
 if TYPE_CHECKING:
     from ..spec.model import Phase, Workflow
@@ -50,21 +50,27 @@ def has_epilogue(workflow: Workflow) -> bool:
     )
 
 
+class _NotRun(Exception):
+    """The fallback workflow was not started: a second cancel came as it was recorded."""
+
+
 async def _fallback_workflow(
     run: RunContext, path: str
 ) -> tuple[Mapping[str, Any] | None, str | None]:
     """Run the fallback workflow; (its outputs, None) or (None, why it failed)."""
     started = run.now()
-    await run.bus.emit(
-        ev.phase_started(run.run_id, run.now(), FALLBACK_PHASE, 1, agent="workflow", path=path)
-    )
+    marker = ev.phase_started(run.run_id, started, FALLBACK_PHASE, 1, agent="workflow", path=path)
     # what the sub-run's calls use counts as this phase's, as any sub-run's for its caller:
     # in the run's spending and totals, the phase's metadata, `orch stats`
     caller = SubRuns(run, FALLBACK_PHASE)  # its address: FALLBACK_PHASE (approvals)
     try:
+        if await stopped_while_marking(run, marker):  # a second cancel as it started
+            raise _NotRun
         outputs = await run.run_workflow(path, run.inputs, caller=caller)
     except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001 - recorded, not raised
-        if isinstance(exc, asyncio.CancelledError):  # a second cancel: stop now, as saga
+        if isinstance(exc, _NotRun):
+            message = NOT_RUN
+        elif isinstance(exc, asyncio.CancelledError):  # a second cancel: stop now, as saga
             run.stopped = True
             uncancel()
             message = INTERRUPTED

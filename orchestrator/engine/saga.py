@@ -14,13 +14,20 @@ import asyncio
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from ..events import compensation_started, phase_compensated
+from ..events import Event, compensation_started, phase_compensated
 from ..spec.model import AgentCall, Phase
 from .call import bounded, call_agent, make_spec, render_input
 from .context import RunContext
 from .phase import describe
 
-__all__ = ["INTERRUPTED", "NOT_RUN", "compensate", "compensate_one", "uncancel"]
+__all__ = [
+    "INTERRUPTED",
+    "NOT_RUN",
+    "compensate",
+    "compensate_one",
+    "stopped_while_marking",
+    "uncancel",
+]
 
 
 async def compensate_one(
@@ -66,10 +73,12 @@ async def compensate(
         outcome = run.outcomes.get(pid)
         if outcome is not None and outcome.status != "completed":
             continue
-        if run.stopping_now:  # a second cancel cut the saga: this one is left for a resume
+        marker = compensation_started(run.run_id, run.now(), pid, cause=status)
+        if run.stopping_now or await stopped_while_marking(run, marker):
+            # a second cancel cut the saga: this one is left for a resume (a marker with no
+            # end is a compensation that did not end: `orch resume` runs it)
             failures.append(f"compensation of '{pid}' {NOT_RUN}")
             continue
-        await run.bus.emit(compensation_started(run.run_id, run.now(), pid, cause=status))
         error: str | None = None
         try:
             await compensate_one(
@@ -93,6 +102,20 @@ async def compensate(
 #: ``orch resume`` runs it (the run is recorded cancelled meanwhile).
 INTERRUPTED = "cancelled: the run was stopped (a second cancel) while it ran"
 NOT_RUN = "not run: the run was stopped (a second cancel) before it started"
+
+
+async def stopped_while_marking(run: RunContext, marker: Event) -> bool:
+    """Store a write-ahead ``marker`` (a compensation's start, the fallback workflow's) that
+    no cancel cuts; whether the run was stopped meanwhile (a second cancel; a cancel of
+    its task, taken back here): then what it marks must not start."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)  # Python 3.11+
+    before = cancelling() if cancelling is not None else 0
+    await run.bus.emit_through(marker)
+    if cancelling is not None and cancelling() > before:
+        run.stopped = True
+        uncancel()
+    return run.stopping_now
 
 
 def uncancel() -> None:

@@ -68,16 +68,18 @@ def test_a_second_cancel_of_the_runs_task_during_compensation_still_ends_the_run
     registry, tmp_path
 ):
     # execute's caller cancels its task twice: during the phases, then while 'pay' is
-    # compensated. The run records where its saga stopped, ends cancelled, then the task
-    # raises CancelledError (as execute promises)
+    # compensated (its command runs). The run records where its saga stopped, ends
+    # cancelled, then the task raises CancelledError (as execute promises)
     from orchestrator.spec.model import AgentCall
+
+    began = tmp_path / "began"  # pay's compensation runs its command
 
     plan = make_plan(
         [
             {"id": "book", "agent": "echo", "with": {"text": "booked"},
              "compensate": AgentCall("echo", {"text": "unbook"})},
             {"id": "pay", "agent": "echo", "with": {"text": "paid"}, "depends_on": ["book"],
-             "compensate": AgentCall("shell", {"command": "sleep 30"})},
+             "compensate": AgentCall("shell", {"command": f"touch {began}; sleep 30"})},
             {"id": "long", "agent": "probe", "with": {"seconds": 30}, "depends_on": ["pay"]},
         ],
         finally_=(make_phase({"id": "cleanup", "agent": "echo", "with": {"text": "x"}}),),
@@ -85,19 +87,18 @@ def test_a_second_cancel_of_the_runs_task_during_compensation_still_ends_the_run
     store = SqliteStore(tmp_path / "state")
 
     async def main() -> None:
-        started, compensating = asyncio.Event(), asyncio.Event()
+        started = asyncio.Event()
 
         async def sink(event: Event) -> None:
             await store.submit(event)
             if event.event == "phase_started" and event.phase == "long":
                 started.set()
-            if event.event == "phase_stream" and event.data.get("compensation") == "started":
-                compensating.set()
 
         task = asyncio.create_task(execute(plan, registry=registry, sinks=[sink], run_id="r2"))
         await started.wait()
         task.cancel()  # the run is cancelled: its saga starts with 'pay'
-        await compensating.wait()
+        while not began.exists():
+            await asyncio.sleep(0.02)
         task.cancel()  # again, while 'pay' is compensated
         with pytest.raises(asyncio.CancelledError):
             await task
