@@ -111,6 +111,8 @@ class Resume:
         run = self.run
         if self.compensation is not None:
             left = self.compensation.left
+            if not left:  # its saga ended (a resume again): it only says how the run ended
+                return f"run {run.id} has no compensation left to run: nothing to resume"
             return (
                 f"resuming the compensation of run {run.id}: "
                 f"{left} phase{'s' if left != 1 else ''} left to compensate"
