@@ -5,7 +5,7 @@ default ``.orch``). Exit codes: 0 done, 1 the resumed run failed (or a cancelled
 run did not stop within --wait), 2 bad usage, an unknown run, a refused operation
 (cancel of a run that is not running, resume of a live run) or an unreadable store;
 `orch wait` exits with the run's code, or 124 when it stopped waiting first (--timeout
-passed, or Ctrl-C): the run goes on.
+passed, Ctrl-C or SIGTERM): the run goes on.
 """
 
 from __future__ import annotations
@@ -261,11 +261,17 @@ def wait_command(
     """Wait for a run to end; exit with its outcome (0 completed, 1 failed, 130/143 cancelled).
 
     124 (as timeout(1)) when it stopped waiting first, the run still going: --timeout
-    passed, or Ctrl-C on this command (which stops the waiting, not the run).
+    passed, or Ctrl-C or SIGTERM on this command (which stop the waiting, not the run).
     """
+    import signal
+
     from ..errors import OrchError
     from ..runs import exit_code, wait_sync
 
+    def stop_waiting(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # SIGTERM (a CI job stopped) stops the waiting as Ctrl-C does
+
+    previous = signal.signal(signal.SIGTERM, stop_waiting)
     try:
         final = wait_sync(run_id, state_dir=state_dir, timeout=timeout)
     except OrchError as exc:
@@ -274,6 +280,8 @@ def wait_command(
         # the run goes on in its own process: not a cancelled run's 130
         sys.stderr.write(f"stopped waiting; run {run_id} goes on (`orch status {run_id}`)\n")
         raise typer.Exit(WAIT_TIMEOUT_EXIT) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if final is None:
         sys.stderr.write(f"run {run_id} is still running after {timeout:g}s\n")
         raise typer.Exit(WAIT_TIMEOUT_EXIT)

@@ -69,16 +69,18 @@ def test_detach_returns_while_the_run_goes_on_and_wait_exits_with_its_outcome(tm
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc to see the waiter wait")
-def test_ctrl_c_on_wait_stops_the_waiting_not_the_run_and_says_so(tmp_path, processes):
-    # the run goes on in its own process: the waiter's Ctrl-C is not the 130 of a run
-    # cancelled by Ctrl-C, so a script tells "I stopped waiting" from "it was cancelled"
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_on_wait_stops_the_waiting_not_the_run_and_says_so(tmp_path, processes, sig):
+    # the run goes on in its own process: the waiter's Ctrl-C (or SIGTERM: a CI job
+    # stopped) is not the 130/143 of a run cancelled so, and a script tells "I stopped
+    # waiting" from "it was cancelled"
     run_id = _detach(tmp_path, GATED, processes)
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     waiter = processes.start([*ORCH, "wait", run_id, "--state-dir", "s"], cwd=tmp_path, env=env)
     # orch wait polls the store from inside its wait: a Ctrl-C sent once it has the store
     # open lands on the waiting, not on Python still loading orch
     holds_open(waiter.pid, tmp_path / "s" / "state.db")
-    waiter.proc.send_signal(signal.SIGINT)
+    waiter.proc.send_signal(sig)
     code, out, err = waiter.finish()
     assert code == 124, err  # as --timeout: the waiting stopped, the run goes on
     assert err == f"stopped waiting; run {run_id} goes on (`orch status {run_id}`)\n"
