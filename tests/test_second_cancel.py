@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -186,7 +187,7 @@ def test_ctrl_c_twice_on_orch_resume_of_a_compensation_stops_it_and_exits_130(tm
 
         while markers() < 2:  # the resume stored its own start of the compensation
             assert proc.poll() is None, proc.communicate()
-            asyncio.run(asyncio.sleep(0.05))
+            time.sleep(0.05)
         proc.send_signal(signal.SIGINT)  # the compensation goes on (it is the safety net)
         said = []
         assert proc.stderr is not None

@@ -28,7 +28,14 @@ from .context import RunContext, SubRuns
 from .phase import describe, run_phase
 from .rendering import rendered
 from .result import PhaseOutcome, RunResult, Usage, interruptible
-from .saga import INTERRUPTED, NOT_RUN, compensate, stopped_while_marking, uncancel
+from .saga import (
+    INTERRUPTED,
+    NOT_RUN,
+    compensate,
+    status_after,
+    stopped_while_marking,
+    uncancel,
+)
 
 if TYPE_CHECKING:
     from ..spec.model import Phase, Workflow
@@ -140,8 +147,7 @@ async def epilogue(
         failures = await compensate(run, completion_order, status=status)
         if failures:
             error = f"{error}; " + "; ".join(failures) if error else "; ".join(failures)
-    if run.stopping_now and status == "failed":  # a second cancel stopped its compensation
-        status = "cancelled"
+    status = status_after(run, status)  # a second cancel stopped its compensation
     handlers: tuple[Phase, ...] = ()
     if status == "completed":
         handlers = wf.on_success

@@ -24,7 +24,7 @@ from ..state.base import PhaseRecord, RunRecord, StateStore, each_event
 from .context import build_context
 from .result import PhaseOutcome, RunOptions, interruptible
 from .runner import execute
-from .saga import compensate
+from .saga import compensate, status_after
 
 __all__ = [
     "CompensationLeft",
@@ -442,8 +442,7 @@ async def resume_compensation(
         await run.pool.aclose()
     if failures:
         error = f"{error}; " + "; ".join(failures)
-    if run.stopping_now and status == "failed":  # as the epilogue: a second cancel stopped it
-        status = "cancelled"
+    status = status_after(run, status)  # as the epilogue's: a second cancel stopped it
     by = getattr(cancel, "by", None) if status == "cancelled" else None
     now = run.now()
     await run.bus.emit(

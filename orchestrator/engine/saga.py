@@ -25,6 +25,7 @@ __all__ = [
     "NOT_RUN",
     "compensate",
     "compensate_one",
+    "status_after",
     "stopped_while_marking",
     "uncancel",
 ]
@@ -102,6 +103,12 @@ async def compensate(
 #: ``orch resume`` runs it (the run is recorded cancelled meanwhile).
 INTERRUPTED = "cancelled: the run was stopped (a second cancel) while it ran"
 NOT_RUN = "not run: the run was stopped (a second cancel) before it started"
+
+
+def status_after(run: RunContext, status: str) -> str:
+    """The run's status once its saga ran: a failed run whose saga a second cancel cut
+    (its compensations not run are pending) ends cancelled."""
+    return "cancelled" if status == "failed" and run.stopping_now else status
 
 
 async def stopped_while_marking(run: RunContext, marker: Event) -> bool:

@@ -93,10 +93,14 @@ def _plan_index(conn: Any, run: str) -> dict[str, int]:
     when the row or its ``info`` cannot tell (its phases then sort after the plan's)."""
     row = conn.execute("SELECT info FROM runs WHERE id=?", (run,)).fetchone()
     try:
-        planned = json.loads(row[0]).get("phases") if row and row[0] else None
-        return {str(pid): i for i, pid in enumerate(planned or ())}
+        return _places(json.loads(row[0]).get("phases") if row and row[0] else None)
     except (ValueError, TypeError, AttributeError):
         return {}
+
+
+def _places(planned: Sequence[Any] | None) -> dict[str, int]:
+    """Each planned phase's place in the plan."""
+    return {str(pid): i for i, pid in enumerate(planned or ())}
 
 
 def _prepare(
@@ -376,7 +380,6 @@ def _derive(
             info["trace_id"] = event.trace_id
         if data.get("source"):  # a workflow that is not a file: what a resume reads
             info["source"] = str(data["source"])
-        rows.flush()
         if (
             not data.get("resumed_from")
             and rows.conn.execute("SELECT 1 FROM runs WHERE id=?", (run,)).fetchone()
@@ -401,7 +404,7 @@ def _derive(
             ),
         )
         rows.flush()
-        rows.plans[run] = {str(pid): i for i, pid in enumerate(planned)}
+        rows.plans[run] = _places(planned)
         _renumber(rows.conn, run, planned)
     elif phase is None:
         status = run_status(event)
