@@ -362,7 +362,7 @@ def create_app(service: Service, *, ui: bool = True) -> Starlette:
         for phase in body["phases"]:
             phase["approval"] = read.asks.get(phase["id"])
         body["attempts"] = read.attempts
-        body["graph"] = await in_thread(views.graph, store, run)
+        body["graph"] = await in_thread(views.graph, run, phases)  # the same states
         body["trigger"] = read.trigger
         body["last_seq"] = read.last_seq
         return JSONResponse(body)

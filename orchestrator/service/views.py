@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,7 +13,7 @@ from ..state import views
 
 if TYPE_CHECKING:
     from ..engine.events import Event
-    from ..state.base import RunRecord
+    from ..state.base import PhaseRecord, RunRecord
     from ..state.sqlite import SqliteStore
     from .runs import ActiveRun
 
@@ -145,13 +145,14 @@ def logs(events: list[tuple[int, Event]], line: Callable[[Event], str]) -> list[
     return out
 
 
-def graph(store: SqliteStore, run: RunRecord) -> dict[str, Any]:
-    """Nodes (id, level, row, state) and edges of a run's DAG, from its workflow file.
+def graph(run: RunRecord, recorded: Sequence[PhaseRecord]) -> dict[str, Any]:
+    """Nodes (id, level, row, state) and edges of a run's DAG, from its workflow file;
+    the states from ``recorded`` (the phases the rest of the page shows: one read).
 
     When the file is gone or no longer loads, the stored phases are shown in one
     column each, without edges.
     """
-    phases = {p.id: p for p in store.phases(run.id)}
+    phases = {p.id: p for p in recorded}
     preds: dict[str, list[str]] = {}
     levels: dict[str, int] = {}
     with contextlib.suppress(OrchError, OSError):

@@ -301,9 +301,14 @@ async function runPage(runId) {
     loadLogs().catch((err) => toast(err.message, true));
   });
 
+  // Answers may come back out of order (each request reads the store in its own
+  // thread): only the last one asked for is drawn, so an older read never replaces a
+  // newer one (a waiting phase's Approve box drawn, then taken away by an earlier read).
+  let asked = 0;
   async function refresh() {
+    const mine = ++asked;
     const run = await api(`/api/runs/${runId}`);
-    render(run);
+    if (mine === asked) render(run);
     return run;
   }
 
