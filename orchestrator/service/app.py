@@ -349,6 +349,11 @@ def create_app(service: Service, *, ui: bool = True) -> Starlette:
         run = await _run_or_404(request.path_params["id"])
         if isinstance(run, ActiveRun):  # queued: not in the store yet
             return JSONResponse(views.run_json(run))
+        # its events first, read a page at a time (a long run's are never read at once):
+        # the rows read after them are at least as new as their last_seq, from which the
+        # page's event stream goes on (a row older than it would never be drawn again)
+        read = await in_thread(views.read_events, store, run, now=time.time())
+        run = await in_thread(store.get_run, run.id)  # its status as new as the events
         phases = await in_thread(store.phases, run.id)
         decisions = await in_thread(store.decisions, run.id)
         by = await in_thread(cancelled_by, store, run)
@@ -357,8 +362,6 @@ def create_app(service: Service, *, ui: bool = True) -> Starlette:
         body = status_json(
             run, phases, now=time.time(), decisions=decisions, cancelled_by=by, items=items
         )
-        # its events read a page at a time (a long run's are never read at once)
-        read = await in_thread(views.read_events, store, run, now=time.time())
         for phase in body["phases"]:
             phase["approval"] = read.asks.get(phase["id"])
         body["attempts"] = read.attempts
