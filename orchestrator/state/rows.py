@@ -20,7 +20,11 @@ from ..events import Event, note, phase_state, run_status
 from .base import Owner, PhaseRecord, PhaseState, RunRecord
 
 __all__ = [
+    "LIVE",
     "OUTPUT_CAP",
+    "PHASES",
+    "RUNNING",
+    "Known",
     "Plans",
     "apply_event",
     "apply_events",
@@ -164,24 +168,34 @@ def _completed_json(data: Mapping[str, Any], output_text: str) -> str:
     ):
         return dumps(data)
     return (
-        '{"status":"completed","output":'
-        + output_text
-        + ',"duration":'
-        + repr(duration)
-        + ',"attempts":'
-        + repr(attempts)
-        + ',"fallback_used":'
-        + _JSON_BOOL[fallback_used]
-        + ',"cached":'
-        + _JSON_BOOL[cached]
-        + ',"metadata":'
-        + (dumps(metadata) if metadata else "{}")
-        + "}"
+        f'{{"status":"completed","output":{output_text},"duration":{duration!r},'
+        f'"attempts":{attempts!r},"fallback_used":{_JSON_BOOL[fallback_used]},'
+        f'"cached":{_JSON_BOOL[cached]},"metadata":{dumps(metadata) if metadata else "{}"}}}'
     )
 
 
-#: What a writer knows of its runs' plans: run id -> {planned phase: its place}.
-Plans = dict[str, dict[str, int]]
+class Known:
+    """What a writer knows of one run it writes, kept from one batch to the next.
+
+    ``places``: each planned phase's place in the plan. ``rows``: the phases that have
+    a row. A running phase gets its row when it ends (or waits for an approval): its
+    start is its ``phase_started`` event, which the readers read (``RUNNING``), and
+    ``started`` keeps when the phase began meanwhile (its first start's time and
+    sequence number). ``whole``: this writer wrote the run's latest
+    ``workflow_started``, so ``started`` lists every phase running without a row.
+    """
+
+    __slots__ = ("places", "rows", "started", "whole")
+
+    def __init__(self, places: dict[str, int], rows: set[str], whole: bool) -> None:
+        self.places = places
+        self.rows = rows
+        self.started: dict[str, tuple[float, int]] = {}
+        self.whole = whole
+
+
+#: What a writer knows of the runs it writes: run id -> ``Known``.
+Plans = dict[str, Known]
 
 
 def apply_event(
@@ -253,14 +267,31 @@ class _Rows:
         self.held: list[tuple[Any, ...]] = []
         self.seqs: list[int] = []
 
+    def known(self, run: str) -> Known:
+        """What this writer knows of ``run`` (read from its rows the first time: a run
+        whose ``workflow_started`` another process wrote)."""
+        found = self.plans.get(run)
+        if found is None:
+            have = {str(r[0]) for r in self.conn.execute(_ROW_IDS, (run,))}
+            found = self.plans[run] = Known(_plan_index(self.conn, run), have, False)
+        return found
+
     def idx(self, run: str, phase: str, seq: int) -> int:
         """The place of ``phase``'s row: its place in the run's plan; a phase outside the
-        plan (a handler, the fallback workflow) after the plan's, in the order it came."""
-        planned = self.plans.get(run)
-        if planned is None:
-            planned = self.plans[run] = _plan_index(self.conn, run)
-        found = planned.get(phase)
+        plan (a handler, the fallback workflow) after the plan's, in the order it came
+        (``seq``: the number of its first event)."""
+        found = self.known(run).places.get(phase)
         return _EXTRA + seq if found is None else found
+
+    def made(self, run: str, phase: str, seq: int) -> tuple[int, float | None]:
+        """A phase's row is made now: its place, and when it started if it was running
+        without a row (None if it never started)."""
+        known = self.known(run)
+        known.rows.add(phase)
+        began = known.started.pop(phase, None)
+        if began is None:
+            return self.idx(run, phase, seq), None
+        return self.idx(run, phase, began[1]), began[0]
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         self.flush()
@@ -301,6 +332,9 @@ class _Rows:
             if conn.execute(sql, params).rowcount == 0:
                 run, phase = params[-2:]  # every such UPDATE ends WHERE run_id=? AND id=?
                 conn.execute(self.insert, self.values_of(params, self.idx(run, phase, seq)))
+
+
+_ROW_IDS = "SELECT id FROM phases WHERE run_id=?"
 
 
 def _no_values(params: tuple[Any, ...], idx: int) -> tuple[Any, ...]:
@@ -357,6 +391,87 @@ _COMPLETED = {
 }
 
 
+def _new_completed(spilled: bool, described: bool) -> str:
+    """The row of a ``phase_completed`` whose phase has none (it ran without one: Known):
+    values (run, phase, idx, attempts, started, ended, output[, output_file], cached,
+    fallback_used, completed_seq[, metadata]). An upsert all the same: a row a writer
+    did not know of (another process made it) is overwritten, not a failed batch."""
+    return (
+        "INSERT INTO phases(run_id, id, idx, state, attempts, started, ended, output,"
+        " output_file, cached, fallback_used, completed_seq, metadata)"
+        f" VALUES (?, ?, ?, 'completed', ?, ?, ?, ?, {'?' if spilled else 'NULL'}, ?, ?, ?,"
+        f" {'?' if described else 'NULL'})"
+        " ON CONFLICT(run_id, id) DO UPDATE SET state='completed',"
+        " attempts=excluded.attempts, started=excluded.started, ended=excluded.ended,"
+        " output=excluded.output, output_file=excluded.output_file, error=NULL,"
+        " cached=excluded.cached, fallback_used=excluded.fallback_used,"
+        " completed_seq=COALESCE(phases.completed_seq, excluded.completed_seq),"
+        " metadata=excluded.metadata"
+    )
+
+
+_NEW_COMPLETED = {
+    (spilled, described): _new_completed(spilled, described)
+    for spilled in (False, True)
+    for described in (False, True)
+}
+
+
+def _seconds(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) else 0.0
+
+
+#: When the latest launch of run ``:run`` began: the number of its ``workflow_started``.
+_LAUNCH = (
+    "COALESCE((SELECT json_extract(r.info, '$.launch') FROM runs r"
+    " WHERE r.id=:run AND json_valid(r.info)), 0)"
+)
+
+#: The phases of run ``:run`` that started in its latest launch and have no row: they
+#: are running (or were, when its process died). (id, attempts, when it started, the
+#: number of its first event). A running phase gets its row when it ends (Known).
+RUNNING = (
+    "SELECT e.phase, MAX(CASE WHEN e.event='phase_started' THEN COALESCE(e.attempt, 1)"
+    " WHEN json_valid(e.data) AND json_type(e.data, '$.item') IS NULL"
+    " AND json_type(e.data, '$.next_attempt')='integer'"
+    " THEN json_extract(e.data, '$.next_attempt') ELSE 1 END),"
+    " MIN(CASE WHEN e.event='phase_started' THEN e.ts END),"
+    " MIN(CASE WHEN e.event='phase_started' THEN e.seq END)"
+    f" FROM events e WHERE e.run_id=:run AND e.seq>{_LAUNCH} AND e.phase IS NOT NULL"
+    " AND e.event IN ('phase_started', 'phase_retry')"
+    " AND NOT EXISTS (SELECT 1 FROM phases p WHERE p.run_id=e.run_id AND p.id=e.phase)"
+    " GROUP BY e.phase HAVING MIN(CASE WHEN e.event='phase_started' THEN e.seq END) IS NOT NULL"
+)
+
+#: The phases of run ``:run`` running now: those with a ``running`` row (resumed,
+#: approved) and those running without a row (``RUNNING``), as the CTE ``live(id)``.
+LIVE = (
+    f"WITH running(id, attempts, started, first) AS ({RUNNING}),"
+    " live(id) AS (SELECT id FROM phases WHERE run_id=:run AND state='running'"
+    " UNION SELECT id FROM running)"
+)
+
+#: Every phase of run ``:run``, as ``phase_record`` reads them, in plan order: its row,
+#: or running (``RUNNING``), or pending (planned, not started: from the run's
+#: ``info.phases``); handler phases after the plan's, in the order they started.
+PHASES = (
+    f"WITH running(id, attempts, started, first) AS ({RUNNING}),"
+    " planned(id, idx) AS (SELECT j.value, j.key FROM runs r, json_each(r.info, '$.phases') j"
+    " WHERE r.id=:run AND json_valid(r.info) AND json_type(r.info, '$.phases')='array')"
+    " SELECT id, state, attempts, started, ended, output, output_file, error, cached,"
+    " fallback_used, completed_seq, compensated, compensation_error, metadata, idx"
+    " FROM phases WHERE run_id=:run"
+    " UNION ALL SELECT u.id, 'running', u.attempts, u.started, NULL, NULL, NULL, NULL, 0, 0,"
+    f" NULL, NULL, NULL, NULL, COALESCE(pl.idx, {_EXTRA} + u.first)"
+    " FROM running u LEFT JOIN planned pl ON pl.id=u.id"
+    " UNION ALL SELECT pl.id, 'pending', 0, NULL, NULL, NULL, NULL, NULL, 0, 0, NULL, NULL,"
+    " NULL, NULL, pl.idx FROM planned pl LEFT JOIN running u ON u.id=pl.id"
+    " WHERE u.id IS NULL"
+    " AND NOT EXISTS (SELECT 1 FROM phases p WHERE p.run_id=:run AND p.id=pl.id)"
+    " ORDER BY 15"
+)
+
+
 def _derive(
     rows: _Rows,
     event: Event,
@@ -375,6 +490,7 @@ def _derive(
             "phases": planned,
             "fingerprints": dict(data.get("fingerprints") or {}),
             "inputs": data.get("inputs") or {},
+            "launch": seq,  # where this launch's events begin (RUNNING reads after it)
         }
         if event.trace_id:
             info["trace_id"] = event.trace_id
@@ -404,7 +520,10 @@ def _derive(
             ),
         )
         rows.flush()
-        rows.plans[run] = _places(planned)
+        have = set()
+        if data.get("resumed_from"):  # the rows of its earlier launches
+            have = {str(r[0]) for r in rows.conn.execute(_ROW_IDS, (run,))}
+        rows.plans[run] = Known(_places(planned), have, True)
         _renumber(rows.conn, run, planned)
     elif phase is None:
         status = run_status(event)
@@ -420,15 +539,29 @@ def _derive(
                     run,
                 ),
             )
-            rows.plans.pop(run, None)  # the run ended: events after it (a resume) load it
+            known = rows.plans.pop(run, None)  # the run ended: a resume loads it again
             # A phase still running (or waiting) when its run ended did not finish: cancelled.
             rows.execute(
                 "UPDATE phases SET state='cancelled', ended=?"
                 " WHERE run_id=? AND state IN ('running', 'waiting')",
                 (ts, run),
             )
-    elif kind == "phase_started":  # the phase's row is made here (a retry: updated)
-        attempt = event.attempt or 1
+            if known is None or not known.whole or known.started:  # running without a row
+                places = known.places if known is not None else _plan_index(rows.conn, run)
+                rows.conn.executemany(
+                    "INSERT INTO phases(run_id, id, idx, state, attempts, started, ended)"
+                    " VALUES (?, ?, ?, 'cancelled', ?, ?, ?)",
+                    [
+                        (run, pid, places.get(pid, _EXTRA + first), attempts, began, ts)
+                        for pid, attempts, began, first in rows.conn.execute(RUNNING, {"run": run})
+                    ],
+                )
+    elif kind == "phase_started":
+        known = rows.known(run)
+        if phase not in known.rows:  # its row is made when it ends (Known)
+            known.started.setdefault(phase, (ts, seq))
+            return
+        attempt = event.attempt or 1  # a phase that has a row: resumed, approved, retried
         rows.hold(
             "INSERT INTO phases(run_id, id, idx, state, attempts, started)"
             " VALUES (?, ?, ?, 'running', ?, ?) ON CONFLICT(run_id, id) DO UPDATE SET"
@@ -441,42 +574,55 @@ def _derive(
         rows.hold(
             "INSERT INTO phases(run_id, id, idx, state) VALUES (?, ?, ?, 'waiting')"
             " ON CONFLICT(run_id, id) DO UPDATE SET state='waiting', ended=NULL, error=NULL",
-            (run, phase, rows.idx(run, phase, seq)),
+            (run, phase, rows.made(run, phase, seq)[0]),
         )
     elif kind == "phase_completed":
-        duration = data.get("duration")
-        started = ts - float(duration) if isinstance(duration, (int, float)) else ts
         attempts = int(data.get("attempts") or event.attempt or 1)
         cached = int(bool(data.get("cached")))
         fallback_used = int(bool(data.get("fallback_used")))
         metadata = data.get("metadata")
         meta_text = dumps(metadata) if metadata else None
-        # UPDATE first (the planned phase's row exists), as for phase_started
         spilled, described = output_file is not None, meta_text is not None
+        params: tuple[Any, ...]
+        if phase not in rows.known(run).rows:  # the usual phase: its row is made here
+            idx, began = rows.made(run, phase, seq)
+            if began is None:  # no start (a cache hit): when its output was made
+                began = ts - _seconds(data.get("duration"))
+            params = (run, phase, idx, attempts, began, ts)
+            params += (output_text, output_file) if spilled else (output_text,)
+            params += (cached, fallback_used, seq)
+            params += (meta_text,) if described else ()
+            rows.hold(_NEW_COMPLETED[spilled, described], params)
+            return
+        # UPDATE its row (made when it waited for approval, or by an earlier launch)
+        started = ts - _seconds(data.get("duration"))
         update, insert, values_of = _COMPLETED[spilled, described]
         if spilled or described:
-            params: tuple[Any, ...] = (attempts, started, ts, output_text)
+            params = (attempts, started, ts, output_text)
             params += (output_file,) if spilled else ()
             params += (cached, fallback_used, seq)
             params += (meta_text, run, phase) if described else (run, phase)
-        else:  # the usual phase: its output in the row, no metadata
+        else:
             params = (attempts, started, ts, output_text, cached, fallback_used, seq, run, phase)
         rows.update_or_insert(update, params, insert, values_of, seq)
     elif kind in ("phase_failed", "phase_skipped"):
         state = str(phase_state(event))
         metadata = data.get("metadata")  # what a failed phase's calls used, as completed's
+        idx, began = rows.made(run, phase, seq)
         rows.hold(
-            "INSERT INTO phases(run_id, id, idx, state, attempts, ended, error, metadata)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO phases(run_id, id, idx, state, attempts, started, ended, error,"
+            " metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT(run_id, id) DO UPDATE SET state=excluded.state,"
-            " attempts=MAX(attempts, excluded.attempts), ended=excluded.ended,"
+            " attempts=MAX(attempts, excluded.attempts),"
+            " started=COALESCE(excluded.started, phases.started), ended=excluded.ended,"
             " error=excluded.error, metadata=COALESCE(excluded.metadata, phases.metadata)",
             (
                 run,
                 phase,
-                rows.idx(run, phase, seq),
+                idx,
                 state,
                 int(data.get("attempts") or event.attempt or 0),
+                began,
                 ts,
                 note(event),
                 dumps(metadata) if metadata else None,
@@ -484,7 +630,9 @@ def _derive(
         )
     elif kind == "phase_retry":
         nxt = data.get("next_attempt")
-        if isinstance(nxt, int) and "item" not in data:  # the attempt about to start
+        if (
+            isinstance(nxt, int) and "item" not in data and phase in rows.known(run).rows
+        ):  # the attempt about to start (a phase running without a row: RUNNING reads it)
             rows.execute("UPDATE phases SET attempts=? WHERE run_id=? AND id=?", (nxt, run, phase))
     elif kind == "phase_stream":
         if data.get("compensation") == "started":  # saga write-ahead marker

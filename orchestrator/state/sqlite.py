@@ -30,7 +30,9 @@ from ..events import Event, durable
 from ..files import folder_problem
 from .base import CachedResult, Decision, Owner, PhaseRecord, RunRecord, current_owner
 from .rows import (
+    LIVE,
     OUTPUT_CAP,
+    PHASES,
     Plans,
     apply_event,
     apply_events,
@@ -680,17 +682,7 @@ class SqliteStore:
         """The phases of a run in plan order (handler phases after). A planned phase has a
         row from its first event on (rows.py): the others are listed as pending, from
         the plan the run's row keeps. Raises StateCorrupted."""
-        rows = self._read(
-            "SELECT id, state, attempts, started, ended, output, output_file, error, cached,"
-            " fallback_used, completed_seq, compensated, compensation_error, metadata, idx"
-            " FROM phases WHERE run_id=:run"
-            " UNION ALL SELECT j.value, 'pending', 0, NULL, NULL, NULL, NULL, NULL, 0, 0,"
-            " NULL, NULL, NULL, NULL, j.key FROM runs r, json_each(r.info, '$.phases') j"
-            " WHERE r.id=:run AND json_valid(r.info) AND json_type(r.info, '$.phases')='array'"
-            " AND NOT EXISTS (SELECT 1 FROM phases p WHERE p.run_id=r.id AND p.id=j.value)"
-            " ORDER BY 15",
-            {"run": run_id},
-        )
+        rows = self._read(PHASES, {"run": run_id})
         return [phase_record(run_id, row, self.state_dir) for row in rows]
 
     def items_done(self, run_id: str) -> dict[str, tuple[int, int]]:
@@ -699,9 +691,8 @@ class SqliteStore:
         since then, or before any, the items that start says a resumed run keeps (``kept``:
         it does not run them again). Raises StateCorrupted."""
         rows = self._read(
-            "WITH starts AS (SELECT e.phase AS phase, MAX(e.seq) AS seq FROM events e"
-            " JOIN phases p ON p.run_id=e.run_id AND p.id=e.phase"
-            " WHERE e.run_id=:run AND p.state='running' AND e.event='phase_started'"
+            f"{LIVE}, starts AS (SELECT e.phase AS phase, MAX(e.seq) AS seq FROM events e"
+            " JOIN live l ON l.id=e.phase WHERE e.run_id=:run AND e.event='phase_started'"
             " GROUP BY e.phase),"
             " sized AS (SELECT s.phase, s.seq, json_extract(e.data, '$.items') AS total,"
             " COALESCE(json_extract(e.data, '$.kept'), 0) AS kept"
@@ -916,16 +907,20 @@ class SqliteStore:
             " WHERE p.started IS NOT NULL AND p.ended IS NOT NULL GROUP BY r.workflow, p.id"
             " ORDER BY r.workflow, p.id"
         )
-        agents = self._read(
-            "SELECT json_extract(e.data, '$.agent'), COUNT(DISTINCT p.run_id || '/' || p.id)"
-            " FROM phases p JOIN runs r ON r.id = p.run_id AND r.status = 'running'"
-            " JOIN events e ON e.run_id = p.run_id AND e.phase = p.id"
-            " AND e.event = 'phase_started' WHERE p.state = 'running' GROUP BY 1 ORDER BY 1"
-        )
+        agents: dict[str, int] = {}
+        for (run_id,) in self._read("SELECT id FROM runs WHERE status='running'"):
+            for agent, n in self._read(
+                f"{LIVE} SELECT json_extract(e.data, '$.agent'), COUNT(DISTINCT e.phase)"
+                " FROM events e JOIN live l ON l.id=e.phase WHERE e.run_id=:run"
+                " AND e.event='phase_started' AND json_valid(e.data) GROUP BY 1",
+                {"run": run_id},
+            ):
+                if agent is not None:
+                    agents[str(agent)] = agents.get(str(agent), 0) + int(n)
         return {
             "runs": [(w, s, n) for (w, s), n in sorted(runs.items())],
             "phases": [tuple(row) for row in phases],
-            "agents": [(str(a), int(n)) for a, n in agents if a is not None],
+            "agents": sorted(agents.items()),
         }
 
     # -- cancel requests (`orch cancel`) -------------------------------------------
