@@ -180,9 +180,10 @@ class Known:
     ``places``: each planned phase's place in the plan. ``rows``: the phases that have
     a row. A running phase gets its row when it ends (or waits for an approval): its
     start is its ``phase_started`` event, which the readers read (``RUNNING``), and
-    ``started`` keeps when the phase began meanwhile (its first start's time and
-    sequence number). ``whole``: this writer wrote the run's latest
-    ``workflow_started``, so ``started`` lists every phase running without a row.
+    ``started`` keeps what the row is made with meanwhile (its first start's time and
+    sequence number, its attempt: raised by ``phase_retry``). ``whole``: this writer
+    wrote the run's latest ``workflow_started``, so ``started`` lists every phase
+    running without a row.
     """
 
     __slots__ = ("places", "rows", "started", "whole")
@@ -190,7 +191,7 @@ class Known:
     def __init__(self, places: dict[str, int], rows: set[str], whole: bool) -> None:
         self.places = places
         self.rows = rows
-        self.started: dict[str, tuple[float, int]] = {}
+        self.started: dict[str, tuple[float, int, int]] = {}
         self.whole = whole
 
 
@@ -283,15 +284,15 @@ class _Rows:
         found = self.known(run).places.get(phase)
         return _EXTRA + seq if found is None else found
 
-    def made(self, run: str, phase: str, seq: int) -> tuple[int, float | None]:
-        """A phase's row is made now: its place, and when it started if it was running
-        without a row (None if it never started)."""
+    def made(self, run: str, phase: str, seq: int) -> tuple[int, float | None, int]:
+        """A phase's row is made now: its place, when it started and its attempt if it
+        was running without a row (None and 0 if it never started)."""
         known = self.known(run)
         known.rows.add(phase)
         began = known.started.pop(phase, None)
         if began is None:
-            return self.idx(run, phase, seq), None
-        return self.idx(run, phase, began[1]), began[0]
+            return self.idx(run, phase, seq), None, 0
+        return self.idx(run, phase, began[1]), began[0], began[2]
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         self.flush()
@@ -496,10 +497,21 @@ def _derive(
             info["trace_id"] = event.trace_id
         if data.get("source"):  # a workflow that is not a file: what a resume reads
             info["source"] = str(data["source"])
-        if (
-            not data.get("resumed_from")
-            and rows.conn.execute("SELECT 1 FROM runs WHERE id=?", (run,)).fetchone()
-        ):  # a new run, and one with its id started first (runs.start checked it)
+        if data.get("resumed_from"):
+            # the phases its last launch left running without a row keep reading running
+            # (RUNNING reads the latest launch only): rows for them, as their ends would
+            rows.flush()
+            places = _plan_index(rows.conn, run)
+            rows.conn.executemany(
+                "INSERT INTO phases(run_id, id, idx, state, attempts, started)"
+                " VALUES (?, ?, ?, 'running', ?, ?)",
+                [
+                    (run, pid, places.get(pid, _EXTRA + first), attempts, began)
+                    for pid, attempts, began, first in rows.conn.execute(RUNNING, {"run": run})
+                ],
+            )
+        elif rows.conn.execute("SELECT 1 FROM runs WHERE id=?", (run,)).fetchone():
+            # a new run, and one with its id started first (runs.start checked it)
             raise RunTaken(f"run '{run}' already exists: a new run needs an id of its own")
         rows.execute(
             "INSERT INTO runs(id, workflow, path, source_hash, status, started, owner_pid,"
@@ -559,7 +571,12 @@ def _derive(
     elif kind == "phase_started":
         known = rows.known(run)
         if phase not in known.rows:  # its row is made when it ends (Known)
-            known.started.setdefault(phase, (ts, seq))
+            first = known.started.get(phase)
+            attempt = event.attempt or 1
+            if first is None:
+                known.started[phase] = (ts, seq, attempt)
+            elif attempt > first[2]:
+                known.started[phase] = (first[0], first[1], attempt)
             return
         attempt = event.attempt or 1  # a phase that has a row: resumed, approved, retried
         rows.hold(
@@ -585,7 +602,7 @@ def _derive(
         spilled, described = output_file is not None, meta_text is not None
         params: tuple[Any, ...]
         if phase not in rows.known(run).rows:  # the usual phase: its row is made here
-            idx, began = rows.made(run, phase, seq)
+            idx, began, _ = rows.made(run, phase, seq)
             if began is None:  # no start (a cache hit): when its output was made
                 began = ts - _seconds(data.get("duration"))
             params = (run, phase, idx, attempts, began, ts)
@@ -608,7 +625,7 @@ def _derive(
     elif kind in ("phase_failed", "phase_skipped"):
         state = str(phase_state(event))
         metadata = data.get("metadata")  # what a failed phase's calls used, as completed's
-        idx, began = rows.made(run, phase, seq)
+        idx, began, tried = rows.made(run, phase, seq)
         rows.hold(
             "INSERT INTO phases(run_id, id, idx, state, attempts, started, ended, error,"
             " metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -621,7 +638,7 @@ def _derive(
                 phase,
                 idx,
                 state,
-                int(data.get("attempts") or event.attempt or 0),
+                max(int(data.get("attempts") or event.attempt or 0), tried),
                 began,
                 ts,
                 note(event),
@@ -630,10 +647,15 @@ def _derive(
         )
     elif kind == "phase_retry":
         nxt = data.get("next_attempt")
-        if (
-            isinstance(nxt, int) and "item" not in data and phase in rows.known(run).rows
-        ):  # the attempt about to start (a phase running without a row: RUNNING reads it)
-            rows.execute("UPDATE phases SET attempts=? WHERE run_id=? AND id=?", (nxt, run, phase))
+        if isinstance(nxt, int) and "item" not in data:  # the attempt about to start
+            known = rows.known(run)
+            first = known.started.get(phase)
+            if first is not None:  # running without a row (RUNNING reads it)
+                known.started[phase] = (first[0], first[1], max(first[2], nxt))
+            elif phase in known.rows:
+                rows.execute(
+                    "UPDATE phases SET attempts=? WHERE run_id=? AND id=?", (nxt, run, phase)
+                )
     elif kind == "phase_stream":
         if data.get("compensation") == "started":  # saga write-ahead marker
             rows.execute("UPDATE phases SET compensated=-1 WHERE run_id=? AND id=?", (run, phase))

@@ -33,6 +33,7 @@ from .rows import (
     LIVE,
     OUTPUT_CAP,
     PHASES,
+    RUNNING,
     Plans,
     apply_event,
     apply_events,
@@ -53,7 +54,9 @@ __all__ = [
     "resolve_state_dir",
 ]
 
-SCHEMA_VERSION = 3  # 2: decisions (approvals); 3: schedule_fires, cancel_requests (serve)
+# 2: decisions (approvals); 3: schedule_fires, cancel_requests (serve); 4: a running phase
+# has no row (rows.RUNNING reads it from its phase_started: an older orch would not)
+SCHEMA_VERSION = 4
 DEFAULT_STATE_DIR = ".orch"
 _BUSY_MS = 10_000
 _SCHEMA = """
@@ -692,8 +695,8 @@ class SqliteStore:
         it does not run them again). Raises StateCorrupted."""
         rows = self._read(
             f"{LIVE}, starts AS (SELECT e.phase AS phase, MAX(e.seq) AS seq FROM events e"
-            " JOIN live l ON l.id=e.phase WHERE e.run_id=:run AND e.event='phase_started'"
-            " GROUP BY e.phase),"
+            " WHERE e.run_id=:run AND e.event='phase_started'"
+            " AND e.phase IN (SELECT id FROM live) GROUP BY e.phase),"
             " sized AS (SELECT s.phase, s.seq, json_extract(e.data, '$.items') AS total,"
             " COALESCE(json_extract(e.data, '$.kept'), 0) AS kept"
             " FROM starts s JOIN events e ON e.seq=s.seq"
@@ -769,6 +772,18 @@ class SqliteStore:
             f" FROM runs r JOIN phases p ON p.run_id = r.id WHERE {where}",
             args,
         )
+        for run_id, name in self._read(  # phases running now have no row: rows.RUNNING
+            f"SELECT r.id, r.workflow FROM runs r WHERE {where} AND r.status = 'running'", args
+        ):
+            phases += [
+                (name, pid, "running", attempts, began, None, 0, agent, None, None)
+                for pid, attempts, began, agent in self._read(
+                    f"WITH running(id, attempts, started, first) AS ({RUNNING})"
+                    " SELECT u.id, u.attempts, u.started, (SELECT json_extract(e.data, '$.agent')"
+                    " FROM events e WHERE e.seq=u.first AND json_valid(e.data)) FROM running u",
+                    {"run": run_id},
+                )
+            ]
         breakers = self._read(
             "SELECT r.workflow, e.phase, json_extract(e.data, '$.agent'), COUNT(*)"
             " FROM runs r JOIN events e ON e.run_id = r.id"
@@ -911,8 +926,8 @@ class SqliteStore:
         for (run_id,) in self._read("SELECT id FROM runs WHERE status='running'"):
             for agent, n in self._read(
                 f"{LIVE} SELECT json_extract(e.data, '$.agent'), COUNT(DISTINCT e.phase)"
-                " FROM events e JOIN live l ON l.id=e.phase WHERE e.run_id=:run"
-                " AND e.event='phase_started' AND json_valid(e.data) GROUP BY 1",
+                " FROM events e WHERE e.run_id=:run AND e.event='phase_started'"
+                " AND e.phase IN (SELECT id FROM live) AND json_valid(e.data) GROUP BY 1",
                 {"run": run_id},
             ):
                 if agent is not None:

@@ -103,9 +103,9 @@ def test_a_run_that_ends_leaves_no_phase_running(tmp_path, writer):
 
 
 def test_a_resumed_run_reads_its_new_launch_only(tmp_path):
-    # b ran without a row when the first launch's process died; the resume starts it
-    # again: until then it reads pending (not running from the first launch), then
-    # running from its new start, and a phase that had failed reads running again
+    # b ran without a row when the first launch's process died: it reads running until
+    # the resume starts it again (a second kill before that must still say so), then
+    # running from its new start; a phase that had failed reads running again
     with open_store(tmp_path) as store:
         store.append(
             [
@@ -118,7 +118,10 @@ def test_a_resumed_run_reads_its_new_launch_only(tmp_path):
         assert [p[:2] for p in _listed(store)] == [("a", "failed"), ("b", "running")]
         store.claim(RUN)
         store.append([_begin(("a", "b"), ts=200.0, resumed_from=RUN)])
-        assert [p[:2] for p in _listed(store)] == [("a", "failed"), ("b", "pending")]
+        assert _listed(store) == [
+            ("a", "failed", 1, 101.0, 102.0),
+            ("b", "running", 1, 103.0, None),
+        ]
         store.append(
             [
                 ev.phase_started(RUN, 201.0, "a", 1, agent="echo"),
