@@ -20,7 +20,7 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -409,12 +409,30 @@ class SqliteStore:
         with self._reader_lock:
             if self._reader is None:
                 self._reader = self._connect()
+            return self._fetch(self._reader, sql, args)
+
+    def _fetch(
+        self, conn: sqlite3.Connection, sql: str, args: Sequence[Any] | Mapping[str, Any]
+    ) -> list[Any]:
+        try:
+            return conn.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StateCorrupted(f"cannot read the state database '{self.path}': {exc}") from exc
+
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[Callable[[str, Sequence[Any] | Mapping[str, Any]], list[Any]]]:
+        """``_read`` for several reads of one snapshot of the database (one read
+        transaction: a row written meanwhile is in all of them or in none)."""
+        with self._reader_lock:
+            if self._reader is None:
+                self._reader = self._connect()
+            conn = self._reader
+            self._fetch(conn, "BEGIN", ())
             try:
-                return self._reader.execute(sql, args).fetchall()
-            except sqlite3.DatabaseError as exc:
-                raise StateCorrupted(
-                    f"cannot read the state database '{self.path}': {exc}"
-                ) from exc
+                yield lambda sql, args: self._fetch(conn, sql, args)
+            finally:
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
 
     # -- writing -----------------------------------------------------------------
 
@@ -760,36 +778,45 @@ class SqliteStore:
         if workflow is not None:
             where += " AND r.workflow = ?"
             args.append(workflow)
-        runs = self._read(
-            f"SELECT r.workflow, r.status, r.started, r.ended FROM runs r WHERE {where}",
-            args,
-        )
-        phases = self._read(
-            "SELECT r.workflow, p.id, p.state, p.attempts, p.started, p.ended, p.cached,"
-            " (SELECT json_extract(e.data, '$.agent') FROM events e WHERE e.run_id = p.run_id"
-            "  AND e.event = 'phase_started' AND e.phase = p.id ORDER BY e.seq LIMIT 1),"
-            " json_extract(p.metadata, '$.tokens'), json_extract(p.metadata, '$.cost')"
-            f" FROM runs r JOIN phases p ON p.run_id = r.id WHERE {where}",
-            args,
-        )
-        for run_id, name in self._read(  # phases running now have no row: rows.RUNNING
-            f"SELECT r.id, r.workflow FROM runs r WHERE {where} AND r.status = 'running'", args
-        ):
-            phases += [
-                (name, pid, "running", attempts, began, None, 0, agent, None, None)
-                for pid, attempts, began, agent in self._read(
-                    f"WITH running(id, attempts, started, first) AS ({RUNNING})"
-                    " SELECT u.id, u.attempts, u.started, (SELECT json_extract(e.data, '$.agent')"
-                    " FROM events e WHERE e.seq=u.first AND json_valid(e.data)) FROM running u",
-                    {"run": run_id},
-                )
-            ]
-        breakers = self._read(
-            "SELECT r.workflow, e.phase, json_extract(e.data, '$.agent'), COUNT(*)"
-            " FROM runs r JOIN events e ON e.run_id = r.id"
-            f" WHERE {where} AND e.event = 'breaker_opened' GROUP BY 1, 2, 3",
-            args,
-        )
+        with self._snapshot() as read:  # one snapshot: a phase ending meanwhile is counted once
+            runs = read(
+                f"SELECT r.workflow, r.status, r.started, r.ended FROM runs r WHERE {where}",
+                args,
+            )
+            # each phase's first start, by one pass over the window's events (a lookup per
+            # phase scanned its run's events: minutes at 20,000 phases)
+            phases = read(
+                f"WITH w AS (SELECT r.id, r.workflow FROM runs r WHERE {where}),"
+                " firsts AS (SELECT e.run_id, e.phase, MIN(e.seq) AS seq FROM events e"
+                " JOIN w ON e.run_id = w.id WHERE e.event = 'phase_started'"
+                " GROUP BY e.run_id, e.phase)"
+                " SELECT w.workflow, p.id, p.state, p.attempts, p.started, p.ended, p.cached,"
+                " (SELECT json_extract(e.data, '$.agent') FROM events e WHERE e.seq = f.seq),"
+                " json_extract(p.metadata, '$.tokens'), json_extract(p.metadata, '$.cost')"
+                " FROM w JOIN phases p ON p.run_id = w.id"
+                " LEFT JOIN firsts f ON f.run_id = p.run_id AND f.phase = p.id",
+                args,
+            )
+            for run_id, name in read(  # phases running now have no row: rows.RUNNING
+                f"SELECT r.id, r.workflow FROM runs r WHERE {where} AND r.status = 'running'",
+                args,
+            ):
+                phases += [
+                    (name, pid, "running", attempts, began, None, 0, agent, None, None)
+                    for pid, attempts, began, agent in read(
+                        f"WITH running(id, attempts, started, first) AS ({RUNNING})"
+                        " SELECT u.id, u.attempts, u.started, (SELECT json_extract(e.data,"
+                        " '$.agent') FROM events e WHERE e.seq=u.first AND json_valid(e.data))"
+                        " FROM running u",
+                        {"run": run_id},
+                    )
+                ]
+            breakers = read(
+                "SELECT r.workflow, e.phase, json_extract(e.data, '$.agent'), COUNT(*)"
+                " FROM runs r JOIN events e ON e.run_id = r.id"
+                f" WHERE {where} AND e.event = 'breaker_opened' GROUP BY 1, 2, 3",
+                args,
+            )
         return runs, phases, breakers
 
     def _trace_id(self, run_id: str) -> str | None:
