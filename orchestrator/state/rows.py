@@ -338,6 +338,22 @@ class _Rows:
 _ROW_IDS = "SELECT id FROM phases WHERE run_id=?"
 
 
+def _running_rows(
+    conn: Any, run: str, places: Mapping[str, int], state: str, ended: float | None
+) -> None:
+    """Rows for the phases of ``run`` running without one (``RUNNING``), in ``state``
+    (``running``: a resume keeps them read so; ``cancelled`` at ``ended``: the run ended
+    under them)."""
+    conn.executemany(
+        "INSERT INTO phases(run_id, id, idx, state, attempts, started, ended)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            (run, pid, places.get(pid, _EXTRA + first), state, attempts, began, ended)
+            for pid, attempts, began, first in conn.execute(RUNNING, {"run": run})
+        ],
+    )
+
+
 def _no_values(params: tuple[Any, ...], idx: int) -> tuple[Any, ...]:
     raise AssertionError("no statement held")  # pragma: no cover - flush holds none then
 
@@ -497,19 +513,13 @@ def _derive(
             info["trace_id"] = event.trace_id
         if data.get("source"):  # a workflow that is not a file: what a resume reads
             info["source"] = str(data["source"])
+        have: set[str] = set()  # the phases with a row
         if data.get("resumed_from"):
             # the phases its last launch left running without a row keep reading running
             # (RUNNING reads the latest launch only): rows for them, as their ends would
             rows.flush()
-            places = _plan_index(rows.conn, run)
-            rows.conn.executemany(
-                "INSERT INTO phases(run_id, id, idx, state, attempts, started)"
-                " VALUES (?, ?, ?, 'running', ?, ?)",
-                [
-                    (run, pid, places.get(pid, _EXTRA + first), attempts, began)
-                    for pid, attempts, began, first in rows.conn.execute(RUNNING, {"run": run})
-                ],
-            )
+            _running_rows(rows.conn, run, _plan_index(rows.conn, run), "running", None)
+            have = {str(r[0]) for r in rows.conn.execute(_ROW_IDS, (run,))}
         elif rows.conn.execute("SELECT 1 FROM runs WHERE id=?", (run,)).fetchone():
             # a new run, and one with its id started first (runs.start checked it)
             raise RunTaken(f"run '{run}' already exists: a new run needs an id of its own")
@@ -532,9 +542,6 @@ def _derive(
             ),
         )
         rows.flush()
-        have = set()
-        if data.get("resumed_from"):  # the rows of its earlier launches
-            have = {str(r[0]) for r in rows.conn.execute(_ROW_IDS, (run,))}
         rows.plans[run] = Known(_places(planned), have, True)
         _renumber(rows.conn, run, planned)
     elif phase is None:
@@ -560,25 +567,18 @@ def _derive(
             )
             if known is None or not known.whole or known.started:  # running without a row
                 places = known.places if known is not None else _plan_index(rows.conn, run)
-                rows.conn.executemany(
-                    "INSERT INTO phases(run_id, id, idx, state, attempts, started, ended)"
-                    " VALUES (?, ?, ?, 'cancelled', ?, ?, ?)",
-                    [
-                        (run, pid, places.get(pid, _EXTRA + first), attempts, began, ts)
-                        for pid, attempts, began, first in rows.conn.execute(RUNNING, {"run": run})
-                    ],
-                )
+                _running_rows(rows.conn, run, places, "cancelled", ts)
     elif kind == "phase_started":
         known = rows.known(run)
+        attempt = event.attempt or 1
         if phase not in known.rows:  # its row is made when it ends (Known)
             first = known.started.get(phase)
-            attempt = event.attempt or 1
             if first is None:
                 known.started[phase] = (ts, seq, attempt)
             elif attempt > first[2]:
                 known.started[phase] = (first[0], first[1], attempt)
             return
-        attempt = event.attempt or 1  # a phase that has a row: resumed, approved, retried
+        # a phase that has a row (resumed, approved): it runs again
         rows.hold(
             "INSERT INTO phases(run_id, id, idx, state, attempts, started)"
             " VALUES (?, ?, ?, 'running', ?, ?) ON CONFLICT(run_id, id) DO UPDATE SET"
