@@ -407,9 +407,13 @@ class SqliteStore:
 
     def _read(self, sql: str, args: Sequence[Any] | Mapping[str, Any] = ()) -> list[Any]:
         with self._reader_lock:
-            if self._reader is None:
-                self._reader = self._connect()
-            return self._fetch(self._reader, sql, args)
+            return self._fetch(self._reading(), sql, args)
+
+    def _reading(self) -> sqlite3.Connection:
+        """The reader connection, opened on first use (the caller holds ``_reader_lock``)."""
+        if self._reader is None:
+            self._reader = self._connect()
+        return self._reader
 
     def _fetch(
         self, conn: sqlite3.Connection, sql: str, args: Sequence[Any] | Mapping[str, Any]
@@ -424,9 +428,7 @@ class SqliteStore:
         """``_read`` for several reads of one snapshot of the database (one read
         transaction: a row written meanwhile is in all of them or in none)."""
         with self._reader_lock:
-            if self._reader is None:
-                self._reader = self._connect()
-            conn = self._reader
+            conn = self._reading()
             self._fetch(conn, "BEGIN", ())
             try:
                 yield lambda sql, args: self._fetch(conn, sql, args)

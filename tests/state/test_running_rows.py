@@ -18,7 +18,6 @@ import pytest
 
 from orchestrator import events as ev
 from orchestrator.events import Event
-from orchestrator.state.base import Owner
 from orchestrator.state.sqlite import open_store
 
 RUN = "r1"
@@ -89,7 +88,6 @@ def test_a_run_that_ends_leaves_no_phase_running(tmp_path, writer):
             store.append([_end("failed", 110.0)])
         else:
             with open_store(tmp_path) as other:
-                other.owner = Owner(os.getpid(), "someone else")
                 conn = other._connect()  # the run's owner is dead: mark it so
                 conn.execute("UPDATE runs SET owner_pid=NULL")
                 conn.close()
